@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages sevemu builds and tests with, only those that are missing.
+# Uses sudo when not root. Does nothing (and needs no network) when everything is present.
+set -euo pipefail
+pkgs=(g++ meson ninja-build pkg-config cmake libssl-dev libboost-dev catch2 libcli11-dev
+      nlohmann-json3-dev libzydis-dev libfmt-dev)
+if [ "${1:-}" = "--bench" ]; then pkgs+=(qemu-system-x86); fi
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "sevemu: installing missing Debian packages: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

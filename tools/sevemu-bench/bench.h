@@ -1,0 +1,39 @@
+// sevemu-bench — one row per measured case, with the reference measured in the same run
+// (INTERFACES.md §7). Suites are plain functions listed in main.cpp.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace sevemu::bench {
+
+struct Row {
+    std::string suite;
+    std::string case_name;
+    std::string unit;      // e.g. "GB/s", "ns/op", "Minstr/s"
+    double value {};
+    std::string reference; // empty when the case has no reference
+    double reference_value {};
+    // ratio = value / reference_value for throughput units, reference_value / value for
+    // time-per-operation units, so that a ratio above 1 always means sevemu is faster.
+    bool higher_is_better { true };
+};
+
+class Report {
+public:
+    void add(Row row) { m_rows.push_back(std::move(row)); }
+    std::vector<Row> const& rows() const { return m_rows; }
+
+private:
+    std::vector<Row> m_rows;
+};
+
+double ratio_of(Row const&);
+
+// A suite returns 0 on success, or non-zero after printing one line to stderr saying why it
+// could not run (for example a reference program that is not installed).
+using SuiteFn = int (*)(Report&);
+
+int suite_memcrypt(Report&);
+
+} // namespace sevemu::bench

@@ -1,0 +1,95 @@
+// sevemu-bench [--json] [SUITE...] (INTERFACES.md §7).
+#include "bench.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string_view>
+
+namespace sevemu::bench {
+
+double ratio_of(Row const& r)
+{
+    if (r.reference.empty() || r.value <= 0 || r.reference_value <= 0)
+        return 0;
+    return r.higher_is_better ? r.value / r.reference_value : r.reference_value / r.value;
+}
+
+struct SuiteEntry {
+    std::string_view name;
+    SuiteFn fn; // nullptr: not built yet
+};
+
+static constexpr SuiteEntry kSuites[] = {
+    { "memcrypt", suite_memcrypt },
+    { "cpu", nullptr },
+    { "psp", nullptr },
+    { "migration", nullptr },
+    { "boot", nullptr },
+};
+
+} // namespace sevemu::bench
+
+int main(int argc, char** argv)
+{
+    using namespace sevemu::bench;
+    CLI::App app { "sevemu-bench: benchmarks of sevemu, each beside a reference measured in the same run" };
+    bool json = false;
+    std::vector<std::string> names;
+    app.add_flag("--json", json, "one JSON object per line instead of a table");
+    app.add_option("suites", names, "suites to run: memcrypt, cpu, psp, migration, boot (default: every available one)");
+    CLI11_PARSE(app, argc, argv);
+
+    std::vector<SuiteEntry const*> chosen;
+    for (auto const& n : names) {
+        SuiteEntry const* found = nullptr;
+        for (auto const& s : kSuites)
+            if (s.name == n)
+                found = &s;
+        if (!found) {
+            std::fprintf(stderr, "sevemu-bench: unknown suite '%s'\n", n.c_str());
+            return 2;
+        }
+        if (!found->fn) {
+            std::fprintf(stderr, "sevemu-bench: suite '%s' is unsupported in this build (see QUIRKS.md)\n", n.c_str());
+            return 2;
+        }
+        chosen.push_back(found);
+    }
+    if (chosen.empty())
+        for (auto const& s : kSuites)
+            if (s.fn)
+                chosen.push_back(&s);
+
+    int status = 0;
+    Report report;
+    for (auto const* s : chosen)
+        if (s->fn(report) != 0)
+            status = 1;
+
+    if (json) {
+        for (auto const& r : report.rows()) {
+            nlohmann::json j = { { "suite", r.suite }, { "case", r.case_name }, { "unit", r.unit }, { "value", r.value } };
+            if (!r.reference.empty()) {
+                j["reference"] = r.reference;
+                j["reference_value"] = r.reference_value;
+                j["ratio"] = ratio_of(r);
+            } else {
+                j["reference"] = nullptr;
+                j["reference_value"] = nullptr;
+                j["ratio"] = nullptr;
+            }
+            std::printf("%s\n", j.dump().c_str());
+        }
+    } else {
+        std::printf("%-10s %-34s %12s %-9s %-30s %12s %7s\n", "suite", "case", "value", "unit", "reference", "ref value", "ratio");
+        for (auto const& r : report.rows()) {
+            if (r.reference.empty())
+                std::printf("%-10s %-34s %12.3f %-9s %-30s %12s %7s\n", r.suite.c_str(), r.case_name.c_str(), r.value, r.unit.c_str(), "-", "-", "-");
+            else
+                std::printf("%-10s %-34s %12.3f %-9s %-30s %12.3f %6.2fx\n", r.suite.c_str(), r.case_name.c_str(), r.value,
+                    r.unit.c_str(), r.reference.c_str(), r.reference_value, ratio_of(r));
+        }
+    }
+    return status;
+}
