@@ -30,7 +30,8 @@ inline constexpr size_t kCacheLine = 64;
 
 enum class XtsError : uint8_t { BadKeyLength, PathUnsupported, IdenticalHalves };
 
-// Expanded key schedules for one key slot. Immutable once built; cheap to use from many threads.
+// Expanded key schedules for one key slot. Immutable once built. The AesNi and Vaes paths may
+// be used from many threads; the Portable path reuses OpenSSL contexts and may not.
 class XtsCipher {
 public:
     // key = K1 || K2: 32 bytes for AES-128-XTS, 64 bytes for AES-256-XTS.

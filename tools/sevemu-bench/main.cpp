@@ -2,6 +2,7 @@
 #include "bench.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -82,13 +83,20 @@ int main(int argc, char** argv)
             std::printf("%s\n", j.dump().c_str());
         }
     } else {
-        std::printf("%-10s %-34s %12s %-9s %-30s %12s %7s\n", "suite", "case", "value", "unit", "reference", "ref value", "ratio");
+        // Columns as wide as their longest entry, so long case names stay aligned.
+        int cw = 4, rw = 9;
+        for (auto const& r : report.rows()) {
+            cw = std::max(cw, int(r.case_name.size()));
+            rw = std::max(rw, int(r.reference.size()));
+        }
+        std::printf("%-10s %-*s %12s %-6s %-*s %12s %7s\n", "suite", cw, "case", "value", "unit", rw, "reference", "ref value", "ratio");
         for (auto const& r : report.rows()) {
             if (r.reference.empty())
-                std::printf("%-10s %-34s %12.3f %-9s %-30s %12s %7s\n", r.suite.c_str(), r.case_name.c_str(), r.value, r.unit.c_str(), "-", "-", "-");
+                std::printf("%-10s %-*s %12.3f %-6s %-*s %12s %7s\n", r.suite.c_str(), cw, r.case_name.c_str(), r.value, r.unit.c_str(),
+                    rw, "-", "-", "-");
             else
-                std::printf("%-10s %-34s %12.3f %-9s %-30s %12.3f %6.2fx\n", r.suite.c_str(), r.case_name.c_str(), r.value,
-                    r.unit.c_str(), r.reference.c_str(), r.reference_value, ratio_of(r));
+                std::printf("%-10s %-*s %12.3f %-6s %-*s %12.3f %6.2fx\n", r.suite.c_str(), cw, r.case_name.c_str(), r.value,
+                    r.unit.c_str(), rw, r.reference.c_str(), r.reference_value, ratio_of(r));
         }
     }
     return status;
