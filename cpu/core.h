@@ -1,0 +1,360 @@
+// sevemu — the interpreter's internals, shared by the handler files. Not part of the public
+// interface (cpu/cpu.h is). Everything here is on the hot path: keep it terse.
+#pragma once
+
+#include "cpu/cpu.h"
+#include "mmu/memory_controller.h"
+#include "mmu/paging.h"
+#include "mmu/tlb.h"
+
+#include <cstring>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#define SEVEMU_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SEVEMU_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+namespace sevemu::cpu {
+
+struct Core;
+struct Insn;
+using Handler = void (*)(Core&, Insn const&);
+
+// Register file slots: 16 GPRs, a constant zero (absent base/index) and the next RIP
+// (RIP-relative addressing and branch targets).
+enum : uint8_t { kRegZero = 16, kRegNext = 17, kNumRegs = 18 };
+
+// Prefix bits kept in Insn::pfx.
+enum : uint8_t { kPfxRep = 1, kPfxRepne = 2, kPfxLock = 4, kPfxOpsize = 8, kPfxRex = 16, kPfxRexW = 32, kPfxEnd = 64 };
+
+// One predecoded instruction. reg/rm are byte offsets into Core::r (8-bit high registers
+// already resolved), base/index are register indices.
+struct Insn {
+    Handler fn;
+    uint64_t imm;
+    int32_t disp;
+    uint16_t op;      // opcode-table index, for disassembly
+    uint8_t len;
+    uint8_t reg;
+    uint8_t rm;
+    uint8_t base;
+    uint8_t index;
+    uint8_t scale;
+    uint8_t seg;
+    uint8_t asize;    // 0 = 16, 1 = 32, 2 = 64-bit addressing
+    uint8_t osize;    // operand size in bytes
+    uint8_t pfx;
+    uint8_t modrm;    // raw ModRM byte (group selectors, mod==3 test)
+    uint8_t vreg;     // VEX.vvvv register byte offset
+    uint8_t mem;      // 1 if the r/m operand is memory
+    uint8_t imm2;     // ENTER nesting level
+};
+
+struct Block {
+    uint64_t lin {};   // linear address of the first instruction
+    uint64_t spa {};   // its system-physical address
+    uint8_t mode {};   // 0/1/2: 16/32/64-bit default sizes
+    bool cached {};    // false for the scratch block of a page-crossing instruction
+    std::vector<Insn> insns;
+};
+
+// A guest exception in flight (internal to the interpreter; run() catches it).
+struct GuestFault {
+    uint8_t vector;
+    bool has_error;
+    uint32_t error;
+};
+
+enum : uint8_t { DE = 0, DB = 1, NMI = 2, BP = 3, OF_ = 4, BR = 5, UD = 6, NM = 7, DF_ = 8, TS = 10,
+                 NP = 11, SS_ = 12, GP = 13, PF_ = 14, MF = 16, AC_ = 17, MC = 18, XF = 19 };
+
+enum LfKind : uint8_t { LF_NONE, LF_ADD, LF_SUB, LF_LOGIC, LF_INC, LF_DEC };
+
+template <int S> struct UT;
+template <> struct UT<1> { using T = uint8_t; using ST = int8_t; };
+template <> struct UT<2> { using T = uint16_t; using ST = int16_t; };
+template <> struct UT<4> { using T = uint32_t; using ST = int32_t; };
+template <> struct UT<8> { using T = uint64_t; using ST = int64_t; };
+template <int S> using U = typename UT<S>::T;
+template <int S> using SI = typename UT<S>::ST;
+
+inline constexpr uint64_t kAsizeMask[3] = { 0xFFFF, 0xFFFFFFFF, ~0ull };
+
+struct JumpEntry {
+    uint64_t lin { ~0ull };
+    uint8_t mode {};
+    Block* block {};
+};
+
+struct Core {
+    Core(mmu::MemoryController& mc, CpuModel model, IoHandler& io);
+
+    // ---- Registers (hot)
+    uint64_t r[kNumRegs] {};
+    uint64_t rip {};
+    uint64_t flags { 2 };      // RFLAGS; arithmetic bits valid only when lf_kind == LF_NONE
+    uint64_t lf_a {}, lf_b {}, lf_res {};
+    uint8_t lf_kind { LF_NONE }, lf_size { 1 }, lf_cf {};
+
+    uint8_t mode {};           // decode mode 0/1/2
+    bool mode64 {};
+    bool brk {};               // end the current block after this instruction
+    uint8_t bank {};           // TLB bank: 1 when CPL == 3
+    uint8_t cpl {};
+    uint64_t seg_base[6] {};   // effective base (0 for ES/CS/SS/DS in 64-bit mode)
+    uint64_t seg_lo[6] {}, seg_hi[6] {};
+    uint8_t seg_acc[6] {};     // 1 readable, 2 writable; 0 unusable
+
+    mmu::Tlb<256> tlb;
+
+    // ---- Architectural state (cold)
+    Segment seg[6] {};
+    Segment ldtr {}, tr {};
+    DescriptorTable gdtr {}, idtr {};
+    uint64_t cr0 {}, cr2 {}, cr3 {}, cr4 {}, cr8 {}, efer {}, xcr0 { 1 };
+    uint64_t dr[4] {}, dr6 { 0xFFFF0FF0 }, dr7 { 0x400 };
+    alignas(16) uint64_t xmm[16][2] {};
+    // x87 (exec_x87.cpp): physical registers as host 80-bit long double, TOP in fsw[13:11].
+    long double fpr[8] {};
+    uint16_t fcw { 0x37F }, fsw {};
+    uint8_t ftag_empty { 0xFF }; // bit i: physical register i is empty
+    uint32_t mxcsr { 0x1F80 };
+    MsrState msr {};
+    int64_t tsc_offset {};
+    uint64_t icount {};        // retired instructions (TSC source)
+    bool halted {};
+    bool irq_shadow {};
+    bool stop_requested {};
+    bool pending_shutdown {};
+
+    mmu::MemoryController& mc;
+    CpuModel model;
+    CpuModelInfo const& info;
+    IoHandler& io;
+    mmu::PagingContext pctx;
+    CpuStats stats;
+
+    // ---- Decoded-code cache
+    static constexpr size_t kJumpEntries = 4096;
+    static constexpr size_t kMaxBlocks = 1u << 17;
+    std::unique_ptr<JumpEntry[]> jc { new JumpEntry[kJumpEntries] };
+    std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;   // key: spa << 2 | mode
+    std::unordered_map<uint64_t, std::vector<uint64_t>> code_pages; // pfn -> block keys
+    std::vector<std::unique_ptr<Block>> graveyard;
+    Block scratch;
+    std::shared_ptr<Core*> self_ref;
+
+    // ---- Lazy flags (APM vol 3 Appendix E for which flags each instruction defines)
+    static uint64_t msb(uint8_t size) { return size * 8 - 1; }
+    void set_lazy(LfKind k, uint64_t a, uint64_t b, uint64_t res, uint8_t size)
+    {
+        lf_kind = k; lf_a = a; lf_b = b; lf_res = res; lf_size = size;
+    }
+    bool get_cf() const
+    {
+        switch (lf_kind) {
+        case LF_NONE: return flags & rflags::CF;
+        case LF_ADD: return (((lf_a & lf_b) | ((lf_a ^ lf_b) & ~lf_res)) >> msb(lf_size)) & 1;
+        case LF_SUB: return (((~lf_a & lf_b) | (~(lf_a ^ lf_b) & lf_res)) >> msb(lf_size)) & 1;
+        case LF_LOGIC: return false;
+        default: return lf_cf;
+        }
+    }
+    bool get_zf() const
+    {
+        if (lf_kind == LF_NONE) return flags & rflags::ZF;
+        return (lf_res << (63 - msb(lf_size))) == 0;
+    }
+    bool get_sf() const
+    {
+        if (lf_kind == LF_NONE) return flags & rflags::SF;
+        return (lf_res >> msb(lf_size)) & 1;
+    }
+    bool get_of() const
+    {
+        switch (lf_kind) {
+        case LF_NONE: return flags & rflags::OF;
+        case LF_ADD: case LF_INC: return (((lf_a ^ lf_res) & (lf_b ^ lf_res)) >> msb(lf_size)) & 1;
+        case LF_SUB: case LF_DEC: return (((lf_a ^ lf_b) & (lf_a ^ lf_res)) >> msb(lf_size)) & 1;
+        default: return false;
+        }
+    }
+    bool get_pf() const
+    {
+        if (lf_kind == LF_NONE) return flags & rflags::PF;
+        return !__builtin_parity(uint8_t(lf_res));
+    }
+    bool get_af() const
+    {
+        if (lf_kind == LF_NONE) return flags & rflags::AF;
+        if (lf_kind == LF_LOGIC) return false;
+        return ((lf_a ^ lf_b ^ lf_res) >> 4) & 1;
+    }
+    void materialize()
+    {
+        if (lf_kind == LF_NONE) return;
+        uint64_t f = flags & ~rflags::kArith;
+        f |= get_cf() ? rflags::CF : 0;
+        f |= get_pf() ? rflags::PF : 0;
+        f |= get_af() ? rflags::AF : 0;
+        f |= get_zf() ? rflags::ZF : 0;
+        f |= get_sf() ? rflags::SF : 0;
+        f |= get_of() ? rflags::OF : 0;
+        flags = f;
+        lf_kind = LF_NONE;
+    }
+    uint64_t get_rflags() { materialize(); return flags; }
+    bool cond(unsigned cc) const
+    {
+        bool v;
+        switch (cc >> 1) {
+        case 0: v = get_of(); break;
+        case 1: v = get_cf(); break;
+        case 2: v = get_zf(); break;
+        case 3: v = get_cf() || get_zf(); break;
+        case 4: v = get_sf(); break;
+        case 5: v = get_pf(); break;
+        case 6: v = get_sf() != get_of(); break;
+        default: v = get_zf() || (get_sf() != get_of()); break;
+        }
+        return v ^ (cc & 1);
+    }
+
+    // ---- Faults
+    [[noreturn]] void raise(uint8_t v) { throw GuestFault { v, false, 0 }; }
+    [[noreturn]] void raise(uint8_t v, uint32_t e) { throw GuestFault { v, true, e }; }
+
+    // ---- Registers by byte offset
+    template <int S> U<S> getr(uint8_t off) const
+    {
+        U<S> v;
+        std::memcpy(&v, reinterpret_cast<uint8_t const*>(r) + off, S);
+        return v;
+    }
+    template <int S> void setr(uint8_t off, uint64_t v)
+    {
+        if constexpr (S == 4) {
+            *reinterpret_cast<uint64_t*>(reinterpret_cast<uint8_t*>(r) + off) = uint32_t(v);
+        } else {
+            U<S> t = U<S>(v);
+            std::memcpy(reinterpret_cast<uint8_t*>(r) + off, &t, S);
+        }
+    }
+
+    // ---- Segmentation
+    uint64_t seg_lin(unsigned s, uint64_t ea, unsigned size, bool write)
+    {
+        if (SEVEMU_LIKELY(mode64))
+            return ea + seg_base[s];
+        if (SEVEMU_UNLIKELY(ea < seg_lo[s] || ea + size - 1 > seg_hi[s] || !(seg_acc[s] & (write ? 2 : 1))))
+            seg_fault(s);
+        return uint32_t(ea + seg_base[s]);
+    }
+    [[noreturn]] void seg_fault(unsigned s) { raise(s == SS ? SS_ : GP, 0); }
+    uint64_t ea(Insn const& i) const
+    {
+        return (r[i.base] + (r[i.index] << i.scale) + uint64_t(int64_t(i.disp))) & kAsizeMask[i.asize];
+    }
+    uint64_t lin(Insn const& i, unsigned size, bool write) { return seg_lin(i.seg, ea(i), size, write); }
+
+    // ---- Memory by linear address
+    template <class T> T rd(uint64_t a)
+    {
+        auto& e = tlb.entry(bank, a);
+        if (SEVEMU_LIKELY(e.tag_read == (a >> 12) && (a & 0xFFF) <= 0x1000 - sizeof(T))) {
+            T v;
+            std::memcpy(&v, e.host + (a & 0xFFF), sizeof(T));
+            return v;
+        }
+        T v;
+        read_slow(a, &v, sizeof(T), false);
+        return v;
+    }
+    template <class T> void wr(uint64_t a, T v)
+    {
+        auto& e = tlb.entry(bank, a);
+        if (SEVEMU_LIKELY(e.tag_write == (a >> 12) && (a & 0xFFF) <= 0x1000 - sizeof(T))) {
+            std::memcpy(e.host + (a & 0xFFF), &v, sizeof(T));
+            return;
+        }
+        write_slow(a, &v, sizeof(T));
+    }
+    // Implicit supervisor accesses (descriptor tables, TSS, IDT) ignore CPL (APM vol 2 §5.6.4).
+    template <class T> T rd_sys(uint64_t a)
+    {
+        T v;
+        sys_access(a, &v, sizeof(T), false);
+        return v;
+    }
+    template <class T> void wr_sys(uint64_t a, T v) { sys_access(a, &v, sizeof(T), true); }
+    // Stack writes of event delivery, with the privilege of the new CPL.
+    template <class T> void wr_stack_sup(uint64_t a, T v, unsigned new_cpl) { sys_access(a, &v, sizeof(T), true, new_cpl == 3); }
+    uint64_t pop_n(unsigned osize) { return osize == 8 ? pop<8>() : osize == 4 ? pop<4>() : pop<2>(); }
+
+    void read_slow(uint64_t a, void* out, unsigned n, bool fetch);
+    void write_slow(uint64_t a, void const* in, unsigned n);
+    void sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_user = false);
+    struct Xlate { uint64_t spa; uint8_t* host; mmu::KeyId key; };
+    Xlate translate(uint64_t a, bool write, bool fetch, bool implicit_sup = false);
+    size_t fetch_bytes(uint64_t a, uint8_t* out, size_t n); // stops at a faulting page
+
+    // ---- Stack
+    uint64_t stack_mask() const { return mode64 ? ~0ull : (seg[SS].big() ? 0xFFFFFFFFull : 0xFFFF); }
+    template <int S> void push(uint64_t v)
+    {
+        uint64_t m = stack_mask();
+        uint64_t sp = (r[RSP] - S) & m;
+        wr<U<S>>(seg_lin(SS, sp, S, true), U<S>(v));
+        r[RSP] = (r[RSP] & ~m) | sp;
+    }
+    template <int S> U<S> pop()
+    {
+        uint64_t m = stack_mask();
+        uint64_t sp = r[RSP] & m;
+        U<S> v = rd<U<S>>(seg_lin(SS, sp, S, false));
+        r[RSP] = (r[RSP] & ~m) | ((sp + S) & m);
+        return v;
+    }
+
+    // ---- System (exec_sys.cpp)
+    void update_mode();          // after CR0/CR4/EFER/CS/SS changes
+    void update_seg_cache(unsigned s);
+    void update_paging();        // recompute the walk context (and flush the TLB)
+    void flush_tlb(bool include_global);
+    void set_cr0(uint64_t v);
+    void set_cr3(uint64_t v);
+    void set_cr4(uint64_t v);
+    void set_efer(uint64_t v);
+    void set_rflags(uint64_t v, uint64_t writable_mask);
+    uint64_t writable_flags_mask() const;
+    void load_seg(unsigned s, uint16_t sel);               // MOV/POP Sreg, LxS
+    void load_cs_real(uint16_t sel);
+    uint64_t read_descriptor(uint16_t sel, uint8_t vec);   // #GP/#TS(sel) on limit
+    void set_accessed(uint16_t sel, uint64_t desc);
+    static Segment seg_from_desc(uint16_t sel, uint64_t d, uint64_t d_hi = 0);
+    void far_jump(uint16_t sel, uint64_t off, bool call, unsigned osize, uint64_t ret_rip);
+    void far_return(unsigned osize, uint16_t pop_extra);
+    void iret(unsigned osize);
+    void deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip);
+    void exception(GuestFault const& f);          // with double/triple-fault escalation
+    bool io_allowed(uint16_t port, unsigned size);
+    bool rdmsr(uint32_t idx, uint64_t& v);
+    bool wrmsr(uint32_t idx, uint64_t v);
+    uint64_t read_tsc() const { return icount + uint64_t(tsc_offset); }
+
+    // ---- Decoded code (cpu.cpp)
+    Block* lookup_block();
+    Block* decode_block(uint64_t lin, uint64_t spa);
+    void invalidate_code_page(uint64_t pfn);
+    bool is_code_page(uint64_t pfn) const { return code_pages.count(pfn) != 0; }
+    void flush_jump_cache();
+
+    void reset();
+};
+
+// Decoder (decode.cpp). Returns the instruction length, 0 when more bytes are needed.
+unsigned decode_one(uint8_t const* bytes, size_t avail, uint8_t mode, Insn& out);
+std::string disassemble_insn(Insn const& i, uint64_t rip);
+
+} // namespace sevemu::cpu

@@ -1,0 +1,522 @@
+// sevemu — the run loop, the memory paths behind the TLB, the decoded-block cache and the
+// public Cpu interface.
+#include "cpu/ops.h"
+
+#include <algorithm>
+
+namespace sevemu::cpu {
+
+using namespace rflags;
+
+std::string_view stop_reason_name(StopReason r)
+{
+    switch (r) {
+    case StopReason::InstructionLimit: return "instruction-limit";
+    case StopReason::Halted: return "halted";
+    case StopReason::Shutdown: return "shutdown";
+    case StopReason::StopRequested: return "stop-requested";
+    }
+    return "?";
+}
+
+Core::Core(mmu::MemoryController& m, CpuModel mdl, IoHandler& i)
+    : mc(m)
+    , model(mdl)
+    , info(cpu_model_info(mdl))
+    , io(i)
+{
+    self_ref = std::make_shared<Core*>(this);
+    std::weak_ptr<Core*> weak = self_ref;
+    mc.add_invalidation_listener([weak](Spa page) {
+        if (auto p = weak.lock()) {
+            Core& c = **p;
+            c.tlb.flush_spa(page.page_base().value);
+            if (c.is_code_page(page.pfn()))
+                c.invalidate_code_page(page.pfn());
+        }
+    });
+    reset();
+}
+
+void Core::reset()
+{
+    // APM vol 2 §14.1.3, Table 14-1 (initial processor state).
+    std::fill(std::begin(r), std::end(r), 0);
+    r[RDX] = cpuid_query(model, 1, 0).eax;
+    rip = 0xFFF0;
+    flags = 2;
+    lf_kind = LF_NONE;
+    for (auto& s : seg)
+        s = Segment { 0, 0x93, 0xFFFF, 0 };
+    seg[CS] = Segment { 0xF000, 0x9B, 0xFFFF, 0xFFFF0000 };
+    ldtr = Segment { 0, 0x82, 0xFFFF, 0 };
+    tr = Segment { 0, 0x8B, 0xFFFF, 0 };
+    gdtr = idtr = { 0, 0xFFFF };
+    cr0 = 0x60000010;
+    cr2 = cr3 = cr4 = cr8 = 0;
+    efer = 0;
+    xcr0 = 1;
+    for (auto& d : dr) d = 0;
+    dr6 = 0xFFFF0FF0;
+    dr7 = 0x400;
+    msr = MsrState {};
+    for (auto& x : xmm) x[0] = x[1] = 0;
+    mxcsr = 0x1F80;
+    for (auto& f : fpr) f = 0;
+    fcw = 0x40; // FINIT sets 0x37F; the reset value is 0x0040 (APM vol 2 Table 14-1)
+    fsw = 0;
+    ftag_empty = 0xFF;
+    tsc_offset = 0;
+    halted = irq_shadow = stop_requested = pending_shutdown = false;
+    update_mode();
+    update_paging();
+}
+
+// ---------------------------------------------------------------- memory
+
+namespace {
+bool canonical(uint64_t a) { return uint64_t(int64_t(a << 16) >> 16) == a; }
+}
+
+Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_sup)
+{
+    if ((efer & efer::LMA) && !canonical(a)) raise(GP, 0);
+    bool user = !implicit_sup && cpl == 3;
+    mmu::AccessKind acc { write, user, fetch, implicit_sup, bool(flags & AC) };
+    auto t = mmu::walk(mc, pctx, a, acc);
+    if (!t) {
+        cr2 = a;
+        raise(PF_, t.error().error_code);
+    }
+    ++stats.tlb_misses;
+    uint64_t page = t->page.value;
+    mmu::KeyId key = pctx.mode == mmu::PagingMode::None ? mmu::KeyId::none() : mmu::key_for(pctx, t->encrypted);
+    Xlate x { page | (a & 0xFFF), nullptr, key };
+    if (mc.is_dram(Spa(page))) {
+        auto p = mc.page_pointer(Spa(page), key, write ? mmu::Access::Write : mmu::Access::Read);
+        if (!p) {
+            // The key slot is unusable (never programmed): the access sees raw DRAM (QUIRKS.md).
+            x.key = mmu::KeyId::none();
+            p = mc.page_pointer(Spa(page), x.key, write ? mmu::Access::Write : mmu::Access::Read);
+        }
+        if (p)
+            x.host = *p;
+    }
+    if (x.host && !implicit_sup && !(user == false && t->user && pctx.smap)) {
+        auto& e = tlb.entry(user ? 1 : 0, a);
+        uint64_t lpn = a >> 12;
+        if (e.lpn != lpn || e.host != x.host) {
+            e = mmu::TlbEntry {};
+            e.lpn = lpn;
+            e.host = x.host;
+            e.spa_page = page;
+            e.key = x.key;
+        }
+        e.global = t->global;
+        e.tag_read = lpn;
+        if (fetch) e.tag_fetch = lpn;
+        if (write && !is_code_page(page >> 12)) e.tag_write = lpn;
+    }
+    return x;
+}
+
+void Core::read_slow(uint64_t a, void* out, unsigned n, bool fetch)
+{
+    uint8_t* o = static_cast<uint8_t*>(out);
+    while (n) {
+        unsigned chunk = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
+        Xlate x = translate(a, false, fetch);
+        if (x.host) {
+            std::memcpy(o, x.host + (a & 0xFFF), chunk);
+        } else if (chunk == 1 || chunk == 2 || chunk == 4 || chunk == 8) {
+            uint64_t v = io.mmio_read(Spa(x.spa), uint8_t(chunk));
+            std::memcpy(o, &v, chunk);
+        } else {
+            for (unsigned k = 0; k < chunk; ++k)
+                o[k] = uint8_t(io.mmio_read(Spa(x.spa + k), 1));
+        }
+        o += chunk;
+        n -= chunk;
+        a = (efer & efer::LMA) ? a + chunk : uint32_t(a + chunk);
+    }
+}
+
+void Core::write_slow(uint64_t a, void const* in, unsigned n)
+{
+    uint8_t const* s = static_cast<uint8_t const*>(in);
+    // Translate every page first, so a fault on the second page leaves memory untouched.
+    unsigned first = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
+    uint64_t a2 = (efer & efer::LMA) ? a + first : uint32_t(a + first);
+    Xlate x1 = translate(a, true, false);
+    Xlate x2 { 0, nullptr, mmu::KeyId::none() };
+    if (first < n) {
+        x2 = translate(a2, true, false);
+        x1 = translate(a, true, false); // the second translation may have evicted the first pointer
+    }
+    auto put = [&](Xlate const& x, uint64_t la, uint8_t const* src, unsigned len) {
+        uint64_t pfn = x.spa >> 12;
+        if (x.host) {
+            if (is_code_page(pfn))
+                invalidate_code_page(pfn); // self-modifying code
+            std::memcpy(x.host + (la & 0xFFF), src, len);
+        } else if (len == 1 || len == 2 || len == 4 || len == 8) {
+            uint64_t v = 0;
+            std::memcpy(&v, src, len);
+            io.mmio_write(Spa(x.spa), uint8_t(len), v);
+        } else {
+            for (unsigned k = 0; k < len; ++k)
+                io.mmio_write(Spa(x.spa + k), 1, src[k]);
+        }
+    };
+    put(x1, a, s, first);
+    if (first < n)
+        put(x2, a2, s + first, n - first);
+}
+
+void Core::sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_user)
+{
+    uint8_t* b = static_cast<uint8_t*>(buf);
+    uint8_t saved_cpl = cpl;
+    if (as_user) cpl = 3;
+    struct Restore { Core& c; uint8_t v; ~Restore() { c.cpl = v; } } restore { *this, saved_cpl };
+    while (n) {
+        unsigned chunk = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
+        Xlate x = translate(a, write, false, !as_user);
+        uint64_t pfn = x.spa >> 12;
+        if (x.host) {
+            if (write) {
+                if (is_code_page(pfn)) invalidate_code_page(pfn);
+                // The pointer may have been dropped by the invalidation; fetch it again.
+                x = translate(a, write, false, !as_user);
+                std::memcpy(x.host + (a & 0xFFF), b, chunk);
+            } else {
+                std::memcpy(b, x.host + (a & 0xFFF), chunk);
+            }
+        } else {
+            for (unsigned k = 0; k < chunk; ++k) {
+                if (write) io.mmio_write(Spa(x.spa + k), 1, b[k]);
+                else b[k] = uint8_t(io.mmio_read(Spa(x.spa + k), 1));
+            }
+        }
+        b += chunk;
+        n -= chunk;
+        a = (efer & efer::LMA) ? a + chunk : uint32_t(a + chunk);
+    }
+}
+
+// ---------------------------------------------------------------- decoded code
+
+void Core::flush_jump_cache()
+{
+    for (size_t k = 0; k < kJumpEntries; ++k)
+        jc[k] = JumpEntry {};
+}
+
+void Core::invalidate_code_page(uint64_t pfn)
+{
+    auto it = code_pages.find(pfn);
+    if (it == code_pages.end()) return;
+    for (uint64_t key : it->second) {
+        auto b = blocks.find(key);
+        if (b != blocks.end()) {
+            graveyard.push_back(std::move(b->second)); // may be executing right now
+            blocks.erase(b);
+        }
+    }
+    code_pages.erase(it);
+    flush_jump_cache();
+    ++stats.code_invalidations;
+    brk = true;
+}
+
+Block* Core::decode_block(uint64_t lin, uint64_t)
+{
+    Xlate x = translate(lin, false, true);
+    uint64_t pfn = x.spa >> 12;
+    uint64_t key = (x.spa << 2) | mode;
+    if (x.host) {
+        auto it = blocks.find(key);
+        if (it != blocks.end() && it->second->lin == lin) // same linear address: same page split
+            return it->second.get();
+        if (it != blocks.end()) {
+            graveyard.push_back(std::move(it->second));
+            blocks.erase(it);
+        }
+    }
+    unsigned off = unsigned(lin & 0xFFF);
+    unsigned avail = 0x1000 - off;
+    uint8_t mmio_buf[0x1000];
+    uint8_t const* src;
+    if (x.host) {
+        src = x.host + off;
+    } else {
+        for (unsigned k = 0; k < avail; ++k)
+            mmio_buf[k] = uint8_t(io.mmio_read(Spa(x.spa + k), 1));
+        src = mmio_buf;
+    }
+    auto blk = std::make_unique<Block>();
+    blk->lin = lin;
+    blk->spa = x.spa;
+    blk->mode = mode;
+    blk->cached = x.host != nullptr;
+    unsigned pos = 0;
+    while (pos < avail && blk->insns.size() < 256) {
+        Insn insn;
+        unsigned n = decode_one(src + pos, avail - pos, mode, insn);
+        if (n == 0) {
+            if (!blk->insns.empty()) break;
+            // One instruction crossing into the next page: decode it alone, uncached.
+            uint8_t tmp[16] {};
+            unsigned have = avail - pos;
+            std::memcpy(tmp, src + pos, have);
+            uint64_t a2 = (efer & efer::LMA) ? lin + have : uint32_t(lin + have);
+            for (unsigned need = have + 1; need <= 15; ++need) {
+                read_slow(a2, tmp + have, need - have, true);
+                if ((n = decode_one(tmp, need, mode, insn)) != 0) break;
+            }
+            scratch.insns.assign(1, insn);
+            scratch.lin = lin;
+            scratch.cached = false;
+            ++stats.blocks_decoded;
+            return &scratch;
+        }
+        blk->insns.push_back(insn);
+        pos += n;
+        if (insn.pfx & kPfxEnd) break;
+    }
+    ++stats.blocks_decoded;
+    if (!blk->cached) {
+        scratch = std::move(*blk);
+        return &scratch;
+    }
+    if (blocks.size() >= kMaxBlocks) { // bound the cache: start over (rare; a cold re-decode)
+        for (auto& [k, b] : blocks)
+            graveyard.push_back(std::move(b));
+        blocks.clear();
+        code_pages.clear();
+        flush_jump_cache();
+        tlb.flush_all();
+    }
+    Block* raw = blk.get();
+    blocks[key] = std::move(blk);
+    auto& v = code_pages[pfn];
+    if (v.empty())
+        tlb.drop_write(pfn << 12); // writes to this page must now take the slow path
+    v.push_back(key);
+    return raw;
+}
+
+Block* Core::lookup_block()
+{
+    uint64_t lin;
+    if (mode64) {
+        lin = rip;
+    } else {
+        if (rip > seg[CS].limit && (cr0 & cr0::PE)) raise(GP, 0);
+        lin = uint32_t(seg[CS].base + rip);
+    }
+    uint8_t tag = uint8_t(mode | (bank << 2));
+    JumpEntry& e = jc[(lin ^ (lin >> 12)) & (kJumpEntries - 1)];
+    if (SEVEMU_LIKELY(e.lin == lin && e.mode == tag))
+        return e.block;
+    Block* b = decode_block(lin, 0);
+    if (b->cached) {
+        e.lin = lin;
+        e.mode = tag;
+        e.block = b;
+    }
+    return b;
+}
+
+// ---------------------------------------------------------------- Cpu
+
+Cpu::Cpu(mmu::MemoryController& mc, CpuModel model, IoHandler& io)
+    : m_core(std::make_unique<Core>(mc, model, io))
+{
+}
+
+Cpu::~Cpu() = default;
+
+void Cpu::reset() { m_core->reset(); }
+
+void Cpu::setup_multiboot_entry(uint32_t entry, uint32_t info)
+{
+    Core& c = *m_core;
+    c.reset();
+    c.cr0 = cr0::PE | cr0::ET;
+    c.seg[CS] = Segment { 0x08, 0xC9B, 0xFFFFFFFF, 0 };
+    for (unsigned s : { ES, SS, DS, FS, GS })
+        c.seg[s] = Segment { 0x10, 0xC93, 0xFFFFFFFF, 0 };
+    c.gdtr = { 0, 0 };
+    c.idtr = { 0, 0 };
+    c.flags = 2;
+    c.r[RAX] = 0x2BADB002;
+    c.r[RBX] = info;
+    c.r[RDX] = 0;
+    c.rip = entry;
+    c.update_mode();
+    c.update_paging();
+}
+
+RunResult Cpu::run(uint64_t max_instructions)
+{
+    Core& c = *m_core;
+    uint64_t done = 0;
+    c.stop_requested = false;
+    for (;;) {
+        if (c.pending_shutdown)
+            return { StopReason::Shutdown, done };
+        if (c.stop_requested) {
+            c.stop_requested = false;
+            return { StopReason::StopRequested, done };
+        }
+        if (done >= max_instructions)
+            return { StopReason::InstructionLimit, done };
+        c.graveyard.clear();
+        // External interrupts (APM vol 2 §8.1.3): sampled at instruction boundaries when IF=1
+        // and not in the shadow of STI / MOV SS.
+        if ((c.flags & IF) && !c.irq_shadow && c.io.interrupt_pending()) {
+            uint8_t v = c.io.acknowledge_interrupt();
+            c.halted = false;
+            try {
+                c.deliver_event(v, false, 0, false, c.rip);
+            } catch (GuestFault const& f) {
+                c.exception(f);
+            }
+            continue;
+        }
+        if (c.halted)
+            return { StopReason::Halted, done };
+        bool shadow = c.irq_shadow;
+        c.irq_shadow = false;
+        c.brk = false;
+        // RFLAGS.TF at the start of an instruction: #DB trap after it (APM vol 2 §13.1.3.1).
+        bool single_step = c.flags & TF;
+        uint64_t k = 0;
+        try {
+            Block* b = c.lookup_block();
+            uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done);
+            if (shadow || single_step) n = 1;
+            Insn const* i = b->insns.data();
+            uint64_t rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
+            for (; k < n; ++i) {
+                c.r[kRegNext] = (c.rip + i->len) & rip_mask;
+                i->fn(c, *i);
+                c.rip = c.r[kRegNext];
+                ++k;
+                if (SEVEMU_UNLIKELY(c.brk)) break;
+            }
+            if (single_step && k == 1 && !c.halted) {
+                c.dr6 |= 1u << 14; // BS
+                c.deliver_event(DB, false, 0, false, c.rip);
+            }
+        } catch (GuestFault const& f) {
+            c.brk = false;
+            c.exception(f);
+        }
+        done += k;
+        c.icount += k;
+        c.stats.instructions += k;
+    }
+}
+
+void Cpu::request_stop() { m_core->stop_requested = true; m_core->brk = true; }
+
+CpuState Cpu::state() const
+{
+    Core& c = *m_core;
+    CpuState s;
+    for (int k = 0; k < 16; ++k) s.gpr[k] = c.r[k];
+    s.rip = c.rip;
+    s.rflags = c.get_rflags();
+    for (int k = 0; k < 6; ++k) s.seg[k] = c.seg[k];
+    s.ldtr = c.ldtr;
+    s.tr = c.tr;
+    s.gdtr = c.gdtr;
+    s.idtr = c.idtr;
+    s.cr0 = c.cr0; s.cr2 = c.cr2; s.cr3 = c.cr3; s.cr4 = c.cr4; s.cr8 = c.cr8;
+    s.efer = c.efer;
+    for (int k = 0; k < 4; ++k) s.dr[k] = c.dr[k];
+    s.dr6 = c.dr6;
+    s.dr7 = c.dr7;
+    s.xcr0 = c.xcr0;
+    for (int k = 0; k < 16; ++k) s.xmm[k] = { c.xmm[k][0], c.xmm[k][1] };
+    s.mxcsr = c.mxcsr;
+    s.tsc = c.read_tsc();
+    s.msr = c.msr;
+    return s;
+}
+
+void Cpu::set_state(CpuState const& s)
+{
+    Core& c = *m_core;
+    for (int k = 0; k < 16; ++k) c.r[k] = s.gpr[k];
+    c.rip = s.rip;
+    c.flags = (s.rflags & 0x3F7FD7) | 2;
+    c.lf_kind = LF_NONE;
+    for (int k = 0; k < 6; ++k) c.seg[k] = s.seg[k];
+    c.ldtr = s.ldtr;
+    c.tr = s.tr;
+    c.gdtr = s.gdtr;
+    c.idtr = s.idtr;
+    c.cr0 = s.cr0; c.cr2 = s.cr2; c.cr3 = s.cr3; c.cr4 = s.cr4; c.cr8 = s.cr8;
+    c.efer = s.efer;
+    for (int k = 0; k < 4; ++k) c.dr[k] = s.dr[k];
+    c.dr6 = s.dr6;
+    c.dr7 = s.dr7;
+    c.xcr0 = s.xcr0;
+    for (int k = 0; k < 16; ++k) { c.xmm[k][0] = s.xmm[k][0]; c.xmm[k][1] = s.xmm[k][1]; }
+    c.mxcsr = s.mxcsr;
+    c.tsc_offset = int64_t(s.tsc - c.icount);
+    c.msr = s.msr;
+    c.halted = false;
+    c.pending_shutdown = false;
+    c.update_mode();
+    c.update_paging();
+}
+
+void Cpu::invalidate_code(Spa addr, uint64_t len)
+{
+    Core& c = *m_core;
+    if (len == 0) return;
+    for (uint64_t pfn = addr.pfn(); pfn <= (addr.value + len - 1) >> 12; ++pfn)
+        if (c.is_code_page(pfn))
+            c.invalidate_code_page(pfn);
+    c.graveyard.clear();
+}
+
+void Cpu::flush_code_cache()
+{
+    Core& c = *m_core;
+    std::vector<uint64_t> pages;
+    for (auto const& [pfn, v] : c.code_pages)
+        pages.push_back(pfn);
+    for (uint64_t pfn : pages)
+        c.invalidate_code_page(pfn);
+    c.graveyard.clear();
+}
+
+uint64_t Cpu::rip() const { return m_core->rip; }
+uint64_t Cpu::gpr(Gpr g) const { return m_core->r[g]; }
+void Cpu::set_gpr(Gpr g, uint64_t v) { m_core->r[g] = v; }
+bool Cpu::halted() const { return m_core->halted; }
+CpuModel Cpu::model() const { return m_core->model; }
+CpuStats const& Cpu::stats() const { return m_core->stats; }
+
+std::string Cpu::disassemble(uint64_t linear_address) const
+{
+    Core& c = *m_core;
+    uint8_t buf[16] {};
+    size_t have = 0;
+    try {
+        for (; have < 15; ++have)
+            c.read_slow(linear_address + have, buf + have, 1, true);
+    } catch (GuestFault const&) {
+    }
+    if (have == 0) return {};
+    Insn i;
+    if (!decode_one(buf, have, c.mode, i)) return "(truncated)";
+    return disassemble_insn(i, linear_address);
+}
+
+} // namespace sevemu::cpu

@@ -1,0 +1,99 @@
+// sevemu — one x86-64 logical processor (an AMD EPYC core), interpreted.
+//
+// The Machine constructs it over the memory controller (the only door to DRAM), a CPU model and
+// an IoHandler (ports, MMIO, INTR), puts it in a start state (reset(), or
+// setup_multiboot_entry(), or set_state()), and calls run(n) in a loop:
+//
+//     cpu::Cpu cpu(mc, cpu::CpuModel::EpycMilan, io);
+//     cpu.setup_multiboot_entry(entry, info_pa);
+//     for (;;) {
+//         auto r = cpu.run(10'000'000);
+//         if (r.reason == cpu::StopReason::Halted) { /* advance timers; wait for IRQ */ }
+//         else if (r.reason != cpu::StopReason::InstructionLimit) break;
+//     }
+//
+// Guest-caused conditions never crash the emulator: they become exceptions delivered to the
+// guest, and an unrecoverable one (triple fault) stops run() with StopReason::Shutdown.
+// Design (speed): instructions are decoded once into per-block arrays of small handler calls,
+// cached per physical code page and mode; a direct-mapped TLB maps linear pages straight to
+// memory-controller page pointers; arithmetic flags are computed lazily.
+#pragma once
+
+#include "cpu/cpu_model.h"
+#include "cpu/io.h"
+#include "cpu/state.h"
+#include "base/addr.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace sevemu::mmu {
+class MemoryController;
+}
+
+namespace sevemu::cpu {
+
+struct Core; // the interpreter's internals (cpu/core.h)
+
+enum class StopReason : uint8_t {
+    InstructionLimit, // executed max_instructions
+    Halted,           // HLT and no interrupt can wake it now (IF=0, or nothing pending)
+    Shutdown,         // triple fault (APM vol 2 §8.2.9) — the platform would reset
+    StopRequested,    // request_stop() was called (by an IoHandler, typically)
+};
+std::string_view stop_reason_name(StopReason);
+
+struct RunResult {
+    StopReason reason;
+    uint64_t instructions; // retired in this call
+};
+
+struct CpuStats {
+    uint64_t instructions {}, blocks_decoded {}, code_invalidations {}, tlb_misses {}, exceptions {};
+};
+
+class Cpu {
+public:
+    Cpu(mmu::MemoryController&, CpuModel, IoHandler&);
+    ~Cpu();
+    Cpu(Cpu const&) = delete;
+    Cpu& operator=(Cpu const&) = delete;
+
+    // Architectural power-on reset (APM vol 2 §14.1.3, Table 14-1): real mode, CS:IP=F000:FFF0
+    // with CS base FFFF0000, EDX = family/model/stepping, CR0=60000010, DR6/DR7 defaults.
+    void reset();
+    // The Multiboot v1 hand-off as QEMU's multiboot option ROM leaves it: 32-bit protected mode,
+    // paging off, CS = 0x08 flat 4 GiB execute/read, DS/ES/FS/GS/SS = 0x10 flat read/write,
+    // CR0 = PE|ET, EFLAGS = 0x2 (IF=0), EAX = 0x2BADB002, EBX = info, EIP = entry.
+    void setup_multiboot_entry(uint32_t entry, uint32_t multiboot_info);
+
+    RunResult run(uint64_t max_instructions);
+    void request_stop(); // safe to call from inside an IoHandler callback
+
+    CpuState state() const;           // a consistent snapshot (flags materialised)
+    void set_state(CpuState const&);  // flushes TLB and decoded-mode caches
+    uint64_t rip() const;
+    uint64_t gpr(Gpr) const;
+    void set_gpr(Gpr, uint64_t);
+    bool halted() const;
+
+    // Writes that bypass this CPU (DMA, firmware, the loader via MemoryController::write)
+    // are not seen by the decoded-code cache: whoever writes guest code behind the CPU's back
+    // calls this for the range (the memory controller's invalidation listener covers key
+    // changes and plaintext-cache evictions, not plain writes).
+    void invalidate_code(Spa addr, uint64_t len);
+    void flush_code_cache();
+
+    CpuModel model() const;
+    CpuStats const& stats() const;
+
+    // For traces: disassemble one instruction at a linear address with the current mode
+    // (empty string if it cannot be fetched).
+    std::string disassemble(uint64_t linear_address) const;
+
+private:
+    std::unique_ptr<Core> m_core;
+};
+
+} // namespace sevemu::cpu

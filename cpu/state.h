@@ -1,0 +1,101 @@
+// sevemu — architectural register state of one x86-64 logical processor, as the outside world
+// (Machine, tests, VMRUN's save areas later) reads and writes it. Hidden segment parts are kept
+// in the VMCB "attrib" packing (APM vol 2 §15.5.1, Table B-2: type[3:0] S[4] DPL[6:5] P[7]
+// AVL[8] L[9] DB[10] G[11]) so SVM save/restore is a field copy.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace sevemu::cpu {
+
+enum Gpr : uint8_t { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15 };
+enum SegReg : uint8_t { ES, CS, SS, DS, FS, GS };
+
+struct Segment {
+    uint16_t selector {};
+    uint16_t attr {};   // VMCB packing, see above
+    uint32_t limit {};  // byte-granular (already scaled by G)
+    uint64_t base {};
+
+    bool present() const { return attr & 0x80; }
+    uint8_t dpl() const { return (attr >> 5) & 3; }
+    bool code() const { return (attr & 0x18) == 0x18; }
+    bool long_mode() const { return attr & 0x200; }
+    bool big() const { return attr & 0x400; }
+};
+
+struct DescriptorTable {
+    uint64_t base {};
+    uint16_t limit {};
+};
+
+namespace rflags {
+inline constexpr uint64_t CF = 1u << 0, PF = 1u << 2, AF = 1u << 4, ZF = 1u << 6, SF = 1u << 7,
+                          TF = 1u << 8, IF = 1u << 9, DF = 1u << 10, OF = 1u << 11, IOPL = 3u << 12,
+                          NT = 1u << 14, RF = 1u << 16, VM = 1u << 17, AC = 1u << 18, VIF = 1u << 19,
+                          VIP = 1u << 20, ID = 1u << 21;
+inline constexpr uint64_t kArith = CF | PF | AF | ZF | SF | OF;
+}
+
+namespace cr0 {
+inline constexpr uint64_t PE = 1u << 0, MP = 1u << 1, EM = 1u << 2, TS = 1u << 3, ET = 1u << 4,
+                          NE = 1u << 5, WP = 1u << 16, AM = 1u << 18, NW = 1u << 29, CD = 1u << 30,
+                          PG = 1u << 31;
+}
+namespace cr4 {
+inline constexpr uint64_t VME = 1u << 0, PVI = 1u << 1, TSD = 1u << 2, DE = 1u << 3, PSE = 1u << 4,
+                          PAE = 1u << 5, MCE = 1u << 6, PGE = 1u << 7, PCE = 1u << 8, OSFXSR = 1u << 9,
+                          OSXMMEXCPT = 1u << 10, UMIP = 1u << 11, FSGSBASE = 1u << 16, PCIDE = 1u << 17,
+                          OSXSAVE = 1u << 18, SMEP = 1u << 20, SMAP = 1u << 21;
+}
+namespace efer {
+inline constexpr uint64_t SCE = 1u << 0, LME = 1u << 8, LMA = 1u << 10, NXE = 1u << 11,
+                          SVME = 1u << 12, LMSLE = 1u << 13, FFXSR = 1u << 14, TCE = 1u << 15;
+}
+
+// The MSRs the CPU model implements (cpu_model.h lists them with their numbers).
+struct MsrState {
+    uint64_t star {}, lstar {}, cstar {}, sfmask {};
+    uint64_t kernel_gs_base {};
+    uint64_t sysenter_cs {}, sysenter_esp {}, sysenter_eip {};
+    uint64_t tsc_aux {};
+    uint64_t apic_base { 0xFEE00000ull | (1u << 11) | (1u << 8) }; // enabled, BSP
+    uint64_t pat { 0x0007040600070406ull };
+    uint64_t mtrr_def_type {};
+    std::array<uint64_t, 16> mtrr_var {};   // PhysBase0/PhysMask0 .. 7
+    std::array<uint64_t, 11> mtrr_fix {};   // 250, 258, 259, 268..26F
+    uint64_t syscfg {};
+    uint64_t hwcr {};
+    uint64_t vm_cr {};
+    uint64_t vm_hsave_pa {};
+    uint64_t sev_status {};
+    uint64_t tsc_ratio { 0x1'0000'0000ull };
+    uint64_t misc_enable {};
+};
+
+namespace syscfg {
+inline constexpr uint64_t MtrrFixDramEn = 1u << 18, MtrrFixDramModEn = 1u << 19,
+                          MtrrVarDramEn = 1u << 20, MemEncryptionModEn = 1u << 23,
+                          SNPEn = 1u << 24, VMPLEn = 1u << 25;
+}
+
+struct CpuState {
+    std::array<uint64_t, 16> gpr {};
+    uint64_t rip {};
+    uint64_t rflags { 2 };
+    std::array<Segment, 6> seg {};  // indexed by SegReg
+    Segment ldtr {}, tr {};
+    DescriptorTable gdtr {}, idtr {};
+    uint64_t cr0 {}, cr2 {}, cr3 {}, cr4 {}, cr8 {};
+    uint64_t efer {};
+    std::array<uint64_t, 4> dr {};
+    uint64_t dr6 { 0xFFFF0FF0 }, dr7 { 0x400 };
+    uint64_t xcr0 { 1 };
+    std::array<std::array<uint64_t, 2>, 16> xmm {};
+    uint32_t mxcsr { 0x1F80 };
+    uint64_t tsc {};
+    MsrState msr {};
+};
+
+} // namespace sevemu::cpu

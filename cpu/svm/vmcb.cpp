@@ -1,0 +1,65 @@
+// sevemu — VMCB / VMSA page images (APM vol 2 Appendix B).
+#include "cpu/svm/vmcb.h"
+
+#include <cstring>
+#include <type_traits>
+
+namespace sevemu::cpu::svm {
+
+static_assert(std::is_trivially_copyable_v<Vmcb> && std::is_trivially_copyable_v<Vmsa>);
+
+Vmcb vmcb_from_bytes(std::span<uint8_t const, kVmcbSize> bytes)
+{
+    Vmcb v;
+    std::memcpy(&v, bytes.data(), kVmcbSize);
+    return v;
+}
+
+std::array<uint8_t, kVmcbSize> vmcb_to_bytes(Vmcb const& v)
+{
+    std::array<uint8_t, kVmcbSize> out;
+    std::memcpy(out.data(), &v, kVmcbSize);
+    return out;
+}
+
+Vmsa vmsa_from_bytes(std::span<uint8_t const, kVmcbSize> bytes)
+{
+    Vmsa v;
+    std::memcpy(&v, bytes.data(), kVmcbSize);
+    return v;
+}
+
+std::array<uint8_t, kVmcbSize> vmsa_to_bytes(Vmsa const& v)
+{
+    std::array<uint8_t, kVmcbSize> out;
+    std::memcpy(out.data(), &v, kVmcbSize);
+    return out;
+}
+
+Result<Vmcb, mmu::MemError> read_vmcb(mmu::MemoryController& mc, Spa at, mmu::KeyId key)
+{
+    std::array<uint8_t, kVmcbSize> b;
+    TRY(mc.read(at, b, key));
+    return vmcb_from_bytes(b);
+}
+
+Result<void, mmu::MemError> write_vmcb(mmu::MemoryController& mc, Spa at, Vmcb const& v, mmu::KeyId key)
+{
+    auto b = vmcb_to_bytes(v);
+    return mc.write(at, b, key);
+}
+
+Result<Vmsa, mmu::MemError> read_vmsa(mmu::MemoryController& mc, Spa at, mmu::KeyId key)
+{
+    std::array<uint8_t, kVmcbSize> b;
+    TRY(mc.read(at, b, key));
+    return vmsa_from_bytes(b);
+}
+
+Result<void, mmu::MemError> write_vmsa(mmu::MemoryController& mc, Spa at, mmu::KeyId key, Vmsa const& v)
+{
+    auto b = vmsa_to_bytes(v);
+    return mc.write(at, b, key);
+}
+
+} // namespace sevemu::cpu::svm

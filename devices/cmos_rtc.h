@@ -1,0 +1,61 @@
+// sevemu — the PC's CMOS RTC (Motorola MC146818A compatible) at ports 0x70 (index, bit 7 = NMI
+// mask) and 0x71 (data): the clock registers 0x00-0x09, status registers A-D, and the CMOS
+// bytes firmware and kernels read, with the memory-size fields filled as QEMU's pc_cmos_init()
+// fills them for SeaBIOS.
+//
+// Time comes from the owner's clock (wall time at machine start + the machine's elapsed
+// virtual time), so it advances with the guest. Interrupts (periodic, alarm, update-ended) are
+// not raised yet (QUIRKS.md); the flags in register C are.
+#pragma once
+
+#include "devices/bus.h"
+
+#include <array>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <string_view>
+
+namespace sevemu::devices {
+
+class CmosRtc final : public BusDevice {
+public:
+    static constexpr uint64_t kBase = 0x70;
+    static constexpr unsigned kIrq = 8;
+    // Nanoseconds since the Unix epoch, as the guest should see them now.
+    using Clock = std::function<int64_t()>;
+
+    explicit CmosRtc(Clock clock);
+
+    std::string_view name() const override { return "cmos-rtc"; }
+    uint64_t read(uint64_t offset, unsigned size) override;
+    void write(uint64_t offset, unsigned size, uint64_t value) override;
+
+    // PC memory-size bytes (QEMU hw/i386/pc.c pc_cmos_init): base memory, extended memory
+    // above 1 MiB (KiB), above 16 MiB (64 KiB units), above 4 GiB (64 KiB units), CPU count.
+    void set_memory_size(uint64_t below_4g, uint64_t above_4g, unsigned cpus);
+
+    uint8_t cmos(uint8_t index) const { return m_cmos[index & 0x7F]; }
+    bool nmi_masked() const { return m_nmi_masked; }
+
+    // Register numbers (MC146818A data sheet, "Address Map").
+    static constexpr uint8_t kSeconds = 0x00, kMinutes = 0x02, kHours = 0x04, kDayOfWeek = 0x06,
+                             kDayOfMonth = 0x07, kMonth = 0x08, kYear = 0x09, kRegA = 0x0A, kRegB = 0x0B,
+                             kRegC = 0x0C, kRegD = 0x0D, kCentury = 0x32;
+    static constexpr uint8_t kRegAUip = 0x80, kRegBSet = 0x80, kRegB24h = 0x02, kRegBBinary = 0x04;
+
+private:
+    uint8_t read_register(uint8_t index);
+    void write_register(uint8_t index, uint8_t value);
+    std::tm guest_time() const;
+    uint8_t encode(int value) const;
+    int decode(uint8_t value) const;
+
+    Clock m_clock;
+    std::array<uint8_t, 128> m_cmos {};
+    uint8_t m_index {};
+    bool m_nmi_masked { true };
+    int64_t m_offset_ns {}; // guest-set time minus clock time
+};
+
+} // namespace sevemu::devices

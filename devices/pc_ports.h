@@ -1,0 +1,42 @@
+// sevemu — the small fixed ports of a PC, and the policy for ports nobody claims.
+//
+// Port 0x80 is the POST diagnostic port: firmware and kernels write progress codes there and
+// Linux uses it for I/O delays (outb_p). Writes are kept (the last code is visible to traces and
+// tests); reads return 0xff, as QEMU's ioport80 does.
+//
+// Unclaimed ports (UnclaimedPortPolicy): a read returns all ones (an ISA bus with nothing
+// driving it floats high), a write is dropped; neither is an error for the guest. The Machine
+// traces them under "ioport.unclaimed" so a missing device is easy to spot.
+#pragma once
+
+#include "devices/bus.h"
+
+#include <cstdint>
+#include <string_view>
+
+namespace sevemu::devices {
+
+class PostPort final : public BusDevice {
+public:
+    static constexpr uint64_t kPort = 0x80;
+    std::string_view name() const override { return "post-port"; }
+    uint64_t read(uint64_t, unsigned size) override { return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1; }
+    void write(uint64_t, unsigned, uint64_t value) override
+    {
+        m_last_code = uint8_t(value);
+        ++m_writes;
+    }
+    uint8_t last_code() const { return m_last_code; }
+    uint64_t writes() const { return m_writes; }
+
+private:
+    uint8_t m_last_code { 0 };
+    uint64_t m_writes { 0 };
+};
+
+struct UnclaimedPortPolicy {
+    static constexpr uint64_t read_value(unsigned size) { return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1; }
+    static constexpr std::string_view kTraceCategory = "ioport.unclaimed";
+};
+
+} // namespace sevemu::devices

@@ -1,0 +1,373 @@
+#include "emulator/machine.h"
+
+#include "cpu/cpu.h"
+#include "devices/cmos_rtc.h"
+#include "devices/debug_exit.h"
+#include "devices/pc_ports.h"
+#include "devices/pic8259.h"
+#include "devices/pit8254.h"
+#include "devices/uart16550.h"
+#include "emulator/machine_io.h"
+#include "mmu/memory_controller.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+#include <fstream>
+#include <iterator>
+#include <poll.h>
+#include <unistd.h>
+
+namespace sevemu::emulator {
+
+namespace {
+
+constexpr uint64_t kMinMemory = 2ull << 20;   // room for the low structures and a kernel at 1 MiB
+constexpr uint64_t kMaxMemory = 1ull << 40;   // 1 TiB: the host mapping is lazy, but be sane
+constexpr uint64_t kRunSlice = 1'000'000;     // instructions per Cpu::run() call
+
+Unexpected<MachineError> fail(std::string msg) { return Unexpected<MachineError>(MachineError { std::move(msg) }); }
+
+Result<std::vector<uint8_t>, MachineError> read_file(std::string const& path, std::string_view what)
+{
+    errno = 0;
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return fail(fmt::format("could not open {} '{}': {}", what, path, std::strerror(errno ? errno : ENOENT)));
+    std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad())
+        return fail(fmt::format("could not read {} '{}'", what, path));
+    return data;
+}
+
+std::string size_text(uint64_t bytes)
+{
+    if (bytes % (1ull << 30) == 0)
+        return fmt::format("{} GiB", bytes >> 30);
+    return fmt::format("{} MiB", bytes >> 20);
+}
+
+} // namespace
+
+std::vector<E820Entry> pc_memory_map(mmu::MemoryController const& mc)
+{
+    // The map QEMU's PC machine reports through SeaBIOS (observed with QEMU 7.2, Debian 12):
+    // 639 KiB of conventional memory, the 1 KiB EBDA and the BIOS at 0xF0000 reserved, RAM from
+    // 1 MiB up to the top of low memory less the 128 KiB SeaBIOS keeps for its tables, the
+    // flash at 0xFFFC0000, RAM above 4 GiB, and (AMD CPUs) the HyperTransport window at
+    // 0xFD_0000_0000-0xFF_FFFF_FFFF that QEMU reserves.
+    constexpr uint64_t kSeaBiosHighTable = 0x20000;
+    std::vector<E820Entry> map;
+    for (auto const& r : mc.ranges()) {
+        uint64_t base = r.base.value, end = r.base.value + r.size;
+        if (base == 0) {
+            map.push_back({ 0, std::min<uint64_t>(end, 0x9FC00), E820Entry::kUsable });
+            map.push_back({ 0x9FC00, 0x400, E820Entry::kReserved });
+            map.push_back({ 0xF0000, 0x10000, E820Entry::kReserved });
+            if (end > 0x100000 + kSeaBiosHighTable) {
+                map.push_back({ 0x100000, end - kSeaBiosHighTable - 0x100000, E820Entry::kUsable });
+                map.push_back({ end - kSeaBiosHighTable, kSeaBiosHighTable, E820Entry::kReserved });
+            }
+        } else {
+            map.push_back({ base, end - base, E820Entry::kUsable });
+        }
+    }
+    map.push_back({ 0xFFFC0000, 0x40000, E820Entry::kReserved });
+    map.push_back({ 0xFD'0000'0000ull, 0x3'0000'0000ull, E820Entry::kReserved });
+    std::sort(map.begin(), map.end(), [](auto const& a, auto const& b) { return a.base < b.base; });
+    return map;
+}
+
+Machine::Machine(MachineConfig config)
+    : m_config(std::move(config))
+{
+}
+
+Machine::~Machine()
+{
+    flush_serial();
+    // The CPU holds references into the devices and memory: it goes first.
+    m_cpu.reset();
+    if (m_serial_file && m_serial_file != stdout)
+        std::fclose(m_serial_file);
+    if (m_trace_file)
+        std::fclose(m_trace_file);
+}
+
+Result<std::unique_ptr<Machine>, MachineError> Machine::create(MachineConfig config)
+{
+    std::unique_ptr<Machine> m(new Machine(std::move(config)));
+    TRY(m->build());
+    TRY(m->load_kernel());
+    return m;
+}
+
+Result<void, MachineError> Machine::build()
+{
+    auto const& c = m_config;
+    // --- Validate the typed configuration (the CLI has already named bad syntax).
+    if (c.smp != 1)
+        return fail(fmt::format("-smp {}: unsupported: only 1 vCPU for now", c.smp));
+    if (c.memory_size < kMinMemory)
+        return fail(fmt::format("-m {}: too little memory (at least 2 MiB)", size_text(c.memory_size)));
+    if (c.memory_size > kMaxMemory)
+        return fail(fmt::format("-m {}: too much memory (at most 1 TiB)", size_text(c.memory_size)));
+    if (c.memory_size % kPageSize)
+        return fail("memory size must be a multiple of 4 KiB");
+    if (c.confidential_guest)
+        return fail(fmt::format("{} '{}': unsupported yet: running SEV guests arrives with issue 5",
+            c.confidential_guest->type == SevGuestConfig::Type::Sev ? "sev-guest" : "sev-snp-guest",
+            c.confidential_guest->id));
+
+    // --- Trace (-trace, -D).
+    if (!c.trace_file.empty()) {
+        m_trace_file = std::fopen(c.trace_file.c_str(), "w");
+        if (!m_trace_file)
+            return fail(fmt::format("-D {}: cannot open: {}", c.trace_file, std::strerror(errno)));
+        m_trace.set_output(m_trace_file);
+    }
+    for (auto const& p : c.trace_patterns)
+        m_trace.enable(p);
+
+    // --- DRAM behind the memory controller.
+    mmu::MemoryConfig mem;
+    mem.dram_size = c.memory_size;
+    mem.key_slots = cpu::cpu_model_info(c.cpu_model).num_encrypted_guests + 1; // slot 0 = host
+    // The plaintext cache never needs more frames than there are DRAM pages.
+    mem.cache_pages = uint32_t(std::min<uint64_t>(mem.cache_pages, c.memory_size / kPageSize));
+    auto mc = mmu::MemoryController::create(mem);
+    if (!mc)
+        return fail(fmt::format("cannot create {} of guest RAM: {}", size_text(c.memory_size), mmu::mem_error_name(mc.error())));
+    m_memory = std::move(*mc);
+    m_memory_map = pc_memory_map(*m_memory);
+
+    // --- Serial (COM1).
+    switch (c.serial.kind) {
+    case SerialConfig::Kind::Stdio:
+        m_serial_file = stdout;
+        m_serial_input_fd = STDIN_FILENO;
+        break;
+    case SerialConfig::Kind::File:
+        m_serial_file = std::fopen(c.serial.path.c_str(), "wb");
+        if (!m_serial_file)
+            return fail(fmt::format("-serial file:{}: cannot open: {}", c.serial.path, std::strerror(errno)));
+        break;
+    default:
+        break;
+    }
+    // --- Interrupt controller and timers (ISA IRQ numbers as on a PC).
+    m_pic = std::make_unique<devices::Pic8259Pair>();
+    if (!m_pio.add(devices::Pic8259Pair::kMasterBase, 2, m_pic->master())
+        || !m_pio.add(devices::Pic8259Pair::kSlaveBase, 2, m_pic->slave())
+        || !m_pio.add(devices::Pic8259Pair::kElcrBase, 2, m_pic->elcr()))
+        return fail("internal: PIC ports overlap another device");
+    m_pit_irq.connect([this](bool level) { m_pic->set_irq(0, level); });
+    m_pit = std::make_unique<devices::Pit8254>(m_pit_irq, [this] { return now_ns(); });
+    if (!m_pio.add(devices::Pit8254::kBase, 4, m_pit->counters()) || !m_pio.add(devices::Pit8254::kPortB, 1, m_pit->port_b()))
+        return fail("internal: PIT ports overlap another device");
+    m_wall_start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::system_clock::now().time_since_epoch()).count();
+    m_rtc = std::make_unique<devices::CmosRtc>([this] { return m_wall_start_ns + now_ns(); });
+    uint64_t below_4g = 0, above_4g = 0;
+    for (auto const& r : m_memory->ranges())
+        (r.base.value < 0x1'0000'0000ull ? below_4g : above_4g) += r.size;
+    m_rtc->set_memory_size(below_4g, above_4g, c.smp);
+    if (!m_pio.add(devices::CmosRtc::kBase, 2, *m_rtc))
+        return fail("internal: RTC ports overlap another device");
+
+    m_com1_irq.connect([this](bool level) { m_pic->set_irq(devices::Uart16550::kCom1Irq, level); });
+    m_uart = std::make_unique<devices::Uart16550>(m_com1_irq, [this](uint8_t b) { serial_out(b); });
+    if (!m_pio.add(devices::Uart16550::kCom1Base, devices::Uart16550::kRegisterCount, *m_uart))
+        return fail("internal: COM1 ports overlap another device");
+
+    m_post = std::make_unique<devices::PostPort>();
+    if (!m_pio.add(devices::PostPort::kPort, 1, *m_post))
+        return fail("internal: port 0x80 overlaps another device");
+
+    if (c.debug_exit) {
+        auto const& d = *c.debug_exit;
+        m_debug_exit = std::make_unique<devices::DebugExit>([this](int status) {
+            if (!m_exit_status)
+                m_exit_status = status;
+            if (m_cpu)
+                m_cpu->request_stop();
+        });
+        if (d.iosize == 0 || d.iobase + d.iosize > 0x10000)
+            return fail(fmt::format("isa-debug-exit: iobase={:#x},iosize={:#x} is not a valid port range", d.iobase, d.iosize));
+        if (!m_pio.add(d.iobase, d.iosize, *m_debug_exit)) {
+            auto hit = m_pio.find(d.iobase);
+            for (uint64_t p = d.iobase; !hit && p < d.iobase + d.iosize; ++p)
+                hit = m_pio.find(p);
+            return fail(fmt::format("isa-debug-exit: ports {:#x}-{:#x} overlap {}", d.iobase, d.iobase + d.iosize - 1,
+                hit ? hit->device->name() : std::string_view("another device")));
+        }
+    }
+
+    // --- The CPU, wired to the buses.
+    m_io = std::make_unique<MachineIo>(m_pio, m_mmio, m_trace);
+    m_io->set_interrupt_controller([this] { return m_pic->intr(); }, [this] { return m_pic->acknowledge(); });
+    m_cpu = std::make_unique<cpu::Cpu>(*m_memory, c.cpu_model, *m_io);
+    return {};
+}
+
+Result<void, MachineError> Machine::load_kernel()
+{
+    auto const& c = m_config;
+    if (c.kernel.empty())
+        return fail("no -kernel given: nothing to run");
+    auto file = TRY(read_file(c.kernel, "kernel"));
+    auto image = parse_multiboot(file);
+    if (!image)
+        return fail(fmt::format("-kernel {}: {}", c.kernel, image.error().message));
+
+    MultibootLoadParams params;
+    params.kernel_name = c.kernel;
+    params.append = c.append;
+    params.initrd_option = c.initrd;
+    params.memory_map = m_memory_map;
+    for (auto const& spec : parse_module_list(c.initrd)) {
+        if (spec.path.empty())
+            return fail(fmt::format("-initrd {}: empty module name", c.initrd));
+        auto data = TRY(read_file(spec.path, "initrd/module"));
+        params.modules.push_back({ spec.cmdline, std::move(data) });
+    }
+    auto boot = load_multiboot(*m_memory, *image, file, params);
+    if (!boot)
+        return fail(fmt::format("-kernel {}: {}", c.kernel, boot.error().message));
+    m_boot = *boot;
+    if (m_trace.enabled("multiboot"))
+        m_trace.emit("multiboot", fmt::format("{} image {:#x}-{:#x} entry {:#x} info {:#x} mem_lower {} KiB mem_upper {} KiB, {} module(s)",
+            image->format == MultibootImage::Format::AoutKludge ? "a.out-kludge" : "ELF32", boot->load_low,
+            boot->load_high, boot->entry, boot->info_addr, boot->mem_lower_kib, boot->mem_upper_kib, params.modules.size()));
+
+    // Multiboot spec §3.2 machine state, as QEMU's option ROM leaves it: the CPU sets up
+    // the registers and segments; we add what the ROM also leaves behind — GDTR pointing at its
+    // flat GDT (our copy at kMultibootGdtAddr), ECX = entry (the ROM jumps through ECX), and a
+    // stack (the spec leaves ESP undefined; QUIRKS.md).
+    m_cpu->setup_multiboot_entry(boot->entry, boot->info_addr);
+    auto st = m_cpu->state();
+    st.gdtr = { kMultibootGdtAddr, kMultibootGdtLimit };
+    st.gpr[cpu::RCX] = boot->entry;
+    st.gpr[cpu::RSP] = kMultibootStackTop;
+    m_cpu->set_state(st);
+    return {};
+}
+
+void Machine::serial_out(uint8_t byte)
+{
+    if (m_config.serial.kind == SerialConfig::Kind::Callback) {
+        if (m_config.serial.callback)
+            m_config.serial.callback(byte);
+        return;
+    }
+    if (!m_serial_file)
+        return;
+    std::fputc(byte, m_serial_file);
+    if (byte == '\n')
+        std::fflush(m_serial_file);
+}
+
+void Machine::flush_serial()
+{
+    if (m_serial_file)
+        std::fflush(m_serial_file);
+}
+
+bool Machine::poll_serial_input(int wait_ms)
+{
+    if (m_serial_input_fd < 0)
+        return false;
+    pollfd p { m_serial_input_fd, POLLIN, 0 };
+    if (::poll(&p, 1, wait_ms) <= 0 || !(p.revents & (POLLIN | POLLHUP | POLLERR)))
+        return false;
+    uint8_t buf[256];
+    ssize_t n = ::read(m_serial_input_fd, buf, sizeof buf);
+    if (n <= 0) {
+        m_serial_input_fd = -1; // EOF (or an error): no more input, as a closed chardev
+        return false;
+    }
+    m_uart->push_input(std::span<uint8_t const>(buf, size_t(n)));
+    return true;
+}
+
+void Machine::request_power_off()
+{
+    m_power_off = true;
+    if (m_cpu)
+        m_cpu->request_stop();
+}
+
+int64_t Machine::now_ns() const
+{
+    return m_idle_ns + int64_t(m_cpu ? m_cpu->stats().instructions : 0);
+}
+
+RunOutcome Machine::run()
+{
+    uint64_t total = 0;
+    auto finish = [&](RunOutcome::Reason reason, int status, std::string message) {
+        flush_serial();
+        if (!message.empty() && m_trace.enabled("machine"))
+            m_trace.emit("machine", message);
+        return RunOutcome { reason, status, std::move(message), total };
+    };
+    for (;;) {
+        // Timers first: an expired PIT period becomes an IRQ 0 edge before the CPU looks.
+        int64_t now = now_ns();
+        m_pit->advance(now);
+        auto deadline = m_pit->next_irq_deadline(now);
+        uint64_t slice = kRunSlice;
+        if (deadline)
+            slice = std::clamp<uint64_t>(uint64_t(std::max<int64_t>(*deadline - now, 1)), 1, kRunSlice);
+        if (m_config.max_instructions)
+            slice = std::min(slice, m_config.max_instructions - total);
+        poll_serial_input(0);
+        auto r = m_cpu->run(slice);
+        total += r.instructions;
+        if (m_exit_status)
+            return finish(RunOutcome::Reason::DebugExit, *m_exit_status, {});
+        if (m_power_off)
+            return finish(RunOutcome::Reason::PowerOff, 0, {});
+        switch (r.reason) {
+        case cpu::StopReason::InstructionLimit:
+        case cpu::StopReason::StopRequested:
+            break;
+        case cpu::StopReason::Halted: {
+            // HLT: sleep until the next timer event if an interrupt can then wake the CPU.
+            // With IF=0, or no timer armed, or its IRQ masked, nothing ever will: QEMU would
+            // sit there forever; we end the run (QUIRKS.md).
+            bool interrupts_on = m_cpu->state().rflags & cpu::rflags::IF;
+            bool can_wake = interrupts_on && m_pic->intr();
+            auto wake = m_pit->next_irq_deadline(now_ns()); // the guest may have just programmed it
+            if (interrupts_on && !can_wake && wake) {
+                m_idle_ns += std::max<int64_t>(*wake - now_ns(), 0);
+                m_pit->advance(now_ns());
+                can_wake = m_pic->intr();
+            }
+            // Only the serial line is left: wait for the user's input (QEMU would wait too).
+            while (interrupts_on && !can_wake && m_serial_input_fd >= 0) {
+                flush_serial();
+                poll_serial_input(-1);
+                can_wake = m_pic->intr();
+            }
+            if (!can_wake)
+                return finish(RunOutcome::Reason::HaltedForever, 0,
+                    fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", m_cpu->rip()));
+            break;
+        }
+        case cpu::StopReason::Shutdown:
+            // Triple fault (APM vol 2 §8.2.9): the platform resets. With -no-reboot QEMU exits;
+            // without it QEMU reboots the guest; sevemu stops in both cases (QUIRKS.md).
+            return finish(RunOutcome::Reason::TripleFault, 1,
+                fmt::format("guest triple fault (shutdown) at rip {:#x}{}", m_cpu->rip(),
+                    m_config.no_reboot ? "" : "; rebooting is not supported, stopping"));
+        }
+        if (m_config.max_instructions && total >= m_config.max_instructions)
+            return finish(RunOutcome::Reason::InstructionLimit, 1,
+                fmt::format("instruction limit of {} reached at rip {:#x}", m_config.max_instructions, m_cpu->rip()));
+    }
+}
+
+} // namespace sevemu::emulator

@@ -1,0 +1,132 @@
+// sevemu — Machine: owns every part of one emulated AMD EPYC PC (STYLE.md rule 1, no globals):
+// the memory controller (the only door to DRAM), the port-I/O and MMIO buses, the devices, the
+// CPU and the trace. Built from one MachineConfig; two Machines in a process share nothing.
+//
+//     auto m = TRY(Machine::create(config));   // validates, allocates, loads -kernel
+//     RunOutcome out = m->run();               // until debug-exit, power-off, triple fault...
+//     return out.exit_status;                  // what `sevemu` exits with (QEMU's conventions)
+#pragma once
+
+#include "base/result.h"
+#include "base/trace.h"
+#include "devices/bus.h"
+#include "emulator/machine_config.h"
+#include "emulator/multiboot.h"
+
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sevemu::mmu {
+class MemoryController;
+}
+namespace sevemu::cpu {
+class Cpu;
+}
+namespace sevemu::devices {
+class Uart16550;
+class DebugExit;
+class PostPort;
+class Pic8259Pair;
+class Pit8254;
+class CmosRtc;
+}
+
+namespace sevemu::emulator {
+
+class MachineIo;
+
+// A user-facing failure to build or start a machine: one line for the CLI.
+struct MachineError {
+    std::string message;
+};
+
+struct RunOutcome {
+    enum class Reason : uint8_t {
+        DebugExit,        // isa-debug-exit: status (V << 1) | 1
+        PowerOff,         // the guest turned the machine off: status 0
+        HaltedForever,    // HLT with nothing that could wake it: status 0 (QUIRKS.md)
+        TripleFault,      // shutdown: a message and status 1 (QUIRKS.md: QEMU exits 0 with -no-reboot)
+        InstructionLimit, // MachineConfig::max_instructions reached: status 1
+    };
+    Reason reason;
+    int exit_status;
+    std::string message; // empty for DebugExit and PowerOff
+    uint64_t instructions;
+};
+
+class Machine {
+public:
+    static Result<std::unique_ptr<Machine>, MachineError> create(MachineConfig config);
+    ~Machine();
+    Machine(Machine const&) = delete;
+    Machine& operator=(Machine const&) = delete;
+
+    RunOutcome run();
+
+    // Parts, for tests, tools and (later) the VMM and QMP.
+    MachineConfig const& config() const { return m_config; }
+    mmu::MemoryController& memory() { return *m_memory; }
+    devices::Bus& pio() { return m_pio; }
+    devices::Bus& mmio() { return m_mmio; }
+    cpu::Cpu& cpu() { return *m_cpu; }
+    Trace& trace() { return m_trace; }
+    devices::Uart16550& uart() { return *m_uart; }
+    devices::PostPort& post_port() { return *m_post; }
+    devices::Pic8259Pair& pic() { return *m_pic; }
+    devices::Pit8254& pit() { return *m_pit; }
+    devices::CmosRtc& rtc() { return *m_rtc; }
+
+    // The machine's virtual time in nanoseconds since power-on: one instruction is one
+    // nanosecond, and a halted CPU skips ahead to the next timer event (QUIRKS.md).
+    int64_t now_ns() const;
+    std::vector<E820Entry> const& memory_map() const { return m_memory_map; }
+    std::optional<MultibootBoot> const& multiboot() const { return m_boot; }
+
+    // Asks run() to return with a power-off (status 0) after the current instruction.
+    void request_power_off();
+
+private:
+    explicit Machine(MachineConfig config);
+    Result<void, MachineError> build();
+    Result<void, MachineError> load_kernel();
+    void serial_out(uint8_t byte);
+    void flush_serial();
+    // -serial stdio also reads stdin into COM1's receiver (as QEMU does). wait_ns < 0 blocks
+    // until input or EOF; returns whether bytes arrived.
+    bool poll_serial_input(int wait_ms);
+
+    MachineConfig m_config;
+    Trace m_trace;
+    FILE* m_trace_file { nullptr };
+    FILE* m_serial_file { nullptr };
+    int m_serial_input_fd { -1 }; // stdin for -serial stdio, until EOF
+    std::unique_ptr<mmu::MemoryController> m_memory;
+    std::vector<E820Entry> m_memory_map;
+    devices::Bus m_pio;
+    devices::Bus m_mmio;
+    devices::IrqLine m_com1_irq;
+    devices::IrqLine m_pit_irq;
+    std::unique_ptr<devices::Pic8259Pair> m_pic;
+    std::unique_ptr<devices::Pit8254> m_pit;
+    std::unique_ptr<devices::CmosRtc> m_rtc;
+    int64_t m_idle_ns {};       // virtual time skipped while halted
+    int64_t m_wall_start_ns {}; // host wall clock at power-on (the RTC starts from it)
+    std::unique_ptr<devices::Uart16550> m_uart;
+    std::unique_ptr<devices::DebugExit> m_debug_exit;
+    std::unique_ptr<devices::PostPort> m_post;
+    std::unique_ptr<MachineIo> m_io;
+    std::unique_ptr<cpu::Cpu> m_cpu;
+    std::optional<MultibootBoot> m_boot;
+
+    std::optional<int> m_exit_status;   // set by isa-debug-exit
+    bool m_power_off { false };
+};
+
+// The PC memory map of a machine with this DRAM layout (what INT 15h E820 would report):
+// conventional memory up to the EBDA, the BIOS area reserved, RAM from 1 MiB, RAM above 4 GiB.
+std::vector<E820Entry> pc_memory_map(mmu::MemoryController const&);
+
+} // namespace sevemu::emulator

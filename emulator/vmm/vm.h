@@ -1,0 +1,118 @@
+// sevemu — the hypervisor layer's VM object, with the semantics of Linux KVM's SEV interface
+// (arch/x86/kvm/svm/sev.c; Documentation/virt/kvm/x86/amd-memory-encryption.rst).
+//
+// SevHost is what the kvm_amd module holds once per host: the PSP driver, the SEV and SEV-ES
+// ASID ranges and their bitmaps, the VMSA features it supports. Vm is one KVM VM: its type,
+// memory slots and SEV context. Every call returns 0 or a negative errno exactly where KVM
+// would, and firmware failures also leave the firmware's status in kvm_sev_cmd::error.
+// Vcpus (VMRUN on a VMCB) come with SVM in the CPU; Vm counts created vCPUs for KVM's checks.
+#pragma once
+
+#include "emulator/vmm/kvm_sev.h"
+#include "emulator/vmm/psp_driver.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <vector>
+
+namespace sevemu::vmm {
+
+struct SevHostConfig {
+    uint32_t max_asid { 509 };     // CPUID 8000_001F ECX
+    uint32_t min_sev_asid { 100 }; // CPUID 8000_001F EDX; ASIDs below are SEV-ES
+    bool es_supported { true };
+    bool sme_coherent { true };    // CPUID 8000_001F EAX[10]: no CLFLUSH needed around launches
+    uint64_t supported_vmsa_features { SVM_SEV_FEAT_DEBUG_SWAP };
+};
+
+class SevHost {
+public:
+    SevHost(PspDriver&, mmu::MemoryController&, SevHostConfig);
+
+    PspDriver& psp() { return m_psp; }
+    mmu::MemoryController& memory() { return m_mc; }
+    SevHostConfig const& config() const { return m_config; }
+
+    // sev_asid_new(): -EBUSY when the range is exhausted even after recycling, -ENOTTY when the
+    // range is empty.
+    Result<uint32_t, int> asid_new(bool es);
+    // sev_asid_free(): the ASID goes to the reclaim set; it is reused only after WBINVD + DF_FLUSH.
+    void asid_free(uint32_t asid);
+    bool asid_in_use(uint32_t asid) const { return asid < m_used.size() && m_used[asid]; }
+
+private:
+    bool recycle_asids(uint32_t min, uint32_t max);
+
+    PspDriver& m_psp;
+    mmu::MemoryController& m_mc;
+    SevHostConfig m_config;
+    std::vector<bool> m_used;    // sev_asid_bitmap
+    std::vector<bool> m_reclaim; // sev_reclaim_asid_bitmap
+};
+
+class Vm {
+public:
+    Vm(SevHost&, KvmVmType type);
+    ~Vm();
+    Vm(Vm const&) = delete;
+    Vm& operator=(Vm const&) = delete;
+
+    KvmVmType type() const { return m_type; }
+
+    // KVM_SET_USER_MEMORY_REGION (slot add, change, or delete with memory_size 0).
+    int set_user_memory_region(kvm_userspace_memory_region const&);
+    // Guest-physical to system-physical through the memory slots (the hypervisor's view).
+    std::optional<Spa> gpa_to_spa(Gpa gpa) const;
+
+    // KVM_MEMORY_ENCRYPT_OP: cmd.data is the Hva of the per-command structure.
+    int memory_encrypt_op(kvm_sev_cmd& cmd);
+    int memory_encrypt_reg_region(kvm_enc_region const&);
+    int memory_encrypt_unreg_region(kvm_enc_region const&);
+    // KVM_GET_DEVICE_ATTR (KVM_X86_GRP_SEV / KVM_X86_SEV_VMSA_FEATURES).
+    int get_device_attr(uint32_t group, uint64_t attr, uint64_t& value) const;
+
+    // vCPU creation bookkeeping (KVM refuses SEV init after the first vCPU).
+    void note_vcpu_created() { ++m_created_vcpus; }
+
+    // The SEV context as KVM keeps it (struct kvm_sev_info).
+    struct SevInfo {
+        bool active {}, es_active {}, need_init {};
+        uint32_t asid {}, handle {}, policy {};
+        uint64_t vmsa_features {};
+        uint16_t ghcb_version {};
+    };
+    SevInfo const& sev() const { return m_sev; }
+
+private:
+    using Pages = std::vector<Spa>;
+    Result<Pages, int> pin(uint64_t uaddr, uint64_t len);
+    Result<Spa, int> copy_user_blob(uint64_t uaddr, uint32_t len); // psp_copy_user_blob
+    void free_blob(Spa blob, uint32_t len);
+    void clflush(Pages const&);
+    int issue(firmware::CommandId, void* buf, uint32_t& error);
+
+    int guest_init(kvm_sev_cmd&, kvm_sev_init data, KvmVmType vm_type);
+    int sev_init(kvm_sev_cmd&);
+    int sev_init2(kvm_sev_cmd&);
+    int launch_start(kvm_sev_cmd&);
+    int launch_update_data(kvm_sev_cmd&);
+    int launch_measure(kvm_sev_cmd&);
+    int launch_secret(kvm_sev_cmd&);
+    int launch_finish(kvm_sev_cmd&);
+    int guest_status(kvm_sev_cmd&);
+    int dbg_crypt(kvm_sev_cmd&, bool decrypt);
+    int dbg_decrypt_user(Spa src, uint64_t dst_uaddr, Spa dst, uint32_t size, uint32_t& error);
+    int dbg_encrypt_user(Spa src, uint64_t src_uaddr, Spa dst, uint64_t dst_uaddr, uint32_t size, uint32_t& error);
+    int get_attestation_report(kvm_sev_cmd&);
+    void unbind_asid();
+
+    SevHost& m_host;
+    KvmVmType m_type;
+    uint32_t m_created_vcpus {};
+    std::map<uint32_t, kvm_userspace_memory_region> m_slots;
+    std::vector<kvm_enc_region> m_enc_regions;
+    SevInfo m_sev;
+};
+
+} // namespace sevemu::vmm

@@ -1,0 +1,219 @@
+// sevemu — the AMD Secure Processor's SEV firmware: the SEV-KM API command set for SEV and
+// SEV-ES guests (SEV-KM API 55766; behaviour follows AMD-ASPFW fw/psp_bl_uapps/sev_uapp,
+// summarised in shared/spec/sev-firmware.md, "the sheet").
+//
+// The host reaches it only through the PSP mailbox (devices/psp_mailbox.h): a command ID and the
+// system-physical address of a command buffer in DRAM. The firmware copies the buffer in through
+// the memory controller, trusts none of it, writes results back, and changes no state when a
+// command fails (every check comes before the first mutation; DF_FLUSH's partial clean-up on
+// WBINVD_REQUIRED is the one exception the spec defines).
+//
+// One table (command_table()) states, per command: ID, name, buffer size, buffer copy mode, the
+// platform states and guest states in which it is legal, and the handler. Handlers perform the
+// checks in [FW]'s order and ask the table whether the current state is legal.
+//
+// Not thread-safe: one Machine (or one tool) drives it from one thread, as the one PSP core does.
+#pragma once
+
+#include "base/addr.h"
+#include "base/result.h"
+#include "base/trace.h"
+#include "firmware/crypto.h"
+#include "firmware/persistent.h"
+#include "firmware/sev_api.h"
+#include "firmware/sev_status.h"
+#include "mmu/memory_controller.h"
+
+#include <array>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace sevemu::firmware {
+
+class PlatformStore;
+
+// What the firmware knows about the part it runs on. The Machine fills it from the CPU model,
+// so that CPUID 8000_001F and the firmware agree (ARCHITECTURE.md rule 1: the firmware does not
+// know the CPU, it is told).
+struct FirmwareParams {
+    CpuModel model { CpuModel::Milan };
+    uint8_t api_major { 1 };
+    uint8_t api_minor { 51 };
+    uint8_t build { 3 };
+    uint32_t max_asid { 509 };   // CPUID 8000_001F ECX: number of encrypted guests
+    uint32_t min_sev_asid { 100 }; // CPUID 8000_001F EDX: ASIDs below it are for SEV-ES guests
+    bool es_supported { true };
+    uint8_t cbit_position { 51 }; // masked off command-buffer addresses, as [FW] masks bit 51
+
+    // sevemu's defaults per model (see QUIRKS.md for how they compare with real parts).
+    static FirmwareParams for_model(CpuModel);
+};
+
+// Copy mode of a command buffer, [FW] sev_dispatch.c CMD_BUF_* (sheet §1.3).
+enum class BufMode : uint8_t {
+    None,         // no buffer
+    In,           // copied in, never written back
+    Out,          // written back on success only
+    InOut,        // copied in, written back on success only
+    InOutOnError, // copied in, written back on success and on INVALID_LEN (length queries)
+};
+
+// Activation of a guest's ASID (sheet §3 "activation flags").
+enum class Activation : uint8_t { Inactive, Pending, Active };
+
+// Per-ASID state on the (single, modelled) CCX (sheet §11.4).
+enum class AsidState : uint8_t { Clean, Dirty, Pending, InUse };
+std::string_view asid_state_name(AsidState);
+
+class Firmware {
+public:
+    Firmware(mmu::MemoryController&, FirmwareParams, PlatformStore&, Trace&);
+    ~Firmware();
+    Firmware(Firmware const&) = delete;
+    Firmware& operator=(Firmware const&) = delete;
+
+    // The mailbox entry point: run command `cmd_id` (CmdResp[23:16]) with the command buffer at
+    // `cmd_buffer`; returns the 16-bit status for CmdResp[15:0].
+    uint16_t execute(uint32_t cmd_id, Spa cmd_buffer);
+
+    // --- One row of the dispatch table.
+    struct CommandInfo {
+        CommandId id;
+        std::string_view name;
+        uint32_t buffer_size;   // packed size copied in/out
+        BufMode mode;
+        uint8_t platform_states; // bit per PlatformState; 0xff = not checked
+        uint8_t guest_states;    // bit per GuestState; 0 = the command names no existing guest
+        Result<void, Status> (*run)(Firmware&, std::span<uint8_t> buffer);
+    };
+    static std::span<CommandInfo const> command_table();
+    static CommandInfo const* find_command(uint32_t cmd_id);
+
+    // --- Read-only views (tests, tools, the Machine's query-sev).
+    PlatformState platform_state() const { return m_state; }
+    FirmwareParams const& params() const { return m_params; }
+    uint32_t guest_count() const { return m_guest_count; }
+    std::optional<GuestState> guest_state(uint32_t handle) const;
+    std::optional<uint32_t> guest_asid(uint32_t handle) const;
+    AsidState asid_state(uint32_t asid) const;
+
+private:
+    struct Guest {
+        uint32_t handle {};
+        GuestState state { GuestState::UNINIT };
+        uint32_t policy {};
+        uint32_t asid {}; // 0 = none
+        Activation activation { Activation::Inactive };
+        std::array<uint8_t, 32> vek {}; // VM encryption key: AES-128-XTS K1 || K2
+        bool has_channel {};
+        TransportKeys keys {};             // TEK/TIK (TIK all zero without a session, sheet §7.4)
+        Sha256Stream launch_digest;        // GCTX.LD, running
+        Sha256Digest ld {};                // LD saved at LAUNCH_MEASURE (ATTESTATION)
+        Mac256 measure {};                 // MEASURE saved at LAUNCH_MEASURE (LAUNCH_SECRET)
+        bool es() const { return policy & policy::ES; }
+        ~Guest();
+    };
+    struct AsidSlot {
+        AsidState state { AsidState::Clean };
+        uint32_t owner {}; // guest handle while Pending / InUse
+    };
+    enum class NvLocation : uint8_t { Spi, Dram };
+
+    template <class Buf, Result<void, Status> (Firmware::*H)(Buf&)>
+    static Result<void, Status> thunk(Firmware&, std::span<uint8_t>);
+    template <Result<void, Status> (Firmware::*H)()>
+    static Result<void, Status> thunk0(Firmware&, std::span<uint8_t>);
+
+    // --- Handlers, one per command (firmware/cmd_platform.cpp, firmware/cmd_guest.cpp).
+    Result<void, Status> cmd_init(InitBuf&);
+    Result<void, Status> cmd_init_ex(InitExBuf&);
+    Result<void, Status> cmd_shutdown();
+    Result<void, Status> cmd_platform_reset();
+    Result<void, Status> cmd_platform_status(PlatformStatusBuf&);
+    Result<void, Status> cmd_pek_gen();
+    Result<void, Status> cmd_pek_csr(PekCsrBuf&);
+    Result<void, Status> cmd_pek_cert_import(PekCertImportBuf&);
+    Result<void, Status> cmd_pdh_cert_export(PdhCertExportBuf&);
+    Result<void, Status> cmd_pdh_gen();
+    Result<void, Status> cmd_df_flush();
+    Result<void, Status> cmd_get_id(GetIdBuf&);
+    Result<void, Status> cmd_nop();
+    Result<void, Status> cmd_decommission(HandleBuf&);
+    Result<void, Status> cmd_activate(ActivateBuf&);
+    Result<void, Status> cmd_activate_ex(ActivateExBuf&);
+    Result<void, Status> cmd_deactivate(HandleBuf&);
+    Result<void, Status> cmd_guest_status(GuestStatusBuf&);
+    Result<void, Status> cmd_copy(CopyBuf&);
+    Result<void, Status> cmd_launch_start(LaunchStartBuf&);
+    Result<void, Status> cmd_launch_update_data(LaunchUpdateBuf&);
+    Result<void, Status> cmd_launch_update_vmsa(LaunchUpdateBuf&);
+    Result<void, Status> cmd_launch_measure(LaunchMeasureBuf&);
+    Result<void, Status> cmd_launch_secret(TransportBuf&);
+    Result<void, Status> cmd_launch_finish(HandleBuf&);
+    Result<void, Status> cmd_attestation(AttestationBuf&);
+    Result<void, Status> cmd_dbg_decrypt(DebugBuf&);
+    Result<void, Status> cmd_dbg_encrypt(DebugBuf&);
+
+    // --- Shared steps.
+    Result<void, Status> init_common(uint32_t flags, uint64_t tmr_paddr, uint32_t tmr_len, NvLocation, uint64_t nv_paddr);
+    Result<void, Status> launch_update(LaunchUpdateBuf&, bool vmsa);
+    Result<void, Status> activate_common(Guest&, uint32_t asid);
+    Result<void, Status> debug_common(DebugBuf&, bool decrypt);
+
+    // State checks against the running command's table row.
+    Result<void, Status> check_platform_state() const;
+    Result<void, Status> check_guest_state(Guest const&) const;
+    Result<Guest*, Status> find_guest(uint32_t handle);
+
+    // The ONE place state changes: checks the transition is one the spec defines and traces it.
+    void transition(PlatformState to);
+    void transition(Guest&, GuestState to);
+    // `trace` = false for the bulk changes of INIT and DF_FLUSH, which print one summary line.
+    void set_asid(uint32_t asid, AsidState to, uint32_t owner, bool trace = true);
+
+    // DRAM access by physical address, the only way the firmware touches host memory. The
+    // C-bit is masked (as [FW] masks bit 51) and anything outside DRAM is INVALID_ADDRESS.
+    Result<uint64_t, Status> check_range(uint64_t paddr, uint64_t len) const;
+    Result<void, Status> read_dram(uint64_t paddr, std::span<uint8_t> out, mmu::KeyId key);
+    Result<void, Status> write_dram(uint64_t paddr, std::span<uint8_t const> in, mmu::KeyId key);
+    // Moves len bytes from src (read with src_key) to dst (written with dst_key), correct for
+    // overlapping ranges (inputs are consumed before they are overwritten).
+    Result<void, Status> transfer(uint64_t src, mmu::KeyId src_key, uint64_t dst, mmu::KeyId dst_key, uint64_t len);
+
+    // Persistent state (OCA, PEK, PDH) in the NV store: the SPI flash file, or INIT_EX's DRAM buffer.
+    Result<void, Status> save_persistent(PersistentState const&);
+    Result<PersistentState, Status> generate_oca_pek_pdh(PersistentState base, bool new_oca, bool new_pek, bool new_pdh);
+
+    void note(std::string text);
+    // psp.state lines are printed after the command's own "psp" line, so a trace reads as
+    // "COMMAND -> STATUS" followed by what it changed.
+    void state_trace(std::string line);
+    uint32_t effective_max_asid() const;
+
+    mmu::MemoryController& m_mc;
+    FirmwareParams m_params;
+    PlatformStore& m_store;
+    Trace& m_trace;
+
+    PlatformState m_state { PlatformState::UNINIT };
+    uint32_t m_config {}; // INIT flags (bit 0 ES), reported in PLATFORM_STATUS
+    uint64_t m_tmr_paddr {};
+    bool m_tmr_valid {}; // SEV-ES Trusted Memory Region reserved by INIT (sheet §10 step 12)
+    NvLocation m_nv_location { NvLocation::Spi };
+    uint64_t m_nv_paddr {};
+    PersistentState m_persistent;
+    PKey m_cek;
+
+    std::vector<std::unique_ptr<Guest>> m_guests; // index = handle - 1
+    uint32_t m_guest_count {};
+    std::vector<AsidSlot> m_asids; // index = ASID
+
+    CommandInfo const* m_current { nullptr }; // the command being executed
+    std::string m_note;                       // detail for the trace line
+    std::vector<std::string> m_state_lines;   // psp.state lines of the running command
+};
+
+} // namespace sevemu::firmware

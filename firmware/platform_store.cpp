@@ -1,0 +1,311 @@
+#include "firmware/platform_store.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace sevemu::firmware {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+StoreError io_error(fs::path const& p, std::string_view what, int err = errno)
+{
+    return { StoreError::Kind::Io, p.string() + ": " + std::string(what) + (err ? std::string(": ") + std::strerror(err) : "") };
+}
+
+// Holds flock(LOCK_EX) on DIR/lock for its lifetime. The lock is advisory, between sevemu
+// processes: it serialises identity creation, NV updates and root generation.
+class DirLock {
+public:
+    static Result<DirLock, StoreError> take(fs::path const& dir)
+    {
+        fs::path p = dir / "lock";
+        int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return make_unexpected(io_error(p, "cannot open lock file"));
+        while (::flock(fd, LOCK_EX) != 0) {
+            if (errno != EINTR) {
+                auto e = io_error(p, "cannot lock");
+                ::close(fd);
+                return make_unexpected(e);
+            }
+        }
+        return DirLock(fd);
+    }
+    DirLock(DirLock&& o) noexcept : m_fd(std::exchange(o.m_fd, -1)) {}
+    DirLock& operator=(DirLock&&) = delete;
+    ~DirLock()
+    {
+        if (m_fd >= 0) {
+            ::flock(m_fd, LOCK_UN);
+            ::close(m_fd);
+        }
+    }
+
+private:
+    explicit DirLock(int fd) : m_fd(fd) {}
+    int m_fd { -1 };
+};
+
+char model_digit(CpuModel m) { return char('0' + unsigned(m)); }
+
+std::string model_dir_name(CpuModel m)
+{
+    switch (m) {
+    case CpuModel::Naples:
+        return "naples";
+    case CpuModel::Rome:
+        return "rome";
+    case CpuModel::Milan:
+        return "milan";
+    case CpuModel::Genoa:
+        return "genoa";
+    }
+    return "unknown";
+}
+
+// Sheet §6.2: Naples roots are RSA-2048 (SHA-256), Rome and later RSA-4096 (SHA-384).
+unsigned root_bits(CpuModel m) { return m == CpuModel::Naples ? 2048 : 4096; }
+
+Result<Bytes, StoreError> key_to_pem(EVP_PKEY* key, fs::path const& p)
+{
+    BIO* bio = BIO_new(BIO_s_mem());
+    if (!bio || !PEM_write_bio_PrivateKey(bio, key, nullptr, nullptr, 0, nullptr, nullptr)) {
+        BIO_free(bio);
+        return make_unexpected(StoreError { StoreError::Kind::Crypto, p.string() + ": cannot encode key" });
+    }
+    char* data = nullptr;
+    long n = BIO_get_mem_data(bio, &data);
+    Bytes out(data, data + n);
+    BIO_free(bio);
+    return out;
+}
+
+Result<PKey, StoreError> key_from_pem(Bytes const& pem, fs::path const& p)
+{
+    BIO* bio = BIO_new_mem_buf(pem.data(), int(pem.size()));
+    EVP_PKEY* key = bio ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr) : nullptr;
+    BIO_free(bio);
+    if (!key || !is_rsa(key)) {
+        PKey drop(key);
+        return make_unexpected(StoreError { StoreError::Kind::Corrupt, p.string() + ": not an RSA private key" });
+    }
+    return PKey(key);
+}
+
+} // namespace
+
+Result<Bytes, StoreError> read_file(fs::path const& path)
+{
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return make_unexpected(io_error(path, "cannot open"));
+    Bytes out;
+    uint8_t buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            auto e = io_error(path, "cannot read");
+            ::close(fd);
+            return make_unexpected(e);
+        }
+        if (n == 0)
+            break;
+        out.insert(out.end(), buf, buf + n);
+    }
+    ::close(fd);
+    return out;
+}
+
+Result<void, StoreError> write_file_atomic(fs::path const& path, std::span<const uint8_t> data, unsigned mode)
+{
+    fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+    std::string tmp_name = path.filename().string();
+    tmp_name.insert(tmp_name.begin(), '.');
+    tmp_name.append(".tmp.").append(std::to_string(::getpid()));
+    fs::path tmp = dir / tmp_name;
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(mode));
+    if (fd < 0)
+        return make_unexpected(io_error(tmp, "cannot create"));
+    size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            auto e = io_error(tmp, "cannot write");
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            return make_unexpected(e);
+        }
+        done += size_t(n);
+    }
+    if (::fsync(fd) != 0) {
+        auto e = io_error(tmp, "cannot sync");
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return make_unexpected(e);
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        auto e = io_error(path, "cannot replace");
+        ::unlink(tmp.c_str());
+        return make_unexpected(e);
+    }
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+    }
+    return {};
+}
+
+fs::path PlatformStore::default_dir()
+{
+    if (char const* p = std::getenv("SEVEMU_PLATFORM"); p && *p)
+        return p;
+    if (char const* x = std::getenv("XDG_DATA_HOME"); x && *x)
+        return fs::path(x) / "sevemu" / "platform";
+    char const* home = std::getenv("HOME");
+    return fs::path(home && *home ? home : ".") / ".local" / "share" / "sevemu" / "platform";
+}
+
+PlatformStore::~PlatformStore() { secure_zero(m_cuk.data(), m_cuk.size()); }
+
+Result<std::unique_ptr<PlatformStore>, StoreError> PlatformStore::open(fs::path const& dir)
+{
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec || !fs::is_directory(dir))
+        return make_unexpected(StoreError { StoreError::Kind::Io, dir.string() + ": cannot create platform directory" + (ec ? ": " + ec.message() : "") });
+    std::unique_ptr<PlatformStore> store(new PlatformStore(dir));
+    auto lock = TRY(DirLock::take(dir));
+    fs::path id_path = dir / "chip.id";
+    if (!fs::exists(id_path)) {
+        // First use: "fuse" a fresh chip-unique key.
+        if (!random_bytes(store->m_cuk))
+            return make_unexpected(StoreError { StoreError::Kind::Crypto, "cannot generate the chip-unique key" });
+        std::string text = "# sevemu emulated chip: fused secrets (not an AMD part)\nversion 1\ncuk " + to_hex(store->m_cuk) + "\n";
+        TRY(write_file_atomic(id_path, std::span(reinterpret_cast<uint8_t const*>(text.data()), text.size())));
+        secure_zero(text.data(), text.size());
+        return store;
+    }
+    Bytes raw = TRY(read_file(id_path));
+    std::string_view text(reinterpret_cast<char const*>(raw.data()), raw.size());
+    auto at = text.find("\ncuk ");
+    std::optional<Bytes> cuk;
+    if (at != std::string_view::npos)
+        cuk = from_hex(text.substr(at + 5, 64));
+    secure_zero(raw.data(), raw.size());
+    if (!cuk || cuk->size() != store->m_cuk.size())
+        return make_unexpected(StoreError { StoreError::Kind::Corrupt, id_path.string() + ": damaged chip identity (no 'cuk' line of 64 hex digits)" });
+    std::copy(cuk->begin(), cuk->end(), store->m_cuk.begin());
+    secure_zero(cuk->data(), cuk->size());
+    return store;
+}
+
+Result<Bytes, StoreError> PlatformStore::read_nv() const
+{
+    auto lock = TRY(DirLock::take(m_dir));
+    fs::path p = m_dir / "nv.bin";
+    if (!fs::exists(p))
+        return nv_erased_image();
+    return read_file(p);
+}
+
+Result<void, StoreError> PlatformStore::write_nv(std::span<const uint8_t> image) const
+{
+    auto lock = TRY(DirLock::take(m_dir));
+    return write_file_atomic(m_dir / "nv.bin", image);
+}
+
+Result<void, StoreError> PlatformStore::erase_nv() const
+{
+    Bytes erased = nv_erased_image();
+    return write_nv(erased);
+}
+
+AmdKeyId PlatformStore::test_key_id(CpuModel model, AmdKeyUsage usage)
+{
+    AmdKeyId id {};
+    std::string tag = std::string("sevemu-test-") + (usage == AmdKeyUsage::ARK ? "ARK" : "ASK");
+    std::memcpy(id.data(), tag.data(), tag.size()); // 15 bytes
+    id[15] = uint8_t(model_digit(model));
+    return id;
+}
+
+Result<AmdChain, StoreError> PlatformStore::amd_chain(CpuModel model, uint8_t api_major, uint8_t api_minor) const
+{
+    auto lock = TRY(DirLock::take(m_dir));
+    fs::path dir = m_dir / "roots" / model_dir_name(model);
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec)
+        return make_unexpected(io_error(dir, "cannot create", ec.value()));
+    auto crypto_err = [&](std::string what) { return StoreError { StoreError::Kind::Crypto, dir.string() + ": " + what }; };
+    auto corrupt = [&](fs::path const& p, CertError e) {
+        return StoreError { StoreError::Kind::Corrupt, p.string() + ": " + std::string(cert_error_name(e)) };
+    };
+
+    // ARK and ASK: generate once (slow for RSA-4096), then reuse.
+    if (!fs::exists(dir / "ask.cert") || !fs::exists(dir / "ark.cert") || !fs::exists(dir / "ask.pem")) {
+        unsigned bits = root_bits(model);
+        auto ark_key = rsa_generate(bits);
+        auto ask_key = rsa_generate(bits);
+        if (!ark_key || !ask_key)
+            return make_unexpected(crypto_err("cannot generate the test root keys"));
+        AmdKeyId ark_id = test_key_id(model, AmdKeyUsage::ARK);
+        AmdKeyId ask_id = test_key_id(model, AmdKeyUsage::ASK);
+        auto ark = AmdCert::build(AmdKeyUsage::ARK, ark_id, ark_id, ark_key->get());
+        auto ask = AmdCert::build(AmdKeyUsage::ASK, ask_id, ark_id, ask_key->get());
+        if (!ark || !ask || !ark->sign(ark_key->get()) || !ask->sign(ark_key->get()))
+            return make_unexpected(crypto_err("cannot sign the test root certificates"));
+        TRY(write_file_atomic(dir / "ark.pem", TRY(key_to_pem(ark_key->get(), dir / "ark.pem"))));
+        TRY(write_file_atomic(dir / "ask.pem", TRY(key_to_pem(ask_key->get(), dir / "ask.pem"))));
+        TRY(write_file_atomic(dir / "ark.cert", ark->serialize()));
+        TRY(write_file_atomic(dir / "ask.cert", ask->serialize()));
+        fs::remove(dir / "cek.cert", ec);
+    }
+    auto ark = AmdCert::parse(TRY(read_file(dir / "ark.cert")));
+    if (!ark)
+        return make_unexpected(corrupt(dir / "ark.cert", ark.error()));
+    auto ask = AmdCert::parse(TRY(read_file(dir / "ask.cert")));
+    if (!ask)
+        return make_unexpected(corrupt(dir / "ask.cert", ask.error()));
+
+    // The CEK certificate, signed by the ASK (what AMD's KDS would serve for this chip).
+    fs::path cek_path = dir / "cek.cert";
+    if (fs::exists(cek_path)) {
+        auto cek = SevCert::parse(TRY(read_file(cek_path)));
+        if (cek && cek->api_major() == api_major && cek->api_minor() == api_minor)
+            return AmdChain { std::move(*ark), std::move(*ask), std::move(*cek) };
+    }
+    auto ask_key = TRY(key_from_pem(TRY(read_file(dir / "ask.pem")), dir / "ask.pem"));
+    auto cek_key = derive_cek(m_cuk);
+    if (!cek_key)
+        return make_unexpected(crypto_err("cannot derive the CEK"));
+    auto cek = SevCert::make_ec(api_major, api_minor, SevUsage::CEK, SevAlgo::ECDSA_SHA256, cek_key->get());
+    if (!cek)
+        return make_unexpected(crypto_err("cannot build the CEK certificate"));
+    auto signer = ask->as_signer();
+    if (!signer)
+        return make_unexpected(corrupt(dir / "ask.cert", signer.error()));
+    signer->key = std::move(ask_key);
+    if (!cek->sign(0, *signer))
+        return make_unexpected(crypto_err("cannot sign the CEK with the ASK"));
+    TRY(write_file_atomic(cek_path, cek->serialize()));
+    return AmdChain { std::move(*ark), std::move(*ask), std::move(*cek) };
+}
+
+} // namespace sevemu::firmware

@@ -1,0 +1,255 @@
+// sevemu-owner: the guest owner's tool for legacy SEV launches (INTERFACES.md §5), modelled on
+// `sevctl verify / session / measurement / secret`. Blobs are exchanged in the formats QEMU takes:
+// base64 text for dh-cert-file, session-file and sev-inject-launch-secret, raw 16-byte TEK/TIK.
+//
+// Exit status: 0 success (or a measurement that matches), 1 a failed check or bad input, CLI11's
+// own non-zero codes for malformed command lines. Every failure prints one line on stderr.
+#include "tools/sevemu-owner/owner.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+using namespace sevemu;
+using namespace sevemu::owner;
+using nlohmann::json;
+
+int fail(std::string const& message)
+{
+    std::fprintf(stderr, "sevemu-owner: %s\n", message.c_str());
+    return 1;
+}
+
+void print_json(json const& j) { std::printf("%s\n", j.dump(2).c_str()); }
+
+struct Options {
+    bool json = false;
+    // verify-chain
+    std::string chain_dir;
+    bool no_amd = false;
+    // session
+    std::string pdh_file;
+    std::string name;
+    uint32_t policy = 0;
+    // measurement verify / secret build
+    std::string tik_file;
+    std::string tek_file;
+    std::string measurement_b64;
+    unsigned api_major = 0;
+    unsigned api_minor = 0;
+    unsigned build = 0;
+    std::string digest_hex;
+    std::string secret_file;
+    std::string out_header;
+    std::string out_secret;
+};
+
+int cmd_verify_chain(Options const& o)
+{
+    auto report = verify_chain_dir(o.chain_dir, !o.no_amd);
+    if (!report)
+        return fail(report.error().message);
+    std::string root = report->amd_product ? "AMD " + std::string(*report->amd_product) + " root"
+                                           : (report->amd_rooted ? "an ARK that is not a known AMD root" : "no ARK");
+    if (o.json) {
+        print_json({ { "valid", true },
+            { "amd_rooted", report->amd_rooted },
+            { "amd_product", report->amd_product ? json(std::string(*report->amd_product)) : json(nullptr) } });
+    } else if (report->amd_rooted) {
+        std::printf("chain valid: ARK -> ASK -> CEK -> PEK, OCA -> PEK, PEK -> PDH (%s)\n", root.c_str());
+    } else {
+        std::printf("chain valid: OCA -> PEK -> PDH (not checked against AMD's keys)\n");
+    }
+    return 0;
+}
+
+int cmd_session(Options const& o)
+{
+    auto pdh = read_file(o.pdh_file);
+    if (!pdh)
+        return fail(pdh.error().message);
+    auto s = make_session(*pdh, o.policy);
+    if (!s)
+        return fail(s.error().message);
+    std::string godh = o.name + "_godh.b64";
+    std::string session = o.name + "_session.b64";
+    std::string tek = o.name + "_tek.bin";
+    std::string tik = o.name + "_tik.bin";
+    std::string godh_b64 = to_base64(s->godh_cert);
+    std::string session_b64 = to_base64(s->session_blob);
+    for (auto const& [path, data] : { std::pair { godh, std::span<const uint8_t>(
+                                          reinterpret_cast<uint8_t const*>(godh_b64.data()), godh_b64.size()) },
+             std::pair { session, std::span<const uint8_t>(
+                                      reinterpret_cast<uint8_t const*>(session_b64.data()), session_b64.size()) },
+             std::pair { tek, std::span<const uint8_t>(s->keys.tek) },
+             std::pair { tik, std::span<const uint8_t>(s->keys.tik) } }) {
+        if (auto r = write_file(path, data); !r)
+            return fail(r.error().message);
+    }
+    secure_zero(&s->keys, sizeof(s->keys));
+    if (o.json)
+        print_json({ { "policy", o.policy }, { "godh", godh }, { "session", session }, { "tek", tek }, { "tik", tik } });
+    else
+        std::printf("wrote %s %s %s %s (policy 0x%x)\n", godh.c_str(), session.c_str(), tek.c_str(), tik.c_str(),
+            o.policy);
+    return 0;
+}
+
+OwnerResult<Bytes> decode_measurement(std::string const& b64)
+{
+    auto m = from_base64(b64);
+    if (!m)
+        return make_unexpected(OwnerError { "--measurement: not valid base64" });
+    if (m->size() != kMeasurementSize)
+        return make_unexpected(OwnerError { "--measurement: must decode to " + std::to_string(kMeasurementSize)
+            + " bytes (MEASURE || MNONCE), got " + std::to_string(m->size()) });
+    return std::move(m).value();
+}
+
+int cmd_measurement_verify(Options const& o)
+{
+    auto tik = read_key_file(o.tik_file);
+    if (!tik)
+        return fail(tik.error().message);
+    auto m = decode_measurement(o.measurement_b64);
+    if (!m)
+        return fail(m.error().message);
+    auto digest = from_hex(o.digest_hex);
+    if (!digest)
+        return fail("--digest: not valid hex");
+    if (digest->size() != 32)
+        return fail("--digest: a SHA-256 launch digest is 32 bytes, got " + std::to_string(digest->size()));
+    Sha256Digest ld;
+    std::copy(digest->begin(), digest->end(), ld.begin());
+    PlatformVersion v { uint8_t(o.api_major), uint8_t(o.api_minor), uint8_t(o.build) };
+    auto r = verify_measurement(*tik, *m, v, o.policy, ld);
+    if (o.json) {
+        auto parsed = parse_measurement(*m).value();
+        print_json({ { "match", bool(r) },
+            { "expected", to_hex(expected_measurement(*tik, v, o.policy, ld, parsed.mnonce)) },
+            { "measurement", to_hex(parsed.measure) }, { "mnonce", to_hex(parsed.mnonce) } });
+        return r ? 0 : 1;
+    }
+    if (!r)
+        return fail(r.error().message);
+    std::printf("measurement matches\n");
+    return 0;
+}
+
+int cmd_secret_build(Options const& o)
+{
+    auto tik = read_key_file(o.tik_file);
+    if (!tik)
+        return fail(tik.error().message);
+    auto tek = read_key_file(o.tek_file);
+    if (!tek)
+        return fail(tek.error().message);
+    auto m = decode_measurement(o.measurement_b64);
+    if (!m)
+        return fail(m.error().message);
+    auto secret = read_file(o.secret_file);
+    if (!secret)
+        return fail(secret.error().message);
+    auto p = build_secret(*tek, *tik, *m, *secret);
+    secure_zero(secret->data(), secret->size());
+    if (!p)
+        return fail(p.error().message);
+    std::string header_b64 = to_base64(p->header);
+    std::string secret_b64 = to_base64(p->ciphertext);
+    if (auto r = write_file(o.out_header,
+            std::span(reinterpret_cast<uint8_t const*>(header_b64.data()), header_b64.size()));
+        !r)
+        return fail(r.error().message);
+    if (auto r = write_file(o.out_secret,
+            std::span(reinterpret_cast<uint8_t const*>(secret_b64.data()), secret_b64.size()));
+        !r)
+        return fail(r.error().message);
+    if (o.json)
+        print_json({ { "header", o.out_header }, { "secret", o.out_secret }, { "length", p->ciphertext.size() } });
+    else
+        std::printf("wrote %s and %s (%zu bytes of secret)\n", o.out_header.c_str(), o.out_secret.c_str(),
+            p->ciphertext.size());
+    return 0;
+}
+
+int run(int argc, char** argv)
+{
+    Options o;
+    CLI::App app { "sevemu-owner: the guest owner's side of an SEV launch (certificate chain, session, "
+                   "measurement, secret)" };
+    app.require_subcommand(1);
+    app.add_flag("--json", o.json, "print results as JSON");
+
+    auto* verify_chain = app.add_subcommand("verify-chain",
+        "verify a platform's certificates: ARK -> ASK -> CEK -> PEK, OCA -> PEK, PEK -> PDH");
+    verify_chain->add_option("DIR", o.chain_dir, "directory with pdh.cert pek.cert oca.cert cek.cert ask.cert ark.cert")
+        ->required();
+    verify_chain->add_flag("--no-amd", o.no_amd, "accept a chain without cek/ask/ark (checks OCA -> PEK -> PDH only)");
+    verify_chain->add_flag("--json", o.json, "print the result as JSON");
+
+    auto* session = app.add_subcommand("session",
+        "create the GODH key and launch session for a platform's PDH (writes NAME_godh.b64, NAME_session.b64, "
+        "NAME_tek.bin, NAME_tik.bin)");
+    session->add_option("--pdh", o.pdh_file, "the platform's PDH certificate (verify its chain first)")->required();
+    session->add_option("--policy", o.policy, "guest policy (decimal or 0x hex)")->required();
+    session->add_option("--name", o.name, "prefix of the output files")->required();
+    session->add_flag("--json", o.json, "print the result as JSON");
+
+    auto* measurement = app.add_subcommand("measurement", "launch measurement");
+    measurement->require_subcommand(1);
+    auto* mverify = measurement->add_subcommand("verify", "check LAUNCH_MEASURE's output against the expected digest");
+    mverify->add_option("--tik", o.tik_file, "TIK file (16 bytes, from `session`)")->required();
+    mverify->add_option("--measurement", o.measurement_b64, "measurement as QEMU reports it (base64 of 48 bytes)")
+        ->required();
+    mverify->add_option("--api-major", o.api_major, "firmware API major version")->required()->check(CLI::Range(0, 255));
+    mverify->add_option("--api-minor", o.api_minor, "firmware API minor version")->required()->check(CLI::Range(0, 255));
+    mverify->add_option("--build", o.build, "firmware build id")->required()->check(CLI::Range(0, 255));
+    mverify->add_option("--policy", o.policy, "guest policy")->required();
+    mverify->add_option("--digest", o.digest_hex, "expected launch digest (SHA-256, hex)")->required();
+    mverify->add_flag("--json", o.json, "print the result as JSON");
+
+    auto* secret = app.add_subcommand("secret", "launch secret");
+    secret->require_subcommand(1);
+    auto* sbuild = secret->add_subcommand("build", "encrypt and MAC a secret for LAUNCH_SECRET");
+    sbuild->add_option("--tik", o.tik_file, "TIK file (16 bytes)")->required();
+    sbuild->add_option("--tek", o.tek_file, "TEK file (16 bytes)")->required();
+    sbuild->add_option("--measurement", o.measurement_b64, "the verified measurement (base64 of 48 bytes)")->required();
+    sbuild->add_option("--secret", o.secret_file, "file with the secret (padded with zeros to 16-byte blocks)")
+        ->required();
+    sbuild->add_option("--out-header", o.out_header, "where to write the packet header (base64)")->required();
+    sbuild->add_option("--out-secret", o.out_secret, "where to write the encrypted secret (base64)")->required();
+    sbuild->add_flag("--json", o.json, "print the result as JSON");
+
+    try {
+        app.parse(argc, argv);
+    } catch (CLI::ParseError const& e) {
+        return app.exit(e);
+    }
+
+    if (verify_chain->parsed())
+        return cmd_verify_chain(o);
+    if (session->parsed())
+        return cmd_session(o);
+    if (mverify->parsed())
+        return cmd_measurement_verify(o);
+    if (sbuild->parsed())
+        return cmd_secret_build(o);
+    return fail("no command given (see --help)");
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    // Errors are values throughout; this only turns an unexpected library exception (e.g.
+    // std::bad_alloc) into one line and a non-zero exit instead of an abort.
+    try {
+        return run(argc, argv);
+    } catch (std::exception const& e) {
+        return fail(std::string("internal error: ") + e.what());
+    }
+}

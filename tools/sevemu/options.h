@@ -1,0 +1,34 @@
+// sevemu — the QEMU-compatible command line (INTERFACES.md §3), parsed into a MachineConfig.
+// QEMU's conventions: single-dash long options (a double dash works too), "key=value,..."
+// property lists, sizes with K/M/G/T suffixes (megabytes by default for -m).
+#pragma once
+
+#include "base/result.h"
+#include "emulator/machine_config.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sevemu::cli {
+
+struct CliError {
+    std::string message; // one line: "-opt value: what is wrong"
+};
+
+struct Options {
+    emulator::MachineConfig machine;
+    bool help { false };
+    bool version { false };
+    bool list_cpus { false };
+};
+
+Result<Options, CliError> parse_options(std::vector<std::string> const& args);
+
+// QEMU's size syntax (qemu_strtosz): a number, optionally fractional, with an optional
+// B/K/M/G/T/P/E suffix (either case); `default_unit` applies without a suffix.
+std::optional<uint64_t> parse_size(std::string const& text, uint64_t default_unit);
+
+std::string usage();
+
+} // namespace sevemu::cli
