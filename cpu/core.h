@@ -7,6 +7,7 @@
 #include "mmu/paging.h"
 #include "mmu/tlb.h"
 
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <unordered_map>
@@ -106,7 +107,7 @@ struct Core {
     uint64_t seg_lo[6] {}, seg_hi[6] {};
     uint8_t seg_acc[6] {};     // 1 readable, 2 writable; 0 unusable
 
-    mmu::Tlb<256> tlb;
+    mmu::Tlb<512> tlb;
 
     // ---- Architectural state (cold)
     Segment seg[6] {};
@@ -125,7 +126,7 @@ struct Core {
     uint64_t icount {};        // retired instructions (TSC source)
     bool halted {};
     bool irq_shadow {};
-    bool stop_requested {};
+    std::atomic<bool> stop_requested {};
     bool pending_shutdown {};
 
     mmu::MemoryController& mc;

@@ -67,7 +67,8 @@ void Core::reset()
     fsw = 0;
     ftag_empty = 0xFF;
     tsc_offset = 0;
-    halted = irq_shadow = stop_requested = pending_shutdown = false;
+    halted = irq_shadow = pending_shutdown = false;
+    stop_requested = false;
     update_mode();
     update_paging();
 }
@@ -129,6 +130,7 @@ void Core::read_slow(uint64_t a, void* out, unsigned n, bool fetch)
         if (x.host) {
             std::memcpy(o, x.host + (a & 0xFFF), chunk);
         } else if (chunk == 1 || chunk == 2 || chunk == 4 || chunk == 8) {
+            brk = true; // a device may have asked the CPU to stop or raised an interrupt
             uint64_t v = io.mmio_read(Spa(x.spa), uint8_t(chunk));
             std::memcpy(o, &v, chunk);
         } else {
@@ -160,6 +162,7 @@ void Core::write_slow(uint64_t a, void const* in, unsigned n)
                 invalidate_code_page(pfn); // self-modifying code
             std::memcpy(x.host + (la & 0xFFF), src, len);
         } else if (len == 1 || len == 2 || len == 4 || len == 8) {
+            brk = true;
             uint64_t v = 0;
             std::memcpy(&v, src, len);
             io.mmio_write(Spa(x.spa), uint8_t(len), v);
@@ -362,14 +365,11 @@ RunResult Cpu::run(uint64_t max_instructions)
 {
     Core& c = *m_core;
     uint64_t done = 0;
-    c.stop_requested = false;
     for (;;) {
         if (c.pending_shutdown)
             return { StopReason::Shutdown, done };
-        if (c.stop_requested) {
-            c.stop_requested = false;
+        if (c.stop_requested.exchange(false, std::memory_order_relaxed))
             return { StopReason::StopRequested, done };
-        }
         if (done >= max_instructions)
             return { StopReason::InstructionLimit, done };
         c.graveyard.clear();
@@ -420,7 +420,7 @@ RunResult Cpu::run(uint64_t max_instructions)
     }
 }
 
-void Cpu::request_stop() { m_core->stop_requested = true; m_core->brk = true; }
+void Cpu::request_stop() { m_core->stop_requested.store(true, std::memory_order_relaxed); }
 
 CpuState Cpu::state() const
 {

@@ -69,7 +69,10 @@ public:
     void setup_multiboot_entry(uint32_t entry, uint32_t multiboot_info);
 
     RunResult run(uint64_t max_instructions);
-    void request_stop(); // safe to call from inside an IoHandler callback
+    // run() returns StopRequested after the instruction in progress (port I/O and MMIO end a
+    // block, so a device's request takes effect at once). Thread-safe (an atomic flag); a
+    // request made while run() is not executing makes the next run() return at once.
+    void request_stop();
 
     CpuState state() const;           // a consistent snapshot (flags materialised)
     void set_state(CpuState const&);  // flushes TLB and decoded-mode caches

@@ -33,6 +33,27 @@ uint8_t byte_reg_off(unsigned r, bool rex)
     return uint8_t(r * 8);
 }
 
+// LOCK is #UD except on these read-modify-write instructions with a memory destination
+// (APM vol 3 §1.2.5).
+bool lockable(unsigned map, uint8_t op, unsigned reg)
+{
+    if (map == kMapPrimary) {
+        if (op < 0x38 && (op & 7) <= 1) return true;
+        if (op >= 0x80 && op <= 0x83) return reg != 7;
+        if (op == 0x86 || op == 0x87) return true;
+        if (op == 0xF6 || op == 0xF7) return reg == 2 || reg == 3;
+        if (op == 0xFE || op == 0xFF) return reg <= 1;
+    } else if (map == kMap0F) {
+        switch (op) {
+        case 0xAB: case 0xB3: case 0xBB: case 0xB0: case 0xB1: case 0xC0: case 0xC1: return true;
+        case 0xBA: return reg >= 5;
+        case 0xC7: return reg == 1;
+        default: break;
+        }
+    }
+    return false;
+}
+
 unsigned size_index(unsigned s) { return s == 1 ? 0 : s == 2 ? 1 : s == 4 ? 2 : 3; }
 
 } // namespace
@@ -194,6 +215,8 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
     if ((flags & kMemOnly) && mod == 3)
         invalid = true;
     if ((flags & kRegOnly) && mod != 3)
+        invalid = true;
+    if (lock && (mod == 3 || !has_modrm || !lockable(map, op, (modrm >> 3) & 7)))
         invalid = true;
 
     // Operand and address size (APM vol 1 §2.2.3, vol 3 §1.2.2-1.2.3).

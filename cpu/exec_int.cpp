@@ -710,13 +710,27 @@ template <int K, int S> uint64_t rep_fast(Core& c, Insn const& i, uint64_t n)
         if (K == 0) cnt = std::min<uint64_t>(cnt, (am - si) / S + 1);
     }
     if (cnt < 2) return 0;
+    // Host pointers: from the TLB, or from a translation (which may fault: nothing is written
+    // yet). A generation change means a page pointer went away meanwhile: take the slow path.
+    uint64_t gen = c.mc.generation();
     auto& de = c.tlb.entry(c.bank, dl);
-    if (de.tag_write != (dl >> 12)) return 0;
-    uint8_t* dp = de.host + (dl & 0xFFF);
+    uint8_t* dbase = de.tag_write == (dl >> 12) ? de.host : nullptr;
+    if (!dbase) {
+        auto x = c.translate(dl, true, false);
+        if (!x.host || c.is_code_page(x.spa >> 12)) return 0;
+        dbase = x.host;
+    }
+    uint8_t* dp = dbase + (dl & 0xFFF);
     if constexpr (K == 0) {
         auto& se = c.tlb.entry(c.bank, sl);
-        if (se.tag_read != (sl >> 12)) return 0;
-        uint8_t const* sp = se.host + (sl & 0xFFF);
+        uint8_t const* sbase = se.tag_read == (sl >> 12) ? se.host : nullptr;
+        if (!sbase) {
+            auto x = c.translate(sl, false, false);
+            if (!x.host) return 0;
+            sbase = x.host;
+        }
+        if (c.mc.generation() != gen) return 0;
+        uint8_t const* sp = sbase + (sl & 0xFFF);
         if (dp < sp + cnt * S && sp < dp + cnt * S) return 0; // overlap: element semantics
         std::memcpy(dp, sp, cnt * S);
     } else if constexpr (S == 1) {

@@ -606,8 +606,14 @@ template <int S, int M> void fxsave(Core& c, Insn const& i)
     uint64_t a = c.lin(i, 512, true);
     if (a & 15) c.raise(GP, 0);
     uint8_t buf[512] {};
-    uint16_t fcw = 0x37F;
-    std::memcpy(buf + 0, &fcw, 2);
+    // x87 part (APM vol 5 FXSAVE, Table "FXSAVE format"): FCW, FSW, abridged FTW (1 = valid),
+    // ST0-ST7 by stack position at 32 + 16 i; FOP/FIP/FDP are not kept (saved as 0).
+    std::memcpy(buf + 0, &c.fcw, 2);
+    std::memcpy(buf + 2, &c.fsw, 2);
+    buf[4] = uint8_t(~c.ftag_empty);
+    unsigned top = (c.fsw >> 11) & 7;
+    for (unsigned k = 0; k < 8; ++k)
+        std::memcpy(buf + 32 + 16 * k, &c.fpr[(top + k) & 7], 10);
     std::memcpy(buf + 24, &c.mxcsr, 4);
     uint32_t mask = 0xFFFF;
     std::memcpy(buf + 28, &mask, 4);
@@ -627,11 +633,27 @@ template <int S, int M> void fxrstor(Core& c, Insn const& i)
     uint32_t mx = c.rd<uint32_t>(a + 24);
     if (mx & ~0xFFFFu) c.raise(GP, 0);
     unsigned n = c.mode64 ? 16 : 8;
+    uint16_t fcw = c.rd<uint16_t>(a), fsw = c.rd<uint16_t>(a + 2);
+    uint8_t ftw = c.rd<uint8_t>(a + 4);
+    long double st[8];
+    for (unsigned k = 0; k < 8; ++k) {
+        uint64_t m = c.rd<uint64_t>(a + 32 + 16 * k);
+        uint16_t e = c.rd<uint16_t>(a + 40 + 16 * k);
+        st[k] = 0;
+        std::memcpy(&st[k], &m, 8);
+        std::memcpy(reinterpret_cast<uint8_t*>(&st[k]) + 8, &e, 2);
+    }
     for (unsigned k = 0; k < n; ++k) {
         c.xmm[k][0] = c.rd<uint64_t>(a + 160 + 16 * k);
         c.xmm[k][1] = c.rd<uint64_t>(a + 168 + 16 * k);
     }
     c.mxcsr = mx;
+    c.fcw = fcw;
+    c.fsw = fsw;
+    c.ftag_empty = uint8_t(~ftw);
+    unsigned top = (fsw >> 11) & 7;
+    for (unsigned k = 0; k < 8; ++k)
+        c.fpr[(top + k) & 7] = st[k];
 }
 
 template <int S, int M> void sse_nop(Core& c, Insn const&) { (void)c; }

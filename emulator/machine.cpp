@@ -1,6 +1,7 @@
 #include "emulator/machine.h"
 
 #include "cpu/cpu.h"
+#include "devices/acpi_pm.h"
 #include "devices/cmos_rtc.h"
 #include "devices/debug_exit.h"
 #include "devices/pc_ports.h"
@@ -157,6 +158,7 @@ Result<void, MachineError> Machine::build()
     default:
         break;
     }
+
     // --- Interrupt controller and timers (ISA IRQ numbers as on a PC).
     m_pic = std::make_unique<devices::Pic8259Pair>();
     if (!m_pio.add(devices::Pic8259Pair::kMasterBase, 2, m_pic->master())
@@ -176,6 +178,11 @@ Result<void, MachineError> Machine::build()
     m_rtc->set_memory_size(below_4g, above_4g, c.smp);
     if (!m_pio.add(devices::CmosRtc::kBase, 2, *m_rtc))
         return fail("internal: RTC ports overlap another device");
+
+    // ACPI PM block (power-off, PM timer) where SeaBIOS puts it on QEMU.
+    m_acpi_pm = std::make_unique<devices::AcpiPm>([this] { return now_ns(); }, [this] { request_power_off(); });
+    if (!m_pio.add(devices::AcpiPm::kBase, devices::AcpiPm::kLength, *m_acpi_pm))
+        return fail("internal: ACPI PM ports overlap another device");
 
     m_com1_irq.connect([this](bool level) { m_pic->set_irq(devices::Uart16550::kCom1Irq, level); });
     m_uart = std::make_unique<devices::Uart16550>(m_com1_irq, [this](uint8_t b) { serial_out(b); });
@@ -212,35 +219,44 @@ Result<void, MachineError> Machine::build()
     return {};
 }
 
-Result<void, MachineError> Machine::load_kernel()
+Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, std::vector<E820Entry> const& memory_map,
+    std::string const& kernel, std::string const& initrd, std::string const& append)
 {
-    auto const& c = m_config;
-    if (c.kernel.empty())
+    if (kernel.empty())
         return fail("no -kernel given: nothing to run");
-    auto file = TRY(read_file(c.kernel, "kernel"));
+    auto file = TRY(read_file(kernel, "kernel"));
     auto image = parse_multiboot(file);
     if (!image)
-        return fail(fmt::format("-kernel {}: {}", c.kernel, image.error().message));
+        return fail(fmt::format("-kernel {}: {}", kernel, image.error().message));
 
     MultibootLoadParams params;
-    params.kernel_name = c.kernel;
-    params.append = c.append;
-    params.initrd_option = c.initrd;
-    params.memory_map = m_memory_map;
-    for (auto const& spec : parse_module_list(c.initrd)) {
+    params.kernel_name = kernel;
+    params.append = append;
+    params.initrd_option = initrd;
+    params.memory_map = memory_map;
+    for (auto const& spec : parse_module_list(initrd)) {
         if (spec.path.empty())
-            return fail(fmt::format("-initrd {}: empty module name", c.initrd));
+            return fail(fmt::format("-initrd {}: empty module name", initrd));
         auto data = TRY(read_file(spec.path, "initrd/module"));
         params.modules.push_back({ spec.cmdline, std::move(data) });
     }
-    auto boot = load_multiboot(*m_memory, *image, file, params);
+    auto boot = load_multiboot(mc, *image, file, params);
     if (!boot)
-        return fail(fmt::format("-kernel {}: {}", c.kernel, boot.error().message));
+        return fail(fmt::format("-kernel {}: {}", kernel, boot.error().message));
+    return LoadedKernel { *image, *boot, params.modules.size() };
+}
+
+Result<void, MachineError> Machine::load_kernel()
+{
+    auto const& c = m_config;
+    auto loaded = TRY(load_kernel_image(*m_memory, m_memory_map, c.kernel, c.initrd, c.append));
+    auto const* image = &loaded.image;
+    auto const* boot = &loaded.boot;
     m_boot = *boot;
     if (m_trace.enabled("multiboot"))
         m_trace.emit("multiboot", fmt::format("{} image {:#x}-{:#x} entry {:#x} info {:#x} mem_lower {} KiB mem_upper {} KiB, {} module(s)",
             image->format == MultibootImage::Format::AoutKludge ? "a.out-kludge" : "ELF32", boot->load_low,
-            boot->load_high, boot->entry, boot->info_addr, boot->mem_lower_kib, boot->mem_upper_kib, params.modules.size()));
+            boot->load_high, boot->entry, boot->info_addr, boot->mem_lower_kib, boot->mem_upper_kib, loaded.modules));
 
     // Multiboot spec §3.2 machine state, as QEMU's option ROM leaves it: the CPU sets up
     // the registers and segments; we add what the ROM also leaves behind — GDTR pointing at its
@@ -307,10 +323,16 @@ int64_t Machine::now_ns() const
 RunOutcome Machine::run()
 {
     uint64_t total = 0;
+    auto started = std::chrono::steady_clock::now();
     auto finish = [&](RunOutcome::Reason reason, int status, std::string message) {
         flush_serial();
-        if (!message.empty() && m_trace.enabled("machine"))
-            m_trace.emit("machine", message);
+        if (m_trace.enabled("machine")) {
+            if (!message.empty())
+                m_trace.emit("machine", message);
+            double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            m_trace.emit("machine", fmt::format("exit status {}: {} instructions in {:.3f} s ({:.1f} MIPS), virtual time {:.6f} s",
+                status, total, secs, secs > 0 ? double(total) / secs / 1e6 : 0.0, double(now_ns()) / 1e9));
+        }
         return RunOutcome { reason, status, std::move(message), total };
     };
     for (;;) {

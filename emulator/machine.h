@@ -32,6 +32,7 @@ class PostPort;
 class Pic8259Pair;
 class Pit8254;
 class CmosRtc;
+class AcpiPm;
 }
 
 namespace sevemu::emulator {
@@ -46,7 +47,7 @@ struct MachineError {
 struct RunOutcome {
     enum class Reason : uint8_t {
         DebugExit,        // isa-debug-exit: status (V << 1) | 1
-        PowerOff,         // the guest turned the machine off: status 0
+        PowerOff,         // the guest turned the machine off (ACPI S5): status 0
         HaltedForever,    // HLT with nothing that could wake it: status 0 (QUIRKS.md)
         TripleFault,      // shutdown: a message and status 1 (QUIRKS.md: QEMU exits 0 with -no-reboot)
         InstructionLimit, // MachineConfig::max_instructions reached: status 1
@@ -78,6 +79,7 @@ public:
     devices::Pic8259Pair& pic() { return *m_pic; }
     devices::Pit8254& pit() { return *m_pit; }
     devices::CmosRtc& rtc() { return *m_rtc; }
+    devices::AcpiPm& acpi_pm() { return *m_acpi_pm; }
 
     // The machine's virtual time in nanoseconds since power-on: one instruction is one
     // nanosecond, and a halted CPU skips ahead to the next timer event (QUIRKS.md).
@@ -112,6 +114,7 @@ private:
     std::unique_ptr<devices::Pic8259Pair> m_pic;
     std::unique_ptr<devices::Pit8254> m_pit;
     std::unique_ptr<devices::CmosRtc> m_rtc;
+    std::unique_ptr<devices::AcpiPm> m_acpi_pm;
     int64_t m_idle_ns {};       // virtual time skipped while halted
     int64_t m_wall_start_ns {}; // host wall clock at power-on (the RTC starts from it)
     std::unique_ptr<devices::Uart16550> m_uart;
@@ -124,6 +127,16 @@ private:
     std::optional<int> m_exit_status;   // set by isa-debug-exit
     bool m_power_off { false };
 };
+
+// Reads -kernel (and -initrd modules), parses the Multiboot image and loads it into DRAM with
+// -append, as `sevemu -kernel` does; shared by the Machine and by the launch-digest computation.
+struct LoadedKernel {
+    MultibootImage image;
+    MultibootBoot boot;
+    size_t modules;
+};
+Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController&, std::vector<E820Entry> const& memory_map,
+    std::string const& kernel, std::string const& initrd, std::string const& append);
 
 // The PC memory map of a machine with this DRAM layout (what INT 15h E820 would report):
 // conventional memory up to the EBDA, the BIOS area reserved, RAM from 1 MiB, RAM above 4 GiB.

@@ -246,9 +246,16 @@ Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, Multi
         if (!mc.is_dram(Spa(seg.paddr), std::max<uint64_t>(seg.mem_size, 1)))
             return fail(fmt::format("kernel segment at {:#x}-{:#x} does not fit in guest RAM (see -m)", seg.paddr,
                 uint64_t(seg.paddr) + seg.mem_size - 1));
+        if (seg.file_offset + seg.file_size > file.size() || seg.file_size > seg.mem_size)
+            return fail("kernel segment lies outside the file (the image does not belong to this file)");
         TRY(write_dram(mc, seg.paddr, file.subspan(seg.file_offset, seg.file_size), "kernel segment"));
-        std::vector<uint8_t> zeros(seg.mem_size - seg.file_size, 0);
-        TRY(write_dram(mc, uint64_t(seg.paddr) + seg.file_size, zeros, "kernel bss"));
+        // The bss, zeroed a chunk at a time (it may be as large as the RAM below 4 GiB).
+        static constexpr size_t kChunk = 64 * 1024;
+        std::vector<uint8_t> zeros(std::min<size_t>(kChunk, seg.mem_size - seg.file_size), 0);
+        for (uint64_t at = seg.file_size; at < seg.mem_size; at += kChunk) {
+            size_t n = size_t(std::min<uint64_t>(kChunk, seg.mem_size - at));
+            TRY(write_dram(mc, uint64_t(seg.paddr) + at, std::span<uint8_t const>(zeros.data(), n), "kernel bss"));
+        }
     }
 
     // 2. Above the kernel, page aligned, QEMU's "mb_buf" layout (hw/i386/multiboot.c):

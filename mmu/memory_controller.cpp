@@ -78,7 +78,10 @@ Result<std::unique_ptr<MemoryController>, MemError> MemoryController::create(Mem
 MemoryController::~MemoryController()
 {
     if (m_arena) {
-        secure_zero(m_arena, uint64_t(m_config.cache_pages) * kPageSize);
+        // Freed frames were wiped when they were dropped; wipe the ones still holding plaintext
+        // (touching the whole arena would fault in pages that were never used).
+        for (auto const& [pfn, e] : m_cache)
+            secure_zero(m_arena + uint64_t(e.frame) * kPageSize, kPageSize);
         munmap(m_arena, uint64_t(m_config.cache_pages) * kPageSize);
     }
     if (m_dram)

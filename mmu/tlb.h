@@ -33,7 +33,10 @@ class Tlb {
 
 public:
     static constexpr size_t kBanks = 2; // 0 = supervisor, 1 = user (CPL 3)
-    TlbEntry& entry(unsigned bank, uint64_t lin) { return m_e[bank][(lin >> kPageShift) & (N - 1)]; }
+    // Index: the linear page number folded once, so regions a power-of-two apart (stack vs heap,
+    // source vs destination of a copy) do not all land on the same entry.
+    static size_t index(uint64_t lin) { return ((lin >> kPageShift) ^ (lin >> (kPageShift + 9))) & (N - 1); }
+    TlbEntry& entry(unsigned bank, uint64_t lin) { return m_e[bank][index(lin)]; }
 
     void flush_all()
     {
@@ -51,7 +54,7 @@ public:
     void flush_page(uint64_t lin)
     {
         for (auto& b : m_e) {
-            auto& e = b[(lin >> kPageShift) & (N - 1)];
+            auto& e = b[index(lin)];
             if (e.lpn == (lin >> kPageShift))
                 e = TlbEntry {};
         }

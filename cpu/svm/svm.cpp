@@ -336,7 +336,6 @@ std::string_view vmrun_check_name(VmrunCheck c)
     case VmrunCheck::AsidZero: return "ASID is zero";
     case VmrunCheck::IllegalTlbControl: return "reserved TLB_CONTROL value";
     case VmrunCheck::SevUnsupported: return "SEV enabled on a CPU without SEV";
-    case VmrunCheck::SevMemEncryptionDisabled: return "SEV enabled while SYSCFG.MemEncryptionModEn is 0";
     case VmrunCheck::SevWithoutNestedPaging: return "SEV enabled without nested paging";
     case VmrunCheck::SevSmmLockClear: return "SEV enabled while HWCR.SmmLock is 0";
     case VmrunCheck::SevHostNot64Bit: return "SEV guest run by a host not in 64-bit mode";
@@ -440,8 +439,10 @@ Result<void, VmrunCheck> vmrun_consistency_check(Vmcb const& vmcb, HostContext c
 {
     auto fail = [](VmrunCheck c) { return make_unexpected(c); };
     auto const& c = vmcb.control;
-    bool sev = c.nested_ctl & nested_ctl::SEV_ENABLE;
-    bool sev_es = c.nested_ctl & nested_ctl::SEV_ES_ENABLE;
+    // APM vol 2 §15.34.3 (sheet §3.8): with SYSCFG.MemEncryptionModEn = 0 the SEV enable bit
+    // is ignored — the guest runs, unencrypted, as a plain SVM guest.
+    bool sev = host.sme() && (c.nested_ctl & nested_ctl::SEV_ENABLE);
+    bool sev_es = host.sme() && (c.nested_ctl & nested_ctl::SEV_ES_ENABLE);
 
     // §15.5.1, guest state (an SEV-ES guest's state is in the VMSA; vmrun() checks it there).
     if (!sev_es)
@@ -475,8 +476,6 @@ Result<void, VmrunCheck> vmrun_consistency_check(Vmcb const& vmcb, HostContext c
     if (sev) {
         if (!host.sev_supported())
             return fail(VmrunCheck::SevUnsupported);
-        if (!host.sme())
-            return fail(VmrunCheck::SevMemEncryptionDisabled);
         if (!(c.nested_ctl & nested_ctl::NP_ENABLE))
             return fail(VmrunCheck::SevWithoutNestedPaging);
         if (!(host.hwcr & kSmmLock))
@@ -665,7 +664,8 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
     Vmcb vmcb = *vmcb_read;
     auto const& c = vmcb.control;
     bool np = c.nested_ctl & nested_ctl::NP_ENABLE;
-    bool sev = c.nested_ctl & nested_ctl::SEV_ENABLE;
+    // SEV bits are ignored while SYSCFG.MemEncryptionModEn = 0 (APM vol 2 §15.34.3).
+    bool sev = host.sme() && (c.nested_ctl & nested_ctl::SEV_ENABLE);
     bool sev_es = sev && (c.nested_ctl & nested_ctl::SEV_ES_ENABLE);
 
     if (sev_es) {

@@ -128,7 +128,6 @@ enum class VmrunCheck : uint8_t {
     IllegalTlbControl,      // TLB_CONTROL not one of 0/1/3/7 (§15.16.1; as KVM nested.c refuses it)
     // §15.34 SEV
     SevUnsupported,         // SEV_ENABLE on a CPU without SEV (8000_001F EAX[1])
-    SevMemEncryptionDisabled, // SEV_ENABLE while SYSCFG.MemEncryptionModEn = 0
     SevWithoutNestedPaging, // SEV_ENABLE needs NP_ENABLE
     SevSmmLockClear,        // HWCR.SmmLock must be 1
     SevHostNot64Bit,        // 8000_001F EAX[11]: SEV guests only from a 64-bit host

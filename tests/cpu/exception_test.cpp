@@ -302,3 +302,19 @@ TEST_CASE("32-bit privilege: IRET to CPL 3, INT 0x80 through the TSS stack, IRET
     CHECK(stack32(m, 1) == kCode + 0x102);
     CHECK(stack32(m, 2) == 0x3B);
 }
+
+TEST_CASE("LOCK prefix: #UD on a register destination or a non-RMW instruction", "[cpu][exceptions]")
+{
+    Machine m;
+    m.start(Mode::Long64, { 0xF0, 0x01, 0xC0 }); // lock add eax, eax
+    m.run();
+    CHECK(m.halted_vector() == 6);
+    m.start(Mode::Long64, { 0xF0, 0x8B, 0x04, 0x25, 0x00, 0x00, 0x02, 0x00 }); // lock mov eax, [..]
+    m.run();
+    CHECK(m.halted_vector() == 6);
+    m.start(Mode::Long64, { 0xF0, 0x83, 0x04, 0x25, 0x00, 0x00, 0x02, 0x00, 0x01, 0xF4 }); // lock add dword [..], 1
+    m.put<uint32_t>(kData, 41);
+    m.run();
+    CHECK(m.halted_vector() < 0);
+    CHECK(m.get<uint32_t>(kData) == 42);
+}

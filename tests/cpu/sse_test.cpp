@@ -162,3 +162,25 @@ TEST_CASE("sse: UCOMISD flags, conversions to integers, memory moves and alignme
     m.run();
     CHECK(m.halted_vector() == 6);
 }
+
+TEST_CASE("sse: FXSAVE/FXRSTOR round-trip XMM, MXCSR and the x87 stack", "[cpu][sse][x87]")
+{
+    Machine m;
+    // fninit; fld1; fldpi; fxsave [kData]; fninit; pxor xmm3, xmm3; fxrstor [kData]; fstp qword [kData+0x300]; hlt
+    m.start(Mode::Long64, { 0xDB, 0xE3, 0xD9, 0xE8, 0xD9, 0xEB, 0x0F, 0xAE, 0x04, 0x25, 0x00, 0x00, 0x02, 0x00,
+                              0xDB, 0xE3, 0x66, 0x0F, 0xEF, 0xDB, 0x0F, 0xAE, 0x0C, 0x25, 0x00, 0x00, 0x02, 0x00,
+                              0xDD, 0x1C, 0x25, 0x00, 0x03, 0x02, 0x00, 0xF4 });
+    CpuState s = m.cpu->state();
+    s.xmm[3] = { 0x1111222233334444, 0x5555666677778888 };
+    s.mxcsr = 0x1FA0;
+    m.cpu->set_state(s);
+    m.run();
+    REQUIRE(m.halted_vector() < 0);
+    auto o = m.cpu->state();
+    CHECK(o.xmm[3] == s.xmm[3]);
+    CHECK(o.mxcsr == 0x1FA0);
+    CHECK(m.get<uint32_t>(kData + 24) == 0x1FA0);
+    CHECK(m.get<uint16_t>(kData) == 0x37F);
+    CHECK(m.get<uint8_t>(kData + 4) == 0xC0); // two valid registers (physical 6 and 7)
+    CHECK(m.get<double>(kData + 0x300) == Approx(3.14159265358979));
+}

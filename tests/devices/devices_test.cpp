@@ -485,3 +485,28 @@ TEST_CASE("uart: loopback overrun sets LSR.OE")
     CHECK((r.in(5) & Uart16550::kLsrOverrun) == 0);
     CHECK(r.in(0) == '1');
 }
+
+// ---------------------------------------------------------------------------------------------
+// ACPI PM block
+#include "devices/acpi_pm.h"
+
+TEST_CASE("acpi-pm: PM timer at 3.579545 MHz, 24 bits; S5 via PM1_CNT powers off")
+{
+    int64_t now = 0;
+    int power_offs = 0;
+    AcpiPm pm([&] { return now; }, [&] { ++power_offs; });
+    Bus pio;
+    REQUIRE(pio.add(AcpiPm::kBase, AcpiPm::kLength, pm).has_value());
+    CHECK(pio.read(0x608, 4).first == 0);
+    now = 1'000'000'000; // one second
+    CHECK(pio.read(0x608, 4).first == (3'579'545u & 0xFFFFFF));
+    now = 10'000'000'000;
+    CHECK(pio.read(0x608, 4).first == (35'795'450u & 0xFFFFFF));
+    pio.write(0x604, 2, 0x0001); // SCI_EN
+    CHECK(pio.read(0x604, 2).first == 0x0001);
+    pio.write(0x604, 2, 0x1400 | 0x2000); // SLP_TYP 5 + SLP_EN: not QEMU's S5 encoding
+    CHECK(power_offs == 0);
+    pio.write(0x605, 1, 0x20); // SLP_TYP 0 + SLP_EN, as a byte write to the high lane
+    CHECK(power_offs == 1);
+    CHECK((pio.read(0x604, 2).first & AcpiPm::kSlpEn) == 0);
+}

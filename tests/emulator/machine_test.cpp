@@ -243,3 +243,11 @@ TEST_CASE("machine: HLT with IF=1 and the timer's IRQ masked cannot wake up")
     auto r = run_code("sleep", code);
     CHECK(r.reason == RunOutcome::Reason::HaltedForever);
 }
+
+TEST_CASE("machine: ACPI S5 (PM1_CNT at 0x604, SLP_EN with SLP_TYP 0) powers off with status 0")
+{
+    // mov dx, 0x604; mov ax, 0x2000; out dx, ax; jmp $
+    auto r = run_code("poweroff", { 0x66, 0xBA, 0x04, 0x06, 0x66, 0xB8, 0x00, 0x20, 0x66, 0xEF, 0xEB, 0xFE });
+    CHECK(r.reason == RunOutcome::Reason::PowerOff);
+    CHECK(r.exit_status == 0);
+}

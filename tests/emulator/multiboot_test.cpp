@@ -353,3 +353,22 @@ TEST_CASE("multiboot: random garbage with planted headers never crashes")
             CHECK_FALSE(boot.error().message.empty());
     }
 }
+
+TEST_CASE("multiboot: a large bss is zeroed to its last byte")
+{
+    auto mc = memory();
+    auto f = kludge_image(0x300, 8u << 20);
+    auto img = parse_multiboot(f);
+    REQUIRE(img.has_value());
+    uint64_t last = img->load_high - 1;
+    uint8_t dirty = 0xA5;
+    REQUIRE(mc->write(Spa(last), std::span(&dirty, 1), mmu::KeyId::none()).has_value());
+    MultibootLoadParams p;
+    p.memory_map = test_map(32ull << 20);
+    REQUIRE(load_multiboot(*mc, *img, f, p).has_value());
+    uint8_t b = 0xFF;
+    REQUIRE(mc->read(Spa(last), std::span(&b, 1), mmu::KeyId::none()).has_value());
+    CHECK(b == 0);
+    // Modules and strings go above the bss, on a page boundary.
+    CHECK(get32(*mc, 0x9518) == ((img->load_high + 4095) & ~4095u));
+}

@@ -2,10 +2,13 @@
 // the same C core compiled natively for the host (the known answer), and the guest must report
 // success through isa-debug-exit (status (0x10 << 1) | 1 = 33).
 //
-//   run-guest EMULATOR GUEST_ELF NATIVE_EXE | EXPECTED_FILE [--append TEXT] [--initrd TEXT] [--stdin TEXT]
+//   run-guest EMULATOR GUEST_ELF NATIVE_EXE | EXPECTED_FILE
+//             [--append TEXT] [--initrd TEXT] [--stdin TEXT] [--no-debug-exit yes]
 //
+// With --no-debug-exit the guest powers off (ACPI S5) and the emulator must exit with 0.
 // For guests that only make sense on a machine (interrupts, devices), the known answer is a
 // file (NAME.expected, recorded from QEMU) instead of a native program.
+//
 // EMULATOR is sevemu, or qemu-system-x86_64 for the cross-check that the guests themselves are
 // right; both get the same QEMU command line. A missing emulator skips (exit 77, meson's SKIP).
 #include "tests/integration/spawn.h"
@@ -29,12 +32,15 @@ int main(int argc, char** argv)
     std::string emulator = argv[1], guest = argv[2], native = argv[3];
     std::vector<std::string> extra;
     std::string stdin_text;
+    bool with_debug_exit = true;
     for (int i = 4; i + 1 < argc; i += 2) {
         std::string opt = argv[i];
         if (opt == "--append" || opt == "--initrd")
             extra.insert(extra.end(), { "-" + opt.substr(2), argv[i + 1] });
         else if (opt == "--stdin")
             stdin_text = argv[i + 1];
+        else if (opt == "--no-debug-exit")
+            with_debug_exit = false;
         else {
             std::fprintf(stderr, "run-guest: unknown option %s\n", opt.c_str());
             return 2;
@@ -62,13 +68,16 @@ int main(int argc, char** argv)
         return 1;
     }
     std::vector<std::string> cmd = { emulator, "-accel", "tcg", "-m", "128M", "-kernel", guest, "-serial", "stdio",
-        "-display", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot" };
+        "-display", "none", "-no-reboot" };
+    if (with_debug_exit)
+        cmd.insert(cmd.end(), { "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04" });
+    int want_status = with_debug_exit ? kGuestPassStatus : 0;
     cmd.insert(cmd.end(), extra.begin(), extra.end());
     auto got = run_capture(cmd, stdin_text);
     bool ok = true;
-    if (!got.exited || got.status != kGuestPassStatus) {
+    if (!got.exited || got.status != want_status) {
         std::fprintf(stderr, "FAIL: %s ended with %s %d (want status %d)\n", emulator.c_str(),
-            got.exited ? "status" : "signal", got.status, kGuestPassStatus);
+            got.exited ? "status" : "signal", got.status, want_status);
         ok = false;
     }
     if (got.out != known.out) {

@@ -35,5 +35,8 @@ double ratio_of(Row const&);
 using SuiteFn = int (*)(Report&);
 
 int suite_memcrypt(Report&);
+#ifdef SEVEMU_BENCH_HAVE_CPU
+int suite_cpu(Report&); // needs the Machine (and so the CPU library)
+#endif
 
 } // namespace sevemu::bench

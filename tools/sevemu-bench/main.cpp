@@ -23,7 +23,11 @@ struct SuiteEntry {
 
 static constexpr SuiteEntry kSuites[] = {
     { "memcrypt", suite_memcrypt },
+#ifdef SEVEMU_BENCH_HAVE_CPU
+    { "cpu", suite_cpu },
+#else
     { "cpu", nullptr },
+#endif
     { "psp", nullptr },
     { "migration", nullptr },
     { "boot", nullptr },

@@ -10,6 +10,10 @@
 #include <cstdio>
 #include <exception>
 #include <nlohmann/json.hpp>
+
+#include "cpu/cpu_model.h"
+#include "emulator/sev_launch.h"
+#include "tools/sevemu/options.h"
 #include <string>
 
 namespace {
@@ -46,6 +50,12 @@ struct Options {
     std::string secret_file;
     std::string out_header;
     std::string out_secret;
+    // measurement digest (and verify --kernel): the sevemu command line being launched
+    std::string memory { "128M" };
+    std::string cpu_model { "EPYC-Milan" };
+    std::string kernel;
+    std::string initrd;
+    std::string append;
 };
 
 int cmd_verify_chain(Options const& o)
@@ -110,6 +120,41 @@ OwnerResult<Bytes> decode_measurement(std::string const& b64)
     return std::move(m).value();
 }
 
+// The launch digest sevemu measures for `-m SIZE -kernel FILE [-initrd] [-append]`
+// (README "What a -kernel launch measures").
+Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<emulator::MeasuredRange>* ranges = nullptr)
+{
+    if (!cpu::cpu_model_from_name(o.cpu_model))
+        return make_unexpected("-cpu " + o.cpu_model + ": unknown model (EPYC, EPYC-Rome, EPYC-Milan, EPYC-Genoa)");
+    auto size = cli::parse_size(o.memory, 1ull << 20);
+    if (!size)
+        return make_unexpected("-m " + o.memory + ": not a size");
+    emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append };
+    auto d = emulator::kernel_launch_digest(launch);
+    if (!d)
+        return make_unexpected(d.error().message);
+    if (ranges)
+        *ranges = d->ranges;
+    return d->digest;
+}
+
+int cmd_measurement_digest(Options const& o)
+{
+    std::vector<emulator::MeasuredRange> ranges;
+    auto d = kernel_digest(o, &ranges);
+    if (!d)
+        return fail(d.error());
+    if (o.json) {
+        json r = json::array();
+        for (auto const& m : ranges)
+            r.push_back({ { "gpa", m.gpa }, { "size", m.size } });
+        print_json({ { "digest", to_hex(*d) }, { "measured", r } });
+    } else {
+        std::printf("%s\n", to_hex(*d).c_str());
+    }
+    return 0;
+}
+
 int cmd_measurement_verify(Options const& o)
 {
     auto tik = read_key_file(o.tik_file);
@@ -118,7 +163,17 @@ int cmd_measurement_verify(Options const& o)
     auto m = decode_measurement(o.measurement_b64);
     if (!m)
         return fail(m.error().message);
-    auto digest = from_hex(o.digest_hex);
+    if (o.digest_hex.empty() == o.kernel.empty())
+        return fail("give exactly one of --digest HEX or --kernel FILE");
+    std::optional<Bytes> digest;
+    if (!o.kernel.empty()) {
+        auto d = kernel_digest(o);
+        if (!d)
+            return fail(d.error());
+        digest = Bytes(d->begin(), d->end());
+    } else {
+        digest = from_hex(o.digest_hex);
+    }
     if (!digest)
         return fail("--digest: not valid hex");
     if (digest->size() != 32)
@@ -209,8 +264,21 @@ int run(int argc, char** argv)
     mverify->add_option("--api-minor", o.api_minor, "firmware API minor version")->required()->check(CLI::Range(0, 255));
     mverify->add_option("--build", o.build, "firmware build id")->required()->check(CLI::Range(0, 255));
     mverify->add_option("--policy", o.policy, "guest policy")->required();
-    mverify->add_option("--digest", o.digest_hex, "expected launch digest (SHA-256, hex)")->required();
+    mverify->add_option("--digest", o.digest_hex, "expected launch digest (SHA-256, hex)");
+    auto launch_options = [&o](CLI::App* c) {
+        c->add_option("-m", o.memory, "guest memory size, as sevemu -m (default 128M)");
+        c->add_option("--cpu,-c", o.cpu_model, "CPU model, as sevemu -cpu (default EPYC-Milan)");
+        c->add_option("--kernel", o.kernel, "the Multiboot kernel, named exactly as on sevemu's command line");
+        c->add_option("--initrd", o.initrd, "as sevemu -initrd");
+        c->add_option("--append", o.append, "as sevemu -append");
+    };
+    launch_options(mverify);
     mverify->add_flag("--json", o.json, "print the result as JSON");
+    auto* mdigest = measurement->add_subcommand("digest",
+        "print the launch digest sevemu measures for this -kernel command line (like sevctl measurement build)");
+    launch_options(mdigest);
+    mdigest->get_option("--kernel")->required();
+    mdigest->add_flag("--json", o.json, "print the digest and the measured ranges as JSON");
 
     auto* secret = app.add_subcommand("secret", "launch secret");
     secret->require_subcommand(1);
@@ -236,6 +304,8 @@ int run(int argc, char** argv)
         return cmd_session(o);
     if (mverify->parsed())
         return cmd_measurement_verify(o);
+    if (mdigest->parsed())
+        return cmd_measurement_digest(o);
     if (sbuild->parsed())
         return cmd_secret_build(o);
     return fail("no command given (see --help)");

@@ -203,7 +203,13 @@ TEST_CASE("SEV checks at VMRUN (APM vol 2 §15.34, sheet §3.8)", "[svm][vmrun][
     REQUIRE(check(m, h).has_value());
 
     SECTION("SEV needs SEV support") { h.mem_encrypt_features = 0x1; CHECK(failure(m, h) == VmrunCheck::SevUnsupported); }
-    SECTION("SEV needs SYSCFG.MemEncryptionModEn") { h.syscfg = 0; CHECK(failure(m, h) == VmrunCheck::SevMemEncryptionDisabled); }
+    SECTION("SEV is ignored while SYSCFG.MemEncryptionModEn is 0 (APM 15.34.3)")
+    {
+        m.put32(V + off::ASID, 300); // no key activated for ASID 300
+        CHECK(failure(m, h) == VmrunCheck::SevKeyNotActivated);
+        h.syscfg = 0;
+        CHECK(check(m, h).has_value()); // a plain SVM guest: no SEV checks apply
+    }
     SECTION("SEV needs nested paging")
     {
         m.put64(V + off::NESTED_CTL, nested_ctl::SEV_ENABLE);

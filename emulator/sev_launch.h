@@ -1,0 +1,49 @@
+// sevemu — what an SEV `-kernel` launch measures, so that a guest owner can compute the
+// expected launch digest without sevemu's firmware (README "What a -kernel launch measures").
+//
+// sevemu loads a Multiboot kernel exactly as `sevemu -kernel` does without SEV (QEMU's layout),
+// then LAUNCH_UPDATE_DATA encrypts and measures, in ascending guest-physical order, every 4 KiB
+// page the loader wrote:
+//   1. the page at 0x9000 (memory map at 0x9000, information structure at 0x9500, boot GDT at
+//      0x9600), and
+//   2. the pages from the kernel's lowest load address, rounded down, to the end of the
+//      loader's buffer above the kernel (bss, module list, command lines, boot loader name,
+//      modules), rounded up.
+// Pages in both sets are measured once. The firmware's launch digest is SHA-256 over the
+// measured bytes in that order (SEV-KM API 55766 §6.3: LD is extended with each update's data).
+#pragma once
+
+#include "base/result.h"
+#include "emulator/machine.h"
+#include "firmware/crypto.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sevemu::emulator {
+
+struct MeasuredRange {
+    uint64_t gpa;  // page aligned
+    uint64_t size; // multiple of 4 KiB
+};
+
+// The ranges, ascending and merged.
+std::vector<MeasuredRange> multiboot_measured_ranges(MultibootBoot const&);
+
+struct KernelLaunch {
+    uint64_t memory_size { 128ull << 20 }; // -m
+    std::string kernel;                    // -kernel, as typed (it is part of the command line)
+    std::string initrd;                    // -initrd
+    std::string append;                    // -append
+};
+
+struct LaunchDigest {
+    firmware::Sha256Digest digest;
+    std::vector<MeasuredRange> ranges;
+};
+
+// Loads the kernel into a scratch DRAM of the launch's size and hashes the measured pages.
+Result<LaunchDigest, MachineError> kernel_launch_digest(KernelLaunch const&);
+
+} // namespace sevemu::emulator
