@@ -364,13 +364,13 @@ void Cpu::setup_multiboot_entry(uint32_t entry, uint32_t info)
 RunResult Cpu::run(uint64_t max_instructions)
 {
     Core& c = *m_core;
-    uint64_t done = 0;
+    uint64_t done = 0, events = 0;
     for (;;) {
         if (c.pending_shutdown)
             return { StopReason::Shutdown, done };
         if (c.stop_requested.exchange(false, std::memory_order_relaxed))
             return { StopReason::StopRequested, done };
-        if (done >= max_instructions)
+        if (done + events >= max_instructions)
             return { StopReason::InstructionLimit, done };
         c.graveyard.clear();
         // External interrupts (APM vol 2 §8.1.3): sampled at instruction boundaries when IF=1
@@ -383,6 +383,7 @@ RunResult Cpu::run(uint64_t max_instructions)
             } catch (GuestFault const& f) {
                 c.exception(f);
             }
+            ++events; // as for exceptions: delivery counts against the budget
             continue;
         }
         if (c.halted)
@@ -395,7 +396,7 @@ RunResult Cpu::run(uint64_t max_instructions)
         uint64_t k = 0;
         try {
             Block* b = c.lookup_block();
-            uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done);
+            uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done - events);
             if (shadow || single_step) n = 1;
             Insn const* i = b->insns.data();
             uint64_t rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
@@ -413,6 +414,10 @@ RunResult Cpu::run(uint64_t max_instructions)
         } catch (GuestFault const& f) {
             c.brk = false;
             c.exception(f);
+            // An event delivery counts against the budget, so that a guest whose handler
+            // faults again at once (a legal endless loop) still returns from run().
+            if (k == 0)
+                ++events;
         }
         done += k;
         c.icount += k;

@@ -37,7 +37,9 @@ namespace sevemu::cpu {
 struct Core; // the interpreter's internals (cpu/core.h)
 
 enum class StopReason : uint8_t {
-    InstructionLimit, // executed max_instructions
+    InstructionLimit, // the budget is used up: retired instructions + delivered events (an
+                      // exception or interrupt delivery counts 1, so a guest that faults
+                      // endlessly inside its handlers still returns)
     Halted,           // HLT and no interrupt can wake it now (IF=0, or nothing pending)
     Shutdown,         // triple fault (APM vol 2 §8.2.9) — the platform would reset
     StopRequested,    // request_stop() was called (by an IoHandler, typically)

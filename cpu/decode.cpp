@@ -158,8 +158,7 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
                 mmmmm = 0;
         }
         if (mode != 2) {
-            rex_x = rex_b = false;
-            vex_w = vex_w && false;
+            rex_x = rex_b = false; // VEX.W is ignored outside 64-bit mode (osize below)
             vex_vvvv &= 7;
         }
         op = next();

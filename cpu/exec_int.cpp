@@ -448,10 +448,8 @@ template <int S, int M> void xchg_EG(Core& c, Insn const& i)
 }
 template <int S, int M> void xchg_A(Core& c, Insn const& i)
 {
-    if (i.reg == 0 && S != 8 && !(S == 2 && false)) {
-        if (S == 4 && c.mode64 && false) {}
-        return; // 90: NOP (even in 64-bit mode it does not zero-extend EAX)
-    }
+    if (i.reg == 0)
+        return; // 90: NOP (in 64-bit mode it does not zero-extend EAX; 48 90 is a NOP too)
     U<S> a = c.getr<S>(0), b = c.getr<S>(i.reg);
     c.setr<S>(0, b);
     c.setr<S>(i.reg, a);
@@ -552,7 +550,6 @@ template <int S, int M> void movbe_MG(Core& c, Insn const& i)
 }
 template <int S, int M> void lahf(Core& c, Insn const&)
 {
-    if (c.mode64 && false) {}
     c.setr<1>(RAX * 8 + 1, (c.get_rflags() & 0xD5) | 2);
 }
 template <int S, int M> void sahf(Core& c, Insn const&)

@@ -783,13 +783,6 @@ template <int S, int M> void fence_or_clflush(Core& c, Insn const& i)
 {
     if constexpr (M) clflush<S, M>(c, i); // CLFLUSH m8; the register form is SFENCE
 }
-template <int S, int M> void x87(Core& c, Insn const&)
-{
-    // No x87 unit is advertised (CPUID 1.EDX.FPU=0): with CR0.EM or TS the escape is #NM,
-    // otherwise #UD (QUIRKS.md).
-    if (c.cr0 & (cr0::EM | cr0::TS)) c.raise(NM);
-    c.raise(UD);
-}
 template <int S, int M> void fwait(Core& c, Insn const&)
 {
     if ((c.cr0 & (cr0::MP | cr0::TS)) == (cr0::MP | cr0::TS)) c.raise(NM);
@@ -950,8 +943,7 @@ template <int S, int M> void rdtscp(Core& c, Insn const&)
 }
 template <int SET, int S, int M> void clac_stac(Core& c, Insn const&)
 {
-    if (!(c.cr4 & cr4::SMAP) && false) c.raise(UD);
-    need_cpl0(c);
+    need_cpl0(c); // SMAP is advertised, so CLAC/STAC are never #UD
     if (SET) c.flags |= AC; else c.flags &= ~AC;
 }
 

@@ -64,6 +64,8 @@ public:
     int set_user_memory_region(kvm_userspace_memory_region const&);
     // Guest-physical to system-physical through the memory slots (the hypervisor's view).
     std::optional<Spa> gpa_to_spa(Gpa gpa) const;
+    std::map<uint32_t, kvm_userspace_memory_region> const& memory_slots() const { return m_slots; }
+    SevHost& host() { return m_host; }
 
     // KVM_MEMORY_ENCRYPT_OP: cmd.data is the Hva of the per-command structure.
     int memory_encrypt_op(kvm_sev_cmd& cmd);

@@ -1,0 +1,283 @@
+// The vCPU: VMCB set-up (Linux arch/x86/kvm/svm/svm.c init_vmcb), nested page tables for the
+// VM's memory slots, and exit handling (svm_invoke_exit_handler and its handlers).
+#include "emulator/vmm/vcpu.h"
+
+#include <cerrno>
+#include <fmt/format.h>
+
+namespace sevemu::vmm {
+
+using namespace cpu::svm;
+
+namespace {
+constexpr uint64_t kPresent = 1, kWrite = 2, kUser = 4;
+constexpr uint64_t kAddrMask = 0x000F'FFFF'FFFF'F000ull;
+constexpr size_t kIopmPages = 3, kMsrpmPages = 2;
+constexpr unsigned RAX = 0, RCX = 1, RDX = 2, RBX = 3;
+
+// MSRs that live in the VMCB save area (or are the CPU's own, like SEV_STATUS): the guest reads
+// and writes them directly; everything else is intercepted. KVM passes through a similar set
+// (svm.c direct_access_msrs). SEV_STATUS is never intercepted (APM vol 2 §15.34.10).
+constexpr uint32_t kPassThrough[] = {
+    0xC0000080, // EFER (saved in the VMCB)
+    0xC0000081, 0xC0000082, 0xC0000083, 0xC0000084, // STAR, LSTAR, CSTAR, SFMASK
+    0xC0000100, 0xC0000101, 0xC0000102, // FS_BASE, GS_BASE, KERNEL_GS_BASE
+    0x00000174, 0x00000175, 0x00000176, // SYSENTER_CS/ESP/EIP
+    0x00000277, // PAT
+    0x00000010, // TSC
+    0xC0000103, // TSC_AUX
+    0xC0010131, // SEV_STATUS
+};
+
+void set_intercept(VmcbControlArea& c, Intercept i) { c.intercepts[unsigned(i) / 32] |= 1u << (unsigned(i) % 32); }
+} // namespace
+
+Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
+{
+    std::unique_ptr<Vcpu> v(new Vcpu(vm, id));
+    auto& host = vm.host().psp().host();
+    v->m_vmcb_page = TRY(host.alloc_pages(1));
+    v->m_hsave_page = TRY(host.alloc_pages(1));
+    v->m_iopm = TRY(host.alloc_pages(kIopmPages));
+    v->m_msrpm = TRY(host.alloc_pages(kMsrpmPages));
+    // Every port is intercepted; MSRs outside the pass-through set too.
+    std::vector<uint8_t> ones(kIopmPages * kPageSize, 0xFF);
+    TRY(host.copy_to(direct_map(v->m_iopm), ones));
+    std::vector<uint8_t> msrpm(kMsrpmPages * kPageSize, 0xFF);
+    for (uint32_t msr : kPassThrough) {
+        // APM vol 2 §15.11: three 2 KiB ranges, 2 bits (read, write) per MSR.
+        uint32_t base = msr <= 0x1FFF ? 0x000 : (msr >= 0xC0010000 ? 0x1000 : 0x800);
+        uint32_t bit = (msr & 0x1FFF) * 2;
+        msrpm[base + bit / 8] &= uint8_t(~(3u << (bit % 8)));
+    }
+    TRY(host.copy_to(direct_map(v->m_msrpm), msrpm));
+    TRY(v->build_nested_page_tables());
+
+    auto& c = v->m_vmcb.control;
+    for (Intercept i : { Intercept::CPUID, Intercept::HLT, Intercept::IOIO_PROT, Intercept::MSR_PROT, Intercept::SHUTDOWN,
+             Intercept::VMRUN, Intercept::VMMCALL, Intercept::VMLOAD, Intercept::VMSAVE, Intercept::STGI, Intercept::CLGI,
+             Intercept::SKINIT, Intercept::INVLPGA, Intercept::INTR, Intercept::NMI, Intercept::INVD, Intercept::RDPRU })
+        set_intercept(c, i);
+    c.iopm_base_pa = v->m_iopm.value;
+    c.msrpm_base_pa = v->m_msrpm.value;
+    c.nested_ctl = nested_ctl::NP_ENABLE;
+    c.nested_cr3 = v->m_ncr3;
+    auto const& sev = vm.sev();
+    if (sev.active) {
+        // The SEV enable bit and the VM's ASID (sev_init_vmcb); the key slot is the firmware's.
+        c.nested_ctl |= nested_ctl::SEV_ENABLE;
+        c.asid = sev.asid;
+    } else {
+        // A plain guest takes an ASID above the SEV range, one per vCPU.
+        c.asid = vm.host().config().max_asid + 1 + id;
+    }
+    c.tlb_ctl = tlb_control::FLUSH_ASID;
+
+    // Power-on state of a vCPU (KVM's kvm_vcpu_reset via init_vmcb): real mode at F000:FFF0.
+    auto& s = v->m_vmcb.save;
+    auto seg = [](uint16_t sel, uint64_t base, uint16_t attrib) { return VmcbSeg { sel, attrib, 0xFFFF, base }; };
+    s.cs = seg(0xF000, 0xFFFF0000, seg_attrib::P | seg_attrib::S | 0xB);
+    s.ds = s.es = s.fs = s.gs = s.ss = seg(0, 0, seg_attrib::P | seg_attrib::S | 0x3);
+    s.gdtr = { 0, 0, 0xFFFF, 0 };
+    s.idtr = { 0, 0, 0xFFFF, 0 };
+    s.ldtr = seg(0, 0, seg_attrib::P | 0x2);
+    s.tr = seg(0, 0, seg_attrib::P | 0x3);
+    s.cr0 = 0x60000010; // CD | NW | ET
+    s.efer = 1u << 12;  // EFER.SVME, which VMRUN requires of the guest EFER
+    s.rflags = 2;
+    s.rip = 0xFFF0;
+    s.dr6 = 0xFFFF0FF0;
+    s.dr7 = 0x400;
+    s.g_pat = 0x0007040600070406ull;
+    return v;
+}
+
+Vcpu::~Vcpu()
+{
+    auto& host = m_vm.host().psp().host();
+    for (Spa p : m_npt_pages)
+        host.free_pages(p, 1);
+    host.free_pages(m_vmcb_page, 1);
+    host.free_pages(m_hsave_page, 1);
+    host.free_pages(m_iopm, kIopmPages);
+    host.free_pages(m_msrpm, kMsrpmPages);
+}
+
+// Nested page tables for every memory slot: GPA -> SPA, 4 KiB leaves, all accesses user
+// (APM vol 2 §15.25.5), the nested C-bit clear (host memory is not SME-encrypted; QUIRKS.md).
+Result<void, int> Vcpu::build_nested_page_tables()
+{
+    auto& host = m_vm.host().psp().host();
+    auto& mc = host.memory();
+    auto new_table = [&]() -> Result<Spa, int> {
+        Spa t = TRY(host.alloc_pages(1));
+        m_npt_pages.push_back(t);
+        return t;
+    };
+    auto entry = [&](Spa table, unsigned index) -> Result<uint64_t, int> {
+        uint8_t b[8];
+        if (!mc.read(table + index * 8, b, mmu::KeyId::none()))
+            return make_unexpected(-EFAULT);
+        uint64_t v = 0;
+        for (int i = 7; i >= 0; --i)
+            v = v << 8 | b[i];
+        return v;
+    };
+    auto set_entry = [&](Spa table, unsigned index, uint64_t v) -> Result<void, int> {
+        uint8_t b[8];
+        for (int i = 0; i < 8; ++i)
+            b[i] = uint8_t(v >> (8 * i));
+        if (!mc.write(table + index * 8, b, mmu::KeyId::none()))
+            return make_unexpected(-EFAULT);
+        return {};
+    };
+    Spa root = TRY(new_table());
+    m_ncr3 = root.value;
+    for (auto const& [slot, r] : m_vm.memory_slots()) {
+        for (uint64_t off = 0; off < r.memory_size; off += kPageSize) {
+            uint64_t gpa = r.guest_phys_addr + off;
+            auto spa = host.to_spa(Hva(r.userspace_addr + off), kPageSize);
+            if (!spa)
+                return make_unexpected(-EFAULT);
+            Spa table = root;
+            for (int level = 3; level > 0; --level) {
+                unsigned index = (gpa >> (12 + 9 * level)) & 0x1FF;
+                uint64_t e = TRY(entry(table, index));
+                if (!(e & kPresent)) {
+                    Spa next = TRY(new_table());
+                    e = next.value | kPresent | kWrite | kUser;
+                    TRY(set_entry(table, index, e));
+                }
+                table = Spa(e & kAddrMask);
+            }
+            uint64_t leaf = spa->value | kPresent | kUser | ((r.flags & 2) ? 0 : kWrite);
+            TRY(set_entry(table, (gpa >> 12) & 0x1FF, leaf));
+        }
+    }
+    return {};
+}
+
+void Vcpu::inject_gp(Vmcb& vmcb)
+{
+    Event e {};
+    e.vector = 13;
+    e.type = EventType::EXCEPTION;
+    e.error_code = 0;
+    vmcb.control.event_inj = encode_event(e);
+    vmcb.control.event_inj_err = 0;
+}
+
+void Vcpu::complete_io_in(uint32_t value)
+{
+    if (!m_pending_in)
+        return;
+    uint64_t rax = m_vmcb.save.rax;
+    switch (m_pending_in->size) {
+    case 1:
+        rax = (rax & ~0xFFull) | (value & 0xFF);
+        break;
+    case 2:
+        rax = (rax & ~0xFFFFull) | (value & 0xFFFF);
+        break;
+    default:
+        rax = value; // a 32-bit result is zero-extended to 64 bits
+        break;
+    }
+    m_vmcb.save.rax = rax;
+    m_pending_in.reset();
+}
+
+std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
+{
+    auto& c = vmcb.control;
+    auto& s = vmcb.save;
+    c.event_inj = 0;
+    switch (c.exit_code) {
+    case exitcode::SVM_EXIT_CPUID: {
+        // kvm_emulate_cpuid(): the VMM's table (KVM_SET_CPUID2); a leaf it lacks reads as zeros.
+        uint32_t fn = uint32_t(s.rax), index = uint32_t(m_gprs[RCX]);
+        CpuidEntry found {};
+        for (auto const& e : m_cpuid)
+            if (e.function == fn && (e.index == index || e.index == 0xFFFFFFFFu)) {
+                found = e;
+                break;
+            }
+        s.rax = found.eax;
+        m_gprs[RBX] = found.ebx;
+        m_gprs[RCX] = found.ecx;
+        m_gprs[RDX] = found.edx;
+        s.rip = c.next_rip;
+        return std::nullopt;
+    }
+    case exitcode::SVM_EXIT_IOIO: {
+        // APM vol 2 §15.10.2 Figure 15-2.
+        uint64_t info = c.exit_info_1;
+        if (info & (1u << 2))
+            return ExitInternalError { fmt::format("string I/O on port {:#x} is not emulated (SEV guests unroll it)", info >> 16) };
+        uint8_t size = (info & (1u << 4)) ? 1 : (info & (1u << 5)) ? 2 : 4;
+        ExitIo io { uint16_t(info >> 16), size, bool(info & 1), 0 };
+        if (!io.in)
+            io.value = uint32_t(s.rax & (size == 4 ? 0xFFFFFFFFull : (1ull << (8 * size)) - 1));
+        else
+            m_pending_in = io;
+        s.rip = c.exit_info_2; // the next RIP
+        return io;
+    }
+    case exitcode::SVM_EXIT_MSR:
+        // Every intercepted MSR is one KVM's in-kernel set does not emulate here: #GP, as KVM
+        // does for unknown MSRs (ignore_msrs=0).
+        inject_gp(vmcb);
+        return std::nullopt;
+    case exitcode::SVM_EXIT_HLT:
+        s.rip = c.next_rip;
+        return ExitHlt {};
+    case exitcode::SVM_EXIT_SHUTDOWN:
+        return ExitShutdown {};
+    case exitcode::SVM_EXIT_VMMCALL: {
+        uint64_t nr = s.rax;
+        s.rip = c.next_rip;
+        if (nr == KVM_HC_MAP_GPA_RANGE)
+            return ExitHypercall { nr, { m_gprs[RBX], m_gprs[RCX], m_gprs[RDX] } };
+        s.rax = uint64_t(-1000); // -KVM_ENOSYS
+        return std::nullopt;
+    }
+    case exitcode::SVM_EXIT_INTR:
+    case exitcode::SVM_EXIT_NMI:
+        return std::nullopt; // the host took its interrupt; re-enter
+    case exitcode::SVM_EXIT_NPF:
+        return ExitInternalError { fmt::format("nested page fault at GPA {:#x} (error {:#x}): MMIO is not emulated yet",
+            uint64_t(c.exit_info_2), uint64_t(c.exit_info_1)) };
+    case exitcode::VMEXIT_INVALID:
+        return ExitFailEntry { uint64_t(c.exit_code) };
+    default:
+        return ExitInternalError { fmt::format("unhandled #VMEXIT {:#x} (EXITINFO1 {:#x}, EXITINFO2 {:#x})",
+            uint64_t(c.exit_code), uint64_t(c.exit_info_1), uint64_t(c.exit_info_2)) };
+    }
+}
+
+VcpuExit Vcpu::run(SvmExecutor& cpu)
+{
+    auto& mc = m_vm.host().memory();
+    if (m_pending_in)
+        return ExitInternalError { "KVM_RUN before the pending IN was completed" };
+    if (m_first_run)
+        m_vm.note_vcpu_created();
+    while (true) {
+        if (!write_vmcb(mc, m_vmcb_page, m_vmcb))
+            return ExitInternalError { "VMCB page is not DRAM" };
+        auto r = cpu.vmrun(m_vmcb_page, m_hsave_page, m_gprs);
+        if (!r)
+            return ExitInternalError { r.error() };
+        auto back = read_vmcb(mc, m_vmcb_page);
+        if (!back)
+            return ExitInternalError { "VMCB page is not DRAM" };
+        m_vmcb = *back;
+        // After the first entry the TLB of this ASID is ours; flush only when asked again.
+        m_vmcb.control.tlb_ctl = tlb_control::DO_NOTHING;
+        m_first_run = false;
+        if (auto exit = handle_exit(m_vmcb))
+            return *exit;
+    }
+}
+
+} // namespace sevemu::vmm

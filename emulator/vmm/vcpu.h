@@ -1,0 +1,102 @@
+// sevemu — a vCPU of the KVM-like hypervisor layer: it builds a VMCB in host DRAM as KVM's
+// init_vmcb() does, runs the guest with VMRUN on the CPU, and turns each #VMEXIT into either an
+// in-kernel action (CPUID, MSR, re-entry) or an exit for the VMM, like kvm_run's exit reasons
+// (STYLE.md rule 8: Vcpu::run() returns an exit variant). Exit handling is a plain function of
+// the VMCB image, so it is tested without a CPU.
+#pragma once
+
+#include "cpu/svm/vmcb.h"
+#include "emulator/vmm/vm.h"
+
+#include <array>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace sevemu::vmm {
+
+// What executes VMRUN: the CPU, with rAX = the VMCB's physical address; returns after #VMEXIT
+// (the exit is in the VMCB) or with a message when the CPU could not even try.
+// The guest's general-purpose registers other than RAX and RSP (which live in the VMCB) travel
+// beside VMRUN, as KVM's __svm_vcpu_run loads and saves them (index = x86 register number;
+// entries 0 and 4 are unused).
+using GuestGprs = std::array<uint64_t, 16>;
+
+class SvmExecutor {
+public:
+    virtual ~SvmExecutor() = default;
+    virtual Result<void, std::string> vmrun(Spa vmcb, Spa host_save_area, GuestGprs& gprs) = 0;
+};
+
+// Exit reasons, named as kvm_run's KVM_EXIT_* are.
+struct ExitIo {
+    uint16_t port;
+    uint8_t size; // 1, 2, 4
+    bool in;
+    uint32_t value; // OUT: the value written; IN: filled in by complete_io_in()
+};
+struct ExitHlt {};
+struct ExitShutdown {};               // triple fault in the guest
+struct ExitHypercall {                // KVM_EXIT_HYPERCALL (KVM_HC_MAP_GPA_RANGE)
+    uint64_t nr;
+    std::array<uint64_t, 3> args;
+};
+struct ExitFailEntry {                // KVM_EXIT_FAIL_ENTRY: VMRUN's consistency check failed
+    uint64_t hardware_entry_failure_reason;
+};
+struct ExitInternalError {            // KVM_EXIT_INTERNAL_ERROR: an exit the layer cannot handle
+    std::string reason;
+};
+using VcpuExit = std::variant<ExitIo, ExitHlt, ExitShutdown, ExitHypercall, ExitFailEntry, ExitInternalError>;
+
+// KVM_SET_CPUID2 entries.
+struct CpuidEntry {
+    uint32_t function, index;
+    uint32_t eax, ebx, ecx, edx;
+};
+
+// Linux's KVM_HC_MAP_GPA_RANGE (include/uapi/linux/kvm_para.h): a guest converts pages between
+// private and shared; KVM forwards it to the VMM as KVM_EXIT_HYPERCALL.
+inline constexpr uint64_t KVM_HC_MAP_GPA_RANGE = 12;
+
+class Vcpu {
+public:
+    static Result<std::unique_ptr<Vcpu>, int> create(Vm&, uint32_t id);
+    ~Vcpu();
+
+    // The guest's register state lives in the VMCB save area (KVM_GET/SET_REGS, _SREGS).
+    cpu::svm::VmcbSaveArea& state() { return m_vmcb.save; }
+    GuestGprs& gprs() { return m_gprs; }
+    void set_cpuid(std::vector<CpuidEntry> entries) { m_cpuid = std::move(entries); }
+
+    // Runs until an exit the VMM must see. For an IN, fill the value with complete_io_in()
+    // before the next run(); it is written to RAX then.
+    VcpuExit run(SvmExecutor&);
+    void complete_io_in(uint32_t value);
+
+    // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
+    // VMCB for re-entry, returns nullopt) or names the exit for the VMM.
+    std::optional<VcpuExit> handle_exit(cpu::svm::Vmcb& vmcb);
+
+    Spa vmcb_address() const { return m_vmcb_page; }
+    uint64_t nested_cr3() const { return m_ncr3; }
+    cpu::svm::Vmcb const& vmcb() const { return m_vmcb; }
+
+private:
+    Vcpu(Vm& vm, uint32_t id) : m_vm(vm), m_id(id) {}
+    Result<void, int> build_nested_page_tables();
+    void inject_gp(cpu::svm::Vmcb&);
+
+    Vm& m_vm;
+    uint32_t m_id;
+    cpu::svm::Vmcb m_vmcb {};
+    Spa m_vmcb_page, m_hsave_page, m_iopm, m_msrpm;
+    uint64_t m_ncr3 {};
+    std::vector<Spa> m_npt_pages;
+    std::vector<CpuidEntry> m_cpuid;
+    GuestGprs m_gprs {};
+    std::optional<ExitIo> m_pending_in;
+    bool m_first_run { true };
+};
+
+} // namespace sevemu::vmm

@@ -1,0 +1,189 @@
+// The vCPU without a CPU: the VMCB it builds passes (or, with an unactivated ASID, fails) the
+// SVM library's VMRUN consistency check, its nested page tables translate as the independent
+// NPT walker reads them, and every exit is handled from a VMCB image alone.
+#include "cpu/svm/npt.h"
+#include "cpu/svm/svm.h"
+#include "emulator/vmm/vcpu.h"
+#include "tests/emulator/vmm/vmm_harness.h"
+
+using namespace sevemu;
+using namespace sevemu::test;
+using namespace sevemu::cpu::svm;
+
+namespace {
+
+// A host as the CPU model would describe it for VMRUN: SEV on, SMM locked, 64-bit.
+HostContext sev_host(Host& h)
+{
+    HostContext ctx;
+    ctx.syscfg = cpu::syscfg::MemEncryptionModEn;
+    ctx.hwcr = 1; // SmmLock
+    ctx.max_sev_asid = h.sev->config().max_asid;
+    ctx.min_sev_asid = h.sev->config().min_sev_asid;
+    return ctx;
+}
+
+struct Guest {
+    Host h;
+    Vm vm { *h.sev, KVM_X86_DEFAULT_VM };
+    Spa ram;
+    Guest(bool sev = true, uint32_t pages = 64)
+    {
+        if (sev)
+            REQUIRE(op(vm, KVM_SEV_INIT, Hva(0)) == 0);
+        auto r = h.host->alloc_pages(pages);
+        REQUIRE(r.has_value());
+        ram = *r;
+        kvm_userspace_memory_region region { 0, 0, 0, pages * kPageSize, direct_map(ram).value };
+        REQUIRE(vm.set_user_memory_region(region) == 0);
+    }
+};
+
+} // namespace
+
+TEST_CASE("the VMCB of an SEV vCPU passes VMRUN's checks only once the firmware activated its ASID", "[vmm][vcpu]")
+{
+    Guest g;
+    auto vcpu = Vcpu::create(g.vm, 0);
+    REQUIRE(vcpu.has_value());
+    Vmcb vmcb = (*vcpu)->vmcb();
+    CHECK(vmcb.control.asid == g.vm.sev().asid);
+    CHECK((vmcb.control.nested_ctl & (nested_ctl::NP_ENABLE | nested_ctl::SEV_ENABLE)) == (nested_ctl::NP_ENABLE | nested_ctl::SEV_ENABLE));
+    // No LAUNCH_START yet: no key in the ASID's slot, so VMRUN must refuse (VMEXIT_INVALID).
+    auto check = vmrun_consistency_check(vmcb, sev_host(g.h), *g.h.mc);
+    REQUIRE_FALSE(check.has_value());
+    CHECK(check.error() == VmrunCheck::SevKeyNotActivated);
+    // LAUNCH_START + ACTIVATE through the KVM layer programs the slot; now it passes.
+    REQUIRE(op(g.vm, KVM_SEV_LAUNCH_START, g.h.user_struct(kvm_sev_launch_start {})) == 0);
+    CHECK(vmrun_consistency_check(vmcb, sev_host(g.h), *g.h.mc).has_value());
+}
+
+TEST_CASE("a plain vCPU gets its own ASID above the SEV range and no SEV bit", "[vmm][vcpu]")
+{
+    Guest g(false);
+    auto vcpu = Vcpu::create(g.vm, 3);
+    REQUIRE(vcpu.has_value());
+    auto const& c = (*vcpu)->vmcb().control;
+    CHECK(c.asid == g.h.sev->config().max_asid + 4);
+    CHECK_FALSE(c.nested_ctl & nested_ctl::SEV_ENABLE);
+    HostContext ctx = sev_host(g.h);
+    CHECK(vmrun_consistency_check((*vcpu)->vmcb(), ctx, *g.h.mc).has_value());
+}
+
+TEST_CASE("nested page tables map every slot page to its host page", "[vmm][vcpu]")
+{
+    Guest g(true, 600); // more than one page table's worth
+    auto vcpu = Vcpu::create(g.vm, 0);
+    REQUIRE(vcpu.has_value());
+    NptContext ctx;
+    ctx.n_cr3 = (*vcpu)->nested_cr3();
+    ctx.nxe = true;
+    for (uint64_t gpa : { uint64_t(0), uint64_t(0x1234), uint64_t(0x1FF000), uint64_t(0x200000), uint64_t(600 * kPageSize - 1) }) {
+        auto t = npt_walk(*g.h.mc, ctx, Gpa(gpa), NptAccess { true, false, false, true });
+        REQUIRE(t.has_value());
+        CHECK(t->spa == *g.vm.gpa_to_spa(Gpa(gpa)));
+        CHECK_FALSE(t->c_bit);
+        CHECK(t->writable);
+    }
+    // Beyond the slot: not present, an MMIO candidate.
+    auto miss = npt_walk(*g.h.mc, ctx, Gpa(600 * kPageSize), NptAccess {});
+    REQUIRE_FALSE(miss.has_value());
+    CHECK((miss.error().exit_info_1 & npf::P) == 0);
+}
+
+TEST_CASE("exits are handled from the VMCB image alone", "[vmm][vcpu]")
+{
+    Guest g(false);
+    auto made = Vcpu::create(g.vm, 0);
+    REQUIRE(made.has_value());
+    Vcpu& v = **made;
+    v.set_cpuid({ { 0x8000001F, 0, 0x1A, 0x73, 0, 0 } });
+    Vmcb vmcb = v.vmcb();
+
+    SECTION("CPUID is answered in the kernel from the VMM's table")
+    {
+        vmcb.control.exit_code = exitcode::SVM_EXIT_CPUID;
+        vmcb.save.rax = 0x8000001F;
+        v.gprs()[1] = 0;
+        vmcb.control.next_rip = 0x1002;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rax == 0x1A);
+        CHECK(v.gprs()[3] == 0x73);
+        CHECK(vmcb.save.rip == 0x1002);
+        vmcb.save.rax = 0x40000000; // not in the table: zeros
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rax == 0);
+    }
+    SECTION("OUT and IN exit to the VMM with the port, size and value")
+    {
+        vmcb.control.exit_code = exitcode::SVM_EXIT_IOIO;
+        vmcb.control.exit_info_1 = (0x3F8ull << 16) | (1u << 4); // OUT, 8-bit, port 0x3F8
+        vmcb.control.exit_info_2 = 0x2000;
+        vmcb.save.rax = 0x12345641;
+        auto e = v.handle_exit(vmcb);
+        REQUIRE(e.has_value());
+        auto io = std::get<ExitIo>(*e);
+        CHECK(io.port == 0x3F8);
+        CHECK(io.size == 1);
+        CHECK_FALSE(io.in);
+        CHECK(io.value == 0x41);
+        CHECK(vmcb.save.rip == 0x2000);
+        vmcb.control.exit_info_1 = (0x3FDull << 16) | (1u << 5) | 1; // IN, 16-bit
+        e = v.handle_exit(vmcb);
+        REQUIRE(e.has_value());
+        CHECK(std::get<ExitIo>(*e).in);
+        CHECK(std::get<ExitIo>(*e).size == 2);
+        vmcb.control.exit_info_1 = (0x3F8ull << 16) | (1u << 2) | (1u << 4); // OUTSB: refused, clearly
+        e = v.handle_exit(vmcb);
+        REQUIRE(e.has_value());
+        CHECK(std::get<ExitInternalError>(*e).reason.find("string I/O") != std::string::npos);
+    }
+    SECTION("an unknown MSR injects #GP; HLT, SHUTDOWN, hypercalls and failed entries reach the VMM")
+    {
+        vmcb.control.exit_code = exitcode::SVM_EXIT_MSR;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.control.event_inj == (evtinj::VALID | evtinj::VALID_ERR | (3u << evtinj::TYPE_SHIFT) | 13));
+        vmcb.control.exit_code = exitcode::SVM_EXIT_HLT;
+        vmcb.control.next_rip = 0x5001;
+        CHECK(std::holds_alternative<ExitHlt>(*v.handle_exit(vmcb)));
+        CHECK(vmcb.control.event_inj == 0);
+        CHECK(vmcb.save.rip == 0x5001);
+        vmcb.control.exit_code = exitcode::SVM_EXIT_SHUTDOWN;
+        CHECK(std::holds_alternative<ExitShutdown>(*v.handle_exit(vmcb)));
+        vmcb.control.exit_code = exitcode::SVM_EXIT_VMMCALL;
+        vmcb.save.rax = KVM_HC_MAP_GPA_RANGE;
+        v.gprs()[3] = 0x10000;
+        v.gprs()[1] = 4;
+        v.gprs()[2] = 0x10; // KVM_MAP_GPA_RANGE_DECRYPTED
+        auto hc = std::get<ExitHypercall>(*v.handle_exit(vmcb));
+        CHECK(hc.args == std::array<uint64_t, 3> { 0x10000, 4, 0x10 });
+        vmcb.save.rax = 99; // an unknown hypercall: -KVM_ENOSYS to the guest
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rax == uint64_t(-1000));
+        vmcb.control.exit_code = exitcode::VMEXIT_INVALID;
+        CHECK(std::holds_alternative<ExitFailEntry>(*v.handle_exit(vmcb)));
+        vmcb.control.exit_code = exitcode::SVM_EXIT_NPF;
+        CHECK(std::holds_alternative<ExitInternalError>(*v.handle_exit(vmcb)));
+        vmcb.control.exit_code = 0x1234;
+        CHECK(std::holds_alternative<ExitInternalError>(*v.handle_exit(vmcb)));
+    }
+}
+
+TEST_CASE("IN completes into RAX with x86 register-width rules", "[vmm][vcpu]")
+{
+    Guest g(false);
+    auto made = Vcpu::create(g.vm, 0);
+    REQUIRE(made.has_value());
+    Vcpu& v = **made;
+    for (auto [size, expect] : { std::pair { 1, 0xFFFFFFFFFFFFFF5Aull }, { 2, 0xFFFFFFFFFFFF675Aull }, { 4, 0x89AB675Aull } }) {
+        Vmcb vmcb = v.vmcb();
+        vmcb.control.exit_code = exitcode::SVM_EXIT_IOIO;
+        vmcb.control.exit_info_1 = (0x71ull << 16) | 1 | (size == 1 ? 1u << 4 : size == 2 ? 1u << 5 : 1u << 6);
+        v.state().rax = ~0ull;
+        auto e = v.handle_exit(vmcb);
+        REQUIRE(e.has_value());
+        v.state().rax = ~0ull;
+        v.complete_io_in(0x89AB675A);
+        CHECK(v.state().rax == expect);
+    }
+}
