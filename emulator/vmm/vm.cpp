@@ -415,15 +415,18 @@ int Vm::launch_update_data(kvm_sev_cmd& cmd)
     return 0;
 }
 
-int Vm::launch_measure(kvm_sev_cmd& cmd)
+// sev_launch_measure() and sev_get_attestation_report() share one shape: the firmware writes
+// an output blob of params.len bytes, copied to params.uaddr; params.len = 0 is a length query
+// whose firmware answer (INVALID_LEN with the needed length) goes back to the caller.
+template <class Params, class Buf, class SetBlob, class GetLen>
+int Vm::blob_out_command(kvm_sev_cmd& cmd, CommandId id, Buf& data, SetBlob set_blob, GetLen get_len)
 {
     if (!m_sev.active)
         return -ENOTTY;
     auto& host = m_host.psp().host();
-    kvm_sev_launch_measure params {};
+    Params params {};
     if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
         return -EFAULT;
-    firmware::LaunchMeasureBuf data {};
     std::optional<Spa> blob;
     if (params.len && params.uaddr) {
         if (params.len > SEV_FW_BLOB_MAX_SIZE)
@@ -432,31 +435,41 @@ int Vm::launch_measure(kvm_sev_cmd& cmd)
         if (!b)
             return b.error();
         blob = *b;
-        data.measure_paddr = blob->value;
-        data.measure_len = params.len;
+        set_blob(params, data, blob->value, params.len);
     }
     data.handle = m_sev.handle;
-    int ret = issue(CommandId::LAUNCH_MEASURE, &data, cmd.error);
-    // A length query (len = 0) reports the firmware's answer (INVALID_LEN) and the length.
-    if (params.len) {
+    int ret = issue(id, &data, cmd.error);
+    uint32_t asked = params.len;
+    if (asked) {
         if (ret) {
             if (blob)
-                free_blob(*blob, params.len);
+                free_blob(*blob, asked);
             return ret;
         }
         if (blob) {
-            std::vector<uint8_t> out(params.len);
+            std::vector<uint8_t> out(asked);
             if (!host.copy_from(direct_map(*blob), out) || !host.copy_to(Hva(params.uaddr), out))
                 ret = -EFAULT;
         }
     }
-    uint32_t asked = params.len;
-    params.len = data.measure_len;
+    params.len = get_len(data);
     if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
         ret = -EFAULT;
     if (blob)
         free_blob(*blob, asked);
     return ret;
+}
+
+int Vm::launch_measure(kvm_sev_cmd& cmd)
+{
+    firmware::LaunchMeasureBuf data {};
+    return blob_out_command<kvm_sev_launch_measure>(
+        cmd, CommandId::LAUNCH_MEASURE, data,
+        [](kvm_sev_launch_measure const&, firmware::LaunchMeasureBuf& d, uint64_t pa, uint32_t len) {
+            d.measure_paddr = pa;
+            d.measure_len = len;
+        },
+        [](firmware::LaunchMeasureBuf const& d) { return uint32_t(d.measure_len); });
 }
 
 int Vm::launch_secret(kvm_sev_cmd& cmd)
@@ -646,46 +659,15 @@ int Vm::dbg_crypt(kvm_sev_cmd& cmd, bool decrypt)
 
 int Vm::get_attestation_report(kvm_sev_cmd& cmd)
 {
-    if (!m_sev.active)
-        return -ENOTTY;
-    auto& host = m_host.psp().host();
-    kvm_sev_attestation_report params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
-        return -EFAULT;
     firmware::AttestationBuf data {};
-    std::optional<Spa> blob;
-    if (params.len && params.uaddr) {
-        if (params.len > SEV_FW_BLOB_MAX_SIZE)
-            return -EINVAL;
-        auto b = host.alloc_pages((params.len + kPageSize - 1) >> kPageShift);
-        if (!b)
-            return b.error();
-        blob = *b;
-        data.paddr = blob->value;
-        data.length = params.len;
-        std::memcpy(data.mnonce, params.mnonce, sizeof data.mnonce);
-    }
-    data.handle = m_sev.handle;
-    int ret = issue(CommandId::ATTESTATION, &data, cmd.error);
-    if (params.len) {
-        if (ret) {
-            if (blob)
-                free_blob(*blob, params.len);
-            return ret;
-        }
-        if (blob) {
-            std::vector<uint8_t> out(params.len);
-            if (!host.copy_from(direct_map(*blob), out) || !host.copy_to(Hva(params.uaddr), out))
-                ret = -EFAULT;
-        }
-    }
-    uint32_t asked = params.len;
-    params.len = data.length;
-    if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
-        ret = -EFAULT;
-    if (blob)
-        free_blob(*blob, asked);
-    return ret;
+    return blob_out_command<kvm_sev_attestation_report>(
+        cmd, CommandId::ATTESTATION, data,
+        [](kvm_sev_attestation_report const& p, firmware::AttestationBuf& d, uint64_t pa, uint32_t len) {
+            d.paddr = pa;
+            d.length = len;
+            std::memcpy(d.mnonce, p.mnonce, sizeof d.mnonce);
+        },
+        [](firmware::AttestationBuf const& d) { return uint32_t(d.length); });
 }
 
 int Vm::memory_encrypt_reg_region(kvm_enc_region const& range)

@@ -99,6 +99,8 @@ private:
     int sev_init2(kvm_sev_cmd&);
     int launch_start(kvm_sev_cmd&);
     int launch_update_data(kvm_sev_cmd&);
+    template <class Params, class Buf, class SetBlob, class GetLen>
+    int blob_out_command(kvm_sev_cmd&, firmware::CommandId, Buf& data, SetBlob, GetLen);
     int launch_measure(kvm_sev_cmd&);
     int launch_secret(kvm_sev_cmd&);
     int launch_finish(kvm_sev_cmd&);
