@@ -26,9 +26,13 @@ static int fail(char const* what, MemError e)
     return 1;
 }
 
+namespace sevemu::demo {
+int sev_story();
+}
+
 int main()
 {
-    std::printf("sevemu demo: the memory controller (per-ASID AES-XTS, as on an AMD EPYC with SEV)\n\n");
+    std::printf("=== Part 1: the memory controller (per-ASID AES-XTS, as on an AMD EPYC with SEV) ===\n\n");
     MemoryConfig cfg;
     cfg.dram_size = 64ull << 20;
     auto mc_or = MemoryController::create(cfg);
@@ -95,5 +99,7 @@ int main()
     std::printf("\nResult: guest sees its plaintext: %s; hypervisor sees ciphertext: %s; other ASID sees noise: %s;\n"
                 "        moved ciphertext does not decrypt: %s\n",
         guest_ok ? "yes" : "NO", hv_cipher ? "yes" : "NO", other_cipher ? "yes" : "NO", replay_fails ? "yes" : "NO");
-    return guest_ok && hv_cipher && other_cipher && replay_fails ? 0 : 1;
+    if (!(guest_ok && hv_cipher && other_cipher && replay_fails))
+        return 1;
+    return sevemu::demo::sev_story();
 }
