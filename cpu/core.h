@@ -70,7 +70,8 @@ struct GuestFault {
 enum : uint8_t { DE = 0, DB = 1, NMI = 2, BP = 3, OF_ = 4, BR = 5, UD = 6, NM = 7, DF_ = 8, TS = 10,
                  NP = 11, SS_ = 12, GP = 13, PF_ = 14, MF = 16, AC_ = 17, MC = 18, XF = 19 };
 
-enum LfKind : uint8_t { LF_NONE, LF_ADD, LF_SUB, LF_LOGIC, LF_INC, LF_DEC };
+// LF_CFOF: CF = lf_cf bit 0, OF = lf_cf bit 1, ZF/SF/PF from the result, AF = 0 (shifts, multiply).
+enum LfKind : uint8_t { LF_NONE, LF_ADD, LF_SUB, LF_LOGIC, LF_INC, LF_DEC, LF_CFOF };
 
 template <int S> struct UT;
 template <> struct UT<1> { using T = uint8_t; using ST = int8_t; };
@@ -159,7 +160,7 @@ struct Core {
         case LF_ADD: return (((lf_a & lf_b) | ((lf_a ^ lf_b) & ~lf_res)) >> msb(lf_size)) & 1;
         case LF_SUB: return (((~lf_a & lf_b) | (~(lf_a ^ lf_b) & lf_res)) >> msb(lf_size)) & 1;
         case LF_LOGIC: return false;
-        default: return lf_cf;
+        default: return lf_cf & 1;
         }
     }
     bool get_zf() const
@@ -178,6 +179,7 @@ struct Core {
         case LF_NONE: return flags & rflags::OF;
         case LF_ADD: case LF_INC: return (((lf_a ^ lf_res) & (lf_b ^ lf_res)) >> msb(lf_size)) & 1;
         case LF_SUB: case LF_DEC: return (((lf_a ^ lf_b) & (lf_a ^ lf_res)) >> msb(lf_size)) & 1;
+        case LF_CFOF: return (lf_cf >> 1) & 1;
         default: return false;
         }
     }
@@ -189,7 +191,7 @@ struct Core {
     bool get_af() const
     {
         if (lf_kind == LF_NONE) return flags & rflags::AF;
-        if (lf_kind == LF_LOGIC) return false;
+        if (lf_kind == LF_LOGIC || lf_kind == LF_CFOF) return false;
         return ((lf_a ^ lf_b ^ lf_res) >> 4) & 1;
     }
     void materialize()

@@ -14,13 +14,16 @@ namespace {
 // PreventHostIbs, VTE, VmsaRegProt.
 constexpr uint32_t kMilanMemEnc = 0x0101FD3F;
 
+// 8000_001F EDX (the last field): ASIDs below it are for SEV-ES guests. It is a BIOS setting on
+// real parts (Milan hosts have been seen with 0x80, others with 1); sevemu fixes it at 100, the
+// value the firmware model uses (FirmwareParams::for_model), so that CPU and AMD-SP agree.
 constexpr std::array<CpuModelInfo, 4> kModels { {
     { "EPYC", "AMD EPYC Processor", 0x17, 0x01, 2, 48, 48, 47, 5, 0, 0x00000007, 15, 1 },
-    { "EPYC-Rome", "AMD EPYC-Rome Processor", 0x17, 0x31, 0, 48, 48, 47, 5, 0, 0x0000000F, 509, 1 },
-    { "EPYC-Milan", "AMD EPYC-Milan Processor", 0x19, 0x01, 1, 48, 48, 51, 5, 4, kMilanMemEnc, 509, 1 },
+    { "EPYC-Rome", "AMD EPYC-Rome Processor", 0x17, 0x31, 0, 48, 48, 47, 5, 0, 0x0000000F, 509, 100 },
+    { "EPYC-Milan", "AMD EPYC-Milan Processor", 0x19, 0x01, 1, 48, 48, 51, 5, 4, kMilanMemEnc, 509, 100 },
     // Genoa: 52 physical bits, reduction 6, 1006 guests (fact sheet §1.1/§1.2). The EAX feature
     // word is taken as Milan's (no Genoa dump in the sheet gives it; QUIRKS.md).
-    { "EPYC-Genoa", "AMD EPYC-Genoa Processor", 0x19, 0x11, 1, 52, 57, 51, 6, 4, kMilanMemEnc, 1006, 1 },
+    { "EPYC-Genoa", "AMD EPYC-Genoa Processor", 0x19, 0x11, 1, 52, 57, 51, 6, 4, kMilanMemEnc, 1006, 100 },
 } };
 
 // What the interpreter implements — and therefore all that CPUID may advertise.

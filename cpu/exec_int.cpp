@@ -128,11 +128,8 @@ template <int S, int M> void neg_E(Core& c, Insn const& i)
 // ---- MUL/IMUL/DIV/IDIV (APM vol 3 "MUL", "DIV": #DE on zero divisor or quotient overflow)
 template <int S> inline void mul_flags(Core& c, bool over, uint64_t lo)
 {
-    c.materialize();
-    set_flag(c, CF, over);
-    set_flag(c, OF, over);
-    set_szp(c, lo, S);
-    c.flags &= ~AF;
+    c.set_lazy(LF_CFOF, 0, 0, U<S>(lo), S);
+    c.lf_cf = uint8_t(over ? 3 : 0);
 }
 template <int S, int M> void mul_E(Core& c, Insn const& i)
 {
@@ -219,9 +216,28 @@ template <int S> inline uint64_t shift_op(Core& c, unsigned op, uint64_t v, unsi
     v &= m;
     cnt &= (S == 8 ? 63 : 31);
     if (cnt == 0) return v; // flags unaffected
-    c.materialize();
     uint64_t r = v;
     bool cf = false, of = false;
+    if (op >= 4) { // SHL/SAL, SHR, SAR: every arithmetic flag is written, so keep them lazy
+        if (op == 5) {
+            r = cnt < W ? v >> cnt : 0;
+            cf = cnt <= W ? (v >> (cnt - 1)) & 1 : 0;
+            of = (v >> (W - 1)) & 1;
+        } else if (op == 7) {
+            int64_t sv = int64_t(sext<S>(v));
+            unsigned n = cnt < W ? cnt : W - 1;
+            r = uint64_t(sv >> n) & m;
+            cf = (uint64_t(sv >> (cnt < W ? cnt - 1 : W - 1))) & 1;
+        } else {
+            r = cnt < W ? (v << cnt) & m : 0;
+            cf = cnt <= W ? (v >> (W - cnt)) & 1 : 0;
+            of = ((r >> (W - 1)) & 1) ^ cf;
+        }
+        c.set_lazy(LF_CFOF, 0, 0, r, S);
+        c.lf_cf = uint8_t(cf | (of << 1));
+        return r;
+    }
+    c.materialize();
     switch (op) {
     case 0: { // ROL
         unsigned n = cnt % W;
@@ -259,30 +275,6 @@ template <int S> inline uint64_t shift_op(Core& c, unsigned op, uint64_t v, unsi
         of = ((r >> (W - 1)) ^ (r >> (W - 2))) & 1;
         break;
     }
-    case 4: case 6: // SHL/SAL
-        r = cnt < W ? (v << cnt) & m : 0;
-        cf = cnt <= W ? (v >> (W - cnt)) & 1 : 0;
-        of = ((r >> (W - 1)) & 1) ^ cf;
-        set_szp(c, r, S);
-        c.flags &= ~AF;
-        break;
-    case 5: // SHR
-        r = cnt < W ? v >> cnt : 0;
-        cf = cnt <= W ? (v >> (cnt - 1)) & 1 : 0;
-        of = (v >> (W - 1)) & 1;
-        set_szp(c, r, S);
-        c.flags &= ~AF;
-        break;
-    case 7: { // SAR
-        int64_t sv = int64_t(sext<S>(v));
-        unsigned n = cnt < W ? cnt : W - 1;
-        r = uint64_t(sv >> n) & m;
-        cf = (uint64_t(sv >> (cnt < W ? cnt - 1 : W - 1))) & 1;
-        of = false;
-        set_szp(c, r, S);
-        c.flags &= ~AF;
-        break;
-    }
     }
     set_flag(c, CF, cf);
     set_flag(c, OF, of);
@@ -292,7 +284,7 @@ template <int A, int S, int M> void shift_E(Core& c, Insn const& i)
 {
     constexpr int CS = A & 3;
     unsigned cnt = CS == 0 ? 1 : CS == 1 ? unsigned(c.r[RCX] & 0xFF) : unsigned(i.imm);
-    unsigned op = (i.modrm >> 3) & 7;
+    constexpr unsigned op = unsigned(A >> 2); // the group member, fixed at decode time
     if constexpr (M) {
         uint64_t a = c.lin(i, S, true);
         U<S> v = c.rd<U<S>>(a);
@@ -1038,11 +1030,12 @@ void register_int_ops(OpTables& t)
     p[0xD2] = { "grp2", kByte, Imm::None, 4 };
     p[0xD3] = { "grp2", 0, Imm::None, 4 };
     static char const* const kSh[] = { "rol", "ror", "rcl", "rcr", "shl", "shr", "sal", "sar" };
-    for (int r = 0; r < 8; ++r) {
-        set_op(t.grp[2][r], kSh[r], 0, Imm::None, SEVEMU_HA(shift_E, 2));
-        set_op(t.grp[3][r], kSh[r], 0, Imm::None, SEVEMU_HA(shift_E, 0));
-        set_op(t.grp[4][r], kSh[r], 0, Imm::None, SEVEMU_HA(shift_E, 1));
-    }
+#define SH_ROW(R)                                                                  \
+    set_op(t.grp[2][R], kSh[R], 0, Imm::None, SEVEMU_HA(shift_E, R * 4 + 2));      \
+    set_op(t.grp[3][R], kSh[R], 0, Imm::None, SEVEMU_HA(shift_E, R * 4 + 0));      \
+    set_op(t.grp[4][R], kSh[R], 0, Imm::None, SEVEMU_HA(shift_E, R * 4 + 1));
+    SH_ROW(0) SH_ROW(1) SH_ROW(2) SH_ROW(3) SH_ROW(4) SH_ROW(5) SH_ROW(6) SH_ROW(7)
+#undef SH_ROW
     set_op(p[0xC2], "ret", kDef64 | kEnd, Imm::W, SEVEMU_H(ret));
     set_op(p[0xC3], "ret", kDef64 | kEnd, Imm::None, SEVEMU_H(ret));
     p[0xC6] = { "grp11", kByte, Imm::B, 5 };

@@ -320,6 +320,49 @@ int64_t Machine::now_ns() const
     return m_idle_ns + int64_t(m_cpu ? m_cpu->stats().instructions : 0);
 }
 
+bool Machine::post(std::function<void(Machine&)> request)
+{
+    {
+        std::lock_guard lock(m_requests_mutex);
+        if (m_finished)
+            return false;
+        m_requests.push_back(std::move(request));
+    }
+    m_requests_cv.notify_all();
+    // A running CPU finishes its slice early so the request is served promptly.
+    m_cpu->request_stop();
+    return true;
+}
+
+void Machine::run_requests()
+{
+    std::vector<std::function<void(Machine&)>> batch;
+    {
+        std::lock_guard lock(m_requests_mutex);
+        batch.swap(m_requests);
+    }
+    for (auto& r : batch)
+        r(*this);
+}
+
+void Machine::pause()
+{
+    if (m_paused)
+        return;
+    m_paused = true;
+    if (m_event_sink)
+        m_event_sink(Event::Stop);
+}
+
+void Machine::resume()
+{
+    if (!m_paused)
+        return;
+    m_paused = false;
+    if (m_event_sink)
+        m_event_sink(Event::Resume);
+}
+
 RunOutcome Machine::run()
 {
     uint64_t total = 0;
@@ -335,7 +378,27 @@ RunOutcome Machine::run()
         }
         return RunOutcome { reason, status, std::move(message), total };
     };
+    auto done = [&](RunOutcome outcome) {
+        // Requests that arrive from now on are refused; those already queued still run, so no
+        // QMP client waits forever.
+        {
+            std::lock_guard lock(m_requests_mutex);
+            m_finished = true;
+        }
+        run_requests();
+        return outcome;
+    };
     for (;;) {
+        run_requests();
+        while (m_paused && !m_quit) {
+            std::unique_lock lock(m_requests_mutex);
+            m_requests_cv.wait(lock, [&] { return !m_requests.empty(); });
+            lock.unlock();
+            run_requests();
+        }
+        if (m_quit)
+            return done(finish(RunOutcome::Reason::Quit, 0, {}));
+        m_started = true;
         // Timers first: an expired PIT period becomes an IRQ 0 edge before the CPU looks.
         int64_t now = now_ns();
         m_pit->advance(now);
@@ -349,9 +412,9 @@ RunOutcome Machine::run()
         auto r = m_cpu->run(slice);
         total += r.instructions;
         if (m_exit_status)
-            return finish(RunOutcome::Reason::DebugExit, *m_exit_status, {});
+            return done(finish(RunOutcome::Reason::DebugExit, *m_exit_status, {}));
         if (m_power_off)
-            return finish(RunOutcome::Reason::PowerOff, 0, {});
+            return done(finish(RunOutcome::Reason::PowerOff, 0, {}));
         switch (r.reason) {
         case cpu::StopReason::InstructionLimit:
         case cpu::StopReason::StopRequested:
@@ -375,20 +438,20 @@ RunOutcome Machine::run()
                 can_wake = m_pic->intr();
             }
             if (!can_wake)
-                return finish(RunOutcome::Reason::HaltedForever, 0,
-                    fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", m_cpu->rip()));
+                return done(finish(RunOutcome::Reason::HaltedForever, 0,
+                    fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", m_cpu->rip())));
             break;
         }
         case cpu::StopReason::Shutdown:
             // Triple fault (APM vol 2 §8.2.9): the platform resets. With -no-reboot QEMU exits;
             // without it QEMU reboots the guest; sevemu stops in both cases (QUIRKS.md).
-            return finish(RunOutcome::Reason::TripleFault, 1,
+            return done(finish(RunOutcome::Reason::TripleFault, 1,
                 fmt::format("guest triple fault (shutdown) at rip {:#x}{}", m_cpu->rip(),
-                    m_config.no_reboot ? "" : "; rebooting is not supported, stopping"));
+                    m_config.no_reboot ? "" : "; rebooting is not supported, stopping")));
         }
         if (m_config.max_instructions && total >= m_config.max_instructions)
-            return finish(RunOutcome::Reason::InstructionLimit, 1,
-                fmt::format("instruction limit of {} reached at rip {:#x}", m_config.max_instructions, m_cpu->rip()));
+            return done(finish(RunOutcome::Reason::InstructionLimit, 1,
+                fmt::format("instruction limit of {} reached at rip {:#x}", m_config.max_instructions, m_cpu->rip())));
     }
 }
 

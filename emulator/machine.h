@@ -13,7 +13,10 @@
 #include "emulator/machine_config.h"
 #include "emulator/multiboot.h"
 
+#include <condition_variable>
 #include <cstdio>
+#include <functional>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,6 +54,7 @@ struct RunOutcome {
         HaltedForever,    // HLT with nothing that could wake it: status 0 (QUIRKS.md)
         TripleFault,      // shutdown: a message and status 1 (QUIRKS.md: QEMU exits 0 with -no-reboot)
         InstructionLimit, // MachineConfig::max_instructions reached: status 1
+        Quit,             // QMP quit (or the embedder's request_quit): status 0
     };
     Reason reason;
     int exit_status;
@@ -90,6 +94,21 @@ public:
     // Asks run() to return with a power-off (status 0) after the current instruction.
     void request_power_off();
 
+    // --- Control from other threads (QMP). A request runs on the machine's thread between
+    // run slices, and also while the machine is paused. Returns false once run() has returned
+    // (the request then never runs). Thread-safe.
+    bool post(std::function<void(Machine&)> request);
+    // On the machine's thread (inside a request, or before run()):
+    void pause();                  // QMP stop; -S starts paused ("prelaunch")
+    void resume();                 // QMP cont
+    bool paused() const { return m_paused; }
+    bool started() const { return m_started; } // has run at least once since power-on
+    void quit() { m_quit = true; }             // QMP quit: run() returns Reason::Quit
+
+    // State changes, for QMP events (called on the machine's thread).
+    enum class Event : uint8_t { Stop, Resume };
+    void set_event_sink(std::function<void(Event)> sink) { m_event_sink = std::move(sink); }
+
 private:
     explicit Machine(MachineConfig config);
     Result<void, MachineError> build();
@@ -126,6 +145,16 @@ private:
 
     std::optional<int> m_exit_status;   // set by isa-debug-exit
     bool m_power_off { false };
+
+    void run_requests();
+    std::mutex m_requests_mutex;
+    std::condition_variable m_requests_cv;
+    std::vector<std::function<void(Machine&)>> m_requests;
+    bool m_finished { false };  // under m_requests_mutex
+    bool m_paused { false };
+    bool m_started { false };
+    bool m_quit { false };
+    std::function<void(Event)> m_event_sink;
 };
 
 // Reads -kernel (and -initrd modules), parses the Multiboot image and loads it into DRAM with

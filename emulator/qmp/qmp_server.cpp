@@ -23,12 +23,14 @@ struct Connection : std::enable_shared_from_this<Connection> {
     std::array<char, 4096> buffer {};
     std::deque<std::string> out;
     bool closed { false };
+    bool closing { false }; // close once the queued output is written
 };
 
 struct Server::Impl {
     asio::io_context io;
     std::optional<asio::basic_socket_acceptor<Proto>> acceptor;
     std::thread thread;
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
     CommandTable const* commands {};
     Endpoint endpoint;
     uint16_t bound_port {};
@@ -103,6 +105,8 @@ void Server::Impl::flush(std::shared_ptr<Connection> c)
         c->out.pop_front();
         if (!c->out.empty())
             flush(c);
+        else if (c->closing)
+            close(c);
     });
 }
 
@@ -152,11 +156,9 @@ Result<std::unique_ptr<Server>, std::string> Server::start(Endpoint const& ep, C
         }
     }
     impl->accept();
+    impl->work.emplace(asio::make_work_guard(impl->io));
     Impl* raw = impl.get();
-    impl->thread = std::thread([raw] {
-        auto guard = asio::make_work_guard(raw->io);
-        raw->io.run();
-    });
+    impl->thread = std::thread([raw] { raw->io.run(); });
     return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -167,13 +169,19 @@ void Server::stop()
     if (!m_impl || m_impl->stopped)
         return;
     m_impl->stopped = true;
+    // Stop accepting; let every client receive what is queued for it (a SHUTDOWN event, the
+    // reply to "quit"), then close. The io thread ends when nothing is left to do.
     asio::post(m_impl->io, [impl = m_impl.get()] {
         boost::system::error_code ignored;
         impl->acceptor->close(ignored);
-        for (auto& c : std::list(impl->connections))
-            impl->close(c);
+        for (auto& c : std::list(impl->connections)) {
+            if (c->out.empty())
+                impl->close(c);
+            else
+                c->closing = true;
+        }
+        impl->work.reset();
     });
-    m_impl->io.stop();
     if (m_impl->thread.joinable())
         m_impl->thread.join();
     if (m_impl->endpoint.kind == Endpoint::Kind::Unix)

@@ -2,7 +2,12 @@
 // qemu-system-x86_64's (INTERFACES.md §3); errors are one line on stderr and a non-zero status.
 #include "cpu/cpu_model.h"
 #include "emulator/machine.h"
+#include "emulator/qmp/qmp.h"
 #include "tools/sevemu/options.h"
+#include "tools/sevemu/qmp_commands.h"
+
+#include <memory>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <string>
@@ -43,7 +48,46 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "sevemu: %s\n", machine.error().message.c_str());
         return 1;
     }
-    auto outcome = (*machine)->run();
+    auto& m = **machine;
+    if (opts->start_paused)
+        m.pause();
+
+    // QMP sockets (-qmp). Events go to every negotiated client.
+    auto commands = cli::machine_commands(m);
+    std::vector<std::unique_ptr<qmp::Server>> servers;
+    for (auto const& spec : opts->qmp) {
+        auto ep = qmp::parse_endpoint(spec);
+        if (!ep) {
+            std::fprintf(stderr, "sevemu: -qmp %s: %s\n", spec.c_str(), ep.error().c_str());
+            return 1;
+        }
+        auto server = qmp::Server::start(*ep, commands);
+        if (!server) {
+            std::fprintf(stderr, "sevemu: -qmp %s: %s\n", spec.c_str(), server.error().c_str());
+            return 1;
+        }
+        servers.push_back(std::move(*server));
+    }
+    auto emit = [&servers](char const* name, qmp::Json const& data) {
+        for (auto& s : servers)
+            s->emit(name, data);
+    };
+    m.set_event_sink([&emit](emulator::Machine::Event e) {
+        emit(e == emulator::Machine::Event::Stop ? "STOP" : "RESUME", qmp::Json::object());
+    });
+    for (size_t i = 0; i < servers.size(); ++i)
+        if (qmp::parse_endpoint(opts->qmp[i])->wait)
+            servers[i]->wait_for_client();
+
+    auto outcome = m.run();
+    // QEMU's SHUTDOWN event: who asked, and why.
+    bool by_guest = outcome.reason != emulator::RunOutcome::Reason::Quit;
+    char const* reason = outcome.reason == emulator::RunOutcome::Reason::Quit ? "host-qmp-quit"
+        : outcome.reason == emulator::RunOutcome::Reason::TripleFault     ? "guest-reset"
+                                                                          : "guest-shutdown";
+    emit("SHUTDOWN", qmp::Json { { "guest", by_guest }, { "reason", reason } });
+    for (auto& s : servers)
+        s->stop(); // flushes the event to connected clients before the process exits
     if (!outcome.message.empty())
         std::fprintf(stderr, "sevemu: %s\n", outcome.message.c_str());
     return outcome.exit_status;

@@ -464,7 +464,9 @@ std::string usage()
            "                            (default $SEVEMU_PLATFORM, else $XDG_DATA_HOME/sevemu/platform)\n"
            "  -trace PATTERN            trace events matching PATTERN (e.g. psp, 'psp*', ioport, multiboot)\n"
            "  -D LOGFILE                write traces to LOGFILE instead of stderr\n"
-           "  -S, -qmp ..., -incoming ...   not supported yet\n"
+           "  -S                        start paused (\"prelaunch\"); QMP's cont starts the guest\n"
+           "  -qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off   QMP control socket\n"
+           "  -incoming ...             not supported yet (migration)\n"
            "  -h, --help                this text\n"
            "  --version                 version\n"
            "\n"
@@ -499,8 +501,10 @@ Result<Options, CliError> parse_options(std::vector<std::string> const& args)
         }
         if (name == "nodefaults" || name == "no-user-config")
             continue; // sevemu has no default devices beyond COM1 and no user config
-        if (name == "S")
-            return fail("-S: unsupported yet: starting paused arrives with QMP (issue 5)");
+        if (name == "S") {
+            P.opts.start_paused = true;
+            continue;
+        }
         if (name == "enable-kvm")
             return fail("-enable-kvm: unsupported: sevemu emulates the CPU itself");
         // Options with an argument.
@@ -544,7 +548,7 @@ Result<Options, CliError> parse_options(std::vector<std::string> const& args)
         else if (name == "object")
             TRY(P.object(v));
         else if (name == "qmp")
-            return fail(fmt::format("-qmp {}: unsupported yet: the QMP socket arrives with issue 5", v));
+            P.opts.qmp.push_back(v); // checked when the socket is opened
         else if (name == "incoming")
             return fail(fmt::format("-incoming {}: unsupported yet: migration arrives with issue 6", v));
         else if (name == "accel") {

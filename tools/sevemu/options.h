@@ -21,6 +21,8 @@ struct Options {
     bool help { false };
     bool version { false };
     bool list_cpus { false };
+    bool start_paused { false };   // -S
+    std::vector<std::string> qmp;  // -qmp SPEC (repeatable)
 };
 
 Result<Options, CliError> parse_options(std::vector<std::string> const& args);

@@ -1,6 +1,7 @@
 // The vCPU without a CPU: the VMCB it builds passes (or, with an unactivated ASID, fails) the
 // SVM library's VMRUN consistency check, its nested page tables translate as the independent
 // NPT walker reads them, and every exit is handled from a VMCB image alone.
+#include "cpu/cpu_model.h"
 #include "cpu/svm/npt.h"
 #include "cpu/svm/svm.h"
 #include "emulator/vmm/vcpu.h"
@@ -185,5 +186,20 @@ TEST_CASE("IN completes into RAX with x86 register-width rules", "[vmm][vcpu]")
         v.state().rax = ~0ull;
         v.complete_io_in(0x89AB675A);
         CHECK(v.state().rax == expect);
+    }
+}
+
+TEST_CASE("the CPU model and the firmware agree on the SEV ASID ranges and the C-bit", "[vmm]")
+{
+    std::pair<cpu::CpuModel, fw::CpuModel> const models[] = { { cpu::CpuModel::Epyc, fw::CpuModel::Naples },
+        { cpu::CpuModel::EpycRome, fw::CpuModel::Rome }, { cpu::CpuModel::EpycMilan, fw::CpuModel::Milan },
+        { cpu::CpuModel::EpycGenoa, fw::CpuModel::Genoa } };
+    for (auto [c, f] : models) {
+        auto const& info = cpu::cpu_model_info(c);
+        auto params = fw::FirmwareParams::for_model(f);
+        INFO(info.name);
+        CHECK(info.num_encrypted_guests == params.max_asid);
+        CHECK(info.min_sev_asid == params.min_sev_asid);
+        CHECK(info.c_bit == params.cbit_position);
     }
 }

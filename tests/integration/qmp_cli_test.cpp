@@ -1,0 +1,193 @@
+// `sevemu -qmp` as a QMP client sees it: start paused, look at memory, continue, stop, quit.
+// Arguments: SEVEMU_BIN SHORT_GUEST LONG_GUEST (Multiboot ELFs with isa-debug-exit).
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using nlohmann::json;
+
+namespace {
+
+struct Sevemu {
+    pid_t pid { -1 };
+    int fd { -1 };
+    std::string pending;
+    std::string sock;
+
+    Sevemu(std::vector<std::string> extra)
+    {
+        sock = "/tmp/sevemu-qmp-cli-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++) + ".sock";
+        std::vector<std::string> argv = { SEVEMU_BIN, "-display", "none", "-serial", "none", "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04", "-qmp", "unix:" + sock + ",server=on,wait=off" };
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        pid = fork();
+        if (pid == 0) {
+            std::vector<char*> a;
+            for (auto& s : argv)
+                a.push_back(s.data());
+            a.push_back(nullptr);
+            execv(a[0], a.data());
+            _exit(127);
+        }
+        for (int i = 0; i < 200 && fd < 0; ++i) {
+            int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+            sockaddr_un sa {};
+            sa.sun_family = AF_UNIX;
+            std::strncpy(sa.sun_path, sock.c_str(), sizeof sa.sun_path - 1);
+            if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+                fd = s;
+                timeval tv { 20, 0 };
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            } else {
+                ::close(s);
+                std::this_thread::sleep_for(std::chrono::milliseconds(25));
+            }
+        }
+        REQUIRE(fd >= 0);
+    }
+    ~Sevemu()
+    {
+        if (fd >= 0)
+            ::close(fd);
+        if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+    }
+    static int& counter()
+    {
+        static int n = 0;
+        return n;
+    }
+    json line()
+    {
+        while (true) {
+            auto pos = pending.find("\r\n");
+            if (pos != std::string::npos) {
+                auto text = pending.substr(0, pos);
+                pending.erase(0, pos + 2);
+                return json::parse(text);
+            }
+            char buf[4096];
+            ssize_t n = ::read(fd, buf, sizeof buf);
+            REQUIRE(n > 0);
+            pending.append(buf, size_t(n));
+        }
+    }
+    json execute(json request)
+    {
+        std::string text = request.dump();
+        REQUIRE(::write(fd, text.data(), text.size()) == ssize_t(text.size()));
+        while (true) {
+            json r = line();
+            if (!r.contains("event"))
+                return r;
+            events.push_back(r);
+        }
+    }
+    json next_event()
+    {
+        if (!events.empty()) {
+            json e = events.front();
+            events.erase(events.begin());
+            return e;
+        }
+        json e = line();
+        REQUIRE(e.contains("event"));
+        return e;
+    }
+    int wait_exit()
+    {
+        int status = 0;
+        REQUIRE(::waitpid(pid, &status, 0) == pid);
+        pid = -1;
+        REQUIRE(WIFEXITED(status));
+        return WEXITSTATUS(status);
+    }
+    std::vector<json> events;
+};
+
+} // namespace
+
+TEST_CASE("-S starts in prelaunch; pmemsave shows memory as the hypervisor sees it; cont runs the guest", "[qmp]")
+{
+    Sevemu vm({ "-S", "-kernel", SHORT_GUEST });
+    CHECK(vm.line().contains("QMP"));
+    CHECK(vm.execute({ { "execute", "qmp_capabilities" } })["return"] == json::object());
+    auto st = vm.execute({ { "execute", "query-status" }, { "id", 1 } });
+    CHECK(st["return"]["status"] == "prelaunch");
+    CHECK(st["return"]["running"] == false);
+    CHECK(st["id"] == 1);
+    // The kernel is loaded at 1 MiB: its Multiboot header (magic 0x1BADB002) is in the first page.
+    std::string file = "/tmp/sevemu-qmp-pmem-" + std::to_string(::getpid()) + ".bin";
+    auto r = vm.execute({ { "execute", "pmemsave" }, { "arguments", { { "val", 0x100000 }, { "size", 8192 }, { "filename", file } } } });
+    CHECK(r["return"] == json::object());
+    std::ifstream in(file, std::ios::binary);
+    std::vector<char> raw((std::istreambuf_iterator<char>(in)), {});
+    std::vector<uint8_t> bytes(raw.begin(), raw.end());
+    std::remove(file.c_str());
+    REQUIRE(bytes.size() == 8192);
+    uint8_t const magic[4] = { 0x02, 0xB0, 0xAD, 0x1B };
+    CHECK(std::search(bytes.begin(), bytes.end(), magic, magic + 4) != bytes.end());
+    // Bad requests: errors, and the server goes on.
+    r = vm.execute({ { "execute", "pmemsave" }, { "arguments", { { "val", 0xF0000000ll }, { "size", 16 }, { "filename", file } } } });
+    CHECK(r["error"]["class"] == "GenericError");
+    r = vm.execute({ { "execute", "pmemsave" }, { "arguments", { { "val", 0 }, { "filename", file } } } });
+    CHECK(r["error"]["desc"] == "Parameter 'size' is missing");
+    CHECK(vm.execute({ { "execute", "query-sev" } })["error"]["desc"] == "SEV is not enabled");
+    CHECK(vm.execute({ { "execute", "system_reset" } })["error"]["class"] == "GenericError");
+    CHECK(vm.execute({ { "execute", "no-such-command" } })["error"]["class"] == "CommandNotFound");
+    // cont: RESUME, the guest runs to its isa-debug-exit, SHUTDOWN, exit status 33.
+    CHECK(vm.execute({ { "execute", "cont" } })["return"] == json::object());
+    CHECK(vm.next_event()["event"] == "RESUME");
+    auto shutdown = vm.next_event();
+    CHECK(shutdown["event"] == "SHUTDOWN");
+    CHECK(shutdown["data"]["guest"] == true);
+    CHECK(vm.wait_exit() == 33);
+}
+
+TEST_CASE("stop and cont a running guest, then quit", "[qmp]")
+{
+    Sevemu vm({ "-kernel", LONG_GUEST });
+    CHECK(vm.line().contains("QMP"));
+    vm.execute({ { "execute", "qmp_capabilities" } });
+    CHECK(vm.execute({ { "execute", "stop" } })["return"] == json::object());
+    CHECK(vm.next_event()["event"] == "STOP");
+    CHECK(vm.execute({ { "execute", "query-status" } })["return"]["status"] == "paused");
+    CHECK(vm.execute({ { "execute", "cont" } })["return"] == json::object());
+    CHECK(vm.next_event()["event"] == "RESUME");
+    CHECK(vm.execute({ { "execute", "query-status" } })["return"]["status"] == "running");
+    CHECK(vm.execute({ { "execute", "quit" } })["return"] == json::object());
+    auto shutdown = vm.next_event();
+    CHECK(shutdown["event"] == "SHUTDOWN");
+    CHECK(shutdown["data"]["guest"] == false);
+    CHECK(shutdown["data"]["reason"] == "host-qmp-quit");
+    CHECK(vm.wait_exit() == 0);
+}
+
+TEST_CASE("a bad -qmp address is one error line", "[qmp]")
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = ::open("/dev/null", O_WRONLY);
+        dup2(devnull, 2);
+        execl(SEVEMU_BIN, SEVEMU_BIN, "-kernel", SHORT_GUEST, "-qmp", "stdio", (char*)nullptr);
+        _exit(127);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 1);
+}
