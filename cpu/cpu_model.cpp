@@ -36,7 +36,7 @@ constexpr uint32_t DE = 1u << 2, PSE = 1u << 3, TSC = 1u << 4, MSR = 1u << 5, PA
 constexpr uint32_t kLeaf1Edx = (1u << 0) /* FPU */ | f1edx::DE | f1edx::PSE | f1edx::TSC | f1edx::MSR | f1edx::PAE | f1edx::CX8
     | f1edx::SEP | f1edx::MTRR | f1edx::PGE | f1edx::CMOV | f1edx::PAT | f1edx::PSE36 | f1edx::CLFSH
     | f1edx::FXSR | f1edx::SSE | f1edx::SSE2;
-constexpr uint32_t kLeaf1Ecx = (1u << 13) /* CX16 */ | (1u << 22) /* MOVBE */ | (1u << 23) /* POPCNT */;
+constexpr uint32_t kLeaf1Ecx = (1u << 26) /* XSAVE */ | (1u << 13) /* CX16 */ | (1u << 22) /* MOVBE */ | (1u << 23) /* POPCNT */;
 constexpr uint32_t kLeaf7Ebx = (1u << 0) /* FSGSBASE */ | (1u << 3) /* BMI1 */ | (1u << 7) /* SMEP */
     | (1u << 8) /* BMI2 */ | (1u << 20) /* SMAP */;
 constexpr uint32_t kExt1Ecx = (1u << 0) /* LahfSahf */ | (1u << 5) /* ABM (LZCNT) */ | (1u << 8) /* PREFETCHW */;
@@ -72,7 +72,6 @@ CpuModelInfo const& cpu_model_info(CpuModel m) { return kModels[size_t(m)]; }
 
 CpuidResult cpuid_query(CpuModel model, uint32_t leaf, uint32_t subleaf, bool osxsave, bool apic_enabled)
 {
-    (void)osxsave; // XSAVE is not implemented, so OSXSAVE is never reported
     auto const& m = cpu_model_info(model);
     CpuidResult r;
     switch (leaf) {
@@ -85,8 +84,17 @@ CpuidResult cpuid_query(CpuModel model, uint32_t leaf, uint32_t subleaf, bool os
     case 1:
         r.eax = signature(m);
         r.ebx = (8u << 8) | (1u << 16); // CLFLUSH line 8 qwords, 1 logical processor, APIC ID 0
-        r.ecx = kLeaf1Ecx;
+        r.ecx = kLeaf1Ecx | (osxsave ? 1u << 27 : 0); // OSXSAVE mirrors CR4.OSXSAVE
         r.edx = kLeaf1Edx | (apic_enabled ? f1edx::APIC : 0);
+        break;
+    case 0xD: // XSAVE: x87 and SSE only, both in the legacy region (576 = 512 + 64-byte header)
+        if (subleaf == 0) {
+            r.eax = 3;   // XCR0 bits that may be set
+            r.ebx = 576; // size for the components enabled in XCR0 (always inside the legacy region)
+            r.ecx = 576; // size for all supported components
+        } else if (subleaf == 1) {
+            r.eax = 1;   // XSAVEOPT; no XSAVEC, XGETBV with ECX=1, XSAVES
+        }
         break;
     case 7:
         if (subleaf == 0)

@@ -600,14 +600,11 @@ template <int S, int M> void stmxcsr(Core& c, Insn const& i)
     sse_check(c);
     c.wr<uint32_t>(c.lin(i, 4, true), c.mxcsr);
 }
-template <int S, int M> void fxsave(Core& c, Insn const& i)
+// The 512-byte FXSAVE image (APM vol 5 FXSAVE, Table "FXSAVE format"): FCW, FSW, abridged FTW
+// (1 = valid), ST0-ST7 by stack position at 32 + 16 i; FOP/FIP/FDP are not kept (saved as 0).
+inline void fx_image(Core& c, uint8_t (&buf)[512])
 {
-    if (c.cr0 & (cr0::EM | cr0::TS)) c.raise(c.cr0 & cr0::EM ? UD : NM);
-    uint64_t a = c.lin(i, 512, true);
-    if (a & 15) c.raise(GP, 0);
-    uint8_t buf[512] {};
-    // x87 part (APM vol 5 FXSAVE, Table "FXSAVE format"): FCW, FSW, abridged FTW (1 = valid),
-    // ST0-ST7 by stack position at 32 + 16 i; FOP/FIP/FDP are not kept (saved as 0).
+    std::memset(buf, 0, sizeof buf);
     std::memcpy(buf + 0, &c.fcw, 2);
     std::memcpy(buf + 2, &c.fsw, 2);
     buf[4] = uint8_t(~c.ftag_empty);
@@ -619,11 +616,21 @@ template <int S, int M> void fxsave(Core& c, Insn const& i)
     std::memcpy(buf + 28, &mask, 4);
     unsigned n = c.mode64 ? 16 : 8;
     for (unsigned k = 0; k < n; ++k) std::memcpy(buf + 160 + 16 * k, c.xmm[k], 16);
-    for (unsigned k = 0; k < 512; k += 8) {
-        uint64_t q;
-        std::memcpy(&q, buf + k, 8);
-        c.wr<uint64_t>(a + k, q);
-    }
+}
+inline uint64_t ld64(uint8_t const* p)
+{
+    uint64_t q;
+    std::memcpy(&q, p, 8);
+    return q;
+}
+template <int S, int M> void fxsave(Core& c, Insn const& i)
+{
+    if (c.cr0 & (cr0::EM | cr0::TS)) c.raise(c.cr0 & cr0::EM ? UD : NM);
+    uint64_t a = c.lin(i, 512, true);
+    if (a & 15) c.raise(GP, 0);
+    uint8_t buf[512];
+    fx_image(c, buf);
+    for (unsigned k = 0; k < 512; k += 8) c.wr<uint64_t>(a + k, ld64(buf + k));
 }
 template <int S, int M> void fxrstor(Core& c, Insn const& i)
 {
@@ -655,6 +662,86 @@ template <int S, int M> void fxrstor(Core& c, Insn const& i)
     for (unsigned k = 0; k < 8; ++k)
         c.fpr[(top + k) & 7] = st[k];
 }
+
+// ---- XSAVE/XRSTOR/XSAVEOPT, standard format (APM vol 2 §11.5; Intel SDM vol 1 ch. 13). State
+// components: 0 x87 and 1 SSE, both in the 512-byte legacy region (the FXSAVE layout); the
+// XSAVE header follows at 512 (XSTATE_BV at +0, XCOMP_BV at +8). XINUSE is not tracked: every
+// requested component is reported in use (XSTATE_BV bit set), which the architecture allows.
+inline void xsave_check(Core& c, uint64_t a)
+{
+    if (!(c.cr4 & cr4::OSXSAVE)) c.raise(UD);
+    if (c.cr0 & cr0::TS) c.raise(NM);
+    if (a & 63) c.raise(GP, 0);
+}
+template <int S, int M> void xsave(Core& c, Insn const& i)
+{
+    if constexpr (M) {
+        uint64_t a = c.lin(i, 576, true);
+        xsave_check(c, a);
+        uint64_t rfbm = c.xcr0 & ((c.r[RDX] << 32) | uint32_t(c.r[RAX]));
+        uint64_t bv = c.rd<uint64_t>(a + 512);
+        uint8_t buf[512];
+        fx_image(c, buf);
+        if (rfbm & 1) { // x87: bytes 0-23 and 32-159
+            for (unsigned k = 0; k < 24; k += 8) c.wr<uint64_t>(a + k, ld64(buf + k));
+            for (unsigned k = 32; k < 160; k += 8) c.wr<uint64_t>(a + k, ld64(buf + k));
+        }
+        if (rfbm & 2) { // SSE: MXCSR, MXCSR_MASK, XMM0-7 (XMM0-15 in 64-bit mode)
+            c.wr<uint64_t>(a + 24, ld64(buf + 24));
+            unsigned end = 160 + 16 * (c.mode64 ? 16 : 8);
+            for (unsigned k = 160; k < end; k += 8) c.wr<uint64_t>(a + k, ld64(buf + k));
+        }
+        c.wr<uint64_t>(a + 512, (bv & ~rfbm) | rfbm);
+    }
+}
+template <int S, int M> void xrstor(Core& c, Insn const& i)
+{
+    if constexpr (M) {
+        uint64_t a = c.lin(i, 576, false);
+        xsave_check(c, a);
+        uint64_t rfbm = c.xcr0 & ((c.r[RDX] << 32) | uint32_t(c.r[RAX]));
+        uint64_t bv = c.rd<uint64_t>(a + 512);
+        // Standard form: XCOMP_BV and the next 8 bytes must be zero (XSAVEC is not supported),
+        // XSTATE_BV may name only XCR0 components.
+        if (c.rd<uint64_t>(a + 520) || c.rd<uint64_t>(a + 528) || (bv & ~c.xcr0)) c.raise(GP, 0);
+        uint32_t mx = c.mxcsr;
+        if (rfbm & 2) {
+            mx = c.rd<uint32_t>(a + 24);
+            if (mx & ~0xFFFFu) c.raise(GP, 0);
+        }
+        if (rfbm & 1) {
+            if (bv & 1) {
+                c.fcw = c.rd<uint16_t>(a);
+                c.fsw = c.rd<uint16_t>(a + 2);
+                c.ftag_empty = uint8_t(~c.rd<uint8_t>(a + 4));
+                unsigned top = (c.fsw >> 11) & 7;
+                for (unsigned k = 0; k < 8; ++k) {
+                    long double st = 0;
+                    uint64_t m = c.rd<uint64_t>(a + 32 + 16 * k);
+                    uint16_t e = c.rd<uint16_t>(a + 40 + 16 * k);
+                    std::memcpy(&st, &m, 8);
+                    std::memcpy(reinterpret_cast<uint8_t*>(&st) + 8, &e, 2);
+                    c.fpr[(top + k) & 7] = st;
+                }
+            } else { // x87 initial state (FNINIT plus zeroed registers)
+                c.fcw = 0x37F;
+                c.fsw = 0;
+                c.ftag_empty = 0xFF;
+                for (auto& f : c.fpr) f = 0;
+            }
+        }
+        if (rfbm & 2) {
+            unsigned n = c.mode64 ? 16 : 8;
+            for (unsigned k = 0; k < n; ++k) {
+                c.xmm[k][0] = (bv & 2) ? c.rd<uint64_t>(a + 160 + 16 * k) : 0;
+                c.xmm[k][1] = (bv & 2) ? c.rd<uint64_t>(a + 168 + 16 * k) : 0;
+            }
+            c.mxcsr = mx; // loaded from memory whatever XSTATE_BV[1] says
+        }
+    }
+}
+template <int S, int M> void lfence_xrstor(Core& c, Insn const& i) { if constexpr (M) xrstor<S, M>(c, i); else (void)c; }
+template <int S, int M> void mfence_xsaveopt(Core& c, Insn const& i) { if constexpr (M) xsave<S, M>(c, i); else (void)c; }
 
 template <int S, int M> void sse_nop(Core& c, Insn const&) { (void)c; }
 
@@ -797,6 +884,10 @@ void register_sse_ops(OpTables& t)
     set_op(t.grp[15][1], "fxrstor", kMemOnly, Imm::None, SEVEMU_H(fxrstor));
     set_op(t.grp[15][2], "ldmxcsr", kMemOnly, Imm::None, SEVEMU_H(ldmxcsr));
     set_op(t.grp[15][3], "stmxcsr", kMemOnly, Imm::None, SEVEMU_H(stmxcsr));
+    // /4-/6 memory forms: XSAVE, XRSTOR, XSAVEOPT; the register forms of /5 and /6 are LFENCE, MFENCE.
+    set_op(t.grp[15][4], "xsave", kMemOnly, Imm::None, SEVEMU_H(xsave));
+    set_op(t.grp[15][5], "lfence/xrstor", 0, Imm::None, SEVEMU_H(lfence_xrstor));
+    set_op(t.grp[15][6], "mfence/xsaveopt", 0, Imm::None, SEVEMU_H(mfence_xsaveopt));
 }
 
 } // namespace sevemu::cpu

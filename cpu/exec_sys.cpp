@@ -137,7 +137,8 @@ void Core::set_cr3(uint64_t v)
 void Core::set_cr4(uint64_t v)
 {
     constexpr uint64_t kValid = cr4::VME | cr4::PVI | cr4::TSD | cr4::DE | cr4::PSE | cr4::PAE | cr4::MCE
-        | cr4::PGE | cr4::PCE | cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::FSGSBASE | cr4::SMEP | cr4::SMAP;
+        | cr4::PGE | cr4::PCE | cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::FSGSBASE | cr4::OSXSAVE | cr4::SMEP
+        | cr4::SMAP;
     if (v & ~kValid) raise(GP, 0);
     if ((efer & efer::LMA) && !(v & cr4::PAE)) raise(GP, 0);
     cr4 = v;
@@ -241,6 +242,132 @@ void Core::load_seg(unsigned s, uint16_t sel)
     if (s == SS) update_mode(); else update_seg_cache(s);
 }
 
+// ---------------------------------------------------------------- call gates
+
+namespace {
+
+// Far CALL/JMP through a call gate (APM vol 2 §4.11.2-4.11.3, §4.8.4 for the long-mode form;
+// checks and error codes as in the CALL/JMP (far) pseudocode of APM vol 3). d is the gate's
+// low descriptor quadword. Legacy gates: type 4 (16-bit) and 0xC (32-bit); in long mode only
+// type 0xC, the 16-byte 64-bit gate. Task gates and TSS selectors stay #GP (QUIRKS.md).
+void gate_transfer(Core& c, uint16_t gsel, uint64_t d, bool call, uint64_t ret_rip)
+{
+    bool lma = c.efer & efer::LMA;
+    unsigned type = (d >> 40) & 0xF;
+    uint16_t gerr = gsel & 0xFFFC;
+    if (type != 0xC && (type != 4 || lma)) c.raise(GP, gerr);
+    unsigned gdpl = desc_dpl(d);
+    if (gdpl < c.cpl || gdpl < (gsel & 3u)) c.raise(GP, gerr);
+    if (!desc_present(d)) c.raise(NP, gerr);
+    uint64_t off = (d & 0xFFFF) | ((d >> 32) & 0xFFFF0000ull);
+    if (lma) {
+        // Upper half: the table must hold all 16 bytes, and its type field must be 0.
+        DescriptorTable t = (gsel & 4) ? DescriptorTable { c.ldtr.base, uint16_t(c.ldtr.limit) } : c.gdtr;
+        if ((gsel & 0xFFF8u) + 15u > t.limit) c.raise(GP, gerr);
+        uint64_t hi = c.rd_sys<uint64_t>(t.base + (gsel & ~7u) + 8);
+        if ((hi >> 40) & 0x1F) c.raise(GP, gerr);
+        off |= hi << 32;
+    }
+    unsigned gsize = lma ? 8 : type == 0xC ? 4 : 2;
+    if (gsize == 2) off &= 0xFFFF;
+    uint16_t tsel = uint16_t(d >> 16);
+    if ((tsel & 0xFFFC) == 0) c.raise(GP, 0);
+    uint16_t terr = tsel & 0xFFFC;
+    uint64_t td = c.read_descriptor(tsel, GP);
+    if (!is_seg(td) || !is_code(td)) c.raise(GP, terr);
+    bool conforming = td & (1ull << 42);
+    unsigned tdpl = desc_dpl(td);
+    if (conforming || call ? tdpl > c.cpl : tdpl != c.cpl) c.raise(GP, terr);
+    if (!desc_present(td)) c.raise(NP, terr);
+    bool inner = call && !conforming && tdpl < c.cpl;
+    unsigned ncpl = inner ? tdpl : c.cpl;
+    Segment ncs = Core::seg_from_desc(uint16_t(terr | ncpl), td | (1ull << 40));
+    if (lma && (!ncs.long_mode() || ncs.big())) c.raise(GP, terr);
+    if (!lma && off > ncs.limit) c.raise(GP, 0);
+    uint16_t old_cs = c.seg[CS].selector, old_ss = c.seg[SS].selector;
+    uint64_t old_sp = c.r[RSP];
+
+    if (!inner) {
+        if (call) {
+            if (gsize == 8) { c.push<8>(old_cs); c.push<8>(ret_rip); }
+            else if (gsize == 4) { c.push<4>(old_cs); c.push<4>(ret_rip); }
+            else { c.push<2>(old_cs); c.push<2>(ret_rip); }
+        }
+        c.set_accessed(tsel, td);
+        c.seg[CS] = ncs;
+        c.rip = c.r[kRegNext] = off;
+        c.update_mode();
+        return;
+    }
+
+    // Inner level: the new stack comes from the TSS (APM vol 2 §4.11.2 "Stack switching").
+    uint16_t tss_err = c.tr.selector & 0xFFFC;
+    uint64_t nsp;
+    Segment nss;
+    uint64_t nmask;
+    if (lma) {
+        uint32_t at = 4 + 8 * ncpl;
+        if (at + 7 > c.tr.limit) c.raise(TS, tss_err);
+        nsp = c.rd_sys<uint64_t>(c.tr.base + at);
+        if (int64_t(nsp) != (int64_t(nsp << 16) >> 16)) c.raise(SS_, 0);
+        nss.selector = uint16_t(ncpl); // null SS with RPL = new CPL
+        nss.attr = uint16_t(ncpl << 5);
+        nmask = ~0ull;
+    } else {
+        bool tss32 = (c.tr.attr & 0x8) != 0;
+        uint32_t at = tss32 ? 4 + 8 * ncpl : 2 + 4 * ncpl;
+        if (at + (tss32 ? 5 : 3) > c.tr.limit) c.raise(TS, tss_err);
+        uint16_t ss_sel = c.rd_sys<uint16_t>(c.tr.base + at + (tss32 ? 4 : 2));
+        nsp = tss32 ? c.rd_sys<uint32_t>(c.tr.base + at) : c.rd_sys<uint16_t>(c.tr.base + at);
+        uint16_t serr = ss_sel & 0xFFFC;
+        if (serr == 0) c.raise(TS, 0);
+        uint64_t sd = c.read_descriptor(ss_sel, TS);
+        if ((ss_sel & 3u) != ncpl || desc_dpl(sd) != ncpl || !is_seg(sd) || is_code(sd) || !(sd & (1ull << 41)))
+            c.raise(TS, serr);
+        if (!desc_present(sd)) c.raise(SS_, serr);
+        c.set_accessed(ss_sel, sd);
+        nss = Core::seg_from_desc(ss_sel, sd | (1ull << 40));
+        nmask = nss.big() ? 0xFFFFFFFFull : 0xFFFF;
+    }
+    unsigned nparam = lma ? 0 : unsigned(d >> 32) & 0x1F;
+    unsigned need = gsize * (4 + nparam);
+    uint64_t sp = nsp & nmask;
+    if (!lma) { // room on the new stack, expand-up or expand-down
+        uint64_t lo = sp - need, hi = sp - 1;
+        bool down = (nss.attr & 0x1C) == 0x14;
+        bool ok = down ? (lo > nss.limit && hi <= nmask && sp >= need) : (sp >= need && hi <= nss.limit);
+        if (!ok) c.raise(SS_, nss.selector & 0xFFFC);
+    }
+    // Parameters from the old stack (at the old privilege), oldest-pushed first.
+    uint64_t params[32];
+    uint64_t omask = c.stack_mask();
+    for (unsigned k = 0; k < nparam; ++k) {
+        uint64_t a = c.seg_lin(SS, (old_sp + uint64_t(k) * gsize) & omask, gsize, false);
+        params[k] = gsize == 4 ? c.rd<uint32_t>(a) : c.rd<uint16_t>(a);
+    }
+    uint64_t base = lma ? 0 : nss.base;
+    auto put = [&](uint64_t v) {
+        sp = (sp - gsize) & nmask;
+        uint64_t a = lma ? sp : uint32_t(base + sp);
+        if (gsize == 8) c.wr_stack_sup<uint64_t>(a, v, ncpl);
+        else if (gsize == 4) c.wr_stack_sup<uint32_t>(a, uint32_t(v), ncpl);
+        else c.wr_stack_sup<uint16_t>(a, uint16_t(v), ncpl);
+    };
+    put(old_ss);
+    put(old_sp);
+    for (unsigned k = nparam; k-- > 0;) put(params[k]);
+    put(old_cs);
+    put(ret_rip);
+    c.set_accessed(tsel, td);
+    c.seg[CS] = ncs;
+    c.seg[SS] = nss;
+    c.r[RSP] = lma ? sp : (old_sp & ~nmask) | sp;
+    c.rip = c.r[kRegNext] = off;
+    c.update_mode();
+}
+
+} // namespace
+
 // ---------------------------------------------------------------- far transfers
 
 void Core::far_jump(uint16_t sel, uint64_t off, bool call, unsigned osize, uint64_t ret_rip)
@@ -259,8 +386,12 @@ void Core::far_jump(uint16_t sel, uint64_t off, bool call, unsigned osize, uint6
     }
     if ((sel & 0xFFFC) == 0) raise(GP, 0);
     uint64_t d = read_descriptor(sel, GP);
+    if (!is_seg(d) && (((d >> 40) & 0xF) == 0xC || ((d >> 40) & 0xF) == 4)) {
+        gate_transfer(*this, sel, d, call, ret_rip);
+        return;
+    }
     if (!is_seg(d) || !is_code(d))
-        raise(GP, sel & 0xFFFC); // call gates, task gates, TSS: not modelled (QUIRKS.md)
+        raise(GP, sel & 0xFFFC); // task gates, TSS: not modelled (QUIRKS.md)
     bool conforming = d & (1ull << 42);
     if (conforming ? desc_dpl(d) > cpl : ((sel & 3) > cpl || desc_dpl(d) != cpl)) raise(GP, sel & 0xFFFC);
     if (!desc_present(d)) raise(NP, sel & 0xFFFC);
@@ -941,6 +1072,23 @@ template <int S, int M> void rdtscp(Core& c, Insn const&)
     c.r[RDX] = t >> 32;
     c.r[RCX] = uint32_t(c.msr.tsc_aux);
 }
+// XGETBV/XSETBV (APM vol 3; Intel SDM vol 2): XCR0 is the only XCR; it holds x87 (bit 0, always
+// set) and SSE (bit 1). AVX and everything above are unsupported, so setting them is #GP(0).
+template <int S, int M> void xgetbv(Core& c, Insn const&)
+{
+    if (!(c.cr4 & cr4::OSXSAVE)) c.raise(UD);
+    if (uint32_t(c.r[RCX]) != 0) c.raise(GP, 0);
+    c.r[RAX] = uint32_t(c.xcr0);
+    c.r[RDX] = uint32_t(c.xcr0 >> 32);
+}
+template <int S, int M> void xsetbv(Core& c, Insn const&)
+{
+    if (!(c.cr4 & cr4::OSXSAVE)) c.raise(UD);
+    if (c.cpl != 0 || uint32_t(c.r[RCX]) != 0) c.raise(GP, 0);
+    uint64_t v = (c.r[RDX] << 32) | uint32_t(c.r[RAX]);
+    if (!(v & 1) || (v & ~3ull)) c.raise(GP, 0);
+    c.xcr0 = v;
+}
 template <int SET, int S, int M> void clac_stac(Core& c, Insn const&)
 {
     need_cpl0(c); // SMAP is advertised, so CLAC/STAC are never #UD
@@ -1270,6 +1418,8 @@ void register_sys_ops(OpTables& t)
     set_op(r01[0xF9], "rdtscp", 0, Imm::None, SEVEMU_H(rdtscp));
     set_op(r01[0xCA], "clac", 0, Imm::None, SEVEMU_HA(clac_stac, 0));
     set_op(r01[0xCB], "stac", 0, Imm::None, SEVEMU_HA(clac_stac, 1));
+    set_op(r01[0xD0], "xgetbv", 0, Imm::None, SEVEMU_H(xgetbv));
+    set_op(r01[0xD1], "xsetbv", 0, Imm::None, SEVEMU_H(xsetbv));
 
     set_op(x[0x05], "syscall", kEnd, Imm::None, SEVEMU_H(syscall));
     set_op(x[0x07], "sysret", kEnd, Imm::None, SEVEMU_H(sysret));
@@ -1289,10 +1439,9 @@ void register_sys_ops(OpTables& t)
     set_op(x[0x32], "rdmsr", 0, Imm::None, SEVEMU_H(rdmsr_op));
     set_op(x[0x33], "rdpmc", 0, Imm::None, SEVEMU_H(rdpmc));
     set_op(x[0xA2], "cpuid", 0, Imm::None, SEVEMU_H(cpuid_op));
-    // 0F AE group 15: fences and CLFLUSH; F3 0F AE: RDFSBASE/RDGSBASE/WRFSBASE/WRGSBASE
+    // 0F AE group 15: SFENCE and CLFLUSH; F3 0F AE: RDFSBASE/RDGSBASE/WRFSBASE/WRGSBASE
     x[0xAE] = { "grp15", 0, Imm::None, 15 };
-    set_op(t.grp[15][5], "lfence", kRegOnly, Imm::None, SEVEMU_H(nop_sys));
-    set_op(t.grp[15][6], "mfence", kRegOnly, Imm::None, SEVEMU_H(nop_sys));
+    // /5 and /6 (LFENCE/XRSTOR, MFENCE/XSAVEOPT) are registered by exec_sse.cpp with XSAVE.
     set_op(t.grp[15][7], "sfence/clflush", 0, Imm::None, SEVEMU_H(fence_or_clflush));
     t.map[kMapF30F][0xAE] = { "grp15f3", kRegOnly, Imm::None, 16 };
     set_op(t.grp[16][0], "rdfsbase", 0, Imm::None, SEVEMU_HA(fsgsbase, 0));

@@ -61,7 +61,8 @@ TEST_CASE("model: CPUID advertises only what is implemented", "[cpu][model]")
     CHECK((l1.edx & (1u << 0)) != 0);   // FPU
     CHECK((l1.ecx & (1u << 0)) == 0);   // no SSE3
     CHECK((l1.ecx & (1u << 19)) == 0);  // no SSE4.1
-    CHECK((l1.ecx & (1u << 26)) == 0);  // no XSAVE
+    CHECK((l1.ecx & (1u << 26)) != 0);  // XSAVE (x87 and SSE state; xsave_test.cpp)
+    CHECK((l1.ecx & (1u << 27)) == 0);  // OSXSAVE: CR4.OSXSAVE is clear
     CHECK((l1.ecx & (1u << 28)) == 0);  // no AVX
     CHECK((l1.ecx & (1u << 17)) == 0);  // no PCID
     auto l7 = guest_cpuid(m, 7);
