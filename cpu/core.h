@@ -337,6 +337,7 @@ struct Core {
     void set_accessed(uint16_t sel, uint64_t desc);
     static Segment seg_from_desc(uint16_t sel, uint64_t d, uint64_t d_hi = 0);
     void far_jump(uint16_t sel, uint64_t off, bool call, unsigned osize, uint64_t ret_rip);
+    Segment load_outer_ss(uint16_t ss_sel, unsigned rpl, bool target64);
     void far_return(unsigned osize, uint16_t pop_extra);
     void iret(unsigned osize);
     void deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip);

@@ -410,6 +410,27 @@ void Core::far_jump(uint16_t sel, uint64_t off, bool call, unsigned osize, uint6
     update_mode();
 }
 
+// The SS a return to an outer level loads (far RET, IRET; APM vol 2 §4.11.3, §8.9.5): a null
+// selector only for a 64-bit target below ring 3, otherwise a present writable data segment at
+// the new level.
+Segment Core::load_outer_ss(uint16_t ss_sel, unsigned rpl, bool target64)
+{
+    Segment nss;
+    if ((ss_sel & 0xFFFC) == 0) {
+        if (!target64 || rpl == 3) raise(GP, 0);
+        nss.selector = ss_sel;
+        nss.attr = uint16_t(rpl << 5);
+    } else {
+        if ((ss_sel & 3) != rpl) raise(GP, ss_sel & 0xFFFC);
+        uint64_t sd = read_descriptor(ss_sel, GP);
+        if (!is_seg(sd) || is_code(sd) || !(sd & (1ull << 41)) || desc_dpl(sd) != rpl) raise(GP, ss_sel & 0xFFFC);
+        if (!desc_present(sd)) raise(SS_, ss_sel & 0xFFFC);
+        set_accessed(ss_sel, sd);
+        nss = seg_from_desc(ss_sel, sd | (1ull << 40));
+    }
+    return nss;
+}
+
 void Core::far_return(unsigned osize, uint16_t extra)
 {
     uint64_t m = stack_mask();
@@ -447,20 +468,8 @@ void Core::far_return(unsigned osize, uint16_t extra)
     // Return to an outer level: pop SS:rSP too (APM vol 2 §4.11.3).
     uint64_t new_sp = peek(sp + 2 * osize + extra);
     uint16_t ss_sel = uint16_t(peek(sp + 3 * osize + extra));
-    Segment nss;
     bool target64 = (efer & efer::LMA) && ncs.long_mode();
-    if ((ss_sel & 0xFFFC) == 0) {
-        if (!target64 || rpl == 3) raise(GP, 0);
-        nss.selector = ss_sel;
-        nss.attr = uint16_t(rpl << 5);
-    } else {
-        if ((ss_sel & 3) != rpl) raise(GP, ss_sel & 0xFFFC);
-        uint64_t sd = read_descriptor(ss_sel, GP);
-        if (!is_seg(sd) || is_code(sd) || !(sd & (1ull << 41)) || desc_dpl(sd) != rpl) raise(GP, ss_sel & 0xFFFC);
-        if (!desc_present(sd)) raise(SS_, ss_sel & 0xFFFC);
-        set_accessed(ss_sel, sd);
-        nss = seg_from_desc(ss_sel, sd | (1ull << 40));
-    }
+    Segment nss = load_outer_ss(ss_sel, rpl, target64);
     seg[CS] = ncs;
     seg[SS] = nss;
     uint64_t nm = target64 ? ~0ull : nss.big() ? 0xFFFFFFFFull : 0xFFFF;
@@ -530,19 +539,7 @@ void Core::iret(unsigned osize)
     // 64-bit mode always pops SS:RSP (APM vol 2 §8.9.5); otherwise only on a level change.
     uint64_t new_sp = peek(sp + 3 * osize);
     uint16_t ss_sel = uint16_t(peek(sp + 4 * osize));
-    Segment nss;
-    if ((ss_sel & 0xFFFC) == 0) {
-        if (!target64 || rpl == 3) raise(GP, 0);
-        nss.selector = ss_sel;
-        nss.attr = uint16_t(rpl << 5);
-    } else {
-        if ((ss_sel & 3) != rpl) raise(GP, ss_sel & 0xFFFC);
-        uint64_t sd = read_descriptor(ss_sel, GP);
-        if (!is_seg(sd) || is_code(sd) || !(sd & (1ull << 41)) || desc_dpl(sd) != rpl) raise(GP, ss_sel & 0xFFFC);
-        if (!desc_present(sd)) raise(SS_, ss_sel & 0xFFFC);
-        set_accessed(ss_sel, sd);
-        nss = seg_from_desc(ss_sel, sd | (1ull << 40));
-    }
+    Segment nss = load_outer_ss(ss_sel, rpl, target64);
     seg[CS] = ncs;
     seg[SS] = nss;
     uint64_t nm = target64 ? ~0ull : nss.big() ? 0xFFFFFFFFull : 0xFFFF;
