@@ -3,6 +3,7 @@
 #pragma once
 
 #include "cpu/cpu.h"
+#include "cpu/svm/svm.h"
 #include "mmu/memory_controller.h"
 #include "mmu/paging.h"
 #include "mmu/tlb.h"
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -65,6 +67,12 @@ struct GuestFault {
     uint8_t vector;
     bool has_error;
     uint32_t error;
+};
+
+// An intercept fired in guest mode (thrown from a handler before it changes anything, like a
+// GuestFault): run() catches it and performs the #VMEXIT (exec_svm.cpp).
+struct SvmExit {
+    svm::ExitInfo info;
 };
 
 enum : uint8_t { DE = 0, DB = 1, NMI = 2, BP = 3, OF_ = 4, BR = 5, UD = 6, NM = 7, DF_ = 8, TS = 10,
@@ -129,6 +137,30 @@ struct Core {
     bool irq_shadow {};
     std::atomic<bool> stop_requested {};
     bool pending_shutdown {};
+
+    // ---- SVM (exec_svm.cpp; APM vol 2 §15)
+    std::optional<svm::GuestMode> guest; // set between VMRUN and #VMEXIT
+    bool gif { true };                   // global interrupt flag (§15.17)
+    bool host_vmrun {};                  // inside Cpu::host_vmrun(): run() returns at #VMEXIT
+    bool vmexit_done {};                 // a #VMEXIT happened while host_vmrun
+    std::optional<svm::Event> delivering; // the event being delivered (for EXITINTINFO)
+    std::unique_ptr<mmu::TableResolver> guest_tables; // guest page walks under nested paging
+
+    bool intercepted(svm::Intercept i) const { return guest && guest->intercepts(i); }
+    // Raise #VMEXIT(code) for an intercepted instruction: nRIP = the next instruction.
+    [[noreturn]] void intercept(svm::Intercept i, uint64_t info1 = 0, uint64_t info2 = 0);
+    [[noreturn]] void vmexit_now(uint64_t code, uint64_t info1, uint64_t info2, uint64_t nrip);
+    void do_vmexit(svm::ExitInfo info);  // the #VMEXIT itself (at an instruction boundary)
+    void do_vmrun(uint64_t next_rip);    // VMRUN rAX from the host
+    svm::SvmCpuView svm_view();
+    void svm_apply(svm::SvmCpuView const&);
+    svm::HostContext host_context();
+    struct GuestPage { uint64_t spa; mmu::KeyId key; };
+    GuestPage guest_page(uint64_t gpa_page, bool guest_c, bool write, bool fetch);
+    bool check_guest_interrupts();      // virtual interrupts / INTR intercept; true if it acted
+    void deliver_injected(svm::Event const&);
+    CpuState get_state();
+    void put_state(CpuState const&);
 
     mmu::MemoryController& mc;
     CpuModel model;
@@ -356,6 +388,9 @@ struct Core {
 
     void reset();
 };
+
+// Guest page walks under nested paging (exec_svm.cpp).
+std::unique_ptr<mmu::TableResolver> make_guest_tables(Core&);
 
 // Decoder (decode.cpp). Returns the instruction length, 0 when more bytes are needed.
 unsigned decode_one(uint8_t const* bytes, size_t avail, uint8_t mode, Insn& out);

@@ -15,6 +15,7 @@ std::string_view stop_reason_name(StopReason r)
     case StopReason::Halted: return "halted";
     case StopReason::Shutdown: return "shutdown";
     case StopReason::StopRequested: return "stop-requested";
+    case StopReason::VmExit: return "vmexit";
     }
     return "?";
 }
@@ -25,6 +26,7 @@ Core::Core(mmu::MemoryController& m, CpuModel mdl, IoHandler& i)
     , info(cpu_model_info(mdl))
     , io(i)
 {
+    guest_tables = make_guest_tables(*this);
     self_ref = std::make_shared<Core*>(this);
     std::weak_ptr<Core*> weak = self_ref;
     mc.add_invalidation_listener([weak](Spa page) {
@@ -86,12 +88,26 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
     mmu::AccessKind acc { write, user, fetch, implicit_sup, bool(flags & AC) };
     auto t = mmu::walk(mc, pctx, a, acc);
     if (!t) {
+        auto const& f = t.error();
+        if (f.nested) // a guest page-table access failed its nested walk
+            vmexit_now(svm::exitcode::SVM_EXIT_NPF, f.nested_info1, f.nested_info2, 0);
+        // An intercepted #PF leaves the guest's CR2 alone; EXITINFO2 has the address (§15.12).
+        if (SEVEMU_UNLIKELY(guest.has_value()) && guest->intercepts_exception(PF_))
+            vmexit_now(svm::exitcode::SVM_EXIT_EXCP_BASE + PF_, f.error_code, a, 0);
         cr2 = a;
-        raise(PF_, t.error().error_code);
+        raise(PF_, f.error_code);
     }
     ++stats.tlb_misses;
     uint64_t page = t->page.value;
-    mmu::KeyId key = pctx.mode == mmu::PagingMode::None ? mmu::KeyId::none() : mmu::key_for(pctx, t->encrypted);
+    mmu::KeyId key = mmu::KeyId::none();
+    if (SEVEMU_UNLIKELY(guest.has_value()) && guest->np) {
+        // Guest-physical -> system-physical, and the key of this access (SEV).
+        auto g = guest_page(page | (a & 0xFFF), t->encrypted, write, fetch);
+        page = g.spa;
+        key = g.key;
+    } else {
+        key = pctx.mode == mmu::PagingMode::None ? mmu::KeyId::none() : mmu::key_for(pctx, t->encrypted);
+    }
     Xlate x { page | (a & 0xFFF), nullptr, key };
     if (mc.is_dram(Spa(page))) {
         auto p = mc.page_pointer(Spa(page), key, write ? mmu::Access::Write : mmu::Access::Read);
@@ -236,7 +252,9 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
 {
     Xlate x = translate(lin, false, true);
     uint64_t pfn = x.spa >> 12;
-    uint64_t key = (x.spa << 2) | mode;
+    // The same frame decrypts differently under another key (an SEV guest's private code vs the
+    // hypervisor's view): the key is part of the block's identity.
+    uint64_t key = ((x.spa << 2) | mode) ^ (uint64_t(x.key.slot_number() & 0x3FF) << 54);
     if (x.host) {
         auto it = blocks.find(key);
         if (it != blocks.end() && it->second->lin == lin) // same linear address: same page split
@@ -365,9 +383,22 @@ RunResult Cpu::run(uint64_t max_instructions)
 {
     Core& c = *m_core;
     uint64_t done = 0, events = 0;
+    auto vmexit = [&c](SvmExit const& e) {
+        c.brk = false;
+        c.do_vmexit(e.info);
+    };
     for (;;) {
-        if (c.pending_shutdown)
+        if (c.vmexit_done) // the guest of host_vmrun() left
+            return { StopReason::VmExit, done };
+        if (c.pending_shutdown) {
+            // Shutdown in a guest that intercepts it is a #VMEXIT (APM vol 2 §15.12).
+            if (c.guest && c.guest->intercepts(svm::Intercept::SHUTDOWN)) {
+                c.pending_shutdown = false;
+                c.do_vmexit({ svm::exitcode::SVM_EXIT_SHUTDOWN, 0, 0, std::nullopt, 0 });
+                continue;
+            }
             return { StopReason::Shutdown, done };
+        }
         if (c.stop_requested.exchange(false, std::memory_order_relaxed))
             return { StopReason::StopRequested, done };
         if (done + events >= max_instructions)
@@ -375,7 +406,19 @@ RunResult Cpu::run(uint64_t max_instructions)
         c.graveyard.clear();
         // External interrupts (APM vol 2 §8.1.3): sampled at instruction boundaries when IF=1
         // and not in the shadow of STI / MOV SS.
-        if ((c.flags & IF) && !c.irq_shadow && c.io.interrupt_pending()) {
+        if (SEVEMU_UNLIKELY(c.guest.has_value())) {
+            bool acted;
+            try {
+                acted = c.check_guest_interrupts();
+            } catch (SvmExit const& e) {
+                vmexit(e);
+                acted = true;
+            }
+            if (acted) {
+                ++events;
+                continue;
+            }
+        } else if (c.gif && (c.flags & IF) && !c.irq_shadow && !c.host_vmrun && c.io.interrupt_pending()) {
             uint8_t v = c.io.acknowledge_interrupt();
             c.halted = false;
             try {
@@ -413,9 +456,17 @@ RunResult Cpu::run(uint64_t max_instructions)
             }
         } catch (GuestFault const& f) {
             c.brk = false;
-            c.exception(f);
+            try {
+                c.exception(f);
+            } catch (SvmExit const& e) { // an intercepted exception (or an NPF while delivering)
+                vmexit(e);
+            }
             // An event delivery counts against the budget, so that a guest whose handler
             // faults again at once (a legal endless loop) still returns from run().
+            if (k == 0)
+                ++events;
+        } catch (SvmExit const& e) { // an intercept: the instruction did not retire
+            vmexit(e);
             if (k == 0)
                 ++events;
         }
@@ -427,58 +478,9 @@ RunResult Cpu::run(uint64_t max_instructions)
 
 void Cpu::request_stop() { m_core->stop_requested.store(true, std::memory_order_relaxed); }
 
-CpuState Cpu::state() const
-{
-    Core& c = *m_core;
-    CpuState s;
-    for (int k = 0; k < 16; ++k) s.gpr[k] = c.r[k];
-    s.rip = c.rip;
-    s.rflags = c.get_rflags();
-    for (int k = 0; k < 6; ++k) s.seg[k] = c.seg[k];
-    s.ldtr = c.ldtr;
-    s.tr = c.tr;
-    s.gdtr = c.gdtr;
-    s.idtr = c.idtr;
-    s.cr0 = c.cr0; s.cr2 = c.cr2; s.cr3 = c.cr3; s.cr4 = c.cr4; s.cr8 = c.cr8;
-    s.efer = c.efer;
-    for (int k = 0; k < 4; ++k) s.dr[k] = c.dr[k];
-    s.dr6 = c.dr6;
-    s.dr7 = c.dr7;
-    s.xcr0 = c.xcr0;
-    for (int k = 0; k < 16; ++k) s.xmm[k] = { c.xmm[k][0], c.xmm[k][1] };
-    s.mxcsr = c.mxcsr;
-    s.tsc = c.read_tsc();
-    s.msr = c.msr;
-    return s;
-}
+CpuState Cpu::state() const { return m_core->get_state(); }
 
-void Cpu::set_state(CpuState const& s)
-{
-    Core& c = *m_core;
-    for (int k = 0; k < 16; ++k) c.r[k] = s.gpr[k];
-    c.rip = s.rip;
-    c.flags = (s.rflags & 0x3F7FD7) | 2;
-    c.lf_kind = LF_NONE;
-    for (int k = 0; k < 6; ++k) c.seg[k] = s.seg[k];
-    c.ldtr = s.ldtr;
-    c.tr = s.tr;
-    c.gdtr = s.gdtr;
-    c.idtr = s.idtr;
-    c.cr0 = s.cr0; c.cr2 = s.cr2; c.cr3 = s.cr3; c.cr4 = s.cr4; c.cr8 = s.cr8;
-    c.efer = s.efer;
-    for (int k = 0; k < 4; ++k) c.dr[k] = s.dr[k];
-    c.dr6 = s.dr6;
-    c.dr7 = s.dr7;
-    c.xcr0 = s.xcr0;
-    for (int k = 0; k < 16; ++k) { c.xmm[k][0] = s.xmm[k][0]; c.xmm[k][1] = s.xmm[k][1]; }
-    c.mxcsr = s.mxcsr;
-    c.tsc_offset = int64_t(s.tsc - c.icount);
-    c.msr = s.msr;
-    c.halted = false;
-    c.pending_shutdown = false;
-    c.update_mode();
-    c.update_paging();
-}
+void Cpu::set_state(CpuState const& s) { m_core->put_state(s); }
 
 void Cpu::invalidate_code(Spa addr, uint64_t len)
 {

@@ -23,6 +23,9 @@
 #include "cpu/io.h"
 #include "cpu/state.h"
 #include "base/addr.h"
+#include "base/result.h"
+
+#include <array>
 
 #include <cstdint>
 #include <memory>
@@ -43,6 +46,8 @@ enum class StopReason : uint8_t {
     Halted,           // HLT and no interrupt can wake it now (IF=0, or nothing pending)
     Shutdown,         // triple fault (APM vol 2 §8.2.9) — the platform would reset
     StopRequested,    // request_stop() was called (by an IoHandler, typically)
+    VmExit,           // a #VMEXIT ended the guest started by host_vmrun() (only host_vmrun
+                      // sees this; run() outside it never returns it)
 };
 std::string_view stop_reason_name(StopReason);
 
@@ -71,6 +76,22 @@ public:
     void setup_multiboot_entry(uint32_t entry, uint32_t multiboot_info);
 
     RunResult run(uint64_t max_instructions);
+
+    // SVM from the host's side, for the built-in (C++) hypervisor: what `VMRUN rAX` does in a
+    // 64-bit host at CPL 0 with EFER.SVME=1 and VM_HSAVE_PA = host_save_area, with the guest's
+    // GPRs other than RAX/RSP loaded before and saved after (KVM's __svm_vcpu_run). Runs the
+    // guest until #VMEXIT, whose information is then in the VMCB. After max_instructions, or
+    // when request_stop() was called, the host takes a physical interrupt: #VMEXIT(INTR) if the
+    // VMCB intercepts INTR, otherwise the guest keeps running (as on hardware, where an
+    // unintercepted host interrupt goes to the guest's IDT; sevemu then simply continues).
+    // The error is a message when VMRUN itself faulted (#UD/#GP: a VMCB outside DRAM, say);
+    // a failed consistency check is a normal #VMEXIT(VMEXIT_INVALID).
+    struct HostVmrunResult {
+        uint64_t instructions;         // guest instructions retired
+    };
+    Result<HostVmrunResult, std::string> host_vmrun(Spa vmcb, Spa host_save_area, std::array<uint64_t, 16>& gprs,
+        uint64_t max_instructions);
+    bool in_guest_mode() const;
     // run() returns StopRequested after the instruction in progress (port I/O and MMIO end a
     // block, so a device's request takes effect at once). Thread-safe (an atomic flag); a
     // request made while run() is not executing makes the next run() return at once.

@@ -39,7 +39,11 @@ constexpr uint32_t kLeaf1Edx = (1u << 0) /* FPU */ | f1edx::DE | f1edx::PSE | f1
 constexpr uint32_t kLeaf1Ecx = (1u << 26) /* XSAVE */ | (1u << 13) /* CX16 */ | (1u << 22) /* MOVBE */ | (1u << 23) /* POPCNT */;
 constexpr uint32_t kLeaf7Ebx = (1u << 0) /* FSGSBASE */ | (1u << 3) /* BMI1 */ | (1u << 7) /* SMEP */
     | (1u << 8) /* BMI2 */ | (1u << 20) /* SMAP */;
-constexpr uint32_t kExt1Ecx = (1u << 0) /* LahfSahf */ | (1u << 5) /* ABM (LZCNT) */ | (1u << 8) /* PREFETCHW */;
+constexpr uint32_t kExt1Ecx = (1u << 0) /* LahfSahf */ | (1u << 2) /* SVM */ | (1u << 5) /* ABM (LZCNT) */
+    | (1u << 8) /* PREFETCHW */;
+// CPUID 8000_000A (APM vol 3 Appendix E.4.9): SVM revision 1, the ASID count, and the SVM
+// features the interpreter implements: nested paging (EDX[0]) and NRIP save (EDX[3]).
+constexpr uint32_t kSvmRevision = 1, kSvmAsids = 32768, kSvmFeatures = (1u << 0) | (1u << 3);
 constexpr uint32_t kExt1Edx = (kLeaf1Edx & 0x0183F3FF) | (1u << 11) /* SYSCALL */ | (1u << 20) /* NX */
     | (1u << 26) /* Page1GB */ | (1u << 27) /* RDTSCP */ | (1u << 29) /* LM */;
 
@@ -137,6 +141,11 @@ CpuidResult cpuid_query(CpuModel model, uint32_t leaf, uint32_t subleaf, bool os
         break;
     case 0x80000008:
         r.eax = m.phys_addr_bits | (uint32_t(m.lin_addr_bits) << 8);
+        break;
+    case 0x8000000A:
+        r.eax = kSvmRevision;
+        r.ebx = kSvmAsids;
+        r.edx = kSvmFeatures;
         break;
     case 0x8000001F:
         // §1.1: EAX features, EBX C-bit/reduction/VMPLs, ECX guests, EDX min SEV-only ASID.

@@ -88,6 +88,14 @@ void Core::update_paging()
     pctx.sme = msr.syscfg & syscfg::MemEncryptionModEn;
     pctx.c_bit = info.c_bit;
     pctx.phys_bits = uint8_t(info.phys_addr_bits - (pctx.sme ? info.phys_addr_reduction : 0));
+    pctx.resolver = nullptr;
+    if (guest && guest->np) {
+        // A guest under nested paging: its tables are in guest-physical memory, and its C-bit is
+        // the SEV guest's own (the guest has no SYSCFG; SEV makes the bit meaningful, §15.34.5).
+        pctx.resolver = guest_tables.get();
+        pctx.sme = guest->sev;
+        pctx.phys_bits = uint8_t(info.phys_addr_bits - (guest->sev ? info.phys_addr_reduction : 0));
+    }
     flush_tlb(true);
 }
 
@@ -682,6 +690,10 @@ void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software,
 void Core::exception(GuestFault const& f)
 {
     ++stats.exceptions;
+    // An intercepted exception is a #VMEXIT with the error code in EXITINFO1 (APM vol 2 §15.12);
+    // #PF is intercepted where it is raised (translate), with the address in EXITINFO2.
+    if (SEVEMU_UNLIKELY(guest.has_value()) && guest->intercepts_exception(f.vector))
+        vmexit_now(svm::exitcode::SVM_EXIT_EXCP_BASE + f.vector, f.has_error ? f.error : 0, 0, 0);
     auto contributory = [](uint8_t v) { return v == DE || v == TS || v == NP || v == SS_ || v == GP; };
     try {
         deliver_event(f.vector, f.has_error, f.error, false, rip);
@@ -888,6 +900,7 @@ template <int S, int M> void sti(Core& c, Insn const&)
 template <int S, int M> void hlt(Core& c, Insn const&)
 {
     need_cpl0(c);
+    if (c.intercepted(svm::Intercept::HLT)) c.intercept(svm::Intercept::HLT);
     c.halted = true;
     end(c);
 }
@@ -917,11 +930,21 @@ template <int S, int M> void fwait(Core& c, Insn const&)
 }
 
 // ---- port I/O (A: 0 imm port, 1 DX port)
+// In guest mode: IOIO_PROT and the IOPM (APM vol 2 §15.10), after the protection checks;
+// EXITINFO1 describes the access, EXITINFO2 is the next RIP.
+inline void io_intercept(Core& c, Insn const& i, uint16_t port, unsigned n, bool in, bool str)
+{
+    if (SEVEMU_LIKELY(!c.guest) || !c.guest->io_intercepted(c.mc, port, n)) return;
+    svm::IoioInfo io { port, n, in, str, bool(i.pfx & (kPfxRep | kPfxRepne)) && str,
+        i.asize == 0 ? 16u : i.asize == 1 ? 32u : 64u, uint8_t(str && !in ? i.seg : DS) };
+    c.intercept(svm::Intercept::IOIO_PROT, svm::ioio_exit_info_1(io), c.r[kRegNext]);
+}
 template <int A, int S, int M> void in_op(Core& c, Insn const& i)
 {
     uint16_t port = A ? uint16_t(c.r[RDX]) : uint16_t(i.imm);
     constexpr unsigned n = S > 4 ? 4 : S;
     if (!c.io_allowed(port, n)) c.raise(GP, 0);
+    io_intercept(c, i, port, n, true, false);
     c.setr<(S > 4 ? 4 : S)>(0, c.io.port_in(port, n));
     end(c);
 }
@@ -930,6 +953,7 @@ template <int A, int S, int M> void out_op(Core& c, Insn const& i)
     uint16_t port = A ? uint16_t(c.r[RDX]) : uint16_t(i.imm);
     constexpr unsigned n = S > 4 ? 4 : S;
     if (!c.io_allowed(port, n)) c.raise(GP, 0);
+    io_intercept(c, i, port, n, false, false);
     c.io.port_out(port, n, uint32_t(c.r[RAX]) & (n == 4 ? 0xFFFFFFFFu : (1u << (8 * n)) - 1));
     end(c);
 }
@@ -938,6 +962,7 @@ template <int A, int S, int M> void ins_outs(Core& c, Insn const& i)
     constexpr unsigned n = S > 4 ? 4 : S;
     uint16_t port = uint16_t(c.r[RDX]);
     if (!c.io_allowed(port, n)) c.raise(GP, 0);
+    io_intercept(c, i, port, n, A == 0, true);
     uint64_t am = kAsizeMask[i.asize];
     bool rep = i.pfx & (kPfxRep | kPfxRepne);
     int64_t d = (c.flags & DF) ? -int64_t(n) : int64_t(n);
@@ -1050,6 +1075,7 @@ template <int S, int M> void invlpg(Core& c, Insn const& i)
 {
     need_cpl0(c);
     uint64_t a = c.mode64 ? c.ea(i) + c.seg_base[i.seg] : uint32_t(c.ea(i) + c.seg_base[i.seg]);
+    if (c.intercepted(svm::Intercept::INVLPG)) c.intercept(svm::Intercept::INVLPG, a); // decode assist: the address
     c.tlb.flush_page(a);
     c.flush_jump_cache();
     end(c);
@@ -1064,6 +1090,7 @@ template <int S, int M> void swapgs(Core& c, Insn const&)
 template <int S, int M> void rdtscp(Core& c, Insn const&)
 {
     if ((c.cr4 & cr4::TSD) && c.cpl != 0) c.raise(GP, 0);
+    if (c.intercepted(svm::Intercept::RDTSCP)) c.intercept(svm::Intercept::RDTSCP);
     uint64_t t = c.read_tsc();
     c.r[RAX] = uint32_t(t);
     c.r[RDX] = t >> 32;
@@ -1081,7 +1108,9 @@ template <int S, int M> void xgetbv(Core& c, Insn const&)
 template <int S, int M> void xsetbv(Core& c, Insn const&)
 {
     if (!(c.cr4 & cr4::OSXSAVE)) c.raise(UD);
-    if (c.cpl != 0 || uint32_t(c.r[RCX]) != 0) c.raise(GP, 0);
+    if (c.cpl != 0) c.raise(GP, 0);
+    if (c.intercepted(svm::Intercept::XSETBV)) c.intercept(svm::Intercept::XSETBV);
+    if (uint32_t(c.r[RCX]) != 0) c.raise(GP, 0);
     uint64_t v = (c.r[RDX] << 32) | uint32_t(c.r[RAX]);
     if (!(v & 1) || (v & ~3ull)) c.raise(GP, 0);
     c.xcr0 = v;
@@ -1098,6 +1127,9 @@ template <int TO_CR, int S, int M> void mov_cr(Core& c, Insn const& i)
     need_cpl0(c);
     unsigned n = i.reg / 8;
     unsigned g = i.rm / 8;
+    // CRn intercepts (§15.9), with the decode assist in EXITINFO1 (bit 63, the GPR).
+    if (SEVEMU_UNLIKELY(c.guest.has_value()) && (TO_CR ? c.guest->intercepts_cr_write(n) : c.guest->intercepts_cr_read(n)))
+        c.intercept(svm::Intercept((TO_CR ? 16 : 0) + n), svm::mov_cr_exit_info_1(g));
     if (TO_CR) {
         uint64_t v = c.mode64 ? c.r[g] : uint32_t(c.r[g]);
         switch (n) {
@@ -1127,6 +1159,8 @@ template <int TO_DR, int S, int M> void mov_dr(Core& c, Insn const& i)
     need_cpl0(c);
     unsigned n = i.reg / 8;
     unsigned g = i.rm / 8;
+    if (SEVEMU_UNLIKELY(c.guest.has_value()) && (TO_DR ? c.guest->intercepts_dr_write(n) : c.guest->intercepts_dr_read(n)))
+        c.intercept(svm::Intercept((TO_DR ? 48 : 32) + n), svm::mov_cr_exit_info_1(g));
     if (n >= 8) c.raise(UD);
     if (n == 4 || n == 5) {
         if (c.cr4 & cr4::DE) c.raise(UD);
@@ -1143,9 +1177,16 @@ template <int TO_DR, int S, int M> void mov_dr(Core& c, Insn const& i)
         if (!c.mode64) c.r[g] = uint32_t(c.r[g]);
     }
 }
+// MSR_PROT and the MSRPM (§15.11): EXITINFO1 = 0 for RDMSR, 1 for WRMSR.
+inline void msr_intercept(Core& c, bool write)
+{
+    if (SEVEMU_UNLIKELY(c.guest.has_value()) && c.guest->msr_intercepted(c.mc, uint32_t(c.r[RCX]), write))
+        c.intercept(svm::Intercept::MSR_PROT, svm::msr_exit_info_1(write));
+}
 template <int S, int M> void rdmsr_op(Core& c, Insn const&)
 {
     need_cpl0(c);
+    msr_intercept(c, false);
     uint64_t v;
     if (!c.rdmsr(uint32_t(c.r[RCX]), v)) c.raise(GP, 0);
     c.r[RAX] = uint32_t(v);
@@ -1154,12 +1195,14 @@ template <int S, int M> void rdmsr_op(Core& c, Insn const&)
 template <int S, int M> void wrmsr_op(Core& c, Insn const&)
 {
     need_cpl0(c);
+    msr_intercept(c, true);
     uint64_t v = (c.r[RDX] << 32) | uint32_t(c.r[RAX]);
     if (!c.wrmsr(uint32_t(c.r[RCX]), v)) c.raise(GP, 0);
     end(c);
 }
 template <int S, int M> void cpuid_op(Core& c, Insn const&)
 {
+    if (c.intercepted(svm::Intercept::CPUID)) c.intercept(svm::Intercept::CPUID);
     CpuidResult r = cpuid_query(c.model, uint32_t(c.r[RAX]), uint32_t(c.r[RCX]), c.cr4 & cr4::OSXSAVE, c.msr.apic_base & (1u << 11));
     c.r[RAX] = r.eax;
     c.r[RBX] = r.ebx;
@@ -1169,6 +1212,7 @@ template <int S, int M> void cpuid_op(Core& c, Insn const&)
 template <int S, int M> void rdtsc(Core& c, Insn const&)
 {
     if ((c.cr4 & cr4::TSD) && c.cpl != 0) c.raise(GP, 0);
+    if (c.intercepted(svm::Intercept::RDTSC)) c.intercept(svm::Intercept::RDTSC);
     uint64_t t = c.read_tsc();
     c.r[RAX] = uint32_t(t);
     c.r[RDX] = t >> 32;
@@ -1176,11 +1220,20 @@ template <int S, int M> void rdtsc(Core& c, Insn const&)
 template <int S, int M> void rdpmc(Core& c, Insn const&)
 {
     if (!(c.cr4 & cr4::PCE) && c.cpl != 0) c.raise(GP, 0);
+    if (c.intercepted(svm::Intercept::RDPMC)) c.intercept(svm::Intercept::RDPMC);
     if (uint32_t(c.r[RCX]) > 5) c.raise(GP, 0);
     c.r[RAX] = c.r[RDX] = 0; // counters not modelled: read as 0 (QUIRKS.md)
 }
 template <int S, int M> void clts(Core& c, Insn const&) { need_cpl0(c); c.cr0 &= ~cr0::TS; }
-template <int S, int M> void wbinvd(Core& c, Insn const&) { need_cpl0(c); c.mc.wbinvd(); end(c); }
+template <int INVD, int S, int M> void wbinvd(Core& c, Insn const&)
+{
+    need_cpl0(c);
+    if (c.intercepted(INVD ? svm::Intercept::INVD : svm::Intercept::WBINVD))
+        c.intercept(INVD ? svm::Intercept::INVD : svm::Intercept::WBINVD);
+    // INVD would drop dirty lines; the memory controller writes them back instead (QUIRKS.md).
+    c.mc.wbinvd();
+    end(c);
+}
 template <int S, int M> void clflush(Core& c, Insn const& i)
 {
     uint64_t a = c.lin(i, 1, false);
@@ -1333,8 +1386,11 @@ template <int S, int M> void arpl_movsxd(Core& c, Insn const& i)
 
 } // namespace
 
+void register_svm_ops(OpTables& t); // exec_svm.cpp
+
 void register_sys_ops(OpTables& t)
 {
+    register_svm_ops(t);
     auto& p = t.map[kMapPrimary];
     auto& x = t.map[kMap0F];
     set_op(p[0x06], "push es", kInv64, Imm::None, SEVEMU_HA(push_seg, ES));
@@ -1423,8 +1479,8 @@ void register_sys_ops(OpTables& t)
     set_op(x[0x34], "sysenter", kEnd, Imm::None, SEVEMU_H(sysenter));
     set_op(x[0x35], "sysexit", kEnd, Imm::None, SEVEMU_H(sysexit));
     set_op(x[0x06], "clts", 0, Imm::None, SEVEMU_H(clts));
-    set_op(x[0x08], "invd", 0, Imm::None, SEVEMU_H(wbinvd));
-    set_op(x[0x09], "wbinvd", 0, Imm::None, SEVEMU_H(wbinvd));
+    set_op(x[0x08], "invd", 0, Imm::None, SEVEMU_HA(wbinvd, 1));
+    set_op(x[0x09], "wbinvd", 0, Imm::None, SEVEMU_HA(wbinvd, 0));
     set_op(x[0x0B], "ud2", kEnd, Imm::None, SEVEMU_H(ud));
     set_op(x[0xB9], "ud1", kModrm | kEnd, Imm::None, SEVEMU_H(ud));
     set_op(x[0x20], "mov cr", kModrm | kForce64, Imm::None, SEVEMU_HA(mov_cr, 0));

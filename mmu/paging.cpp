@@ -14,6 +14,8 @@ struct Level {
     KeyId key { KeyId::none() }; // the key the entry is read with
     uint64_t value {}; // as read
     unsigned size {}; // 4 or 8
+    uint64_t gpa {};  // the entry's address as the tables name it (guest-physical under NPT)
+    bool parent_c {}; // the C-bit that selected its key
 };
 
 uint64_t read_entry(MemoryController& mc, Spa at, KeyId key, unsigned size)
@@ -42,6 +44,13 @@ Result<Translation, PageFault> walk(MemoryController& mc, PagingContext const& c
     bool user = acc.user && !acc.implicit_supervisor;
     uint32_t err = (acc.write ? pf::W : 0) | (user ? pf::U : 0) | (acc.fetch && (ctx.nxe || ctx.smep) ? pf::ID : 0);
     auto fault = [&](uint32_t extra) { return make_unexpected(PageFault { err | extra }); };
+    // Where a table entry is: the address itself with the key its parent's C-bit selects, or
+    // (nested paging) what the resolver says.
+    auto locate = [&](uint64_t addr, bool c) -> Result<TableRef, PageFault> {
+        if (ctx.resolver)
+            return ctx.resolver->table(addr, c, false);
+        return TableRef { Spa(addr), key_for(ctx, c) };
+    };
 
     if (ctx.mode == PagingMode::None) {
         Translation t;
@@ -67,13 +76,13 @@ Result<Translation, PageFault> walk(MemoryController& mc, PagingContext const& c
     bool c = false;
 
     if (ctx.mode == PagingMode::Legacy32) {
-        Spa table(ctx.cr3 & 0xFFFFF000u);
-        KeyId key = KeyId::none();
-        Spa pde_at = table + ((lin >> 22) & 0x3FF) * 4;
-        uint64_t pde = read_entry(mc, pde_at, key, 4);
+        auto pde_at = locate((ctx.cr3 & 0xFFFFF000u) + ((lin >> 22) & 0x3FF) * 4, false);
+        if (!pde_at)
+            return make_unexpected(pde_at.error());
+        uint64_t pde = read_entry(mc, pde_at->spa, pde_at->key, 4);
         if (!(pde & P))
             return fault(0);
-        levels[nlev++] = { pde_at, key, pde, 4 };
+        levels[nlev++] = { pde_at->spa, pde_at->key, pde, 4, (ctx.cr3 & 0xFFFFF000u) + ((lin >> 22) & 0x3FF) * 4, false };
         all_user &= bool(pde & US);
         all_write &= bool(pde & RW);
         if ((pde & PS) && ctx.pse) {
@@ -85,39 +94,47 @@ Result<Translation, PageFault> walk(MemoryController& mc, PagingContext const& c
             frame = Spa(base + (lin & 0x3FF000));
             entry = pde;
         } else {
-            Spa pte_at = Spa(pde & 0xFFFFF000u) + ((lin >> 12) & 0x3FF) * 4;
-            uint64_t pte = read_entry(mc, pte_at, key, 4);
+            uint64_t pte_gpa = (pde & 0xFFFFF000u) + ((lin >> 12) & 0x3FF) * 4;
+            auto pte_at = locate(pte_gpa, false);
+            if (!pte_at)
+                return make_unexpected(pte_at.error());
+            uint64_t pte = read_entry(mc, pte_at->spa, pte_at->key, 4);
             if (!(pte & P))
                 return fault(0);
-            levels[nlev++] = { pte_at, key, pte, 4 };
+            levels[nlev++] = { pte_at->spa, pte_at->key, pte, 4, pte_gpa, false };
             all_user &= bool(pte & US);
             all_write &= bool(pte & RW);
             frame = Spa(pte & 0xFFFFF000u);
             entry = pte;
         }
     } else {
-        KeyId key = key_for(ctx, ctx.cr3 & c_mask);
-        Spa table;
+        bool parent_c = ctx.cr3 & c_mask;
+        uint64_t table;
         int top;
         if (ctx.mode == PagingMode::Pae) {
             // PDPTE (§5.3.3): bits 1-2 and 5-8 reserved, no NX.
-            Spa pdpte_at = Spa(ctx.cr3 & 0xFFFFFFE0u) + ((lin >> 30) & 3) * 8;
-            uint64_t pdpte = read_entry(mc, pdpte_at, key, 8);
+            auto pdpte_at = locate((ctx.cr3 & 0xFFFFFFE0u) + ((lin >> 30) & 3) * 8, parent_c);
+            if (!pdpte_at)
+                return make_unexpected(pdpte_at.error());
+            uint64_t pdpte = read_entry(mc, pdpte_at->spa, pdpte_at->key, 8);
             if (!(pdpte & P))
                 return fault(0);
             if (pdpte & (0x1E6 | high_rsvd | NX))
                 return fault(pf::P | pf::RSV);
-            key = key_for(ctx, pdpte & c_mask);
-            table = Spa(pdpte & addr_mask);
+            parent_c = pdpte & c_mask;
+            table = pdpte & addr_mask;
             top = 1;
         } else {
-            table = Spa(ctx.cr3 & addr_mask);
+            table = ctx.cr3 & addr_mask;
             top = 3;
         }
         for (int lvl = top; lvl >= 0; --lvl) {
             unsigned shift = 12 + 9 * lvl;
-            Spa at = table + ((lin >> shift) & 0x1FF) * 8;
-            uint64_t e = read_entry(mc, at, key, 8);
+            uint64_t at_gpa = table + ((lin >> shift) & 0x1FF) * 8;
+            auto at = locate(at_gpa, parent_c);
+            if (!at)
+                return make_unexpected(at.error());
+            uint64_t e = read_entry(mc, at->spa, at->key, 8);
             if (!(e & P))
                 return fault(0);
             uint64_t rsvd = high_rsvd | nx_rsvd;
@@ -128,11 +145,11 @@ Result<Translation, PageFault> walk(MemoryController& mc, PagingContext const& c
                 rsvd |= ((1ull << shift) - 1) & ~0x1FFFull; // large-frame low address bits (PAT at 12)
             if (e & rsvd)
                 return fault(pf::P | pf::RSV);
-            levels[nlev++] = { at, key, e, 8 };
+            levels[nlev++] = { at->spa, at->key, e, 8, at_gpa, parent_c };
             all_user &= bool(e & US);
             all_write &= bool(e & RW);
             any_nx |= bool(e & NX) && ctx.nxe;
-            key = key_for(ctx, e & c_mask);
+            parent_c = e & c_mask;
             if (leaf) {
                 page_size = 1ull << shift;
                 uint64_t base = e & addr_mask & ~(page_size - 1);
@@ -141,7 +158,7 @@ Result<Translation, PageFault> walk(MemoryController& mc, PagingContext const& c
                 c = ctx.sme && (e & c_mask);
                 break;
             }
-            table = Spa(e & addr_mask);
+            table = e & addr_mask;
         }
     }
 
@@ -167,8 +184,15 @@ Result<Translation, PageFault> walk(MemoryController& mc, PagingContext const& c
         uint64_t v = levels[i].value | A;
         if (i == nlev - 1 && acc.write)
             v |= D;
-        if (v != levels[i].value)
+        if (v != levels[i].value) {
+            if (ctx.resolver) {
+                // Under nested paging the A/D update is a write to guest memory (§15.25.4).
+                auto w = ctx.resolver->table(levels[i].gpa, levels[i].parent_c, true);
+                if (!w)
+                    return make_unexpected(w.error());
+            }
             write_entry(mc, levels[i], v);
+        }
     }
 
     Translation t;

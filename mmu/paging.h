@@ -16,6 +16,23 @@ namespace sevemu::mmu {
 
 enum class PagingMode : uint8_t { None, Legacy32, Pae, Long4 };
 
+struct PageFault;
+struct TableRef {
+    Spa spa;                     // where the table entry is in system-physical memory
+    KeyId key { KeyId::none() }; // the key it is read and written with
+};
+// A guest's page walk under nested paging (APM vol 2 §15.25.4): the table addresses in CR3 and
+// in each entry are guest-physical; the resolver translates each one (the CPU does a nested walk)
+// and picks its key (SEV: a guest page-table walk is always private, §15.34.5). A failed nested
+// walk comes back as a PageFault with `nested` set, which the CPU turns into #VMEXIT(NPF).
+class TableResolver {
+public:
+    virtual ~TableResolver() = default;
+    // gpa: the entry's guest-physical address; c: the C-bit of CR3 or of the parent entry;
+    // write: the access is the A/D-bit update.
+    virtual Result<TableRef, PageFault> table(uint64_t gpa, bool c, bool write) = 0;
+};
+
 // Everything a walk depends on, captured from CR0/CR3/CR4/EFER/RFLAGS by the CPU.
 struct PagingContext {
     PagingMode mode { PagingMode::None };
@@ -24,6 +41,7 @@ struct PagingContext {
     bool sme {};              // SYSCFG.MemEncryptionModEn
     uint8_t c_bit { 51 };     // C-bit position
     uint8_t phys_bits { 48 }; // usable physical-address width (reduced when sme)
+    TableResolver* resolver {}; // nested paging: table addresses are guest-physical
 };
 
 struct AccessKind {
@@ -50,6 +68,10 @@ struct Translation {
 
 struct PageFault {
     uint32_t error_code {};
+    // Set when a table access failed its nested walk: the fault belongs to the hypervisor
+    // (#VMEXIT(NPF) with these EXITINFO1/EXITINFO2), not to the guest.
+    bool nested {};
+    uint64_t nested_info1 {}, nested_info2 {};
 };
 
 // Walks the tables for linear address `lin`, checks the access, updates A (and D for writes)

@@ -242,8 +242,9 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
         return std::nullopt;
     }
     case exitcode::SVM_EXIT_INTR:
+        return ExitIntr {}; // the host took its interrupt: the VMM runs, then re-enters
     case exitcode::SVM_EXIT_NMI:
-        return std::nullopt; // the host took its interrupt; re-enter
+        return std::nullopt;
     case exitcode::SVM_EXIT_NPF:
         return ExitInternalError { fmt::format("nested page fault at GPA {:#x} (error {:#x}): MMIO is not emulated yet",
             uint64_t(c.exit_info_2), uint64_t(c.exit_info_1)) };

