@@ -155,8 +155,10 @@ void Core::set_cr4(uint64_t v)
 
 void Core::set_efer(uint64_t v)
 {
-    constexpr uint64_t kValid = efer::SCE | efer::LME | efer::LMA | efer::NXE;
+    constexpr uint64_t kValid = efer::SCE | efer::LME | efer::LMA | efer::NXE | efer::SVME;
     if (v & ~kValid) raise(GP, 0);
+    // VM_CR.SVMDIS (bit 4) forbids enabling SVM (APM vol 2 §15.30.1).
+    if ((v & efer::SVME) && !(efer & efer::SVME) && (msr.vm_cr & (1u << 4))) raise(GP, 0);
     if (((v ^ efer) & efer::LME) && (cr0 & cr0::PG)) raise(GP, 0);
     efer = (v & ~efer::LMA) | (efer & efer::LMA);
     update_mode();

@@ -584,7 +584,8 @@ uint64_t ioio_exit_info_1(IoioInfo const& io)
         v |= 1u << 3;
     v |= io.size == 4 ? (1u << 6) : io.size == 2 ? (1u << 5) : (1u << 4);
     v |= io.address_size == 64 ? (1u << 9) : io.address_size == 32 ? (1u << 8) : (1u << 7);
-    v |= uint64_t(io.segment & 7) << 10;
+    if (io.string && !io.in)
+        v |= uint64_t(io.segment & 7) << 10; // SEG names the source segment of OUTS only
     v |= uint64_t(io.port) << 16;
     return v;
 }

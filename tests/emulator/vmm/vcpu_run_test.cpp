@@ -174,3 +174,138 @@ TEST_CASE("an SEV guest runs from encrypted memory; what it stores is ciphertext
     REQUIRE(h.mc->read(g.ram + kData + 4, b, mmu::KeyId::none()).has_value());
     CHECK(b != le32(0x0000125A));
 }
+
+namespace {
+
+// Identity map of the first 2 MiB with 4 KiB pages at GPA 0x8000 (PML4) .. 0xA000 (PT), every
+// entry with the C-bit except the PTE of `shared_page`. The tables are private guest memory
+// (LAUNCH_UPDATE_DATA encrypts them with the rest of RAM).
+void build_tables(Guest& g, uint64_t c_bit, uint64_t shared_page)
+{
+    uint64_t c = 1ull << c_bit;
+    auto put = [&](uint64_t gpa, uint64_t v) {
+        Bytes b(8);
+        for (int i = 0; i < 8; ++i) b[i] = uint8_t(v >> (8 * i));
+        g.write(gpa, b);
+    };
+    put(0x8000, 0x9000 | 3 | c);          // PML4[0] -> PDPT
+    put(0x9000, 0xA000 | 3 | c);          // PDPT[0] -> PD
+    put(0xA000, 0xB000 | 3 | c);          // PD[0] -> PT
+    for (uint64_t p = 0; p < g.pages; ++p)
+        put(0xB000 + 8 * p, (p << 12) | 3 | (p << 12 == shared_page ? 0 : c));
+}
+
+} // namespace
+
+TEST_CASE("an SEV guest's C-bit chooses: private pages take its key, shared pages are plaintext", "[vmm][vcpu][run][sev]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    Guest g(h, true);
+    uint64_t c_bit = cpu::cpu_model_info(cpu::CpuModel::EpycMilan).c_bit;
+    build_tables(g, c_bit, 0x5000);
+    // 64-bit: mov rax, imm64; mov [0x4000], rax; mov [0x5000], rax; mov ecx, 0xC0010131;
+    // rdmsr (SEV_STATUS); out 0x80, eax; hlt
+    Bytes code = { 0x48, 0xB8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x48, 0x89, 0x04, 0x25, 0x00, 0x40,
+        0x00, 0x00, 0x48, 0x89, 0x04, 0x25, 0x00, 0x50, 0x00, 0x00, 0xB9, 0x31, 0x01, 0x01, 0xC0, 0x0F, 0x32, 0xE7, 0x80, 0xF4 };
+    g.write(kCode, code);
+    g.launch();
+    Vcpu& v = g.make_vcpu();
+    long_mode(v, kCode, 0x8000 | (1ull << c_bit)); // CR3's C-bit: the PML4 is private too
+    CpuExecutor exec(cpu);
+    auto out = expect_exit<ExitIo>(v.run(exec));
+    CHECK(out.value == 1); // SEV_STATUS: SEV active, not SEV-ES (passed through, never intercepted)
+    expect_exit<ExitHlt>(v.run(exec));
+
+    Bytes plain = { 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11 };
+    Bytes b(8);
+    mmu::KeyId key = mmu::KeyId::slot(g.vm.sev().asid);
+    REQUIRE(h.mc->read(g.ram + 0x4000, b, mmu::KeyId::none()).has_value());
+    CHECK(b != plain); // private: the hypervisor's view is ciphertext
+    REQUIRE(h.mc->read(g.ram + 0x4000, b, key).has_value());
+    CHECK(b == plain);
+    REQUIRE(h.mc->read(g.ram + 0x5000, b, mmu::KeyId::none()).has_value());
+    CHECK(b == plain); // shared (C=0): plaintext in DRAM
+}
+
+TEST_CASE("two SEV guests on one CPU: a page of one mapped into the other reads as noise", "[vmm][vcpu][run][sev]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    Guest a(h, true), b(h, true);
+    REQUIRE(a.vm.sev().asid != b.vm.sev().asid);
+    a.write(kData, le32(0xA11CE000));
+    // A: mov eax, [kData]; out 0x80, eax; hlt
+    Bytes code = { 0xA1, 0x00, 0x20, 0x00, 0x00, 0xE7, 0x80, 0xF4 };
+    a.write(kCode, code);
+    a.launch();
+    // B's own code reads GPA 0x100000, where a malicious hypervisor maps A's data page:
+    // mov eax, [0x100000]; out 0x80, eax; hlt
+    Bytes b_code = { 0xA1, 0x00, 0x00, 0x10, 0x00, 0xE7, 0x80, 0xF4 };
+    b.write(kCode, b_code);
+    b.launch();
+    kvm_userspace_memory_region steal { 1, 0, 0x100000, kPageSize, direct_map(a.ram + kData).value };
+    REQUIRE(b.vm.set_user_memory_region(steal) == 0);
+
+    Vcpu& va = a.make_vcpu();
+    protected_mode(va, kCode);
+    Vcpu& vb = b.make_vcpu();
+    protected_mode(vb, kCode);
+    CpuExecutor exec(cpu);
+    CHECK(expect_exit<ExitIo>(va.run(exec)).value == 0xA11CE000);
+    auto stolen = expect_exit<ExitIo>(vb.run(exec));
+    CHECK(stolen.value != 0xA11CE000); // decrypted with B's key: noise
+    // And A still reads its own value after B ran (no plaintext left behind for the wrong key).
+    expect_exit<ExitHlt>(va.run(exec));
+    expect_exit<ExitHlt>(vb.run(exec));
+}
+
+TEST_CASE("VMRUN on the CPU refuses an SEV guest whose ASID the firmware never activated", "[vmm][vcpu][run][sev]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    Guest g(h, true); // KVM_SEV_INIT only: no LAUNCH_START, so no ACTIVATE
+    Vcpu& v = g.make_vcpu();
+    protected_mode(v, kCode);
+    CpuExecutor exec(cpu);
+    auto e = expect_exit<ExitFailEntry>(v.run(exec));
+    CHECK(e.hardware_entry_failure_reason == exitcode::VMEXIT_INVALID);
+    CHECK_FALSE(cpu.in_guest_mode());
+}
+
+TEST_CASE("hypercalls, nested page faults and a slice-ending stop reach the VMM", "[vmm][vcpu][run]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    Guest g(h, false);
+    // mov eax, 12; mov ebx, 0x900000; mov ecx, 1; xor edx, edx; vmmcall; out 0x80, eax;
+    // jmp $ (spin until the slice ends); then (never) ...
+    Bytes code = { 0xB8, 0x0C, 0x00, 0x00, 0x00, 0xBB, 0x00, 0x00, 0x90, 0x00, 0xB9, 0x01, 0x00, 0x00, 0x00, 0x31, 0xD2,
+        0x0F, 0x01, 0xD9, 0xE7, 0x80, 0xEB, 0xFE };
+    g.write(kCode, code);
+    Vcpu& v = g.make_vcpu();
+    protected_mode(v, kCode);
+    CpuExecutor exec(cpu, 100'000);
+    auto hc = expect_exit<ExitHypercall>(v.run(exec));
+    CHECK(hc.nr == KVM_HC_MAP_GPA_RANGE);
+    CHECK(hc.args == std::array<uint64_t, 3> { 0x900000, 1, 0 });
+    v.complete_hypercall(0);
+    CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0);
+    // The spin loop: the executor's slice ends in #VMEXIT(INTR), which the VMM sees as ExitIntr.
+    expect_exit<ExitIntr>(v.run(exec));
+    expect_exit<ExitIntr>(v.run(exec));
+
+    // A guest touching memory outside every slot: #VMEXIT(NPF), not yet emulated as MMIO.
+    Guest g2(h, false);
+    Bytes mmio = { 0xA1, 0x00, 0x00, 0x00, 0xFE, 0xF4 }; // mov eax, [0xFE000000]
+    g2.write(kCode, mmio);
+    Vcpu& v2 = g2.make_vcpu();
+    protected_mode(v2, kCode);
+    auto e = v2.run(exec);
+    REQUIRE(std::holds_alternative<ExitInternalError>(e));
+    CHECK(std::get<ExitInternalError>(e).reason.find("0xfe000000") != std::string::npos);
+}

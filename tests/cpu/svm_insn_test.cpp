@@ -1,0 +1,148 @@
+// SVM instructions executed by interpreted host code (APM vol 2 §15): a 64-bit host at CPL 0
+// enables EFER.SVME, points VM_HSAVE_PA at a page, builds a VMCB and executes VMRUN; the guest
+// runs until an intercept, #VMEXIT writes the exit information and the host continues after
+// VMRUN. The VMCB is built with cpu/svm/vmcb.h's layout (checked there against the APM's offsets).
+#include "cpu/svm/vmcb.h"
+#include "tests/cpu/harness.h"
+
+using namespace sevemu;
+using namespace sevemu::cpu;
+using namespace sevemu::cpu::test;
+using namespace sevemu::cpu::svm;
+
+namespace {
+
+constexpr uint64_t kVmcb = 0x40000, kIopm = 0x42000, kHsave = 0x50000, kGuestCode = 0x30000;
+
+// wrmsr VM_HSAVE_PA = kHsave; EFER |= SVME (unless skip_svme); rax = kVmcb; vmrun;
+// mov rbx, [kVmcb + 0x70] (EXITCODE); hlt
+std::vector<uint8_t> host_program(bool enable_svme = true)
+{
+    std::vector<uint8_t> p = { 0xB9, 0x17, 0x01, 0x01, 0xC0, 0xB8, 0x00, 0x00, 0x05, 0x00, 0x31, 0xD2, 0x0F, 0x30 };
+    if (enable_svme)
+        p.insert(p.end(), { 0xB9, 0x80, 0x00, 0x00, 0xC0, 0x0F, 0x32, 0x0D, 0x00, 0x10, 0x00, 0x00, 0x0F, 0x30 });
+    p.insert(p.end(), { 0xB8, 0x00, 0x00, 0x04, 0x00, 0x0F, 0x01, 0xD8, 0x48, 0x8B, 0x1C, 0x25, 0x70, 0x00, 0x04, 0x00, 0xF4 });
+    return p;
+}
+constexpr uint64_t kHostRipAfterVmrun = kCode + 14 + 14 + 8; // the MOV RBX after VMRUN
+
+void set_intercept(VmcbControlArea& c, Intercept i) { c.intercepts[unsigned(i) / 32] |= 1u << (unsigned(i) % 32); }
+
+// A 32-bit protected-mode guest without nested paging (guest physical = host physical).
+Vmcb guest_vmcb(uint32_t asid = 1)
+{
+    Vmcb v {};
+    set_intercept(v.control, Intercept::VMRUN);
+    set_intercept(v.control, Intercept::VMMCALL);
+    set_intercept(v.control, Intercept::IOIO_PROT);
+    v.control.iopm_base_pa = kIopm;
+    v.control.asid = asid;
+    auto& s = v.save;
+    s.cs = VmcbSeg { 0x18, 0xC9B, 0xFFFFFFFF, 0 };
+    s.ds = s.es = s.ss = s.fs = s.gs = VmcbSeg { 0x10, 0xC93, 0xFFFFFFFF, 0 };
+    s.cr0 = 0x11;
+    s.efer = efer::SVME;
+    s.rflags = 2;
+    s.rip = kGuestCode;
+    s.rsp = 0x38000;
+    s.dr6 = 0xFFFF0FF0;
+    s.dr7 = 0x400;
+    return v;
+}
+
+void setup(Machine& m, Vmcb const& v, std::vector<uint8_t> const& guest_code, bool enable_svme = true)
+{
+    m.start(Mode::Long64, host_program(enable_svme));
+    REQUIRE(write_vmcb(*m.mc, Spa(kVmcb), v).has_value());
+    m.write(kIopm, std::vector<uint8_t>(12 * 1024, 0xFF));
+    m.write(kGuestCode, guest_code);
+}
+
+Vmcb vmcb_after(Machine& m)
+{
+    auto v = read_vmcb(*m.mc, Spa(kVmcb));
+    REQUIRE(v.has_value());
+    return *v;
+}
+
+} // namespace
+
+TEST_CASE("svm: VMRUN from interpreted host code, VMMCALL intercept, #VMEXIT back after VMRUN", "[cpu][svm]")
+{
+    Machine m;
+    // mov ecx, 0x77; mov eax, 0x1234; vmmcall
+    setup(m, guest_vmcb(), { 0xB9, 0x77, 0x00, 0x00, 0x00, 0xB8, 0x34, 0x12, 0x00, 0x00, 0x0F, 0x01, 0xD9 });
+    m.run();
+    REQUIRE(m.cpu->halted());
+    auto s = m.cpu->state();
+    CHECK(s.gpr[RBX] == exitcode::SVM_EXIT_VMMCALL);
+    CHECK(s.gpr[RCX] == 0x77);        // guest GPRs other than RAX/RSP stay in the registers (§15.6)
+    CHECK(s.gpr[RAX] == kVmcb);       // RAX is the host's again
+    CHECK(s.gpr[RSP] == kStackTop);
+    CHECK(s.rip == kHostRipAfterVmrun + 9);
+    CHECK((s.efer & efer::LMA) != 0); // the host's mode is back
+    Vmcb v = vmcb_after(m);
+    CHECK(v.save.rax == 0x1234);      // the guest's RAX went to the VMCB
+    CHECK(v.save.rip == kGuestCode + 10);
+    CHECK(v.control.next_rip == kGuestCode + 13);
+    CHECK(v.control.exit_int_info == 0);
+}
+
+TEST_CASE("svm: IOIO intercept reports the port, size and next RIP", "[cpu][svm]")
+{
+    Machine m;
+    // mov al, 5; out 0x80, al
+    setup(m, guest_vmcb(), { 0xB0, 0x05, 0xE6, 0x80 });
+    m.run();
+    REQUIRE(m.cpu->halted());
+    CHECK(m.cpu->state().gpr[RBX] == exitcode::SVM_EXIT_IOIO);
+    Vmcb v = vmcb_after(m);
+    // APM vol 2 Figure 15-2: PORT [31:16], SZ8 [4], A32 [8], OUT (TYPE 0).
+    CHECK(v.control.exit_info_1 == ((0x80ull << 16) | (1u << 4) | (1u << 8)));
+    CHECK(v.control.exit_info_2 == kGuestCode + 4);
+    CHECK(v.save.rip == kGuestCode + 2); // the OUT did not retire
+    CHECK(m.io.outs.empty());           // and never reached the device
+}
+
+TEST_CASE("svm: an intercepted exception is a #VMEXIT with the error code", "[cpu][svm]")
+{
+    Machine m;
+    Vmcb vm = guest_vmcb();
+    set_intercept(vm.control, Intercept(unsigned(Intercept::EXCEPTION_OFFSET) + 13));
+    // mov ax, 0x55; mov ds, ax -> #GP(0x54): selector beyond the (empty) guest GDT
+    setup(m, vm, { 0x66, 0xB8, 0x55, 0x00, 0x8E, 0xD8 });
+    m.run();
+    CHECK(m.cpu->state().gpr[RBX] == exitcode::SVM_EXIT_EXCP_BASE + 13);
+    Vmcb v = vmcb_after(m);
+    CHECK(v.control.exit_info_1 == 0x54);
+    CHECK(v.save.rip == kGuestCode + 4);
+}
+
+TEST_CASE("svm: VMRUN needs EFER.SVME, and a bad VMCB fails its checks with VMEXIT_INVALID", "[cpu][svm]")
+{
+    {
+        Machine m;
+        setup(m, guest_vmcb(), { 0x0F, 0x01, 0xD9 }, false);
+        m.run();
+        CHECK(m.halted_vector() == 6); // #UD
+    }
+    {
+        Machine m;
+        setup(m, guest_vmcb(0), { 0x0F, 0x01, 0xD9 }); // ASID 0 is the host's
+        m.run();
+        REQUIRE(m.cpu->halted());
+        CHECK(m.cpu->state().gpr[RBX] == exitcode::VMEXIT_INVALID);
+        CHECK(m.cpu->state().rip == kHostRipAfterVmrun + 9);
+    }
+}
+
+TEST_CASE("svm: VMMCALL in the host is #UD; STGI/CLGI outside SVME are #UD", "[cpu][svm]")
+{
+    for (auto insn : { std::vector<uint8_t> { 0x0F, 0x01, 0xD9 }, std::vector<uint8_t> { 0x0F, 0x01, 0xDC },
+             std::vector<uint8_t> { 0x0F, 0x01, 0xDD }, std::vector<uint8_t> { 0x0F, 0x01, 0xDA } }) {
+        Machine m;
+        m.start(Mode::Long64, insn);
+        m.run();
+        CHECK(m.halted_vector() == 6);
+    }
+}
