@@ -155,7 +155,7 @@ TEST_CASE("exits are handled from the VMCB image alone", "[vmm][vcpu]")
         vmcb.save.rax = KVM_HC_MAP_GPA_RANGE;
         v.gprs()[3] = 0x10000;
         v.gprs()[1] = 4;
-        v.gprs()[2] = 0x10; // KVM_MAP_GPA_RANGE_DECRYPTED
+        v.gprs()[2] = 0x10; // KVM_MAP_GPA_RANGE_ENCRYPTED (1 << 4; uapi/linux/kvm_para.h)
         auto hc = std::get<ExitHypercall>(*v.handle_exit(vmcb));
         CHECK(hc.args == std::array<uint64_t, 3> { 0x10000, 4, 0x10 });
         vmcb.save.rax = 99; // an unknown hypercall: -KVM_ENOSYS to the guest
