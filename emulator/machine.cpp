@@ -9,6 +9,9 @@
 #include "devices/pit8254.h"
 #include "devices/uart16550.h"
 #include "emulator/machine_io.h"
+#include "emulator/sev_runtime.h"
+#include "emulator/vmm/cpu_executor.h"
+#include "emulator/vmm/vcpu.h"
 #include "mmu/memory_controller.h"
 
 #include <algorithm>
@@ -89,7 +92,9 @@ Machine::Machine(MachineConfig config)
 Machine::~Machine()
 {
     flush_serial();
-    // The CPU holds references into the devices and memory: it goes first.
+    // The SEV guest's VM is torn down through the PSP (DEACTIVATE, DECOMMISSION) while the
+    // buses and memory still stand; the CPU holds references into the devices and memory.
+    m_sev.reset();
     m_cpu.reset();
     if (m_serial_file && m_serial_file != stdout)
         std::fclose(m_serial_file);
@@ -118,9 +123,7 @@ Result<void, MachineError> Machine::build()
     if (c.memory_size % kPageSize)
         return fail("memory size must be a multiple of 4 KiB");
     if (c.confidential_guest)
-        return fail(fmt::format("{} '{}': unsupported yet: running SEV guests arrives with issue 5",
-            c.confidential_guest->type == SevGuestConfig::Type::Sev ? "sev-guest" : "sev-snp-guest",
-            c.confidential_guest->id));
+        TRY(SevRuntime::check_config(c));
 
     // --- Trace (-trace, -D).
     if (!c.trace_file.empty()) {
@@ -133,8 +136,9 @@ Result<void, MachineError> Machine::build()
         m_trace.enable(p);
 
     // --- DRAM behind the memory controller.
+    // An SEV machine's DRAM also holds the hypervisor's pages, below guest RAM (sev_runtime.h).
     mmu::MemoryConfig mem;
-    mem.dram_size = c.memory_size;
+    mem.dram_size = c.confidential_guest ? SevRuntime::dram_size(c.memory_size) : c.memory_size;
     mem.key_slots = cpu::cpu_model_info(c.cpu_model).num_encrypted_guests + 1; // slot 0 = host
     // The plaintext cache never needs more frames than there are DRAM pages.
     mem.cache_pages = uint32_t(std::min<uint64_t>(mem.cache_pages, c.memory_size / kPageSize));
@@ -142,7 +146,8 @@ Result<void, MachineError> Machine::build()
     if (!mc)
         return fail(fmt::format("cannot create {} of guest RAM: {}", size_text(c.memory_size), mmu::mem_error_name(mc.error())));
     m_memory = std::move(*mc);
-    m_memory_map = pc_memory_map(*m_memory);
+    if (!c.confidential_guest)
+        m_memory_map = pc_memory_map(*m_memory); // an SEV guest's comes with its launch
 
     // --- Serial (COM1).
     switch (c.serial.kind) {
@@ -173,8 +178,11 @@ Result<void, MachineError> Machine::build()
         std::chrono::system_clock::now().time_since_epoch()).count();
     m_rtc = std::make_unique<devices::CmosRtc>([this] { return m_wall_start_ns + now_ns(); });
     uint64_t below_4g = 0, above_4g = 0;
-    for (auto const& r : m_memory->ranges())
-        (r.base.value < 0x1'0000'0000ull ? below_4g : above_4g) += r.size;
+    if (c.confidential_guest)
+        below_4g = c.memory_size; // guest RAM only (at most 2 GiB: below the PCI hole)
+    else
+        for (auto const& r : m_memory->ranges())
+            (r.base.value < 0x1'0000'0000ull ? below_4g : above_4g) += r.size;
     m_rtc->set_memory_size(below_4g, above_4g, c.smp);
     if (!m_pio.add(devices::CmosRtc::kBase, 2, *m_rtc))
         return fail("internal: RTC ports overlap another device");
@@ -249,6 +257,17 @@ Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, 
 Result<void, MachineError> Machine::load_kernel()
 {
     auto const& c = m_config;
+    if (c.confidential_guest) {
+        // SEV: the hypervisor loads, encrypts and measures the kernel in guest RAM and puts the
+        // vCPU in the Multiboot entry state (SevRuntime::create); the CPU is the host's.
+        m_sev = TRY(SevRuntime::create(c, *m_memory, m_mmio, m_trace));
+        m_boot = m_sev->boot();
+        m_memory_map = m_sev->memory_map();
+        if (m_trace.enabled("multiboot"))
+            m_trace.emit("multiboot", fmt::format("SEV guest: image {:#x}-{:#x} entry {:#x} info {:#x}, measured {} range(s)",
+                m_boot->load_low, m_boot->load_high, m_boot->entry, m_boot->info_addr, m_sev->measured_ranges().size()));
+        return {};
+    }
     auto loaded = TRY(load_kernel_image(*m_memory, m_memory_map, c.kernel, c.initrd, c.append));
     auto const* image = &loaded.image;
     auto const* boot = &loaded.boot;
@@ -388,6 +407,19 @@ RunOutcome Machine::run()
         run_requests();
         return outcome;
     };
+    // The guest is over: power-off, triple fault, or a halt nothing can wake. With -no-shutdown
+    // (QEMU's shutdown action "pause") the machine stays up for QMP; otherwise run() returns.
+    auto guest_end = [&](RunOutcome outcome) -> std::optional<RunOutcome> {
+        using R = RunOutcome::Reason;
+        if (!m_config.no_shutdown || (outcome.reason != R::PowerOff && outcome.reason != R::TripleFault && outcome.reason != R::HaltedForever))
+            return done(std::move(outcome));
+        m_guest_ended = std::move(outcome);
+        if (m_event_sink)
+            m_event_sink(Event::Shutdown);
+        if (m_guest_ended->reason != R::HaltedForever)
+            pause(); // QEMU: vm_stop(RUN_STATE_SHUTDOWN)
+        return std::nullopt;
+    };
     for (;;) {
         run_requests();
         while (m_paused && !m_quit) {
@@ -398,26 +430,57 @@ RunOutcome Machine::run()
         }
         if (m_quit)
             return done(finish(RunOutcome::Reason::Quit, 0, {}));
+        if (m_guest_ended) {
+            // -no-shutdown after the guest's end: only QMP requests remain, until quit.
+            std::unique_lock lock(m_requests_mutex);
+            m_requests_cv.wait(lock, [&] { return !m_requests.empty(); });
+            continue;
+        }
+        if (m_sev && m_sev->state() != SevState::Running) {
+            // QEMU's sev_vm_state_change(): the launch ends (LAUNCH_FINISH) when the guest first
+            // runs, so a -S start leaves the QMP window for the measurement and the secret.
+            if (auto r = m_sev->launch_finish(); !r)
+                return done(finish(RunOutcome::Reason::HostError, 1, r.error().message));
+        }
         m_started = true;
         // Timers first: an expired PIT period becomes an IRQ 0 edge before the CPU looks.
         int64_t now = now_ns();
         m_pit->advance(now);
         auto deadline = m_pit->next_irq_deadline(now);
         uint64_t slice = kRunSlice;
-        if (deadline)
+        // Timer deadlines shorten the slice only where interrupts are delivered (not to SEV
+        // guests yet, QUIRKS.md).
+        if (deadline && !m_sev)
             slice = std::clamp<uint64_t>(uint64_t(std::max<int64_t>(*deadline - now, 1)), 1, kRunSlice);
         if (m_config.max_instructions)
             slice = std::min(slice, m_config.max_instructions - total);
         poll_serial_input(0);
+        if (m_sev) {
+            if (auto outcome = run_sev_slice(slice, total)) {
+                if (auto end = guest_end(finish(outcome->reason, outcome->exit_status, std::move(outcome->message))))
+                    return *end;
+                continue;
+            }
+            if (m_config.max_instructions && total >= m_config.max_instructions)
+                return done(finish(RunOutcome::Reason::InstructionLimit, 1,
+                    fmt::format("instruction limit of {} reached at guest rip {:#x}", m_config.max_instructions,
+                        uint64_t(m_sev->vcpu().state().rip))));
+            continue;
+        }
         auto r = m_cpu->run(slice);
         total += r.instructions;
         if (m_exit_status)
             return done(finish(RunOutcome::Reason::DebugExit, *m_exit_status, {}));
-        if (m_power_off)
-            return done(finish(RunOutcome::Reason::PowerOff, 0, {}));
+        if (m_power_off) {
+            m_power_off = false;
+            if (auto end = guest_end(finish(RunOutcome::Reason::PowerOff, 0, {})))
+                return *end;
+            continue;
+        }
         switch (r.reason) {
         case cpu::StopReason::InstructionLimit:
         case cpu::StopReason::StopRequested:
+        case cpu::StopReason::VmExit: // only host_vmrun() sees it
             break;
         case cpu::StopReason::Halted: {
             // HLT: sleep until the next timer event if an interrupt can then wake the CPU.
@@ -437,21 +500,89 @@ RunOutcome Machine::run()
                 poll_serial_input(-1);
                 can_wake = m_pic->intr();
             }
-            if (!can_wake)
-                return done(finish(RunOutcome::Reason::HaltedForever, 0,
-                    fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", m_cpu->rip())));
+            if (!can_wake) {
+                if (auto end = guest_end(finish(RunOutcome::Reason::HaltedForever, 0,
+                        fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", m_cpu->rip()))))
+                    return *end;
+                continue;
+            }
             break;
         }
         case cpu::StopReason::Shutdown:
             // Triple fault (APM vol 2 §8.2.9): the platform resets. With -no-reboot QEMU exits;
             // without it QEMU reboots the guest; sevemu stops in both cases (QUIRKS.md).
-            return done(finish(RunOutcome::Reason::TripleFault, 1,
-                fmt::format("guest triple fault (shutdown) at rip {:#x}{}", m_cpu->rip(),
-                    m_config.no_reboot ? "" : "; rebooting is not supported, stopping")));
+            if (auto end = guest_end(finish(RunOutcome::Reason::TripleFault, 1,
+                    fmt::format("guest triple fault (shutdown) at rip {:#x}{}", m_cpu->rip(),
+                        m_config.no_reboot ? "" : "; rebooting is not supported, stopping"))))
+                return *end;
+            continue;
         }
         if (m_config.max_instructions && total >= m_config.max_instructions)
             return done(finish(RunOutcome::Reason::InstructionLimit, 1,
                 fmt::format("instruction limit of {} reached at rip {:#x}", m_config.max_instructions, m_cpu->rip())));
+    }
+}
+
+std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instructions)
+{
+    auto& vcpu = m_sev->vcpu();
+    vmm::CpuExecutor executor(*m_cpu, slice);
+    uint64_t before = m_cpu->stats().instructions;
+    auto account = [&] { instructions += m_cpu->stats().instructions - before; before = m_cpu->stats().instructions; };
+    auto outcome = [&](RunOutcome::Reason reason, int status, std::string message) {
+        account();
+        return RunOutcome { reason, status, std::move(message), 0 };
+    };
+    for (;;) {
+        auto exit = vcpu.run(executor);
+        if (auto* io = std::get_if<vmm::ExitIo>(&exit)) {
+            // KVM_EXIT_IO: the machine's port-I/O bus, the same devices as without SEV.
+            if (io->in)
+                vcpu.complete_io_in(m_io->port_in(io->port, io->size));
+            else
+                m_io->port_out(io->port, io->size, io->value);
+            if (m_exit_status)
+                return outcome(RunOutcome::Reason::DebugExit, *m_exit_status, {});
+            if (m_power_off) {
+                m_power_off = false;
+                return outcome(RunOutcome::Reason::PowerOff, 0, {});
+            }
+            continue;
+        }
+        if (auto* hc = std::get_if<vmm::ExitHypercall>(&exit)) {
+            // KVM_HC_MAP_GPA_RANGE (gpa, pages, attributes): recorded; SEV needs no change to the
+            // nested page tables, the guest's C-bit picks the key.
+            m_sev->note_gpa_range_change({ hc->args[0], hc->args[1], hc->args[2] });
+            if (m_trace.enabled("sev"))
+                m_trace.emit("sev", fmt::format("KVM_HC_MAP_GPA_RANGE gpa {:#x} pages {} attributes {:#x}", hc->args[0],
+                    hc->args[1], hc->args[2]));
+            vcpu.complete_hypercall(0);
+            continue;
+        }
+        if (std::holds_alternative<vmm::ExitIntr>(exit)) {
+            account();
+            return std::nullopt; // the time slice is over, or a request is waiting
+        }
+        uint64_t rip = vcpu.state().rip;
+        if (std::holds_alternative<vmm::ExitHlt>(exit)) {
+            // No interrupt is ever injected into an SEV guest yet (QUIRKS.md), so a halted SEV
+            // guest never wakes: end the run as the plain machine does for HLT with IF=0.
+            bool interrupts_on = vcpu.state().rflags & cpu::rflags::IF;
+            return outcome(RunOutcome::Reason::HaltedForever, 0,
+                fmt::format("guest halted at rip {:#x} with nothing that can wake it{}; stopping", rip,
+                    interrupts_on ? " (interrupts are not delivered to SEV guests yet)" : ""));
+        }
+        if (std::holds_alternative<vmm::ExitShutdown>(exit))
+            return outcome(RunOutcome::Reason::TripleFault, 1,
+                fmt::format("guest triple fault (shutdown) at rip {:#x}{}", rip,
+                    m_config.no_reboot ? "" : "; rebooting is not supported, stopping"));
+        if (auto* f = std::get_if<vmm::ExitFailEntry>(&exit))
+            return outcome(RunOutcome::Reason::HostError, 1,
+                fmt::format("VMRUN of the SEV guest failed its consistency checks (exit code {:#x}) at rip {:#x}",
+                    f->hardware_entry_failure_reason, rip));
+        if (auto* e = std::get_if<vmm::ExitInternalError>(&exit))
+            return outcome(RunOutcome::Reason::HostError, 1, fmt::format("SEV guest stopped at rip {:#x}: {}", rip, e->reason));
+        return outcome(RunOutcome::Reason::HostError, 1, "internal: unknown vCPU exit");
     }
 }
 

@@ -1,6 +1,8 @@
 // sevemu — Machine: owns every part of one emulated AMD EPYC PC (STYLE.md rule 1, no globals):
 // the memory controller (the only door to DRAM), the port-I/O and MMIO buses, the devices, the
-// CPU and the trace. Built from one MachineConfig; two Machines in a process share nothing.
+// CPU and the trace; for an SEV guest also the AMD-SP and the hypervisor that runs the guest on
+// that CPU with VMRUN (SevRuntime). Built from one MachineConfig; two Machines in a process share
+// nothing.
 //
 //     auto m = TRY(Machine::create(config));   // validates, allocates, loads -kernel
 //     RunOutcome out = m->run();               // until debug-exit, power-off, triple fault...
@@ -41,6 +43,7 @@ class AcpiPm;
 namespace sevemu::emulator {
 
 class MachineIo;
+class SevRuntime;
 
 // A user-facing failure to build or start a machine: one line for the CLI.
 struct MachineError {
@@ -55,6 +58,7 @@ struct RunOutcome {
         TripleFault,      // shutdown: a message and status 1 (QUIRKS.md: QEMU exits 0 with -no-reboot)
         InstructionLimit, // MachineConfig::max_instructions reached: status 1
         Quit,             // QMP quit (or the embedder's request_quit): status 0
+        HostError,        // the hypervisor could not go on (SEV: a failed VMRUN or launch): status 1
     };
     Reason reason;
     int exit_status;
@@ -84,6 +88,9 @@ public:
     devices::Pit8254& pit() { return *m_pit; }
     devices::CmosRtc& rtc() { return *m_rtc; }
     devices::AcpiPm& acpi_pm() { return *m_acpi_pm; }
+    // The SEV runtime (firmware, PSP driver, KVM-like VM and vCPU) when the machine runs an SEV
+    // guest (-object sev-guest); null otherwise. See emulator/sev_runtime.h.
+    SevRuntime* sev() { return m_sev.get(); }
 
     // The machine's virtual time in nanoseconds since power-on: one instruction is one
     // nanosecond, and a halted CPU skips ahead to the next timer event (QUIRKS.md).
@@ -104,9 +111,16 @@ public:
     bool paused() const { return m_paused; }
     bool started() const { return m_started; } // has run at least once since power-on
     void quit() { m_quit = true; }             // QMP quit: run() returns Reason::Quit
+    // With -no-shutdown: how the guest ended (power-off, triple fault, or a halt nothing can
+    // wake) while the machine stays up; the guest never runs again. A shut-down machine is
+    // paused (QEMU's "shutdown" run state: cont needs a reset).
+    std::optional<RunOutcome> const& guest_ended() const { return m_guest_ended; }
+    bool shut_down() const { return m_guest_ended && m_guest_ended->reason != RunOutcome::Reason::HaltedForever; }
 
-    // State changes, for QMP events (called on the machine's thread).
-    enum class Event : uint8_t { Stop, Resume };
+    // State changes, for QMP events (called on the machine's thread). Shutdown: the guest ended
+    // under -no-shutdown (guest_ended() says how: a SHUTDOWN event unless it merely halted);
+    // without -no-shutdown run() returns instead.
+    enum class Event : uint8_t { Stop, Resume, Shutdown };
     void set_event_sink(std::function<void(Event)> sink) { m_event_sink = std::move(sink); }
 
 private:
@@ -147,6 +161,11 @@ private:
     bool m_power_off { false };
 
     void run_requests();
+    // SEV guests run on the vCPU with VMRUN: one time slice, with the exits the VMM handles
+    // (port I/O on the machine's buses, hypercalls). An outcome ends the run.
+    std::optional<RunOutcome> run_sev_slice(uint64_t slice, uint64_t& instructions);
+    std::unique_ptr<SevRuntime> m_sev;
+
     std::mutex m_requests_mutex;
     std::condition_variable m_requests_cv;
     std::vector<std::function<void(Machine&)>> m_requests;
@@ -154,6 +173,7 @@ private:
     bool m_paused { false };
     bool m_started { false };
     bool m_quit { false };
+    std::optional<RunOutcome> m_guest_ended;
     std::function<void(Event)> m_event_sink;
 };
 

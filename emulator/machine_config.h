@@ -23,7 +23,8 @@ struct SerialConfig {
 
 // -object sev-guest,... / sev-snp-guest,... with QEMU's property names (qapi/qom.json
 // SevGuestProperties, SevSnpGuestProperties). Checked against the CPU model by the CLI the way
-// QEMU's sev_common_kvm_init() checks them; running such a guest arrives with issue 5.
+// QEMU's sev_common_kvm_init() checks them. An SEV guest (policy without ES) runs through
+// SevRuntime (emulator/sev_runtime.h); SEV-ES and SEV-SNP guests are refused for now.
 struct SevGuestConfig {
     enum class Type : uint8_t { Sev, SevSnp };
     Type type { Type::Sev };
@@ -52,6 +53,9 @@ struct MachineConfig {
     SerialConfig serial;
     std::optional<devices::DebugExitConfig> debug_exit;
     bool no_reboot { false };
+    // -no-shutdown: a guest power-off, shutdown or halt that nothing can wake stops the machine
+    // instead of ending run(); QMP keeps serving (pmemsave, query-sev...) until quit.
+    bool no_shutdown { false };
 
     std::vector<std::string> trace_patterns; // -trace
     std::string trace_file;                  // -D (empty: stderr)

@@ -23,7 +23,7 @@ std::vector<MeasuredRange> multiboot_measured_ranges(MultibootBoot const& boot)
     return r;
 }
 
-Result<LaunchDigest, MachineError> kernel_launch_digest(KernelLaunch const& launch)
+Result<LoadedLaunch, MachineError> load_kernel_launch(KernelLaunch const& launch)
 {
     mmu::MemoryConfig cfg;
     cfg.dram_size = launch.memory_size;
@@ -32,14 +32,24 @@ Result<LaunchDigest, MachineError> kernel_launch_digest(KernelLaunch const& laun
     if (!mc)
         return make_unexpected(MachineError { fmt::format("cannot create {} MiB of scratch memory: {}",
             launch.memory_size >> 20, mmu::mem_error_name(mc.error())) });
-    auto loaded = TRY(load_kernel_image(**mc, pc_memory_map(**mc), launch.kernel, launch.initrd, launch.append));
+    LoadedLaunch out;
+    out.scratch = std::move(*mc);
+    out.memory_map = pc_memory_map(*out.scratch);
+    out.kernel = TRY(load_kernel_image(*out.scratch, out.memory_map, launch.kernel, launch.initrd, launch.append));
+    out.ranges = multiboot_measured_ranges(out.kernel.boot);
+    return out;
+}
+
+Result<LaunchDigest, MachineError> kernel_launch_digest(KernelLaunch const& launch)
+{
+    auto loaded = TRY(load_kernel_launch(launch));
     LaunchDigest out;
-    out.ranges = multiboot_measured_ranges(loaded.boot);
+    out.ranges = loaded.ranges;
     firmware::Sha256Stream ld;
     std::vector<uint8_t> page(kPageSize);
     for (auto const& range : out.ranges) {
         for (uint64_t off = 0; off < range.size; off += kPageSize) {
-            if (!(*mc)->read(Spa(range.gpa + off), page, mmu::KeyId::none()))
+            if (!loaded.scratch->read(Spa(range.gpa + off), page, mmu::KeyId::none()))
                 return make_unexpected(MachineError { fmt::format("measured page {:#x} is not guest RAM", range.gpa + off) });
             ld.update(page);
         }

@@ -18,6 +18,7 @@
 #include "firmware/crypto.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,18 @@ struct LaunchDigest {
     firmware::Sha256Digest digest;
     std::vector<MeasuredRange> ranges;
 };
+
+// The kernel as an SEV launch loads it: a scratch DRAM of the launch's size holding exactly what
+// the loader wrote (raw, no key), the guest's memory map, and the ranges LAUNCH_UPDATE_DATA
+// measures. Both kernel_launch_digest() and the SEV runtime (sev_runtime.h) start from this, so
+// the pages sevemu encrypts are the pages an owner's digest covers.
+struct LoadedLaunch {
+    std::unique_ptr<mmu::MemoryController> scratch;
+    std::vector<E820Entry> memory_map;
+    LoadedKernel kernel;
+    std::vector<MeasuredRange> ranges;
+};
+Result<LoadedLaunch, MachineError> load_kernel_launch(KernelLaunch const&);
 
 // Loads the kernel into a scratch DRAM of the launch's size and hashes the measured pages.
 Result<LaunchDigest, MachineError> kernel_launch_digest(KernelLaunch const&);

@@ -171,19 +171,31 @@ std::string Session::handle(std::string_view text)
 // an over-long text gives a parse error and resets the splitter, so the session goes on.
 std::vector<std::string> Session::feed(std::string_view bytes)
 {
+    // QEMU caps a JSON text too (json-streamer.c MAX_TOKEN_SIZE); sevemu's commands carry at
+    // most a few KiB (SEV blobs are at most 16 KiB). An oversized text is skipped to its end
+    // (its nesting and strings still tracked, nothing buffered) and answered with one error, so
+    // the requests after it are served normally.
     static constexpr size_t kMaxText = 1 << 20;
     std::vector<std::string> replies;
+    auto end_of_text = [&] {
+        if (m_skipping)
+            replies.push_back(reply_error(generic_error("JSON token size limit exceeded"), nullptr));
+        else
+            replies.push_back(handle(m_buffer));
+        m_buffer.clear();
+        m_skipping = false;
+    };
     for (char c : bytes) {
         bool space = c == ' ' || c == '\n' || c == '\r' || c == '\t';
         if (m_depth == 0 && !m_in_string && space) {
             // Whitespace ends a bare top-level scalar ("42"), which then gets its error reply.
-            if (!m_buffer.empty()) {
-                replies.push_back(handle(m_buffer));
-                m_buffer.clear();
-            }
+            if (!m_buffer.empty() || m_skipping)
+                end_of_text();
             continue;
         }
-        m_buffer.push_back(c);
+        if (!m_skipping)
+            m_buffer.push_back(c);
+        bool opens_string = false;
         if (m_in_string) {
             if (m_escape)
                 m_escape = false;
@@ -193,19 +205,22 @@ std::vector<std::string> Session::feed(std::string_view bytes)
                 m_in_string = false;
         } else if (c == '"') {
             m_in_string = true;
+            opens_string = true;
         } else if (c == '{' || c == '[') {
             ++m_depth;
         } else if (c == '}' || c == ']') {
             --m_depth;
         }
-        if (m_depth < 0 || m_buffer.size() > kMaxText) {
+        if (m_depth < 0) {
             replies.push_back(reply_error(generic_error("JSON parse error, stray or unbalanced input"), nullptr));
             m_buffer.clear();
             m_depth = 0;
-            m_in_string = m_escape = false;
-        } else if (m_depth == 0 && !m_in_string && (c == '}' || c == ']' || (c == '"' && m_buffer.size() > 1))) {
-            replies.push_back(handle(m_buffer));
+            m_in_string = m_escape = m_skipping = false;
+        } else if (!m_skipping && m_buffer.size() > kMaxText) {
             m_buffer.clear();
+            m_skipping = true;
+        } else if (m_depth == 0 && !m_in_string && (c == '}' || c == ']' || (c == '"' && !opens_string))) {
+            end_of_text();
         }
     }
     return replies;

@@ -75,6 +75,7 @@ private:
     int m_depth { 0 };
     bool m_in_string { false };
     bool m_escape { false };
+    bool m_skipping { false }; // inside a text over the size limit: tracked, not buffered
 };
 
 std::string format_event(std::string_view name, Json const& data);

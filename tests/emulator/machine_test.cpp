@@ -121,8 +121,8 @@ TEST_CASE("machine: configuration errors are one-line values")
     c.debug_exit = devices::DebugExitConfig { 0x3FA, 4 };
     CHECK(error_of(c).find("uart16550") != std::string::npos);
     c = base_config();
-    c.confidential_guest = SevGuestConfig { .id = "sev0" };
-    CHECK(error_of(c).find("unsupported yet") != std::string::npos);
+    c.confidential_guest = SevGuestConfig { .type = SevGuestConfig::Type::SevSnp, .id = "sev0" };
+    CHECK(error_of(c).find("unsupported yet") != std::string::npos); // SEV guests: sev_machine_test.cpp
     c = base_config();
     c.memory_size = 2ull << 20; // the guest's bss does not fit below 2 MiB? It does: 1 MiB + ~100 KiB.
     CHECK(Machine::create(c).has_value());

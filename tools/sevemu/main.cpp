@@ -72,8 +72,19 @@ int main(int argc, char** argv)
         for (auto& s : servers)
             s->emit(name, data);
     };
-    m.set_event_sink([&emit](emulator::Machine::Event e) {
-        emit(e == emulator::Machine::Event::Stop ? "STOP" : "RESUME", qmp::Json::object());
+    m.set_event_sink([&emit, &m](emulator::Machine::Event e) {
+        using Event = emulator::Machine::Event;
+        if (e != Event::Shutdown) {
+            emit(e == Event::Stop ? "STOP" : "RESUME", qmp::Json::object());
+            return;
+        }
+        // -no-shutdown: the guest ended but sevemu stays up for QMP until quit.
+        auto const& end = *m.guest_ended();
+        if (!end.message.empty())
+            std::fprintf(stderr, "sevemu: %s\n", end.message.c_str());
+        if (m.shut_down())
+            emit("SHUTDOWN", qmp::Json { { "guest", true },
+                                 { "reason", end.reason == emulator::RunOutcome::Reason::TripleFault ? "guest-reset" : "guest-shutdown" } });
     });
     for (size_t i = 0; i < servers.size(); ++i)
         if (qmp::parse_endpoint(opts->qmp[i])->wait)
@@ -81,10 +92,12 @@ int main(int argc, char** argv)
 
     auto outcome = m.run();
     // QEMU's SHUTDOWN event: who asked, and why.
-    bool by_guest = outcome.reason != emulator::RunOutcome::Reason::Quit;
-    char const* reason = outcome.reason == emulator::RunOutcome::Reason::Quit ? "host-qmp-quit"
-        : outcome.reason == emulator::RunOutcome::Reason::TripleFault     ? "guest-reset"
-                                                                          : "guest-shutdown";
+    using Reason = emulator::RunOutcome::Reason;
+    bool by_guest = outcome.reason != Reason::Quit && outcome.reason != Reason::HostError;
+    char const* reason = outcome.reason == Reason::Quit ? "host-qmp-quit"
+        : outcome.reason == Reason::HostError          ? "host-error"
+        : outcome.reason == Reason::TripleFault        ? "guest-reset"
+                                                       : "guest-shutdown";
     emit("SHUTDOWN", qmp::Json { { "guest", by_guest }, { "reason", reason } });
     for (auto& s : servers)
         s->stop(); // flushes the event to connected clients before the process exits

@@ -452,6 +452,7 @@ std::string usage()
            "  -display none             no display (the only one)\n"
            "  -nographic                no display, COM1 on stdio\n"
            "  -no-reboot                exit instead of rebooting on a guest reset or triple fault\n"
+           "  -no-shutdown              on guest shutdown stop the machine but keep QMP serving (until quit)\n"
            "  -device isa-debug-exit[,iobase=N][,iosize=N]\n"
            "                            a guest write of V to the port exits with status (V << 1) | 1\n"
            "  -machine [TYPE,]confidential-guest-support=ID\n"
@@ -459,10 +460,11 @@ std::string usage()
            "          [,session-file=F][,kernel-hashes=on|off]\n"
            "  -object sev-snp-guest,id=ID,policy=N,cbitpos=N,reduced-phys-bits=N[,id-block=B64][,id-auth=B64]\n"
            "          [,author-key-enabled=on|off][,host-data=B64][,guest-visible-workarounds=B64][,kernel-hashes=on|off]\n"
-           "                            (parsed and checked; running SEV guests arrives with issue 5)\n"
+           "                            sev-guest runs an SEV guest (not SEV-ES); sev-snp-guest is checked,\n"
+           "                            then refused (not yet)\n"
            "  --platform DIR            the emulated AMD-SP's persistent state\n"
            "                            (default $SEVEMU_PLATFORM, else $XDG_DATA_HOME/sevemu/platform)\n"
-           "  -trace PATTERN            trace events matching PATTERN (e.g. psp, 'psp*', ioport, multiboot)\n"
+           "  -trace PATTERN            trace events matching PATTERN (e.g. psp, 'psp*', sev, ioport, multiboot)\n"
            "  -D LOGFILE                write traces to LOGFILE instead of stderr\n"
            "  -S                        start paused (\"prelaunch\"); QMP's cont starts the guest\n"
            "  -qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off   QMP control socket\n"
@@ -497,6 +499,10 @@ Result<Options, CliError> parse_options(std::vector<std::string> const& args)
         }
         if (name == "no-reboot") {
             mc.no_reboot = true;
+            continue;
+        }
+        if (name == "no-shutdown") {
+            mc.no_shutdown = true;
             continue;
         }
         if (name == "nodefaults" || name == "no-user-config")

@@ -1,7 +1,10 @@
 #include "tools/sevemu/qmp_commands.h"
 
+#include "base/encoding.h"
+#include "emulator/sev_runtime.h"
 #include "mmu/memory_controller.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -28,6 +31,29 @@ Result<Json, Error> on_machine(emulator::Machine& m, std::function<Result<Json, 
 
 Error sev_not_enabled() { return qmp::generic_error("SEV is not enabled"); }
 
+// QEMU's QAPI input visitor: members the command does not declare are refused.
+Result<void, Error> only_args(Json const& a, std::initializer_list<char const*> names)
+{
+    for (auto const& [key, value] : a.items())
+        if (std::none_of(names.begin(), names.end(), [&](char const* n) { return key == n; }))
+            return make_unexpected(qmp::generic_error("Parameter '" + key + "' is unexpected"));
+    return {};
+}
+
+Result<std::optional<uint64_t>, Error> arg_opt_uint64(Json const& a, char const* name)
+{
+    auto it = a.find(name);
+    if (it == a.end())
+        return std::optional<uint64_t> {};
+    if (it->is_number_unsigned())
+        return std::optional<uint64_t> { it->get<uint64_t>() };
+    if (it->is_number_integer())
+        return make_unexpected(qmp::generic_error(std::string("Parameter '") + name + "' expects uint64"));
+    return make_unexpected(qmp::generic_error(std::string("Invalid parameter type for '") + name + "', expected: integer"));
+}
+
+Error sev_error(emulator::SevError const& e) { return qmp::generic_error(e.message); }
+
 } // namespace
 
 qmp::CommandTable machine_commands(emulator::Machine& machine)
@@ -38,7 +64,7 @@ qmp::CommandTable machine_commands(emulator::Machine& machine)
     // query-status: QEMU's StatusInfo; "prelaunch" before the first cont of a -S start.
     t.add("query-status", [&m](Json const&) {
         return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
-            std::string status = !mm.paused() ? "running" : (mm.started() ? "paused" : "prelaunch");
+            std::string status = mm.shut_down() ? "shutdown" : !mm.paused() ? "running" : (mm.started() ? "paused" : "prelaunch");
             return Json { { "running", !mm.paused() }, { "singlestep", false }, { "status", status } };
         });
     });
@@ -50,6 +76,8 @@ qmp::CommandTable machine_commands(emulator::Machine& machine)
     });
     t.add("cont", [&m](Json const&) {
         return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            if (mm.shut_down()) // QEMU: runstate_needs_reset()
+                return make_unexpected(qmp::generic_error("Resetting the Virtual Machine is required"));
             mm.resume();
             return Json::object();
         });
@@ -60,7 +88,10 @@ qmp::CommandTable machine_commands(emulator::Machine& machine)
             return Json::object();
         });
     });
-    t.add("system_reset", [](Json const&) -> Result<Json, Error> {
+    t.add("system_reset", [&m](Json const&) -> Result<Json, Error> {
+        if (m.config().confidential_guest)
+            return make_unexpected(qmp::generic_error("system_reset is unsupported for SEV guests: sevemu cannot "
+                                                      "relaunch an encrypted guest (QUIRKS.md)"));
         return make_unexpected(qmp::generic_error("system_reset is not supported yet: sevemu cannot reset a machine (QUIRKS.md)"));
     });
     t.add("system_powerdown", [](Json const&) -> Result<Json, Error> {
@@ -79,6 +110,13 @@ qmp::CommandTable machine_commands(emulator::Machine& machine)
         if (val < 0 || size < 0)
             return make_unexpected(qmp::generic_error("Invalid parameter: 'val' and 'size' must not be negative"));
         return on_machine(m, [=](emulator::Machine& mm) -> Result<Json, Error> {
+            // On an SEV machine `val` is guest-physical, as in QEMU, read through the memory slots
+            // with no key: what the hypervisor sees. Without SEV, guest-physical is DRAM.
+            auto read = [&mm](uint64_t addr, std::span<uint8_t> out) -> bool {
+                if (auto* sev = mm.sev())
+                    return sev->read_guest_physical(addr, out);
+                return mm.memory().read(Spa(addr), out, mmu::KeyId::none()).has_value();
+            };
             FILE* f = std::fopen(filename.c_str(), "wb");
             if (!f)
                 return make_unexpected(qmp::generic_error("Could not open '" + filename + "': " + std::strerror(errno)));
@@ -86,8 +124,7 @@ qmp::CommandTable machine_commands(emulator::Machine& machine)
             uint64_t done = 0;
             while (done < uint64_t(size)) {
                 size_t n = size_t(std::min<uint64_t>(chunk.size(), uint64_t(size) - done));
-                auto r = mm.memory().read(Spa(uint64_t(val) + done), std::span(chunk.data(), n), mmu::KeyId::none());
-                if (!r) {
+                if (!read(uint64_t(val) + done, std::span(chunk.data(), n))) {
                     std::fclose(f);
                     std::remove(filename.c_str());
                     return make_unexpected(qmp::generic_error(fmt::format("Invalid addr 0x{:x}/size {} specified: not guest RAM", uint64_t(val) + done, n)));
@@ -103,11 +140,85 @@ qmp::CommandTable machine_commands(emulator::Machine& machine)
         });
     });
 
-    // The SEV commands exist (QEMU has them in every build) and say what QEMU says on a machine
-    // without SEV; sevemu runs SEV guests from issue 5 on.
-    for (char const* name : { "query-sev", "query-sev-launch-measure", "query-sev-capabilities", "sev-inject-launch-secret",
-             "query-sev-attestation-report" })
-        t.add(name, [](Json const&) -> Result<Json, Error> { return make_unexpected(sev_not_enabled()); });
+    // The SEV commands (qapi/misc-target.json). On a machine without SEV they say what QEMU
+    // says there. Each runs on the machine's thread; every value comes from the firmware.
+    t.add("query-sev", [&m](Json const& a) -> Result<Json, Error> {
+        TRY(only_args(a, {}));
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            auto* sev = mm.sev();
+            if (!sev)
+                return make_unexpected(sev_not_enabled());
+            auto info = sev->query();
+            if (!info)
+                return make_unexpected(sev_error(info.error()));
+            return Json { { "enabled", true }, { "api-major", info->api_major }, { "api-minor", info->api_minor },
+                { "build-id", info->build_id }, { "policy", info->policy },
+                { "state", std::string(emulator::sev_state_name(info->state)) }, { "handle", info->handle },
+                { "sev-type", "sev" } };
+        });
+    });
+    t.add("query-sev-capabilities", [&m](Json const& a) -> Result<Json, Error> {
+        TRY(only_args(a, {}));
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            auto* sev = mm.sev();
+            if (!sev)
+                return make_unexpected(sev_not_enabled());
+            auto cap = sev->capabilities();
+            if (!cap)
+                return make_unexpected(sev_error(cap.error()));
+            return Json { { "pdh", to_base64(cap->pdh) }, { "cert-chain", to_base64(cap->cert_chain) },
+                { "cpu0-id", to_base64(cap->cpu0_id) }, { "cbitpos", cap->cbitpos },
+                { "reduced-phys-bits", cap->reduced_phys_bits } };
+        });
+    });
+    t.add("query-sev-launch-measure", [&m](Json const& a) -> Result<Json, Error> {
+        TRY(only_args(a, {}));
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            auto* sev = mm.sev();
+            if (!sev)
+                return make_unexpected(sev_not_enabled());
+            auto data = sev->launch_measurement();
+            if (!data)
+                return make_unexpected(sev_error(data.error()));
+            return Json { { "data", to_base64(*data) } };
+        });
+    });
+    t.add("sev-inject-launch-secret", [&m](Json const& a) -> Result<Json, Error> {
+        std::string header = TRY(qmp::arg_string(a, "packet-header"));
+        std::string secret = TRY(qmp::arg_string(a, "secret"));
+        auto gpa = TRY(arg_opt_uint64(a, "gpa"));
+        TRY(only_args(a, { "packet-header", "secret", "gpa" }));
+        return on_machine(m, [=](emulator::Machine& mm) -> Result<Json, Error> {
+            auto* sev = mm.sev();
+            if (!sev)
+                return make_unexpected(sev_not_enabled());
+            // QEMU takes the default from OVMF's secret area (SEV_SECRET_GUID); sevemu boots
+            // without guest firmware, so the address must be given.
+            if (!gpa)
+                return make_unexpected(qmp::generic_error("SEV: no secret area found in OVMF, gpa must be specified."));
+            Bytes hdr = from_base64(header).value_or(Bytes {});
+            Bytes data = from_base64(secret).value_or(Bytes {});
+            if (auto r = sev->inject_launch_secret(hdr, data, *gpa); !r)
+                return make_unexpected(sev_error(r.error()));
+            return Json::object();
+        });
+    });
+    t.add("query-sev-attestation-report", [&m](Json const& a) -> Result<Json, Error> {
+        std::string mnonce = TRY(qmp::arg_string(a, "mnonce"));
+        TRY(only_args(a, { "mnonce" }));
+        return on_machine(m, [=](emulator::Machine& mm) -> Result<Json, Error> {
+            auto* sev = mm.sev();
+            if (!sev)
+                return make_unexpected(sev_not_enabled());
+            auto nonce = from_base64(mnonce);
+            if (!nonce)
+                return make_unexpected(qmp::generic_error("SEV: failed to decode mnonce input"));
+            auto report = sev->attestation_report(*nonce);
+            if (!report)
+                return make_unexpected(sev_error(report.error()));
+            return Json { { "data", to_base64(*report) } };
+        });
+    });
     auto names = t.names();
     names.push_back("query-commands");
     names.push_back("qmp_capabilities");

@@ -100,6 +100,24 @@ TEST_CASE("requests split across reads, several per read, braces inside strings"
     CHECK(r["return"]["echo"] == 3);
 }
 
+TEST_CASE("an oversized request is one error, and the requests after it are served", "[qmp]")
+{
+    auto table = make_table();
+    Session s(table);
+    (void)one(s, R"({"execute":"qmp_capabilities"})");
+    // 3 MiB of a base64-looking string with a quote in the middle of it, fed in pieces.
+    std::string big = R"({"execute":"pmemsave","arguments":{"val":1,"size":2,"filename":")" + std::string(3 << 20, 'A')
+        + R"(\"x{[)" + std::string(1000, 'B') + R"("}})";
+    std::vector<std::string> replies;
+    for (size_t at = 0; at < big.size(); at += 4096)
+        for (auto& r : s.feed(std::string_view(big).substr(at, 4096)))
+            replies.push_back(r);
+    REQUIRE(replies.size() == 1);
+    CHECK(Json::parse(replies[0])["error"]["desc"] == "JSON token size limit exceeded");
+    CHECK(one(s, R"({"execute":"query-status"})")["return"]["status"] == "running");
+    CHECK(one(s, R"({"execute":"pmemsave","arguments":{"val":1,"size":2,"filename":"f"}})")["return"]["echo"] == 3);
+}
+
 TEST_CASE("endpoints use QEMU's -qmp syntax", "[qmp]")
 {
     auto u = parse_endpoint("unix:/tmp/x.sock,server=on,wait=off");

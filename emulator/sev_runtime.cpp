@@ -1,0 +1,657 @@
+// The SEV runtime of a Machine: QEMU's sev.c launch sequence over the KVM-like layer.
+#include "emulator/sev_runtime.h"
+
+#include "cpu/cpu_model.h"
+#include "devices/psp_mailbox.h"
+#include "emulator/vmm/host_memory.h"
+#include "emulator/vmm/psp_driver.h"
+#include "emulator/vmm/vcpu.h"
+#include "emulator/vmm/vm.h"
+#include "firmware/firmware.h"
+#include "firmware/platform_store.h"
+#include "firmware/sev_cert.h"
+#include "firmware/sev_status.h"
+#include "mmu/memory_controller.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+#include <fstream>
+#include <iterator>
+
+namespace sevemu::emulator {
+
+using namespace sevemu::vmm;
+namespace fw = sevemu::firmware;
+
+namespace {
+
+Unexpected<MachineError> fail(std::string msg) { return Unexpected<MachineError>(MachineError { std::move(msg) }); }
+Unexpected<SevError> sev_fail(std::string msg) { return Unexpected<SevError>(SevError { std::move(msg) }); }
+
+fw::CpuModel firmware_model(cpu::CpuModel m)
+{
+    switch (m) {
+    case cpu::CpuModel::Epyc:
+        return fw::CpuModel::Naples;
+    case cpu::CpuModel::EpycRome:
+        return fw::CpuModel::Rome;
+    case cpu::CpuModel::EpycMilan:
+        return fw::CpuModel::Milan;
+    case cpu::CpuModel::EpycGenoa:
+        return fw::CpuModel::Genoa;
+    }
+    return fw::CpuModel::Milan;
+}
+
+// The PSP's PCI function on each generation (the register layout Linux's sp-pci.c picks).
+devices::PspVersion psp_version(cpu::CpuModel m)
+{
+    switch (m) {
+    case cpu::CpuModel::Epyc:
+        return devices::PspVersion::V1;
+    case cpu::CpuModel::EpycGenoa:
+        return devices::PspVersion::V4;
+    default:
+        return devices::PspVersion::V2;
+    }
+}
+
+// "ret=-5 fw_error=7 'POLICY_FAILURE'", the way QEMU reports a failed KVM_MEMORY_ENCRYPT_OP.
+std::string op_error(int ret, uint32_t fw_error)
+{
+    return fmt::format("ret={} fw_error={} '{}'", ret, fw_error,
+        fw_error ? std::string(fw::status_name(uint16_t(fw_error))) : std::string(std::strerror(ret < 0 ? -ret : ret)));
+}
+
+constexpr uint64_t kPolicyEs = fw::policy::ES;
+
+// Memory the VMM hands to the KVM-like API: what a userspace buffer is on a real host. Pages of
+// host memory, addressed by their direct-map Hva, freed on destruction.
+class HostBuffer {
+public:
+    static Result<HostBuffer, int> create(HostMemory& host, std::span<uint8_t const> bytes, size_t size = 0)
+    {
+        size = std::max({ size, bytes.size(), size_t(1) });
+        uint64_t pages = (size + kPageSize - 1) / kPageSize;
+        Spa spa = TRY(host.alloc_pages(pages));
+        HostBuffer b(host, spa, pages);
+        if (!bytes.empty())
+            TRY(host.copy_to(direct_map(spa), bytes));
+        return b;
+    }
+    HostBuffer(HostBuffer&& o) noexcept : m_host(o.m_host), m_spa(o.m_spa), m_pages(o.m_pages) { o.m_pages = 0; }
+    HostBuffer& operator=(HostBuffer&&) = delete;
+    ~HostBuffer()
+    {
+        if (m_pages)
+            m_host->free_pages(m_spa, m_pages);
+    }
+    Hva hva() const { return direct_map(m_spa); }
+    Result<Bytes, int> read(size_t n) const
+    {
+        Bytes out(n);
+        TRY(m_host->copy_from(hva(), out));
+        return out;
+    }
+
+private:
+    HostBuffer(HostMemory& host, Spa spa, uint64_t pages) : m_host(&host), m_spa(spa), m_pages(pages) {}
+    HostMemory* m_host;
+    Spa m_spa;
+    uint64_t m_pages;
+};
+
+// QEMU reads dh-cert-file and session-file with g_file_get_contents() and g_base64_decode().
+Result<Bytes, MachineError> read_base64_file(std::string const& what, std::string const& path)
+{
+    errno = 0;
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        return fail(fmt::format("{} '{}': cannot read: {}", what, path, std::strerror(errno ? errno : ENOENT)));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad())
+        return fail(fmt::format("{} '{}': cannot read", what, path));
+    if (text.size() > 64 * 1024)
+        return fail(fmt::format("{} '{}': too large for base64 of an SEV blob ({} bytes)", what, path, text.size()));
+    auto bytes = from_base64(text);
+    if (!bytes)
+        return fail(fmt::format("{} '{}': not base64 text", what, path));
+    if (bytes->empty())
+        return fail(fmt::format("{} '{}': empty", what, path));
+    return std::move(*bytes);
+}
+
+// The guest's CPUID table (KVM_SET_CPUID2), as QEMU builds it for an SEV guest on this CPU
+// model: every leaf the model answers, SVM hidden (no nested virtualisation), and leaf
+// 8000_001F as QEMU's cpu_x86_cpuid() fills it for SEV: EAX = SEV (and SEV-ES when the policy
+// asks), EBX = the sev-guest object's cbitpos and reduced-phys-bits, ECX = EDX = 0.
+std::vector<CpuidEntry> guest_cpuid(cpu::CpuModel model, SevGuestConfig const& g)
+{
+    // Leaves whose subleaf (ECX) selects the answer (KVM_CPUID_FLAG_SIGNIFCANT_INDEX).
+    constexpr uint32_t kIndexed[] = { 0x4, 0x7, 0xB, 0xD, 0xF, 0x10, 0x12, 0x14, 0x17, 0x18, 0x1D, 0x1E, 0x1F, 0x24,
+        0x8000001D, 0x80000020, 0x80000026 };
+    constexpr uint32_t kAnyIndex = 0xFFFFFFFFu;
+    std::vector<CpuidEntry> out;
+    auto add_leaf = [&](uint32_t leaf) {
+        bool indexed = std::find(std::begin(kIndexed), std::end(kIndexed), leaf) != std::end(kIndexed);
+        if (!indexed) {
+            auto r = cpu::cpuid_query(model, leaf, 0);
+            out.push_back({ leaf, kAnyIndex, r.eax, r.ebx, r.ecx, r.edx });
+            return;
+        }
+        for (uint32_t sub = 0; sub < 64; ++sub) {
+            auto r = cpu::cpuid_query(model, leaf, sub);
+            if (r.eax | r.ebx | r.ecx | r.edx)
+                out.push_back({ leaf, sub, r.eax, r.ebx, r.ecx, r.edx });
+        }
+    };
+    uint32_t max_basic = cpu::cpuid_query(model, 0, 0).eax;
+    for (uint32_t leaf = 0; leaf <= max_basic && leaf < 0x100; ++leaf)
+        add_leaf(leaf);
+    uint32_t max_ext = cpu::cpuid_query(model, 0x80000000u, 0).eax;
+    for (uint32_t leaf = 0x80000000u; leaf <= max_ext && leaf < 0x80000100u; ++leaf)
+        add_leaf(leaf);
+    for (auto& e : out) {
+        if (e.function == 0x80000001u)
+            e.ecx &= ~(1u << 2); // SVM (APM vol 3 Appendix E.4.2): not offered to the guest
+        if (e.function == 0x8000000Au)
+            e.eax = e.ebx = e.ecx = e.edx = 0; // SVM features: none without SVM
+        if (e.function == 0x8000001Fu) {
+            e.eax = (1u << 1) | ((g.policy & kPolicyEs) ? (1u << 3) : 0);
+            e.ebx = (g.cbitpos & 0x3F) | ((g.reduced_phys_bits & 0x3F) << 6);
+            e.ecx = e.edx = 0;
+        }
+    }
+    return out;
+}
+
+SevState from_firmware_state(uint8_t s)
+{
+    switch (fw::GuestState(s)) {
+    case fw::GuestState::LUPDATE:
+        return SevState::LaunchUpdate;
+    case fw::GuestState::LSECRET:
+        return SevState::LaunchSecret;
+    case fw::GuestState::RUNNING:
+        return SevState::Running;
+    default:
+        return SevState::Uninit;
+    }
+}
+
+} // namespace
+
+std::string_view sev_state_name(SevState s)
+{
+    switch (s) {
+    case SevState::Uninit:
+        return "uninit";
+    case SevState::LaunchUpdate:
+        return "launch-update";
+    case SevState::LaunchSecret:
+        return "launch-secret";
+    case SevState::Running:
+        return "running";
+    }
+    return "uninit";
+}
+
+Result<void, MachineError> SevRuntime::check_config(MachineConfig const& c)
+{
+    if (!c.confidential_guest)
+        return fail("internal: no confidential guest configured");
+    auto const& g = *c.confidential_guest;
+    if (g.type == SevGuestConfig::Type::SevSnp)
+        return fail(fmt::format("sev-snp-guest '{}': unsupported yet: sevemu runs SEV guests; SEV-SNP comes later", g.id));
+    if (g.policy & kPolicyEs)
+        return fail(fmt::format("sev-guest '{}': policy {:#x} asks for SEV-ES (bit 2), which sevemu does not run yet "
+                                "(QUIRKS.md)", g.id, g.policy));
+    if (g.kernel_hashes)
+        return fail(fmt::format("sev-guest '{}': kernel-hashes=on needs OVMF's hashes table; sevemu boots -kernel "
+                                "without guest firmware, and measures the loaded kernel itself (README)", g.id));
+    if (c.memory_size > kMaxGuestRam)
+        return fail(fmt::format("-m {} MiB: sevemu runs SEV guests with at most {} MiB of RAM (QUIRKS.md)",
+            c.memory_size >> 20, kMaxGuestRam >> 20));
+    if (c.platform_dir.empty())
+        return fail(fmt::format("sev-guest '{}': no platform directory for the AMD-SP (use --platform DIR or "
+                                "$SEVEMU_PLATFORM)", g.id));
+    return {};
+}
+
+SevRuntime::SevRuntime(MachineConfig const& c, mmu::MemoryController& mc, devices::Bus& mmio, Trace& trace)
+    : m_config(*c.confidential_guest)
+    , m_platform_dir(c.platform_dir)
+    , m_model(c.cpu_model)
+    , m_ram_size(c.memory_size)
+    , m_mc(mc)
+    , m_mmio(mmio)
+    , m_trace(trace)
+{
+}
+
+SevRuntime::~SevRuntime()
+{
+    // KVM's VM teardown (DEACTIVATE, DECOMMISSION) still talks to the PSP: the vCPU and VM go
+    // before the driver, the mailbox and the firmware.
+    m_vcpu.reset();
+    m_vm.reset();
+    m_sev_host.reset();
+    m_psp.reset();
+    if (m_mailbox_mapped)
+        m_mmio.remove(*m_mailbox);
+}
+
+uint32_t SevRuntime::asid() const { return m_vm ? m_vm->sev().asid : 0; }
+
+Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConfig const& c, mmu::MemoryController& mc,
+    devices::Bus& mmio, Trace& trace)
+{
+    TRY(check_config(c));
+    // The user's files first: a bad -kernel or owner file is reported before the platform
+    // directory is opened or the firmware asked for anything.
+    auto const& g = *c.confidential_guest;
+    std::string what = fmt::format("sev-guest '{}'", g.id);
+    LaunchInputs in;
+    in.loaded = TRY(load_kernel_launch(KernelLaunch { c.memory_size, c.kernel, c.initrd, c.append }));
+    if (!g.dh_cert_file.empty())
+        in.dh_cert = TRY(read_base64_file(what + ": dh-cert-file", g.dh_cert_file));
+    if (!g.session_file.empty())
+        in.session = TRY(read_base64_file(what + ": session-file", g.session_file));
+
+    std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, mmio, trace));
+    TRY(rt->build_host());
+    TRY(rt->launch(std::move(in)));
+    TRY(rt->create_vcpu());
+    return rt;
+}
+
+// The host as Linux finds it at boot: the AMD-SP on its PCI BAR, the ccp driver's probe and
+// sev_platform_init(), kvm_amd's SEV ASID ranges from CPUID 8000_001F, then a VM.
+Result<void, MachineError> SevRuntime::build_host()
+{
+    auto store = fw::PlatformStore::open(m_platform_dir);
+    if (!store)
+        return fail(fmt::format("--platform {}: {}", m_platform_dir, store.error().message));
+    m_store = std::move(*store);
+    auto params = fw::FirmwareParams::for_model(firmware_model(m_model));
+    m_firmware = std::make_unique<fw::Firmware>(m_mc, params, *m_store, m_trace);
+    m_mailbox = std::make_unique<devices::PspMailbox>(*m_firmware, psp_version(m_model), m_psp_irq);
+    if (!m_mmio.add(kPspBar, devices::PspMailbox::kMmioSize, *m_mailbox))
+        return fail("internal: the PSP's BAR overlaps another MMIO device");
+    m_mailbox_mapped = true;
+
+    m_host = std::make_unique<HostMemory>(m_mc, Spa(kHostReserveBase), kHostReserveEnd - kHostReserveBase);
+    auto psp = PspDriver::create(*m_host, m_mmio, kPspBar, psp_version(m_model));
+    if (!psp)
+        return fail(fmt::format("the AMD-SP did not answer the driver's probe ({})", std::strerror(-psp.error())));
+    m_psp = std::make_unique<PspDriver>(std::move(*psp));
+    auto leaf = cpu::cpuid_query(m_model, 0x8000001F, 0);
+    bool cpu_has_es = leaf.eax & (1u << 3);
+    auto init = [&]() -> Result<void, CmdError> {
+        // Linux sets SEV_INIT_FLAGS_SEV_ES (with a TMR) only on CPUs with SEV-ES
+        // (X86_FEATURE_SEV_ES); PspDriver::platform_init() always does, which a Naples
+        // firmware refuses (INVALID_CONFIG). Without SEV-ES the driver's sequence is done here:
+        // INIT without ES, WBINVD, DF_FLUSH ([LX] __sev_platform_init_locked).
+        if (!cpu_has_es) {
+            auto st = TRY(m_psp->platform_status());
+            if (st.state == uint8_t(fw::PlatformState::UNINIT)) {
+                fw::InitBuf b {};
+                TRY(m_psp->do_cmd(fw::CommandId::INIT, { reinterpret_cast<uint8_t*>(&b), sizeof b }));
+                m_mc.wbinvd();
+                TRY(m_psp->do_cmd(fw::CommandId::DF_FLUSH, {}));
+            }
+        }
+        return m_psp->platform_init();
+    };
+    if (auto r = init(); !r)
+        return fail(fmt::format("SEV platform initialisation failed: {}", op_error(r.error().err, r.error().psp_ret)));
+
+    SevHostConfig hc;
+    hc.max_asid = leaf.ecx;
+    hc.min_sev_asid = leaf.edx;
+    hc.es_supported = cpu_has_es;
+    hc.sme_coherent = leaf.eax & (1u << 10);
+    m_sev_host = std::make_unique<SevHost>(*m_psp, m_mc, hc);
+    // QEMU's default (legacy-vm-type=auto without INIT2-only options): a default-type VM
+    // initialised with KVM_SEV_INIT.
+    m_vm = std::make_unique<Vm>(*m_sev_host, KVM_X86_DEFAULT_VM);
+    return {};
+}
+
+template <class T>
+int SevRuntime::encrypt_op(uint32_t id, T* data, uint32_t& fw_error)
+{
+    kvm_sev_cmd cmd {};
+    cmd.id = id;
+    std::optional<HostBuffer> buf;
+    if (data) {
+        auto b = HostBuffer::create(*m_host, { reinterpret_cast<uint8_t const*>(data), sizeof *data });
+        if (!b)
+            return b.error();
+        buf.emplace(std::move(*b));
+        cmd.data = buf->hva().value;
+    }
+    int ret = m_vm->memory_encrypt_op(cmd);
+    fw_error = cmd.error;
+    if (data && !m_host->copy_from(buf->hva(), { reinterpret_cast<uint8_t*>(data), sizeof *data }))
+        return ret ? ret : -EFAULT;
+    return ret;
+}
+
+void SevRuntime::set_state(SevState s)
+{
+    if (m_trace.enabled("sev"))
+        m_trace.emit("sev", fmt::format("state {} -> {}", sev_state_name(m_state), sev_state_name(s)));
+    m_state = s;
+}
+
+// QEMU: sev_kvm_init() (KVM_SEV_INIT, LAUNCH_START), the RAM block notifier
+// (KVM_MEMORY_ENCRYPT_REG_REGION), the loader's LAUNCH_UPDATE_DATA, and at machine-init-done
+// sev_launch_get_measure() (LAUNCH_MEASURE: length query, then the blob).
+Result<void, MachineError> SevRuntime::launch(LaunchInputs in)
+{
+    auto const& g = m_config;
+    std::string what = fmt::format("sev-guest '{}'", g.id);
+    auto& loaded = in.loaded;
+    auto const& dh_cert = in.dh_cert;
+    auto const& session = in.session;
+
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_INIT, nullptr, fw_error))
+        return fail(fmt::format("{}: KVM_SEV_INIT failed: {}", what, op_error(r, fw_error)));
+
+    // Guest RAM: one contiguous range of DRAM above the host reserve, memory slot 0 at GPA 0.
+    Hva ram = direct_map(Spa(kGuestRamBase));
+    kvm_userspace_memory_region slot { 0, 0, 0, m_ram_size, ram.value };
+    if (int r = m_vm->set_user_memory_region(slot))
+        return fail(fmt::format("{}: KVM_SET_USER_MEMORY_REGION for {} MiB of guest RAM failed: {}", what,
+            m_ram_size >> 20, std::strerror(-r)));
+    if (int r = m_vm->memory_encrypt_reg_region({ ram.value, m_ram_size }))
+        return fail(fmt::format("{}: KVM_MEMORY_ENCRYPT_REG_REGION failed: {}", what, std::strerror(-r)));
+
+    // LAUNCH_START (SEV-KM API 55766 §6.2): the owner's GODH certificate and session blob, or
+    // none (the firmware then makes up its own transport keys, as QEMU without the files).
+    kvm_sev_launch_start start {};
+    start.handle = g.handle.value_or(0);
+    start.policy = uint32_t(g.policy);
+    std::optional<HostBuffer> dh_buf, session_buf;
+    auto to_host = [&](Bytes const& b, std::optional<HostBuffer>& slot_buf) -> Result<Hva, MachineError> {
+        auto hb = HostBuffer::create(*m_host, b);
+        if (!hb)
+            return fail(fmt::format("{}: out of host memory", what));
+        slot_buf.emplace(std::move(*hb));
+        return slot_buf->hva();
+    };
+    if (dh_cert) {
+        start.dh_uaddr = TRY(to_host(*dh_cert, dh_buf)).value;
+        start.dh_len = uint32_t(dh_cert->size());
+    }
+    if (session) {
+        start.session_uaddr = TRY(to_host(*session, session_buf)).value;
+        start.session_len = uint32_t(session->size());
+    }
+    if (int r = encrypt_op(KVM_SEV_LAUNCH_START, &start, fw_error)) {
+        std::string hint;
+        if (dh_cert.has_value() != session.has_value())
+            hint = " (dh-cert-file and session-file are given together: the session is bound to the GODH key)";
+        else if (fw_error == uint16_t(fw::Status::INVALID_CERTIFICATE))
+            hint = " (is dh-cert-file the owner's GODH certificate for this platform's PDH?)";
+        else if (fw_error == uint16_t(fw::Status::POLICY_FAILURE))
+            hint = " (the policy is not allowed on this platform, or differs from the session's)";
+        else if (fw_error == uint16_t(fw::Status::BAD_MEASUREMENT))
+            hint = " (session-file was not made with dh-cert-file for this platform and policy)";
+        return fail(fmt::format("{}: LAUNCH_START failed: {}{}", what, op_error(r, fw_error), hint));
+    }
+    set_state(SevState::LaunchUpdate);
+
+    // The loaded image, page for page, into guest RAM (plaintext, as the loader writes it),
+    // then LAUNCH_UPDATE_DATA over each measured range in ascending order: the firmware
+    // encrypts the pages in place with the guest's key and extends the launch digest.
+    std::vector<uint8_t> page(kPageSize);
+    for (auto const& range : loaded.ranges) {
+        for (uint64_t off = 0; off < range.size; off += kPageSize) {
+            uint64_t gpa = range.gpa + off;
+            if (!loaded.scratch->read(Spa(gpa), page, mmu::KeyId::none())
+                || !m_mc.write(Spa(kGuestRamBase + gpa), page, mmu::KeyId::none()))
+                return fail(fmt::format("{}: measured page {:#x} is outside guest RAM", what, gpa));
+        }
+        kvm_sev_launch_update_data update { ram.value + range.gpa, uint32_t(range.size) };
+        if (int r = encrypt_op(KVM_SEV_LAUNCH_UPDATE_DATA, &update, fw_error))
+            return fail(fmt::format("{}: LAUNCH_UPDATE_DATA of GPA {:#x}-{:#x} failed: {}", what, range.gpa,
+                range.gpa + range.size - 1, op_error(r, fw_error)));
+    }
+
+    // LAUNCH_MEASURE: the length first (the firmware answers INVALID_LEN with it), then the blob.
+    kvm_sev_launch_measure measure {};
+    (void)encrypt_op(KVM_SEV_LAUNCH_MEASURE, &measure, fw_error);
+    if (measure.len == 0 || measure.len > kPageSize)
+        return fail(fmt::format("{}: LAUNCH_MEASURE did not report its length: {}", what, op_error(-EIO, fw_error)));
+    auto out = HostBuffer::create(*m_host, {}, measure.len);
+    if (!out)
+        return fail(fmt::format("{}: out of host memory", what));
+    measure.uaddr = out->hva().value;
+    if (int r = encrypt_op(KVM_SEV_LAUNCH_MEASURE, &measure, fw_error))
+        return fail(fmt::format("{}: LAUNCH_MEASURE failed: {}", what, op_error(r, fw_error)));
+    auto blob = out->read(measure.len);
+    if (!blob)
+        return fail(fmt::format("{}: LAUNCH_MEASURE output unreadable", what));
+    m_measurement = std::move(*blob);
+    set_state(SevState::LaunchSecret);
+    if (m_trace.enabled("sev"))
+        m_trace.emit("sev", fmt::format("launch measured: {} range(s), measurement {} mnonce {}", loaded.ranges.size(),
+            to_hex(std::span(m_measurement).first(std::min<size_t>(32, m_measurement.size()))),
+            to_hex(std::span(m_measurement).subspan(std::min<size_t>(32, m_measurement.size())))));
+
+    m_boot = loaded.kernel.boot;
+    m_memory_map = std::move(loaded.memory_map);
+    m_ranges = std::move(loaded.ranges);
+    return {};
+}
+
+// The vCPU in the Multiboot v1 hand-off state (Multiboot spec §3.2), as the plain machine's CPU
+// and QEMU's option ROM leave it: 32-bit protected mode with paging off, flat 4 GiB segments
+// (CS 0x08, data 0x10) from the boot GDT at kMultibootGdtAddr, EAX = 0x2BADB002, EBX = the
+// information structure, ECX = the entry point, ESP = kMultibootStackTop.
+Result<void, MachineError> SevRuntime::create_vcpu()
+{
+    auto v = Vcpu::create(*m_vm, 0);
+    if (!v)
+        return fail(fmt::format("sev-guest '{}': cannot create the vCPU: {}", m_config.id, std::strerror(-v.error())));
+    m_vcpu = std::move(*v);
+    m_vcpu->set_cpuid(guest_cpuid(m_model, m_config));
+    auto& s = m_vcpu->state();
+    using cpu::svm::VmcbSeg;
+    s.cs = VmcbSeg { 0x08, 0xC9B, 0xFFFFFFFF, 0 };
+    s.ds = s.es = s.fs = s.gs = s.ss = VmcbSeg { 0x10, 0xC93, 0xFFFFFFFF, 0 };
+    s.gdtr = VmcbSeg { 0, 0, kMultibootGdtLimit, kMultibootGdtAddr };
+    s.idtr = VmcbSeg { 0, 0, 0, 0 };
+    s.cpl = 0;
+    s.cr0 = 0x11; // PE | ET
+    s.cr3 = 0;
+    s.cr4 = 0;
+    // EFER keeps SVME, which Vcpu::create() set because VMRUN requires it of the guest EFER.
+    s.rflags = 2;
+    s.rip = m_boot.entry;
+    s.rsp = kMultibootStackTop;
+    s.rax = 0x2BADB002;
+    auto& gprs = m_vcpu->gprs();
+    gprs.fill(0);
+    gprs[3] = m_boot.info_addr; // RBX
+    gprs[1] = m_boot.entry;     // RCX: the option ROM jumps through it
+    return {};
+}
+
+Result<SevInfo, SevError> SevRuntime::query()
+{
+    auto status = m_psp->platform_status();
+    if (!status)
+        return sev_fail(fmt::format("SEV: failed to get platform status {}", op_error(status.error().err, status.error().psp_ret)));
+    kvm_sev_guest_status gs {};
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op(KVM_SEV_GUEST_STATUS, &gs, fw_error))
+        return sev_fail(fmt::format("SEV: failed to get guest status {}", op_error(r, fw_error)));
+    SevInfo info;
+    info.api_major = status->api_major;
+    info.api_minor = status->api_minor;
+    info.build_id = status->build;
+    info.handle = gs.handle;
+    info.policy = gs.policy;
+    info.state = from_firmware_state(uint8_t(gs.state));
+    return info;
+}
+
+// QEMU's sev_get_capabilities(): SEV_PDH_CERT_EXPORT and SEV_GET_ID2 on /dev/sev, each a length
+// query then the data, and CPUID 8000_001F.
+Result<SevCapabilities, SevError> SevRuntime::capabilities()
+{
+    SevCapabilities cap;
+    fw::PdhCertExportBuf exp {};
+    auto q = m_psp->do_cmd(fw::CommandId::PDH_CERT_EXPORT, { reinterpret_cast<uint8_t*>(&exp), sizeof exp });
+    if (!q && q.error().psp_ret != uint16_t(fw::Status::INVALID_LEN))
+        return sev_fail(fmt::format("SEV: Failed to export PDH cert {}", op_error(q.error().err, q.error().psp_ret)));
+    if (exp.pdh_cert_length == 0 || exp.pdh_cert_length > 0x4000 || exp.certs_length == 0 || exp.certs_length > 0x4000)
+        return sev_fail("SEV: Failed to export PDH cert: the firmware reported no length");
+    auto pdh = HostBuffer::create(*m_host, {}, exp.pdh_cert_length);
+    auto chain = HostBuffer::create(*m_host, {}, exp.certs_length);
+    if (!pdh || !chain)
+        return sev_fail("SEV: out of host memory");
+    exp.pdh_cert_paddr = m_host->to_spa(pdh->hva())->value;
+    exp.certs_paddr = m_host->to_spa(chain->hva())->value;
+    if (auto r = m_psp->do_cmd(fw::CommandId::PDH_CERT_EXPORT, { reinterpret_cast<uint8_t*>(&exp), sizeof exp }); !r)
+        return sev_fail(fmt::format("SEV: Failed to export PDH cert {}", op_error(r.error().err, r.error().psp_ret)));
+    auto pdh_bytes = pdh->read(exp.pdh_cert_length);
+    auto chain_bytes = chain->read(exp.certs_length);
+    if (!pdh_bytes || !chain_bytes)
+        return sev_fail("SEV: Failed to export PDH cert: output unreadable");
+    cap.pdh = std::move(*pdh_bytes);
+    cap.cert_chain = std::move(*chain_bytes);
+
+    fw::GetIdBuf id {};
+    q = m_psp->do_cmd(fw::CommandId::GET_ID, { reinterpret_cast<uint8_t*>(&id), sizeof id });
+    if (!q && q.error().psp_ret != uint16_t(fw::Status::INVALID_LEN))
+        return sev_fail(fmt::format("SEV: Failed to get ID {}", op_error(q.error().err, q.error().psp_ret)));
+    if (id.id_length == 0 || id.id_length > kPageSize)
+        return sev_fail("SEV: Failed to get ID: the firmware reported no length");
+    auto id_buf = HostBuffer::create(*m_host, {}, id.id_length);
+    if (!id_buf)
+        return sev_fail("SEV: out of host memory");
+    id.id_paddr = m_host->to_spa(id_buf->hva())->value;
+    if (auto r = m_psp->do_cmd(fw::CommandId::GET_ID, { reinterpret_cast<uint8_t*>(&id), sizeof id }); !r)
+        return sev_fail(fmt::format("SEV: Failed to get ID {}", op_error(r.error().err, r.error().psp_ret)));
+    auto id_bytes = id_buf->read(id.id_length);
+    if (!id_bytes)
+        return sev_fail("SEV: Failed to get ID: output unreadable");
+    cap.cpu0_id = std::move(*id_bytes);
+
+    cap.cbitpos = cpu::cpuid_query(m_model, 0x8000001F, 0).ebx & 0x3F;
+    // QEMU reports 1 here whatever the host's EBX[11:6] says: "When SEV feature is enabled, we
+    // lose one bit in guest physical addressing" (target/i386/sev.c).
+    cap.reduced_phys_bits = 1;
+    return cap;
+}
+
+Result<Bytes, SevError> SevRuntime::launch_measurement() const
+{
+    // QEMU's sev_get_launch_measurement(): available from launch-secret on.
+    if (m_state < SevState::LaunchSecret || m_measurement.empty())
+        return sev_fail("SEV launch measurement is not available");
+    return m_measurement;
+}
+
+// QEMU's sev_inject_launch_secret(): KVM_SEV_LAUNCH_SECRET with the guest range's Hva.
+Result<void, SevError> SevRuntime::inject_launch_secret(std::span<uint8_t const> header, std::span<uint8_t const> secret,
+    uint64_t gpa)
+{
+    if (m_state != SevState::LaunchSecret)
+        return sev_fail(fmt::format("SEV: Not in correct state. (LSECRET) {:x}", unsigned(m_state)));
+    if (header.empty())
+        return sev_fail("SEV: Failed to decode sequence header");
+    if (secret.empty())
+        return sev_fail("SEV: Failed to decode data");
+    // gpa2hva(): the whole range must be RAM in one memory slot.
+    std::optional<uint64_t> hva;
+    for (auto const& [id, s] : m_vm->memory_slots()) {
+        if (gpa >= s.guest_phys_addr && gpa - s.guest_phys_addr < s.memory_size) {
+            if (secret.size() > s.memory_size - (gpa - s.guest_phys_addr))
+                return sev_fail(fmt::format("SEV: Failed to calculate guest address: Size of memory region at 0x{:x} "
+                                            "exceeded", gpa));
+            hva = s.userspace_addr + (gpa - s.guest_phys_addr);
+        }
+    }
+    if (!hva)
+        return sev_fail(fmt::format("SEV: Failed to calculate guest address: No memory is mapped at address 0x{:x}", gpa));
+    auto hdr_buf = HostBuffer::create(*m_host, header);
+    auto data_buf = HostBuffer::create(*m_host, secret);
+    if (!hdr_buf || !data_buf)
+        return sev_fail("SEV: out of host memory");
+    kvm_sev_launch_secret input {};
+    input.hdr_uaddr = hdr_buf->hva().value;
+    input.hdr_len = uint32_t(header.size());
+    input.trans_uaddr = data_buf->hva().value;
+    input.trans_len = uint32_t(secret.size());
+    input.guest_uaddr = *hva;
+    input.guest_len = uint32_t(secret.size());
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op(KVM_SEV_LAUNCH_SECRET, &input, fw_error))
+        return sev_fail(fmt::format("SEV: failed to inject secret {}", op_error(r, fw_error)));
+    if (m_trace.enabled("sev"))
+        m_trace.emit("sev", fmt::format("launch secret of {} bytes injected at GPA {:#x}", secret.size(), gpa));
+    return {};
+}
+
+// QEMU's sev_get_attestation_report(): the report's length first, then the report.
+Result<Bytes, SevError> SevRuntime::attestation_report(std::span<uint8_t const> mnonce)
+{
+    kvm_sev_attestation_report input {};
+    if (mnonce.size() != sizeof input.mnonce)
+        return sev_fail(fmt::format("SEV: mnonce must be {} bytes (got {})", sizeof input.mnonce, mnonce.size()));
+    uint32_t fw_error = 0;
+    int r = encrypt_op(KVM_SEV_GET_ATTESTATION_REPORT, &input, fw_error);
+    if (r < 0 && fw_error != uint16_t(fw::Status::INVALID_LEN))
+        return sev_fail(fmt::format("SEV: Failed to query the attestation report length {}", op_error(r, fw_error)));
+    if (input.len == 0 || input.len > SEV_FW_BLOB_MAX_SIZE)
+        return sev_fail("SEV: Failed to query the attestation report length: the firmware reported none");
+    auto out = HostBuffer::create(*m_host, {}, input.len);
+    if (!out)
+        return sev_fail("SEV: out of host memory");
+    input.uaddr = out->hva().value;
+    std::copy(mnonce.begin(), mnonce.end(), input.mnonce);
+    if ((r = encrypt_op(KVM_SEV_GET_ATTESTATION_REPORT, &input, fw_error)))
+        return sev_fail(fmt::format("SEV: Failed to get attestation report {}", op_error(r, fw_error)));
+    auto report = out->read(input.len);
+    if (!report)
+        return sev_fail("SEV: Failed to get attestation report: output unreadable");
+    return std::move(*report);
+}
+
+Result<void, SevError> SevRuntime::launch_finish()
+{
+    if (m_state == SevState::Running)
+        return {};
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_LAUNCH_FINISH, nullptr, fw_error))
+        return sev_fail(fmt::format("SEV: LAUNCH_FINISH failed: {}", op_error(r, fw_error)));
+    set_state(SevState::Running);
+    return {};
+}
+
+bool SevRuntime::read_guest_physical(uint64_t gpa, std::span<uint8_t> out) const
+{
+    size_t done = 0;
+    while (done < out.size()) {
+        uint64_t at = gpa + done;
+        if (at < gpa)
+            return false;
+        size_t n = std::min<size_t>(out.size() - done, kPageSize - (at & kPageMask));
+        auto spa = m_vm->gpa_to_spa(Gpa(at));
+        if (!spa || !m_mc.read(*spa, out.subspan(done, n), mmu::KeyId::none()))
+            return false;
+        done += n;
+    }
+    return true;
+}
+
+} // namespace sevemu::emulator

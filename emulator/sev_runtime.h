@@ -1,0 +1,186 @@
+// sevemu — the SEV side of a Machine: what QEMU's target/i386/sev.c and the host kernel do for
+// an SEV guest, built from the same parts a real host has.
+//
+//   DRAM = [ host reserve (the hypervisor's pages) | guest RAM ]
+//   AMD-SP firmware (--platform DIR) behind its PSP mailbox on the machine's MMIO bus
+//   HostMemory + PspDriver (Linux's ccp driver) + SevHost + Vm (KVM's SEV interface)
+//
+// create() runs the launch as QEMU does before the guest first runs: KVM_SEV_INIT,
+// LAUNCH_START (with the owner's dh-cert-file and session-file, base64 as QEMU reads them),
+// LAUNCH_UPDATE_DATA over exactly the pages README "What a -kernel launch measures" names (the
+// same scratch load as kernel_launch_digest(), so an owner's digest matches), LAUNCH_MEASURE,
+// and the vCPU in the Multiboot entry state. The guest is then in "launch-secret": the QMP SEV
+// commands can read the measurement and inject a secret until launch_finish(), which the Machine
+// calls when the guest first runs (QEMU's sev_vm_state_change).
+//
+// Every answer comes from the firmware through the mailbox; nothing is computed on the side.
+// Not thread-safe: the Machine calls it on its own thread (QMP handlers post to it).
+#pragma once
+
+#include "base/addr.h"
+#include "base/encoding.h"
+#include "base/result.h"
+#include "base/trace.h"
+#include "emulator/machine.h"
+#include "emulator/machine_config.h"
+#include "emulator/sev_launch.h"
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sevemu::devices {
+class Bus;
+class PspMailbox;
+}
+namespace sevemu::firmware {
+class Firmware;
+class PlatformStore;
+}
+namespace sevemu::vmm {
+class HostMemory;
+class PspDriver;
+class SevHost;
+class Vm;
+class Vcpu;
+}
+
+namespace sevemu::emulator {
+
+// One line for QMP (GenericError's desc) or the CLI.
+struct SevError {
+    std::string message;
+};
+
+// QEMU's SevState (qapi/misc-target.json), as QEMU tracks it across the launch.
+enum class SevState : uint8_t { Uninit, LaunchUpdate, LaunchSecret, Running };
+std::string_view sev_state_name(SevState); // "uninit", "launch-update", "launch-secret", "running"
+
+// query-sev: the platform's API version and build (PLATFORM_STATUS) and the guest's handle,
+// policy and state (GUEST_STATUS), read from the firmware at the time of the query.
+struct SevInfo {
+    uint8_t api_major {}, api_minor {}, build_id {};
+    uint32_t handle {}, policy {};
+    SevState state { SevState::Uninit };
+};
+
+// query-sev-capabilities, as QEMU builds it from /dev/sev: PDH_CERT_EXPORT (the PDH, and the
+// PEK, OCA and CEK one after the other), GET_ID, and CPUID 8000_001F.
+struct SevCapabilities {
+    Bytes pdh;
+    Bytes cert_chain;
+    Bytes cpu0_id;
+    uint32_t cbitpos {};
+    uint32_t reduced_phys_bits {};
+};
+
+// A KVM_HC_MAP_GPA_RANGE request from the guest (Linux's kvm_para.h): pages made shared or
+// private again. sevemu records them; the nested page tables need no change for SEV (the
+// guest's own C-bit picks the key).
+struct GpaRangeChange {
+    uint64_t gpa;
+    uint64_t pages;
+    uint64_t attributes; // KVM_MAP_GPA_RANGE_* (bit 4: encrypted)
+};
+
+class SevRuntime {
+public:
+    // The hypervisor's share of DRAM, below guest RAM.
+    static constexpr uint64_t kHostReserveBase = 1ull << 20;
+    static constexpr uint64_t kHostReserveEnd = 64ull << 20;
+    static constexpr uint64_t kGuestRamBase = kHostReserveEnd;
+    // sevemu keeps guest RAM in one contiguous range below the PCI hole (QUIRKS.md).
+    static constexpr uint64_t kMaxGuestRam = 2ull << 30;
+    // Where the PSP's BAR 2 sits on the MMIO bus (in the PCI hole, as on a PC).
+    static constexpr uint64_t kPspBar = 0xFE00'0000ull;
+
+    // DRAM size a machine with this much guest RAM needs.
+    static uint64_t dram_size(uint64_t guest_ram) { return kGuestRamBase + guest_ram; }
+    // Checks the -object sev-guest configuration sevemu can run (before anything is built).
+    static Result<void, MachineError> check_config(MachineConfig const&);
+
+    // Builds the host side and launches the guest up to LAUNCH_MEASURE (see the file comment).
+    static Result<std::unique_ptr<SevRuntime>, MachineError> create(MachineConfig const&, mmu::MemoryController&,
+        devices::Bus& mmio, Trace&);
+    ~SevRuntime();
+    SevRuntime(SevRuntime const&) = delete;
+    SevRuntime& operator=(SevRuntime const&) = delete;
+
+    SevGuestConfig const& config() const { return m_config; }
+    SevState state() const { return m_state; }
+    MultibootBoot const& boot() const { return m_boot; }
+    std::vector<E820Entry> const& memory_map() const { return m_memory_map; }
+    std::vector<MeasuredRange> const& measured_ranges() const { return m_ranges; }
+    uint64_t guest_ram_size() const { return m_ram_size; }
+    uint32_t asid() const;
+
+    // --- The QMP SEV commands (QEMU's semantics and error texts).
+    Result<SevInfo, SevError> query();
+    Result<SevCapabilities, SevError> capabilities();
+    // LAUNCH_MEASURE's 48 bytes (measurement then mnonce); from launch-secret on, as QEMU.
+    Result<Bytes, SevError> launch_measurement() const;
+    // KVM_SEV_LAUNCH_SECRET into guest memory at `gpa`; only in launch-secret.
+    Result<void, SevError> inject_launch_secret(std::span<uint8_t const> header, std::span<uint8_t const> secret, uint64_t gpa);
+    // KVM_SEV_GET_ATTESTATION_REPORT for a 16-byte mnonce.
+    Result<Bytes, SevError> attestation_report(std::span<uint8_t const> mnonce);
+
+    // KVM_SEV_LAUNCH_FINISH; the state becomes "running". Nothing to do when already running.
+    Result<void, SevError> launch_finish();
+
+    // Guest-physical memory as the hypervisor sees it (through the memory slots, no key):
+    // ciphertext for private pages, plaintext for shared ones. False when not all of it is RAM.
+    bool read_guest_physical(uint64_t gpa, std::span<uint8_t> out) const;
+
+    vmm::Vm& vm() { return *m_vm; }
+    vmm::Vcpu& vcpu() { return *m_vcpu; }
+    void note_gpa_range_change(GpaRangeChange c) { m_gpa_changes.push_back(c); }
+    std::vector<GpaRangeChange> const& gpa_range_changes() const { return m_gpa_changes; }
+
+private:
+    SevRuntime(MachineConfig const&, mmu::MemoryController&, devices::Bus& mmio, Trace&);
+    // What the launch reads from the user's files (-kernel, dh-cert-file, session-file).
+    struct LaunchInputs {
+        LoadedLaunch loaded;
+        std::optional<Bytes> dh_cert, session;
+    };
+    Result<void, MachineError> build_host();
+    Result<void, MachineError> launch(LaunchInputs);
+    Result<void, MachineError> create_vcpu();
+    // KVM_MEMORY_ENCRYPT_OP with the command's structure copied in and out of host memory.
+    template <class T>
+    int encrypt_op(uint32_t id, T* data, uint32_t& fw_error);
+    void set_state(SevState);
+
+    SevGuestConfig m_config;
+    std::string m_platform_dir;
+    cpu::CpuModel m_model;
+    uint64_t m_ram_size;
+    mmu::MemoryController& m_mc;
+    devices::Bus& m_mmio;
+    Trace& m_trace;
+
+    std::unique_ptr<firmware::PlatformStore> m_store;
+    std::unique_ptr<firmware::Firmware> m_firmware;
+    devices::IrqLine m_psp_irq;
+    std::unique_ptr<devices::PspMailbox> m_mailbox;
+    bool m_mailbox_mapped { false };
+    std::unique_ptr<vmm::HostMemory> m_host;
+    std::unique_ptr<vmm::PspDriver> m_psp;
+    std::unique_ptr<vmm::SevHost> m_sev_host;
+    std::unique_ptr<vmm::Vm> m_vm;
+    std::unique_ptr<vmm::Vcpu> m_vcpu;
+
+    SevState m_state { SevState::Uninit };
+    Bytes m_measurement; // LAUNCH_MEASURE's output (48 bytes)
+    MultibootBoot m_boot {};
+    std::vector<E820Entry> m_memory_map;
+    std::vector<MeasuredRange> m_ranges;
+    std::vector<GpaRangeChange> m_gpa_changes;
+};
+
+} // namespace sevemu::emulator

@@ -1,0 +1,469 @@
+// A Machine running an SEV guest, built from C++ (no CLI, no QMP): the launch through the
+// firmware, the measurement against the guest owner's own computation, the launch secret, the
+// QMP views (query, capabilities, attestation report, pmemsave's guest-physical view), bad
+// configurations, and a whole run of the SEV-aware guest (tests/guests/sev.c).
+//
+// The independent references are the guest owner's library (tools/sevemu-owner: session keys,
+// verify_measurement over kernel_launch_digest(), build_secret, verify_attestation_report with
+// the PEK) and the memory controller read with the guest's key; never the runtime's own output.
+//
+// Argument (compile-time): SEV_GUEST, the path of guest-sev.elf.
+#include "cpu/cpu_model.h"
+#include "emulator/machine.h"
+#include "emulator/sev_launch.h"
+#include "emulator/sev_runtime.h"
+#include "emulator/vmm/vcpu.h"
+#include "emulator/vmm/vm.h"
+#include "firmware/firmware.h"
+#include "firmware/sev_cert.h"
+#include "mmu/memory_controller.h"
+#include "tools/sevemu-owner/owner.h"
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <string>
+#include <unistd.h>
+
+using namespace sevemu;
+using namespace sevemu::emulator;
+namespace fs = std::filesystem;
+
+namespace {
+
+// One temporary directory for the run: the platform (its identity persists across machines, as
+// a real chip's does) and the owner's files.
+fs::path const& work_dir()
+{
+    static fs::path dir = [] {
+        std::string tmpl = (fs::temp_directory_path() / "sevemu-sev-machine-XXXXXX").string();
+        if (!::mkdtemp(tmpl.data()))
+            std::abort();
+        return fs::path(tmpl);
+    }();
+    static struct Cleanup {
+        ~Cleanup()
+        {
+            std::error_code ec;
+            fs::remove_all(dir, ec);
+        }
+    } cleanup;
+    return dir;
+}
+
+void write_text(fs::path const& p, std::string const& text)
+{
+    std::ofstream out(p, std::ios::binary);
+    out << text;
+}
+
+MachineConfig sev_config(uint32_t policy = 0x1, std::string* serial = nullptr)
+{
+    MachineConfig c;
+    c.memory_size = 32ull << 20;
+    c.kernel = SEV_GUEST;
+    c.platform_dir = (work_dir() / "platform").string();
+    c.debug_exit = devices::DebugExitConfig { 0xF4, 4 };
+    if (serial) {
+        c.serial.kind = SerialConfig::Kind::Callback;
+        c.serial.callback = [serial](uint8_t b) { serial->push_back(char(b)); };
+    }
+    SevGuestConfig g;
+    g.type = SevGuestConfig::Type::Sev;
+    g.id = "sev0";
+    g.policy = policy;
+    g.cbitpos = 51;
+    g.reduced_phys_bits = 1;
+    c.confidential_guest = g;
+    return c;
+}
+
+std::unique_ptr<Machine> make(MachineConfig c)
+{
+    auto m = Machine::create(std::move(c));
+    if (!m)
+        FAIL("Machine::create: " << m.error().message);
+    return std::move(*m);
+}
+
+std::string create_error(MachineConfig c)
+{
+    auto m = Machine::create(std::move(c));
+    REQUIRE_FALSE(m.has_value());
+    return m.error().message;
+}
+
+// The platform's PDH, as a guest owner gets it (here from query-sev-capabilities of a machine
+// launched without a session).
+Bytes platform_pdh()
+{
+    static Bytes pdh = [] {
+        auto m = make(sev_config());
+        auto cap = m->sev()->capabilities();
+        REQUIRE(cap.has_value());
+        return cap->pdh;
+    }();
+    return pdh;
+}
+
+struct OwnerSession {
+    owner::Session session;
+    std::string godh_file, session_file;
+};
+
+// `sevemu-owner session`: GODH certificate and session blob as base64 files, as QEMU reads them.
+OwnerSession owner_session(uint32_t policy, std::string const& name)
+{
+    auto s = owner::make_session(platform_pdh(), policy);
+    REQUIRE(s.has_value());
+    OwnerSession o { std::move(*s), (work_dir() / (name + "_godh.b64")).string(), (work_dir() / (name + "_session.b64")).string() };
+    write_text(o.godh_file, to_base64(o.session.godh_cert) + "\n");
+    write_text(o.session_file, to_base64(o.session.session_blob) + "\n");
+    return o;
+}
+
+MachineConfig with_session(OwnerSession const& o, uint32_t policy = 0x1, std::string* serial = nullptr)
+{
+    auto c = sev_config(policy, serial);
+    c.confidential_guest->dh_cert_file = o.godh_file;
+    c.confidential_guest->session_file = o.session_file;
+    return c;
+}
+
+owner::PlatformVersion version_of(SevInfo const& info) { return { info.api_major, info.api_minor, info.build_id }; }
+
+// The guest's secret page (tests/guests/sev.c): "SEVEMUS1", length, reserved, the bytes.
+Bytes secret_page(std::string const& text)
+{
+    Bytes b { 'S', 'E', 'V', 'E', 'M', 'U', 'S', '1' };
+    uint32_t n = uint32_t(text.size());
+    for (int i = 0; i < 4; ++i)
+        b.push_back(uint8_t(n >> (8 * i)));
+    b.insert(b.end(), 4, 0);
+    b.insert(b.end(), text.begin(), text.end());
+    return b;
+}
+
+constexpr uint64_t kSecretGpa = 0x800000; // tests/guests/sev.h SEV_SECRET_GPA
+
+} // namespace
+
+TEST_CASE("sev machine: without a session the launch stops in launch-secret; every value is the firmware's", "[sev]")
+{
+    auto m = make(sev_config());
+    auto* sev = m->sev();
+    REQUIRE(sev != nullptr);
+    CHECK(sev->state() == SevState::LaunchSecret);
+    auto info = sev->query();
+    REQUIRE(info.has_value());
+    auto params = firmware::FirmwareParams::for_model(firmware::CpuModel::Milan);
+    CHECK(info->api_major == params.api_major);
+    CHECK(info->api_minor == params.api_minor);
+    CHECK(info->build_id == params.build);
+    CHECK(info->policy == 0x1);
+    CHECK(info->handle != 0);
+    CHECK(info->state == SevState::LaunchSecret);
+    CHECK(sev_state_name(info->state) == "launch-secret");
+    auto measurement = sev->launch_measurement();
+    REQUIRE(measurement.has_value());
+    CHECK(measurement->size() == owner::kMeasurementSize);
+    // The guest's view of the machine is the guest's RAM, not the DRAM with the host reserve.
+    CHECK(m->memory().dram_size() == SevRuntime::dram_size(32ull << 20));
+    REQUIRE(m->multiboot().has_value());
+    CHECK(m->multiboot()->mem_upper_kib == (32u << 10) - 1024 - 128);
+    // The vCPU is in the Multiboot hand-off state.
+    auto& s = sev->vcpu().state();
+    CHECK(s.rip == m->multiboot()->entry);
+    CHECK(s.rax == 0x2BADB002);
+    CHECK(sev->vcpu().gprs()[3] == m->multiboot()->info_addr);
+    CHECK(s.cs.selector == 0x08);
+    CHECK(s.cs.attrib == 0xC9B);
+    CHECK(s.ss.attrib == 0xC93);
+    CHECK(s.gdtr.base == kMultibootGdtAddr);
+    CHECK(s.cr0 == 0x11);
+    CHECK((s.efer & (1u << 12)) != 0);
+    // The secret needs the session's keys; LAUNCH_FINISH moves the guest to running.
+    REQUIRE(sev->launch_finish().has_value());
+    CHECK(sev->query()->state == SevState::Running);
+    CHECK(sev->launch_measurement().has_value()); // still available, as in QEMU
+}
+
+TEST_CASE("sev machine: the measurement is the owner's HMAC over kernel_launch_digest()", "[sev]")
+{
+    auto o = owner_session(0x1, "measure");
+    auto m = make(with_session(o));
+    auto* sev = m->sev();
+    auto info = sev->query();
+    REQUIRE(info.has_value());
+    auto measurement = sev->launch_measurement();
+    REQUIRE(measurement.has_value());
+    // The owner recomputes the digest from the kernel file alone and checks the HMAC with its TIK.
+    auto digest = kernel_launch_digest(KernelLaunch { 32ull << 20, SEV_GUEST, "", "" });
+    REQUIRE(digest.has_value());
+    CHECK(digest->ranges.size() == sev->measured_ranges().size());
+    auto ok = owner::verify_measurement(o.session.keys.tik, *measurement, version_of(*info), 0x1, digest->digest);
+    INFO((ok ? std::string() : ok.error().message));
+    CHECK(ok.has_value());
+    // Another command line (here -append) is another launch digest: the check fails.
+    auto other = kernel_launch_digest(KernelLaunch { 32ull << 20, SEV_GUEST, "", "console=ttyS0" });
+    REQUIRE(other.has_value());
+    CHECK_FALSE(owner::verify_measurement(o.session.keys.tik, *measurement, version_of(*info), 0x1, other->digest).has_value());
+    // So is another -m (the E820 map and mem_upper are measured).
+    auto bigger = kernel_launch_digest(KernelLaunch { 64ull << 20, SEV_GUEST, "", "" });
+    REQUIRE(bigger.has_value());
+    CHECK(bigger->digest != digest->digest);
+
+    // The attestation report: signed by the platform's PEK, for this mnonce, over this digest.
+    auto cap = sev->capabilities();
+    REQUIRE(cap.has_value());
+    CHECK(cap->pdh == platform_pdh());
+    REQUIRE(cap->cert_chain.size() == 3 * firmware::kSevCertSize);
+    CHECK(cap->cpu0_id.size() == 64);
+    CHECK(cap->cbitpos == 51);
+    auto pek = firmware::SevCert::parse(std::span(cap->cert_chain).first(firmware::kSevCertSize));
+    REQUIRE(pek.has_value());
+    owner::Nonce128 mnonce {};
+    for (size_t i = 0; i < mnonce.size(); ++i)
+        mnonce[i] = uint8_t(0xA0 + i);
+    auto report = sev->attestation_report(mnonce);
+    REQUIRE(report.has_value());
+    auto verified = owner::verify_attestation_report(*report, *pek, mnonce);
+    REQUIRE(verified.has_value());
+    CHECK(verified->launch_digest == digest->digest);
+    CHECK(verified->policy == 0x1);
+    CHECK_FALSE(sev->attestation_report(std::span(mnonce).first(8)).has_value());
+}
+
+TEST_CASE("sev machine: the launch secret goes in only in launch-secret, encrypted for the guest", "[sev]")
+{
+    auto o = owner_session(0x1, "secret");
+    auto m = make(with_session(o));
+    auto* sev = m->sev();
+    auto measurement = sev->launch_measurement();
+    REQUIRE(measurement.has_value());
+    Bytes plain = secret_page("open sesame");
+    auto packet = owner::build_secret(o.session.keys.tek, o.session.keys.tik, *measurement, plain);
+    REQUIRE(packet.has_value());
+
+    // Wrong inputs: errors, and the guest stays in launch-secret.
+    auto e = sev->inject_launch_secret(packet->header, packet->ciphertext, 0x7FFF'F000'0000ull);
+    REQUIRE_FALSE(e.has_value());
+    CHECK(e.error().message.find("No memory is mapped at address") != std::string::npos);
+    e = sev->inject_launch_secret(packet->header, packet->ciphertext, (32ull << 20) - 16);
+    REQUIRE_FALSE(e.has_value());
+    CHECK(e.error().message.find("exceeded") != std::string::npos);
+    e = sev->inject_launch_secret({}, packet->ciphertext, kSecretGpa);
+    REQUIRE_FALSE(e.has_value());
+    CHECK(e.error().message == "SEV: Failed to decode sequence header");
+    // A packet bound to another measurement: the firmware refuses its MAC.
+    Bytes other = *measurement;
+    other[0] ^= 1;
+    auto forged = owner::build_secret(o.session.keys.tek, o.session.keys.tik, other, plain);
+    REQUIRE(forged.has_value());
+    e = sev->inject_launch_secret(forged->header, forged->ciphertext, kSecretGpa);
+    REQUIRE_FALSE(e.has_value());
+    CHECK(e.error().message.find("BAD_MEASUREMENT") != std::string::npos);
+    CHECK(sev->state() == SevState::LaunchSecret);
+
+    REQUIRE(sev->inject_launch_secret(packet->header, packet->ciphertext, kSecretGpa).has_value());
+    // The guest (its ASID's key) reads the secret; the hypervisor (pmemsave's view) does not.
+    Bytes guest_view(plain.size()), host_view(plain.size());
+    REQUIRE(m->memory().read(Spa(SevRuntime::kGuestRamBase + kSecretGpa), guest_view, mmu::KeyId::slot(sev->asid())).has_value());
+    CHECK(guest_view == plain);
+    REQUIRE(sev->read_guest_physical(kSecretGpa, host_view));
+    CHECK(host_view != plain);
+    CHECK(std::search(host_view.begin(), host_view.end(), plain.begin() + 16, plain.end()) == host_view.end());
+
+    // After LAUNCH_FINISH (the guest's first run) no secret goes in.
+    REQUIRE(sev->launch_finish().has_value());
+    e = sev->inject_launch_secret(packet->header, packet->ciphertext, kSecretGpa);
+    REQUIRE_FALSE(e.has_value());
+    CHECK(e.error().message == "SEV: Not in correct state. (LSECRET) 3");
+}
+
+TEST_CASE("sev machine: pmemsave's guest-physical view is ciphertext for the launched image", "[sev]")
+{
+    auto m = make(sev_config());
+    auto* sev = m->sev();
+    auto loaded = load_kernel_launch(KernelLaunch { 32ull << 20, SEV_GUEST, "", "" });
+    REQUIRE(loaded.has_value());
+    auto const& range = sev->measured_ranges().back();
+    Bytes plain(range.size), seen(range.size);
+    REQUIRE(loaded->scratch->read(Spa(range.gpa), plain, mmu::KeyId::none()).has_value());
+    REQUIRE(sev->read_guest_physical(range.gpa, seen));
+    CHECK(seen != plain);
+    uint8_t const magic[4] = { 0x02, 0xB0, 0xAD, 0x1B }; // the Multiboot header's magic
+    CHECK(std::search(plain.begin(), plain.end(), magic, magic + 4) != plain.end());
+    CHECK(std::search(seen.begin(), seen.end(), magic, magic + 4) == seen.end());
+    // With the guest's key, DRAM holds exactly what the loader wrote.
+    Bytes decrypted(range.size);
+    REQUIRE(m->memory().read(Spa(SevRuntime::kGuestRamBase + range.gpa), decrypted, mmu::KeyId::slot(sev->asid())).has_value());
+    CHECK(decrypted == plain);
+    // A page the launch never touched is plain zeros in DRAM; beyond guest RAM nothing reads.
+    Bytes zero(64, 0xEE);
+    REQUIRE(sev->read_guest_physical(0x500000, zero));
+    CHECK(zero == Bytes(64, 0));
+    CHECK_FALSE(sev->read_guest_physical((32ull << 20) - 32, zero));
+}
+
+TEST_CASE("sev machine: bad configurations are one clear error, nothing crashes", "[sev]")
+{
+    auto c = sev_config();
+    c.confidential_guest->dh_cert_file = (work_dir() / "no-such-godh.b64").string();
+    auto msg = create_error(c);
+    CHECK(msg.find("dh-cert-file") != std::string::npos);
+    CHECK(msg.find("cannot read") != std::string::npos);
+
+    write_text(work_dir() / "garbage.b64", "this is %%% not base64 at all\n");
+    c = sev_config();
+    c.confidential_guest->dh_cert_file = (work_dir() / "garbage.b64").string();
+    CHECK(create_error(c).find("not base64") != std::string::npos);
+
+    // Valid base64 of bytes that are no certificate: the firmware refuses them.
+    write_text(work_dir() / "junk.b64", to_base64(Bytes(0x824, 0x5A)) + "\n");
+    c = sev_config();
+    c.confidential_guest->dh_cert_file = (work_dir() / "junk.b64").string();
+    msg = create_error(c);
+    CHECK(msg.find("LAUNCH_START failed") != std::string::npos);
+
+    // A session made for policy 0x1 does not open a launch with policy 0x0 (its MAC covers it).
+    auto o = owner_session(0x1, "policy");
+    msg = create_error(with_session(o, 0x0));
+    CHECK(msg.find("LAUNCH_START failed") != std::string::npos);
+    // The session blob of another GODH key: the firmware refuses its MAC.
+    auto o2 = owner_session(0x1, "other");
+    c = with_session(o);
+    c.confidential_guest->session_file = o2.session_file;
+    msg = create_error(c);
+    CHECK(msg.find("LAUNCH_START failed") != std::string::npos);
+
+    c = sev_config(0x5); // NODBG | ES
+    CHECK(create_error(c).find("SEV-ES") != std::string::npos);
+    c = sev_config();
+    c.confidential_guest->type = SevGuestConfig::Type::SevSnp;
+    CHECK(create_error(c).find("SEV-SNP") != std::string::npos);
+    c = sev_config();
+    c.memory_size = 3ull << 30;
+    CHECK(create_error(c).find("at most 2048 MiB") != std::string::npos);
+    c = sev_config();
+    c.confidential_guest->kernel_hashes = true;
+    CHECK(create_error(c).find("kernel-hashes") != std::string::npos);
+    c = sev_config();
+    c.platform_dir.clear();
+    CHECK(create_error(c).find("platform") != std::string::npos);
+    c = sev_config();
+    c.kernel = (work_dir() / "no-such-kernel.elf").string();
+    CHECK(create_error(c).find("could not open kernel") != std::string::npos);
+
+    // After all that the platform still launches guests.
+    auto m = make(sev_config());
+    CHECK(m->sev()->state() == SevState::LaunchSecret);
+}
+
+TEST_CASE("sev machine: the SEV-aware guest runs encrypted and prints the owner's secret", "[sev][run]")
+{
+    std::string serial;
+    auto o = owner_session(0x1, "run");
+    auto m = make(with_session(o, 0x1, &serial));
+    auto* sev = m->sev();
+    auto measurement = sev->launch_measurement();
+    REQUIRE(measurement.has_value());
+    std::string text = "the owner's launch secret";
+    auto packet = owner::build_secret(o.session.keys.tek, o.session.keys.tik, *measurement, secret_page(text));
+    REQUIRE(packet.has_value());
+    REQUIRE(sev->inject_launch_secret(packet->header, packet->ciphertext, kSecretGpa).has_value());
+
+    auto out = m->run();
+    INFO(serial);
+    INFO(out.message);
+    CHECK(sev->state() == SevState::Running);
+    CHECK(out.reason == RunOutcome::Reason::DebugExit);
+    CHECK(out.exit_status == 33);
+    auto digest = firmware::sha256(Bytes(text.begin(), text.end()));
+    std::string want = "sha256(\"abc\") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
+                       "sev: active, SEV_STATUS=0x1, C-bit 51\n"
+                       "secret: "
+        + std::to_string(text.size()) + " bytes, sha256 " + to_hex(digest) + "\n"
+        + "private page 0x901000: sevemu private page: the hypervisor sees only ciphertext here\n"
+          "shared page 0x900000: sevemu shared page: hello, hypervisor (hypercall 0)\n"
+          "sev guest: done\n";
+    CHECK(serial == want);
+    // The guest shared one page with KVM_HC_MAP_GPA_RANGE (attributes: 4 KiB, decrypted).
+    REQUIRE(sev->gpa_range_changes().size() == 1);
+    CHECK(sev->gpa_range_changes()[0].gpa == 0x900000);
+    CHECK(sev->gpa_range_changes()[0].pages == 1);
+    CHECK(sev->gpa_range_changes()[0].attributes == 0);
+    // What the hypervisor sees: the shared page in plaintext, the private page as ciphertext.
+    std::string shared_msg = "sevemu shared page: hello, hypervisor";
+    std::string private_msg = "sevemu private page: the hypervisor sees only ciphertext here";
+    Bytes shared(kPageSize), priv(kPageSize);
+    REQUIRE(sev->read_guest_physical(0x900000, shared));
+    REQUIRE(sev->read_guest_physical(0x901000, priv));
+    CHECK(std::string(shared.begin(), shared.begin() + shared_msg.size()) == shared_msg);
+    CHECK(std::search(priv.begin(), priv.end(), private_msg.begin(), private_msg.end()) == priv.end());
+}
+
+TEST_CASE("sev machine: -no-shutdown keeps the machine up after the guest's power-off", "[sev][run]")
+{
+    std::string serial;
+    auto c = sev_config(0x1, &serial);
+    c.debug_exit.reset(); // the guest powers off through ACPI PM instead
+    c.no_shutdown = true;
+    auto m = make(std::move(c));
+    std::vector<Machine::Event> events;
+    std::string shared;
+    m->set_event_sink([&](Machine::Event e) {
+        events.push_back(e);
+        if (e != Machine::Event::Shutdown)
+            return;
+        // On the machine's thread, as a QMP request would be: the guest is over, its memory stays.
+        CHECK(m->shut_down());
+        REQUIRE(m->guest_ended().has_value());
+        CHECK(m->guest_ended()->reason == RunOutcome::Reason::PowerOff);
+        Bytes page(64);
+        CHECK(m->sev()->read_guest_physical(0x900000, page));
+        shared.assign(page.begin(), page.end());
+        m->quit();
+    });
+    auto out = m->run();
+    INFO(serial);
+    CHECK(out.reason == RunOutcome::Reason::Quit);
+    CHECK(out.exit_status == 0);
+    CHECK(events == std::vector<Machine::Event> { Machine::Event::Shutdown, Machine::Event::Stop });
+    CHECK(shared.rfind("sevemu shared page: hello, hypervisor", 0) == 0);
+    CHECK(serial.find("sev guest: done\n") != std::string::npos);
+}
+
+TEST_CASE("sev machine: every EPYC model launches and runs the SEV guest", "[sev][run]")
+{
+    using FwModel = firmware::CpuModel;
+    std::pair<cpu::CpuModel, FwModel> const models[] = { { cpu::CpuModel::Epyc, FwModel::Naples },
+        { cpu::CpuModel::EpycRome, FwModel::Rome }, { cpu::CpuModel::EpycMilan, FwModel::Milan },
+        { cpu::CpuModel::EpycGenoa, FwModel::Genoa } };
+    for (auto [model, fw_model] : models) {
+        auto const& info = cpu::cpu_model_info(model);
+        INFO(info.name);
+        std::string serial;
+        auto c = sev_config(0x1, &serial);
+        c.cpu_model = model;
+        c.platform_dir = (work_dir() / ("platform-" + std::string(info.name))).string();
+        c.confidential_guest->cbitpos = info.c_bit;
+        auto m = make(std::move(c));
+        auto* sev = m->sev();
+        auto q = sev->query();
+        REQUIRE(q.has_value());
+        auto params = firmware::FirmwareParams::for_model(fw_model);
+        CHECK(q->api_major == params.api_major);
+        CHECK(q->api_minor == params.api_minor);
+        // A guest of a model without SEV-ES still gets an SEV ASID (min_sev_asid..max_asid).
+        CHECK(sev->asid() >= info.min_sev_asid);
+        CHECK(sev->asid() <= info.num_encrypted_guests);
+        auto out = m->run();
+        INFO(serial << out.message);
+        CHECK(out.exit_status == 33);
+        CHECK(serial.find(fmt::format("sev: active, SEV_STATUS=0x1, C-bit {}\n", info.c_bit)) != std::string::npos);
+        CHECK(serial.find("sev guest: done\n") != std::string::npos);
+    }
+}
