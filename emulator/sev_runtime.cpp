@@ -290,23 +290,8 @@ Result<void, MachineError> SevRuntime::build_host()
     m_psp = std::make_unique<PspDriver>(std::move(*psp));
     auto leaf = cpu::cpuid_query(m_model, 0x8000001F, 0);
     bool cpu_has_es = leaf.eax & (1u << 3);
-    auto init = [&]() -> Result<void, CmdError> {
-        // Linux sets SEV_INIT_FLAGS_SEV_ES (with a TMR) only on CPUs with SEV-ES
-        // (X86_FEATURE_SEV_ES); PspDriver::platform_init() always does, which a Naples
-        // firmware refuses (INVALID_CONFIG). Without SEV-ES the driver's sequence is done here:
-        // INIT without ES, WBINVD, DF_FLUSH ([LX] __sev_platform_init_locked).
-        if (!cpu_has_es) {
-            auto st = TRY(m_psp->platform_status());
-            if (st.state == uint8_t(fw::PlatformState::UNINIT)) {
-                fw::InitBuf b {};
-                TRY(m_psp->do_cmd(fw::CommandId::INIT, { reinterpret_cast<uint8_t*>(&b), sizeof b }));
-                m_mc.wbinvd();
-                TRY(m_psp->do_cmd(fw::CommandId::DF_FLUSH, {}));
-            }
-        }
-        return m_psp->platform_init();
-    };
-    if (auto r = init(); !r)
+    // Linux sets SEV_INIT_FLAGS_SEV_ES (with a TMR) only on CPUs with SEV-ES (Naples has none).
+    if (auto r = m_psp->platform_init(cpu_has_es); !r)
         return fail(fmt::format("SEV platform initialisation failed: {}", op_error(r.error().err, r.error().psp_ret)));
 
     SevHostConfig hc;

@@ -105,7 +105,7 @@ Result<firmware::PlatformStatusBuf, CmdError> PspDriver::platform_status()
     return st;
 }
 
-Result<void, CmdError> PspDriver::platform_init()
+Result<void, CmdError> PspDriver::platform_init(bool sev_es)
 {
     auto st = TRY(platform_status());
     if (st.state != uint8_t(firmware::PlatformState::UNINIT))
@@ -113,7 +113,7 @@ Result<void, CmdError> PspDriver::platform_init()
     // SEV-ES needs a TMR: Linux allocates 1 MiB, 1 MiB aligned (SEV_TMR_SIZE), and sets
     // SEV_INIT_FLAGS_SEV_ES.
     firmware::InitBuf init {};
-    auto tmr = m_host->alloc_pages((firmware::kTmrSize + firmware::kTmrSize) >> kPageShift);
+    auto tmr = sev_es ? m_host->alloc_pages((firmware::kTmrSize + firmware::kTmrSize) >> kPageShift) : Result<Spa, int>(make_unexpected(0));
     if (tmr) {
         uint64_t aligned = (tmr->value + firmware::kTmrSize - 1) & ~uint64_t(firmware::kTmrSize - 1);
         init.flags = firmware::kInitFlagEs;

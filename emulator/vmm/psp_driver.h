@@ -37,7 +37,9 @@ public:
 
     // sev_platform_init(): INIT (SEV-ES enabled) then WBINVD + DF_FLUSH when the platform is
     // UNINIT; nothing otherwise.
-    Result<void, CmdError> platform_init();
+    // sev_es: the CPU has SEV-ES (X86_FEATURE_SEV_ES); only then does Linux ask for it (with a
+    // TMR), since firmware without SEV-ES (Naples) refuses the flag.
+    Result<void, CmdError> platform_init(bool sev_es = true);
     // PLATFORM_STATUS, as sev_get_platform_state() reads it.
     Result<firmware::PlatformStatusBuf, CmdError> platform_status();
 

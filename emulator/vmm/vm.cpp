@@ -279,7 +279,7 @@ int Vm::guest_init(kvm_sev_cmd& cmd, kvm_sev_init data, KvmVmType vm_type)
     auto asid = m_host.asid_new(es_active);
     if (!asid)
         return asid.error();
-    auto init = m_host.psp().platform_init();
+    auto init = m_host.psp().platform_init(m_host.config().es_supported);
     if (!init) {
         cmd.error = init.error().psp_ret;
         m_host.asid_free(*asid);
