@@ -448,9 +448,8 @@ RunOutcome Machine::run()
         m_pit->advance(now);
         auto deadline = m_pit->next_irq_deadline(now);
         uint64_t slice = kRunSlice;
-        // Timer deadlines shorten the slice only where interrupts are delivered (not to SEV
-        // guests yet, QUIRKS.md).
-        if (deadline && !m_sev)
+        // A timer deadline ends the slice, so that its interrupt is raised on time.
+        if (deadline)
             slice = std::clamp<uint64_t>(uint64_t(std::max<int64_t>(*deadline - now, 1)), 1, kRunSlice);
         if (m_config.max_instructions)
             slice = std::min(slice, m_config.max_instructions - total);
@@ -534,7 +533,18 @@ std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instr
         return RunOutcome { reason, status, std::move(message), 0 };
     };
     for (;;) {
+        // The guest's interrupt controller is the machine's PIC, in userspace as with QEMU's
+        // -machine kernel_irqchip=off: inject when the guest can take it (KVM_INTERRUPT), else
+        // ask for the interrupt window.
+        if (m_pic->intr()) {
+            if (vcpu.ready_for_interrupt_injection())
+                vcpu.inject_interrupt(m_pic->acknowledge());
+            else
+                vcpu.request_interrupt_window();
+        }
         auto exit = vcpu.run(executor);
+        if (std::holds_alternative<vmm::ExitIrqWindowOpen>(exit))
+            continue;
         if (auto* io = std::get_if<vmm::ExitIo>(&exit)) {
             // KVM_EXIT_IO: the machine's port-I/O bus, the same devices as without SEV.
             if (io->in)
@@ -565,12 +575,26 @@ std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instr
         }
         uint64_t rip = vcpu.state().rip;
         if (std::holds_alternative<vmm::ExitHlt>(exit)) {
-            // No interrupt is ever injected into an SEV guest yet (QUIRKS.md), so a halted SEV
-            // guest never wakes: end the run as the plain machine does for HLT with IF=0.
+            // HLT, as on the plain path: sleep until the next timer event if an interrupt can
+            // then wake the guest, or wait for serial input; otherwise nothing ever will.
+            account();
             bool interrupts_on = vcpu.state().rflags & cpu::rflags::IF;
+            bool can_wake = interrupts_on && m_pic->intr();
+            auto wake = m_pit->next_irq_deadline(now_ns());
+            if (interrupts_on && !can_wake && wake) {
+                m_idle_ns += std::max<int64_t>(*wake - now_ns(), 0);
+                m_pit->advance(now_ns());
+                can_wake = m_pic->intr();
+            }
+            while (interrupts_on && !can_wake && m_serial_input_fd >= 0) {
+                flush_serial();
+                poll_serial_input(-1);
+                can_wake = m_pic->intr();
+            }
+            if (can_wake)
+                continue;
             return outcome(RunOutcome::Reason::HaltedForever, 0,
-                fmt::format("guest halted at rip {:#x} with nothing that can wake it{}; stopping", rip,
-                    interrupts_on ? " (interrupts are not delivered to SEV guests yet)" : ""));
+                fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", rip));
         }
         if (std::holds_alternative<vmm::ExitShutdown>(exit))
             return outcome(RunOutcome::Reason::TripleFault, 1,

@@ -167,6 +167,21 @@ void Vcpu::inject_gp(Vmcb& vmcb)
     vmcb.control.event_inj_err = 0;
 }
 
+bool Vcpu::ready_for_interrupt_injection() const
+{
+    auto const& c = m_vmcb.control;
+    return (m_vmcb.save.rflags & (1u << 9)) && !(c.int_state & int_state::INTERRUPT_SHADOW) && !(c.event_inj & evtinj::VALID);
+}
+
+bool Vcpu::inject_interrupt(uint8_t vector)
+{
+    if (!ready_for_interrupt_injection())
+        return false;
+    m_vmcb.control.event_inj = encode_event(Event { vector, EventType::INTR, std::nullopt });
+    m_vmcb.control.event_inj_err = 0;
+    return true;
+}
+
 void Vcpu::complete_io_in(uint32_t value)
 {
     if (!m_pending_in)
@@ -192,7 +207,20 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
     auto& c = vmcb.control;
     auto& s = vmcb.save;
     c.event_inj = 0;
+    // An event whose delivery the exit interrupted is injected again on the next entry (KVM's
+    // svm_complete_interrupts); a software interrupt is not: its instruction runs again.
+    if ((c.exit_int_info & evtinj::VALID) && ((c.exit_int_info >> evtinj::TYPE_SHIFT) & 7) != uint32_t(EventType::SOFT_INT)) {
+        c.event_inj = c.exit_int_info;
+        c.event_inj_err = c.exit_int_info_err;
+    }
     switch (c.exit_code) {
+    case exitcode::SVM_EXIT_VINTR:
+        // The interrupt window is open (svm_enable_irq_window's V_IRQ was taken): drop the
+        // virtual interrupt and the intercept, and let the VMM inject the real one.
+        c.int_ctl &= ~(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | int_ctl::V_INTR_PRIO_MASK);
+        c.intercepts[unsigned(Intercept::VINTR) / 32] &= ~(1u << (unsigned(Intercept::VINTR) % 32));
+        m_irq_window = false;
+        return ExitIrqWindowOpen {};
     case exitcode::SVM_EXIT_CPUID: {
         // kvm_emulate_cpuid(): the VMM's table (KVM_SET_CPUID2); a leaf it lacks reads as zeros.
         uint32_t fn = uint32_t(s.rax), index = uint32_t(m_gprs[RCX]);
@@ -264,6 +292,15 @@ VcpuExit Vcpu::run(SvmExecutor& cpu)
     if (m_first_run)
         m_vm.note_vcpu_created();
     while (true) {
+        if (m_irq_window && !(m_vmcb.control.event_inj & evtinj::VALID)) {
+            if (ready_for_interrupt_injection()) {
+                m_irq_window = false;
+                return ExitIrqWindowOpen {};
+            }
+            // A virtual interrupt the guest takes as soon as it can, intercepted (§15.21.4).
+            m_vmcb.control.int_ctl |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR | (0xFu << 16);
+            set_intercept(m_vmcb.control, Intercept::VINTR);
+        }
         if (!write_vmcb(mc, m_vmcb_page, m_vmcb))
             return ExitInternalError { "VMCB page is not DRAM" };
         auto r = cpu.vmrun(m_vmcb_page, m_hsave_page, m_gprs);

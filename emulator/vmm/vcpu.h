@@ -47,10 +47,12 @@ struct ExitFailEntry {                // KVM_EXIT_FAIL_ENTRY: VMRUN's consistenc
 struct ExitInternalError {            // KVM_EXIT_INTERNAL_ERROR: an exit the layer cannot handle
     std::string reason;
 };
+struct ExitIrqWindowOpen {};          // KVM_EXIT_IRQ_WINDOW_OPEN: the guest can take an interrupt
 struct ExitIntr {};                   // KVM_EXIT_INTR: the host took a physical interrupt (the
                                       // executor's time slice ended, or the VMM asked the vCPU to
                                       // stop); the VMM does its work and calls run() again
-using VcpuExit = std::variant<ExitIo, ExitHlt, ExitShutdown, ExitHypercall, ExitFailEntry, ExitInternalError, ExitIntr>;
+using VcpuExit = std::variant<ExitIo, ExitHlt, ExitShutdown, ExitHypercall, ExitFailEntry, ExitInternalError, ExitIntr,
+    ExitIrqWindowOpen>;
 
 // KVM_SET_CPUID2 entries.
 struct CpuidEntry {
@@ -79,6 +81,16 @@ public:
     // The VMM's answer to an ExitHypercall, returned to the guest in RAX (0 = success).
     void complete_hypercall(uint64_t ret) { m_vmcb.save.rax = ret; }
 
+    // Interrupts from a userspace interrupt controller, as with KVM_INTERRUPT and
+    // kvm_run::request_interrupt_window (KVM's svm_set_irq / svm_enable_irq_window):
+    // ready: RFLAGS.IF=1, no interrupt shadow, nothing already being injected.
+    bool ready_for_interrupt_injection() const;
+    // Queues vector as an external interrupt (EVENTINJ) for the next entry; false if not ready.
+    bool inject_interrupt(uint8_t vector);
+    // Asks for an ExitIrqWindowOpen as soon as the guest can take an interrupt (V_IRQ with the
+    // VINTR intercept); cleared when that exit is reported.
+    void request_interrupt_window() { m_irq_window = true; }
+
     // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
     // VMCB for re-entry, returns nullopt) or names the exit for the VMM.
     std::optional<VcpuExit> handle_exit(cpu::svm::Vmcb& vmcb);
@@ -102,6 +114,7 @@ private:
     GuestGprs m_gprs {};
     std::optional<ExitIo> m_pending_in;
     bool m_first_run { true };
+    bool m_irq_window {};
 };
 
 } // namespace sevemu::vmm

@@ -210,7 +210,9 @@ int guest_main(void)
     const uint32_t* mbi = (const uint32_t*)(uintptr_t)mb_info;
     const char* cmdline = (const char*)(uintptr_t)mbi[4];
     const char* space = strchr(cmdline, ' ');
-    int names_kernel = space && space - cmdline >= 13 && strncmp(space - 13, "guest-irq.elf", 13) == 0;
+    /* The image is guest-irq.elf, or guest-irq-sev.elf for the SEV build of the same core. */
+    int names_kernel = space && ((space - cmdline >= 13 && strncmp(space - 13, "guest-irq.elf", 13) == 0)
+        || (space - cmdline >= 17 && strncmp(space - 17, "guest-irq-sev.elf", 17) == 0));
     guest_printf("multiboot: flags %03x, cmdline names the kernel: %s, append '%s', mem_lower %u, mem_upper %u\n",
         mbi[0], names_kernel ? "yes" : "no", space ? space + 1 : "", mbi[1], mbi[2]);
     failures += !names_kernel;

@@ -3,8 +3,10 @@
 // success through isa-debug-exit (status (0x10 << 1) | 1 = 33).
 //
 //   run-guest EMULATOR GUEST_ELF NATIVE_EXE | EXPECTED_FILE
-//             [--append TEXT] [--initrd TEXT] [--stdin TEXT] [--no-debug-exit yes]
+//             [--append TEXT] [--initrd TEXT] [--stdin TEXT] [--no-debug-exit yes] [--sev PLATFORM_DIR]
 //
+// With --sev the guest runs as an SEV guest (-object sev-guest, no owner session) on the emulated
+// platform in PLATFORM_DIR (shared between tests: the platform store locks every update).
 // With --no-debug-exit the guest powers off (ACPI S5) and the emulator must exit with 0.
 // For guests that only make sense on a machine (interrupts, devices), the known answer is a
 // file (NAME.expected, recorded from QEMU) instead of a native program.
@@ -36,11 +38,14 @@ int main(int argc, char** argv)
     for (int i = 4; i + 1 < argc; i += 2) {
         std::string opt = argv[i];
         if (opt == "--append" || opt == "--initrd")
-            extra.insert(extra.end(), { "-" + opt.substr(2), argv[i + 1] });
+            extra.insert(extra.end(), { opt.substr(1), argv[i + 1] }); // --append -> -append
         else if (opt == "--stdin")
             stdin_text = argv[i + 1];
         else if (opt == "--no-debug-exit")
             with_debug_exit = false;
+        else if (opt == "--sev")
+            extra.insert(extra.end(), { "-machine", "confidential-guest-support=sev0", "-object",
+                "sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1", "--platform", argv[i + 1] });
         else {
             std::fprintf(stderr, "run-guest: unknown option %s\n", opt.c_str());
             return 2;

@@ -309,3 +309,47 @@ TEST_CASE("hypercalls, nested page faults and a slice-ending stop reach the VMM"
     REQUIRE(std::holds_alternative<ExitInternalError>(e));
     CHECK(std::get<ExitInternalError>(e).reason.find("0xfe000000") != std::string::npos);
 }
+
+TEST_CASE("interrupts from the VMM: KVM_INTERRUPT-style injection and the interrupt window", "[vmm][vcpu][run]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    Guest g(h, true);
+    // 32-bit IDT at 0x3000 (limit 0x7FF): vector 0x20 -> 0x1800, a 32-bit interrupt gate.
+    uint64_t gate = 0x1800 | (uint64_t(0x08) << 16) | (uint64_t(0x8E) << 40);
+    Bytes idt(8);
+    for (int i = 0; i < 8; ++i) idt[i] = uint8_t(gate >> (8 * i));
+    g.write(0x3000 + 0x20 * 8, idt);
+    // GDT at 0x3800: null, code32 (0x08), data (0x10) — the handler's IRET reloads CS from it.
+    Bytes gdt = { 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0, 0, 0x9B, 0xCF, 0, 0xFF, 0xFF, 0, 0, 0, 0x93, 0xCF, 0 };
+    g.write(0x3800, gdt);
+    // Handler at 0x1800: mov al, 0x20; out 0x81, al; iret
+    g.write(0x1800, Bytes { 0xB0, 0x20, 0xE6, 0x81, 0xCF });
+    // Main at 0x1000: sti; hlt; out 0x80, al; cli; out 0x82, al; sti; nop; out 0x83, al; hlt
+    g.write(kCode, Bytes { 0xFB, 0xF4, 0xE6, 0x80, 0xFA, 0xE6, 0x82, 0xFB, 0x90, 0xE6, 0x83, 0xF4 });
+    g.launch();
+    Vcpu& v = g.make_vcpu();
+    protected_mode(v, kCode);
+    v.state().idtr = VmcbSeg { 0, 0, 0x7FF, 0x3000 };
+    v.state().gdtr = VmcbSeg { 0, 0, 0x17, 0x3800 };
+    v.state().rsp = 0x8000;
+    CpuExecutor exec(cpu);
+
+    expect_exit<ExitHlt>(v.run(exec));
+    REQUIRE(v.ready_for_interrupt_injection()); // IF=1 after STI; HLT ended the shadow
+    REQUIRE(v.inject_interrupt(0x20));
+    CHECK_FALSE(v.inject_interrupt(0x21)); // one event at a time
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x81); // the handler ran
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x80); // IRET back after the HLT
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x82); // at CLI: not ready
+    CHECK_FALSE(v.ready_for_interrupt_injection());
+    v.request_interrupt_window();
+    // The window opens after STI and its one-instruction shadow (the NOP), before OUT 0x83.
+    expect_exit<ExitIrqWindowOpen>(v.run(exec));
+    CHECK(v.vmcb().save.rip == kCode + 9);
+    REQUIRE(v.inject_interrupt(0x20));
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x81);
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x83);
+    expect_exit<ExitHlt>(v.run(exec));
+}
