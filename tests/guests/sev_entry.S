@@ -129,8 +129,17 @@ no_sev:
     movl $(SHARED_PAGE + 0x3), pt + 8 * ((SHARED_PAGE - SPLIT_REGION) >> 12)
     movl $0, pt + 4 + 8 * ((SHARED_PAGE - SPLIT_REGION) >> 12)
 
-    /* --- Long mode (APM vol 2 §14.6.1): CR4.PAE, CR3, EFER.LME, CR0.PG. */
+    /* --- SSE where CPUID has FXSR and SSE2 (Fn0000_0001 EDX[24], EDX[26]), as entry.S does:
+     * CR4.OSFXSR/OSXMMEXCPT here, CR0.MP with EM clear below. */
+    movl $1, %eax
+    cpuid
     movl %cr4, %eax
+    andl $((1 << 24) | (1 << 26)), %edx
+    cmpl $((1 << 24) | (1 << 26)), %edx
+    jne 6f
+    orl $((1 << 9) | (1 << 10)), %eax               /* OSFXSR, OSXMMEXCPT */
+6:
+    /* --- Long mode (APM vol 2 §14.6.1): CR4.PAE, CR3, EFER.LME, CR0.PG. */
     orl $(1 << 5), %eax                             /* PAE */
     movl %eax, %cr4
     movl $pml4, %eax
@@ -140,7 +149,8 @@ no_sev:
     orl $(1 << 8), %eax                             /* LME */
     wrmsr
     movl %cr0, %eax
-    orl $((1 << 31) | 1), %eax                      /* PG, PE */
+    andl $~(1 << 2), %eax                           /* EM off: SSE usable */
+    orl $((1 << 31) | (1 << 1) | 1), %eax           /* PG, MP, PE */
     movl %eax, %cr0
     ljmp $0x18, $long_mode
 
