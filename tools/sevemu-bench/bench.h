@@ -37,6 +37,7 @@ using SuiteFn = int (*)(Report&);
 int suite_memcrypt(Report&);
 #ifdef SEVEMU_BENCH_HAVE_CPU
 int suite_cpu(Report&); // needs the Machine (and so the CPU library)
+int suite_sev(Report&); // the cpu workloads as SEV guests vs plain guests
 #endif
 
 } // namespace sevemu::bench

@@ -25,8 +25,10 @@ static constexpr SuiteEntry kSuites[] = {
     { "memcrypt", suite_memcrypt },
 #ifdef SEVEMU_BENCH_HAVE_CPU
     { "cpu", suite_cpu },
+    { "sev", suite_sev },
 #else
     { "cpu", nullptr },
+    { "sev", nullptr },
 #endif
     { "psp", nullptr },
     { "migration", nullptr },
@@ -42,7 +44,7 @@ int main(int argc, char** argv)
     bool json = false;
     std::vector<std::string> names;
     app.add_flag("--json", json, "one JSON object per line instead of a table");
-    app.add_option("suites", names, "suites to run: memcrypt, cpu, psp, migration, boot (default: every available one)");
+    app.add_option("suites", names, "suites to run: memcrypt, cpu, sev, psp, migration, boot (default: every available one)");
     CLI11_PARSE(app, argc, argv);
 
     std::vector<SuiteEntry const*> chosen;
