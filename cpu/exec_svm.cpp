@@ -156,6 +156,22 @@ void Core::intercept(Intercept i, uint64_t info1, uint64_t info2)
 
 void Core::do_vmexit(svm::ExitInfo info)
 {
+    if (info.exit_code == ec::SVM_EXIT_NPF && !(info.exit_info_1 & svm::npf::ID)) {
+        // Decode assist: the guest's instruction at RIP, fetched as the guest would (private
+        // for SEV). The VMM emulates an MMIO access from it without reading guest memory.
+        uint64_t lin = mode64 ? rip : uint32_t(seg[CS].base + rip);
+        unsigned n = 0;
+        for (; n < 15; ++n) {
+            try {
+                read_slow(mode64 ? lin + n : uint32_t(lin + n), &info.insn_bytes[n], 1, true);
+            } catch (GuestFault const&) {
+                break;
+            } catch (SvmExit const&) {
+                break;
+            }
+        }
+        info.insn_len = uint8_t(n);
+    }
     auto v = svm_view();
     svm::GuestMode g = std::move(*guest);
     guest.reset();

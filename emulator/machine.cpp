@@ -260,7 +260,7 @@ Result<void, MachineError> Machine::load_kernel()
     if (c.confidential_guest) {
         // SEV: the hypervisor loads, encrypts and measures the kernel in guest RAM and puts the
         // vCPU in the Multiboot entry state (SevRuntime::create); the CPU is the host's.
-        m_sev = TRY(SevRuntime::create(c, *m_memory, m_mmio, m_trace));
+        m_sev = TRY(SevRuntime::create(c, *m_memory, m_trace));
         m_boot = m_sev->boot();
         m_memory_map = m_sev->memory_map();
         if (m_trace.enabled("multiboot"))
@@ -545,6 +545,17 @@ std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instr
         auto exit = vcpu.run(executor);
         if (std::holds_alternative<vmm::ExitIrqWindowOpen>(exit))
             continue;
+        if (auto* mmio = std::get_if<vmm::ExitMmio>(&exit)) {
+            // KVM_EXIT_MMIO: the machine's MMIO bus (guest-visible devices; unclaimed addresses
+            // read as all-ones and drop writes, as on the plain path).
+            if (mmio->is_write)
+                m_io->mmio_write(Spa(mmio->gpa), mmio->size, mmio->data);
+            else
+                vcpu.complete_mmio_read(m_io->mmio_read(Spa(mmio->gpa), mmio->size));
+            if (m_exit_status)
+                return outcome(RunOutcome::Reason::DebugExit, *m_exit_status, {});
+            continue;
+        }
         if (auto* io = std::get_if<vmm::ExitIo>(&exit)) {
             // KVM_EXIT_IO: the machine's port-I/O bus, the same devices as without SEV.
             if (io->in)

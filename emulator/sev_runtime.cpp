@@ -221,13 +221,12 @@ Result<void, MachineError> SevRuntime::check_config(MachineConfig const& c)
     return {};
 }
 
-SevRuntime::SevRuntime(MachineConfig const& c, mmu::MemoryController& mc, devices::Bus& mmio, Trace& trace)
+SevRuntime::SevRuntime(MachineConfig const& c, mmu::MemoryController& mc, Trace& trace)
     : m_config(*c.confidential_guest)
     , m_platform_dir(c.platform_dir)
     , m_model(c.cpu_model)
     , m_ram_size(c.memory_size)
     , m_mc(mc)
-    , m_mmio(mmio)
     , m_trace(trace)
 {
 }
@@ -247,7 +246,7 @@ SevRuntime::~SevRuntime()
 uint32_t SevRuntime::asid() const { return m_vm ? m_vm->sev().asid : 0; }
 
 Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConfig const& c, mmu::MemoryController& mc,
-    devices::Bus& mmio, Trace& trace)
+    Trace& trace)
 {
     TRY(check_config(c));
     // The user's files first: a bad -kernel or owner file is reported before the platform
@@ -261,7 +260,7 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConf
     if (!g.session_file.empty())
         in.session = TRY(read_base64_file(what + ": session-file", g.session_file));
 
-    std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, mmio, trace));
+    std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, trace));
     TRY(rt->build_host());
     TRY(rt->launch(std::move(in)));
     TRY(rt->create_vcpu());

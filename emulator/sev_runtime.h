@@ -105,8 +105,7 @@ public:
     static Result<void, MachineError> check_config(MachineConfig const&);
 
     // Builds the host side and launches the guest up to LAUNCH_MEASURE (see the file comment).
-    static Result<std::unique_ptr<SevRuntime>, MachineError> create(MachineConfig const&, mmu::MemoryController&,
-        devices::Bus& mmio, Trace&);
+    static Result<std::unique_ptr<SevRuntime>, MachineError> create(MachineConfig const&, mmu::MemoryController&, Trace&);
     ~SevRuntime();
     SevRuntime(SevRuntime const&) = delete;
     SevRuntime& operator=(SevRuntime const&) = delete;
@@ -142,7 +141,7 @@ public:
     std::vector<GpaRangeChange> const& gpa_range_changes() const { return m_gpa_changes; }
 
 private:
-    SevRuntime(MachineConfig const&, mmu::MemoryController&, devices::Bus& mmio, Trace&);
+    SevRuntime(MachineConfig const&, mmu::MemoryController&, Trace&);
     // What the launch reads from the user's files (-kernel, dh-cert-file, session-file).
     struct LaunchInputs {
         LoadedLaunch loaded;
@@ -161,7 +160,9 @@ private:
     cpu::CpuModel m_model;
     uint64_t m_ram_size;
     mmu::MemoryController& m_mc;
-    devices::Bus& m_mmio;
+    // The host's own MMIO space, where the AMD-SP's BAR is: the guest never reaches it (its MMIO
+    // exits go to the machine's bus of guest-visible devices).
+    devices::Bus m_mmio;
     Trace& m_trace;
 
     std::unique_ptr<firmware::PlatformStore> m_store;

@@ -773,6 +773,8 @@ Result<void, mmu::MemError> vmexit(mmu::MemoryController& mc, SvmCpuView& cpu, G
     c.exit_int_info = info.exit_int_info ? encode_event(*info.exit_int_info) : 0;
     c.exit_int_info_err = (info.exit_int_info && info.exit_int_info->error_code) ? *info.exit_int_info->error_code : 0;
     c.next_rip = info.next_rip;
+    c.insn_len = info.insn_len;
+    std::copy(info.insn_bytes.begin(), info.insn_bytes.end(), c.insn_bytes);
     // The injected event was taken (or is reported in EXITINTINFO): EVENTINJ.V is cleared.
     c.event_inj &= ~evtinj::VALID;
     TRY(write_vmcb(mc, g.vmcb, vmcb, g.vmcb_key));

@@ -45,6 +45,7 @@
 #include "mmu/memory_controller.h"
 
 #include <cstdint>
+#include <array>
 #include <optional>
 #include <string_view>
 
@@ -275,6 +276,10 @@ struct ExitInfo {
     uint64_t exit_info_2 {};
     std::optional<Event> exit_int_info; // an event whose delivery the exit interrupted
     uint64_t next_rip {};               // nRIP for instruction intercepts (0 otherwise)
+    // Decode assist for #NPF (APM vol 2 §15.8.4): the bytes of the instruction that faulted, as
+    // the processor fetched them (0 bytes when the fetch itself failed).
+    uint8_t insn_len {};
+    std::array<uint8_t, 15> insn_bytes {};
 };
 Result<void, mmu::MemError> vmexit(mmu::MemoryController&, SvmCpuView& cpu, GuestMode const&, ExitInfo const&);
 

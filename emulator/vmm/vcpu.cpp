@@ -182,6 +182,56 @@ bool Vcpu::inject_interrupt(uint8_t vector)
     return true;
 }
 
+// RAX and RSP live in the VMCB save area, the others beside VMRUN (GuestGprs).
+uint64_t Vcpu::get_gpr(Vmcb const& vmcb, unsigned index) const
+{
+    return index == RAX ? uint64_t(vmcb.save.rax) : index == 4 ? uint64_t(vmcb.save.rsp) : m_gprs[index];
+}
+void Vcpu::set_gpr(Vmcb& vmcb, unsigned index, uint64_t value)
+{
+    if (index == RAX)
+        vmcb.save.rax = value;
+    else if (index == 4)
+        vmcb.save.rsp = value;
+    else
+        m_gprs[index] = value;
+}
+
+// MMIO through #NPF (KVM's npf_interception -> emulator): the decode-assist bytes name the
+// instruction; a write goes to the VMM with its value and the guest continues after it, a read
+// waits for complete_mmio_read().
+std::optional<VcpuExit> Vcpu::emulate_mmio(Vmcb& vmcb, uint64_t gpa)
+{
+    auto& c = vmcb.control;
+    auto& s = vmcb.save;
+    if (c.insn_len == 0)
+        return ExitInternalError { fmt::format("MMIO at GPA {:#x}: no instruction bytes (the fetch failed)", gpa) };
+    bool lma = s.efer & (1u << 10);
+    CodeSize mode = (lma && (s.cs.attrib & seg_attrib::L)) ? CodeSize::Bits64
+        : ((s.cr0 & 1) && (s.cs.attrib & seg_attrib::DB)) ? CodeSize::Bits32
+                                                           : CodeSize::Bits16;
+    auto insn = decode_mmio_insn({ c.insn_bytes, std::min<size_t>(c.insn_len, 15) }, mode);
+    if (!insn)
+        return ExitInternalError { fmt::format("MMIO at GPA {:#x} (rip {:#x}): {}", gpa, uint64_t(s.rip), insn.error()) };
+    if (insn->write) {
+        uint64_t value = mmio_write_value(*insn, insn->reg ? get_gpr(vmcb, *insn->reg) : 0);
+        s.rip += insn->length;
+        return ExitMmio { gpa, uint8_t(insn->size), true, value };
+    }
+    m_pending_mmio = *insn;
+    return ExitMmio { gpa, uint8_t(insn->size), false, 0 };
+}
+
+void Vcpu::complete_mmio_read(uint64_t value)
+{
+    if (!m_pending_mmio)
+        return;
+    unsigned r = *m_pending_mmio->reg;
+    set_gpr(m_vmcb, r, apply_mmio_read(*m_pending_mmio, get_gpr(m_vmcb, r), value));
+    m_vmcb.save.rip += m_pending_mmio->length;
+    m_pending_mmio.reset();
+}
+
 void Vcpu::complete_io_in(uint32_t value)
 {
     if (!m_pending_in)
@@ -274,7 +324,9 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
     case exitcode::SVM_EXIT_NMI:
         return std::nullopt;
     case exitcode::SVM_EXIT_NPF:
-        return ExitInternalError { fmt::format("nested page fault at GPA {:#x} (error {:#x}): MMIO is not emulated yet",
+        if (!m_vm.gpa_to_spa(Gpa(c.exit_info_2)))
+            return emulate_mmio(vmcb, c.exit_info_2);
+        return ExitInternalError { fmt::format("nested page fault at GPA {:#x} (error {:#x}) inside a memory slot",
             uint64_t(c.exit_info_2), uint64_t(c.exit_info_1)) };
     case exitcode::VMEXIT_INVALID:
         return ExitFailEntry { uint64_t(c.exit_code) };
@@ -289,6 +341,8 @@ VcpuExit Vcpu::run(SvmExecutor& cpu)
     auto& mc = m_vm.host().memory();
     if (m_pending_in)
         return ExitInternalError { "KVM_RUN before the pending IN was completed" };
+    if (m_pending_mmio)
+        return ExitInternalError { "KVM_RUN before the pending MMIO read was completed" };
     if (m_first_run)
         m_vm.note_vcpu_created();
     while (true) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "cpu/svm/vmcb.h"
+#include "emulator/vmm/mmio_insn.h"
 #include "emulator/vmm/vm.h"
 
 #include <array>
@@ -47,12 +48,18 @@ struct ExitFailEntry {                // KVM_EXIT_FAIL_ENTRY: VMRUN's consistenc
 struct ExitInternalError {            // KVM_EXIT_INTERNAL_ERROR: an exit the layer cannot handle
     std::string reason;
 };
+struct ExitMmio {                     // KVM_EXIT_MMIO: a guest access to a GPA outside every slot
+    uint64_t gpa;
+    uint8_t size;   // 1, 2, 4, 8
+    bool is_write;
+    uint64_t data;  // write: the value; read: supplied with complete_mmio_read()
+};
 struct ExitIrqWindowOpen {};          // KVM_EXIT_IRQ_WINDOW_OPEN: the guest can take an interrupt
 struct ExitIntr {};                   // KVM_EXIT_INTR: the host took a physical interrupt (the
                                       // executor's time slice ended, or the VMM asked the vCPU to
                                       // stop); the VMM does its work and calls run() again
 using VcpuExit = std::variant<ExitIo, ExitHlt, ExitShutdown, ExitHypercall, ExitFailEntry, ExitInternalError, ExitIntr,
-    ExitIrqWindowOpen>;
+    ExitIrqWindowOpen, ExitMmio>;
 
 // KVM_SET_CPUID2 entries.
 struct CpuidEntry {
@@ -78,6 +85,8 @@ public:
     // before the next run(); it is written to RAX then.
     VcpuExit run(SvmExecutor&);
     void complete_io_in(uint32_t value);
+    // For an MMIO read: the value read, written to the instruction's register before the next run().
+    void complete_mmio_read(uint64_t value);
     // The VMM's answer to an ExitHypercall, returned to the guest in RAX (0 = success).
     void complete_hypercall(uint64_t ret) { m_vmcb.save.rax = ret; }
 
@@ -113,6 +122,10 @@ private:
     std::vector<CpuidEntry> m_cpuid;
     GuestGprs m_gprs {};
     std::optional<ExitIo> m_pending_in;
+    std::optional<MmioInsn> m_pending_mmio;
+    std::optional<VcpuExit> emulate_mmio(cpu::svm::Vmcb&, uint64_t gpa);
+    uint64_t get_gpr(cpu::svm::Vmcb const&, unsigned index) const;
+    void set_gpr(cpu::svm::Vmcb&, unsigned index, uint64_t value);
     bool m_first_run { true };
     bool m_irq_window {};
 };

@@ -276,7 +276,7 @@ TEST_CASE("VMRUN on the CPU refuses an SEV guest whose ASID the firmware never a
     CHECK_FALSE(cpu.in_guest_mode());
 }
 
-TEST_CASE("hypercalls, nested page faults and a slice-ending stop reach the VMM", "[vmm][vcpu][run]")
+TEST_CASE("hypercalls and a slice-ending stop reach the VMM", "[vmm][vcpu][run]")
 {
     Host h;
     NoIo io;
@@ -298,16 +298,85 @@ TEST_CASE("hypercalls, nested page faults and a slice-ending stop reach the VMM"
     // The spin loop: the executor's slice ends in #VMEXIT(INTR), which the VMM sees as ExitIntr.
     expect_exit<ExitIntr>(v.run(exec));
     expect_exit<ExitIntr>(v.run(exec));
+}
 
-    // A guest touching memory outside every slot: #VMEXIT(NPF), not yet emulated as MMIO.
-    Guest g2(h, false);
-    Bytes mmio = { 0xA1, 0x00, 0x00, 0x00, 0xFE, 0xF4 }; // mov eax, [0xFE000000]
-    g2.write(kCode, mmio);
-    Vcpu& v2 = g2.make_vcpu();
-    protected_mode(v2, kCode);
-    auto e = v2.run(exec);
-    REQUIRE(std::holds_alternative<ExitInternalError>(e));
-    CHECK(std::get<ExitInternalError>(e).reason.find("0xfe000000") != std::string::npos);
+TEST_CASE("MMIO through #NPF: decode-assist bytes, reads into registers, writes with their values", "[vmm][vcpu][run]")
+{
+    for (bool sev : { false, true }) {
+        INFO("SEV " << sev);
+        Host h;
+        NoIo io;
+        cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+        Guest g(h, sev);
+        // mov eax,[0xFE000000]; out 0x80,eax; mov dword [0xFE000010],0xCAFEBABE;
+        // movzx ecx,byte [0xFE000020]; mov eax,ecx; out 0x80,eax; mov [0xFE000030],cx;
+        // mov ah,[0xFE000040]; out 0x80,eax; movsx edx,word [0xFE000050]; mov eax,edx; out 0x80,eax; hlt
+        g.write(kCode, Bytes { 0xA1, 0x00, 0x00, 0x00, 0xFE, 0xE7, 0x80, 0xC7, 0x05, 0x10, 0x00, 0x00, 0xFE, 0xBE, 0xBA,
+                           0xFE, 0xCA, 0x0F, 0xB6, 0x0D, 0x20, 0x00, 0x00, 0xFE, 0x89, 0xC8, 0xE7, 0x80, 0x66, 0x89, 0x0D,
+                           0x30, 0x00, 0x00, 0xFE, 0x8A, 0x25, 0x40, 0x00, 0x00, 0xFE, 0xE7, 0x80, 0x0F, 0xBF, 0x15, 0x50,
+                           0x00, 0x00, 0xFE, 0x89, 0xD0, 0xE7, 0x80, 0xF4 });
+        if (sev)
+            g.launch(); // the code is now ciphertext: only the decode-assist bytes show it to the VMM
+        Vcpu& v = g.make_vcpu();
+        protected_mode(v, kCode);
+        CpuExecutor exec(cpu);
+        auto r1 = expect_exit<ExitMmio>(v.run(exec));
+        CHECK(r1.gpa == 0xFE000000);
+        CHECK(r1.size == 4);
+        CHECK_FALSE(r1.is_write);
+        v.complete_mmio_read(0x11223344);
+        CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0x11223344);
+        auto w1 = expect_exit<ExitMmio>(v.run(exec));
+        CHECK(w1.gpa == 0xFE000010);
+        CHECK(w1.is_write);
+        CHECK(w1.size == 4);
+        CHECK(w1.data == 0xCAFEBABE);
+        auto r2 = expect_exit<ExitMmio>(v.run(exec));
+        CHECK(r2.size == 1);
+        v.complete_mmio_read(0xFFF0); // only the access's byte counts
+        CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0xF0);
+        auto w2 = expect_exit<ExitMmio>(v.run(exec));
+        CHECK(w2.gpa == 0xFE000030);
+        CHECK(w2.size == 2);
+        CHECK(w2.data == 0xF0);
+        auto r3 = expect_exit<ExitMmio>(v.run(exec));
+        CHECK(r3.size == 1);
+        v.complete_mmio_read(0x5A); // into AH
+        CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0x5AF0);
+        auto r4 = expect_exit<ExitMmio>(v.run(exec));
+        CHECK(r4.size == 2);
+        v.complete_mmio_read(0x8001); // MOVSX: sign-extended to 32 bits
+        CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0xFFFF8001);
+        expect_exit<ExitHlt>(v.run(exec));
+    }
+}
+
+TEST_CASE("MMIO decoding: the forms drivers use, and clear refusals", "[vmm][mmio]")
+{
+    auto d = [](Bytes b, CodeSize m = CodeSize::Bits64) { return decode_mmio_insn(b, m); };
+    auto mov64 = d({ 0x48, 0x8B, 0x07 }); // mov rax, [rdi]
+    REQUIRE(mov64.has_value());
+    CHECK(mov64->size == 8);
+    CHECK(*mov64->reg == 0);
+    CHECK(mov64->length == 3);
+    auto r15 = d({ 0x44, 0x89, 0x3E }); // mov [rsi], r15d
+    REQUIRE(r15.has_value());
+    CHECK(r15->write);
+    CHECK(*r15->reg == 15);
+    CHECK(r15->size == 4);
+    auto imm = d({ 0x48, 0xC7, 0x00, 0xFF, 0xFF, 0xFF, 0xFF }); // mov qword [rax], -1
+    REQUIRE(imm.has_value());
+    CHECK(imm->imm == ~0ull);
+    CHECK(mmio_write_value(*imm, 0) == ~0ull);
+    auto w16 = d({ 0x89, 0x07 }, CodeSize::Bits16); // mov [bx], ax in 16-bit code
+    REQUIRE(w16.has_value());
+    CHECK(w16->size == 2);
+    CHECK(apply_mmio_read(*d({ 0x8B, 0x07 }), 0xFFFFFFFF'FFFFFFFFull, 0x12345678) == 0x12345678); // 32-bit: zero-extends
+    CHECK(apply_mmio_read(*d({ 0x66, 0x8B, 0x07 }), 0xFFFFFFFF'FFFFFFFFull, 0x1234) == 0xFFFFFFFF'FFFF1234ull); // 16-bit merges
+    CHECK_FALSE(d({ 0x01, 0x07 }).has_value());   // add [rdi], eax: not emulated
+    CHECK_FALSE(d({ 0xA4 }).has_value());         // movsb: string MMIO
+    CHECK_FALSE(d({ 0x0F, 0x28, 0x07 }).has_value()); // movaps xmm0, [rdi]
+    CHECK_FALSE(d({ 0x8B }).has_value());         // truncated
 }
 
 TEST_CASE("interrupts from the VMM: KVM_INTERRUPT-style injection and the interrupt window", "[vmm][vcpu][run]")
