@@ -33,6 +33,7 @@ public:
 
     uint32_t timer() const;
     uint16_t control() const { return m_control; }
+    void reset() { m_status = m_enable = m_control = 0; } // a system reset clears PM1 (ACPI §4.8.3)
 
 private:
     uint8_t read_byte(uint64_t offset) const;

@@ -24,6 +24,15 @@ Pit8254::Pit8254(IrqLine& irq0, Clock clock)
     m_ch[2].gate = false; // channel 2's gate is port 0x61 bit 0, low at reset
 }
 
+void Pit8254::reset()
+{
+    m_ch = {};
+    m_ch[2].gate = false;
+    m_speaker_enable = false;
+    m_advanced_to = m_clock();
+    m_irq0.set(false);
+}
+
 uint64_t Pit8254::ticks(Channel const& c, int64_t now_ns) const
 {
     if (!c.gate && gate_suspends(c.mode))

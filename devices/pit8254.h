@@ -32,6 +32,8 @@ public:
     BusDevice& counters() { return m_counter_port; }  // 0x40-0x43
     BusDevice& port_b() { return m_port_b; }           // 0x61
 
+    // Power-on state (a system reset): every channel unprogrammed, IRQ 0 low, the speaker off.
+    void reset();
     // Bring the outputs up to `now_ns` (raising IRQ 0 on channel 0's rising edges).
     void advance(int64_t now_ns);
     // When channel 0's output next rises (for a halted CPU to sleep until), if ever.

@@ -364,6 +364,31 @@ void Machine::run_requests()
         r(*this);
 }
 
+Result<void, MachineError> Machine::system_reset()
+{
+    if (m_sev)
+        return fail("system_reset is unsupported for SEV guests: sevemu cannot relaunch an encrypted guest (QUIRKS.md)");
+    if (m_config.no_reboot) { // QEMU: with -no-reboot every reset request becomes a shutdown
+        m_reset_shutdown = true;
+        return {};
+    }
+    m_pic->reset();
+    m_pit->reset();
+    m_uart->reset();
+    m_acpi_pm->reset();
+    m_cpu->reset();
+    m_power_off = false;
+    TRY(load_kernel());
+    m_cpu->flush_code_cache(); // the loader wrote the image behind the CPU's back
+    bool ended = m_guest_ended.has_value();
+    m_guest_ended.reset();
+    if (m_event_sink)
+        m_event_sink(Event::Reset);
+    if (ended)
+        pause(); // QEMU: a reset out of "shutdown" leaves the VM in "prelaunch" until cont
+    return {};
+}
+
 void Machine::pause()
 {
     if (m_paused)
@@ -422,7 +447,7 @@ RunOutcome Machine::run()
     };
     for (;;) {
         run_requests();
-        while (m_paused && !m_quit) {
+        while (m_paused && !m_quit && !m_reset_shutdown) {
             std::unique_lock lock(m_requests_mutex);
             m_requests_cv.wait(lock, [&] { return !m_requests.empty(); });
             lock.unlock();
@@ -430,6 +455,8 @@ RunOutcome Machine::run()
         }
         if (m_quit)
             return done(finish(RunOutcome::Reason::Quit, 0, {}));
+        if (m_reset_shutdown)
+            return done(finish(RunOutcome::Reason::ResetShutdown, 0, {}));
         if (m_guest_ended) {
             // -no-shutdown after the guest's end: only QMP requests remain, until quit.
             std::unique_lock lock(m_requests_mutex);

@@ -58,6 +58,7 @@ struct RunOutcome {
         TripleFault,      // shutdown: a message and status 1 (QUIRKS.md: QEMU exits 0 with -no-reboot)
         InstructionLimit, // MachineConfig::max_instructions reached: status 1
         Quit,             // QMP quit (or the embedder's request_quit): status 0
+        ResetShutdown,    // QMP system_reset with -no-reboot: status 0
         HostError,        // the hypervisor could not go on (SEV: a failed VMRUN or launch): status 1
     };
     Reason reason;
@@ -111,6 +112,12 @@ public:
     bool paused() const { return m_paused; }
     bool started() const { return m_started; } // has run at least once since power-on
     void quit() { m_quit = true; }             // QMP quit: run() returns Reason::Quit
+    // QMP system_reset (QEMU's qemu_system_reset_request): devices and CPU back to their reset
+    // state and the -kernel hand-off again (the Multiboot loader reloads the image, as QEMU's
+    // option ROM does); RAM keeps its other contents. A machine that had ended (-no-shutdown)
+    // comes back paused, as QEMU's goes to "prelaunch". With -no-reboot a reset is a shutdown:
+    // run() returns Reason::ResetShutdown. SEV guests cannot be relaunched: an error.
+    Result<void, MachineError> system_reset();
     // With -no-shutdown: how the guest ended (power-off, triple fault, or a halt nothing can
     // wake) while the machine stays up; the guest never runs again. A shut-down machine is
     // paused (QEMU's "shutdown" run state: cont needs a reset).
@@ -120,7 +127,7 @@ public:
     // State changes, for QMP events (called on the machine's thread). Shutdown: the guest ended
     // under -no-shutdown (guest_ended() says how: a SHUTDOWN event unless it merely halted);
     // without -no-shutdown run() returns instead.
-    enum class Event : uint8_t { Stop, Resume, Shutdown };
+    enum class Event : uint8_t { Stop, Resume, Shutdown, Reset };
     void set_event_sink(std::function<void(Event)> sink) { m_event_sink = std::move(sink); }
 
 private:
@@ -173,6 +180,7 @@ private:
     bool m_paused { false };
     bool m_started { false };
     bool m_quit { false };
+    bool m_reset_shutdown { false };
     std::optional<RunOutcome> m_guest_ended;
     std::function<void(Event)> m_event_sink;
 };

@@ -251,3 +251,51 @@ TEST_CASE("machine: ACPI S5 (PM1_CNT at 0x604, SLP_EN with SLP_TYP 0) powers off
     CHECK(r.reason == RunOutcome::Reason::PowerOff);
     CHECK(r.exit_status == 0);
 }
+
+TEST_CASE("machine: system_reset reloads the kernel and runs the guest again; -no-reboot makes it a shutdown")
+{
+    std::string serial;
+    auto c = base_config(&serial);
+    c.debug_exit.reset(); // the guest powers off through ACPI PM
+    c.no_shutdown = true;
+    auto m = Machine::create(std::move(c));
+    REQUIRE(m.has_value());
+    auto& machine = **m;
+    std::vector<Machine::Event> events;
+    int shutdowns = 0;
+    std::string first_run;
+    machine.set_event_sink([&](Machine::Event e) {
+        events.push_back(e);
+        if (e != Machine::Event::Shutdown)
+            return;
+        // On the machine's thread, as the QMP commands run: reset after the first power-off
+        // (the machine comes back paused, "prelaunch"), cont, and quit after the second.
+        if (++shutdowns == 1) {
+            first_run = serial;
+            machine.post([](Machine& mm) {
+                REQUIRE(mm.system_reset().has_value());
+                CHECK(mm.paused());
+                CHECK_FALSE(mm.shut_down());
+                mm.resume();
+            });
+        } else {
+            machine.quit();
+        }
+    });
+    auto out = machine.run();
+    CHECK(out.reason == RunOutcome::Reason::Quit);
+    REQUIRE_FALSE(first_run.empty());
+    CHECK(serial == first_run + first_run); // the same program, run twice from a fresh load
+    using E = Machine::Event;
+    CHECK(events == std::vector<E> { E::Shutdown, E::Stop, E::Reset, E::Resume, E::Shutdown, E::Stop });
+
+    auto c2 = base_config();
+    c2.no_reboot = true;
+    auto m2 = Machine::create(std::move(c2));
+    REQUIRE(m2.has_value());
+    (*m2)->pause();
+    (*m2)->post([](Machine& mm) { REQUIRE(mm.system_reset().has_value()); });
+    auto out2 = (*m2)->run();
+    CHECK(out2.reason == RunOutcome::Reason::ResetShutdown);
+    CHECK(out2.exit_status == 0);
+}

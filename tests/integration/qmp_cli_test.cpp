@@ -147,7 +147,13 @@ TEST_CASE("-S starts in prelaunch; pmemsave shows memory as the hypervisor sees 
     r = vm.execute({ { "execute", "pmemsave" }, { "arguments", { { "val", 0 }, { "filename", file } } } });
     CHECK(r["error"]["desc"] == "Parameter 'size' is missing");
     CHECK(vm.execute({ { "execute", "query-sev" } })["error"]["desc"] == "SEV is not enabled");
-    CHECK(vm.execute({ { "execute", "system_reset" } })["error"]["class"] == "GenericError");
+    CHECK(vm.execute({ { "execute", "system_powerdown" } })["error"]["class"] == "GenericError");
+    // system_reset: the machine goes back to the -kernel hand-off (it stays paused).
+    CHECK(vm.execute({ { "execute", "system_reset" } })["return"] == json::object());
+    auto reset = vm.next_event();
+    CHECK(reset["event"] == "RESET");
+    CHECK(reset["data"]["reason"] == "host-qmp-system-reset");
+    CHECK(vm.execute({ { "execute", "query-status" } })["return"]["running"] == false);
     CHECK(vm.execute({ { "execute", "no-such-command" } })["error"]["class"] == "CommandNotFound");
     // cont: RESUME, the guest runs to its isa-debug-exit, SHUTDOWN, exit status 33.
     CHECK(vm.execute({ { "execute", "cont" } })["return"] == json::object());

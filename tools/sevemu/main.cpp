@@ -74,6 +74,10 @@ int main(int argc, char** argv)
     };
     m.set_event_sink([&emit, &m](emulator::Machine::Event e) {
         using Event = emulator::Machine::Event;
+        if (e == Event::Reset) {
+            emit("RESET", qmp::Json { { "guest", false }, { "reason", "host-qmp-system-reset" } });
+            return;
+        }
         if (e != Event::Shutdown) {
             emit(e == Event::Stop ? "STOP" : "RESUME", qmp::Json::object());
             return;
@@ -93,8 +97,9 @@ int main(int argc, char** argv)
     auto outcome = m.run();
     // QEMU's SHUTDOWN event: who asked, and why.
     using Reason = emulator::RunOutcome::Reason;
-    bool by_guest = outcome.reason != Reason::Quit && outcome.reason != Reason::HostError;
+    bool by_guest = outcome.reason != Reason::Quit && outcome.reason != Reason::HostError && outcome.reason != Reason::ResetShutdown;
     char const* reason = outcome.reason == Reason::Quit ? "host-qmp-quit"
+        : outcome.reason == Reason::ResetShutdown      ? "host-qmp-system-reset"
         : outcome.reason == Reason::HostError          ? "host-error"
         : outcome.reason == Reason::TripleFault        ? "guest-reset"
                                                        : "guest-shutdown";

@@ -88,11 +88,12 @@ qmp::CommandTable machine_commands(emulator::Machine& machine)
             return Json::object();
         });
     });
-    t.add("system_reset", [&m](Json const&) -> Result<Json, Error> {
-        if (m.config().confidential_guest)
-            return make_unexpected(qmp::generic_error("system_reset is unsupported for SEV guests: sevemu cannot "
-                                                      "relaunch an encrypted guest (QUIRKS.md)"));
-        return make_unexpected(qmp::generic_error("system_reset is not supported yet: sevemu cannot reset a machine (QUIRKS.md)"));
+    t.add("system_reset", [&m](Json const&) {
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            if (auto r = mm.system_reset(); !r)
+                return make_unexpected(qmp::generic_error(r.error().message));
+            return Json::object();
+        });
     });
     t.add("system_powerdown", [](Json const&) -> Result<Json, Error> {
         return make_unexpected(qmp::generic_error("system_powerdown is not supported yet: there is no ACPI power button (QUIRKS.md)"));
