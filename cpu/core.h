@@ -145,6 +145,18 @@ struct Core {
     bool vmexit_done {};                 // a #VMEXIT happened while host_vmrun
     std::optional<svm::Event> delivering; // the event being delivered (for EXITINTINFO)
     std::unique_ptr<mmu::TableResolver> guest_tables; // guest page walks under nested paging
+    // The TLB is tagged by ASID (APM vol 2 §15.16): `tlb` holds the running context's entries,
+    // the other contexts' are parked here until their ASID runs again. keep_tlb: a world switch
+    // is reloading the registers, which must not flush.
+    std::unordered_map<uint32_t, std::unique_ptr<mmu::Tlb<512>>> parked_tlbs;
+    bool keep_tlb {};
+    void switch_tlb(uint32_t asid);
+    template <class F> void for_each_tlb(F f)
+    {
+        f(tlb);
+        for (auto& [asid, t] : parked_tlbs)
+            f(*t);
+    }
 
     bool intercepted(svm::Intercept i) const { return guest && guest->intercepts(i); }
     // Raise #VMEXIT(code) for an intercepted instruction: nRIP = the next instruction.

@@ -32,7 +32,7 @@ Core::Core(mmu::MemoryController& m, CpuModel mdl, IoHandler& i)
     mc.add_invalidation_listener([weak](Spa page) {
         if (auto p = weak.lock()) {
             Core& c = **p;
-            c.tlb.flush_spa(page.page_base().value);
+            c.for_each_tlb([&](auto& t) { t.flush_spa(page.page_base().value); });
             if (c.is_code_page(page.pfn()))
                 c.invalidate_code_page(page.pfn());
         }
@@ -316,13 +316,13 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
         blocks.clear();
         code_pages.clear();
         flush_jump_cache();
-        tlb.flush_all();
+        for_each_tlb([](auto& t) { t.flush_all(); });
     }
     Block* raw = blk.get();
     blocks[key] = std::move(blk);
     auto& v = code_pages[pfn];
     if (v.empty())
-        tlb.drop_write(pfn << 12); // writes to this page must now take the slow path
+        for_each_tlb([&](auto& t) { t.drop_write(pfn << 12); }); // writes to it must take the slow path, in every context
     v.push_back(key);
     return raw;
 }

@@ -40,6 +40,10 @@ CpuState Core::get_state()
 
 void Core::put_state(CpuState const& s)
 {
+    if (!keep_tlb) { // a state from outside: no context's entries can be trusted
+        parked_tlbs.clear();
+        tlb.adopt_context(0);
+    }
     for (int k = 0; k < 16; ++k) r[k] = s.gpr[k];
     rip = s.rip;
     flags = (s.rflags & 0x3F7FD7) | 2;
@@ -75,9 +79,29 @@ svm::SvmCpuView Core::svm_view()
     return v;
 }
 
+void Core::switch_tlb(uint32_t asid)
+{
+    uint32_t cur = tlb.asid();
+    if (cur == asid)
+        return;
+    auto& park = parked_tlbs[cur];
+    if (!park)
+        park = std::make_unique<mmu::Tlb<512>>();
+    *park = tlb;
+    if (auto it = parked_tlbs.find(asid); it != parked_tlbs.end()) {
+        tlb = *it->second;
+        parked_tlbs.erase(it);
+    } else {
+        tlb.flush_all();
+    }
+    tlb.adopt_context(asid);
+}
+
 void Core::svm_apply(svm::SvmCpuView const& v)
 {
-    put_state(v.regs); // also recomputes the paging context (guest or host) and flushes the TLB
+    keep_tlb = true; // VMRUN and #VMEXIT switch the TLB's ASID, they do not flush it (§15.16)
+    put_state(v.regs); // also recomputes the paging context (guest or host)
+    keep_tlb = false;
     cpl = v.cpl;       // the VMCB's CPL (§15.5.1), not re-derived from SS
     bank = cpl == 3 ? 1 : 0;
     gif = v.gif;
@@ -182,8 +206,7 @@ void Core::do_vmexit(svm::ExitInfo info)
         return;
     }
     svm_apply(v);
-    auto t = svm::tlb_actions_on_vmexit();
-    tlb.set_context(t.context_asid);
+    switch_tlb(svm::tlb_actions_on_vmexit().context_asid);
     if (host_vmrun)
         vmexit_done = true;
 }
@@ -222,10 +245,14 @@ void Core::do_vmrun(uint64_t next_rip)
     }
     guest = std::move(*g);
     svm_apply(v); // with `guest` set: the guest's paging context, nested
-    auto t = svm::tlb_actions_on_vmrun(*guest);
-    tlb.set_context(t.context_asid);
-    if (t.flush_all) tlb.flush_all();
-    else if (t.flush_non_global) tlb.flush_non_global();
+    // TLB_CONTROL (§15.16.1): the guest's ASID's entries, flushed as the VMCB asks.
+    switch_tlb(guest->asid);
+    switch (guest->tlb_flush) {
+    case svm::TlbFlush::AllAsids: for_each_tlb([](auto& t) { t.flush_all(); }); break;
+    case svm::TlbFlush::ThisAsid: tlb.flush_all(); break;
+    case svm::TlbFlush::ThisAsidNonGlobal: tlb.flush_non_global(); break;
+    case svm::TlbFlush::None: break;
+    }
     if (guest->inject)
         deliver_injected(*guest->inject);
 }
@@ -338,9 +365,12 @@ template <int S, int M> void invlpga_op(Core& c, Insn const& i)
     svm_checks(c);
     if (c.guest) c.intercept(Intercept::INVLPGA);
     uint64_t a = c.r[RAX] & kAsizeMask[i.asize];
-    if (svm::invlpga_hits(c.tlb.asid(), uint32_t(c.r[RCX]))) {
+    uint32_t asid = uint32_t(c.r[RCX]);
+    if (svm::invlpga_hits(c.tlb.asid(), asid)) {
         c.tlb.flush_page(a);
         c.flush_jump_cache();
+    } else if (auto it = c.parked_tlbs.find(asid); it != c.parked_tlbs.end()) {
+        it->second->flush_page(a); // the page in a parked ASID's entries
     }
     end(c);
 }
@@ -388,7 +418,10 @@ Result<Cpu::HostVmrunResult, std::string> Cpu::host_vmrun(Spa vmcb, Spa hsave, s
     for (unsigned k = 0; k < 16; ++k)
         if (k != RAX && k != RSP) h.gpr[k] = gprs[k];
     h.gpr[RAX] = vmcb.value;
+    c.keep_tlb = true; // the guests' parked TLB entries stay valid across host_vmrun() calls
     c.put_state(h);
+    c.keep_tlb = false;
+    c.switch_tlb(0);
     c.cpl = 0;
     c.bank = 0;
     c.gif = false; // KVM runs VMRUN between CLGI and STGI

@@ -101,7 +101,9 @@ void Core::update_paging()
 
 void Core::flush_tlb(bool include_global)
 {
-    if (include_global)
+    if (keep_tlb) {
+        // A world switch reloads CR3/CR4/EFER without flushing the tagged TLB.
+    } else if (include_global)
         tlb.flush_all();
     else
         tlb.flush_non_global();
@@ -938,7 +940,7 @@ inline void io_intercept(Core& c, Insn const& i, uint16_t port, unsigned n, bool
 {
     if (SEVEMU_LIKELY(!c.guest) || !c.guest->io_intercepted(c.mc, port, n)) return;
     svm::IoioInfo io { port, n, in, str, bool(i.pfx & (kPfxRep | kPfxRepne)) && str,
-        i.asize == 0 ? 16u : i.asize == 1 ? 32u : 64u, uint8_t(str && !in ? i.seg : DS) };
+        i.asize == 0 ? 16u : i.asize == 1 ? 32u : 64u, uint8_t(str && !in ? unsigned(i.seg) : unsigned(DS)) };
     c.intercept(svm::Intercept::IOIO_PROT, svm::ioio_exit_info_1(io), c.r[kRegNext]);
 }
 template <int A, int S, int M> void in_op(Core& c, Insn const& i)

@@ -83,6 +83,8 @@ public:
         }
     }
     uint32_t asid() const { return m_asid; }
+    // Takes over entries saved for `asid` (the CPU parks each ASID's TLB while another runs).
+    void adopt_context(uint32_t asid) { m_asid = asid; }
 
 private:
     std::array<std::array<TlbEntry, N>, kBanks> m_e {};

@@ -155,8 +155,9 @@ Result<void, VmrunCheck> vmrun_consistency_check(Vmcb const&, HostContext const&
 Result<std::optional<Event>, VmrunCheck> decode_event_injection(uint32_t event_inj, uint32_t event_inj_err);
 
 // ---------------------------------------------------------------------------------------------
-// TLB control (APM vol 2 §15.16). The software TLB holds one ASID context (mmu/tlb.h): on VMRUN
-// the interpreter switches it to the guest ASID, and additionally flushes as this says.
+// TLB control (APM vol 2 §15.16). The interpreter keeps one software TLB per ASID (the running
+// one active, the others parked): on VMRUN it switches to the guest ASID's and flushes as
+// TLB_CONTROL says; TlbActions describes that for a single TLB.
 enum class TlbFlush : uint8_t { None, AllAsids, ThisAsid, ThisAsidNonGlobal };
 TlbFlush tlb_flush_for(uint8_t tlb_ctl);
 

@@ -99,6 +99,9 @@ public:
     // Asks for an ExitIrqWindowOpen as soon as the guest can take an interrupt (V_IRQ with the
     // VINTR intercept); cleared when that exit is reported.
     void request_interrupt_window() { m_irq_window = true; }
+    // KVM_REQ_TLB_FLUSH: the next entry flushes this guest's TLB entries (TLB_CONTROL 3); the
+    // hypervisor needs it after changing translations the guest may have cached.
+    void request_tlb_flush() { m_vmcb.control.tlb_ctl = cpu::svm::tlb_control::FLUSH_ASID; }
 
     // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
     // VMCB for re-entry, returns nullopt) or names the exit for the VMM.

@@ -422,3 +422,36 @@ TEST_CASE("interrupts from the VMM: KVM_INTERRUPT-style injection and the interr
     CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x83);
     expect_exit<ExitHlt>(v.run(exec));
 }
+
+TEST_CASE("the TLB is tagged by ASID: entries survive #VMEXIT and VMRUN until TLB_CONTROL flushes them", "[vmm][vcpu][run]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    Guest g(h, false);
+    auto put = [&](uint64_t gpa, uint64_t v) {
+        Bytes b(8);
+        for (int i = 0; i < 8; ++i) b[i] = uint8_t(v >> (8 * i));
+        g.write(gpa, b);
+    };
+    put(0x8000, 0x9000 | 3);
+    put(0x9000, 0xA000 | 3);
+    put(0xA000, 0xB000 | 3);
+    for (uint64_t p = 0; p < g.pages; ++p)
+        put(0xB000 + 8 * p, (p << 12) | 3);
+    g.write(0x4000, le32(0x1111));
+    g.write(0x5000, le32(0x2222));
+    // loop: mov eax, [0x4000]; out 0x80, eax; jmp loop
+    g.write(kCode, Bytes { 0x8B, 0x04, 0x25, 0x00, 0x40, 0x00, 0x00, 0xE7, 0x80, 0xEB, 0xF5 });
+    Vcpu& v = g.make_vcpu();
+    long_mode(v, kCode, 0x8000);
+    CpuExecutor exec(cpu);
+    CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0x1111);
+    // The hypervisor remaps linear 0x4000 to 0x5000 behind the guest's back (no flush).
+    put(0xB000 + 8 * 4, 0x5000 | 3);
+    for (int i = 0; i < 3; ++i) // the guest's TLB entry for ASID N survived the exits: stale
+        CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0x1111);
+    v.request_tlb_flush();
+    CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0x2222);
+    CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0x2222);
+}
