@@ -36,7 +36,9 @@ constexpr uint32_t DE = 1u << 2, PSE = 1u << 3, TSC = 1u << 4, MSR = 1u << 5, PA
 constexpr uint32_t kLeaf1Edx = (1u << 0) /* FPU */ | f1edx::DE | f1edx::PSE | f1edx::TSC | f1edx::MSR | f1edx::PAE | f1edx::CX8
     | f1edx::SEP | f1edx::MTRR | f1edx::PGE | f1edx::CMOV | f1edx::PAT | f1edx::PSE36 | f1edx::CLFSH
     | f1edx::FXSR | f1edx::SSE | f1edx::SSE2;
-constexpr uint32_t kLeaf1Ecx = (1u << 26) /* XSAVE */ | (1u << 13) /* CX16 */ | (1u << 22) /* MOVBE */ | (1u << 23) /* POPCNT */;
+// SSE3 without MONITOR/MWAIT (bit 3 clear); no PCLMULQDQ (1) or AES (25).
+constexpr uint32_t kLeaf1Ecx = (1u << 0) /* SSE3 */ | (1u << 9) /* SSSE3 */ | (1u << 19) /* SSE4.1 */ | (1u << 20) /* SSE4.2 */
+    | (1u << 26) /* XSAVE */ | (1u << 13) /* CX16 */ | (1u << 22) /* MOVBE */ | (1u << 23) /* POPCNT */;
 constexpr uint32_t kLeaf7Ebx = (1u << 0) /* FSGSBASE */ | (1u << 3) /* BMI1 */ | (1u << 7) /* SMEP */
     | (1u << 8) /* BMI2 */ | (1u << 20) /* SMAP */;
 constexpr uint32_t kExt1Ecx = (1u << 0) /* LahfSahf */ | (1u << 2) /* SVM */ | (1u << 5) /* ABM (LZCNT) */

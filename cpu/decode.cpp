@@ -22,6 +22,7 @@ OpTables* build()
     register_int_ops(*t);
     register_sys_ops(*t);
     register_sse_ops(*t);
+    register_sse4_ops(*t);
     register_x87_ops(*t);
     return t;
 }
@@ -186,6 +187,20 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
             rep_consumed = true;
         } else if (opsize && T.map[kMap660F][op].name) {
             d = &T.map[kMap660F][op];
+            opsize_consumed = true;
+        }
+    } else if (map == kMap0F38 || map == kMap0F3A) {
+        // Three-byte maps (APM vol 3 Appendix A, Tables ): F2 selects its own table and
+        // beats 66, which then stays an operand-size prefix (66 F2 0F 38 F1 is CRC32 r32, r/m16);
+        // F3 defines nothing here (#UD; MOVBE is #UD with F3); 66 selects the SSSE3/SSE4 table
+        // and otherwise stays an operand-size prefix (66 0F 38 F0 is MOVBE r16, m16).
+        if (rep == kPfxRepne) {
+            d = map == kMap0F38 ? &T.map[kMapF20F38][op] : &kUndefined;
+            rep_consumed = true;
+        } else if (rep == kPfxRep) {
+            d = &kUndefined;
+        } else if (opsize && T.map[map == kMap0F38 ? kMap660F38 : kMap660F3A][op].name) {
+            d = &T.map[map == kMap0F38 ? kMap660F38 : kMap660F3A][op];
             opsize_consumed = true;
         }
     }

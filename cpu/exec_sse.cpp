@@ -1,11 +1,10 @@
 // sevemu — SSE and SSE2 (APM vol 4 "128-bit media instructions"): moves, packed and scalar
 // integer and floating-point arithmetic, compares, shuffles and conversions, plus FXSAVE/FXRSTOR,
-// LDMXCSR/STMXCSR. Arithmetic is done with the host's IEEE-754 double/float (same formats);
-// MXCSR rounding control and exception flags are not modelled (QUIRKS.md).
+// LDMXCSR/STMXCSR. Arithmetic is done with the host's IEEE-754 double/float (same formats) and
+// rounds to nearest; MXCSR.RC is honoured only by the rounding conversions to integers, and
+// exception flags are not modelled (QUIRKS.md). SSE3 and later: exec_sse4.cpp.
 // Register operands: Insn::reg / 8 and Insn::rm / 8 are XMM numbers.
-#include "cpu/ops.h"
-
-#include <cmath>
+#include "cpu/exec_sse.h"
 
 namespace sevemu::cpu {
 
@@ -13,65 +12,7 @@ namespace {
 
 using namespace rflags;
 
-typedef int8_t v16qi __attribute__((vector_size(16)));
-typedef uint8_t v16qu __attribute__((vector_size(16)));
-typedef int16_t v8hi __attribute__((vector_size(16)));
-typedef uint16_t v8hu __attribute__((vector_size(16)));
-typedef int32_t v4si __attribute__((vector_size(16)));
-typedef uint32_t v4su __attribute__((vector_size(16)));
-typedef int64_t v2di __attribute__((vector_size(16)));
-typedef uint64_t v2du __attribute__((vector_size(16)));
-typedef float v4sf __attribute__((vector_size(16)));
-typedef double v2df __attribute__((vector_size(16)));
-
-struct X {
-    uint64_t q[2];
-};
-template <class V> V as(X const& x) { V v; std::memcpy(&v, &x, 16); return v; }
-template <class V> X from(V const& v) { X x; std::memcpy(&x, &v, 16); return x; }
-
-// APM vol 4 §2.x exception rules: CR0.EM or !CR4.OSFXSR -> #UD; CR0.TS -> #NM.
-inline void sse_check(Core& c)
-{
-    if (SEVEMU_UNLIKELY((c.cr0 & cr0::EM) || !(c.cr4 & cr4::OSFXSR))) c.raise(UD);
-    if (SEVEMU_UNLIKELY(c.cr0 & cr0::TS)) c.raise(NM);
-}
-inline X& xr(Core& c, uint8_t off) { return *reinterpret_cast<X*>(c.xmm[off / 8]); }
-template <int M> inline X src128(Core& c, Insn const& i, bool aligned = false)
-{
-    if constexpr (M) {
-        uint64_t a = c.lin(i, 16, false);
-        if (aligned && (a & 15)) c.raise(GP, 0);
-        X x;
-        x.q[0] = c.rd<uint64_t>(a);
-        x.q[1] = c.rd<uint64_t>(a + 8);
-        return x;
-    } else {
-        return xr(c, i.rm);
-    }
-}
-template <int M> inline void dst128(Core& c, Insn const& i, X const& x, bool aligned = false)
-{
-    if constexpr (M) {
-        uint64_t a = c.lin(i, 16, true);
-        if (aligned && (a & 15)) c.raise(GP, 0);
-        c.rd<uint64_t>(a + 8); // both halves checked before either is written
-        c.wr<uint64_t>(a, x.q[0]);
-        c.wr<uint64_t>(a + 8, x.q[1]);
-    } else {
-        xr(c, i.rm) = x;
-    }
-}
-template <int M> inline uint64_t src64(Core& c, Insn const& i)
-{
-    if constexpr (M) return c.rd<uint64_t>(c.lin(i, 8, false));
-    else return xr(c, i.rm).q[0];
-}
-template <int M> inline uint32_t src32(Core& c, Insn const& i)
-{
-    if constexpr (M) return c.rd<uint32_t>(c.lin(i, 4, false));
-    else return uint32_t(xr(c, i.rm).q[0]);
-}
+using namespace sse;
 
 // ---- moves
 template <int A, int S, int M> void movu_load(Core& c, Insn const& i) { sse_check(c); xr(c, i.reg) = src128<M>(c, i, A); }
@@ -177,11 +118,6 @@ enum PI {
     PUNPCKLQDQ, PUNPCKHBW, PUNPCKHWD, PUNPCKHDQ, PUNPCKHQDQ, PACKSSWB, PACKSSDW, PACKUSWB, PMADDWD, PSADBW,
     ANDPS, ANDNPS, ORPS, XORPS, UNPCKLPS, UNPCKHPS, UNPCKLPD, UNPCKHPD
 };
-template <class T, class W> T sat(W v)
-{
-    W lo = W(std::numeric_limits<T>::min()), hi = W(std::numeric_limits<T>::max());
-    return T(v < lo ? lo : v > hi ? hi : v);
-}
 template <int A, int S, int M> void pint(Core& c, Insn const& i)
 {
     sse_check(c);
@@ -508,10 +444,11 @@ template <class I, class F> I cvt_trunc(F v)
         return std::numeric_limits<I>::min();
     return I(v);
 }
-template <class I, class F> I cvt_round(F v)
+// The non-truncating conversions round as MXCSR.RC says (APM vol 4 CVTSD2SI etc.).
+template <class I, class F> I cvt_round(F v, unsigned rc)
 {
     if (std::isnan(v)) return std::numeric_limits<I>::min();
-    F r = std::nearbyint(v);
+    F r = round_rc(v, rc);
     if (r >= F(std::numeric_limits<I>::max()) + F(1) || r < F(std::numeric_limits<I>::min())) return std::numeric_limits<I>::min();
     return I(r);
 }
@@ -545,8 +482,8 @@ template <int K, int S, int M> void cvts2si(Core& c, Insn const& i) // K: bit0 =
         std::memcpy(&f, &b, 4);
         v = f;
     }
-    if (S == 8) c.r[i.reg / 8] = uint64_t((K & 2) ? cvt_trunc<int64_t>(v) : cvt_round<int64_t>(v));
-    else c.r[i.reg / 8] = uint32_t((K & 2) ? cvt_trunc<int32_t>(v) : cvt_round<int32_t>(v));
+    if (S == 8) c.r[i.reg / 8] = uint64_t((K & 2) ? cvt_trunc<int64_t>(v) : cvt_round<int64_t>(v, mxcsr_rc(c)));
+    else c.r[i.reg / 8] = uint32_t((K & 2) ? cvt_trunc<int32_t>(v) : cvt_round<int32_t>(v, mxcsr_rc(c)));
 }
 template <int K, int S, int M> void cvt_fp(Core& c, Insn const& i)
 {
@@ -574,15 +511,16 @@ template <int K, int S, int M> void cvt_fp(Core& c, Insn const& i)
     }
     X s = (K == 2 || K == 7) ? X { { src64<M>(c, i), 0 } } : src128<M>(c, i, true);
     X r {};
+    unsigned rc = mxcsr_rc(c);
     switch (K) {
     case 2: { v4sf a = as<v4sf>(s); v2df z = { a[0], a[1] }; r = from(z); break; }
     case 3: { v2df a = as<v2df>(s); v4sf z = { float(a[0]), float(a[1]), 0, 0 }; r = from(z); break; }
     case 4: { v4si a = as<v4si>(s); v4sf z; for (int k = 0; k < 4; ++k) z[k] = float(a[k]); r = from(z); break; }
-    case 5: { v4sf a = as<v4sf>(s); v4si z; for (int k = 0; k < 4; ++k) z[k] = cvt_round<int32_t>(a[k]); r = from(z); break; }
+    case 5: { v4sf a = as<v4sf>(s); v4si z; for (int k = 0; k < 4; ++k) z[k] = cvt_round<int32_t>(a[k], rc); r = from(z); break; }
     case 6: { v4sf a = as<v4sf>(s); v4si z; for (int k = 0; k < 4; ++k) z[k] = cvt_trunc<int32_t>(a[k]); r = from(z); break; }
     case 7: { v4si a = as<v4si>(s); v2df z = { double(a[0]), double(a[1]) }; r = from(z); break; }
     case 8: { v2df a = as<v2df>(s); v4si z = { cvt_trunc<int32_t>(a[0]), cvt_trunc<int32_t>(a[1]), 0, 0 }; r = from(z); break; }
-    case 9: { v2df a = as<v2df>(s); v4si z = { cvt_round<int32_t>(a[0]), cvt_round<int32_t>(a[1]), 0, 0 }; r = from(z); break; }
+    case 9: { v2df a = as<v2df>(s); v4si z = { cvt_round<int32_t>(a[0], rc), cvt_round<int32_t>(a[1], rc), 0, 0 }; r = from(z); break; }
     }
     d = r;
 }

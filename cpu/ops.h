@@ -34,7 +34,9 @@ struct OpDef {
 
 enum OpMap : uint8_t {
     kMapPrimary, kMap0F, kMap0F38, kMap0F3A, kMapF30F, kMap660F, kMapF20F,
-    kMapVex0F38, /* +pp: 7 none, 8 66, 9 F3, 10 F2 */ kMapVex0F3A = 11, kMap0F01Reg = 12, kNumMaps
+    kMapVex0F38, /* +pp: 7 none, 8 66, 9 F3, 10 F2 */ kMapVex0F3A = 11, kMap0F01Reg = 12,
+    // Mandatory-prefix tables of the three-byte maps (SSSE3, SSE4.1, SSE4.2; CRC32 is F2 0F 38).
+    kMap660F38, kMapF20F38, kMap660F3A, kNumMaps
 };
 enum : uint8_t { kNumGroups = 24 };
 
@@ -47,6 +49,7 @@ OpTables const& op_tables();
 void register_int_ops(OpTables&);
 void register_sys_ops(OpTables&);
 void register_sse_ops(OpTables&);
+void register_sse4_ops(OpTables&);
 void register_x87_ops(OpTables&);
 
 // Handler-array builders: every handler is a template <int S, int M> (size in bytes, memory).

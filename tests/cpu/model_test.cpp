@@ -59,8 +59,9 @@ TEST_CASE("model: CPUID advertises only what is implemented", "[cpu][model]")
     CHECK((l1.edx & (1u << 25)) != 0);  // SSE
     CHECK((l1.edx & (1u << 26)) != 0);  // SSE2
     CHECK((l1.edx & (1u << 0)) != 0);   // FPU
-    CHECK((l1.ecx & (1u << 0)) == 0);   // no SSE3
-    CHECK((l1.ecx & (1u << 19)) == 0);  // no SSE4.1
+    CHECK((l1.ecx & (1u << 0)) != 0);   // SSE3 (sse4_test.cpp)
+    CHECK((l1.ecx & (1u << 3)) == 0);   // no MONITOR/MWAIT
+    CHECK((l1.ecx & (1u << 20)) != 0);  // SSE4.2 (sse4_test.cpp)
     CHECK((l1.ecx & (1u << 26)) != 0);  // XSAVE (x87 and SSE state; xsave_test.cpp)
     CHECK((l1.ecx & (1u << 27)) == 0);  // OSXSAVE: CR4.OSXSAVE is clear
     CHECK((l1.ecx & (1u << 28)) == 0);  // no AVX
