@@ -372,7 +372,8 @@ struct Core {
     Segment load_outer_ss(uint16_t ss_sel, unsigned rpl, bool target64);
     void far_return(unsigned osize, uint16_t pop_extra);
     void iret(unsigned osize);
-    void deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip);
+    // fault: a fault-class exception, whose pushed RFLAGS image has RF set (APM vol 2 §13.1.3.4)
+    void deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip, bool fault = false);
     void exception(GuestFault const& f);          // with double/triple-fault escalation
     // ---- Hardware task switches (exec_task.cpp; APM vol 2 §12, legacy protected mode only)
     enum class TaskSrc : uint8_t { Jmp, Call, Iret, Event };

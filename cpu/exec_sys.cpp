@@ -514,7 +514,7 @@ void Core::iret(unsigned osize)
         uint64_t fl = pop_n(osize);
         seg[CS].selector = cs;
         seg[CS].base = uint64_t(cs) << 4;
-        uint64_t m = osize == 2 ? 0xFFFF : (0x3F7FD7 & ~(VM | VIF | VIP));
+        uint64_t m = osize == 2 ? 0xFFFF : (0x3F7FD7 & ~(VM | VIF | VIP | RF));
         set_rflags(fl, m);
         rip = r[kRegNext] = ip;
         update_mode();
@@ -536,7 +536,7 @@ void Core::iret(unsigned osize)
         if (ip > 0xFFFF) raise(GP, 0); // beyond the CS limit
         r[RSP] = (r[RSP] & ~m) | ((sp + 3 * osize) & m);
         seg[CS] = Segment { cs, 0xF3, 0xFFFF, uint64_t(cs) << 4 };
-        set_rflags(fl, (osize == 2 ? 0xFFFF : 0x3F7FD7) & ~(IOPL | VM | VIF | VIP));
+        set_rflags(fl, (osize == 2 ? 0xFFFF : 0x3F7FD7) & ~(IOPL | VM | VIF | VIP | RF));
         rip = r[kRegNext] = ip;
         update_mode();
         return;
@@ -559,7 +559,7 @@ void Core::iret(unsigned osize)
         for (unsigned k = 0; k < 5; ++k)
             seg[kOrder[k]] = Segment { uint16_t(v[k + 1]), 0xF3, 0xFFFF, uint64_t(uint16_t(v[k + 1])) << 4 };
         seg[CS] = Segment { sel, 0xF3, 0xFFFF, uint64_t(sel) << 4 };
-        set_rflags(fl, 0x3F7FD7);
+        set_rflags(fl, 0x3F7FD7 & ~RF);
         r[RSP] = uint32_t(v[0]);
         rip = r[kRegNext] = new_ip;
         update_mode();
@@ -575,8 +575,9 @@ void Core::iret(unsigned osize)
     if (!desc_present(d)) raise(NP, sel & 0xFFFC);
     Segment ncs = seg_from_desc(sel, d | (1ull << 40));
     bool target64 = (efer & efer::LMA) && ncs.long_mode();
+    // RF is not loaded: with no instruction breakpoints modelled it would suppress nothing, and
+    // the processor clears it after the next instruction anyway (QUIRKS.md).
     uint64_t fmask = writable_flags_mask() & ~RF;
-    fmask |= RF;
     if (osize == 2) fmask &= 0xFFFF;
     unsigned old_cpl = cpl;
     if (rpl == cpl && !mode64) {
@@ -612,11 +613,11 @@ void Core::iret(unsigned osize)
 
 // ---------------------------------------------------------------- interrupts and exceptions
 
-void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip)
+void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip, bool fault)
 {
     materialize();
     uint32_t ext = software ? 0 : 1;
-    uint64_t fl = flags & ~RF;
+    uint64_t fl = (flags & ~RF) | (fault ? RF : 0);
     if (!(cr0 & cr0::PE)) {
         // Real mode (APM vol 2 §8.7.1): IVT entry is offset:segment at vector * 4.
         if (uint32_t(vec) * 4 + 3 > idtr.limit) raise(GP, 0);
@@ -764,7 +765,9 @@ void Core::exception(GuestFault const& f)
         vmexit_now(svm::exitcode::SVM_EXIT_EXCP_BASE + f.vector, f.has_error ? f.error : 0, 0, 0);
     auto contributory = [](uint8_t v) { return v == DE || v == TS || v == NP || v == SS_ || v == GP; };
     try {
-        deliver_event(f.vector, f.has_error, f.error, false, rip);
+        // Faults push RFLAGS with RF = 1, so that IRET back to the faulting instruction does not
+        // stop at an instruction breakpoint on it again; #DF (an abort) does not.
+        deliver_event(f.vector, f.has_error, f.error, false, rip, f.vector != DF_ && f.vector != MC && f.vector != DB);
     } catch (GuestFault const& g) {
         if (f.vector == DF_) { // APM vol 2 §8.2.9: a fault while delivering #DF shuts down
             pending_shutdown = true;
