@@ -471,3 +471,25 @@ TEST_CASE("task: long mode refuses task switches with #GP", "[cpu][task]")
         CHECK(m.get<uint64_t>(m.cpu->gpr(RSP)) == 0x40 * 8 + 2);
     }
 }
+
+TEST_CASE("task: the new task's LDT and LDT-relative selectors", "[cpu][task]")
+{
+    Machine m;
+    Setup t(m);
+    // LDT at 0x30000 (GDT 0x70): entry 1 = data DPL0, base 0x20000.
+    m.put<uint64_t>(0x30008, Machine::desc(0x20000, 0xFFFF, 0x093));
+    m.put<uint32_t>(0x20000 + 0x40, 0x600DF00D);
+    t.b[LDT] = 0x70;
+    t.b[DS_] = 0x0C; // LDT index 1
+    m.write(kCodeB, { 0xA1, 0x40, 0x00, 0x00, 0x00, 0xF4 }); // mov eax,[0x40]
+    t.go(far32(kCall, 0x50)); // CALL straight to the TSS descriptor
+    CpuState s = m.cpu->state();
+    REQUIRE(m.cpu->halted());
+    CHECK(s.gpr[RAX] == 0x600DF00Du);
+    CHECK(s.ldtr.selector == 0x70);
+    CHECK(s.ldtr.base == 0x30000);
+    CHECK(s.seg[DS].base == 0x20000);
+    CHECK((s.rflags & NT) != 0);
+    CHECK(tss32(m, kTssB, LINK) == 0x28);
+    CHECK((m.get<uint8_t>(0x30008 + 5) & 1) == 1); // the LDT descriptor got its accessed bit
+}
