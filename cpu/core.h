@@ -384,8 +384,15 @@ struct Core {
     Segment load_outer_ss(uint16_t ss_sel, unsigned rpl, bool target64);
     void far_return(unsigned osize, uint16_t pop_extra);
     void iret(unsigned osize);
-    void deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip);
+    // fault: a fault-class exception, whose pushed RFLAGS image has RF set (APM vol 2 §13.1.3.4)
+    void deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip, bool fault = false);
     void exception(GuestFault const& f);          // with double/triple-fault escalation
+    // ---- Hardware task switches (exec_task.cpp; APM vol 2 §12, legacy protected mode only)
+    enum class TaskSrc : uint8_t { Jmp, Call, Iret, Event };
+    void task_far(uint16_t sel, uint64_t desc, bool call);   // JMP/CALL to a TSS or a task gate
+    void task_return();                                      // IRET with EFLAGS.NT = 1
+    void task_gate_event(uint64_t gate, bool has_err, uint32_t err, uint32_t ext, uint64_t ret_eip);
+    void task_switch(uint16_t sel, uint64_t desc, TaskSrc src, uint32_t ext, bool has_err, uint32_t err, uint64_t ret_eip);
     bool io_allowed(uint16_t port, unsigned size);
     bool rdmsr(uint32_t idx, uint64_t& v);
     bool wrmsr(uint32_t idx, uint64_t v);

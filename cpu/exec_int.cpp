@@ -302,7 +302,8 @@ template <int A, int S, int M> void shxd(Core& c, Insn const& i)
     uint64_t a = M ? c.lin(i, S, true) : 0;
     uint64_t d = M ? c.rd<U<S>>(a) : c.getr<S>(i.rm);
     uint64_t s = c.getr<S>(i.reg);
-    if (cnt == 0) { if (M) c.wr<U<S>>(a, U<S>(d)); return; }
+    // Count 0: no flags change, but a 32-bit register is still written (zero-extended).
+    if (cnt == 0) { if (M) c.wr<U<S>>(a, U<S>(d)); else c.setr<S>(i.rm, d); return; }
     c.materialize();
     uint64_t r;
     bool cf;

@@ -146,7 +146,9 @@ void Core::set_cr3(uint64_t v)
 
 void Core::set_cr4(uint64_t v)
 {
-    constexpr uint64_t kValid = cr4::VME | cr4::PVI | cr4::TSD | cr4::DE | cr4::PSE | cr4::PAE | cr4::MCE
+    // VME and PVI (virtual interrupt flags, APM vol 2 §16.3-16.4) are not implemented and not
+    // advertised (CPUID 1 EDX[1] = 0): setting them is #GP(0) (QUIRKS.md).
+    constexpr uint64_t kValid = cr4::TSD | cr4::DE | cr4::PSE | cr4::PAE | cr4::MCE
         | cr4::PGE | cr4::PCE | cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::FSGSBASE | cr4::OSXSAVE | cr4::SMEP
         | cr4::SMAP;
     if (v & ~kValid) raise(GP, 0);
@@ -261,7 +263,7 @@ namespace {
 // Far CALL/JMP through a call gate (APM vol 2 §4.11.2-4.11.3, §4.8.4 for the long-mode form;
 // checks and error codes as in the CALL/JMP (far) pseudocode of APM vol 3). d is the gate's
 // low descriptor quadword. Legacy gates: type 4 (16-bit) and 0xC (32-bit); in long mode only
-// type 0xC, the 16-byte 64-bit gate. Task gates and TSS selectors stay #GP (QUIRKS.md).
+// type 0xC, the 16-byte 64-bit gate. Task gates and TSS selectors are exec_task.cpp's.
 void gate_transfer(Core& c, uint16_t gsel, uint64_t d, bool call, uint64_t ret_rip)
 {
     bool lma = c.efer & efer::LMA;
@@ -402,8 +404,14 @@ void Core::far_jump(uint16_t sel, uint64_t off, bool call, unsigned osize, uint6
         gate_transfer(*this, sel, d, call, ret_rip);
         return;
     }
+    if (!is_seg(d) && (desc_type(d) == 1 || desc_type(d) == 3 || desc_type(d) == 5 || desc_type(d) == 9 || desc_type(d) == 0xB)) {
+        // A TSS or a task gate: a task switch in legacy mode, #GP in long mode (APM vol 2 §12.1.3).
+        if (efer & efer::LMA) raise(GP, sel & 0xFFFC);
+        task_far(sel, d, call);
+        return;
+    }
     if (!is_seg(d) || !is_code(d))
-        raise(GP, sel & 0xFFFC); // task gates, TSS: not modelled (QUIRKS.md)
+        raise(GP, sel & 0xFFFC);
     bool conforming = d & (1ull << 42);
     if (conforming ? desc_dpl(d) > cpl : ((sel & 3) > cpl || desc_dpl(d) != cpl)) raise(GP, sel & 0xFFFC);
     if (!desc_present(d)) raise(NP, sel & 0xFFFC);
@@ -508,24 +516,57 @@ void Core::iret(unsigned osize)
         uint64_t fl = pop_n(osize);
         seg[CS].selector = cs;
         seg[CS].base = uint64_t(cs) << 4;
-        uint64_t m = osize == 2 ? 0xFFFF : (0x3F7FD7 & ~(VM | VIF | VIP));
+        uint64_t m = osize == 2 ? 0xFFFF : (0x3F7FD7 & ~(VM | VIF | VIP | RF));
         set_rflags(fl, m);
         rip = r[kRegNext] = ip;
         update_mode();
         return;
     }
-    if (flags & VM) raise(GP, 0); // virtual-8086 mode is not modelled (QUIRKS.md)
-    if ((flags & NT) && !(efer & efer::LMA)) raise(GP, 0); // task return: no task switching (QUIRKS.md)
     uint64_t m = stack_mask();
     uint64_t sp = r[RSP] & m;
     auto peek = [&](uint64_t at) -> uint64_t {
         uint64_t a = seg_lin(SS, at & m, osize, false);
         return osize == 8 ? rd<uint64_t>(a) : osize == 4 ? rd<uint32_t>(a) : rd<uint16_t>(a);
     };
+    if (flags & VM) {
+        // IRET in virtual-8086 mode (APM vol 2 §16.2.4): IOPL-sensitive (no VME), otherwise
+        // the real-mode form that leaves IOPL (and VM, VIF, VIP) alone.
+        if (((flags >> 12) & 3) < 3) raise(GP, 0);
+        uint64_t ip = peek(sp);
+        uint16_t cs = uint16_t(peek(sp + osize));
+        uint64_t fl = peek(sp + 2 * osize);
+        if (ip > 0xFFFF) raise(GP, 0); // beyond the CS limit
+        r[RSP] = (r[RSP] & ~m) | ((sp + 3 * osize) & m);
+        seg[CS] = Segment { cs, 0xF3, 0xFFFF, uint64_t(cs) << 4 };
+        set_rflags(fl, (osize == 2 ? 0xFFFF : 0x3F7FD7) & ~(IOPL | VM | VIF | VIP | RF));
+        rip = r[kRegNext] = ip;
+        update_mode();
+        return;
+    }
+    if (flags & NT) {
+        if (efer & efer::LMA) raise(GP, 0); // no task return in long mode (§12.1.3)
+        task_return();
+        return;
+    }
     uint64_t new_ip = peek(sp);
     uint16_t sel = uint16_t(peek(sp + osize));
     uint64_t fl = peek(sp + 2 * osize);
-    if (osize == 4 && (fl & VM) && cpl == 0) raise(GP, 0); // return to V86: not modelled
+    if (osize == 4 && (fl & VM) && cpl == 0 && !(efer & efer::LMA)) {
+        // Return to virtual-8086 mode (§16.2.3): EIP, CS, EFLAGS, ESP, SS, ES, DS, FS, GS, all
+        // 32-bit slots (selectors in the low word); the whole EFLAGS image is loaded.
+        uint64_t v[6];
+        for (unsigned k = 0; k < 6; ++k) v[k] = peek(sp + 12 + 4 * k);
+        if (new_ip > 0xFFFF) raise(GP, 0);
+        static constexpr unsigned kOrder[5] = { SS, ES, DS, FS, GS };
+        for (unsigned k = 0; k < 5; ++k)
+            seg[kOrder[k]] = Segment { uint16_t(v[k + 1]), 0xF3, 0xFFFF, uint64_t(uint16_t(v[k + 1])) << 4 };
+        seg[CS] = Segment { sel, 0xF3, 0xFFFF, uint64_t(sel) << 4 };
+        set_rflags(fl, 0x3F7FD7 & ~RF);
+        r[RSP] = uint32_t(v[0]);
+        rip = r[kRegNext] = new_ip;
+        update_mode();
+        return;
+    }
     unsigned rpl = sel & 3;
     if ((sel & 0xFFFC) == 0) raise(GP, 0);
     if (rpl < cpl) raise(GP, sel & 0xFFFC);
@@ -536,8 +577,9 @@ void Core::iret(unsigned osize)
     if (!desc_present(d)) raise(NP, sel & 0xFFFC);
     Segment ncs = seg_from_desc(sel, d | (1ull << 40));
     bool target64 = (efer & efer::LMA) && ncs.long_mode();
+    // RF is not loaded: with no instruction breakpoints modelled it would suppress nothing, and
+    // the processor clears it after the next instruction anyway (QUIRKS.md).
     uint64_t fmask = writable_flags_mask() & ~RF;
-    fmask |= RF;
     if (osize == 2) fmask &= 0xFFFF;
     unsigned old_cpl = cpl;
     if (rpl == cpl && !mode64) {
@@ -573,11 +615,11 @@ void Core::iret(unsigned osize)
 
 // ---------------------------------------------------------------- interrupts and exceptions
 
-void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip)
+void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software, uint64_t return_rip, bool fault)
 {
     materialize();
     uint32_t ext = software ? 0 : 1;
-    uint64_t fl = flags & ~RF;
+    uint64_t fl = (flags & ~RF) | (fault ? RF : 0);
     if (!(cr0 & cr0::PE)) {
         // Real mode (APM vol 2 §8.7.1): IVT entry is offset:segment at vector * 4.
         if (uint32_t(vec) * 4 + 3 > idtr.limit) raise(GP, 0);
@@ -598,10 +640,14 @@ void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software,
     uint64_t g = rd_sys<uint64_t>(idtr.base + uint64_t(vec) * gsize);
     uint64_t ghi = lm ? rd_sys<uint64_t>(idtr.base + uint64_t(vec) * gsize + 8) : 0;
     unsigned type = (g >> 40) & 0x1F;
-    bool ok = lm ? (type == 0xE || type == 0xF) : (type == 0x6 || type == 0x7 || type == 0xE || type == 0xF);
-    if (!ok) raise(GP, vec * 8 + 2 + ext); // task gates are not modelled (QUIRKS.md)
+    bool ok = lm ? (type == 0xE || type == 0xF) : (type == 0x5 || type == 0x6 || type == 0x7 || type == 0xE || type == 0xF);
+    if (!ok) raise(GP, vec * 8 + 2 + ext);
     if (software && desc_dpl(g) < cpl) raise(GP, vec * 8 + 2);
     if (!desc_present(g)) raise(NP, vec * 8 + 2 + ext);
+    if (type == 0x5) { // task gate (legacy mode only): a task switch (exec_task.cpp)
+        task_gate_event(g, has_err, err, ext, return_rip);
+        return;
+    }
     bool trap = type & 1;
     bool gate32 = type & 8;
     uint16_t sel = uint16_t(g >> 16);
@@ -612,9 +658,13 @@ void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software,
     if (!is_seg(d) || !is_code(d) || desc_dpl(d) > cpl) raise(GP, (sel & 0xFFFC) + ext);
     if (!desc_present(d)) raise(NP, (sel & 0xFFFC) + ext);
     bool conforming = d & (1ull << 42);
+    // From virtual-8086 mode only a non-conforming ring-0 handler will do (APM vol 2 §16.2.5).
+    bool const v86 = flags & VM;
+    if (v86 && (conforming || desc_dpl(d) != 0)) raise(GP, (sel & 0xFFFC) + ext);
     unsigned new_cpl = conforming ? cpl : desc_dpl(d);
     Segment ncs = seg_from_desc(uint16_t((sel & 0xFFFC) | new_cpl), d | (1ull << 40));
     if (lm && !(ncs.long_mode() && !ncs.big())) raise(GP, (sel & 0xFFFC) + ext);
+    if (!lm && (gate32 ? off : (off & 0xFFFF)) > ncs.limit) raise(GP, ext);
 
     uint64_t old_ss = seg[SS].selector, old_sp = r[RSP];
     uint16_t old_cs = seg[CS].selector;
@@ -666,11 +716,25 @@ void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software,
         ss_base = nss.base;
         sp_mask = nss.big() ? 0xFFFFFFFFull : 0xFFFF;
         unsigned w = gate32 ? 4 : 2;
-        uint64_t order[6] = { old_ss, old_sp, fl, old_cs, return_rip, err };
-        unsigned first = stack_switch ? 0 : 2;
-        unsigned last = has_err ? 6 : 5;
+        // From V86 mode GS, FS, DS, ES go first (§16.2.5), then SS, ESP, EFLAGS, CS, EIP, error.
+        uint64_t order[10];
+        unsigned n = 0;
+        if (v86)
+            for (unsigned s : { GS, FS, DS, ES }) order[n++] = seg[s].selector;
+        if (stack_switch) { order[n++] = old_ss; order[n++] = old_sp; }
+        order[n++] = fl;
+        order[n++] = old_cs;
+        order[n++] = return_rip;
+        if (has_err) order[n++] = err;
+        // Room on the (new) stack: each slot within SS's limit (expand-up or expand-down).
+        bool down = (nss.attr & 0x1C) == 0x14;
+        uint64_t lo = down ? uint64_t(nss.limit) + 1 : 0, hi = down ? sp_mask : nss.limit;
+        for (unsigned k = 1; k <= n; ++k) {
+            uint64_t at = (sp - k * w) & sp_mask;
+            if (at < lo || at + w - 1 > hi) raise(SS_, (stack_switch ? (nss.selector & 0xFFFC) : 0) + ext);
+        }
         uint64_t top = sp;
-        for (unsigned k = first; k < last; ++k) {
+        for (unsigned k = 0; k < n; ++k) {
             top = (top - w) & sp_mask;
             uint64_t a = uint32_t(ss_base + top);
             if (w == 4) wr_stack_sup<uint32_t>(a, uint32_t(order[k]), new_cpl);
@@ -683,6 +747,9 @@ void Core::deliver_event(uint8_t vec, bool has_err, uint32_t err, bool software,
     set_accessed(sel, d);
     seg[CS] = ncs;
     seg[SS] = nss;
+    if (v86) // the data segments are null in the handler; their V86 values are on its stack
+        for (unsigned s : { ES, DS, FS, GS })
+            seg[s] = Segment {};
     r[RSP] = lm ? sp : ((r[RSP] & ~sp_mask) | (sp & sp_mask));
     if (lm && !stack_switch && !ist) r[RSP] = sp;
     flags &= ~(TF | NT | RF | VM);
@@ -700,7 +767,9 @@ void Core::exception(GuestFault const& f)
         vmexit_now(svm::exitcode::SVM_EXIT_EXCP_BASE + f.vector, f.has_error ? f.error : 0, 0, 0);
     auto contributory = [](uint8_t v) { return v == DE || v == TS || v == NP || v == SS_ || v == GP; };
     try {
-        deliver_event(f.vector, f.has_error, f.error, false, rip);
+        // Faults push RFLAGS with RF = 1, so that IRET back to the faulting instruction does not
+        // stop at an instruction breakpoint on it again; #DF (an abort) does not.
+        deliver_event(f.vector, f.has_error, f.error, false, rip, f.vector != DF_ && f.vector != MC && f.vector != DB);
     } catch (GuestFault const& g) {
         if (f.vector == DF_) { // APM vol 2 §8.2.9: a fault while delivering #DF shuts down
             pending_shutdown = true;
@@ -889,14 +958,16 @@ template <int S, int M> void popf(Core& c, Insn const&)
     c.set_rflags(v, m);
     end(c);
 }
+// CLI/STI: IOPL-sensitive in protected mode (CPL > IOPL) and in virtual-8086 mode (IOPL < 3,
+// CPL being 3 there); without VME there is no VIF to fall back on.
 template <int S, int M> void cli(Core& c, Insn const&)
 {
-    if (protected_mode(c) && c.cpl > ((c.flags >> 12) & 3)) c.raise(GP, 0);
+    if ((c.cr0 & cr0::PE) && c.cpl > ((c.flags >> 12) & 3)) c.raise(GP, 0);
     c.flags &= ~IF;
 }
 template <int S, int M> void sti(Core& c, Insn const&)
 {
-    if (protected_mode(c) && c.cpl > ((c.flags >> 12) & 3)) c.raise(GP, 0);
+    if ((c.cr0 & cr0::PE) && c.cpl > ((c.flags >> 12) & 3)) c.raise(GP, 0);
     if (!(c.flags & IF)) c.irq_shadow = true; // STI shadow (APM vol 3 STI)
     c.flags |= IF;
     end(c);

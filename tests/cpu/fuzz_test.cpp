@@ -34,6 +34,8 @@ void fuzz(Mode mode, uint64_t seed, int runs)
         CpuState s = m.cpu->state();
         for (int g = 0; g < 16; ++g)
             if (g != RSP) s.gpr[g] = (rng() % 4 == 0) ? rng() : (rng() % 0x100000);
+        if (mode == Mode::V86 && rng() % 2)
+            s.rflags |= 3u << 12; // IOPL 3: CLI/STI/PUSHF/POPF/INT n/IRET execute
         m.cpu->set_state(s);
         RunResult r { StopReason::InstructionLimit, 0 };
         for (int step = 0; step < 3; ++step) {
@@ -52,3 +54,7 @@ void fuzz(Mode mode, uint64_t seed, int runs)
 TEST_CASE("fuzz: random code in real mode", "[cpu][fuzz]") { fuzz(Mode::Real, 1, runs()); }
 TEST_CASE("fuzz: random code in 32-bit protected mode", "[cpu][fuzz]") { fuzz(Mode::Prot32, 2, runs()); }
 TEST_CASE("fuzz: random code in 64-bit long mode", "[cpu][fuzz]") { fuzz(Mode::Long64, 3, runs()); }
+TEST_CASE("fuzz: random code in 16-bit protected mode", "[cpu][fuzz]") { fuzz(Mode::Prot16, 4, runs()); }
+TEST_CASE("fuzz: random code in compatibility mode, 32-bit CS", "[cpu][fuzz]") { fuzz(Mode::Compat32, 5, runs()); }
+TEST_CASE("fuzz: random code in compatibility mode, 16-bit CS", "[cpu][fuzz]") { fuzz(Mode::Compat16, 6, runs()); }
+TEST_CASE("fuzz: random code in virtual-8086 mode", "[cpu][fuzz]") { fuzz(Mode::V86, 7, runs()); }

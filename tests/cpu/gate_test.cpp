@@ -169,7 +169,7 @@ TEST_CASE("gates: legacy faults and their error codes", "[cpu][gates]")
         { "TSS.SS1 DPL != new CPL", gate(0x78, kRing0, 0xC, 3), true, false, 0x53, 10, 0x10, 0x11 },
         { "TSS.SS1 not present", gate(0x78, kRing0, 0xC, 3), true, false, 0x53, 12, 0x80, 0x81 },
         { "TSS too short for SS1:ESP1", gate(0x78, kRing0, 0xC, 3), true, false, 0x53, 10, 0x28, 0x89, 0x10 },
-        { "task gate (not modelled)", gate(0x28, 0, 0x5, 3), true, false, 0x53, 13, 0x50 },
+        { "task gate naming a non-TSS descriptor", gate(0x30, 0, 0x5, 3), true, false, 0x53, 13, 0x30 },
     };
     for (auto const& c : cases) {
         INFO(c.what);

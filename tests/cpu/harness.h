@@ -44,7 +44,10 @@ struct TestIo : IoHandler {
     }
 };
 
-enum class Mode { Real, Prot32, Long64 };
+// Prot16: 16-bit protected mode (CS = GDT 0x50, 16-bit code, base kCode, IP 0); Compat32 and
+// Compat16: long mode with a 32-bit CS (0x18) or that 16-bit CS; V86: virtual-8086 mode from
+// 32-bit protected mode (CS = 0x1000, IP 0; SS:SP = 0x7000:FFF0; 32-bit TSS with ESP0 0x70000).
+enum class Mode { Real, Prot32, Long64, Prot16, Compat32, Compat16, V86 };
 
 struct Machine {
     std::unique_ptr<mmu::MemoryController> mc;
@@ -166,7 +169,26 @@ struct Machine {
         s.gpr[RSP] = kStackTop;
         s.rip = kCode;
         s.tr = Segment { 0x28, 0x8B, 0x67, kTss };
-        if (m == Mode::Prot32) {
+        put<uint64_t>(kGdt + 0x50, desc(uint32_t(kCode), 0xFFFF, 0x09B)); // 16-bit code at kCode
+        s.gdtr.limit = 0x57;
+        if (m == Mode::V86) {
+            build_idt32();
+            s.idtr = { kIdt, 256 * 8 - 1 };
+            s.cr0 = 0x11;
+            s.rflags = 0x20002; // VM
+            s.seg[CS] = Segment { 0x1000, 0xF3, 0xFFFF, 0x10000 };
+            s.seg[SS] = Segment { 0x7000, 0xF3, 0xFFFF, 0x70000 };
+            for (unsigned k : { ES, DS, FS, GS })
+                s.seg[k] = Segment { 0x1000, 0xF3, 0xFFFF, 0x10000 };
+            s.rip = 0;
+            s.gpr[RSP] = 0xFFF0;
+            put<uint32_t>(kTss + 4, 0x70000); // ESP0
+            put<uint32_t>(kTss + 8, 0x10);    // SS0
+            put<uint16_t>(kTss + 0x66, 0x68); // no I/O bitmap inside the limit: every port denied
+            s.tr = Segment { 0x28, 0x8B, 0x67, kTss };
+            return s;
+        }
+        if (m == Mode::Prot32 || m == Mode::Prot16) {
             build_idt32();
             s.idtr = { kIdt, 256 * 8 - 1 };
             s.cr0 = 0x11;
@@ -174,6 +196,10 @@ struct Machine {
             for (unsigned k : { ES, SS, DS, FS, GS })
                 s.seg[k] = Segment { 0x10, 0xC93, 0xFFFFFFFF, 0 };
             s.tr = Segment { 0x28, 0x0, 0, 0 };
+            if (m == Mode::Prot16) {
+                s.seg[CS] = Segment { 0x50, 0x09B, 0xFFFF, kCode };
+                s.rip = 0;
+            }
             return s;
         }
         build_idt64();
@@ -187,6 +213,12 @@ struct Machine {
         s.seg[CS] = Segment { 0x08, 0xA9B, 0xFFFFFFFF, 0 };
         for (unsigned k : { ES, SS, DS, FS, GS })
             s.seg[k] = Segment { 0x10, 0xC93, 0xFFFFFFFF, 0 };
+        if (m == Mode::Compat32) {
+            s.seg[CS] = Segment { 0x18, 0xC9B, 0xFFFFFFFF, 0 };
+        } else if (m == Mode::Compat16) {
+            s.seg[CS] = Segment { 0x50, 0x09B, 0xFFFF, kCode };
+            s.rip = 0;
+        }
         return s;
     }
 

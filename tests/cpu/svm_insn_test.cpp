@@ -146,3 +146,37 @@ TEST_CASE("svm: VMMCALL in the host is #UD; STGI/CLGI outside SVME are #UD", "[c
         CHECK(m.halted_vector() == 6);
     }
 }
+
+TEST_CASE("svm: the TASK_SWITCH intercept fires after the new TSS's checks", "[cpu][svm][task]")
+{
+    Machine m;
+    SECTION("JMP to a TSS: EXITINFO1 = the TSS selector, EXITINFO2 bit 38")
+    {
+        Vmcb v = guest_vmcb();
+        set_intercept(v.control, Intercept::TASK_SWITCH);
+        v.save.gdtr = VmcbSeg { 0, 0, 0x57, kGdt }; // the harness GDT: 0x28 is an available TSS
+        v.save.tr = VmcbSeg { 0, 0x8B, 0x67, 0x6000 };
+        setup(m, v, { 0xEA, 0, 0, 0, 0, 0x28, 0x00 }); // jmp far 0x28:0
+        m.run();
+        REQUIRE(m.cpu->halted());
+        Vmcb o = vmcb_after(m);
+        CHECK(o.control.exit_code == exitcode::SVM_EXIT_TASK_SWITCH);
+        CHECK(o.control.exit_info_1 == 0x28);
+        CHECK(o.control.exit_info_2 == (1ull << 38));
+        CHECK(o.save.rip == kGuestCode); // the JMP did not happen
+    }
+    SECTION("a TSS too short for a TSS is #TS first, not the intercept")
+    {
+        Vmcb v = guest_vmcb();
+        set_intercept(v.control, Intercept::TASK_SWITCH);
+        set_intercept(v.control, Intercept(unsigned(Intercept::EXCEPTION_OFFSET) + 10)); // #TS
+        v.save.gdtr = VmcbSeg { 0, 0, 0x57, kGdt };
+        setup(m, v, { 0xEA, 0, 0, 0, 0, 0x28, 0x00 });
+        m.put<uint64_t>(kGdt + 0x28, Machine::desc(kTss, 0x40, 0x089));
+        m.run();
+        REQUIRE(m.cpu->halted());
+        Vmcb o = vmcb_after(m);
+        CHECK(o.control.exit_code == exitcode::SVM_EXIT_EXCP_BASE + 10);
+        CHECK(o.control.exit_info_1 == 0x28);
+    }
+}
