@@ -311,6 +311,9 @@ HostContext HostContext::from_model(CpuModelInfo const& m, CpuState const& host,
     h.syscfg = host.msr.syscfg;
     h.hwcr = host.msr.hwcr;
     h.host_64bit = host_64bit;
+    // The interpreter implements neither VME nor PVI (CPUID 1 EDX[1] clear): for this processor
+    // they are MBZ, so a guest CR4 with them fails VMRUN's check instead of running without them.
+    h.cr4_valid &= ~uint64_t(cr4::VME | cr4::PVI);
     return h;
 }
 

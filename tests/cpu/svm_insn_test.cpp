@@ -134,6 +134,16 @@ TEST_CASE("svm: VMRUN needs EFER.SVME, and a bad VMCB fails its checks with VMEX
         CHECK(m.cpu->state().gpr[RBX] == exitcode::VMEXIT_INVALID);
         CHECK(m.cpu->state().rip == kHostRipAfterVmrun + 9);
     }
+    {
+        // CR4.VME is MBZ on this CPU model (VME is not implemented): the guest state is illegal.
+        Machine m;
+        Vmcb v = guest_vmcb();
+        v.save.cr4 = cr4::VME;
+        setup(m, v, { 0x0F, 0x01, 0xD9 });
+        m.run();
+        REQUIRE(m.cpu->halted());
+        CHECK(m.cpu->state().gpr[RBX] == exitcode::VMEXIT_INVALID);
+    }
 }
 
 TEST_CASE("svm: VMMCALL in the host is #UD; STGI/CLGI outside SVME are #UD", "[cpu][svm]")
