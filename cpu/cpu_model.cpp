@@ -38,7 +38,7 @@ constexpr uint32_t kLeaf1Edx = (1u << 0) /* FPU */ | f1edx::DE | f1edx::PSE | f1
     | f1edx::FXSR | f1edx::SSE | f1edx::SSE2;
 // SSE3 without MONITOR/MWAIT (bit 3 clear); no PCLMULQDQ (1) or AES (25).
 constexpr uint32_t kLeaf1Ecx = (1u << 0) /* SSE3 */ | (1u << 9) /* SSSE3 */ | (1u << 19) /* SSE4.1 */ | (1u << 20) /* SSE4.2 */
-    | (1u << 26) /* XSAVE */ | (1u << 13) /* CX16 */ | (1u << 22) /* MOVBE */ | (1u << 23) /* POPCNT */;
+    | (1u << 26) /* XSAVE */ | (1u << 13) /* CX16 */ | (1u << 17) /* PCID */ | (1u << 22) /* MOVBE */ | (1u << 23) /* POPCNT */;
 constexpr uint32_t kLeaf7Ebx = (1u << 0) /* FSGSBASE */ | (1u << 3) /* BMI1 */ | (1u << 7) /* SMEP */
     | (1u << 8) /* BMI2 */ | (1u << 20) /* SMAP */;
 constexpr uint32_t kExt1Ecx = (1u << 0) /* LahfSahf */ | (1u << 2) /* SVM */ | (1u << 5) /* ABM (LZCNT) */

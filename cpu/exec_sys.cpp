@@ -127,6 +127,7 @@ void Core::set_cr0(uint64_t v)
         if (!(cr4 & cr4::PAE)) raise(GP, 0);
         efer |= efer::LMA;
     }
+    if (pg_off && (cr4 & cr4::PCIDE)) raise(GP, 0); // paging off needs PCIDE off first
     if (pg_off && (efer & efer::LMA)) {
         if (mode64) raise(GP, 0); // leaving long mode is only possible from compatibility mode
         efer &= ~efer::LMA;
@@ -138,6 +139,12 @@ void Core::set_cr0(uint64_t v)
 
 void Core::set_cr3(uint64_t v)
 {
+    // With CR4.PCIDE (APM vol 2 §5.5.1), CR3[11:0] is the PCID and bit 63 of the source asks not
+    // to invalidate that PCID's entries; it is never stored. The TLB holds one PCID's entries at
+    // a time, so a CR3 write always drops the non-global ones (more than required, which the
+    // architecture allows).
+    if (cr4 & cr4::PCIDE)
+        v &= ~(1ull << 63);
     if ((efer & efer::LMA) && (v >> 52)) raise(GP, 0);
     cr3 = (efer & efer::LMA) ? v : uint32_t(v);
     pctx.cr3 = cr3;
@@ -150,9 +157,11 @@ void Core::set_cr4(uint64_t v)
     // advertised (CPUID 1 EDX[1] = 0): setting them is #GP(0) (QUIRKS.md).
     constexpr uint64_t kValid = cr4::TSD | cr4::DE | cr4::PSE | cr4::PAE | cr4::MCE
         | cr4::PGE | cr4::PCE | cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::FSGSBASE | cr4::OSXSAVE | cr4::SMEP
-        | cr4::SMAP;
+        | cr4::SMAP | cr4::PCIDE;
     if (v & ~kValid) raise(GP, 0);
     if ((efer & efer::LMA) && !(v & cr4::PAE)) raise(GP, 0);
+    // PCIDE can be set only in long mode with CR3[11:0] = 0 (APM vol 2 §3.1.3, MOV CRn).
+    if ((v & cr4::PCIDE) && !(cr4 & cr4::PCIDE) && (!(efer & efer::LMA) || (cr3 & 0xFFF))) raise(GP, 0);
     cr4 = v;
     update_paging();
 }

@@ -65,7 +65,7 @@ TEST_CASE("model: CPUID advertises only what is implemented", "[cpu][model]")
     CHECK((l1.ecx & (1u << 26)) != 0);  // XSAVE (x87 and SSE state; xsave_test.cpp)
     CHECK((l1.ecx & (1u << 27)) == 0);  // OSXSAVE: CR4.OSXSAVE is clear
     CHECK((l1.ecx & (1u << 28)) == 0);  // no AVX
-    CHECK((l1.ecx & (1u << 17)) == 0);  // no PCID
+    CHECK((l1.ecx & (1u << 17)) != 0);  // PCID (pcid_test.cpp)
     auto l7 = guest_cpuid(m, 7);
     CHECK((l7.ebx & (1u << 5)) == 0);   // no AVX2
     CHECK((l7.ebx & ((1u << 3) | (1u << 8))) == ((1u << 3) | (1u << 8))); // BMI1, BMI2
