@@ -170,6 +170,7 @@ struct Core {
     struct GuestPage { uint64_t spa; mmu::KeyId key; };
     GuestPage guest_page(uint64_t gpa_page, bool guest_c, bool write, bool fetch);
     bool check_guest_interrupts();      // virtual interrupts / INTR intercept; true if it acted
+    void deliver_guest_interrupt(uint8_t vector);
     void deliver_injected(svm::Event const&);
     CpuState get_state();
     void put_state(CpuState const&);

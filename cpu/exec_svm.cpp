@@ -257,6 +257,21 @@ void Core::do_vmrun(uint64_t next_rip)
         deliver_injected(*guest->inject);
 }
 
+// An external (or virtual) interrupt through the guest's IDT, recorded for EXITINTINFO while it
+// is being delivered.
+void Core::deliver_guest_interrupt(uint8_t vec)
+{
+    halted = false;
+    delivering = svm::Event { vec, svm::EventType::INTR, std::nullopt };
+    try {
+        deliver_event(vec, false, 0, false, rip);
+    } catch (GuestFault const& f) {
+        delivering.reset();
+        exception(f);
+    }
+    delivering.reset();
+}
+
 bool Core::check_guest_interrupts()
 {
     auto& g = *guest;
@@ -269,16 +284,7 @@ bool Core::check_guest_interrupts()
             return true;
         }
         if (enabled && (flags & IF) && !irq_shadow) {
-            uint8_t vec = io.acknowledge_interrupt();
-            halted = false;
-            delivering = svm::Event { vec, svm::EventType::INTR, std::nullopt };
-            try {
-                deliver_event(vec, false, 0, false, rip);
-            } catch (GuestFault const& f) {
-                delivering.reset();
-                exception(f);
-            }
-            delivering.reset();
+            deliver_guest_interrupt(io.acknowledge_interrupt());
             return true;
         }
     }
@@ -292,17 +298,8 @@ bool Core::check_guest_interrupts()
             do_vmexit({ ec::SVM_EXIT_VINTR, 0, 0, std::nullopt, 0 });
             return true;
         }
-        uint8_t vec = uint8_t(g.control.int_vector);
         g.control.int_ctl &= ~svm::int_ctl::V_IRQ;
-        halted = false;
-        delivering = svm::Event { vec, svm::EventType::INTR, std::nullopt };
-        try {
-            deliver_event(vec, false, 0, false, rip);
-        } catch (GuestFault const& f) {
-            delivering.reset();
-            exception(f);
-        }
-        delivering.reset();
+        deliver_guest_interrupt(uint8_t(g.control.int_vector));
         return true;
     }
     return false;

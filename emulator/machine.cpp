@@ -364,6 +364,27 @@ void Machine::run_requests()
         r(*this);
 }
 
+// A halted CPU (or vCPU) with RFLAGS.IF: skip virtual time to the next timer event, or wait for
+// serial input (QEMU would wait too); false when no interrupt can ever wake it.
+bool Machine::sleep_until_interrupt(bool interrupts_on)
+{
+    if (!interrupts_on)
+        return false;
+    bool can_wake = m_pic->intr();
+    auto wake = m_pit->next_irq_deadline(now_ns()); // the guest may have just programmed it
+    if (!can_wake && wake) {
+        m_idle_ns += std::max<int64_t>(*wake - now_ns(), 0);
+        m_pit->advance(now_ns());
+        can_wake = m_pic->intr();
+    }
+    while (!can_wake && m_serial_input_fd >= 0) {
+        flush_serial();
+        poll_serial_input(-1);
+        can_wake = m_pic->intr();
+    }
+    return can_wake;
+}
+
 Result<void, MachineError> Machine::system_reset()
 {
     if (m_sev)
@@ -512,21 +533,7 @@ RunOutcome Machine::run()
             // HLT: sleep until the next timer event if an interrupt can then wake the CPU.
             // With IF=0, or no timer armed, or its IRQ masked, nothing ever will: QEMU would
             // sit there forever; we end the run (QUIRKS.md).
-            bool interrupts_on = m_cpu->state().rflags & cpu::rflags::IF;
-            bool can_wake = interrupts_on && m_pic->intr();
-            auto wake = m_pit->next_irq_deadline(now_ns()); // the guest may have just programmed it
-            if (interrupts_on && !can_wake && wake) {
-                m_idle_ns += std::max<int64_t>(*wake - now_ns(), 0);
-                m_pit->advance(now_ns());
-                can_wake = m_pic->intr();
-            }
-            // Only the serial line is left: wait for the user's input (QEMU would wait too).
-            while (interrupts_on && !can_wake && m_serial_input_fd >= 0) {
-                flush_serial();
-                poll_serial_input(-1);
-                can_wake = m_pic->intr();
-            }
-            if (!can_wake) {
+            if (!sleep_until_interrupt(m_cpu->state().rflags & cpu::rflags::IF)) {
                 if (auto end = guest_end(finish(RunOutcome::Reason::HaltedForever, 0,
                         fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", m_cpu->rip()))))
                     return *end;
@@ -616,20 +623,7 @@ std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instr
             // HLT, as on the plain path: sleep until the next timer event if an interrupt can
             // then wake the guest, or wait for serial input; otherwise nothing ever will.
             account();
-            bool interrupts_on = vcpu.state().rflags & cpu::rflags::IF;
-            bool can_wake = interrupts_on && m_pic->intr();
-            auto wake = m_pit->next_irq_deadline(now_ns());
-            if (interrupts_on && !can_wake && wake) {
-                m_idle_ns += std::max<int64_t>(*wake - now_ns(), 0);
-                m_pit->advance(now_ns());
-                can_wake = m_pic->intr();
-            }
-            while (interrupts_on && !can_wake && m_serial_input_fd >= 0) {
-                flush_serial();
-                poll_serial_input(-1);
-                can_wake = m_pic->intr();
-            }
-            if (can_wake)
+            if (sleep_until_interrupt(vcpu.state().rflags & cpu::rflags::IF))
                 continue;
             return outcome(RunOutcome::Reason::HaltedForever, 0,
                 fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", rip));

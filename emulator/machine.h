@@ -139,6 +139,7 @@ private:
     // -serial stdio also reads stdin into COM1's receiver (as QEMU does). wait_ns < 0 blocks
     // until input or EOF; returns whether bytes arrived.
     bool poll_serial_input(int wait_ms);
+    bool sleep_until_interrupt(bool interrupts_on);
 
     MachineConfig m_config;
     Trace m_trace;

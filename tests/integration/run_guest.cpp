@@ -20,6 +20,7 @@
 #include <iterator>
 #include <string>
 #include <vector>
+#include <unistd.h>
 
 using sevemu::testing::run_capture;
 
