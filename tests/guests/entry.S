@@ -8,38 +8,9 @@
  * PAE + SSE when CPUID has it (CR4.PAE/OSFXSR/OSXMMEXCPT, CR0.MP, ~CR0.EM), set EFER.LME, enable paging and
  * far-jump into a 64-bit code segment (APM vol 2 §14.6.1 "Activating Long Mode").
  */
-#define MB_MAGIC 0x1BADB002
-#define MB_FLAGS ((1 << 1) | (1 << 16)) /* memory info, address fields valid */
+#include "boot32.inc"
 
-    .section .multiboot, "a"
-    .align 4
-mb_header:
-    .long MB_MAGIC
-    .long MB_FLAGS
-    .long -(MB_MAGIC + MB_FLAGS)
-    .long mb_header     /* header_addr */
-    .long __load_start  /* load_addr */
-    .long __load_end    /* load_end_addr */
-    .long __bss_end     /* bss_end_addr */
-    .long _start        /* entry_addr */
-
-    .section .text.entry, "ax"
-    .code32
-    .globl _start
-_start:
-    cli
-    cld
-    movl %eax, mb_magic
-    movl %ebx, mb_info
-    lgdt gdt_desc
-    ljmp $0x08, $1f
-1:  movl $0x10, %eax
-    movl %eax, %ds
-    movl %eax, %es
-    movl %eax, %fs
-    movl %eax, %gs
-    movl %eax, %ss
-    movl $stack_top, %esp
+    multiboot_header_and_start
 
     /* Identity map 0..1 GiB: PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB, PS|RW|P. */
     movl $pdpt, %eax
@@ -96,17 +67,7 @@ long_mode:
     hlt
     jmp 4b
 
-    .section .rodata
-    .align 16
-gdt:
-    .quad 0
-    .quad 0x00CF9A000000FFFF    /* 0x08: 32-bit code, flat */
-    .quad 0x00CF92000000FFFF    /* 0x10: data, flat */
-    .quad 0x00AF9A000000FFFF    /* 0x18: 64-bit code */
-gdt_end:
-gdt_desc:
-    .word gdt_end - gdt - 1
-    .long gdt
+    boot_gdt
 
     .section .data
     .align 4

@@ -22,43 +22,14 @@
  *
  * The guest is built -mgeneral-regs-only, so SSE is left off (unlike entry.S).
  */
-#define MB_MAGIC 0x1BADB002
-#define MB_FLAGS ((1 << 1) | (1 << 16)) /* memory info, address fields valid */
+#include "boot32.inc"
 
 #define MSR_SEV_STATUS 0xC0010131
 #define MSR_EFER 0xC0000080
 #define SHARED_PAGE 0x900000
 #define SPLIT_REGION 0x800000 /* the 2 MiB region mapped with 4 KiB pages */
 
-    .section .multiboot, "a"
-    .align 4
-mb_header:
-    .long MB_MAGIC
-    .long MB_FLAGS
-    .long -(MB_MAGIC + MB_FLAGS)
-    .long mb_header     /* header_addr */
-    .long __load_start  /* load_addr */
-    .long __load_end    /* load_end_addr */
-    .long __bss_end     /* bss_end_addr */
-    .long _start        /* entry_addr */
-
-    .section .text.entry, "ax"
-    .code32
-    .globl _start
-_start:
-    cli
-    cld
-    movl %eax, mb_magic
-    movl %ebx, mb_info
-    lgdt gdt_desc
-    ljmp $0x08, $1f
-1:  movl $0x10, %eax
-    movl %eax, %ds
-    movl %eax, %es
-    movl %eax, %fs
-    movl %eax, %gs
-    movl %eax, %ss
-    movl $stack_top, %esp
+    multiboot_header_and_start
 
     /* --- SEV detection. %esi:%edi becomes the 64-bit C-bit mask (low:high), 0 without SEV. */
     xorl %esi, %esi
@@ -169,17 +140,7 @@ long_mode:
     hlt
     jmp 5b
 
-    .section .rodata
-    .align 16
-gdt:
-    .quad 0
-    .quad 0x00CF9A000000FFFF    /* 0x08: 32-bit code, flat */
-    .quad 0x00CF92000000FFFF    /* 0x10: data, flat */
-    .quad 0x00AF9A000000FFFF    /* 0x18: 64-bit code */
-gdt_end:
-gdt_desc:
-    .word gdt_end - gdt - 1
-    .long gdt
+    boot_gdt
 
     .section .data
     .align 8
