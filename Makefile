@@ -1,8 +1,10 @@
 # sevemu — the two commands: `make demo` and `make test` (INTERFACES.md §1).
 BUILD ?= build
 MESON_OPTS ?=
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= qmp,firmware,certs,session,multiboot,decoder
 
-.PHONY: all build deps demo test check-fast bench clean
+.PHONY: all build deps demo test check-fast bench fuzz clean
 
 all: build
 
@@ -27,6 +29,11 @@ check-fast: build
 bench: build
 	@scripts/deps.sh --bench
 	$(BUILD)/tools/sevemu-bench/sevemu-bench
+
+# libFuzzer on every harness (tests/fuzz) for FUZZ_SECONDS each, in build-fuzz (clang, ASan, UBSan).
+fuzz:
+	@scripts/deps.sh --fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS=$(FUZZ_TARGETS) scripts/fuzz.sh
 
 clean:
 	rm -rf $(BUILD)

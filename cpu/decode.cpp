@@ -70,7 +70,15 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
     OpTables const& T = op_tables();
     size_t pos = 0;
     bool short_read = false;
+    // A byte at index 15 or beyond is never needed: an instruction that reaches it is longer
+    // than 15 bytes and #GP whatever the byte is (APM vol 3 §1.1), so it is not fetched (it may
+    // lie on an unmapped page) and does not count as a short read. A short read (a byte below
+    // 15 missing) always means "give me more bytes": the missing bytes could change the length.
     auto next = [&]() -> uint8_t {
+        if (pos >= 15) {
+            ++pos;
+            return 0;
+        }
         if (pos >= avail) {
             short_read = true;
             ++pos;
@@ -135,8 +143,9 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
             op = next();
             map = kMap0F3A;
         }
-    } else if ((op == 0xC4 || op == 0xC5) && (mode == 2 || (pos < avail && (b[pos] & 0xC0) == 0xC0))) {
-        // VEX (APM vol 3 §1.9). REX/66/F2/F3/F0 before VEX is #UD.
+    } else if ((op == 0xC4 || op == 0xC5) && (mode == 2 || (pos < avail && pos < 15 && (b[pos] & 0xC0) == 0xC0))) {
+        // VEX (APM vol 3 §1.9). REX/66/F2/F3/F0 before VEX is #UD. Outside 64-bit mode the
+        // next byte decides VEX or LES/LDS; at index 15 it is never looked at (too long anyway).
         vex = true;
         uint8_t v1 = next();
         unsigned mmmmm = 1;
@@ -213,6 +222,10 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
     if (has_modrm)
         modrm = next();
     unsigned mod = modrm >> 6;
+    // MOV CRn / MOV DRn (0F 20-23) ignore ModRM.mod: always register to register, never a
+    // memory operand or a displacement (APM vol 3 "MOV CRn", "MOV DRn").
+    if (map == kMap0F && (op & 0xFC) == 0x20)
+        mod = 3;
     if (!invalid && d->group >= 0) {
         OpDef const& g = T.grp[d->group][(modrm >> 3) & 7];
         if (map == kMap0F && op == 0x01 && mod == 3) {
@@ -349,7 +362,7 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
         o.imm2 = next();
         break;
     }
-    if (short_read && pos <= 15)
+    if (short_read)
         return 0;
     if (pos > 15) {
         o.fn = op_gp_len<1, 0>;

@@ -81,13 +81,32 @@ template <class T, class W> inline T sat(W v)
 
 // MXCSR.RC (bits 14:13; APM vol 4 §3.1.2): 0 nearest-even, 1 down, 2 up, 3 toward zero.
 inline unsigned mxcsr_rc(Core const& c) { return (c.mxcsr >> 13) & 3; }
+// Round half to even without the host's rounding mode. clang before 17 has no
+// __builtin_roundeven: std::round rounds ties away from zero, so an exact tie (fraction 0.5,
+// where v / 2 is exact) is rounded as v / 2 to the nearest integer, times 2: the even neighbour.
+// Signed zeros, infinities and NaNs come out as roundeven gives them.
+template <class F> inline F round_half_even(F v)
+{
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_roundeven)
+#define SEVEMU_HAS_ROUNDEVEN 1
+#endif
+#endif
+#ifdef SEVEMU_HAS_ROUNDEVEN
+    if constexpr (sizeof(F) == 4) return __builtin_roundevenf(v);
+    else return __builtin_roundeven(v);
+#else
+    if (std::fabs(v - std::trunc(v)) == F(0.5))
+        return F(2) * std::round(v / F(2));
+    return std::round(v);
+#endif
+}
+
 // Round to an integral value in the given mode, independent of the host's rounding mode.
 template <class F> inline F round_rc(F v, unsigned rc)
 {
     switch (rc & 3) {
-    case 0:
-        if constexpr (sizeof(F) == 4) return __builtin_roundevenf(v);
-        else return __builtin_roundeven(v);
+    case 0: return round_half_even(v);
     case 1: return std::floor(v);
     case 2: return std::ceil(v);
     default: return std::trunc(v);

@@ -5,6 +5,8 @@ set -euo pipefail
 pkgs=(g++ meson ninja-build pkg-config cmake libssl-dev libboost-dev catch2 libcli11-dev
       nlohmann-json3-dev libzydis-dev libfmt-dev)
 if [ "${1:-}" = "--bench" ]; then pkgs+=(qemu-system-x86); fi
+# make fuzz: clang 14 with libFuzzer and the sanitizer runtimes, llvm-symbolizer for readable reports.
+if [ "${1:-}" = "--fuzz" ]; then pkgs+=(clang-14 libclang-rt-14-dev llvm-14); fi
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

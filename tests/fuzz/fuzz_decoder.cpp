@@ -53,6 +53,10 @@ ZydisDecoder const& zydis(uint8_t mode)
         ZydisDecoderInit(&d[0], ZYDIS_MACHINE_MODE_LEGACY_16, ZYDIS_STACK_WIDTH_16);
         ZydisDecoderInit(&d[1], ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32);
         ZydisDecoderInit(&d[2], ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+        // sevemu models AMD: in 64-bit mode a 66 prefix makes near branches rel16 (APM vol 3
+        // "Jcc", "JMP", "CALL"); Intel ignores it. Zydis decodes Intel's way unless told.
+        for (auto& x : d)
+            ZydisDecoderEnableMode(&x, ZYDIS_DECODER_MODE_AMD_BRANCHES, ZYAN_TRUE);
         return d;
     }();
     return d[mode];

@@ -182,8 +182,12 @@ inline SessionBlob reference_session(uint32_t policy)
 // with the fixed OCA/PEK/PDH (self-owned), so INIT loads it instead of generating new keys.
 inline fs::path make_fixed_platform_dir(Reference const& ref)
 {
-    // tmpfs when there is one: the firmware fsyncs every NV write.
-    fs::path base = fs::exists("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
+    // tmpfs when there is one: the firmware fsyncs every NV write. scripts/fuzz.sh names a
+    // directory of its own, removed after the run even when a harness aborts.
+    char const* chosen = std::getenv("SEVEMU_FUZZ_TMP");
+    fs::path base = chosen && *chosen ? fs::path(chosen)
+        : fs::exists("/dev/shm")      ? fs::path("/dev/shm")
+                                      : fs::temp_directory_path();
     std::string tmpl = (base / "sevemu-fuzz-XXXXXX").string();
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
