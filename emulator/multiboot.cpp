@@ -241,7 +241,17 @@ std::vector<MultibootModuleSpec> parse_module_list(std::string_view s)
 Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, MultibootImage const& img,
     std::span<uint8_t const> file, MultibootLoadParams const& p)
 {
+    // The loader's own structures at fixed low addresses (memory map, information structure,
+    // GDT): a kernel or module list placed over them would be overwritten after loading, so the
+    // guest would start on a corrupted image or command line. Found by tests/fuzz fuzz_multiboot.
+    constexpr uint64_t kLowLo = kMultibootMmapAddr, kLowHi = uint64_t(kMultibootGdtAddr) + kMultibootGdtLimit + 1;
+    auto over_low = [&](uint64_t lo, uint64_t hi) { return lo < kLowHi && kLowLo < hi; };
+
     // 1. The kernel image, bss zeroed (§3.1.3 bss_end_addr; ELF: p_memsz beyond p_filesz).
+    for (auto const& seg : img.segments)
+        if (over_low(seg.paddr, uint64_t(seg.paddr) + std::max<uint64_t>(seg.mem_size, 1)))
+            return fail(fmt::format("kernel segment at {:#x}-{:#x} overlaps the Multiboot information at {:#x}-{:#x}",
+                seg.paddr, uint64_t(seg.paddr) + seg.mem_size - 1, kLowLo, kLowHi - 1));
     for (auto const& seg : img.segments) {
         if (!mc.is_dram(Spa(seg.paddr), std::max<uint64_t>(seg.mem_size, 1)))
             return fail(fmt::format("kernel segment at {:#x}-{:#x} does not fit in guest RAM (see -m)", seg.paddr,
@@ -270,6 +280,10 @@ Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, Multi
     uint64_t off_cmdlines = off_mods + mbi::kModuleSize * p.modules.size();
     uint64_t off_loader = off_cmdlines + cmdline_len;
     uint64_t buf_size = page_align(off_loader + p.bootloader_name.size() + 1);
+    if (over_low(base + off_mods, base + buf_size))
+        return fail(fmt::format("the Multiboot command lines above the kernel ({:#x}-{:#x}) would overlap the "
+                                "Multiboot information at {:#x}-{:#x}",
+            base + off_mods, base + buf_size - 1, kLowLo, kLowHi - 1));
 
     std::vector<uint8_t> area(buf_size - off_mods, 0);
     auto at = [&](uint64_t off) { return size_t(off - off_mods); };

@@ -9,7 +9,8 @@
 //     the file, file_size <= mem_size, no segment wraps past 4 GiB, and every segment lies in
 //     [load_low, load_high);
 //   - after a successful load, DRAM holds each segment's file bytes followed by zeros (bss),
-//     wherever no later segment or the loader's own structures overlap it; the boot state names
+//     wherever no later segment of the image overlaps it (the loader's own structures never
+//     may: a kernel under them is refused); the boot state names
 //     the image's entry point and extent, and the information structure's command line is the
 //     one given.
 #include "fuzz_check.h"
@@ -102,16 +103,13 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size)
     FUZZ_CHECK(boot->load_low == img->load_low && boot->load_high == img->load_high, "extent differs from the image's");
     FUZZ_CHECK(boot->buffer_end >= boot->load_high, "loader buffer below the kernel's end");
 
-    // The loader's own writes: the low structures and the buffer above the kernel.
-    std::vector<Range> theirs { { kMultibootMmapAddr, kMultibootGdtAddr + kMultibootGdtLimit + 1 },
-        { boot->load_high & ~0xFFFull, boot->buffer_end } };
+    // Nothing the loader writes afterwards (the low structures, the buffer above the kernel,
+    // modules) may land on the kernel: only a later segment of the image itself may.
     auto const& segs = img->segments;
     for (size_t i = 0; i < segs.size(); ++i) {
         auto const& s = segs[i];
         Range mine { s.paddr, uint64_t(s.paddr) + s.mem_size };
         bool clobbered = false;
-        for (auto const& r : theirs)
-            clobbered |= r.overlaps(mine.lo, mine.hi);
         for (size_t j = i + 1; j < segs.size(); ++j)
             clobbered |= mine.overlaps(segs[j].paddr, uint64_t(segs[j].paddr) + segs[j].mem_size);
         if (clobbered || s.mem_size == 0)
