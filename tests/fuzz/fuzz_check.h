@@ -32,9 +32,23 @@ public:
     bool empty() const { return m_pos >= m_size; }
     size_t left() const { return m_pos < m_size ? m_size - m_pos : 0; }
     uint8_t u8() { return m_pos < m_size ? m_data[m_pos++] : 0; }
-    uint16_t u16() { return uint16_t(u8() | (u8() << 8)); }
-    uint32_t u32() { return uint32_t(u16()) | (uint32_t(u16()) << 16); }
-    uint64_t u64() { return uint64_t(u32()) | (uint64_t(u32()) << 32); }
+    // Little-endian; each byte read in its own statement (the operands of | are unsequenced,
+    // and g++ and clang must read an input the same way for a crash to replay).
+    uint16_t u16()
+    {
+        uint16_t lo = u8();
+        return uint16_t(lo | (u8() << 8));
+    }
+    uint32_t u32()
+    {
+        uint32_t lo = u16();
+        return lo | (uint32_t(u16()) << 16);
+    }
+    uint64_t u64()
+    {
+        uint64_t lo = u32();
+        return lo | (uint64_t(u32()) << 32);
+    }
     // Up to n bytes (fewer at the end of the input).
     std::span<uint8_t const> take(size_t n)
     {
