@@ -42,6 +42,11 @@ scratch=$(mktemp -d "${TMPDIR:-/tmp}/sevemu-fuzz.XXXXXX")
 [ -d /dev/shm ] && scratch_shm=$(mktemp -d /dev/shm/sevemu-fuzz.XXXXXX) || scratch_shm=$scratch
 trap 'rm -rf "$scratch" "$scratch_shm"' EXIT
 export SEVEMU_FUZZ_TMP=$scratch_shm
+# The certs harness also checks the real AMD certificates beside the project, when present.
+if [ -z "${SEVEMU_VECTORS:-}" ] && [ -d ../shared/vectors ]; then
+  SEVEMU_VECTORS=$(cd ../shared/vectors && pwd)
+  export SEVEMU_VECTORS
+fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
