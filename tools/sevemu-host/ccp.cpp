@@ -107,7 +107,7 @@ Result<void, HostError> Ccp::platform_init()
         // sev_read_init_ex_file: a missing file is an erased NV area.
         Bytes nv(kNvSize, 0xFF);
         if (std::filesystem::exists(m_init_ex_file)) {
-            auto r = read_file(m_init_ex_file);
+            auto r = read_file(m_init_ex_file, file_limits::kNvState);
             if (!r)
                 return make_unexpected(HostError { r.error().message });
             if (r->size() != kNvSize)

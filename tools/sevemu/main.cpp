@@ -10,12 +10,30 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <exception>
 #include <string>
 #include <vector>
 
 using namespace sevemu;
 
+static int run(int argc, char** argv);
+
+// Errors are values throughout; an exception reaching here is a bug in sevemu. It ends as one
+// line and EX_SOFTWARE (70, sysexits.h), never as std::terminate's abort; tests check that no
+// run of theirs ever prints it.
 int main(int argc, char** argv)
+{
+    try {
+        return run(argc, argv);
+    } catch (std::exception const& e) {
+        std::fprintf(stderr, "sevemu: internal error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "sevemu: internal error: unknown exception\n");
+    }
+    return 70;
+}
+
+static int run(int argc, char** argv)
 {
     std::vector<std::string> args(argv + 1, argv + argc);
     auto opts = cli::parse_options(args);
