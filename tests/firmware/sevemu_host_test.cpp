@@ -224,6 +224,7 @@ TEST_CASE("sevemu-host: bad arguments are one line on stderr and a non-zero exit
     CHECK(to_null.rc == 1);
     CHECK(to_null.err_lines().size() == 1);
     CHECK(fs::is_character_file("/dev/null"));
+    CHECK(h.on_platform("export ''").err == "sevemu-host: export '': empty directory name\n");
 }
 
 TEST_CASE("sevemu-host export verifies the chain it exports: a damaged ARK or ASK fails and writes nothing", "[host]")

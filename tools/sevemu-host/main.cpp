@@ -223,6 +223,8 @@ int cmd_pek_cert_import(Options const& o, Ccp& ccp)
 
 int cmd_export(Options const& o, Ccp& ccp)
 {
+    if (o.dir.empty())
+        return fail("export '': empty directory name");
     PdhCertExportBuf b {};
     b.pdh_cert_paddr = Ccp::kData;
     b.pdh_cert_length = kSevCertSize;
