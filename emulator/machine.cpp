@@ -241,11 +241,24 @@ Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, 
     params.append = append;
     params.initrd_option = initrd;
     params.memory_map = memory_map;
+    // Modules are copied into guest RAM, so together they cannot exceed it: reading is bounded
+    // by what is left, and a list of huge modules never fills host memory first.
+    uint64_t ram_left = 0;
+    for (auto const& e : memory_map)
+        if (e.type == E820Entry::kUsable)
+            ram_left += e.length;
+    ram_left -= std::min(ram_left, uint64_t(file.size()));
     for (auto const& spec : parse_module_list(initrd)) {
         if (spec.path.empty())
             return fail(fmt::format("-initrd {}: empty module name", initrd));
-        auto data = TRY(read_file(spec.path, "-initrd", file_limits::kModule));
-        params.modules.push_back({ spec.cmdline, std::move(data) });
+        uint64_t limit = std::min(file_limits::kModule, ram_left);
+        auto data = read_regular_file(spec.path, limit);
+        if (!data && data.error().kind == FileError::Kind::TooLarge && limit < file_limits::kModule)
+            return fail(fmt::format("-initrd {}: larger than the guest RAM left for modules ({} bytes; see -m)", spec.path, limit));
+        if (!data)
+            return fail(fmt::format("-initrd {}", data.error().message));
+        ram_left -= data->size();
+        params.modules.push_back({ spec.cmdline, std::move(*data) });
     }
     auto boot = load_multiboot(mc, *image, file, params);
     if (!boot)

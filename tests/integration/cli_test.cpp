@@ -235,7 +235,12 @@ TEST_CASE("cli: files that are not regular files or are too large, empty names, 
     // A sparse file over the module limit: refused from its size, nothing read.
     auto huge = temp_file("huge-initrd", "");
     fs::resize_file(huge, (1ull << 30) + 1);
-    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-initrd", huge }), huge + ": larger than the 1 GiB limit");
+    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-m", "4G", "-initrd", huge }), huge + ": larger than the 1 GiB limit");
+    // Below that, modules together cannot exceed guest RAM: the second 100 MiB module does not
+    // fit in 128 MiB, and is refused before it is read.
+    fs::resize_file(huge, 100ull << 20);
+    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-m", "128M", "-initrd", huge + "," + huge }),
+        "-initrd " + huge + ": larger than the guest RAM left for modules");
     fs::resize_file(huge, (256ull << 20) + 1);
     check_one_error_line(run_sevemu({ "-kernel", huge }), "-kernel " + huge + ": larger than the 256 MiB limit");
     std::remove(huge.c_str());
