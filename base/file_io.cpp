@@ -208,8 +208,9 @@ Result<void, FileError> write_file_atomic(fs::path const& path, std::span<const 
 Result<void, FileError> write_files_atomic(std::vector<OutputFile> const& files)
 {
     std::set<fs::path> seen;
+    std::error_code ec;
     for (auto const& f : files)
-        if (!seen.insert(fs::absolute(f.path).lexically_normal()).second)
+        if (!seen.insert(fs::absolute(f.path, ec).lexically_normal()).second)
             return file_error(FileError::Kind::Io, f.path, "named for two outputs");
     std::vector<fs::path> staged;
     auto drop_staged = [&](size_t from) {

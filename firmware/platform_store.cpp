@@ -22,6 +22,16 @@ StoreError io_error(fs::path const& p, std::string_view what, int err = errno)
     return { StoreError::Kind::Io, p.string() + ": " + std::string(what) + (err ? std::string(": ") + std::strerror(err) : "") };
 }
 
+// fs::exists without the exception: an inaccessible path is an error value, not "absent".
+Result<bool, StoreError> present(fs::path const& p)
+{
+    std::error_code ec;
+    bool e = fs::exists(p, ec);
+    if (ec)
+        return make_unexpected(StoreError { StoreError::Kind::Io, p.string() + ": cannot access: " + ec.message() });
+    return e;
+}
+
 // base/file_io.h's atomic write, with the store's error type (files in DIR are secrets: 0600).
 Result<void, StoreError> write_atomic(fs::path const& path, std::span<const uint8_t> data)
 {
@@ -152,7 +162,7 @@ Result<std::unique_ptr<PlatformStore>, StoreError> PlatformStore::open(fs::path 
             remove_stale_temp_files(it->path());
     ec.clear();
     fs::path id_path = dir / "chip.id";
-    if (!fs::exists(id_path)) {
+    if (!TRY(present(id_path))) {
         // First use: "fuse" a fresh chip-unique key.
         if (!random_bytes(store->m_cuk))
             return make_unexpected(StoreError { StoreError::Kind::Crypto, "cannot generate the chip-unique key" });
@@ -179,7 +189,7 @@ Result<Bytes, StoreError> PlatformStore::read_nv() const
 {
     auto lock = TRY(DirLock::take(m_dir));
     fs::path p = m_dir / "nv.bin";
-    if (!fs::exists(p))
+    if (!TRY(present(p)))
         return nv_erased_image();
     auto r = read_regular_file(p, file_limits::kNvState);
     if (!r && r.error().kind == FileError::Kind::TooLarge)
@@ -224,7 +234,7 @@ Result<AmdChain, StoreError> PlatformStore::amd_chain(CpuModel model, uint8_t ap
     };
 
     // ARK and ASK: generate once (slow for RSA-4096), then reuse.
-    if (!fs::exists(dir / "ask.cert") || !fs::exists(dir / "ark.cert") || !fs::exists(dir / "ask.pem")) {
+    if (!TRY(present(dir / "ask.cert")) || !TRY(present(dir / "ark.cert")) || !TRY(present(dir / "ask.pem"))) {
         unsigned bits = root_bits(model);
         auto ark_key = rsa_generate(bits);
         auto ask_key = rsa_generate(bits);
@@ -251,7 +261,7 @@ Result<AmdChain, StoreError> PlatformStore::amd_chain(CpuModel model, uint8_t ap
 
     // The CEK certificate, signed by the ASK (what AMD's KDS would serve for this chip).
     fs::path cek_path = dir / "cek.cert";
-    if (fs::exists(cek_path)) {
+    if (TRY(present(cek_path))) {
         auto cek = SevCert::parse(TRY(read_file(cek_path, file_limits::kSevCert)));
         if (cek && cek->api_major() == api_major && cek->api_minor() == api_minor)
             return AmdChain { std::move(*ark), std::move(*ask), std::move(*cek) };
