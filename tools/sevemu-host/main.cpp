@@ -11,7 +11,8 @@
 //     pek-csr FILE            PEK_CSR: the PEK signing request (a 0x824-byte SEV certificate)
 //     pek-cert-import PEK OCA PEK_CERT_IMPORT: take ownership with an OCA-signed PEK
 //     export [--full] DIR     PDH_CERT_EXPORT: pdh.cert pek.cert oca.cert cek.cert; with --full the
-//                             CEK signed by the ASK, and ask.cert ark.cert (sevemu's TEST roots)
+//                             CEK signed by the ASK, and ask.cert ark.cert (sevemu's TEST roots);
+//                             the chain is verified first, and written all or nothing
 //     get-id                  GET_ID, in hex (what AMD's KDS indexes CEKs by)
 //     ok                      what `sevctl ok` checks, for this platform
 //
@@ -21,7 +22,7 @@
 // (DIR/nv.bin).
 //
 // Errors are one line on stderr ("sevemu-host: ..."), exit status 1 (CLI11's own codes for a
-// malformed command line).
+// malformed command line; 70 and "internal error" only for a bug).
 #include "firmware/cert_chain.h"
 #include "tools/sevemu-host/ccp.h"
 
