@@ -171,7 +171,8 @@ Result<Bytes, FileError> read_regular_file(fs::path const& path, uint64_t max_si
     // Bounded: one byte past the limit is enough to know the file grew beyond it.
     uint8_t buf[65536];
     for (;;) {
-        size_t want = size_t(std::min<uint64_t>(sizeof buf, max_size + 1 - out.size()));
+        uint64_t room = max_size - out.size(); // out.size() <= max_size here
+        size_t want = room >= sizeof buf ? sizeof buf : size_t(room) + 1;
         ssize_t n = ::read(fd.get(), buf, want);
         if (n < 0 && errno == EINTR)
             continue;

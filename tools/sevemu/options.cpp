@@ -492,7 +492,8 @@ std::string usage()
            "  -h, --help                this text\n"
            "  --version                 version\n"
            "\n"
-           "Exit status: the guest's isa-debug-exit status, 0 on guest power-off or halt, 1 on errors.\n";
+           "Exit status: the guest's isa-debug-exit status, 0 on guest power-off or halt, 1 on errors,\n"
+           "70 on an internal error (a bug in sevemu: please report it).\n";
 }
 
 Result<Options, CliError> parse_options(std::vector<std::string> const& args)
