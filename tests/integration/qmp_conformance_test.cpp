@@ -128,10 +128,11 @@ struct Peer {
                 }
                 last = std::chrono::steady_clock::now();
                 pending.append(buf, size_t(r));
-                size_t pos;
-                while ((pos = pending.find("\r\n")) != std::string::npos) {
-                    std::string line = pending.substr(0, pos);
-                    pending.erase(0, pos + 2);
+                size_t at = 0, pos;
+                bool done = false;
+                while (!done && (pos = pending.find("\r\n", at)) != std::string::npos) {
+                    std::string line = pending.substr(at, pos - at);
+                    at = pos + 2;
                     json j = json::parse(line, nullptr, false);
                     if (j.is_discarded()) {
                         // QEMU prints a non-finite double as "inf": not JSON (QUIRKS.md).
@@ -141,9 +142,11 @@ struct Peer {
                     if (j.contains("event"))
                         continue;
                     replies.push_back(summary(j));
-                    if (j.contains("id") && j["id"] == "sentinel")
-                        return replies;
+                    done = j.contains("id") && j["id"] == "sentinel";
                 }
+                pending.erase(0, at);
+                if (done)
+                    return replies;
             }
         }
     }
@@ -268,7 +271,11 @@ std::vector<Case> cases()
             many += "0,";
         add("token count limit", true, many + "0]");
     }
-    add("token size limit", true, R"({"execute":"pmemsave","arguments":{"filename":")" + std::string((size_t(64) << 20) + 10, 'A') + R"("}})");
+    // QEMU's monitor reads its socket one byte at a time (monitor_can_read() returns 1), so
+    // 64 MiB take it minutes (199 s here, where it matched): run with SEVEMU_QMP_CONFORMANCE_SLOW=1.
+    // tests/emulator/qmp checks sevemu's side of it quickly.
+    if (std::getenv("SEVEMU_QMP_CONFORMANCE_SLOW"))
+        add("token size limit", true, R"({"execute":"pmemsave","arguments":{"filename":")" + std::string((size_t(64) << 20) + 10, 'A') + R"("}})");
     return c;
 }
 
@@ -294,6 +301,7 @@ int main()
     int failures = 0, checked = 0;
     size_t replies_compared = 0;
     for (auto const& c : cases()) {
+        auto case_start = std::chrono::steady_clock::now();
         Peer peers[2] = { { "qemu" }, { "sevemu" } };
         std::vector<std::string> answers[2];
         bool ok = true;
@@ -328,7 +336,8 @@ int main()
             }
         } else {
             replies_compared += answers[0].size();
-            std::printf("ok: %s (%zu replies)\n", c.name.c_str(), answers[0].size());
+            std::printf("ok: %s (%zu replies, %.2f s)\n", c.name.c_str(), answers[0].size(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - case_start).count());
         }
     }
     std::printf("%d of %d cases differ; %zu replies compared\n", failures, checked, replies_compared);
