@@ -38,7 +38,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     asio::steady_timer stall_timer;
 };
 
-struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+struct Server::Impl {
     asio::io_context io;
     std::optional<asio::basic_socket_acceptor<Proto>> acceptor;
     std::thread thread;
@@ -299,7 +299,12 @@ void Server::stop()
 void Server::emit(std::string_view name, Json const& data)
 {
     std::string text = format_event(name, data);
-    asio::post(m_impl->io, [impl = m_impl, text = std::move(text)] {
+    // A weak reference: a post that is never run (the server stopped first) must not keep the
+    // server alive through its own queue.
+    asio::post(m_impl->io, [weak = std::weak_ptr<Impl>(m_impl), text = std::move(text)] {
+        auto impl = weak.lock();
+        if (!impl)
+            return;
         for (auto& c : std::list(impl->connections))
             if (c->session.negotiated())
                 impl->send(c, text);
