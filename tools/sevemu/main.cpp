@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace sevemu;
@@ -122,8 +123,14 @@ static int run(int argc, char** argv)
         : outcome.reason == Reason::TripleFault        ? "guest-reset"
                                                        : "guest-shutdown";
     emit("SHUTDOWN", qmp::Json { { "guest", by_guest }, { "reason", reason } });
+    // Each server gives its clients a bounded moment to take the event (and the reply to
+    // "quit"), then closes them: a client that never reads cannot hold the process. Several
+    // servers stop side by side, so the wait does not add up.
+    std::vector<std::thread> stoppers;
     for (auto& s : servers)
-        s->stop(); // flushes the event to connected clients before the process exits
+        stoppers.emplace_back([&s] { s->stop(); });
+    for (auto& t : stoppers)
+        t.join();
     if (!outcome.message.empty())
         std::fprintf(stderr, "sevemu: %s\n", outcome.message.c_str());
     return outcome.exit_status;
