@@ -198,9 +198,18 @@ template <int S, int M> void idiv_E(Core& c, Insn const& i)
         if (q != int8_t(q)) c.raise(DE);
         c.setr<2>(0, uint16_t(uint8_t(n % d) << 8 | uint8_t(q)));
     } else {
-        __int128 n = (__int128)(((unsigned __int128)U<S>(c.r[RDX]) << (S * 8)) | U<S>(c.r[RAX]));
-        if constexpr (S < 8) n = (n << (128 - 2 * S * 8)) >> (128 - 2 * S * 8);
-        if (d == -1 && n == -(__int128(1) << (2 * S * 8 - 1))) c.raise(DE); // 128-bit overflow guard
+        // The 2S-byte dividend DX:AX / EDX:EAX / RDX:RAX, sign-extended to 128 bits in unsigned
+        // arithmetic (no signed shift or negation can overflow).
+        constexpr unsigned kBits = 2 * S * 8;
+        unsigned __int128 un = ((unsigned __int128)U<S>(c.r[RDX]) << (S * 8)) | U<S>(c.r[RAX]);
+        unsigned __int128 const sign = (unsigned __int128)1 << (kBits - 1);
+        if constexpr (kBits < 128)
+            if (un & sign) un |= ~(unsigned __int128)0 << kBits;
+        __int128 n = (__int128)un;
+        // The most negative dividend divided by -1: the quotient 2^(kBits-1) never fits the
+        // S-byte destination (APM vol 3 IDIV: #DE when the quotient is too large), and for
+        // RDX:RAX the C++ division itself would overflow __int128.
+        if (d == -1 && un == (~(unsigned __int128)0 << (kBits - 1))) c.raise(DE);
         __int128 q = n / d;
         if (q != __int128(SI<S>(q))) c.raise(DE);
         c.setr<S>(RAX * 8, U<S>(q));
