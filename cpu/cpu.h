@@ -49,7 +49,6 @@ enum class StopReason : uint8_t {
     VmExit,           // a #VMEXIT ended the guest started by host_vmrun() (only host_vmrun
                       // sees this; run() outside it never returns it)
 };
-inline constexpr size_t kStopReasonCount = size_t(StopReason::VmExit) + 1;
 std::string_view stop_reason_name(StopReason);
 
 struct RunResult {

@@ -48,6 +48,9 @@ constexpr int kSteps = 3000;                        // instructions and events p
 
 uint8_t pattern_byte(uint64_t pa) { return uint8_t((pa * 0x9E3779B1u) >> 13) ^ uint8_t(pa >> 20); }
 
+// One slot per StopReason (VmExit is the last enumerator, cpu/cpu.h).
+constexpr size_t kStopReasonCount = size_t(StopReason::VmExit) + 1;
+
 bool canonical(uint64_t v) { return uint64_t(int64_t(v << 16) >> 16) == v; }
 bool has_error_code(unsigned v) { return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30; }
 
