@@ -133,6 +133,9 @@ struct Fuzzer {
         bool lma = s.efer & efer::LMA;
         if (lma != ((s.efer & efer::LME) && (s.cr0 & cr0::PG))) bad("EFER.LMA != LME && PG");
         if (lma && !(s.cr4 & cr4::PAE)) bad("long mode without CR4.PAE");
+        if (s.cr4 >> 24) bad("CR4[63:24] set (reserved on every AMD64 model sevemu has)");
+        if (s.cr8 > 15) bad("CR8 above 15");
+        if (lma && (s.cr3 >> 52)) bad("CR3[63:52] set in long mode");
         if ((s.cr4 & cr4::PCIDE) && !lma) bad("CR4.PCIDE outside long mode");
         bool vm = s.rflags & rflags::VM;
         if (vm && lma) bad("RFLAGS.VM in long mode");
