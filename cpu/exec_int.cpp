@@ -198,9 +198,18 @@ template <int S, int M> void idiv_E(Core& c, Insn const& i)
         if (q != int8_t(q)) c.raise(DE);
         c.setr<2>(0, uint16_t(uint8_t(n % d) << 8 | uint8_t(q)));
     } else {
-        __int128 n = (__int128)(((unsigned __int128)U<S>(c.r[RDX]) << (S * 8)) | U<S>(c.r[RAX]));
-        if constexpr (S < 8) n = (n << (128 - 2 * S * 8)) >> (128 - 2 * S * 8);
-        if (d == -1 && n == -(__int128(1) << (2 * S * 8 - 1))) c.raise(DE); // 128-bit overflow guard
+        // The 2S-byte dividend DX:AX / EDX:EAX / RDX:RAX, sign-extended to 128 bits in unsigned
+        // arithmetic (no signed shift or negation can overflow).
+        constexpr unsigned kBits = 2 * S * 8;
+        unsigned __int128 un = ((unsigned __int128)U<S>(c.r[RDX]) << (S * 8)) | U<S>(c.r[RAX]);
+        unsigned __int128 const sign = (unsigned __int128)1 << (kBits - 1);
+        if constexpr (kBits < 128)
+            if (un & sign) un |= ~(unsigned __int128)0 << kBits;
+        __int128 n = (__int128)un;
+        // The most negative dividend divided by -1: the quotient 2^(kBits-1) never fits the
+        // S-byte destination (APM vol 3 IDIV: #DE when the quotient is too large), and for
+        // RDX:RAX the C++ division itself would overflow __int128.
+        if (d == -1 && un == (~(unsigned __int128)0 << (kBits - 1))) c.raise(DE);
         __int128 q = n / d;
         if (q != __int128(SI<S>(q))) c.raise(DE);
         c.setr<S>(RAX * 8, U<S>(q));
@@ -600,31 +609,50 @@ template <int S, int M> void popa(Core& c, Insn const&)
         if (k != RSP) c.setr<S>(k * 8, v);
     }
 }
+// ENTER and LEAVE are restartable: every stack access happens before RSP and RBP are written, so
+// a #PF or #SS part-way leaves them as they were (the fault's frame then names the instruction
+// with the registers it started with; tests/cpu/fuzz_test.cpp checks this).
 template <int S, int M> void enter(Core& c, Insn const& i)
 {
     unsigned level = i.imm2 & 31;
-    c.push<S>(c.r[RBP]);
-    uint64_t frame = c.r[RSP] & c.stack_mask();
-    uint64_t m = c.stack_mask();
+    uint64_t const m = c.stack_mask();
+    uint64_t sp = c.r[RSP] & m;
+    auto push = [&](uint64_t v) {
+        sp = (sp - S) & m;
+        c.wr<U<S>>(c.seg_lin(SS, sp, S, true), U<S>(v));
+    };
+    push(c.r[RBP]);
+    uint64_t const frame = sp;
     for (unsigned k = 1; k < level; ++k) {
         uint64_t bp = (c.r[RBP] - k * S) & m;
-        c.push<S>(c.rd<U<S>>(c.seg_lin(SS, bp, S, false)));
+        push(c.rd<U<S>>(c.seg_lin(SS, bp, S, false)));
     }
-    if (level) c.push<S>(frame);
+    if (level) push(frame);
+    sp = (sp - uint16_t(i.imm)) & m;
     c.setr<S>(RBP * 8, frame);
-    uint64_t sp = (c.r[RSP] - uint16_t(i.imm)) & m;
     c.r[RSP] = (c.r[RSP] & ~m) | sp;
 }
 template <int S, int M> void leave(Core& c, Insn const&)
 {
-    uint64_t m = c.stack_mask();
-    c.r[RSP] = (c.r[RSP] & ~m) | (c.r[RBP] & m);
-    c.setr<S>(RBP * 8, c.pop<S>());
+    uint64_t const m = c.stack_mask();
+    uint64_t const sp = c.r[RBP] & m;
+    U<S> v = c.rd<U<S>>(c.seg_lin(SS, sp, S, false));
+    c.r[RSP] = (c.r[RSP] & ~m) | ((sp + S) & m);
+    c.setr<S>(RBP * 8, v);
 }
 
-// ---- Near branches (targets truncated to the operand size, APM vol 3 JMP/CALL/Jcc)
+// ---- Near branches (targets truncated to the operand size, APM vol 3 JMP/CALL/Jcc). In 64-bit
+// mode a non-canonical target is #GP(0) at the branch itself, before anything changes (the
+// pushed RIP names the branch; APM vol 2 §8.4 "#GP ... non-canonical"), so CALL, RET and LOOP
+// check the target before they push, pop or count.
+template <int S> inline void check_target(Core& c, uint64_t target)
+{
+    uint64_t t = target & mask<S>();
+    if (c.mode64 && uint64_t(int64_t(t << 16) >> 16) != t) c.raise(GP, 0);
+}
 template <int S> inline void go(Core& c, uint64_t target)
 {
+    check_target<S>(c, target);
     c.r[kRegNext] = target & mask<S>();
     c.brk = true;
 }
@@ -635,6 +663,7 @@ template <int S, int M> void jcc(Core& c, Insn const& i)
 template <int S, int M> void jmp_J(Core& c, Insn const& i) { go<S>(c, c.r[kRegNext] + i.imm); }
 template <int S, int M> void call_J(Core& c, Insn const& i)
 {
+    check_target<S>(c, c.r[kRegNext] + i.imm);
     c.push<S>(c.r[kRegNext]);
     go<S>(c, c.r[kRegNext] + i.imm);
 }
@@ -642,16 +671,17 @@ template <int S, int M> void jmp_E(Core& c, Insn const& i) { go<S>(c, rm_get<S, 
 template <int S, int M> void call_E(Core& c, Insn const& i)
 {
     U<S> t = rm_get<S, M>(c, i);
+    check_target<S>(c, t);
     c.push<S>(c.r[kRegNext]);
     go<S>(c, t);
 }
 template <int S, int M> void ret(Core& c, Insn const& i)
 {
-    U<S> t = c.pop<S>();
-    if (i.imm) {
-        uint64_t m = c.stack_mask();
-        c.r[RSP] = (c.r[RSP] & ~m) | ((c.r[RSP] + uint16_t(i.imm)) & m);
-    }
+    uint64_t const m = c.stack_mask();
+    uint64_t const sp = c.r[RSP] & m;
+    U<S> t = c.rd<U<S>>(c.seg_lin(SS, sp, S, false));
+    check_target<S>(c, t);
+    c.r[RSP] = (c.r[RSP] & ~m) | ((sp + S + uint16_t(i.imm)) & m);
     go<S>(c, t);
 }
 template <int K, int S, int M> void loop(Core& c, Insn const& i)
@@ -662,10 +692,11 @@ template <int K, int S, int M> void loop(Core& c, Insn const& i)
         take = (c.r[RCX] & am) == 0; // JrCXZ
     } else {
         uint64_t n = (c.r[RCX] - 1) & am;
-        c.r[RCX] = i.asize == 1 ? n : (c.r[RCX] & ~am) | n;
         take = n != 0;
         if (K == 0) take = take && !c.get_zf(); // LOOPNE
         if (K == 1) take = take && c.get_zf();  // LOOPE
+        if (take) check_target<S>(c, c.r[kRegNext] + i.imm);
+        c.r[RCX] = i.asize == 1 ? n : (c.r[RCX] & ~am) | n;
     }
     if (take) go<S>(c, c.r[kRegNext] + i.imm);
 }

@@ -1388,7 +1388,10 @@ template <int S, int M> void sysret(Core& c, Insn const& i)
 }
 template <int S, int M> void sysenter(Core& c, Insn const&)
 {
-    if (!(c.cr0 & cr0::PE) || (c.efer & efer::LMA) || (c.msr.sysenter_cs & 0xFFFC) == 0) c.raise(c.efer & efer::LMA ? UD : GP, 0);
+    // APM vol 3 SYSENTER: #UD in long mode (no error code: #UD never pushes one), #GP(0) in
+    // real mode or with a null SYSENTER_CS.
+    if (c.efer & efer::LMA) c.raise(UD);
+    if (!(c.cr0 & cr0::PE) || (c.msr.sysenter_cs & 0xFFFC) == 0) c.raise(GP, 0);
     c.materialize();
     uint16_t sel = uint16_t(c.msr.sysenter_cs);
     c.flags &= ~(IF | VM | RF);
@@ -1400,7 +1403,8 @@ template <int S, int M> void sysenter(Core& c, Insn const&)
 }
 template <int S, int M> void sysexit(Core& c, Insn const&)
 {
-    if (!(c.cr0 & cr0::PE) || (c.efer & efer::LMA)) c.raise(c.efer & efer::LMA ? UD : GP, 0);
+    if (c.efer & efer::LMA) c.raise(UD);
+    if (!(c.cr0 & cr0::PE)) c.raise(GP, 0);
     if (c.cpl != 0 || (c.msr.sysenter_cs & 0xFFFC) == 0) c.raise(GP, 0);
     uint16_t sel = uint16_t(c.msr.sysenter_cs);
     c.seg[CS] = Segment { uint16_t((sel + 16) | 3), uint16_t(0xFB | 0xC00), 0xFFFFFFFF, 0 };

@@ -1,5 +1,6 @@
 #include "emulator/machine.h"
 
+#include "base/file_io.h"
 #include "cpu/cpu.h"
 #include "devices/acpi_pm.h"
 #include "devices/cmos_rtc.h"
@@ -34,16 +35,14 @@ constexpr uint64_t kRunSlice = 1'000'000;     // instructions per Cpu::run() cal
 
 Unexpected<MachineError> fail(std::string msg) { return Unexpected<MachineError>(MachineError { std::move(msg) }); }
 
-Result<std::vector<uint8_t>, MachineError> read_file(std::string const& path, std::string_view what)
+// `option` names the command-line option the file came from ("-kernel", "-initrd"), so the
+// error reads as the user typed it: "-kernel /tmp: is a directory".
+Result<std::vector<uint8_t>, MachineError> read_file(std::string const& path, std::string_view option, uint64_t limit)
 {
-    errno = 0;
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return fail(fmt::format("could not open {} '{}': {}", what, path, std::strerror(errno ? errno : ENOENT)));
-    std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad())
-        return fail(fmt::format("could not read {} '{}'", what, path));
-    return data;
+    auto r = read_regular_file(path, limit);
+    if (!r)
+        return fail(fmt::format("{} {}", option, r.error().message));
+    return std::move(*r);
 }
 
 std::string size_text(uint64_t bytes)
@@ -232,7 +231,7 @@ Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, 
 {
     if (kernel.empty())
         return fail("no -kernel given: nothing to run");
-    auto file = TRY(read_file(kernel, "kernel"));
+    auto file = TRY(read_file(kernel, "-kernel", file_limits::kKernel));
     auto image = parse_multiboot(file);
     if (!image)
         return fail(fmt::format("-kernel {}: {}", kernel, image.error().message));
@@ -242,11 +241,24 @@ Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, 
     params.append = append;
     params.initrd_option = initrd;
     params.memory_map = memory_map;
+    // Modules are copied into guest RAM, so together they cannot exceed it: reading is bounded
+    // by what is left, and a list of huge modules never fills host memory first.
+    uint64_t ram_left = 0;
+    for (auto const& e : memory_map)
+        if (e.type == E820Entry::kUsable)
+            ram_left += e.length;
+    ram_left -= std::min(ram_left, uint64_t(file.size()));
     for (auto const& spec : parse_module_list(initrd)) {
         if (spec.path.empty())
             return fail(fmt::format("-initrd {}: empty module name", initrd));
-        auto data = TRY(read_file(spec.path, "initrd/module"));
-        params.modules.push_back({ spec.cmdline, std::move(data) });
+        uint64_t limit = std::min(file_limits::kModule, ram_left);
+        auto data = read_regular_file(spec.path, limit);
+        if (!data && data.error().kind == FileError::Kind::TooLarge && limit < file_limits::kModule)
+            return fail(fmt::format("-initrd {}: larger than the guest RAM left for modules ({} bytes; see -m)", spec.path, limit));
+        if (!data)
+            return fail(fmt::format("-initrd {}", data.error().message));
+        ram_left -= data->size();
+        params.modules.push_back({ spec.cmdline, std::move(*data) });
     }
     auto boot = load_multiboot(mc, *image, file, params);
     if (!boot)

@@ -107,15 +107,10 @@ private:
 // QEMU reads dh-cert-file and session-file with g_file_get_contents() and g_base64_decode().
 Result<Bytes, MachineError> read_base64_file(std::string const& what, std::string const& path)
 {
-    errno = 0;
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return fail(fmt::format("{} '{}': cannot read: {}", what, path, std::strerror(errno ? errno : ENOENT)));
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad())
-        return fail(fmt::format("{} '{}': cannot read", what, path));
-    if (text.size() > 64 * 1024)
-        return fail(fmt::format("{} '{}': too large for base64 of an SEV blob ({} bytes)", what, path, text.size()));
+    auto raw = read_regular_file(path, file_limits::kBase64Blob);
+    if (!raw)
+        return fail(fmt::format("{} {}", what, raw.error().message));
+    std::string_view text(reinterpret_cast<char const*>(raw->data()), raw->size());
     auto bytes = from_base64(text);
     if (!bytes)
         return fail(fmt::format("{} '{}': not base64 text", what, path));

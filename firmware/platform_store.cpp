@@ -22,6 +22,25 @@ StoreError io_error(fs::path const& p, std::string_view what, int err = errno)
     return { StoreError::Kind::Io, p.string() + ": " + std::string(what) + (err ? std::string(": ") + std::strerror(err) : "") };
 }
 
+// fs::exists without the exception: an inaccessible path is an error value, not "absent".
+Result<bool, StoreError> present(fs::path const& p)
+{
+    std::error_code ec;
+    bool e = fs::exists(p, ec);
+    if (ec)
+        return make_unexpected(StoreError { StoreError::Kind::Io, p.string() + ": cannot access: " + ec.message() });
+    return e;
+}
+
+// base/file_io.h's atomic write, with the store's error type (files in DIR are secrets: 0600).
+Result<void, StoreError> write_atomic(fs::path const& path, std::span<const uint8_t> data)
+{
+    auto r = write_file_atomic(path, data, 0600);
+    if (!r)
+        return make_unexpected(StoreError { StoreError::Kind::Io, std::move(r).error().message });
+    return {};
+}
+
 // Holds flock(LOCK_EX) on DIR/lock for its lifetime. The lock is advisory, between sevemu
 // processes: it serialises identity creation, NV updates and root generation.
 class DirLock {
@@ -104,71 +123,12 @@ Result<PKey, StoreError> key_from_pem(Bytes const& pem, fs::path const& p)
 
 } // namespace
 
-Result<Bytes, StoreError> read_file(fs::path const& path)
+Result<Bytes, StoreError> read_file(fs::path const& path, uint64_t max_size)
 {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return make_unexpected(io_error(path, "cannot open"));
-    Bytes out;
-    uint8_t buf[65536];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            auto e = io_error(path, "cannot read");
-            ::close(fd);
-            return make_unexpected(e);
-        }
-        if (n == 0)
-            break;
-        out.insert(out.end(), buf, buf + n);
-    }
-    ::close(fd);
-    return out;
-}
-
-Result<void, StoreError> write_file_atomic(fs::path const& path, std::span<const uint8_t> data, unsigned mode)
-{
-    fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
-    std::string tmp_name = path.filename().string();
-    tmp_name.insert(tmp_name.begin(), '.');
-    tmp_name.append(".tmp.").append(std::to_string(::getpid()));
-    fs::path tmp = dir / tmp_name;
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(mode));
-    if (fd < 0)
-        return make_unexpected(io_error(tmp, "cannot create"));
-    size_t done = 0;
-    while (done < data.size()) {
-        ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            auto e = io_error(tmp, "cannot write");
-            ::close(fd);
-            ::unlink(tmp.c_str());
-            return make_unexpected(e);
-        }
-        done += size_t(n);
-    }
-    if (::fsync(fd) != 0) {
-        auto e = io_error(tmp, "cannot sync");
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        return make_unexpected(e);
-    }
-    ::close(fd);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-        auto e = io_error(path, "cannot replace");
-        ::unlink(tmp.c_str());
-        return make_unexpected(e);
-    }
-    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        ::fsync(dfd);
-        ::close(dfd);
-    }
-    return {};
+    auto r = read_regular_file(path, max_size);
+    if (!r)
+        return make_unexpected(StoreError { StoreError::Kind::Io, std::move(r).error().message });
+    return std::move(*r);
 }
 
 fs::path PlatformStore::default_dir()
@@ -185,23 +145,33 @@ PlatformStore::~PlatformStore() { secure_zero(m_cuk.data(), m_cuk.size()); }
 
 Result<std::unique_ptr<PlatformStore>, StoreError> PlatformStore::open(fs::path const& dir)
 {
+    if (dir.empty())
+        return make_unexpected(StoreError { StoreError::Kind::Io, "the platform directory name is empty" });
     std::error_code ec;
     fs::create_directories(dir, ec);
-    if (ec || !fs::is_directory(dir))
+    if (ec || !fs::is_directory(dir, ec))
         return make_unexpected(StoreError { StoreError::Kind::Io, dir.string() + ": cannot create platform directory" + (ec ? ": " + ec.message() : "") });
     std::unique_ptr<PlatformStore> store(new PlatformStore(dir));
     auto lock = TRY(DirLock::take(dir));
+    // A process killed while writing (kill -9, power loss) leaves DIR/.NAME.tmp.PID behind:
+    // the rename never happened, so the file is litter. Under the lock, and only when its
+    // writer is gone (sevemu-host's init_ex_nv.bin is written without the lock).
+    remove_stale_temp_files(dir);
+    for (auto it = fs::directory_iterator(dir / "roots", ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+        if (it->is_directory(ec))
+            remove_stale_temp_files(it->path());
+    ec.clear();
     fs::path id_path = dir / "chip.id";
-    if (!fs::exists(id_path)) {
+    if (!TRY(present(id_path))) {
         // First use: "fuse" a fresh chip-unique key.
         if (!random_bytes(store->m_cuk))
             return make_unexpected(StoreError { StoreError::Kind::Crypto, "cannot generate the chip-unique key" });
         std::string text = "# sevemu emulated chip: fused secrets (not an AMD part)\nversion 1\ncuk " + to_hex(store->m_cuk) + "\n";
-        TRY(write_file_atomic(id_path, std::span(reinterpret_cast<uint8_t const*>(text.data()), text.size())));
+        TRY(write_atomic(id_path, std::span(reinterpret_cast<uint8_t const*>(text.data()), text.size())));
         secure_zero(text.data(), text.size());
         return store;
     }
-    Bytes raw = TRY(read_file(id_path));
+    Bytes raw = TRY(read_file(id_path, file_limits::kSmallText));
     std::string_view text(reinterpret_cast<char const*>(raw.data()), raw.size());
     auto at = text.find("\ncuk ");
     std::optional<Bytes> cuk;
@@ -219,15 +189,20 @@ Result<Bytes, StoreError> PlatformStore::read_nv() const
 {
     auto lock = TRY(DirLock::take(m_dir));
     fs::path p = m_dir / "nv.bin";
-    if (!fs::exists(p))
+    if (!TRY(present(p)))
         return nv_erased_image();
-    return read_file(p);
+    auto r = read_regular_file(p, file_limits::kNvState);
+    if (!r && r.error().kind == FileError::Kind::TooLarge)
+        return Bytes {}; // not an NV image: damaged data, which INIT erases (cmd_platform.cpp)
+    if (!r)
+        return make_unexpected(StoreError { StoreError::Kind::Io, std::move(r).error().message });
+    return std::move(*r);
 }
 
 Result<void, StoreError> PlatformStore::write_nv(std::span<const uint8_t> image) const
 {
     auto lock = TRY(DirLock::take(m_dir));
-    return write_file_atomic(m_dir / "nv.bin", image);
+    return write_atomic(m_dir / "nv.bin", image);
 }
 
 Result<void, StoreError> PlatformStore::erase_nv() const
@@ -259,7 +234,7 @@ Result<AmdChain, StoreError> PlatformStore::amd_chain(CpuModel model, uint8_t ap
     };
 
     // ARK and ASK: generate once (slow for RSA-4096), then reuse.
-    if (!fs::exists(dir / "ask.cert") || !fs::exists(dir / "ark.cert") || !fs::exists(dir / "ask.pem")) {
+    if (!TRY(present(dir / "ask.cert")) || !TRY(present(dir / "ark.cert")) || !TRY(present(dir / "ask.pem"))) {
         unsigned bits = root_bits(model);
         auto ark_key = rsa_generate(bits);
         auto ask_key = rsa_generate(bits);
@@ -271,27 +246,27 @@ Result<AmdChain, StoreError> PlatformStore::amd_chain(CpuModel model, uint8_t ap
         auto ask = AmdCert::build(AmdKeyUsage::ASK, ask_id, ark_id, ask_key->get());
         if (!ark || !ask || !ark->sign(ark_key->get()) || !ask->sign(ark_key->get()))
             return make_unexpected(crypto_err("cannot sign the test root certificates"));
-        TRY(write_file_atomic(dir / "ark.pem", TRY(key_to_pem(ark_key->get(), dir / "ark.pem"))));
-        TRY(write_file_atomic(dir / "ask.pem", TRY(key_to_pem(ask_key->get(), dir / "ask.pem"))));
-        TRY(write_file_atomic(dir / "ark.cert", ark->serialize()));
-        TRY(write_file_atomic(dir / "ask.cert", ask->serialize()));
+        TRY(write_atomic(dir / "ark.pem", TRY(key_to_pem(ark_key->get(), dir / "ark.pem"))));
+        TRY(write_atomic(dir / "ask.pem", TRY(key_to_pem(ask_key->get(), dir / "ask.pem"))));
+        TRY(write_atomic(dir / "ark.cert", ark->serialize()));
+        TRY(write_atomic(dir / "ask.cert", ask->serialize()));
         fs::remove(dir / "cek.cert", ec);
     }
-    auto ark = AmdCert::parse(TRY(read_file(dir / "ark.cert")));
+    auto ark = AmdCert::parse(TRY(read_file(dir / "ark.cert", file_limits::kAmdCert)));
     if (!ark)
         return make_unexpected(corrupt(dir / "ark.cert", ark.error()));
-    auto ask = AmdCert::parse(TRY(read_file(dir / "ask.cert")));
+    auto ask = AmdCert::parse(TRY(read_file(dir / "ask.cert", file_limits::kAmdCert)));
     if (!ask)
         return make_unexpected(corrupt(dir / "ask.cert", ask.error()));
 
     // The CEK certificate, signed by the ASK (what AMD's KDS would serve for this chip).
     fs::path cek_path = dir / "cek.cert";
-    if (fs::exists(cek_path)) {
-        auto cek = SevCert::parse(TRY(read_file(cek_path)));
+    if (TRY(present(cek_path))) {
+        auto cek = SevCert::parse(TRY(read_file(cek_path, file_limits::kSevCert)));
         if (cek && cek->api_major() == api_major && cek->api_minor() == api_minor)
             return AmdChain { std::move(*ark), std::move(*ask), std::move(*cek) };
     }
-    auto ask_key = TRY(key_from_pem(TRY(read_file(dir / "ask.pem")), dir / "ask.pem"));
+    auto ask_key = TRY(key_from_pem(TRY(read_file(dir / "ask.pem", file_limits::kPem)), dir / "ask.pem"));
     auto cek_key = derive_cek(m_cuk);
     if (!cek_key)
         return make_unexpected(crypto_err("cannot derive the CEK"));
@@ -304,7 +279,7 @@ Result<AmdChain, StoreError> PlatformStore::amd_chain(CpuModel model, uint8_t ap
     signer->key = std::move(ask_key);
     if (!cek->sign(0, *signer))
         return make_unexpected(crypto_err("cannot sign the CEK with the ASK"));
-    TRY(write_file_atomic(cek_path, cek->serialize()));
+    TRY(write_atomic(cek_path, cek->serialize()));
     return AmdChain { std::move(*ark), std::move(*ask), std::move(*cek) };
 }
 

@@ -12,10 +12,12 @@
 //                           by the ASK). They are TEST roots with sevemu's own key IDs: they are
 //                           not AMD's and no AMD-rooted verifier accepts them.
 //
-// Every file is written atomically (temporary file, fsync, rename, fsync of the directory).
+// Every file is written atomically (temporary file, fsync, rename, fsync of the directory;
+// base/file_io.h), and temporary files a killed writer left behind are removed at open().
 #pragma once
 
 #include "base/encoding.h"
+#include "base/file_io.h"
 #include "base/result.h"
 #include "firmware/amd_cert.h"
 #include "firmware/persistent.h"
@@ -69,10 +71,8 @@ private:
     ChipUniqueKey m_cuk {};
 };
 
-// Atomic file replacement: write DIR/.name.tmp.PID, fsync, rename over name, fsync DIR.
-// Secrets are written 0600 (the default); public files (exported certificates) may pass 0644.
-Result<void, StoreError> write_file_atomic(std::filesystem::path const& path, std::span<const uint8_t> data,
-    unsigned mode = 0600);
-Result<Bytes, StoreError> read_file(std::filesystem::path const& path);
+// base/file_io.h's bounded read of a regular file, with the store's error type (writes use
+// base/file_io.h's write_file_atomic directly).
+Result<Bytes, StoreError> read_file(std::filesystem::path const& path, uint64_t max_size = file_limits::kNvState);
 
 } // namespace sevemu::firmware

@@ -1,33 +1,53 @@
 #include "emulator/qmp/qmp.h"
 
+#include "emulator/qmp/qmp_json.h"
+
+#include <algorithm>
 #include <chrono>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 namespace sevemu::qmp {
 
 Error generic_error(std::string desc) { return Error { "GenericError", std::move(desc) }; }
 
-void CommandTable::add(std::string name, Handler handler) { m_handlers[std::move(name)] = std::move(handler); }
+void CommandTable::add(std::string name, Handler handler) { add(std::move(name), {}, std::move(handler)); }
 
-Handler const* CommandTable::find(std::string_view name) const
+void CommandTable::add(std::string name, std::vector<ArgSpec> args, Handler handler)
 {
-    auto it = m_handlers.find(name);
-    return it == m_handlers.end() ? nullptr : &it->second;
+    m_commands[std::move(name)] = Command { std::move(args), std::move(handler) };
+}
+
+CommandTable::Command const* CommandTable::find(std::string_view name) const
+{
+    auto it = m_commands.find(name);
+    return it == m_commands.end() ? nullptr : &it->second;
 }
 
 std::vector<std::string> CommandTable::names() const
 {
     std::vector<std::string> out;
-    for (auto const& [n, h] : m_handlers)
+    for (auto const& [n, c] : m_commands)
         out.push_back(n);
     return out;
 }
 
-// Messages as QEMU's qobject input visitor words them.
-static Error missing(char const* name) { return generic_error(std::string("Parameter '") + name + "' is missing"); }
-static Error wrong_type(char const* name, char const* type)
+// Messages as QEMU's qobject input visitor words them (qapi/qobject-input-visitor.c, with
+// QERR_MISSING_PARAMETER, QERR_INVALID_PARAMETER_TYPE and QERR_INVALID_PARAMETER_VALUE of
+// include/qapi/qmp/qerror.h).
+static Error missing(std::string_view name) { return generic_error("Parameter '" + std::string(name) + "' is missing"); }
+static Error wrong_type(std::string_view name, char const* type)
 {
-    return generic_error(std::string("Invalid parameter type for '") + name + "', expected: " + type);
+    return generic_error("Invalid parameter type for '" + std::string(name) + "', expected: " + type);
+}
+static Error unexpected(std::string_view name) { return generic_error("Parameter '" + std::string(name) + "' is unexpected"); }
+
+// qobject_input_type_int64(): a number that is a signed 64-bit integer.
+static bool is_int64(Json const& v)
+{
+    if (v.is_number_unsigned())
+        return v.get<uint64_t>() <= uint64_t(std::numeric_limits<int64_t>::max());
+    return v.is_number_integer();
 }
 
 Result<std::optional<std::string>, Error> arg_opt_string(Json const& args, char const* name)
@@ -53,7 +73,7 @@ Result<std::optional<int64_t>, Error> arg_opt_int(Json const& args, char const* 
     auto it = args.find(name);
     if (it == args.end())
         return std::optional<int64_t> {};
-    if (it->is_number_integer())
+    if (is_int64(*it))
         return std::optional<int64_t> { it->get<int64_t>() };
     return make_unexpected(wrong_type(name, "integer"));
 }
@@ -66,6 +86,20 @@ Result<int64_t, Error> arg_int(Json const& args, char const* name)
     return *v;
 }
 
+Result<std::optional<uint64_t>, Error> arg_opt_uint64(Json const& args, char const* name)
+{
+    auto it = args.find(name);
+    if (it == args.end())
+        return std::optional<uint64_t> {};
+    // qobject_input_type_uint64(): an unsigned 64-bit integer, or (for backward compatibility,
+    // QEMU says) a negative signed one taken modulo 2^64; anything else "expects uint64".
+    if (it->is_number_unsigned())
+        return std::optional<uint64_t> { it->get<uint64_t>() };
+    if (it->is_number_integer())
+        return std::optional<uint64_t> { uint64_t(it->get<int64_t>()) };
+    return make_unexpected(generic_error("Parameter '" + std::string(name) + "' expects uint64"));
+}
+
 Result<std::optional<bool>, Error> arg_opt_bool(Json const& args, char const* name)
 {
     auto it = args.find(name);
@@ -76,15 +110,56 @@ Result<std::optional<bool>, Error> arg_opt_bool(Json const& args, char const* na
     return std::optional<bool> { it->get<bool>() };
 }
 
-Session::Session(CommandTable const& commands) : m_commands(commands) {}
+// A QAPI command's marshaller (generated qmp_marshal_*): each declared member in declaration
+// order (missing, wrong type), then visit_check_struct() for members left over.
+Result<Json, Error> check_arguments(std::vector<ArgSpec> const& schema, Json const& args)
+{
+    Json out = Json::object();
+    for (auto const& spec : schema) {
+        auto it = args.find(spec.name);
+        if (it == args.end()) {
+            if (spec.required)
+                return make_unexpected(missing(spec.name));
+            continue;
+        }
+        switch (spec.type) {
+        case ArgType::Int:
+            out[spec.name] = TRY(arg_opt_int(args, spec.name)).value();
+            break;
+        case ArgType::Uint64:
+            out[spec.name] = TRY(arg_opt_uint64(args, spec.name)).value();
+            break;
+        case ArgType::String:
+            out[spec.name] = TRY(arg_opt_string(args, spec.name)).value();
+            break;
+        case ArgType::Bool:
+            out[spec.name] = TRY(arg_opt_bool(args, spec.name)).value();
+            break;
+        }
+    }
+    // QEMU names the first leftover in its hash table's order; with several, sevemu names the
+    // first in alphabetical order (QUIRKS.md).
+    for (auto const& [key, value] : args.items())
+        if (std::none_of(schema.begin(), schema.end(), [&](ArgSpec const& a) { return key == a.name; }))
+            return make_unexpected(unexpected(key));
+    return out;
+}
+
+Session::Session(CommandTable const& commands) : m_commands(commands), m_stream(std::make_unique<JsonStream>()) {}
 Session::~Session() = default;
+
+static std::string dump_line(Json const& j)
+{
+    // Strings are valid UTF-8 by construction (the parser validates them); replace, never throw.
+    return j.dump(-1, ' ', false, Json::error_handler_t::replace) + "\r\n";
+}
 
 std::string Session::greeting() const
 {
     Json g = { { "QMP",
         { { "version", { { "qemu", { { "micro", 0 }, { "minor", 1 }, { "major", 0 } } }, { "package", "sevemu" } } },
             { "capabilities", Json::array() } } } };
-    return g.dump() + "\r\n";
+    return dump_line(g);
 }
 
 std::string Session::reply_error(Error const& e, Json const* id) const
@@ -92,7 +167,7 @@ std::string Session::reply_error(Error const& e, Json const* id) const
     Json r = { { "error", { { "class", e.error_class }, { "desc", e.desc } } } };
     if (id)
         r["id"] = *id;
-    return r.dump() + "\r\n";
+    return dump_line(r);
 }
 
 std::string format_event(std::string_view name, Json const& data)
@@ -102,127 +177,139 @@ std::string format_event(std::string_view name, Json const& data)
     Json e = { { "event", std::string(name) }, { "timestamp", { { "seconds", us / 1000000 }, { "microseconds", us % 1000000 } } } };
     if (!data.is_null())
         e["data"] = data;
-    return e.dump() + "\r\n";
+    return dump_line(e);
 }
 
-// One complete JSON text. Checks follow QEMU's monitor/qmp.c and qapi/qmp-dispatch.c.
-std::string Session::handle(std::string_view text)
+// QEMU qobject/qdict.c: a QDict is 512 buckets chosen by tdb_hash(), each a list with the latest
+// insertion first, and it is walked bucket by bucket. qmp_dispatch_check_obj() reports the first
+// bad member in that order, so sevemu walks the request's members in the same order. (Keys are
+// hashed as QEMU stores them, in modified UTF-8: U+0000 as 0xC0 0x80.)
+static uint32_t tdb_hash(std::string_view key)
 {
-    Json req = Json::parse(text, nullptr, false);
-    if (req.is_discarded())
-        return reply_error(generic_error("JSON parse error, invalid JSON text"), nullptr);
+    std::string k;
+    for (char c : key) {
+        if (c == '\0')
+            k += "\xC0\x80";
+        else
+            k.push_back(c);
+    }
+    uint32_t value = 0x238F13AFu * uint32_t(k.size());
+    for (uint32_t i = 0; i < k.size(); ++i)
+        value = value + (uint32_t(uint8_t(k[i])) << (i * 5 % 24));
+    return 1103515243u * value + 12345u;
+}
+
+static constexpr uint32_t kQdictBuckets = 512; // QDICT_BUCKET_MAX
+
+static std::vector<std::string> qdict_order(std::vector<std::string> keys)
+{
+    std::vector<std::pair<size_t, std::string>> order;
+    for (size_t i = 0; i < keys.size(); ++i)
+        order.emplace_back(i, std::move(keys[i]));
+    std::stable_sort(order.begin(), order.end(), [](auto const& a, auto const& b) {
+        uint32_t ba = tdb_hash(a.second) % kQdictBuckets, bb = tdb_hash(b.second) % kQdictBuckets;
+        return ba != bb ? ba < bb : a.first > b.first;
+    });
+    std::vector<std::string> out;
+    for (auto& [i, k] : order)
+        out.push_back(std::move(k));
+    return out;
+}
+
+// One complete JSON text. Checks follow QEMU's monitor/qmp.c (handle_qmp_command,
+// monitor_qmp_dispatch) and qapi/qmp-dispatch.c (qmp_dispatch, qmp_dispatch_check_obj).
+std::string Session::handle(JsonMessage&& msg)
+{
+    // A parse error is answered without an id: there is no request to take one from.
+    if (!msg.value)
+        return reply_error(generic_error(msg.error), nullptr);
+    Json& req = *msg.value;
     if (!req.is_object())
         return reply_error(generic_error("QMP input must be a JSON object"), nullptr);
+    // Any JSON value is a valid id and is echoed as it came.
     Json const* id = req.contains("id") ? &req["id"] : nullptr;
-    for (auto const& [key, value] : req.items()) {
-        if (key != "execute" && key != "arguments" && key != "id")
+    // "exec-oob" is a member only when out-of-band execution was negotiated; sevemu offers no
+    // capabilities, so it is unexpected like any other.
+    for (auto const& key : qdict_order(msg.top_keys)) {
+        if (key == "execute") {
+            if (!req[key].is_string())
+                return reply_error(generic_error("QMP input member 'execute' must be a string"), id);
+        } else if (key == "arguments") {
+            if (!req[key].is_object())
+                return reply_error(generic_error("QMP input member 'arguments' must be an object"), id);
+        } else if (key != "id") {
             return reply_error(generic_error("QMP input member '" + key + "' is unexpected"), id);
+        }
     }
     if (!req.contains("execute"))
         return reply_error(generic_error("QMP input lacks member 'execute'"), id);
-    if (!req["execute"].is_string())
-        return reply_error(generic_error("QMP input member 'execute' must be a string"), id);
-    Json args = Json::object();
-    if (req.contains("arguments")) {
-        if (!req["arguments"].is_object())
-            return reply_error(generic_error("QMP input member 'arguments' must be an object"), id);
-        args = req["arguments"];
-    }
     std::string name = req["execute"].get<std::string>();
+    Json args = req.contains("arguments") ? req["arguments"] : Json::object();
+
+    // Until negotiation the only command is qmp_capabilities; QEMU's "not found" then says so.
+    auto not_found = [&]() {
+        if (!m_negotiated)
+            return reply_error({ "CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'" }, id);
+        return reply_error({ "CommandNotFound", "The command " + name + " has not been found" }, id);
+    };
+    auto reply = [&](Json value) {
+        Json r = { { "return", std::move(value) } };
+        if (id)
+            r["id"] = *id;
+        return dump_line(r);
+    };
 
     if (name == "qmp_capabilities") {
-        if (m_negotiated)
-            return reply_error({ "CommandNotFound", "Capabilities negotiation is already complete, command ignored" }, id);
+        // qapi/control.json: { 'command': 'qmp_capabilities', 'data': { '*enable': [ 'QMPCapability' ] } }
+        // QMPCapability is [ 'oob' ]. An unknown element is refused by the enum visitor, which
+        // names a list element "null" (qapi/qapi-visit-core.c input_type_enum).
         if (args.contains("enable")) {
             auto const& en = args["enable"];
             if (!en.is_array())
                 return reply_error(wrong_type("enable", "array"), id);
-            for (auto const& cap : en)
-                return reply_error(generic_error("Capability '" + (cap.is_string() ? cap.get<std::string>() : cap.dump()) + "' not available"), id);
+            for (size_t i = 0; i < en.size(); ++i) {
+                if (!en[i].is_string())
+                    return reply_error(wrong_type("enable[" + std::to_string(i) + "]", "string"), id);
+                if (en[i].get<std::string>() != "oob")
+                    return reply_error(generic_error("Parameter 'null' does not accept value '" + en[i].get<std::string>() + "'"), id);
+            }
         }
         for (auto const& [key, value] : args.items())
             if (key != "enable")
-                return reply_error(generic_error("Parameter '" + key + "' is unexpected"), id);
+                return reply_error(unexpected(key), id);
+        if (m_negotiated)
+            return reply_error({ "CommandNotFound", "Capabilities negotiation is already complete, command ignored" }, id);
+        // monitor/qmp.c qmp_caps_accept(): sevemu's greeting offers no capability (no "oob").
+        if (args.contains("enable") && !args["enable"].empty())
+            return reply_error(generic_error("Capability 'oob' not available"), id);
         m_negotiated = true;
-        Json r = { { "return", Json::object() } };
-        if (id)
-            r["id"] = *id;
-        return r.dump() + "\r\n";
+        return reply(Json::object());
     }
     if (!m_negotiated)
-        return reply_error({ "CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'" }, id);
-
-    Handler const* h = m_commands.find(name);
-    if (!h)
-        return reply_error({ "CommandNotFound", "The command " + name + " has not been found" }, id);
-    auto result = (*h)(args);
+        return not_found();
+    auto const* cmd = m_commands.find(name);
+    if (!cmd)
+        return not_found();
+    auto checked = check_arguments(cmd->args, args);
+    if (!checked)
+        return reply_error(checked.error(), id);
+    auto result = cmd->handler(*checked);
     if (!result)
         return reply_error(result.error(), id);
-    Json r = { { "return", result->is_null() ? Json::object() : *result } };
-    if (id)
-        r["id"] = *id;
     if (name == "quit")
         m_close = true;
-    return r.dump() + "\r\n";
+    return reply(result->is_null() ? Json::object() : std::move(*result));
 }
 
-// Splits the byte stream into JSON texts by counting braces and brackets outside strings, as
-// QEMU's JSON streamer does; whitespace between texts is skipped. A stray closing bracket or
-// an over-long text gives a parse error and resets the splitter, so the session goes on.
 std::vector<std::string> Session::feed(std::string_view bytes)
 {
-    // QEMU caps a JSON text too (json-streamer.c MAX_TOKEN_SIZE); sevemu's commands carry at
-    // most a few KiB (SEV blobs are at most 16 KiB). An oversized text is skipped to its end
-    // (its nesting and strings still tracked, nothing buffered) and answered with one error, so
-    // the requests after it are served normally.
-    static constexpr size_t kMaxText = 1 << 20;
     std::vector<std::string> replies;
-    auto end_of_text = [&] {
-        if (m_skipping)
-            replies.push_back(reply_error(generic_error("JSON token size limit exceeded"), nullptr));
-        else
-            replies.push_back(handle(m_buffer));
-        m_buffer.clear();
-        m_skipping = false;
-    };
-    for (char c : bytes) {
-        bool space = c == ' ' || c == '\n' || c == '\r' || c == '\t';
-        if (m_depth == 0 && !m_in_string && space) {
-            // Whitespace ends a bare top-level scalar ("42"), which then gets its error reply.
-            if (!m_buffer.empty() || m_skipping)
-                end_of_text();
-            continue;
-        }
-        if (!m_skipping)
-            m_buffer.push_back(c);
-        bool opens_string = false;
-        if (m_in_string) {
-            if (m_escape)
-                m_escape = false;
-            else if (c == '\\')
-                m_escape = true;
-            else if (c == '"')
-                m_in_string = false;
-        } else if (c == '"') {
-            m_in_string = true;
-            opens_string = true;
-        } else if (c == '{' || c == '[') {
-            ++m_depth;
-        } else if (c == '}' || c == ']') {
-            --m_depth;
-        }
-        if (m_depth < 0) {
-            replies.push_back(reply_error(generic_error("JSON parse error, stray or unbalanced input"), nullptr));
-            m_buffer.clear();
-            m_depth = 0;
-            m_in_string = m_escape = m_skipping = false;
-        } else if (!m_skipping && m_buffer.size() > kMaxText) {
-            m_buffer.clear();
-            m_skipping = true;
-        } else if (m_depth == 0 && !m_in_string && (c == '}' || c == ']' || (c == '"' && !opens_string))) {
-            end_of_text();
-        }
-    }
+    if (m_close)
+        return replies; // after "quit" nothing more is read (QEMU is exiting)
+    m_stream->feed(bytes, [&](JsonMessage m) {
+        if (!m_close)
+            replies.push_back(handle(std::move(m)));
+    });
     return replies;
 }
 

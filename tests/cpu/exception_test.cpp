@@ -318,3 +318,66 @@ TEST_CASE("LOCK prefix: #UD on a register destination or a non-RMW instruction",
     CHECK(m.halted_vector() < 0);
     CHECK(m.get<uint32_t>(kData) == 42);
 }
+
+// Regressions found by the random-code test (tests/cpu/fuzz_test.cpp): each fault names the
+// instruction and leaves the registers as that instruction found them.
+TEST_CASE("exceptions: faults are precise in ENTER, LEAVE, near branches and SYSENTER/SYSEXIT", "[cpu][exceptions]")
+{
+    Machine m;
+    uint64_t const unmapped = 0x50000000; // above the 1 GiB identity map: #PF
+    auto run = [&](std::vector<uint8_t> code, std::initializer_list<std::pair<Gpr, uint64_t>> regs) {
+        m.start(Mode::Long64, code);
+        CpuState s = m.cpu->state();
+        for (auto [r, v] : regs) s.gpr[r] = v;
+        m.cpu->set_state(s);
+        m.run();
+    };
+    SECTION("ENTER whose frame-pointer copy faults leaves RSP and RBP unchanged")
+    {
+        run({ 0x90, 0xC8, 0x10, 0x00, 0x02 }, { { RBP, unmapped } }); // nop; enter 16, 2
+        REQUIRE(m.halted_vector() == 14);
+        CHECK(stack(m, 1) == kCode + 1);  // RIP of the ENTER
+        CHECK(stack(m, 4) == kStackTop);  // the RSP it started with
+        CHECK(m.cpu->gpr(RBP) == unmapped);
+    }
+    SECTION("LEAVE whose pop faults leaves RSP unchanged")
+    {
+        run({ 0xC9 }, { { RBP, unmapped } }); // leave
+        REQUIRE(m.halted_vector() == 14);
+        CHECK(stack(m, 1) == kCode);
+        CHECK(stack(m, 4) == kStackTop);
+    }
+    uint64_t const noncanonical = 0x0000800000000000ull;
+    SECTION("JMP to a non-canonical address: #GP(0) at the JMP")
+    {
+        run({ 0xFF, 0xE0 }, { { RAX, noncanonical } }); // jmp rax
+        REQUIRE(m.halted_vector() == 13);
+        CHECK(stack(m, 0) == 0);        // error code
+        CHECK(stack(m, 1) == kCode);    // RIP of the JMP, not the target
+        CHECK(stack(m, 4) == kStackTop);
+    }
+    SECTION("CALL to a non-canonical address: #GP(0) before the push")
+    {
+        run({ 0xFF, 0xD0 }, { { RAX, noncanonical } }); // call rax
+        REQUIRE(m.halted_vector() == 13);
+        CHECK(stack(m, 1) == kCode);
+        CHECK(stack(m, 4) == kStackTop);
+    }
+    SECTION("RET to a non-canonical address: #GP(0) before the pop")
+    {
+        run({ 0x50, 0xC3 }, { { RAX, noncanonical } }); // push rax; ret
+        REQUIRE(m.halted_vector() == 13);
+        CHECK(stack(m, 1) == kCode + 1);
+        CHECK(stack(m, 4) == kStackTop - 8);
+    }
+    SECTION("SYSENTER and SYSEXIT in long mode: #UD, which pushes no error code")
+    {
+        for (std::vector<uint8_t> code : { std::vector<uint8_t> { 0x0F, 0x34 }, std::vector<uint8_t> { 0x0F, 0x35 } }) {
+            run(code, {});
+            REQUIRE(m.halted_vector() == 6);
+            CHECK(m.cpu->gpr(RSP) == kStackTop - 40); // RIP, CS, RFLAGS, RSP, SS: no error code
+            CHECK(stack(m, 0) == kCode);
+            CHECK(stack(m, 1) == 0x08);
+        }
+    }
+}

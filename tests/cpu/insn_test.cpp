@@ -194,6 +194,91 @@ TEST_CASE("insn: MUL/IMUL/DIV/IDIV against C++ arithmetic", "[cpu][insn]")
     }
 }
 
+TEST_CASE("insn: IDIV edge cases at every width: the most negative dividend by -1 raises #DE", "[cpu][insn]")
+{
+    // APM vol 3 IDIV: #DE when the divisor is 0 or the signed quotient does not fit the
+    // destination (AL, AX, EAX, RAX). A fault: RIP of the IDIV pushed, RAX/RDX unchanged.
+    struct Form {
+        unsigned bits;
+        std::vector<uint8_t> code; // idiv cl / cx / ecx / rcx; the last: idiv qword [kData]
+        bool mem;
+    };
+    std::vector<uint8_t> idiv_mem = { 0x48, 0xF7, 0x3C, 0x25 };
+    imm32(idiv_mem, kData);
+    Form const forms[] = { { 8, { 0xF6, 0xF9 }, false }, { 16, { 0x66, 0xF7, 0xF9 }, false }, { 32, { 0xF7, 0xF9 }, false },
+        { 64, { 0x48, 0xF7, 0xF9 }, false }, { 64, idiv_mem, true } };
+    uint64_t const junk = 0xA5A5A5A5A5A5A5A5ull;
+    Machine m;
+    for (Form const& f : forms) {
+        unsigned const w = f.bits;
+        __int128 const wmin = -((__int128)1 << (w - 1)), wmax = ((__int128)1 << (w - 1)) - 1;
+        __int128 const dmin = w == 64 ? (__int128)((unsigned __int128)1 << 127) : -((__int128)1 << (2 * w - 1));
+        struct Edge {
+            __int128 dividend;
+            int64_t divisor;
+        };
+        Edge const edges[] = {
+            { dmin, -1 },          // the most negative 2w-bit dividend by -1
+            { wmin, -1 },          // INT_MIN of the destination width by -1
+            { wmin, 1 },           // INT_MIN / 1 fits
+            { -wmin, -1 },         // 2^(w-1) / -1 = INT_MIN fits
+            { wmin - 1, 1 },       // one below INT_MIN: too large
+            { wmax + 1, 1 },       // one above INT_MAX: too large
+            { wmin * 3 + 1, 3 },   // |quotient| just below the limit: fits
+            { 12345, 0 },          // division by zero
+            { dmin, 1 },           // the most negative dividend by 1: too large
+        };
+        for (Edge const& e : edges) {
+            unsigned __int128 ud = (unsigned __int128)e.dividend;
+            uint64_t const wmask = w == 64 ? ~0ull : (1ull << w) - 1;
+            uint64_t lo = uint64_t(ud) & wmask, hi = uint64_t(ud >> w) & wmask;
+            uint64_t rax, rdx;
+            if (w == 8) {
+                rax = (junk & ~0xFFFFull) | (hi << 8) | lo;
+                rdx = junk;
+            } else {
+                rax = (junk & ~wmask) | lo;
+                rdx = (junk & ~wmask) | hi;
+            }
+            uint64_t divisor = uint64_t(e.divisor) & wmask;
+            if (f.mem) m.put<uint64_t>(kData, divisor);
+            std::vector<uint8_t> code = f.code;
+            code.push_back(0xF4);
+            m.start(Mode::Long64, code);
+            CpuState s = m.cpu->state();
+            s.gpr[RAX] = rax;
+            s.gpr[RDX] = rdx;
+            s.gpr[RCX] = (junk & ~wmask) | divisor;
+            m.cpu->set_state(s);
+            m.run();
+            bool fits = e.divisor != 0 && !(e.dividend == dmin && e.divisor == -1) // (INT128_MIN / -1 overflows C++ too)
+                && e.dividend / e.divisor >= wmin && e.dividend / e.divisor <= wmax;
+            INFO("width " << w << (f.mem ? " [mem]" : "") << " dividend hi:lo " << std::hex << hi << ":" << lo << " divisor "
+                          << std::dec << e.divisor);
+            if (!fits) {
+                REQUIRE(m.halted_vector() == 0); // #DE
+                CHECK(m.cpu->gpr(RAX) == rax);
+                CHECK(m.cpu->gpr(RDX) == rdx);
+                CHECK(m.get<uint64_t>(kStackTop - 40) == kCode); // the frame's RIP: the IDIV itself
+                CHECK(m.get<uint64_t>(kStackTop - 32) == 0x08);  // CS
+                continue;
+            }
+            REQUIRE(m.halted_vector() < 0);
+            __int128 q = e.dividend / e.divisor, r = e.dividend % e.divisor;
+            if (w == 8) {
+                CHECK((m.cpu->gpr(RAX) & 0xFFFF) == ((uint64_t(r) & 0xFF) << 8 | (uint64_t(q) & 0xFF)));
+                CHECK(m.cpu->gpr(RAX) >> 16 == rax >> 16);
+            } else if (w == 32) { // 32-bit results zero-extend
+                CHECK(m.cpu->gpr(RAX) == (uint64_t(q) & wmask));
+                CHECK(m.cpu->gpr(RDX) == (uint64_t(r) & wmask));
+            } else {
+                CHECK(m.cpu->gpr(RAX) == ((rax & ~wmask) | (uint64_t(q) & wmask)));
+                CHECK(m.cpu->gpr(RDX) == ((rdx & ~wmask) | (uint64_t(r) & wmask)));
+            }
+        }
+    }
+}
+
 TEST_CASE("insn: bit scans and counts against the host", "[cpu][insn]")
 {
     Machine m;

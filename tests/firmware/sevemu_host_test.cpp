@@ -9,6 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace sevemu;
 using namespace sevemu::test;
@@ -48,7 +50,11 @@ struct Host {
         fs::path out = tmp.path / "stdout", err = tmp.path / "stderr";
         std::string cmd = env + " " + quote(SEVEMU_HOST_BIN) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
         int status = std::system(cmd.c_str());
-        return { WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err) };
+        Run r { WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err) };
+        // The top-level handler's line means a bug surfaced as an exception: never in a test.
+        CHECK(r.err.find("internal error") == std::string::npos);
+        CHECK(r.rc != 70);
+        return r;
     }
     Run on_platform(std::string const& args) { return run("--platform " + quote(platform.string()) + " " + args); }
 };
@@ -191,6 +197,97 @@ TEST_CASE("sevemu-host: bad arguments are one line on stderr and a non-zero exit
     CHECK(r.err_lines().size() == 1);
     // --help is not an error.
     CHECK(h.run("--help").rc == 0);
+    // The unknown command is named.
+    auto frob = h.on_platform("frob");
+    CHECK(frob.rc != 0);
+    CHECK(frob.err == "sevemu-host: unknown command 'frob' (see --help)\n");
+    CHECK(h.on_platform("--cpu EPYC --json frob status").err == "sevemu-host: unknown command 'frob' (see --help)\n");
+    // An empty --platform is an error, not the default directory.
+    auto empty = h.run("--platform '' status", "SEVEMU_PLATFORM=" + quote((h.tmp.path / "default").string()));
+    CHECK(empty.rc == 1);
+    CHECK(empty.err == "sevemu-host: --platform '': empty directory name (omit the option for the default directory)\n");
+    CHECK_FALSE(fs::exists(h.tmp.path / "default"));
+    // Certificates to import that are directories, devices or larger than Linux's blob limit.
+    auto dir = h.on_platform("pek-cert-import " + quote(h.tmp.path.string()) + " " + quote(h.tmp.path.string()));
+    CHECK(dir.rc != 0);
+    CHECK(dir.err_lines().size() == 1);
+    {
+        std::ofstream(h.tmp.path / "big.cert").close();
+        fs::resize_file(h.tmp.path / "big.cert", 0x4001);
+    }
+    auto big = h.on_platform("pek-cert-import " + quote((h.tmp.path / "big.cert").string()) + " "
+        + quote((h.tmp.path / "big.cert").string()));
+    CHECK(big.rc == 1);
+    CHECK(big.err.find("big.cert: larger than the 16 KiB limit") != std::string::npos);
+    // An export into a path that is a file, or into /dev/null: one line, nothing replaced.
+    auto to_null = h.on_platform("export /dev/null");
+    CHECK(to_null.rc == 1);
+    CHECK(to_null.err_lines().size() == 1);
+    CHECK(fs::is_character_file("/dev/null"));
+    CHECK(h.on_platform("export ''").err == "sevemu-host: export '': empty directory name\n");
+}
+
+TEST_CASE("sevemu-host export verifies the chain it exports: a damaged ARK or ASK fails and writes nothing", "[host]")
+{
+    Host h;
+    fs::path good = h.tmp.path / "good";
+    REQUIRE(h.on_platform("export --full " + quote(good.string())).rc == 0);
+    fs::path roots = h.platform / "roots" / "milan";
+    for (char const* name : { "ask.cert", "ark.cert", "cek.cert" }) {
+        INFO(name);
+        Bytes original = file_bytes(roots / name);
+        Bytes bad = original;
+        // Inside the signature, so it still parses but no longer verifies: an AMD certificate
+        // ends with it; an SEV certificate's first signature (the ASK's) starts at 0x41C.
+        bad[std::string(name) == "cek.cert" ? 0x430 : bad.size() - 9] ^= 0x01;
+        REQUIRE(write_file_atomic(roots / name, bad));
+        fs::path out = h.tmp.path / (std::string("out-") + name);
+        auto r = h.on_platform("export --full " + quote(out.string()));
+        CHECK(r.rc == 1);
+        CHECK(r.err_lines().size() == 1);
+        CHECK(r.err.find("does not verify") != std::string::npos);
+        CHECK(r.err.find("nothing written") != std::string::npos);
+        CHECK_FALSE(fs::exists(out));
+        // Into an existing directory with an earlier export: left exactly as it was.
+        auto again = h.on_platform("export --full " + quote(good.string()));
+        CHECK(again.rc == 1);
+        CHECK(file_bytes(good / name) == original);
+        REQUIRE(write_file_atomic(roots / name, original));
+    }
+    // The chain an export writes is the one sevemu-owner verify-chain accepts.
+    fs::path ok = h.tmp.path / "ok";
+    REQUIRE(h.on_platform("export --full " + quote(ok.string())).rc == 0);
+    auto load = [&](char const* n) { return file_bytes(ok / n); };
+    SevChain c { AmdCert::parse(load("ark.cert")).value(), AmdCert::parse(load("ask.cert")).value(),
+        SevCert::parse(load("cek.cert")).value(), SevCert::parse(load("oca.cert")).value(),
+        SevCert::parse(load("pek.cert")).value(), SevCert::parse(load("pdh.cert")).value() };
+    CHECK(verify_chain(c, true));
+}
+
+TEST_CASE("sevemu-host: a killed writer's temporary files are cleaned up at the next open", "[host]")
+{
+    Host h;
+    REQUIRE(h.on_platform("status").rc == 0);
+    // A PID that has ended (fork, exit, reap), as a process killed during a write.
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0)
+        ::_exit(0);
+    int st = 0;
+    REQUIRE(::waitpid(pid, &st, 0) == pid);
+    std::string dead = std::to_string(pid);
+    fs::create_directories(h.platform / "roots" / "milan");
+    std::vector<fs::path> litter { h.platform / (".nv.bin.tmp." + dead), h.platform / (".chip.id.tmp." + dead),
+        h.platform / (".init_ex_nv.bin.tmp." + dead), h.platform / "roots" / "milan" / (".ask.pem.tmp." + dead) };
+    for (auto const& p : litter)
+        std::ofstream(p) << "torn";
+    // A live writer's file (this test process) is left alone.
+    fs::path live = h.platform / (".nv.bin.tmp." + std::to_string(::getpid()));
+    std::ofstream(live) << "in flight";
+    REQUIRE(h.on_platform("status").rc == 0);
+    for (auto const& p : litter)
+        CHECK_FALSE(fs::exists(p));
+    CHECK(fs::exists(live));
 }
 
 TEST_CASE("sevemu-host: a damaged NV store is erased with a warning, as the driver retries INIT", "[host]")

@@ -2,6 +2,8 @@
 #include "fw_harness.h"
 
 #include <catch2/catch.hpp>
+#include <fstream>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -182,4 +184,55 @@ TEST_CASE("Every CPU model: its API version, ASID count and ES split", "[firmwar
         CHECK(p.activate(h, params.max_asid + 1) == st(Status::INVALID_ASID));
         REQUIRE(p.activate(h, params.max_asid) == 0);
     }
+}
+
+TEST_CASE("Opening the platform directory removes a killed writer's temporary files, and only those", "[firmware][store]")
+{
+    TempDir d("store");
+    REQUIRE(PlatformStore::open(d.path));
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0)
+        ::_exit(0);
+    int st = 0;
+    REQUIRE(::waitpid(pid, &st, 0) == pid); // `pid` names no process now, as after a kill -9
+    std::filesystem::create_directories(d.path / "roots" / "rome");
+    auto dead_nv = temp_path_for(d.path / "nv.bin", pid);
+    auto dead_root = temp_path_for(d.path / "roots" / "rome" / "ark.pem", pid);
+    auto live = temp_path_for(d.path / "nv.bin", ::getppid());
+    for (auto const& p : { dead_nv, dead_root, live })
+        REQUIRE(write_file_atomic(p, Bytes { 1, 2, 3 }));
+    REQUIRE(PlatformStore::open(d.path));
+    CHECK_FALSE(std::filesystem::exists(dead_nv));
+    CHECK_FALSE(std::filesystem::exists(dead_root));
+    CHECK(std::filesystem::exists(live));
+}
+
+TEST_CASE("Platform files that are not regular files or are oversized are reported or treated as damaged", "[firmware][store]")
+{
+    TempDir d("store");
+    CHECK_FALSE(PlatformStore::open(""));
+    CHECK(PlatformStore::open("").error().message.find("empty") != std::string::npos);
+    auto s = PlatformStore::open(d.path);
+    REQUIRE(s);
+    // An NV file larger than the 32 KiB area: damaged data (INIT erases it), not a read of it.
+    {
+        std::ofstream(d.path / "nv.bin").close();
+        std::filesystem::resize_file(d.path / "nv.bin", 1ull << 30);
+    }
+    auto big = (*s)->read_nv();
+    REQUIRE(big);
+    CHECK(big->empty());
+    // A directory where the NV file belongs: an error naming it.
+    std::filesystem::remove(d.path / "nv.bin");
+    std::filesystem::create_directory(d.path / "nv.bin");
+    auto dir = (*s)->read_nv();
+    REQUIRE_FALSE(dir);
+    CHECK(dir.error().message == (d.path / "nv.bin").string() + ": is a directory");
+    // A chip identity that is a FIFO: refused at once, never a blocked open.
+    TempDir e("store");
+    REQUIRE(::mkfifo((e.path / "chip.id").c_str(), 0600) == 0);
+    auto fifo = PlatformStore::open(e.path);
+    REQUIRE_FALSE(fifo);
+    CHECK(fifo.error().message == (e.path / "chip.id").string() + ": not a regular file (a FIFO)");
 }

@@ -5,8 +5,11 @@
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 using sevemu::testing::run_capture;
@@ -26,7 +29,11 @@ std::string guest_elf() { return env("SEVEMU_GUEST_ELF"); }
 RunResult run_sevemu(std::vector<std::string> args)
 {
     args.insert(args.begin(), sevemu_bin());
-    return run_capture(args);
+    auto r = run_capture(args);
+    // No run, good or bad, may reach the top-level handler (a bug surfacing as an exception).
+    CHECK(r.err.find("internal error") == std::string::npos);
+    CHECK(!(r.exited && r.status == 70));
+    return r;
 }
 
 std::string temp_file(std::string const& name, std::string const& content)
@@ -59,6 +66,8 @@ void check_one_error_line(RunResult const& r, std::string const& needle)
     CHECK(r.err.back() == '\n');
     CHECK(r.err.find('\n') == r.err.size() - 1);
     CHECK(r.err.find(needle) != std::string::npos);
+    // A user's mistake is never a bug: the top-level handler's line must not appear.
+    CHECK(r.err.find("internal error") == std::string::npos);
 }
 
 std::vector<std::string> with_kernel(std::vector<std::string> args)
@@ -189,6 +198,11 @@ TEST_CASE("cli: -object sev-guest / sev-snp-guest with QEMU's checks")
     // (tests/integration/sev_cli_test.cpp); their owner files are read before anything else.
     check_one_error_line(sev("sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1,dh-cert-file=/nonexistent/godh.b64"),
         "dh-cert-file");
+    // A directory, a device: named, with the reason, before anything is read.
+    check_one_error_line(sev("sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1,dh-cert-file=/tmp"),
+        "dh-cert-file /tmp: is a directory");
+    check_one_error_line(sev("sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1,session-file=/dev/zero"),
+        "session-file /dev/zero: not a regular file");
     check_one_error_line(sev("sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on"), "SEV-ES");
     check_one_error_line(sev("sev-snp-guest,id=sev0,policy=0x30000,cbitpos=51,reduced-phys-bits=1"), "unsupported yet");
 }
@@ -201,4 +215,50 @@ TEST_CASE("cli: options that arrive with later issues")
     check_one_error_line(run_sevemu(with_kernel({ "-bios", "OVMF.fd" })), "-bios");
     check_one_error_line(run_sevemu(with_kernel({ "-enable-kvm" })), "-enable-kvm");
     check_one_error_line(run_sevemu(with_kernel({ "-machine", "virt" })), "virt");
+}
+
+// issue 9: every file and argument is checked where it enters, with the file and the reason.
+TEST_CASE("cli: files that are not regular files or are too large, empty names, bounds")
+{
+    namespace fs = std::filesystem;
+    std::string dir = env("TMPDIR").empty() ? "/tmp" : env("TMPDIR");
+    check_one_error_line(run_sevemu({ "-kernel", dir }), "-kernel " + dir + ": is a directory");
+    check_one_error_line(run_sevemu({ "-kernel", "/dev/zero" }), "-kernel /dev/zero: not a regular file");
+    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-initrd", dir }), "-initrd " + dir + ": is a directory");
+    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-initrd", "/dev/zero" }), "-initrd /dev/zero: not a regular file");
+    // A FIFO nobody writes to: refused at once (a blocking open would hang sevemu).
+    std::string fifo = dir + "/sevemu-cli-test-" + std::to_string(getpid()) + "-fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    check_one_error_line(run_sevemu({ "-kernel", fifo }), "-kernel " + fifo + ": not a regular file (a FIFO)");
+    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-initrd", guest_elf() + "," + fifo }), fifo + ": not a regular file (a FIFO)");
+    std::remove(fifo.c_str());
+    // A sparse file over the module limit: refused from its size, nothing read.
+    auto huge = temp_file("huge-initrd", "");
+    fs::resize_file(huge, (1ull << 30) + 1);
+    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-m", "4G", "-initrd", huge }), huge + ": larger than the 1 GiB limit");
+    // Below that, modules together cannot exceed guest RAM: the second 100 MiB module does not
+    // fit in 128 MiB, and is refused before it is read.
+    fs::resize_file(huge, 100ull << 20);
+    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-m", "128M", "-initrd", huge + "," + huge }),
+        "-initrd " + huge + ": larger than the guest RAM left for modules");
+    fs::resize_file(huge, (256ull << 20) + 1);
+    check_one_error_line(run_sevemu({ "-kernel", huge }), "-kernel " + huge + ": larger than the 256 MiB limit");
+    std::remove(huge.c_str());
+    // Empty names are mistakes (a variable that expanded to nothing), never a default.
+    check_one_error_line(run_sevemu(with_kernel({ "--platform", "" })), "--platform ''");
+    check_one_error_line(run_sevemu(with_kernel({ "-platform", "" })), "-platform ''");
+    check_one_error_line(run_sevemu({ "-kernel", "" }), "-kernel ''");
+    check_one_error_line(run_sevemu({ "-kernel", guest_elf(), "-initrd", "" }), "-initrd ''");
+    // A Unix socket path longer than sockaddr_un's sun_path (108 bytes with the NUL).
+    std::string long_path = "/tmp/" + std::string(200, 's') + ".sock";
+    check_one_error_line(run_sevemu(with_kernel({ "-qmp", "unix:" + long_path + ",server=on,wait=off" })), "socket path too long");
+    check_one_error_line(run_sevemu(with_kernel({ "-qmp", "unix:/tmp/" + std::string(103, 's') + ",server=on,wait=off" })),
+        "socket path too long (108 bytes");
+    // Sizes far beyond the machine's: one line, no allocation attempted.
+    check_one_error_line(run_sevemu(with_kernel({ "-m", "1E" })), "-m 1E: too much memory");
+    check_one_error_line(run_sevemu(with_kernel({ "-m", "16383P" })), "too much memory");
+    check_one_error_line(run_sevemu(with_kernel({ "-m", "99999999999999999999999" })), "invalid size");
+    // Output files that cannot be written: a directory for -D and -serial file:.
+    check_one_error_line(run_sevemu(with_kernel({ "-D", dir, "-trace", "multiboot" })), "-D " + dir);
+    check_one_error_line(run_sevemu(with_kernel({ "-serial", "file:" + dir })), "file:" + dir);
 }

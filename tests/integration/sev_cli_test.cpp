@@ -227,7 +227,9 @@ TEST_CASE("sev: launch, measure, verify, inject a secret and run, as a user does
         == "SEV: Failed to decode sequence header");
     CHECK(vm.error("sev-inject-launch-secret", { { "packet-header", header }, { "gpa", 0x800000 } })
         == "Parameter 'secret' is missing");
-    CHECK(vm.error("sev-inject-launch-secret", { { "packet-header", header }, { "secret", secret }, { "gpa", -1 } })
+    // QEMU's uint64 visitor takes a negative integer modulo 2^64 (qobject-input-visitor.c) and
+    // refuses only what is not an integer.
+    CHECK(vm.error("sev-inject-launch-secret", { { "packet-header", header }, { "secret", secret }, { "gpa", 1.5 } })
         == "Parameter 'gpa' expects uint64");
     CHECK(vm.ok("sev-inject-launch-secret", { { "packet-header", header }, { "secret", secret }, { "gpa", 0x800000 } })
         == json::object());

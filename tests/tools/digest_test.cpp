@@ -28,6 +28,7 @@ Run run(std::string const& args)
         out.append(buf, n);
     int status = pclose(p);
     REQUIRE(WIFEXITED(status));
+    CHECK(out.find("internal error") == std::string::npos); // the top-level handler: a bug
     return { WEXITSTATUS(status), out };
 }
 
@@ -64,6 +65,23 @@ TEST_CASE("measurement digest refuses bad input with one line", "[owner]")
     CHECK(r.out.find("Multiboot") != std::string::npos);
     r = run("measurement digest -m lots --kernel " SEVEMU_GUEST_ELF);
     CHECK(r.code != 0);
+    // sevemu's bounds, not an attempt at 1 EiB of scratch memory.
+    r = run("measurement digest -m 1E --kernel " SEVEMU_GUEST_ELF);
+    CHECK(r.code == 1);
+    CHECK(r.out == "sevemu-owner: -m 1E: too much memory (at most 1T)\n");
+    r = run("measurement digest -m 1 --kernel " SEVEMU_GUEST_ELF);
+    CHECK(r.code == 1);
+    CHECK(r.out.find("too little memory") != std::string::npos);
+    // Files checked as sevemu checks them.
+    r = run("measurement digest --kernel /tmp");
+    CHECK(r.code == 1);
+    CHECK(r.out == "sevemu-owner: -kernel /tmp: is a directory\n");
+    r = run("measurement digest --kernel /dev/zero");
+    CHECK(r.code == 1);
+    CHECK(r.out.find("/dev/zero: not a regular file") != std::string::npos);
+    r = run("measurement digest --kernel " SEVEMU_GUEST_ELF " --initrd /tmp");
+    CHECK(r.code == 1);
+    CHECK(r.out.find("-initrd /tmp: is a directory") != std::string::npos);
     r = run("measurement digest --cpu EPYC-Zen9 --kernel " SEVEMU_GUEST_ELF);
     CHECK(r.code != 0);
     CHECK(r.out.find("unknown model") != std::string::npos);

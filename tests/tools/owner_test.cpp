@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <string>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,8 +44,11 @@ Run run_owner(std::string const& args)
     while ((n = fread(buf, 1, sizeof(buf), p)) > 0)
         out.append(buf, n);
     int status = pclose(p);
-    // A crash (signal) is never an acceptable outcome.
+    // A crash (signal) is never an acceptable outcome, nor is the top-level handler's line
+    // (a bug surfacing as an exception).
     REQUIRE(WIFEXITED(status));
+    CHECK(out.find("internal error") == std::string::npos);
+    CHECK(WEXITSTATUS(status) != 70);
     return { WEXITSTATUS(status), out };
 }
 
@@ -233,6 +237,12 @@ TEST_CASE("sevemu-owner --help and usage errors", "[owner][cli]")
     CHECK(none.code != 0);
     auto unknown = run_owner("frobnicate");
     CHECK(unknown.code != 0);
+    CHECK(unknown.out == "sevemu-owner: unknown command 'frobnicate' (see --help)\n");
+    auto unknown_sub = run_owner("measurement frob");
+    CHECK(unknown_sub.code != 0);
+    CHECK(has(unknown_sub.out, "unknown command 'measurement frob'"));
+    CHECK(one_line(unknown_sub.out));
+    CHECK(one_line(run_owner("secret").out));
     auto missing = run_owner("session --pdh x --name y");
     CHECK(missing.code != 0);
     CHECK(has(missing.out, "--policy"));
@@ -285,6 +295,12 @@ TEST_CASE("sevemu-owner verify-chain", "[owner][cli]")
         CHECK(has(trunc.out, "pdh.cert"));
         CHECK(has(trunc.out, "size"));
     }
+    // Certificates that are directories or oversized: named, with the reason.
+    fs::create_directories(t.path / "odd" / "pdh.cert");
+    auto odd = run_owner("verify-chain --no-amd " + (t / "odd"));
+    CHECK(odd.code == 1);
+    CHECK(has(odd.out, "pdh.cert: is a directory"));
+    CHECK(one_line(odd.out));
     auto missing = run_owner("verify-chain " + (t / "nope"));
     CHECK(missing.code == 1);
     CHECK(has(missing.out, "not a directory"));
@@ -343,6 +359,25 @@ TEST_CASE("sevemu-owner session writes what the firmware accepts", "[owner][cli]
         auto unwritable = run_owner("session --pdh " + (t / "pdh.cert") + " --policy 0 --name " + (t / "no/such/dir/x"));
         CHECK(unwritable.code == 1);
         CHECK(has(unwritable.out, "cannot create"));
+        // One of the four outputs cannot be written (x_tik.bin is a directory): none appears.
+        fs::create_directory(t.path / "x_tik.bin");
+        auto partial = run_owner("session --pdh " + (t / "pdh.cert") + " --policy 0 --name " + (t / "x"));
+        CHECK(partial.code == 1);
+        CHECK(has(partial.out, "x_tik.bin: is a directory"));
+        for (char const* f : { "x_godh.b64", "x_session.b64", "x_tek.bin" })
+            CHECK_FALSE(fs::exists(t.path / f));
+        // The PDH is a device or a FIFO, or larger than a certificate: named, with the reason.
+        auto zero = run_owner("session --pdh /dev/zero --policy 0 --name " + (t / "x"));
+        CHECK(zero.code == 1);
+        CHECK(has(zero.out, "/dev/zero: not a regular file"));
+        REQUIRE(::mkfifo((t.path / "fifo").c_str(), 0600) == 0);
+        auto fifo = run_owner("session --pdh " + (t / "fifo") + " --policy 0 --name " + (t / "x"));
+        CHECK(fifo.code == 1);
+        CHECK(has(fifo.out, "FIFO"));
+        spit(t.path / "long.cert", Bytes(0x825));
+        auto long_cert = run_owner("session --pdh " + (t / "long.cert") + " --policy 0 --name " + (t / "x"));
+        CHECK(long_cert.code == 1);
+        CHECK(has(long_cert.out, "larger than the 2084-byte limit"));
         auto bad_policy = run_owner("session --pdh " + (t / "pdh.cert") + " --policy banana --name " + (t / "x"));
         CHECK(bad_policy.code != 0);
         auto big_policy = run_owner("session --pdh " + (t / "pdh.cert") + " --policy 0x100000000 --name " + (t / "x"));
@@ -456,6 +491,65 @@ TEST_CASE("sevemu-owner measurement verify and secret build", "[owner][cli]")
     CHECK(has(bad_m.out, "48 bytes"));
     auto no_out = run_owner(sb + " --secret " + (t / "secret.txt"));
     CHECK(no_out.code != 0);
+
+    SECTION("a failed secret build leaves no outputs (issue 9)")
+    {
+        std::string in = sb + " --secret " + (t / "secret.txt");
+        // The second output cannot be written (its directory does not exist): the first must
+        // not appear either.
+        auto half = run_owner(in + " --out-header " + (t / "half_h.b64") + " --out-secret " + (t / "no/dir/s.b64"));
+        CHECK(half.code == 1);
+        CHECK(one_line(half.out));
+        CHECK(has(half.out, "no/dir/s.b64"));
+        CHECK_FALSE(fs::exists(t.path / "half_h.b64"));
+        // The second output is a directory: refused, named, the first not written.
+        fs::create_directory(t.path / "adir");
+        auto to_dir = run_owner(in + " --out-header " + (t / "h3.b64") + " --out-secret " + (t / "adir"));
+        CHECK(to_dir.code == 1);
+        CHECK(has(to_dir.out, "adir: is a directory"));
+        CHECK_FALSE(fs::exists(t.path / "h3.b64"));
+        // An earlier build's outputs stay as they were when a new build fails.
+        Bytes old_hdr = slurp(t.path / "hdr.b64");
+        auto keep = run_owner(in + " --out-header " + (t / "hdr.b64") + " --out-secret " + (t / "no/dir/s.b64"));
+        CHECK(keep.code == 1);
+        CHECK(slurp(t.path / "hdr.b64") == old_hdr);
+        // The same file for both outputs.
+        auto same = run_owner(in + " --out-header " + (t / "same.b64") + " --out-secret " + (t / "same.b64"));
+        CHECK(same.code == 1);
+        CHECK_FALSE(fs::exists(t.path / "same.b64"));
+        // Inputs that are not regular files or too large: named with the reason.
+        auto dir_secret = run_owner(sb + " --secret " + t.path.string() + " --out-header " + (t / "h4.b64")
+            + " --out-secret " + (t / "s4.b64"));
+        CHECK(dir_secret.code == 1);
+        CHECK(has(dir_secret.out, t.path.string() + ": is a directory"));
+        auto zero_secret = run_owner(sb + " --secret /dev/zero --out-header " + (t / "h4.b64") + " --out-secret "
+            + (t / "s4.b64"));
+        CHECK(zero_secret.code == 1);
+        CHECK(has(zero_secret.out, "/dev/zero: not a regular file"));
+        {
+            std::ofstream(t.path / "big.txt").close();
+            fs::resize_file(t.path / "big.txt", (1u << 20) + 1);
+        }
+        auto big_secret = run_owner(sb + " --secret " + (t / "big.txt") + " --out-header " + (t / "h4.b64")
+            + " --out-secret " + (t / "s4.b64"));
+        CHECK(big_secret.code == 1);
+        CHECK(has(big_secret.out, "larger than the 1 MiB limit"));
+        auto dir_tik = run_owner("secret build --tik " + t.path.string() + " --tek " + (t / "tek.bin") + " --measurement "
+            + m_b64 + " --secret " + (t / "secret.txt") + " --out-header " + (t / "h4.b64") + " --out-secret " + (t / "s4.b64"));
+        CHECK(dir_tik.code == 1);
+        CHECK(has(dir_tik.out, "is a directory"));
+        spit(t.path / "tik17.bin", Bytes(17));
+        auto long_tik = run_owner("secret build --tik " + (t / "tik17.bin") + " --tek " + (t / "tek.bin")
+            + " --measurement " + m_b64 + " --secret " + (t / "secret.txt") + " --out-header " + (t / "h4.b64")
+            + " --out-secret " + (t / "s4.b64"));
+        CHECK(long_tik.code == 1);
+        CHECK(has(long_tik.out, "larger than the 16-byte limit"));
+        CHECK_FALSE(fs::exists(t.path / "h4.b64"));
+        CHECK_FALSE(fs::exists(t.path / "s4.b64"));
+        // No temporary files left anywhere.
+        for (auto const& e : fs::directory_iterator(t.path))
+            CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+    }
 }
 
 TEST_CASE("owner::verify_attestation_report checks the PEK signature and the nonce (sheet §8.6)", "[owner]")

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <exception>
 #include <nlohmann/json.hpp>
 #include <string_view>
 
@@ -37,7 +38,23 @@ static constexpr SuiteEntry kSuites[] = {
 
 } // namespace sevemu::bench
 
+static int run(int argc, char** argv);
+
+// An exception reaching here is a bug: one line and EX_SOFTWARE (70, sysexits.h), never
+// std::terminate's abort.
 int main(int argc, char** argv)
+{
+    try {
+        return run(argc, argv);
+    } catch (std::exception const& e) {
+        std::fprintf(stderr, "sevemu-bench: internal error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "sevemu-bench: internal error: unknown exception\n");
+    }
+    return 70;
+}
+
+static int run(int argc, char** argv)
 {
     using namespace sevemu::bench;
     CLI::App app { "sevemu-bench: benchmarks of sevemu, each beside a reference measured in the same run" };

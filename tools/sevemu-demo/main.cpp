@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -135,7 +136,23 @@ bool wait_for_serial(fs::path const& file, std::string const& marker, int second
 
 } // namespace
 
+static int run();
+
+// An exception reaching here is a bug: one line and EX_SOFTWARE (70, sysexits.h), never
+// std::terminate's abort.
 int main()
+{
+    try {
+        return run();
+    } catch (std::exception const& e) {
+        std::fprintf(stderr, "sevemu-demo: internal error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "sevemu-demo: internal error: unknown exception\n");
+    }
+    return 70;
+}
+
+static int run()
 {
     Paths paths = find_paths();
     for (auto const& p : { paths.sevemu, paths.host, paths.owner, paths.guest })

@@ -106,10 +106,10 @@ Result<void, HostError> Ccp::platform_init()
     if (id == CommandId::INIT_EX) {
         // sev_read_init_ex_file: a missing file is an erased NV area.
         Bytes nv(kNvSize, 0xFF);
-        if (std::filesystem::exists(m_init_ex_file)) {
-            auto r = read_file(m_init_ex_file);
-            if (!r)
-                return make_unexpected(HostError { r.error().message });
+        auto r = read_regular_file(m_init_ex_file, file_limits::kNvState);
+        if (!r && r.error().kind != FileError::Kind::NotFound)
+            return make_unexpected(HostError { r.error().message });
+        if (r) {
             if (r->size() != kNvSize)
                 return make_unexpected(HostError { m_init_ex_file.string() + ": not a 32 KiB INIT_EX NV file" });
             nv = std::move(*r);

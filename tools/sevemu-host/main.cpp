@@ -11,7 +11,8 @@
 //     pek-csr FILE            PEK_CSR: the PEK signing request (a 0x824-byte SEV certificate)
 //     pek-cert-import PEK OCA PEK_CERT_IMPORT: take ownership with an OCA-signed PEK
 //     export [--full] DIR     PDH_CERT_EXPORT: pdh.cert pek.cert oca.cert cek.cert; with --full the
-//                             CEK signed by the ASK, and ask.cert ark.cert (sevemu's TEST roots)
+//                             CEK signed by the ASK, and ask.cert ark.cert (sevemu's TEST roots);
+//                             the chain is verified first, and written all or nothing
 //     get-id                  GET_ID, in hex (what AMD's KDS indexes CEKs by)
 //     ok                      what `sevctl ok` checks, for this platform
 //
@@ -21,12 +22,14 @@
 // (DIR/nv.bin).
 //
 // Errors are one line on stderr ("sevemu-host: ..."), exit status 1 (CLI11's own codes for a
-// malformed command line).
+// malformed command line; 70 and "internal error" only for a bug).
 #include "firmware/cert_chain.h"
 #include "tools/sevemu-host/ccp.h"
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <exception>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 namespace {
@@ -63,9 +66,11 @@ std::optional<CpuModel> parse_cpu(std::string const& s)
     return std::nullopt;
 }
 
+// Certificates to import: Linux's SEV ioctls bound user blobs at SEV_FW_BLOB_MAX_SIZE (0x4000,
+// include/uapi/linux/psp-sev.h); the firmware then checks the exact size.
 Result<Bytes, HostError> read_input(std::string const& path)
 {
-    auto r = firmware::read_file(path);
+    auto r = firmware::read_file(path, file_limits::kFirmwareBlob);
     if (!r)
         return make_unexpected(HostError { r.error().message });
     return std::move(*r);
@@ -73,9 +78,26 @@ Result<Bytes, HostError> read_input(std::string const& path)
 
 Result<void, HostError> write_output(std::filesystem::path const& path, std::span<const uint8_t> data)
 {
-    auto r = write_file_atomic(path, data, 0644); // certificates are public
+    auto r = sevemu::write_file_atomic(path, data, 0644); // certificates are public
     if (!r)
         return make_unexpected(HostError { r.error().message });
+    return {};
+}
+
+// The first word of the command line that is not an option (or an option's value): the
+// command the user asked for, to name it when it is not one of ours.
+std::string command_word(int argc, char** argv)
+{
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--platform" || a == "--cpu" || a == "--trace") {
+            ++i;
+            continue;
+        }
+        if (!a.empty() && a[0] == '-')
+            continue;
+        return a;
+    }
     return {};
 }
 
@@ -202,6 +224,8 @@ int cmd_pek_cert_import(Options const& o, Ccp& ccp)
 
 int cmd_export(Options const& o, Ccp& ccp)
 {
+    if (o.dir.empty())
+        return fail("export '': empty directory name");
     PdhCertExportBuf b {};
     b.pdh_cert_paddr = Ccp::kData;
     b.pdh_cert_length = kSevCertSize;
@@ -212,32 +236,55 @@ int cmd_export(Options const& o, Ccp& ccp)
     Bytes pdh = ccp.get(Ccp::kData, kSevCertSize);
     Bytes chain = ccp.get(Ccp::kData + 0x1000, 3 * kSevCertSize);
     auto slice = [&](int i) { return std::span<const uint8_t>(chain).subspan(size_t(i) * kSevCertSize, kSevCertSize); };
-    std::filesystem::path dir(o.dir);
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec)
-        return fail(dir.string() + ": cannot create directory: " + ec.message());
     std::vector<std::pair<std::string, Bytes>> files {
         { "pdh.cert", pdh },
         { "pek.cert", Bytes(slice(0).begin(), slice(0).end()) },
         { "oca.cert", Bytes(slice(1).begin(), slice(1).end()) },
         { "cek.cert", Bytes(slice(2).begin(), slice(2).end()) },
     };
+    std::optional<AmdChain> amd;
     if (o.full) {
         // What sevctl fetches from AMD's KDS: the CEK signed by the ASK, and the ASK and ARK.
         // sevemu's are its own TEST roots (sevemu-test-ARK/ASK key IDs), generated once per model.
-        auto amd = ccp.store().amd_chain(ccp.params().model, ccp.params().api_major, ccp.params().api_minor);
-        if (!amd)
-            return fail(amd.error().message);
+        auto r = ccp.store().amd_chain(ccp.params().model, ccp.params().api_major, ccp.params().api_minor);
+        if (!r)
+            return fail(r.error().message);
+        amd = std::move(*r);
         files[3].second = amd->cek.serialize();
         files.push_back({ "ask.cert", amd->ask.serialize() });
         files.push_back({ "ark.cert", amd->ark.serialize() });
     }
+    // Export only what verifies, as `sevemu-owner verify-chain` will check it: PEK -> PDH,
+    // OCA -> PEK, CEK -> PEK and, with --full, ARK -> ASK -> CEK. A damaged platform
+    // directory (a corrupted ARK or ASK, a CEK from another chip) is an error here, not a
+    // chain the owner's tools would refuse later.
+    {
+        auto pek = SevCert::parse(slice(0)), oca = SevCert::parse(slice(1)), pdhc = SevCert::parse(pdh);
+        auto cek = SevCert::parse(files[3].second);
+        if (!pek || !oca || !cek || !pdhc)
+            return fail("export: a certificate the firmware exported does not parse; nothing written");
+        SevChain c { amd ? std::optional(amd->ark) : std::nullopt, amd ? std::optional(amd->ask) : std::nullopt,
+            std::move(*cek), std::move(*oca), std::move(*pek), std::move(*pdhc) };
+        if (auto v = verify_chain(c, o.full); !v)
+            return fail("export: the platform's certificate chain does not verify (" + v.error().message()
+                + "): " + ccp.store().dir().string() + " is damaged; nothing written");
+    }
+    std::filesystem::path dir(o.dir);
+    std::error_code ec;
+    bool created = std::filesystem::create_directories(dir, ec);
+    if (ec)
+        return fail(dir.string() + ": cannot create directory: " + ec.message());
+    std::vector<OutputFile> outputs;
     json written = json::array();
     for (auto const& [name, data] : files) {
-        if (auto w = write_output(dir / name, data); !w)
-            return fail(w.error().message);
+        outputs.push_back({ dir / name, data, 0644 }); // certificates are public
         written.push_back((dir / name).string());
+    }
+    // All the certificates or none: a directory with a mix of two exports would not verify.
+    if (auto w = write_files_atomic(outputs); !w) {
+        if (created)
+            std::filesystem::remove(dir, ec);
+        return fail(w.error().message);
     }
     if (o.json)
         std::printf("%s\n", json { { "files", written } }.dump(2).c_str());
@@ -323,9 +370,7 @@ int cmd_ok(Options const& o, Ccp& ccp)
     return all ? 0 : 1;
 }
 
-} // namespace
-
-int main(int argc, char** argv)
+int run(int argc, char** argv)
 {
     Options o;
     CLI::App app { "sevemu-host: the platform owner's tool for the emulated AMD Secure Processor (like sevctl)" };
@@ -358,9 +403,19 @@ int main(int argc, char** argv)
     } catch (CLI::CallForAllHelp const& e) {
         return app.exit(e);
     } catch (CLI::ParseError const& e) {
-        std::fprintf(stderr, "sevemu-host: %s\n", e.what());
+        std::string word = command_word(argc, argv);
+        bool known = false;
+        for (auto const* sub : app.get_subcommands([](CLI::App*) { return true; }))
+            known |= sub->get_name() == word;
+        if (!word.empty() && !known)
+            std::fprintf(stderr, "sevemu-host: unknown command '%s' (see --help)\n", word.c_str());
+        else
+            std::fprintf(stderr, "sevemu-host: %s\n", e.what());
         return e.get_exit_code() ? e.get_exit_code() : 1;
     }
+    // An empty --platform is a mistake (a variable that expanded to nothing), never "the default".
+    if (app.count("--platform") && o.platform.empty())
+        return fail("--platform '': empty directory name (omit the option for the default directory)");
 
     auto model = parse_cpu(o.cpu);
     if (!model)
@@ -396,5 +451,21 @@ int main(int argc, char** argv)
         return cmd_get_id(o, c);
     if (cmd == "ok")
         return cmd_ok(o, c);
-    return fail("unknown command " + cmd);
+    return fail("unknown command '" + cmd + "'");
+}
+
+} // namespace
+
+// An exception reaching here is a bug: one line and EX_SOFTWARE (70, sysexits.h), never
+// std::terminate's abort; the tests check that none of their runs prints it.
+int main(int argc, char** argv)
+{
+    try {
+        return run(argc, argv);
+    } catch (std::exception const& e) {
+        fail(std::string("internal error: ") + e.what());
+    } catch (...) {
+        fail("internal error: unknown exception");
+    }
+    return 70;
 }

@@ -11,7 +11,7 @@ using namespace sevemu::firmware;
 
 static OwnerResult<SevCert> load_sev_cert(std::filesystem::path const& path)
 {
-    Bytes b = TRY(read_file(path));
+    Bytes b = TRY(read_file(path, file_limits::kSevCert));
     auto cert = SevCert::parse(b);
     if (!cert)
         return make_unexpected(OwnerError { path.filename().string() + ": not a valid SEV certificate ("
@@ -21,7 +21,7 @@ static OwnerResult<SevCert> load_sev_cert(std::filesystem::path const& path)
 
 static OwnerResult<AmdCert> load_amd_cert(std::filesystem::path const& path)
 {
-    Bytes b = TRY(read_file(path));
+    Bytes b = TRY(read_file(path, file_limits::kAmdCert));
     auto cert = AmdCert::parse(b);
     if (!cert)
         return make_unexpected(OwnerError { path.filename().string() + ": not a valid AMD ARK/ASK certificate ("

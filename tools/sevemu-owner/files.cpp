@@ -1,53 +1,30 @@
+// The owner's files go through base/file_io.h: regular files only, a limit per kind of file,
+// and outputs written atomically (a command with several outputs writes all or none).
 #include "tools/sevemu-owner/owner.h"
 
-#include <fstream>
-#include <iterator>
-#include <system_error>
+#include "base/file_io.h"
 
 namespace sevemu::owner {
 
-// Input files here are certificates, keys and secrets: a few KiB. The cap keeps a mistaken path
-// (a disk image, /dev/zero) from exhausting memory.
-static constexpr std::uintmax_t kMaxInputFile = 16u << 20;
-
-OwnerResult<Bytes> read_file(std::filesystem::path const& path)
+OwnerResult<Bytes> read_file(std::filesystem::path const& path, uint64_t max_size)
 {
-    std::error_code ec;
-    auto status = std::filesystem::status(path, ec);
-    if (ec || !std::filesystem::exists(status))
-        return make_unexpected(OwnerError { "cannot read " + path.string() + ": no such file" });
-    if (std::filesystem::is_directory(status))
-        return make_unexpected(OwnerError { "cannot read " + path.string() + ": is a directory" });
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
-        return make_unexpected(OwnerError { "cannot open " + path.string() });
-    Bytes out;
-    char buf[4096];
-    while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
-        out.insert(out.end(), buf, buf + in.gcount());
-        if (out.size() > kMaxInputFile)
-            return make_unexpected(OwnerError { path.string() + ": file too large" });
-    }
-    if (in.bad())
-        return make_unexpected(OwnerError { "error reading " + path.string() });
-    return out;
+    auto r = read_regular_file(path, max_size);
+    if (!r)
+        return make_unexpected(OwnerError { std::move(r).error().message });
+    return std::move(*r);
 }
 
-OwnerResult<void> write_file(std::filesystem::path const& path, std::span<const uint8_t> data)
+OwnerResult<void> write_files(std::vector<OutputFile> const& files)
 {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    if (!out)
-        return make_unexpected(OwnerError { "cannot create " + path.string() });
-    out.write(reinterpret_cast<char const*>(data.data()), std::streamsize(data.size()));
-    out.close();
-    if (!out)
-        return make_unexpected(OwnerError { "error writing " + path.string() });
+    auto r = write_files_atomic(files);
+    if (!r)
+        return make_unexpected(OwnerError { std::move(r).error().message });
     return {};
 }
 
 OwnerResult<Key128> read_key_file(std::filesystem::path const& path)
 {
-    Bytes b = TRY(read_file(path));
+    Bytes b = TRY(read_file(path, file_limits::kKey128));
     if (b.size() != 16)
         return make_unexpected(
             OwnerError { path.string() + ": a key file holds 16 bytes, this one has " + std::to_string(b.size()) });

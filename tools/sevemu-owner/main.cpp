@@ -7,6 +7,7 @@
 #include "tools/sevemu-owner/owner.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <nlohmann/json.hpp>
@@ -79,7 +80,7 @@ int cmd_verify_chain(Options const& o)
 
 int cmd_session(Options const& o)
 {
-    auto pdh = read_file(o.pdh_file);
+    auto pdh = read_file(o.pdh_file, file_limits::kSevCert);
     if (!pdh)
         return fail(pdh.error().message);
     auto s = make_session(*pdh, o.policy);
@@ -89,18 +90,19 @@ int cmd_session(Options const& o)
     std::string session = o.name + "_session.b64";
     std::string tek = o.name + "_tek.bin";
     std::string tik = o.name + "_tik.bin";
-    std::string godh_b64 = to_base64(s->godh_cert);
-    std::string session_b64 = to_base64(s->session_blob);
-    for (auto const& [path, data] : { std::pair { godh, std::span<const uint8_t>(
-                                          reinterpret_cast<uint8_t const*>(godh_b64.data()), godh_b64.size()) },
-             std::pair { session, std::span<const uint8_t>(
-                                      reinterpret_cast<uint8_t const*>(session_b64.data()), session_b64.size()) },
-             std::pair { tek, std::span<const uint8_t>(s->keys.tek) },
-             std::pair { tik, std::span<const uint8_t>(s->keys.tik) } }) {
-        if (auto r = write_file(path, data); !r)
-            return fail(r.error().message);
-    }
+    auto text = [](std::string const& t) { return Bytes(t.begin(), t.end()); };
+    // All four or none: a session whose TEK/TIK were lost cannot be used, and a half-written
+    // set would be mistaken for a whole one.
+    std::vector<OutputFile> files { { godh, text(to_base64(s->godh_cert)), 0644 },
+        { session, text(to_base64(s->session_blob)), 0644 },
+        { tek, Bytes(s->keys.tek.begin(), s->keys.tek.end()), 0600 },
+        { tik, Bytes(s->keys.tik.begin(), s->keys.tik.end()), 0600 } };
+    auto written = write_files(files);
     secure_zero(&s->keys, sizeof(s->keys));
+    for (auto& f : files)
+        secure_zero(f.data.data(), f.data.size());
+    if (!written)
+        return fail(written.error().message);
     if (o.json)
         print_json({ { "policy", o.policy }, { "godh", godh }, { "session", session }, { "tek", tek }, { "tik", tik } });
     else
@@ -126,9 +128,10 @@ Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<em
 {
     if (!cpu::cpu_model_from_name(o.cpu_model))
         return make_unexpected("-cpu " + o.cpu_model + ": unknown model (EPYC, EPYC-Rome, EPYC-Milan, EPYC-Genoa)");
-    auto size = cli::parse_size(o.memory, 1ull << 20);
+    // sevemu's own bounds: a size it would refuse has no digest (and -m 1E no scratch memory).
+    auto size = cli::parse_memory(o.memory);
     if (!size)
-        return make_unexpected("-m " + o.memory + ": not a size");
+        return make_unexpected(size.error().message);
     emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append };
     auto d = emulator::kernel_launch_digest(launch);
     if (!d)
@@ -206,7 +209,7 @@ int cmd_secret_build(Options const& o)
     auto m = decode_measurement(o.measurement_b64);
     if (!m)
         return fail(m.error().message);
-    auto secret = read_file(o.secret_file);
+    auto secret = read_file(o.secret_file, file_limits::kSecret);
     if (!secret)
         return fail(secret.error().message);
     auto p = build_secret(*tek, *tik, *m, *secret);
@@ -215,12 +218,10 @@ int cmd_secret_build(Options const& o)
         return fail(p.error().message);
     std::string header_b64 = to_base64(p->header);
     std::string secret_b64 = to_base64(p->ciphertext);
-    if (auto r = write_file(o.out_header,
-            std::span(reinterpret_cast<uint8_t const*>(header_b64.data()), header_b64.size()));
-        !r)
-        return fail(r.error().message);
-    if (auto r = write_file(o.out_secret,
-            std::span(reinterpret_cast<uint8_t const*>(secret_b64.data()), secret_b64.size()));
+    // Both or neither: a header without its ciphertext (or one left from an earlier build)
+    // would be injected with the wrong packet.
+    if (auto r = write_files({ { o.out_header, Bytes(header_b64.begin(), header_b64.end()), 0644 },
+            { o.out_secret, Bytes(secret_b64.begin(), secret_b64.end()), 0644 } });
         !r)
         return fail(r.error().message);
     if (o.json)
@@ -229,6 +230,28 @@ int cmd_secret_build(Options const& o)
         std::printf("wrote %s and %s (%zu bytes of secret)\n", o.out_header.c_str(), o.out_secret.c_str(),
             p->ciphertext.size());
     return 0;
+}
+
+// The words of the command line that choose a (sub)command, checked against the commands that
+// exist: the first that is none of them, with its parents ("measurement frob"), or "".
+std::string unknown_command(CLI::App& app, int argc, char** argv)
+{
+    CLI::App* level = &app;
+    std::string path;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (!a.empty() && a[0] == '-')
+            continue;
+        auto subs = level->get_subcommands([](CLI::App*) { return true; });
+        if (subs.empty())
+            return {}; // a command's own arguments from here on
+        path += (path.empty() ? "" : " ") + a;
+        auto it = std::find_if(subs.begin(), subs.end(), [&](CLI::App* s) { return s->get_name() == a; });
+        if (it == subs.end())
+            return path;
+        level = *it;
+    }
+    return {};
 }
 
 int run(int argc, char** argv)
@@ -294,8 +317,17 @@ int run(int argc, char** argv)
 
     try {
         app.parse(argc, argv);
-    } catch (CLI::ParseError const& e) {
+    } catch (CLI::CallForHelp const& e) {
         return app.exit(e);
+    } catch (CLI::CallForAllHelp const& e) {
+        return app.exit(e);
+    } catch (CLI::ParseError const& e) {
+        // One line, naming the command when it is not one of ours ("measurement frob").
+        if (auto bad = unknown_command(app, argc, argv); !bad.empty())
+            fail("unknown command '" + bad + "' (see --help)");
+        else
+            fail(e.what());
+        return e.get_exit_code() ? e.get_exit_code() : 1;
     }
 
     if (verify_chain->parsed())
@@ -315,11 +347,14 @@ int run(int argc, char** argv)
 
 int main(int argc, char** argv)
 {
-    // Errors are values throughout; this only turns an unexpected library exception (e.g.
-    // std::bad_alloc) into one line and a non-zero exit instead of an abort.
+    // An exception reaching here is a bug: one line and EX_SOFTWARE (70, sysexits.h), never
+    // std::terminate's abort; the tests check that none of their runs prints it.
     try {
         return run(argc, argv);
     } catch (std::exception const& e) {
-        return fail(std::string("internal error: ") + e.what());
+        fail(std::string("internal error: ") + e.what());
+    } catch (...) {
+        fail("internal error: unknown exception");
     }
+    return 70;
 }

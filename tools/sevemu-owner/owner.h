@@ -8,6 +8,7 @@
 #pragma once
 
 #include "base/encoding.h"
+#include "base/file_io.h"
 #include "base/result.h"
 #include "firmware/cert_chain.h"
 #include "firmware/crypto.h"
@@ -20,6 +21,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace sevemu::owner {
 
@@ -140,9 +142,11 @@ OwnerResult<AttestationReport> verify_attestation_report(std::span<const uint8_t
     firmware::SevCert const& pek, std::optional<Nonce128> expected_mnonce = std::nullopt);
 
 // ---------------------------------------------------------------------------------------------
-// Small file helpers shared by the CLI and the tests.
-OwnerResult<Bytes> read_file(std::filesystem::path const&);
-OwnerResult<void> write_file(std::filesystem::path const&, std::span<const uint8_t>);
+// Small file helpers shared by the CLI and the tests (base/file_io.h with the owner's error):
+// a regular file of at most `max_size` bytes (file_limits::...), and several outputs written
+// all or none.
+OwnerResult<Bytes> read_file(std::filesystem::path const&, uint64_t max_size);
+OwnerResult<void> write_files(std::vector<OutputFile> const&);
 // A 16-byte key file (TEK/TIK as `sevctl session` writes them: raw binary).
 OwnerResult<Key128> read_key_file(std::filesystem::path const&);
 

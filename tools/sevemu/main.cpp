@@ -10,12 +10,31 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <exception>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace sevemu;
 
+static int run(int argc, char** argv);
+
+// Errors are values throughout; an exception reaching here is a bug in sevemu. It ends as one
+// line and EX_SOFTWARE (70, sysexits.h), never as std::terminate's abort; tests check that no
+// run of theirs ever prints it.
 int main(int argc, char** argv)
+{
+    try {
+        return run(argc, argv);
+    } catch (std::exception const& e) {
+        std::fprintf(stderr, "sevemu: internal error: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "sevemu: internal error: unknown exception\n");
+    }
+    return 70;
+}
+
+static int run(int argc, char** argv)
 {
     std::vector<std::string> args(argv + 1, argv + argc);
     auto opts = cli::parse_options(args);
@@ -104,8 +123,14 @@ int main(int argc, char** argv)
         : outcome.reason == Reason::TripleFault        ? "guest-reset"
                                                        : "guest-shutdown";
     emit("SHUTDOWN", qmp::Json { { "guest", by_guest }, { "reason", reason } });
+    // Each server gives its clients a bounded moment to take the event (and the reply to
+    // "quit"), then closes them: a client that never reads cannot hold the process. Several
+    // servers stop side by side, so the wait does not add up.
+    std::vector<std::thread> stoppers;
     for (auto& s : servers)
-        s->stop(); // flushes the event to connected clients before the process exits
+        stoppers.emplace_back([&s] { s->stop(); });
+    for (auto& t : stoppers)
+        t.join();
     if (!outcome.message.empty())
         std::fprintf(stderr, "sevemu: %s\n", outcome.message.c_str());
     return outcome.exit_status;

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <map>
 #include <string_view>
+#include <sys/un.h>
 
 namespace sevemu::cli {
 
@@ -109,26 +110,7 @@ struct Parser {
 
 Result<void, CliError> Parser::memory(std::string const& arg)
 {
-    std::optional<uint64_t> size;
-    for (auto const& p : split_props(arg)) {
-        if (!p.value || p.key == "size") {
-            std::string text = p.value ? *p.value : p.key;
-            size = parse_size(text, 1ull << 20);
-            if (!size)
-                return fail(fmt::format("-m {}: invalid size '{}' (a number of MiB, or with a K, M, G or T suffix)", arg, text));
-        } else if (p.key == "slots" || p.key == "maxmem") {
-            return fail(fmt::format("-m {}: '{}' is unsupported (no memory hotplug)", arg, p.key));
-        } else {
-            return fail(fmt::format("-m {}: invalid parameter '{}'", arg, p.key));
-        }
-    }
-    if (!size)
-        return fail(fmt::format("-m {}: missing size", arg));
-    if (*size < (2ull << 20))
-        return fail(fmt::format("-m {}: too little memory (at least 2M)", arg));
-    if (*size > (1ull << 40))
-        return fail(fmt::format("-m {}: too much memory (at most 1T)", arg));
-    opts.machine.memory_size = (*size + 4095) & ~uint64_t(4095);
+    opts.machine.memory_size = TRY(parse_memory(arg));
     return {};
 }
 
@@ -399,6 +381,20 @@ Result<void, CliError> Parser::finish()
     return {};
 }
 
+// A Unix socket's path must fit sockaddr_un's sun_path with its terminating NUL (unix(7));
+// checked here, where the user's text is, so it is one error line and never a failed bind.
+Result<void, CliError> check_qmp(std::string const& spec)
+{
+    if (spec.rfind("unix:", 0) != 0)
+        return {};
+    std::string path = spec.substr(5, spec.find(',') == std::string::npos ? std::string::npos : spec.find(',') - 5);
+    constexpr size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
+    if (path.size() > kMax)
+        return fail(fmt::format("-qmp {}: socket path too long ({} bytes; a Unix socket path has at most {})",
+            spec.size() > 200 ? spec.substr(0, 200) + "..." : spec, path.size(), kMax));
+    return {};
+}
+
 enum class Arg : uint8_t { None, Required };
 
 } // namespace
@@ -437,6 +433,30 @@ std::optional<uint64_t> parse_size(std::string const& text, uint64_t default_uni
     return uint64_t(v);
 }
 
+Result<uint64_t, CliError> parse_memory(std::string const& arg)
+{
+    std::optional<uint64_t> size;
+    for (auto const& p : split_props(arg)) {
+        if (!p.value || p.key == "size") {
+            std::string text = p.value ? *p.value : p.key;
+            size = parse_size(text, 1ull << 20);
+            if (!size)
+                return fail(fmt::format("-m {}: invalid size '{}' (a number of MiB, or with a K, M, G or T suffix)", arg, text));
+        } else if (p.key == "slots" || p.key == "maxmem") {
+            return fail(fmt::format("-m {}: '{}' is unsupported (no memory hotplug)", arg, p.key));
+        } else {
+            return fail(fmt::format("-m {}: invalid parameter '{}'", arg, p.key));
+        }
+    }
+    if (!size)
+        return fail(fmt::format("-m {}: missing size", arg));
+    if (*size < (2ull << 20))
+        return fail(fmt::format("-m {}: too little memory (at least 2M)", arg));
+    if (*size > (1ull << 40))
+        return fail(fmt::format("-m {}: too much memory (at most 1T)", arg));
+    return (*size + 4095) & ~uint64_t(4095);
+}
+
 std::string usage()
 {
     return "Usage: sevemu [options] -kernel FILE\n"
@@ -472,7 +492,8 @@ std::string usage()
            "  -h, --help                this text\n"
            "  --version                 version\n"
            "\n"
-           "Exit status: the guest's isa-debug-exit status, 0 on guest power-off or halt, 1 on errors.\n";
+           "Exit status: the guest's isa-debug-exit status, 0 on guest power-off or halt, 1 on errors,\n"
+           "70 on an internal error (a bug in sevemu: please report it).\n";
 }
 
 Result<Options, CliError> parse_options(std::vector<std::string> const& args)
@@ -531,6 +552,8 @@ Result<Options, CliError> parse_options(std::vector<std::string> const& args)
             TRY(P.smp(v));
         else if (name == "cpu")
             TRY(P.cpu(v));
+        else if ((name == "kernel" || name == "initrd") && v.empty())
+            return fail(fmt::format("{} '': empty file name", a));
         else if (name == "kernel")
             mc.kernel = v;
         else if (name == "initrd")
@@ -543,6 +566,8 @@ Result<Options, CliError> parse_options(std::vector<std::string> const& args)
             TRY(P.display(v));
         else if (name == "device")
             TRY(P.device(v));
+        else if (name == "platform" && v.empty())
+            return fail(fmt::format("{} '': empty directory name (omit the option for the default directory)", a));
         else if (name == "platform")
             mc.platform_dir = v;
         else if (name == "trace")
@@ -553,8 +578,10 @@ Result<Options, CliError> parse_options(std::vector<std::string> const& args)
             TRY(P.machine(v));
         else if (name == "object")
             TRY(P.object(v));
-        else if (name == "qmp")
-            P.opts.qmp.push_back(v); // checked when the socket is opened
+        else if (name == "qmp") {
+            TRY(check_qmp(v));
+            P.opts.qmp.push_back(v); // checked in full when the socket is opened
+        }
         else if (name == "incoming")
             return fail(fmt::format("-incoming {}: unsupported yet: migration arrives with issue 6", v));
         else if (name == "accel") {

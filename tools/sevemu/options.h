@@ -31,6 +31,10 @@ Result<Options, CliError> parse_options(std::vector<std::string> const& args);
 // B/K/M/G/T/P/E suffix (either case); `default_unit` applies without a suffix.
 std::optional<uint64_t> parse_size(std::string const& text, uint64_t default_unit);
 
+// -m's argument ("SIZE" or "size=SIZE"), in bytes rounded up to pages, within the machine's
+// bounds (2 MiB .. 1 TiB): what sevemu accepts, for tools that must agree with it.
+Result<uint64_t, CliError> parse_memory(std::string const& arg);
+
 std::string usage();
 
 } // namespace sevemu::cli
