@@ -139,9 +139,12 @@ Result<Json, Error> check_arguments(std::vector<ArgSpec> const& schema, Json con
     }
     // QEMU names the first leftover in its hash table's order; with several, sevemu names the
     // first in alphabetical order (QUIRKS.md).
-    for (auto const& [key, value] : args.items())
+    // (No structured binding here: clang before 16 cannot capture one in a lambda.)
+    for (auto const& item : args.items()) {
+        std::string const& key = item.key();
         if (std::none_of(schema.begin(), schema.end(), [&](ArgSpec const& a) { return key == a.name; }))
             return make_unexpected(unexpected(key));
+    }
     return out;
 }
 
