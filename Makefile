@@ -21,6 +21,7 @@ demo: build
 	$(BUILD)/tools/sevemu-demo/sevemu-demo
 
 test: build
+	@scripts/deps.sh --test
 	BUILD_DIR=$(BUILD) scripts/run-tests.sh
 
 check-fast: build

@@ -4,7 +4,9 @@
 set -euo pipefail
 pkgs=(g++ meson ninja-build pkg-config cmake libssl-dev libboost-dev catch2 libcli11-dev
       nlohmann-json3-dev libzydis-dev libfmt-dev)
-if [ "${1:-}" = "--bench" ]; then pkgs+=(qemu-system-x86); fi
+# make bench and make test: QEMU is the reference measured beside sevemu (bench) and the QMP
+# conformance test's oracle (test; it skips visibly without it).
+if [ "${1:-}" = "--bench" ] || [ "${1:-}" = "--test" ]; then pkgs+=(qemu-system-x86); fi
 # make fuzz: clang 14 with libFuzzer and the sanitizer runtimes, llvm-symbolizer for readable reports.
 if [ "${1:-}" = "--fuzz" ]; then pkgs+=(clang-14 libclang-rt-14-dev llvm-14); fi
 missing=()
