@@ -16,7 +16,7 @@ std::string to_hex(std::span<const uint8_t> data)
     return out;
 }
 
-static int hex_value(char c)
+int hex_digit_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -36,7 +36,7 @@ std::optional<Bytes> from_hex(std::string_view text)
     for (char c : text) {
         if (is_space(c))
             continue;
-        int v = hex_value(c);
+        int v = hex_digit_value(c);
         if (v < 0)
             return std::nullopt;
         if (high < 0) {

@@ -15,6 +15,8 @@ namespace sevemu {
 using Bytes = std::vector<uint8_t>;
 
 std::string to_hex(std::span<const uint8_t> data);
+// The value of one hex digit (either case), or -1.
+int hex_digit_value(char c);
 // Accepts upper or lower case; whitespace is ignored; an odd count or a non-hex digit is an error.
 std::optional<Bytes> from_hex(std::string_view text);
 

@@ -4,6 +4,7 @@
 
 #include "firmware/platform_store.h"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
@@ -204,6 +205,8 @@ std::span<Firmware::CommandInfo const> Firmware::command_table()
         { C::DBG_ENCRYPT,        "DBG_ENCRYPT",         sizeof(DebugBuf),          M::In,           W,        kAnyGuest,  &thunk<DebugBuf, &Firmware::cmd_dbg_encrypt> },
     };
     // clang-format on
+    static_assert(std::ranges::all_of(table, [](CommandInfo const& c) { return c.buffer_size <= kMaxCommandBuffer; }),
+        "a command buffer is larger than Firmware::kMaxCommandBuffer");
     return table;
 }
 
@@ -230,7 +233,7 @@ uint16_t Firmware::execute(uint32_t cmd_id, Spa cmd_buffer)
     m_current = info;
     m_note.clear();
     m_state_lines.clear();
-    std::array<uint8_t, 64> buf {};
+    std::array<uint8_t, kMaxCommandBuffer> buf {};
     std::span<uint8_t> view(buf.data(), info->buffer_size);
     Status status = Status::SUCCESS;
 

@@ -90,6 +90,11 @@ public:
         Result<void, Status> (*run)(Firmware&, std::span<uint8_t> buffer);
     };
     static std::span<CommandInfo const> command_table();
+    // The largest command buffer any row of the table copies in or out: execute() copies into a
+    // buffer of this size, and command_table() checks every row against it at compile time, so a
+    // new command with a larger buffer (SEND_START's buffer in SEV API 55766 is 68 bytes) is a build error,
+    // never an overflow.
+    static constexpr uint32_t kMaxCommandBuffer = 64;
     static CommandInfo const* find_command(uint32_t cmd_id);
 
     // --- Read-only views (tests, tools, the Machine's query-sev).

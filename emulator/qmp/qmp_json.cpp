@@ -1,5 +1,7 @@
 #include "emulator/qmp/qmp_json.h"
 
+#include "base/encoding.h"
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -41,24 +43,13 @@ void append_utf8(std::string& out, uint32_t cp)
     }
 }
 
-int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 // json-parser.c cvt4hex(): four hex digits at `at`, or -1 (the token's end counts as a non-digit,
 // like the C string's terminator).
 int64_t four_hex(std::string_view s, size_t at)
 {
     int64_t cp = 0;
     for (size_t i = 0; i < 4; ++i) {
-        int d = at + i < s.size() ? hex_digit(s[at + i]) : -1;
+        int d = at + i < s.size() ? hex_digit_value(s[at + i]) : -1;
         if (d < 0)
             return -1;
         cp = (cp << 4) | d;

@@ -24,13 +24,13 @@
 //
 // The byte strings were assembled from the Intel-syntax text beside each (GNU as).
 #include "cpu/cpu.h"
+#include "tests/cpu/host_cpu.h"
 #include "mmu/memory_controller.h"
 
 #include <linux/kvm.h>
 
 #include <cctype>
 #include <cmath>
-#include <cpuid.h>
 #include <initializer_list>
 #include <csignal>
 #include <cstdarg>
@@ -47,6 +47,7 @@
 
 using namespace sevemu;
 using namespace sevemu::cpu;
+using sevemu::testing::host_vendor;
 
 namespace {
 
@@ -456,17 +457,6 @@ double nice_double(std::mt19937_64& rng)
     return std::ldexp(v, int(rng() % 40) - 20);
 }
 
-// The host's vendor string (CPUID leaf 0: EBX, EDX, ECX).
-std::string host_vendor()
-{
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return "unknown";
-    char v[13] {};
-    std::memcpy(v, &b, 4);
-    std::memcpy(v + 4, &d, 4);
-    std::memcpy(v + 8, &c, 4);
-    return v;
-}
 
 bool host_has(unsigned leaf, unsigned sub, int reg, unsigned bit)
 {

@@ -13,6 +13,7 @@
 // differ, the known answer is AMD's behaviour and the host's instruction is compared by the rule
 // every vendor obeys (see "Vendors" below); everything else is compared bit for bit on any host.
 #include "tests/cpu/harness.h"
+#include "tests/cpu/host_cpu.h"
 
 #include <immintrin.h>
 #include <nmmintrin.h>
@@ -21,7 +22,6 @@
 #include <tmmintrin.h>
 
 #include <cmath>
-#include <cpuid.h>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -30,6 +30,8 @@
 using namespace sevemu;
 using namespace sevemu::cpu;
 using namespace sevemu::cpu::test;
+using sevemu::testing::host_is_amd;
+using sevemu::testing::host_vendor;
 
 namespace {
 
@@ -119,23 +121,7 @@ template <int K> __m128i dppd_asm(__m128i a, __m128i b)
     return a;
 }
 
-// ---- Vendors. The host's vendor string (CPUID leaf 0: EBX, EDX, ECX).
-std::string host_vendor()
-{
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return "unknown";
-    char v[13] {};
-    std::memcpy(v, &b, 4);
-    std::memcpy(v + 4, &d, 4);
-    std::memcpy(v + 8, &c, 4);
-    return v;
-}
-bool host_is_amd()
-{
-    static bool const amd = host_vendor() == "AuthenticAMD";
-    return amd;
-}
-
+// ---- Vendors (host_vendor/host_is_amd: tests/cpu/host_cpu.h).
 // DPPS and DPPD in AMD's order, from the host's scalar MULSS/MULSD and ADDSS/ADDSD (inline asm:
 // the compiler must not swap the operands of an addition, which changes the NaN returned).
 // The order: the products of the lanes selected by imm[7:4] (+0.0 for the others), summed as

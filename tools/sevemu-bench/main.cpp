@@ -1,4 +1,5 @@
 // sevemu-bench [--json] [SUITE...] (INTERFACES.md §7).
+#include "base/main_guard.h"
 #include "bench.h"
 
 #include <CLI/CLI.hpp>
@@ -40,19 +41,8 @@ static constexpr SuiteEntry kSuites[] = {
 
 static int run(int argc, char** argv);
 
-// An exception reaching here is a bug: one line and EX_SOFTWARE (70, sysexits.h), never
-// std::terminate's abort.
-int main(int argc, char** argv)
-{
-    try {
-        return run(argc, argv);
-    } catch (std::exception const& e) {
-        std::fprintf(stderr, "sevemu-bench: internal error: %s\n", e.what());
-    } catch (...) {
-        std::fprintf(stderr, "sevemu-bench: internal error: unknown exception\n");
-    }
-    return 70;
-}
+// An exception reaching main is a bug: base/main_guard.h.
+int main(int argc, char** argv) { return sevemu::run_guarded("sevemu-bench", run, argc, argv); }
 
 static int run(int argc, char** argv)
 {

@@ -2,6 +2,7 @@
 // platform, told step by step, done the way a platform owner, a hypervisor operator and a guest
 // owner would do it: with the project's own programs (sevemu-host, sevemu, sevemu-owner) and QMP.
 // Every claim it prints is checked; the demo exits non-zero when one is false.
+#include "base/main_guard.h"
 #include "base/encoding.h"
 #include "base/subprocess.h"
 #include "emulator/qmp/qmp_client.h"
@@ -138,19 +139,8 @@ bool wait_for_serial(fs::path const& file, std::string const& marker, int second
 
 static int run();
 
-// An exception reaching here is a bug: one line and EX_SOFTWARE (70, sysexits.h), never
-// std::terminate's abort.
-int main()
-{
-    try {
-        return run();
-    } catch (std::exception const& e) {
-        std::fprintf(stderr, "sevemu-demo: internal error: %s\n", e.what());
-    } catch (...) {
-        std::fprintf(stderr, "sevemu-demo: internal error: unknown exception\n");
-    }
-    return 70;
-}
+// An exception reaching main is a bug: base/main_guard.h.
+int main() { return sevemu::run_guarded("sevemu-demo", [] { return run(); }); }
 
 static int run()
 {

@@ -23,6 +23,7 @@
 //
 // Errors are one line on stderr ("sevemu-host: ..."), exit status 1 (CLI11's own codes for a
 // malformed command line; 70 and "internal error" only for a bug).
+#include "base/main_guard.h"
 #include "firmware/cert_chain.h"
 #include "tools/sevemu-host/ccp.h"
 
@@ -456,16 +457,5 @@ int run(int argc, char** argv)
 
 } // namespace
 
-// An exception reaching here is a bug: one line and EX_SOFTWARE (70, sysexits.h), never
-// std::terminate's abort; the tests check that none of their runs prints it.
-int main(int argc, char** argv)
-{
-    try {
-        return run(argc, argv);
-    } catch (std::exception const& e) {
-        fail(std::string("internal error: ") + e.what());
-    } catch (...) {
-        fail("internal error: unknown exception");
-    }
-    return 70;
-}
+// An exception reaching main is a bug: base/main_guard.h.
+int main(int argc, char** argv) { return sevemu::run_guarded("sevemu-host", run, argc, argv); }

@@ -4,6 +4,7 @@
 //
 // Exit status: 0 success (or a measurement that matches), 1 a failed check or bad input, CLI11's
 // own non-zero codes for malformed command lines. Every failure prints one line on stderr.
+#include "base/main_guard.h"
 #include "tools/sevemu-owner/owner.h"
 
 #include <CLI/CLI.hpp>
@@ -345,16 +346,5 @@ int run(int argc, char** argv)
 
 } // namespace
 
-int main(int argc, char** argv)
-{
-    // An exception reaching here is a bug: one line and EX_SOFTWARE (70, sysexits.h), never
-    // std::terminate's abort; the tests check that none of their runs prints it.
-    try {
-        return run(argc, argv);
-    } catch (std::exception const& e) {
-        fail(std::string("internal error: ") + e.what());
-    } catch (...) {
-        fail("internal error: unknown exception");
-    }
-    return 70;
-}
+// An exception reaching main is a bug: base/main_guard.h.
+int main(int argc, char** argv) { return sevemu::run_guarded("sevemu-owner", run, argc, argv); }

@@ -1,5 +1,6 @@
 // sevemu — the emulator: runs a guest on the emulated AMD EPYC platform. The command line is
 // qemu-system-x86_64's (INTERFACES.md §3); errors are one line on stderr and a non-zero status.
+#include "base/main_guard.h"
 #include "cpu/cpu_model.h"
 #include "emulator/machine.h"
 #include "emulator/qmp/qmp.h"
@@ -19,20 +20,8 @@ using namespace sevemu;
 
 static int run(int argc, char** argv);
 
-// Errors are values throughout; an exception reaching here is a bug in sevemu. It ends as one
-// line and EX_SOFTWARE (70, sysexits.h), never as std::terminate's abort; tests check that no
-// run of theirs ever prints it.
-int main(int argc, char** argv)
-{
-    try {
-        return run(argc, argv);
-    } catch (std::exception const& e) {
-        std::fprintf(stderr, "sevemu: internal error: %s\n", e.what());
-    } catch (...) {
-        std::fprintf(stderr, "sevemu: internal error: unknown exception\n");
-    }
-    return 70;
-}
+// An exception reaching main is a bug: base/main_guard.h.
+int main(int argc, char** argv) { return run_guarded("sevemu", run, argc, argv); }
 
 static int run(int argc, char** argv)
 {
