@@ -1,0 +1,534 @@
+// The README's measured-launch contract ("What a `-kernel` launch measures"), tried the way a
+// guest owner who never saw sevemu's code would: the launch digest is built here from the
+// README's rules alone — a Multiboot header scan, an ELF32 program-header reader, the memory map
+// as a function of -m, the information structure, the GDT, the string and module layout, the
+// page set — with nothing from emulator/, firmware/ or tools/sevemu-owner, only OpenSSL's
+// SHA-256 and HMAC. It must equal what `sevemu-owner measurement digest` (the reference
+// implementation, which shares its loader with sevemu) prints, and the LAUNCH_MEASURE HMAC built
+// from the README's byte list must be accepted by `sevemu-owner measurement verify`.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <optional>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+constexpr uint64_t kPage = 4096;
+
+Bytes read_all(std::string const& path)
+{
+    std::ifstream in(path, std::ios::binary);
+    REQUIRE(in);
+    return Bytes(std::istreambuf_iterator<char>(in), {});
+}
+
+uint32_t le32(Bytes const& f, uint64_t off)
+{
+    REQUIRE(off + 4 <= f.size());
+    return uint32_t(f[off]) | uint32_t(f[off + 1]) << 8 | uint32_t(f[off + 2]) << 16 | uint32_t(f[off + 3]) << 24;
+}
+uint16_t le16(Bytes const& f, uint64_t off)
+{
+    REQUIRE(off + 2 <= f.size());
+    return uint16_t(f[off] | f[off + 1] << 8);
+}
+
+// Guest-physical memory as the README describes it before loading: all zeros. Kept sparse so
+// that -m 2G costs nothing.
+class Memory {
+public:
+    void write(uint64_t addr, uint8_t const* p, size_t n)
+    {
+        for (size_t i = 0; i < n; ++i)
+            page(addr + i)[(addr + i) % kPage] = p[i];
+    }
+    void write(uint64_t addr, Bytes const& b) { write(addr, b.data(), b.size()); }
+    void zero(uint64_t addr, uint64_t n)
+    {
+        for (uint64_t i = 0; i < n; ++i)
+            page(addr + i)[(addr + i) % kPage] = 0;
+    }
+    std::array<uint8_t, kPage> read_page(uint64_t gpa) const
+    {
+        auto it = m_pages.find(gpa / kPage);
+        return it == m_pages.end() ? std::array<uint8_t, kPage> {} : it->second;
+    }
+
+private:
+    std::array<uint8_t, kPage>& page(uint64_t addr) { return m_pages[addr / kPage]; } // new pages are zero
+    std::map<uint64_t, std::array<uint8_t, kPage>> m_pages;
+};
+
+void put32(Bytes& b, size_t off, uint32_t v)
+{
+    for (int i = 0; i < 4; ++i)
+        b[off + i] = uint8_t(v >> (8 * i));
+}
+void put64(Bytes& b, size_t off, uint64_t v)
+{
+    for (int i = 0; i < 8; ++i)
+        b[off + i] = uint8_t(v >> (8 * i));
+}
+uint64_t align_up(uint64_t v) { return (v + kPage - 1) / kPage * kPage; }
+
+struct Segment {
+    uint32_t paddr;
+    uint64_t offset;
+    uint32_t filesz, memsz;
+};
+
+// README step 1: the Multiboot header, then either the a.out kludge fields or the ELF32
+// program headers.
+std::vector<Segment> kernel_segments(Bytes const& f)
+{
+    std::optional<uint32_t> hdr;
+    for (uint32_t i = 0; i + 12 <= std::min<size_t>(f.size(), 8192); i += 4)
+        if (le32(f, i) == 0x1BADB002 && uint32_t(le32(f, i) + le32(f, i + 4) + le32(f, i + 8)) == 0) {
+            hdr = i;
+            break;
+        }
+    REQUIRE(hdr);
+    uint32_t flags = le32(f, *hdr + 4);
+    std::vector<Segment> segs;
+    if (flags & (1u << 16)) {
+        uint32_t header_addr = le32(f, *hdr + 12), load_addr = le32(f, *hdr + 16), load_end = le32(f, *hdr + 20),
+                 bss_end = le32(f, *hdr + 24);
+        uint64_t text_offset = *hdr - (header_addr - load_addr);
+        uint64_t load_size = load_end ? load_end - load_addr : f.size() - text_offset;
+        uint64_t mem = bss_end ? bss_end - load_addr : load_size;
+        segs.push_back({ load_addr, text_offset, uint32_t(load_size), uint32_t(mem) });
+        return segs;
+    }
+    // ELF32: e_phoff at 28, e_phentsize at 42, e_phnum at 44; per entry p_type at 0, p_offset
+    // at 4, p_paddr at 12, p_filesz at 16, p_memsz at 20 (System V gABI).
+    REQUIRE(f.size() >= 52);
+    REQUIRE(f[4] == 1); // ELFCLASS32
+    uint32_t phoff = le32(f, 28);
+    uint16_t phentsize = le16(f, 42), phnum = le16(f, 44);
+    for (unsigned n = 0; n < phnum; ++n) {
+        uint64_t ph = phoff + uint64_t(n) * phentsize;
+        if (le32(f, ph) != 1 || le32(f, ph + 20) == 0) // PT_LOAD with p_memsz != 0
+            continue;
+        segs.push_back({ le32(f, ph + 12), le32(f, ph + 4), le32(f, ph + 16), le32(f, ph + 20) });
+    }
+    REQUIRE(!segs.empty());
+    return segs;
+}
+
+struct E820 {
+    uint64_t base, length;
+    uint32_t type;
+};
+
+// README: the memory map as a function of -m (M bytes, at most 2 GiB for an SEV guest).
+std::vector<E820> memory_map(uint64_t m)
+{
+    return {
+        { 0, 0x9FC00, 1 },
+        { 0x9FC00, 0x400, 2 },
+        { 0xF0000, 0x10000, 2 },
+        { 0x100000, m - 0x20000 - 0x100000, 1 },
+        { m - 0x20000, 0x20000, 2 },
+        { 0xFFFC0000, 0x40000, 2 },
+        { 0xFD00000000ull, 0x300000000ull, 2 },
+    };
+}
+
+struct Module {
+    std::string item; // the -initrd item: "PATH[ ARGS]"
+    std::string path;
+};
+
+struct Launch {
+    uint64_t memory;
+    std::string kernel; // as typed
+    std::optional<std::string> append;
+    std::vector<Module> modules;
+};
+
+std::string to_hex(uint8_t const* p, size_t n)
+{
+    static char const* digits = "0123456789abcdef";
+    std::string s;
+    for (size_t i = 0; i < n; ++i) {
+        s.push_back(digits[p[i] >> 4]);
+        s.push_back(digits[p[i] & 15]);
+    }
+    return s;
+}
+
+struct Measured {
+    std::array<uint8_t, 32> digest;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges; // (gpa, size)
+};
+
+Measured contract_digest(Launch const& l)
+{
+    Bytes file = read_all(l.kernel);
+    auto segs = kernel_segments(file);
+    Memory mem;
+
+    // 1. Kernel segments in order: file bytes, then zeros to p_memsz.
+    uint64_t low = ~0ull, high = 0;
+    for (auto const& s : segs) {
+        REQUIRE(s.offset + s.filesz <= file.size());
+        mem.write(s.paddr, file.data() + s.offset, s.filesz);
+        mem.zero(uint64_t(s.paddr) + s.filesz, s.memsz - s.filesz);
+        low = std::min<uint64_t>(low, s.paddr);
+        high = std::max<uint64_t>(high, uint64_t(s.paddr) + s.memsz);
+    }
+
+    // 2. The buffer above the kernel, offsets relative to the lowest load address L.
+    std::string cmdline = l.kernel + " " + l.append.value_or("");
+    uint64_t mods_off = align_up(high - low);
+    uint64_t strings_off = mods_off + 16 * l.modules.size();
+    uint64_t strings_len = cmdline.size() + 1 + 7; // + "sevemu\0"
+    for (auto const& m : l.modules)
+        strings_len += m.item.size() + 1;
+    uint64_t cursor = align_up(strings_off + strings_len); // the first module's offset
+    Bytes area(cursor - mods_off, 0);
+    uint64_t str = strings_off;
+    auto add_string = [&](std::string const& s) {
+        std::memcpy(area.data() + (str - mods_off), s.data(), s.size());
+        uint32_t phys = uint32_t(low + str);
+        str += s.size() + 1;
+        return phys;
+    };
+    for (size_t n = 0; n < l.modules.size(); ++n) {
+        Bytes data = read_all(l.modules[n].path);
+        uint64_t start = low + cursor;
+        mem.write(start, data);
+        put32(area, 16 * n + 0, uint32_t(start));
+        put32(area, 16 * n + 4, uint32_t(start + data.size()));
+        put32(area, 16 * n + 8, add_string(l.modules[n].item));
+        cursor = align_up(cursor + data.size());
+    }
+    uint32_t cmdline_phys = add_string(cmdline);
+    uint32_t loader_phys = add_string("sevemu");
+    mem.write(low + mods_off, area);
+    uint64_t buffer_end = low + cursor;
+
+    // 3. The memory map at 0x9000.
+    auto map = memory_map(l.memory);
+    Bytes mmap(24 * map.size(), 0);
+    for (size_t n = 0; n < map.size(); ++n) {
+        put32(mmap, 24 * n, 20);
+        put64(mmap, 24 * n + 4, map[n].base);
+        put64(mmap, 24 * n + 12, map[n].length);
+        put32(mmap, 24 * n + 20, map[n].type);
+    }
+    mem.write(0x9000, mmap);
+
+    // 4. The information structure at 0x9500.
+    Bytes mbi(88, 0);
+    put32(mbi, 0, 0x24F);
+    put32(mbi, 4, 639);
+    put32(mbi, 8, uint32_t((l.memory - 0x20000 - 0x100000) / 1024));
+    put32(mbi, 12, 0x8000FFFF);
+    put32(mbi, 16, cmdline_phys);
+    put32(mbi, 20, uint32_t(l.modules.size()));
+    put32(mbi, 24, uint32_t(low + mods_off));
+    put32(mbi, 44, uint32_t(mmap.size()));
+    put32(mbi, 48, 0x9000);
+    put32(mbi, 64, loader_phys);
+    mem.write(0x9500, mbi);
+
+    // 5. The GDT at 0x9600.
+    uint64_t const gdt[5] = { 0, 0x00CF9A000000FFFFull, 0x00CF92000000FFFFull, 0x00009E000000FFFFull,
+        0x000092000000FFFFull };
+    Bytes g(40);
+    for (size_t n = 0; n < 5; ++n)
+        put64(g, 8 * n, gdt[n]);
+    mem.write(0x9600, g);
+
+    // The page set: [0x9000, 0xA000) and [L rounded down, buffer end rounded up), ascending,
+    // each page once (two ranges that touch or overlap are one).
+    std::vector<std::pair<uint64_t, uint64_t>> r { { 0x9000, 0xA000 }, { low / kPage * kPage, align_up(buffer_end) } };
+    std::sort(r.begin(), r.end());
+    if (r[0].second >= r[1].first)
+        r = { { r[0].first, std::max(r[0].second, r[1].second) } };
+
+    Measured out;
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    REQUIRE(ctx);
+    REQUIRE(EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1);
+    for (auto const& [from, to] : r) {
+        out.ranges.push_back({ from, to - from });
+        for (uint64_t gpa = from; gpa < to; gpa += kPage) {
+            auto page = mem.read_page(gpa);
+            REQUIRE(EVP_DigestUpdate(ctx, page.data(), page.size()) == 1);
+        }
+    }
+    unsigned len = 0;
+    REQUIRE(EVP_DigestFinal_ex(ctx, out.digest.data(), &len) == 1);
+    EVP_MD_CTX_free(ctx);
+    REQUIRE(len == 32);
+    return out;
+}
+
+struct Run {
+    int code;
+    std::string out;
+};
+
+Run run(std::string const& args)
+{
+    REQUIRE(std::filesystem::exists(SEVEMU_OWNER_BIN));
+    std::string cmd = std::string(SEVEMU_OWNER_BIN) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+        out.append(buf, n);
+    int status = pclose(p);
+    REQUIRE(WIFEXITED(status));
+    return { WEXITSTATUS(status), out };
+}
+
+std::string quote(std::string const& s) { return "'" + s + "'"; } // test paths and arguments hold no quote
+
+std::string owner_args(Launch const& l)
+{
+    std::string a = "-m " + std::to_string(l.memory >> 20) + "M --kernel " + quote(l.kernel);
+    if (l.append)
+        a += " --append " + quote(*l.append);
+    if (!l.modules.empty()) {
+        std::string initrd;
+        for (auto const& m : l.modules)
+            initrd += (initrd.empty() ? "" : ",") + m.item;
+        a += " --initrd " + quote(initrd);
+    }
+    return a;
+}
+
+std::string owner_digest(Launch const& l)
+{
+    auto r = run("measurement digest " + owner_args(l));
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    REQUIRE(r.out.size() == 65);
+    return r.out.substr(0, 64);
+}
+
+std::filesystem::path scratch_dir()
+{
+    auto dir = std::filesystem::temp_directory_path() / ("sevemu-contract-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    return dir;
+}
+
+std::string write_file(std::filesystem::path const& p, Bytes const& b)
+{
+    std::ofstream(p, std::ios::binary).write(reinterpret_cast<char const*>(b.data()), std::streamsize(b.size()));
+    return p.string();
+}
+
+// Kernels of our own, for what the bundled guests do not show: an ELF32 kernel whose lowest
+// load address is not page aligned, with p_vaddr != p_paddr, a bss, a PT_NOTE to skip and a gap
+// of never-written pages between its two PT_LOAD segments; and an a.out-kludge kernel that
+// loads only part of its file. They are loaded and measured, never run.
+Bytes synthetic_elf32(uint32_t base)
+{
+    Bytes f(0x600);
+    for (size_t i = 0; i < f.size(); ++i)
+        f[i] = uint8_t(i * 13 + 1);
+    std::memcpy(f.data(), "\x7F" "ELF\x01\x01\x01", 7);
+    std::memset(f.data() + 7, 0, 9);
+    auto put16 = [&](size_t off, uint16_t v) { f[off] = uint8_t(v), f[off + 1] = uint8_t(v >> 8); };
+    put16(16, 2);  // ET_EXEC
+    put16(18, 3);  // EM_386
+    put32(f, 20, 1);
+    put32(f, 24, base + 12); // e_entry
+    put32(f, 28, 52);        // e_phoff
+    put32(f, 32, 0);
+    put32(f, 36, 0);
+    put16(40, 52);
+    put16(42, 32);
+    put16(44, 3);
+    put16(46, 0), put16(48, 0), put16(50, 0);
+    auto phdr = [&](int n, uint32_t type, uint32_t off, uint32_t paddr, uint32_t filesz, uint32_t memsz) {
+        size_t at = 52 + 32 * n;
+        put32(f, at, type);
+        put32(f, at + 4, off);
+        put32(f, at + 8, paddr + 0xC0000000u); // p_vaddr: not where it loads
+        put32(f, at + 12, paddr);
+        put32(f, at + 16, filesz);
+        put32(f, at + 20, memsz);
+        put32(f, at + 24, 7);
+        put32(f, at + 28, 0x1000);
+    };
+    phdr(0, 1, 0x200, base, 0x300, 0x900);         // text + bss
+    phdr(1, 4, 0x100, 0, 0x10, 0x10);               // PT_NOTE: not loaded
+    phdr(2, 1, 0x500, base + 0x2900, 0x100, 0x180); // after a gap of never-written pages
+    put32(f, 0x200, 0x1BADB002);                     // Multiboot header, flags 0x2
+    put32(f, 0x204, 0x2);
+    put32(f, 0x208, uint32_t(-(0x1BADB002 + 0x2)));
+    return f;
+}
+
+Bytes synthetic_aout(uint32_t load_addr)
+{
+    Bytes f(0x400);
+    for (size_t i = 0; i < f.size(); ++i)
+        f[i] = uint8_t(i * 29 + 5);
+    uint32_t flags = 0x10003;
+    put32(f, 0x40, 0x1BADB002);
+    put32(f, 0x44, flags);
+    put32(f, 0x48, uint32_t(-(0x1BADB002 + flags)));
+    put32(f, 0x4C, load_addr + 0x40); // header_addr: the file starts at load_addr
+    put32(f, 0x50, load_addr);
+    put32(f, 0x54, load_addr + 0x300);  // load_end_addr: the last 0x100 bytes are not loaded
+    put32(f, 0x58, load_addr + 0x2000); // bss_end_addr
+    put32(f, 0x5C, load_addr + 0x60);   // entry
+    return f;
+}
+
+} // namespace
+
+TEST_CASE("the README's launch contract gives sevemu-owner's digest for the bundled guests", "[owner][contract]")
+{
+    auto dir = scratch_dir();
+    // Two modules of their own: one that ends mid-page (5000 bytes: the next starts on the
+    // following page boundary) and the bundled boot module with arguments.
+    Bytes m1(5000);
+    for (size_t i = 0; i < m1.size(); ++i)
+        m1[i] = uint8_t(i * 7 + 3);
+    std::string mod1 = write_file(dir / "mod1.bin", m1);
+    std::string mod2 = SEVEMU_BOOT_MODULE;
+
+    std::vector<std::string> kernels { SEVEMU_GUEST_ELF32, SEVEMU_GUEST_BOOT, SEVEMU_GUEST_SEV,
+        write_file(dir / "odd-elf32.elf", synthetic_elf32(0x100800)), write_file(dir / "odd-aout.bin", synthetic_aout(0x200400)),
+        // Loaded right above the loader's page: the two page ranges touch and are measured as one.
+        write_file(dir / "low-elf32.elf", synthetic_elf32(0xA800)) };
+    std::vector<uint64_t> sizes { 8ull << 20, 128ull << 20, 2048ull << 20 };
+    std::vector<std::optional<std::string>> appends { std::nullopt, std::string("console=ttyS0 x=1"), std::string("") };
+    std::vector<std::vector<Module>> module_sets {
+        {},
+        { { mod2 + " arg1 arg2", mod2 } },
+        { { mod1, mod1 }, { mod2 + " second", mod2 } },
+    };
+
+    std::map<std::string, std::string> seen; // digest -> the launch, to show that each input counts
+    for (auto const& k : kernels)
+        for (auto m : sizes)
+            for (size_t a = 0; a < appends.size(); ++a)
+                for (auto const& mods : module_sets) {
+                    // -append "" and no -append are the same command line ("NAME "): one pass.
+                    if (a == 2 && !mods.empty())
+                        continue;
+                    Launch l { m, k, appends[a], mods };
+                    INFO(owner_args(l));
+                    auto mine = contract_digest(l);
+                    std::string hex = to_hex(mine.digest.data(), 32);
+                    CHECK(hex == owner_digest(l));
+                    if (a == 2)
+                        CHECK(seen.count(hex)); // same as without -append
+                    else
+                        CHECK(seen.emplace(hex, owner_args(l)).second);
+                }
+    CHECK(seen.size() == kernels.size() * sizes.size() * 2 * module_sets.size());
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the README's measured page set is the one sevemu-owner reports", "[owner][contract]")
+{
+    auto dir = scratch_dir();
+    std::string mod1 = write_file(dir / "mod1.bin", Bytes(9000, 0xA5));
+    std::string odd = write_file(dir / "odd-elf32.elf", synthetic_elf32(0x100800));
+    std::string low = write_file(dir / "low-elf32.elf", synthetic_elf32(0xA800));
+    for (std::string k : { std::string(SEVEMU_GUEST_ELF32), std::string(SEVEMU_GUEST_BOOT), odd, low }) {
+        Launch l { 64ull << 20, k, std::string("a b c"), { { mod1 + " x", mod1 } } };
+        auto mine = contract_digest(l);
+        auto r = run("measurement digest --json " + owner_args(l));
+        REQUIRE(r.code == 0);
+        // The JSON is flat enough to read without a parser: "gpa":N,"size":N pairs in order.
+        std::vector<std::pair<uint64_t, uint64_t>> theirs;
+        for (size_t at = r.out.find("\"gpa\""); at != std::string::npos; at = r.out.find("\"gpa\"", at + 1)) {
+            uint64_t gpa = std::stoull(r.out.substr(r.out.find(':', at) + 1));
+            size_t s = r.out.find("\"size\"", at);
+            REQUIRE(s != std::string::npos);
+            theirs.push_back({ gpa, std::stoull(r.out.substr(r.out.find(':', s) + 1)) });
+        }
+        CHECK(theirs == mine.ranges);
+        CHECK(theirs.size() == (k == low ? 1u : 2u));
+        CHECK(r.out.find(to_hex(mine.digest.data(), 32)) != std::string::npos);
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a kernel over the loader's structures at 0x9000-0x9627 is refused", "[owner][contract]")
+{
+    auto dir = scratch_dir();
+    for (uint32_t base : { 0x9400u, 0x8800u }) { // inside; and below, its bss reaching in
+        std::string k = write_file(dir / "over.elf", synthetic_elf32(base));
+        auto r = run("measurement digest -m 64M --kernel " + quote(k));
+        INFO(r.out);
+        CHECK(r.code != 0);
+        CHECK(r.out.find("overlaps the Multiboot information") != std::string::npos);
+        CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+    }
+    // Just above it (0x9628 onwards, here 0x9700) loads, in the same page.
+    auto k = write_file(dir / "over.elf", synthetic_elf32(0x9700));
+    Launch l { 64ull << 20, k, std::nullopt, {} };
+    CHECK(to_hex(contract_digest(l).digest.data(), 32) == owner_digest(l));
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("LAUNCH_MEASURE as the README spells it is what sevemu-owner verifies", "[owner][contract]")
+{
+    auto dir = scratch_dir();
+    Launch l { 128ull << 20, SEVEMU_GUEST_SEV, std::nullopt, {} };
+    auto ld = contract_digest(l).digest;
+
+    uint8_t tik[16], mnonce[16];
+    REQUIRE(RAND_bytes(tik, 16) == 1);
+    REQUIRE(RAND_bytes(mnonce, 16) == 1);
+    std::string tik_file = write_file(dir / "tik.bin", Bytes(tik, tik + 16));
+    uint8_t const api_major = 1, api_minor = 51, build = 3;
+    uint32_t const policy = 0x1;
+
+    // HMAC-SHA256(TIK, 0x04 || major || minor || build || policy (LE32) || digest || MNONCE).
+    Bytes msg { 0x04, api_major, api_minor, build, uint8_t(policy), uint8_t(policy >> 8), uint8_t(policy >> 16),
+        uint8_t(policy >> 24) };
+    msg.insert(msg.end(), ld.begin(), ld.end());
+    msg.insert(msg.end(), mnonce, mnonce + 16);
+    REQUIRE(msg.size() == 56);
+    uint8_t mac[32];
+    unsigned mac_len = 0;
+    REQUIRE(HMAC(EVP_sha256(), tik, 16, msg.data(), msg.size(), mac, &mac_len));
+    REQUIRE(mac_len == 32);
+    uint8_t blob[48];
+    std::memcpy(blob, mac, 32);
+    std::memcpy(blob + 32, mnonce, 16);
+    char b64[80];
+    REQUIRE(EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64), blob, 48) == 64);
+
+    std::string common = "measurement verify --tik " + quote(tik_file) + " --measurement " + b64 + " --api-major 1 --api-minor 51 --build 3";
+    auto ok = run(common + " --policy 1 " + owner_args(l));
+    INFO(ok.out);
+    CHECK(ok.code == 0);
+    auto ok_digest = run(common + " --policy 1 --digest " + to_hex(ld.data(), 32));
+    CHECK(ok_digest.code == 0);
+    // Another policy, or another launch (-m), is another MAC.
+    CHECK(run(common + " --policy 5 --digest " + to_hex(ld.data(), 32)).code != 0);
+    CHECK(run(common + " --policy 1 -m 64M --kernel " + quote(l.kernel)).code != 0);
+    std::filesystem::remove_all(dir);
+}
