@@ -312,8 +312,12 @@ std::string owner_args(Launch const& l)
         a += " --append " + quote(*l.append);
     if (!l.modules.empty()) {
         std::string initrd;
-        for (auto const& m : l.modules)
-            initrd += (initrd.empty() ? "" : ",") + m.item;
+        for (auto const& m : l.modules) {
+            std::string item;
+            for (char c : m.item)
+                item += c == ',' ? std::string(",,") : std::string(1, c); // the README: ",," is a comma
+            initrd += (initrd.empty() ? "" : ",") + item;
+        }
         a += " --initrd " + quote(initrd);
     }
     return a;
@@ -471,6 +475,18 @@ TEST_CASE("the README's measured page set is the one sevemu-owner reports", "[ow
         CHECK(theirs.size() == (k == low ? 1u : 2u));
         CHECK(r.out.find(to_hex(mine.digest.data(), 32)) != std::string::npos);
     }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("module items with commas, arguments and empty files follow the README", "[owner][contract]")
+{
+    auto dir = scratch_dir();
+    std::string comma = write_file(dir / "a,b.bin", Bytes(4096, 0x11)); // exactly one page
+    std::string empty = write_file(dir / "empty.bin", {});
+    std::string tail = write_file(dir / "tail.bin", Bytes(1, 0x22));
+    Launch l { 32ull << 20, SEVEMU_GUEST_BOOT, std::string("x"),
+        { { comma + " p,q", comma }, { empty, empty }, { tail + " last", tail } } };
+    CHECK(to_hex(contract_digest(l).digest.data(), 32) == owner_digest(l));
     std::filesystem::remove_all(dir);
 }
 
