@@ -69,6 +69,12 @@ TEST_CASE("measurement digest refuses bad input with one line", "[owner]")
     r = run("measurement digest -m 1E --kernel " SEVEMU_GUEST_ELF);
     CHECK(r.code == 1);
     CHECK(r.out == "sevemu-owner: -m 1E: too much memory (at most 1T)\n");
+    // An SEV launch refuses more than 2 GiB of RAM, so the owner gets no digest for it either.
+    r = run("measurement digest -m 4G --kernel " SEVEMU_GUEST_ELF);
+    CHECK(r.code == 1);
+    CHECK(r.out == "sevemu-owner: -m 4G: sevemu runs SEV guests with at most 2048 MiB of RAM (QUIRKS.md)\n");
+    r = run("measurement digest -m 2G --kernel " SEVEMU_GUEST_ELF);
+    CHECK(r.code == 0);
     r = run("measurement digest -m 1 --kernel " SEVEMU_GUEST_ELF);
     CHECK(r.code == 1);
     CHECK(r.out.find("too little memory") != std::string::npos);

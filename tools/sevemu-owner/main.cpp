@@ -15,6 +15,7 @@
 
 #include "cpu/cpu_model.h"
 #include "emulator/sev_launch.h"
+#include "emulator/sev_runtime.h"
 #include "tools/sevemu/options.h"
 #include <string>
 
@@ -133,6 +134,10 @@ Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<em
     auto size = cli::parse_memory(o.memory);
     if (!size)
         return make_unexpected(size.error().message);
+    // Nor has a size the SEV launch refuses (emulator/sev_runtime.cpp): no launch, no digest.
+    if (*size > emulator::SevRuntime::kMaxGuestRam)
+        return make_unexpected("-m " + o.memory + ": sevemu runs SEV guests with at most "
+            + std::to_string(emulator::SevRuntime::kMaxGuestRam >> 20) + " MiB of RAM (QUIRKS.md)");
     emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append };
     auto d = emulator::kernel_launch_digest(launch);
     if (!d)
