@@ -365,7 +365,9 @@ struct Core {
         return v;
     }
 
-    // ---- System (exec_sys.cpp)
+    // ---- System architecture (APM vol 2; exec_control.cpp: CRs, RFLAGS, MSRs; exec_segments.cpp:
+    // segment loads and descriptors; exec_far.cpp: far transfers; exec_events.cpp: interrupts,
+    // exceptions, IRET; exec_io.cpp: the I/O permission check)
     void update_mode();          // after CR0/CR4/EFER/CS/SS changes
     void update_seg_cache(unsigned s);
     void update_paging();        // recompute the walk context (and flush the TLB)
@@ -377,12 +379,15 @@ struct Core {
     void set_rflags(uint64_t v, uint64_t writable_mask);
     uint64_t writable_flags_mask() const;
     void load_seg(unsigned s, uint16_t sel);               // MOV/POP Sreg, LxS
-    void load_cs_real(uint16_t sel);
     uint64_t read_descriptor(uint16_t sel, uint8_t vec);   // #GP/#TS(sel) on limit
     void set_accessed(uint16_t sel, uint64_t desc);
     static Segment seg_from_desc(uint16_t sel, uint64_t d, uint64_t d_hi = 0);
     void far_jump(uint16_t sel, uint64_t off, bool call, unsigned osize, uint64_t ret_rip);
+    // What far RET and IRET share (exec_far.cpp): the checks on the CS they return to, the SS of
+    // a return to an outer level, and the data segments that level may not keep.
+    Segment check_return_cs(uint16_t sel);
     Segment load_outer_ss(uint16_t ss_sel, unsigned rpl, bool target64);
+    void null_inaccessible_data_segments();
     void far_return(unsigned osize, uint16_t pop_extra);
     void iret(unsigned osize);
     // fault: a fault-class exception, whose pushed RFLAGS image has RF set (APM vol 2 §13.1.3.4)

@@ -20,7 +20,12 @@ OpTables* build()
 {
     auto* t = new OpTables;
     register_int_ops(*t);
-    register_sys_ops(*t);
+    register_svm_ops(*t);
+    register_segment_ops(*t);
+    register_control_ops(*t);
+    register_far_ops(*t);
+    register_event_ops(*t);
+    register_io_ops(*t);
     register_sse_ops(*t);
     register_sse4_ops(*t);
     register_x87_ops(*t);

@@ -11,19 +11,15 @@
 // segments, CS) are loaded and checked afterwards, in the context of the new task: a fault
 // there is delivered with the new task's EIP and whatever was loaded so far (a selector not yet
 // validated is left not-present, so using it faults again).
-#include "cpu/ops.h"
+#include "cpu/exec_sys.h"
 
 namespace sevemu::cpu {
 
 using namespace rflags;
+using namespace sys;
 
 namespace {
 
-bool is_code(uint64_t d) { return (d >> 43) & 1; }
-bool is_seg(uint64_t d) { return (d >> 44) & 1; }
-unsigned desc_dpl(uint64_t d) { return (d >> 45) & 3; }
-bool desc_present(uint64_t d) { return (d >> 47) & 1; }
-unsigned desc_type(uint64_t d) { return (d >> 40) & 0xF; }
 bool available_tss(uint64_t d) { return !is_seg(d) && (desc_type(d) == 1 || desc_type(d) == 9); }
 bool busy_tss(uint64_t d) { return !is_seg(d) && (desc_type(d) == 3 || desc_type(d) == 0xB); }
 

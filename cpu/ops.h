@@ -47,7 +47,13 @@ struct OpTables {
 
 OpTables const& op_tables();
 void register_int_ops(OpTables&);
-void register_sys_ops(OpTables&);
+// The system architecture, one file per chapter of APM vol 2 (exec_sys.h):
+void register_segment_ops(OpTables&); // exec_segments.cpp: segmentation, descriptor tables (ch 4)
+void register_control_ops(OpTables&); // exec_control.cpp: CRn/DRn/EFER/XCR0, MSRs (ch 3)
+void register_far_ops(OpTables&);     // exec_far.cpp: far transfers, call gates, SYSCALL (§4.8-4.13, §6.1)
+void register_event_ops(OpTables&);   // exec_events.cpp: interrupts and exceptions, IRET (ch 8)
+void register_io_ops(OpTables&);      // exec_io.cpp: port I/O and the I/O bitmap
+void register_svm_ops(OpTables&);     // exec_svm.cpp: SVM instructions (ch 15)
 void register_sse_ops(OpTables&);
 void register_sse4_ops(OpTables&);
 void register_x87_ops(OpTables&);
