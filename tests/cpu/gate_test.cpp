@@ -263,3 +263,45 @@ TEST_CASE("gates: 64-bit call gate to ring 0 and RETF back; long-mode faults", "
         CHECK(stack64(m, 0) == 0x50);
     }
 }
+
+// The return-CS checks far RET and IRET share (Core::check_return_cs; APM vol 3 "RET (Far)" and
+// "IRET" pseudo-code): each refusal faults before anything is popped, with the selector's error
+// code, for both instructions.
+TEST_CASE("gates: far RET and IRET refuse a bad return CS with the same faults", "[cpu][gates]")
+{
+    Machine m;
+    struct Case {
+        char const* what;
+        bool cpl3;
+        uint16_t sel;
+        int vec;
+        uint32_t err;
+    };
+    Case cases[] = {
+        { "null CS", false, 0x00, 13, 0 },
+        { "CS names a data segment", false, 0x10, 13, 0x10 },
+        { "CS beyond the GDT limit", false, 0x1F8, 13, 0x1F8 },
+        { "CS.RPL < CPL", true, 0x18, 13, 0x18 },
+        { "non-conforming CS with DPL != RPL", false, 0x7B, 13, 0x78 },
+        { "CS not present", false, 0x60, 11, 0x60 },
+    };
+    for (bool iret : { false, true }) {
+        for (auto const& c : cases) {
+            INFO((iret ? "IRETD: " : "RETF: ") << c.what);
+            CpuState s = user32(m, { uint8_t(iret ? 0xCF : 0xCB) }, c.cpl3);
+            s.gdtr.limit = 0xFF;
+            m.put<uint32_t>(0x7F000, uint32_t(kCode + 0x40)); // EIP
+            m.put<uint32_t>(0x7F004, c.sel);                 // CS
+            m.put<uint32_t>(0x7F008, 0x2);                   // EFLAGS (IRET only)
+            m.cpu->set_state(s);
+            CHECK(run(m) == c.vec);
+            CHECK(stack32(m, 0) == c.err);
+            CHECK(stack32(m, 1) == kCode); // the fault names the RETF/IRET itself
+            // Nothing was popped: the stack pointer of the faulting context is where it was.
+            if (c.cpl3)
+                CHECK(stack32(m, 4) == 0x7F000); // the outer ESP saved on the ring-0 stack
+            else
+                CHECK(uint32_t(m.cpu->gpr(RSP)) + 16 == 0x7F000); // err, EIP, CS, EFLAGS pushed on it
+        }
+    }
+}
