@@ -73,13 +73,26 @@ inline constexpr uint32_t kMilanMemEnc = 0x0101FD3F;
 // Genoa: 52 physical bits, 57 linear bits, reduction 6, 1006 guests ([SHEET] §1.1/§1.2); its
 // EAX feature word is taken as Milan's (no Genoa dump in the sheet gives it; QUIRKS.md).
 inline constexpr std::array<CpuModelInfo, 4> kCpuModels { {
-    { "EPYC", "AMD EPYC Processor", "Naples", 0x17, 0x01, 2, 48, 48, 47, 5, 0, 0x00000007, 15, 1, 0, 17, 48, 2048, 0x1456 },
-    { "EPYC-Rome", "AMD EPYC-Rome Processor", "Rome", 0x17, 0x31, 0, 48, 48, 47, 5, 0, 0x0000000F, 509, 100, 0, 24, 14, 4096,
-        0x1486 },
-    { "EPYC-Milan", "AMD EPYC-Milan Processor", "Milan", 0x19, 0x01, 1, 48, 48, 51, 5, 4, kMilanMemEnc, 509, 100, 1, 51, 3,
-        4096, 0x1486 },
-    { "EPYC-Genoa", "AMD EPYC-Genoa Processor", "Genoa", 0x19, 0x11, 1, 52, 57, 51, 6, 4, kMilanMemEnc, 1006, 100, 1, 55, 25,
-        4096, 0x14CA },
+    { .name = "EPYC", .brand = "AMD EPYC Processor", .amd_product = "Naples",
+        .family = 0x17, .model = 0x01, .stepping = 2, .phys_addr_bits = 48, .lin_addr_bits = 48,
+        .c_bit = 47, .phys_addr_reduction = 5, .num_vmpl = 0, .mem_encrypt_features = 0x00000007,
+        .num_encrypted_guests = 15, .min_sev_asid = 1,
+        .api_major = 0, .api_minor = 17, .build = 48, .amd_root_bits = 2048, .psp_pci_device = 0x1456 },
+    { .name = "EPYC-Rome", .brand = "AMD EPYC-Rome Processor", .amd_product = "Rome",
+        .family = 0x17, .model = 0x31, .stepping = 0, .phys_addr_bits = 48, .lin_addr_bits = 48,
+        .c_bit = 47, .phys_addr_reduction = 5, .num_vmpl = 0, .mem_encrypt_features = 0x0000000F,
+        .num_encrypted_guests = 509, .min_sev_asid = 100,
+        .api_major = 0, .api_minor = 24, .build = 14, .amd_root_bits = 4096, .psp_pci_device = 0x1486 },
+    { .name = "EPYC-Milan", .brand = "AMD EPYC-Milan Processor", .amd_product = "Milan",
+        .family = 0x19, .model = 0x01, .stepping = 1, .phys_addr_bits = 48, .lin_addr_bits = 48,
+        .c_bit = 51, .phys_addr_reduction = 5, .num_vmpl = 4, .mem_encrypt_features = kMilanMemEnc,
+        .num_encrypted_guests = 509, .min_sev_asid = 100,
+        .api_major = 1, .api_minor = 51, .build = 3, .amd_root_bits = 4096, .psp_pci_device = 0x1486 },
+    { .name = "EPYC-Genoa", .brand = "AMD EPYC-Genoa Processor", .amd_product = "Genoa",
+        .family = 0x19, .model = 0x11, .stepping = 1, .phys_addr_bits = 52, .lin_addr_bits = 57,
+        .c_bit = 51, .phys_addr_reduction = 6, .num_vmpl = 4, .mem_encrypt_features = kMilanMemEnc,
+        .num_encrypted_guests = 1006, .min_sev_asid = 100,
+        .api_major = 1, .api_minor = 55, .build = 25, .amd_root_bits = 4096, .psp_pci_device = 0x14CA },
 } };
 
 // The facts that must agree with one another, checked for every row at compile time.
@@ -110,7 +123,8 @@ static_assert(kCpuModels.size() == size_t(CpuModel::Genoa) + 1, "one row per Cpu
 
 } // namespace detail
 
-inline constexpr std::array<CpuModel, 4> kAllCpuModels { CpuModel::Naples, CpuModel::Rome, CpuModel::Milan, CpuModel::Genoa };
+inline constexpr std::array<CpuModel, 4> kAllCpuModels { CpuModel::Naples, CpuModel::Rome, CpuModel::Milan,
+    CpuModel::Genoa };
 
 constexpr CpuModelInfo const& cpu_model_info(CpuModel m) { return detail::kCpuModels[size_t(m)]; }
 constexpr std::string_view cpu_model_name(CpuModel m) { return cpu_model_info(m).name; }
@@ -123,6 +137,14 @@ constexpr std::optional<CpuModel> cpu_model_from_name(std::string_view n)
             return m;
     return std::nullopt;
 }
+
+// Names are distinct, so a name finds its own row back.
+static_assert([] {
+    for (CpuModel m : kAllCpuModels)
+        if (cpu_model_from_name(cpu_model_name(m)) != m)
+            return false;
+    return true;
+}());
 
 constexpr bool cpu_model_has_sev_es(CpuModel m) { return cpu_model_info(m).mem_encrypt_features & mem_encrypt::SEV_ES; }
 constexpr bool cpu_model_has_sev_snp(CpuModel m) { return cpu_model_info(m).mem_encrypt_features & mem_encrypt::SEV_SNP; }

@@ -48,7 +48,8 @@ struct FirmwareParams {
     uint32_t max_asid { cpu_model_info(kDefaultModel).num_encrypted_guests }; // CPUID 8000_001F ECX
     uint32_t min_sev_asid { cpu_model_info(kDefaultModel).min_sev_asid }; // 8000_001F EDX: ASIDs below are SEV-ES
     bool es_supported { cpu_model_has_sev_es(kDefaultModel) };
-    uint8_t cbit_position { cpu_model_info(kDefaultModel).c_bit }; // masked off command-buffer addresses, as [FW] masks bit 51
+    // Masked off command-buffer addresses, as [FW] masks bit 51.
+    uint8_t cbit_position { cpu_model_info(kDefaultModel).c_bit };
 
     // sevemu's defaults per model (see QUIRKS.md for how they compare with real parts).
     static FirmwareParams for_model(CpuModel);
