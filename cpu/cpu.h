@@ -4,7 +4,7 @@
 // an IoHandler (ports, MMIO, INTR), puts it in a start state (reset(), or
 // setup_multiboot_entry(), or set_state()), and calls run(n) in a loop:
 //
-//     cpu::Cpu cpu(mc, cpu::CpuModel::EpycMilan, io);
+//     cpu::Cpu cpu(mc, CpuModel::Milan, io);
 //     cpu.setup_multiboot_entry(entry, info_pa);
 //     for (;;) {
 //         auto r = cpu.run(10'000'000);

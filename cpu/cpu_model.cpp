@@ -1,5 +1,4 @@
-// sevemu — EPYC CPU models. Memory-encryption leaf values: spec/snp-cpu-svm.md §1.1
-// (observed CPUID dumps); family/model numbers: the parts' published CPUID signatures.
+// sevemu — CPUID as the EPYC models answer it. Per-model values: base/epyc_model.h.
 #include "cpu/cpu_model.h"
 
 #include <array>
@@ -8,23 +7,6 @@
 namespace sevemu::cpu {
 
 namespace {
-
-// Milan host EAX observed on an EPYC 7713P: SME, SEV, PageFlushMsr, SEV-ES, SNP, VMPL,
-// SecureTsc, HwEnfCacheCoh, 64BitHost, RestrictedInjection, AlternateInjection, DebugSwap,
-// PreventHostIbs, VTE, VmsaRegProt.
-constexpr uint32_t kMilanMemEnc = 0x0101FD3F;
-
-// 8000_001F EDX (the last field): ASIDs below it are for SEV-ES guests. It is a BIOS setting on
-// real parts (Milan hosts have been seen with 0x80, others with 1); sevemu fixes it at 100, the
-// value the firmware model uses (FirmwareParams::for_model), so that CPU and AMD-SP agree.
-constexpr std::array<CpuModelInfo, 4> kModels { {
-    { "EPYC", "AMD EPYC Processor", 0x17, 0x01, 2, 48, 48, 47, 5, 0, 0x00000007, 15, 1 },
-    { "EPYC-Rome", "AMD EPYC-Rome Processor", 0x17, 0x31, 0, 48, 48, 47, 5, 0, 0x0000000F, 509, 100 },
-    { "EPYC-Milan", "AMD EPYC-Milan Processor", 0x19, 0x01, 1, 48, 48, 51, 5, 4, kMilanMemEnc, 509, 100 },
-    // Genoa: 52 physical bits, reduction 6, 1006 guests (fact sheet §1.1/§1.2). The EAX feature
-    // word is taken as Milan's (no Genoa dump in the sheet gives it; QUIRKS.md).
-    { "EPYC-Genoa", "AMD EPYC-Genoa Processor", 0x19, 0x11, 1, 52, 57, 51, 6, 4, kMilanMemEnc, 1006, 100 },
-} };
 
 // What the interpreter implements — and therefore all that CPUID may advertise.
 namespace f1edx {
@@ -64,17 +46,6 @@ uint32_t str4(char const* s)
 }
 
 } // namespace
-
-std::optional<CpuModel> cpu_model_from_name(std::string_view n)
-{
-    for (size_t i = 0; i < kModels.size(); ++i)
-        if (kModels[i].name == n)
-            return CpuModel(i);
-    return std::nullopt;
-}
-
-std::string_view cpu_model_name(CpuModel m) { return kModels[size_t(m)].name; }
-CpuModelInfo const& cpu_model_info(CpuModel m) { return kModels[size_t(m)]; }
 
 CpuidResult cpuid_query(CpuModel model, uint32_t leaf, uint32_t subleaf, bool osxsave, bool apic_enabled)
 {

@@ -1,36 +1,15 @@
 // sevemu — the AMD EPYC CPU models: identification, CPUID leaves and the MSR numbers the CPU
 // implements. CPUID advertises exactly what the interpreter implements (features the
 // interpreter lacks are cleared even when the real part has them; QUIRKS.md lists them).
-// Memory-encryption values: fact sheet spec/snp-cpu-svm.md §1.1 (observed CPUID dumps).
+// The per-model values (signature, brand, address sizes, leaf 8000_001F) come from the table
+// in base/epyc_model.h, which the firmware reads too.
 #pragma once
 
+#include "base/epyc_model.h" // CpuModel, CpuModelInfo: the one table of per-model facts
+
 #include <cstdint>
-#include <optional>
-#include <string_view>
 
 namespace sevemu::cpu {
-
-enum class CpuModel : uint8_t { Epyc, EpycRome, EpycMilan, EpycGenoa };
-
-// "EPYC", "EPYC-Rome", "EPYC-Milan", "EPYC-Genoa" (QEMU's -cpu names), case-sensitive.
-std::optional<CpuModel> cpu_model_from_name(std::string_view);
-std::string_view cpu_model_name(CpuModel);
-
-struct CpuModelInfo {
-    std::string_view name;
-    std::string_view brand;        // CPUID 8000_0002..4
-    uint8_t family, model, stepping;
-    uint8_t phys_addr_bits;        // 8000_0008 EAX[7:0]
-    uint8_t lin_addr_bits;         // 8000_0008 EAX[15:8]
-    uint8_t c_bit;                 // 8000_001F EBX[5:0]
-    uint8_t phys_addr_reduction;   // 8000_001F EBX[11:6]
-    uint8_t num_vmpl;              // 8000_001F EBX[15:12]
-    uint32_t mem_encrypt_features; // 8000_001F EAX
-    uint32_t num_encrypted_guests; // 8000_001F ECX
-    uint32_t min_sev_asid;         // 8000_001F EDX (min ASID for SEV without ES)
-};
-
-CpuModelInfo const& cpu_model_info(CpuModel);
 
 struct CpuidResult {
     uint32_t eax {}, ebx {}, ecx {}, edx {};

@@ -24,6 +24,14 @@ PspMailbox::Registers const& PspMailbox::registers(PspVersion v)
     return kV2;
 }
 
+PspVersion psp_version_for(CpuModel model)
+{
+    for (PspVersion v : { PspVersion::V1, PspVersion::V2, PspVersion::V4, PspVersion::V6 })
+        if (PspMailbox::registers(v).pci_device == cpu_model_info(model).psp_pci_device)
+            return v;
+    return PspVersion::V2; // unreachable: tests/devices check every model's device is listed above
+}
+
 PspMailbox::PspMailbox(firmware::Firmware& fw, PspVersion v, IrqLine& irq)
     : m_fw(fw)
     , m_regs(registers(v))

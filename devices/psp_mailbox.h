@@ -10,6 +10,7 @@
 // CmdBuff_Addr_Hi:Lo ([FW]); sevemu records none, so both read 0.
 #pragma once
 
+#include "base/epyc_model.h"
 #include "devices/bus.h"
 
 #include <cstdint>
@@ -28,6 +29,10 @@ enum class PspVersion : uint8_t {
     V4, // 1022:14CA (Genoa): sevv2/pspv4
     V6, // 1022:156E: sevv2/pspv6
 };
+
+// The layout of the AMD-SP on a CPU model: the one whose PCI device is the model's
+// (base/epyc_model.h psp_pci_device).
+PspVersion psp_version_for(CpuModel);
 
 class PspMailbox final : public BusDevice {
 public:

@@ -138,7 +138,7 @@ Result<void, MachineError> Machine::build()
     // An SEV machine's DRAM also holds the hypervisor's pages, below guest RAM (sev_runtime.h).
     mmu::MemoryConfig mem;
     mem.dram_size = c.confidential_guest ? SevRuntime::dram_size(c.memory_size) : c.memory_size;
-    mem.key_slots = cpu::cpu_model_info(c.cpu_model).num_encrypted_guests + 1; // slot 0 = host
+    mem.key_slots = cpu_model_info(c.cpu_model).num_encrypted_guests + 1; // slot 0 = host
     // The plaintext cache never needs more frames than there are DRAM pages.
     mem.cache_pages = uint32_t(std::min<uint64_t>(mem.cache_pages, c.memory_size / kPageSize));
     auto mc = mmu::MemoryController::create(mem);

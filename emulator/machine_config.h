@@ -43,7 +43,7 @@ struct SevGuestConfig {
 
 struct MachineConfig {
     uint64_t memory_size { 128ull << 20 }; // QEMU's default -m 128M
-    cpu::CpuModel cpu_model { cpu::CpuModel::EpycMilan };
+    CpuModel cpu_model { CpuModel::Milan };
     unsigned smp { 1 };
 
     std::string kernel;  // path; required

@@ -31,34 +31,6 @@ namespace {
 Unexpected<MachineError> fail(std::string msg) { return Unexpected<MachineError>(MachineError { std::move(msg) }); }
 Unexpected<SevError> sev_fail(std::string msg) { return Unexpected<SevError>(SevError { std::move(msg) }); }
 
-fw::CpuModel firmware_model(cpu::CpuModel m)
-{
-    switch (m) {
-    case cpu::CpuModel::Epyc:
-        return fw::CpuModel::Naples;
-    case cpu::CpuModel::EpycRome:
-        return fw::CpuModel::Rome;
-    case cpu::CpuModel::EpycMilan:
-        return fw::CpuModel::Milan;
-    case cpu::CpuModel::EpycGenoa:
-        return fw::CpuModel::Genoa;
-    }
-    return fw::CpuModel::Milan;
-}
-
-// The PSP's PCI function on each generation (the register layout Linux's sp-pci.c picks).
-devices::PspVersion psp_version(cpu::CpuModel m)
-{
-    switch (m) {
-    case cpu::CpuModel::Epyc:
-        return devices::PspVersion::V1;
-    case cpu::CpuModel::EpycGenoa:
-        return devices::PspVersion::V4;
-    default:
-        return devices::PspVersion::V2;
-    }
-}
-
 // "ret=-5 fw_error=7 'POLICY_FAILURE'", the way QEMU reports a failed KVM_MEMORY_ENCRYPT_OP.
 std::string op_error(int ret, uint32_t fw_error)
 {
@@ -123,7 +95,7 @@ Result<Bytes, MachineError> read_base64_file(std::string const& what, std::strin
 // model: every leaf the model answers, SVM hidden (no nested virtualisation), and leaf
 // 8000_001F as QEMU's cpu_x86_cpuid() fills it for SEV: EAX = SEV (and SEV-ES when the policy
 // asks), EBX = the sev-guest object's cbitpos and reduced-phys-bits, ECX = EDX = 0.
-std::vector<CpuidEntry> guest_cpuid(cpu::CpuModel model, SevGuestConfig const& g)
+std::vector<CpuidEntry> guest_cpuid(CpuModel model, SevGuestConfig const& g)
 {
     // Leaves whose subleaf (ECX) selects the answer (KVM_CPUID_FLAG_SIGNIFCANT_INDEX).
     constexpr uint32_t kIndexed[] = { 0x4, 0x7, 0xB, 0xD, 0xF, 0x10, 0x12, 0x14, 0x17, 0x18, 0x1D, 0x1E, 0x1F, 0x24,
@@ -270,15 +242,15 @@ Result<void, MachineError> SevRuntime::build_host()
     if (!store)
         return fail(fmt::format("--platform {}: {}", m_platform_dir, store.error().message));
     m_store = std::move(*store);
-    auto params = fw::FirmwareParams::for_model(firmware_model(m_model));
+    auto params = fw::FirmwareParams::for_model(m_model);
     m_firmware = std::make_unique<fw::Firmware>(m_mc, params, *m_store, m_trace);
-    m_mailbox = std::make_unique<devices::PspMailbox>(*m_firmware, psp_version(m_model), m_psp_irq);
+    m_mailbox = std::make_unique<devices::PspMailbox>(*m_firmware, devices::psp_version_for(m_model), m_psp_irq);
     if (!m_mmio.add(kPspBar, devices::PspMailbox::kMmioSize, *m_mailbox))
         return fail("internal: the PSP's BAR overlaps another MMIO device");
     m_mailbox_mapped = true;
 
     m_host = std::make_unique<HostMemory>(m_mc, Spa(kHostReserveBase), kHostReserveEnd - kHostReserveBase);
-    auto psp = PspDriver::create(*m_host, m_mmio, kPspBar, psp_version(m_model));
+    auto psp = PspDriver::create(*m_host, m_mmio, kPspBar, devices::psp_version_for(m_model));
     if (!psp)
         return fail(fmt::format("the AMD-SP did not answer the driver's probe ({})", std::strerror(-psp.error())));
     m_psp = std::make_unique<PspDriver>(std::move(*psp));

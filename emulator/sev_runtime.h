@@ -157,7 +157,7 @@ private:
 
     SevGuestConfig m_config;
     std::string m_platform_dir;
-    cpu::CpuModel m_model;
+    CpuModel m_model;
     uint64_t m_ram_size;
     mmu::MemoryController& m_mc;
     // The host's own MMIO space, where the AMD-SP's BAR is: the guest never reaches it (its MMIO

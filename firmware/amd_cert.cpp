@@ -1,5 +1,7 @@
 #include "firmware/amd_cert.h"
 
+#include "base/epyc_model.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -16,11 +18,17 @@ static constexpr AmdKeyId id_from_hex(char const (&hex)[33])
 
 // Key ids as they appear in the certificates' key_id field (byte order as stored), from the
 // public ARK/ASK files shipped in virtee/sev src/certs/sev/builtin/*/ (fact sheet §6.2 table).
+// The product names of the models sevemu emulates come from base/epyc_model.h; Turin is not
+// emulated, but its root is still recognised in a chain.
 static constexpr KnownAmdRoot kKnownRoots[] = {
-    { "Naples", id_from_hex("1bb987c359494606b174945601c9ea5b"), id_from_hex("e139970cfc464377ae61b289e2f9e96e") },
-    { "Rome", id_from_hex("e6002122fb58419399d15fee7b131351"), id_from_hex("c6cbcf145b3146f498e40ecb4ad4fded") },
-    { "Milan", id_from_hex("94c38e4177d0479292a7ae671d083fb6"), id_from_hex("73478c05cc174bfeb06e718fa75dc3c8") },
-    { "Genoa", id_from_hex("9f9d4a8fe761456599f6946c4c010f3a"), id_from_hex("acbb4ad21acc436fb3e932f812cd01b0") },
+    { cpu_model_info(CpuModel::Naples).amd_product, id_from_hex("1bb987c359494606b174945601c9ea5b"),
+        id_from_hex("e139970cfc464377ae61b289e2f9e96e") },
+    { cpu_model_info(CpuModel::Rome).amd_product, id_from_hex("e6002122fb58419399d15fee7b131351"),
+        id_from_hex("c6cbcf145b3146f498e40ecb4ad4fded") },
+    { cpu_model_info(CpuModel::Milan).amd_product, id_from_hex("94c38e4177d0479292a7ae671d083fb6"),
+        id_from_hex("73478c05cc174bfeb06e718fa75dc3c8") },
+    { cpu_model_info(CpuModel::Genoa).amd_product, id_from_hex("9f9d4a8fe761456599f6946c4c010f3a"),
+        id_from_hex("acbb4ad21acc436fb3e932f812cd01b0") },
     { "Turin", id_from_hex("d05c3a8bde484904b49552422ceb3942"), id_from_hex("15051693f7304d65a527b4a7f3f7cb77") },
 };
 

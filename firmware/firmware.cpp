@@ -23,21 +23,6 @@ std::string_view status_name(uint16_t raw)
     }
 }
 
-std::string_view cpu_model_name(CpuModel m)
-{
-    switch (m) {
-    case CpuModel::Naples:
-        return "EPYC";
-    case CpuModel::Rome:
-        return "EPYC-Rome";
-    case CpuModel::Milan:
-        return "EPYC-Milan";
-    case CpuModel::Genoa:
-        return "EPYC-Genoa";
-    }
-    return "?";
-}
-
 std::string_view platform_state_name(PlatformState s)
 {
     switch (s) {
@@ -87,28 +72,21 @@ std::string_view asid_state_name(AsidState s)
     return "?";
 }
 
-// API versions and builds: Naples' last public SEV firmware reports 0.17 build 48; Rome 0.24;
-// Milan 1.51; Genoa 1.55 build 25 ([FW] README "1.55.25"). ASID counts are CPUID 8000_001F
-// ECX of each part (Naples 15, Rome/Milan 509, Genoa 1006); the SEV-ES/SEV split (EDX) is a
-// BIOS setting on real parts, sevemu picks one that leaves ASIDs of both kinds.
+// The part's facts (API version and build, ASID ranges, C-bit, SEV-ES) from the one table in
+// base/epyc_model.h, which also answers CPUID: the firmware and CPUID 8000_001F agree by
+// construction. QUIRKS.md says how the BIOS-set SEV-ES/SEV split compares with real parts.
 FirmwareParams FirmwareParams::for_model(CpuModel model)
 {
+    auto const& m = cpu_model_info(model);
     FirmwareParams p;
     p.model = model;
-    switch (model) {
-    case CpuModel::Naples:
-        p.api_major = 0, p.api_minor = 17, p.build = 48, p.max_asid = 15, p.min_sev_asid = 1, p.es_supported = false, p.cbit_position = 47;
-        break;
-    case CpuModel::Rome:
-        p.api_major = 0, p.api_minor = 24, p.build = 14, p.max_asid = 509, p.min_sev_asid = 100, p.cbit_position = 47;
-        break;
-    case CpuModel::Milan:
-        p.api_major = 1, p.api_minor = 51, p.build = 3, p.max_asid = 509, p.min_sev_asid = 100, p.cbit_position = 51;
-        break;
-    case CpuModel::Genoa:
-        p.api_major = 1, p.api_minor = 55, p.build = 25, p.max_asid = 1006, p.min_sev_asid = 100, p.cbit_position = 51;
-        break;
-    }
+    p.api_major = m.api_major;
+    p.api_minor = m.api_minor;
+    p.build = m.build;
+    p.max_asid = m.num_encrypted_guests;
+    p.min_sev_asid = m.min_sev_asid;
+    p.es_supported = cpu_model_has_sev_es(model);
+    p.cbit_position = m.c_bit;
     return p;
 }
 

@@ -39,14 +39,17 @@ class PlatformStore;
 // so that CPUID 8000_001F and the firmware agree (ARCHITECTURE.md rule 1: the firmware does not
 // know the CPU, it is told).
 struct FirmwareParams {
-    CpuModel model { CpuModel::Milan };
-    uint8_t api_major { 1 };
-    uint8_t api_minor { 51 };
-    uint8_t build { 3 };
-    uint32_t max_asid { 509 };   // CPUID 8000_001F ECX: number of encrypted guests
-    uint32_t min_sev_asid { 100 }; // CPUID 8000_001F EDX: ASIDs below it are for SEV-ES guests
-    bool es_supported { true };
-    uint8_t cbit_position { 51 }; // masked off command-buffer addresses, as [FW] masks bit 51
+    // The defaults are the facts of kDefaultModel (base/epyc_model.h); for_model() fills all.
+    static constexpr CpuModel kDefaultModel = CpuModel::Milan;
+    CpuModel model { kDefaultModel };
+    uint8_t api_major { cpu_model_info(kDefaultModel).api_major };
+    uint8_t api_minor { cpu_model_info(kDefaultModel).api_minor };
+    uint8_t build { cpu_model_info(kDefaultModel).build };
+    uint32_t max_asid { cpu_model_info(kDefaultModel).num_encrypted_guests }; // CPUID 8000_001F ECX
+    uint32_t min_sev_asid { cpu_model_info(kDefaultModel).min_sev_asid }; // 8000_001F EDX: ASIDs below are SEV-ES
+    bool es_supported { cpu_model_has_sev_es(kDefaultModel) };
+    // Masked off command-buffer addresses, as [FW] masks bit 51.
+    uint8_t cbit_position { cpu_model_info(kDefaultModel).c_bit };
 
     // sevemu's defaults per model (see QUIRKS.md for how they compare with real parts).
     static FirmwareParams for_model(CpuModel);

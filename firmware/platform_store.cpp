@@ -1,5 +1,6 @@
 #include "firmware/platform_store.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -77,23 +78,17 @@ private:
 
 char model_digit(CpuModel m) { return char('0' + unsigned(m)); }
 
+// roots/<product>: AMD's product name in lower case, as virtee/sev names its builtin/ folders.
 std::string model_dir_name(CpuModel m)
 {
-    switch (m) {
-    case CpuModel::Naples:
-        return "naples";
-    case CpuModel::Rome:
-        return "rome";
-    case CpuModel::Milan:
-        return "milan";
-    case CpuModel::Genoa:
-        return "genoa";
-    }
-    return "unknown";
+    std::string dir(cpu_model_info(m).amd_product);
+    for (char& c : dir)
+        c = char(std::tolower(static_cast<unsigned char>(c)));
+    return dir;
 }
 
 // Sheet §6.2: Naples roots are RSA-2048 (SHA-256), Rome and later RSA-4096 (SHA-384).
-unsigned root_bits(CpuModel m) { return m == CpuModel::Naples ? 2048 : 4096; }
+unsigned root_bits(CpuModel m) { return cpu_model_info(m).amd_root_bits; }
 
 Result<Bytes, StoreError> key_to_pem(EVP_PKEY* key, fs::path const& p)
 {

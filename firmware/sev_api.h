@@ -7,6 +7,8 @@
 // and ignores the tail, which Linux's page-sized scratch buffer always provides.
 #pragma once
 
+#include "base/epyc_model.h" // CpuModel: the generation fixes the API version and root-key size
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -58,11 +60,6 @@ enum class CommandId : uint8_t {
     SWAP_OUT = 0x70,
     SWAP_IN = 0x71,
 };
-
-// The CPU generations sevemu models (-cpu EPYC, EPYC-Rome, EPYC-Milan, EPYC-Genoa); the
-// generation fixes the firmware's API version and the size of the AMD root keys (sheet §6.2).
-enum class CpuModel : uint8_t { Naples, Rome, Milan, Genoa };
-std::string_view cpu_model_name(CpuModel);
 
 // Platform state, PLATFORM_STATUS byte 2 (sheet §3).
 enum class PlatformState : uint8_t { UNINIT = 0, INIT = 1, WORKING = 2 };

@@ -49,8 +49,8 @@
 #include <optional>
 #include <string_view>
 
-namespace sevemu::cpu {
-struct CpuModelInfo;
+namespace sevemu {
+struct CpuModelInfo; // base/epyc_model.h
 }
 
 namespace sevemu::cpu::svm {

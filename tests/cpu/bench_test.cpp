@@ -33,7 +33,7 @@ TEST_CASE("cpu: integer loop MIPS", "[.bench][cpu]")
 
 TEST_CASE("cpu: REP MOVSB/STOSQ bandwidth", "[.bench][cpu]")
 {
-    Machine m(CpuModel::EpycMilan, 64ull << 20);
+    Machine m(CpuModel::Milan, 64ull << 20);
     // 100 x (rep stosq 4 MiB at 16 MiB; rep movsb 4 MiB from 16 MiB to 24 MiB)
     std::vector<uint8_t> code = { 0xBB, 100, 0, 0, 0,                                // mov ebx, 100
         0xBF, 0, 0, 0, 1, 0xB9, 0, 0, 8, 0, 0xF3, 0x48, 0xAB,                        // mov edi, 16M; mov ecx, 512K; rep stosq

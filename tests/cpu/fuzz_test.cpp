@@ -65,7 +65,7 @@ struct Fuzzer {
     int frames_checked = 0;
 
     explicit Fuzzer(Mode md)
-        : m(CpuModel::EpycMilan, kDram)
+        : m(CpuModel::Milan, kDram)
         , mode(md)
         , paged(md != Mode::Real && md != Mode::V86)
     {

@@ -54,7 +54,7 @@ struct Machine {
     TestIo io;
     std::unique_ptr<Cpu> cpu;
 
-    explicit Machine(CpuModel model = CpuModel::EpycMilan, uint64_t dram = 16ull << 20)
+    explicit Machine(CpuModel model = CpuModel::Milan, uint64_t dram = 16ull << 20)
     {
         mmu::MemoryConfig cfg;
         cfg.dram_size = dram;

@@ -382,7 +382,7 @@ public:
         cfg.dram_size = kMemSize;
         cfg.cache_pages = 64;
         m_mc = std::move(*mmu::MemoryController::create(cfg));
-        m_cpu = std::make_unique<Cpu>(*m_mc, CpuModel::EpycMilan, m_io);
+        m_cpu = std::make_unique<Cpu>(*m_mc, CpuModel::Milan, m_io);
     }
     void load(uint64_t pa, uint8_t const* p, size_t n)
     {

@@ -27,12 +27,12 @@ std::string regs_str(std::initializer_list<uint32_t> v)
 
 TEST_CASE("model: names, signatures and the memory-encryption leaf", "[cpu][model]")
 {
-    CHECK(cpu_model_from_name("EPYC-Milan") == CpuModel::EpycMilan);
-    CHECK(cpu_model_from_name("EPYC-Genoa") == CpuModel::EpycGenoa);
+    CHECK(cpu_model_from_name("EPYC-Milan") == CpuModel::Milan);
+    CHECK(cpu_model_from_name("EPYC-Genoa") == CpuModel::Genoa);
     CHECK(!cpu_model_from_name("epyc"));
     struct Want { CpuModel m; uint32_t sig; uint32_t ebx1f; uint32_t guests; uint8_t phys; };
-    for (auto w : { Want { CpuModel::Epyc, 0x00800F12, 47 | 5 << 6, 15, 48 }, Want { CpuModel::EpycRome, 0x00830F10, 47 | 5 << 6, 509, 48 },
-             Want { CpuModel::EpycMilan, 0x00A00F11, 0x4173, 509, 48 }, Want { CpuModel::EpycGenoa, 0x00A10F11, 51 | 6 << 6 | 4 << 12, 1006, 52 } }) {
+    for (auto w : { Want { CpuModel::Naples, 0x00800F12, 47 | 5 << 6, 15, 48 }, Want { CpuModel::Rome, 0x00830F10, 47 | 5 << 6, 509, 48 },
+             Want { CpuModel::Milan, 0x00A00F11, 0x4173, 509, 48 }, Want { CpuModel::Genoa, 0x00A10F11, 51 | 6 << 6 | 4 << 12, 1006, 52 } }) {
         Machine m(w.m);
         auto l0 = guest_cpuid(m, 0);
         CHECK(regs_str({ l0.ebx, l0.edx, l0.ecx }) == "AuthenticAMD");

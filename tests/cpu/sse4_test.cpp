@@ -802,7 +802,7 @@ TEST_CASE("sse4: CRC32 known answer, REX high registers and 32-bit protected mod
 
 TEST_CASE("sse4: CPUID leaf 1 advertises SSE3, SSSE3, SSE4.1 and SSE4.2 on every EPYC model", "[cpu][sse4][model]")
 {
-    for (auto model : { CpuModel::Epyc, CpuModel::EpycRome, CpuModel::EpycMilan, CpuModel::EpycGenoa }) {
+    for (auto model : kAllCpuModels) {
         Machine m(model);
         m.start(Mode::Long64, { 0x0F, 0xA2, 0xF4 });
         m.cpu->set_gpr(RAX, 1);

@@ -42,6 +42,16 @@ struct Rig {
 
 } // namespace
 
+TEST_CASE("Each CPU model's AMD-SP presents its generation's PCI function (Linux sp-pci.c sp_pci_table)", "[devices][psp]")
+{
+    CHECK(psp_version_for(CpuModel::Naples) == PspVersion::V1); // 1022:1456
+    CHECK(psp_version_for(CpuModel::Rome) == PspVersion::V2);   // 1022:1486
+    CHECK(psp_version_for(CpuModel::Milan) == PspVersion::V2);  // 1022:1486
+    CHECK(psp_version_for(CpuModel::Genoa) == PspVersion::V4);  // 1022:14CA
+    for (CpuModel m : kAllCpuModels)
+        CHECK(PspMailbox::registers(psp_version_for(m)).pci_device == cpu_model_info(m).psp_pci_device);
+}
+
 TEST_CASE("A command through the registers: status in CmdResp[15:0], bit 31 on completion", "[devices][psp]")
 {
     Rig m;

@@ -158,7 +158,7 @@ TEST_CASE("sev machine: without a session the launch stops in launch-secret; eve
     CHECK(sev->state() == SevState::LaunchSecret);
     auto info = sev->query();
     REQUIRE(info.has_value());
-    auto params = firmware::FirmwareParams::for_model(firmware::CpuModel::Milan);
+    auto params = firmware::FirmwareParams::for_model(CpuModel::Milan);
     CHECK(info->api_major == params.api_major);
     CHECK(info->api_minor == params.api_minor);
     CHECK(info->build_id == params.build);
@@ -438,12 +438,8 @@ TEST_CASE("sev machine: -no-shutdown keeps the machine up after the guest's powe
 
 TEST_CASE("sev machine: every EPYC model launches and runs the SEV guest", "[sev][run]")
 {
-    using FwModel = firmware::CpuModel;
-    std::pair<cpu::CpuModel, FwModel> const models[] = { { cpu::CpuModel::Epyc, FwModel::Naples },
-        { cpu::CpuModel::EpycRome, FwModel::Rome }, { cpu::CpuModel::EpycMilan, FwModel::Milan },
-        { cpu::CpuModel::EpycGenoa, FwModel::Genoa } };
-    for (auto [model, fw_model] : models) {
-        auto const& info = cpu::cpu_model_info(model);
+    for (CpuModel model : kAllCpuModels) {
+        auto const& info = cpu_model_info(model);
         INFO(info.name);
         std::string serial;
         auto c = sev_config(0x1, &serial);
@@ -454,7 +450,7 @@ TEST_CASE("sev machine: every EPYC model launches and runs the SEV guest", "[sev
         auto* sev = m->sev();
         auto q = sev->query();
         REQUIRE(q.has_value());
-        auto params = firmware::FirmwareParams::for_model(fw_model);
+        auto params = firmware::FirmwareParams::for_model(model);
         CHECK(q->api_major == params.api_major);
         CHECK(q->api_minor == params.api_minor);
         // A guest of a model without SEV-ES still gets an SEV ASID (min_sev_asid..max_asid).

@@ -170,7 +170,7 @@ TEST_CASE("The default platform directory follows $SEVEMU_PLATFORM, then XDG", "
 
 TEST_CASE("Every CPU model: its API version, ASID count and ES split", "[firmware]")
 {
-    for (CpuModel m : { CpuModel::Naples, CpuModel::Rome, CpuModel::Milan, CpuModel::Genoa }) {
+    for (CpuModel m : kAllCpuModels) {
         INFO(cpu_model_name(m));
         auto params = FirmwareParams::for_model(m);
         TestPlatform p(params);

@@ -154,12 +154,12 @@ Result<GuestRun, BenchError> run_sevemu(std::string const& image, std::string co
     std::string serial;
     emulator::MachineConfig config;
     config.kernel = image;
-    config.cpu_model = cpu::CpuModel::Epyc; // the same model QEMU gets (-cpu EPYC)
+    config.cpu_model = CpuModel::Naples; // the same model QEMU gets (-cpu EPYC)
     if (!sev_platform.empty()) {
         emulator::SevGuestConfig sev;
         sev.id = "sev0";
         sev.policy = 0x1;
-        sev.cbitpos = cpu::cpu_model_info(config.cpu_model).c_bit;
+        sev.cbitpos = cpu_model_info(config.cpu_model).c_bit;
         sev.reduced_phys_bits = 1;
         config.confidential_guest = sev;
         config.platform_dir = sev_platform;

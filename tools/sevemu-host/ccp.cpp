@@ -33,10 +33,7 @@ Result<std::unique_ptr<Ccp>, HostError> Ccp::open(std::filesystem::path const& p
         return make_unexpected(HostError { store.error().message });
     c->m_store = std::move(*store);
     c->m_fw = std::make_unique<Firmware>(*c->m_mc, c->m_params, *c->m_store, trace);
-    auto version = model == CpuModel::Naples ? devices::PspVersion::V1
-        : model == CpuModel::Genoa            ? devices::PspVersion::V4
-                                              : devices::PspVersion::V2;
-    c->m_mbox = std::make_unique<devices::PspMailbox>(*c->m_fw, version, c->m_irq);
+    c->m_mbox = std::make_unique<devices::PspMailbox>(*c->m_fw, devices::psp_version_for(model), c->m_irq);
     if (!c->m_bus.add(kMmioBase, devices::PspMailbox::kMmioSize, *c->m_mbox))
         return make_unexpected(HostError { "cannot map the PSP mailbox" });
     // Probe: interrupts off and acknowledged, then on (sp-pci.c / psp-dev.c).

@@ -61,10 +61,7 @@ struct Options {
 
 std::optional<CpuModel> parse_cpu(std::string const& s)
 {
-    for (CpuModel m : { CpuModel::Naples, CpuModel::Rome, CpuModel::Milan, CpuModel::Genoa })
-        if (s == cpu_model_name(m))
-            return m;
-    return std::nullopt;
+    return cpu_model_from_name(s);
 }
 
 // Certificates to import: Linux's SEV ioctls bound user blobs at SEV_FW_BLOB_MAX_SIZE (0x4000,

@@ -128,7 +128,7 @@ OwnerResult<Bytes> decode_measurement(std::string const& b64)
 // (README "What a -kernel launch measures").
 Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<emulator::MeasuredRange>* ranges = nullptr)
 {
-    if (!cpu::cpu_model_from_name(o.cpu_model))
+    if (!cpu_model_from_name(o.cpu_model))
         return make_unexpected("-cpu " + o.cpu_model + ": unknown model (EPYC, EPYC-Rome, EPYC-Milan, EPYC-Genoa)");
     // sevemu's own bounds: a size it would refuse has no digest (and -m 1E no scratch memory).
     auto size = cli::parse_memory(o.memory);

@@ -41,8 +41,8 @@ static int run(int argc, char** argv)
     }
     if (opts->list_cpus) {
         std::printf("Available CPU models:\n");
-        for (auto m : { cpu::CpuModel::Epyc, cpu::CpuModel::EpycRome, cpu::CpuModel::EpycMilan, cpu::CpuModel::EpycGenoa }) {
-            auto const& info = cpu::cpu_model_info(m);
+        for (auto m : kAllCpuModels) {
+            auto const& info = cpu_model_info(m);
             std::printf("  %-12s %.*s\n", std::string(info.name).c_str(), int(info.brand.size()), info.brand.data());
         }
         return 0;

@@ -81,10 +81,10 @@ std::optional<bool> parse_bool(std::string const& s)
 std::string cpu_model_list()
 {
     std::string list;
-    for (auto m : { cpu::CpuModel::Epyc, cpu::CpuModel::EpycRome, cpu::CpuModel::EpycMilan, cpu::CpuModel::EpycGenoa }) {
+    for (auto m : kAllCpuModels) {
         if (!list.empty())
             list += ", ";
-        list += cpu::cpu_model_name(m);
+        list += cpu_model_name(m);
     }
     return list;
 }
@@ -141,7 +141,7 @@ Result<void, CliError> Parser::cpu(std::string const& arg)
         opts.list_cpus = true;
         return {};
     }
-    auto model = cpu::cpu_model_from_name(props[0].key);
+    auto model = cpu_model_from_name(props[0].key);
     if (!model || props[0].value)
         return fail(fmt::format("-cpu {}: unknown CPU model (valid: {})", arg, cpu_model_list()));
     if (props.size() > 1)
@@ -354,7 +354,7 @@ Result<void, CliError> Parser::finish()
         if (it == objects.end())
             return fail(fmt::format("-machine confidential-guest-support={}: no -object with id={}", *cgs_id, *cgs_id));
         auto const& g = it->second;
-        auto const& info = cpu::cpu_model_info(opts.machine.cpu_model);
+        auto const& info = cpu_model_info(opts.machine.cpu_model);
         std::string what = fmt::format("-object {},id={}", g.type == SevGuestConfig::Type::Sev ? "sev-guest" : "sev-snp-guest", g.id);
         // QEMU sev_common_kvm_init(): the C-bit position and the reduced physical address bits
         // must match what the CPU reports in CPUID 8000_001F EBX.
@@ -364,10 +364,11 @@ Result<void, CliError> Parser::finish()
         if (g.reduced_phys_bits < 1)
             return fail(fmt::format("{}: reduced-phys-bits check failed, it should be >= 1, requested {}", what,
                 g.reduced_phys_bits));
-        if (g.type == SevGuestConfig::Type::SevSnp && opts.machine.cpu_model < cpu::CpuModel::EpycMilan)
+        if (g.type == SevGuestConfig::Type::SevSnp && !cpu_model_has_sev_snp(opts.machine.cpu_model))
             return fail(fmt::format("{}: CPU model {} has no SEV-SNP (EPYC-Milan or later)", what, info.name));
-        if (g.type == SevGuestConfig::Type::Sev && (g.policy & 0x4) && opts.machine.cpu_model == cpu::CpuModel::Epyc)
-            return fail(fmt::format("{}: policy {:#x} asks for SEV-ES, which CPU model EPYC (Naples) lacks", what, g.policy));
+        if (g.type == SevGuestConfig::Type::Sev && (g.policy & 0x4) && !cpu_model_has_sev_es(opts.machine.cpu_model))
+            return fail(fmt::format("{}: policy {:#x} asks for SEV-ES, which CPU model {} ({}) lacks", what, g.policy,
+                info.name, info.amd_product));
         opts.machine.confidential_guest = g;
     }
     if (opts.machine.platform_dir.empty()) {

@@ -142,7 +142,7 @@ TEST_CASE("a plain guest runs on the CPU: I/O, CPUID and HLT exits", "[vmm][vcpu
 {
     Host h;
     NoIo io;
-    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
     Guest g(h, false);
     g.write(kCode, io_program());
     g.write(kData, le32(0xC0FFEE11));
@@ -157,7 +157,7 @@ TEST_CASE("an SEV guest runs from encrypted memory; what it stores is ciphertext
 {
     Host h;
     NoIo io;
-    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
     Guest g(h, true);
     g.write(kCode, io_program());
     g.write(kData, le32(0xC0FFEE11));
@@ -201,9 +201,9 @@ TEST_CASE("an SEV guest's C-bit chooses: private pages take its key, shared page
 {
     Host h;
     NoIo io;
-    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
     Guest g(h, true);
-    uint64_t c_bit = cpu::cpu_model_info(cpu::CpuModel::EpycMilan).c_bit;
+    uint64_t c_bit = cpu_model_info(CpuModel::Milan).c_bit;
     build_tables(g, c_bit, 0x5000);
     // 64-bit: mov rax, imm64; mov [0x4000], rax; mov [0x5000], rax; mov ecx, 0xC0010131;
     // rdmsr (SEV_STATUS); out 0x80, eax; hlt
@@ -233,7 +233,7 @@ TEST_CASE("two SEV guests on one CPU: a page of one mapped into the other reads 
 {
     Host h;
     NoIo io;
-    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
     Guest a(h, true), b(h, true);
     REQUIRE(a.vm.sev().asid != b.vm.sev().asid);
     a.write(kData, le32(0xA11CE000));
@@ -266,7 +266,7 @@ TEST_CASE("VMRUN on the CPU refuses an SEV guest whose ASID the firmware never a
 {
     Host h;
     NoIo io;
-    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
     Guest g(h, true); // KVM_SEV_INIT only: no LAUNCH_START, so no ACTIVATE
     Vcpu& v = g.make_vcpu();
     protected_mode(v, kCode);
@@ -280,7 +280,7 @@ TEST_CASE("hypercalls and a slice-ending stop reach the VMM", "[vmm][vcpu][run]"
 {
     Host h;
     NoIo io;
-    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
     Guest g(h, false);
     // mov eax, 12; mov ebx, 0x900000; mov ecx, 1; xor edx, edx; vmmcall; out 0x80, eax;
     // jmp $ (spin until the slice ends); then (never) ...
@@ -306,7 +306,7 @@ TEST_CASE("MMIO through #NPF: decode-assist bytes, reads into registers, writes 
         INFO("SEV " << sev);
         Host h;
         NoIo io;
-        cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+        cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
         Guest g(h, sev);
         // mov eax,[0xFE000000]; out 0x80,eax; mov dword [0xFE000010],0xCAFEBABE;
         // movzx ecx,byte [0xFE000020]; mov eax,ecx; out 0x80,eax; mov [0xFE000030],cx;
@@ -383,7 +383,7 @@ TEST_CASE("interrupts from the VMM: KVM_INTERRUPT-style injection and the interr
 {
     Host h;
     NoIo io;
-    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
     Guest g(h, true);
     // 32-bit IDT at 0x3000 (limit 0x7FF): vector 0x20 -> 0x1800, a 32-bit interrupt gate.
     uint64_t gate = 0x1800 | (uint64_t(0x08) << 16) | (uint64_t(0x8E) << 40);
@@ -427,7 +427,7 @@ TEST_CASE("the TLB is tagged by ASID: entries survive #VMEXIT and VMRUN until TL
 {
     Host h;
     NoIo io;
-    cpu::Cpu cpu(*h.mc, cpu::CpuModel::EpycMilan, io);
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
     Guest g(h, false);
     auto put = [&](uint64_t gpa, uint64_t v) {
         Bytes b(8);

@@ -189,17 +189,15 @@ TEST_CASE("IN completes into RAX with x86 register-width rules", "[vmm][vcpu]")
     }
 }
 
-TEST_CASE("the CPU model and the firmware agree on the SEV ASID ranges and the C-bit", "[vmm]")
+TEST_CASE("CPUID 8000_001F and the firmware agree on the SEV ASID ranges, SEV-ES and the C-bit", "[vmm]")
 {
-    std::pair<cpu::CpuModel, fw::CpuModel> const models[] = { { cpu::CpuModel::Epyc, fw::CpuModel::Naples },
-        { cpu::CpuModel::EpycRome, fw::CpuModel::Rome }, { cpu::CpuModel::EpycMilan, fw::CpuModel::Milan },
-        { cpu::CpuModel::EpycGenoa, fw::CpuModel::Genoa } };
-    for (auto [c, f] : models) {
-        auto const& info = cpu::cpu_model_info(c);
-        auto params = fw::FirmwareParams::for_model(f);
-        INFO(info.name);
-        CHECK(info.num_encrypted_guests == params.max_asid);
-        CHECK(info.min_sev_asid == params.min_sev_asid);
-        CHECK(info.c_bit == params.cbit_position);
+    for (CpuModel c : kAllCpuModels) {
+        auto leaf = cpu::cpuid_query(c, 0x8000001F, 0);
+        auto params = fw::FirmwareParams::for_model(c);
+        INFO(cpu_model_name(c));
+        CHECK(leaf.ecx == params.max_asid);
+        CHECK(leaf.edx == params.min_sev_asid);
+        CHECK((leaf.ebx & 0x3F) == params.cbit_position);
+        CHECK(bool(leaf.eax & (1u << 3)) == params.es_supported);
     }
 }

@@ -48,7 +48,7 @@ struct Host {
 
     Host()
     {
-        auto params = fw::FirmwareParams::for_model(fw::CpuModel::Milan);
+        auto params = fw::FirmwareParams::for_model(CpuModel::Milan);
         mmu::MemoryConfig cfg;
         cfg.dram_size = 64ull << 20;
         cfg.key_slots = params.max_asid + 1;
