@@ -1,6 +1,8 @@
 // `sevemu-owner measurement digest`: the launch digest of a -kernel command line, run as a user
 // runs it. (That it equals what the firmware measures in a real sevemu launch is checked with
 // the SEV launch in sevemu itself.)
+#include "tests/tools/owner_run.h"
+
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -10,27 +12,7 @@
 
 namespace {
 
-struct Run {
-    int code;
-    std::string out;
-};
-
-Run run(std::string const& args)
-{
-    REQUIRE(std::filesystem::exists(SEVEMU_OWNER_BIN));
-    std::string cmd = std::string(SEVEMU_OWNER_BIN) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-        out.append(buf, n);
-    int status = pclose(p);
-    REQUIRE(WIFEXITED(status));
-    CHECK(out.find("internal error") == std::string::npos); // the top-level handler: a bug
-    return { WEXITSTATUS(status), out };
-}
+sevemu::testing::OwnerRun run(std::string const& args) { return sevemu::testing::run_owner(args); }
 
 } // namespace
 

@@ -6,6 +6,8 @@
 // SHA-256 and HMAC. It must equal what `sevemu-owner measurement digest` (the reference
 // implementation, which shares its loader with sevemu) prints, and the LAUNCH_MEASURE HMAC built
 // from the README's byte list must be accepted by `sevemu-owner measurement verify`.
+#include "tests/tools/owner_run.h"
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -282,26 +284,7 @@ Measured contract_digest(Launch const& l)
     return out;
 }
 
-struct Run {
-    int code;
-    std::string out;
-};
-
-Run run(std::string const& args)
-{
-    REQUIRE(std::filesystem::exists(SEVEMU_OWNER_BIN));
-    std::string cmd = std::string(SEVEMU_OWNER_BIN) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0)
-        out.append(buf, n);
-    int status = pclose(p);
-    REQUIRE(WIFEXITED(status));
-    return { WEXITSTATUS(status), out };
-}
+sevemu::testing::OwnerRun run(std::string const& args) { return sevemu::testing::run_owner(args); }
 
 std::string quote(std::string const& s) { return "'" + s + "'"; } // test paths and arguments hold no quote
 

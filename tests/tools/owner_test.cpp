@@ -7,6 +7,8 @@
 #include "tools/sevemu-owner/owner.h"
 
 #include <array>
+#include "tests/tools/owner_run.h"
+
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -26,31 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Run {
-    int code;
-    std::string out; // stdout and stderr together
-};
-
-Run run_owner(std::string const& args)
-{
-    INFO("program under test: " SEVEMU_OWNER_BIN " (built by `meson test`, or ninja tools/sevemu-owner/sevemu-owner)");
-    REQUIRE(fs::exists(SEVEMU_OWNER_BIN));
-    std::string cmd = std::string(SEVEMU_OWNER_BIN) + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    REQUIRE(p);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), p)) > 0)
-        out.append(buf, n);
-    int status = pclose(p);
-    // A crash (signal) is never an acceptable outcome, nor is the top-level handler's line
-    // (a bug surfacing as an exception).
-    REQUIRE(WIFEXITED(status));
-    CHECK(out.find("internal error") == std::string::npos);
-    CHECK(WEXITSTATUS(status) != 70);
-    return { WEXITSTATUS(status), out };
-}
+using sevemu::testing::run_owner;
 
 struct TempDir {
     fs::path path;
