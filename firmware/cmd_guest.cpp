@@ -2,6 +2,7 @@
 // DECOMMISSION, GUEST_STATUS, COPY, DBG_DECRYPT/DBG_ENCRYPT (SEV-KM API 55766 chapters 6-7;
 // sheet §8, §11; [FW] sev_mcmd.c, sev_guest.c). Every handler checks in [FW]'s order and changes
 // nothing until the last check has passed.
+#include "firmware/cmd_util.h"
 #include "firmware/firmware.h"
 #include "firmware/platform_store.h"
 #include "firmware/sev_cert.h"
@@ -13,15 +14,6 @@
 namespace sevemu::firmware {
 
 namespace {
-
-std::string hex(uint64_t v)
-{
-    char b[24];
-    std::snprintf(b, sizeof b, "0x%" PRIx64, v);
-    return b;
-}
-
-Status cert_status(CertError e) { return Status(cert_error_status(e)); }
 
 constexpr uint32_t kMaxApicIds = 1024;
 

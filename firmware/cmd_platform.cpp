@@ -1,6 +1,7 @@
 // sevemu — platform commands: INIT, INIT_EX, SHUTDOWN, PLATFORM_RESET, PLATFORM_STATUS, PEK_GEN,
 // PEK_CSR, PEK_CERT_IMPORT, PDH_CERT_EXPORT, PDH_GEN, DF_FLUSH, GET_ID, NOP (SEV-KM API 55766
-// chapter 5 "Platform management"; sheet §10-§11; [FW] sev_mcmd.c, sev_plat.c).
+// chapter 5 "Platform management"; [FW] sev_mcmd.c, sev_plat.c).
+#include "firmware/cmd_util.h"
 #include "firmware/firmware.h"
 #include "firmware/platform_store.h"
 #include "firmware/sev_cert.h"
@@ -12,15 +13,6 @@
 namespace sevemu::firmware {
 
 namespace {
-
-std::string hex(uint64_t v)
-{
-    char b[24];
-    std::snprintf(b, sizeof b, "0x%" PRIx64, v);
-    return b;
-}
-
-Status cert_status(CertError e) { return Status(cert_error_status(e)); }
 
 Result<CertSigner, Status> signer_from(Bytes const& priv, SevUsage usage, SevAlgo algo)
 {
