@@ -1,6 +1,7 @@
 #include "emulator/machine.h"
 
 #include "base/file_io.h"
+#include "base/overloaded.h"
 #include "cpu/cpu.h"
 #include "devices/acpi_pm.h"
 #include "devices/cmos_rtc.h"
@@ -578,6 +579,9 @@ std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instr
         account();
         return RunOutcome { reason, status, std::move(message), 0 };
     };
+    // What the loop does after an exit: run the vCPU again, end the time slice, or end the run.
+    enum class Next { Resume, EndSlice };
+    using Step = std::variant<Next, RunOutcome>;
     for (;;) {
         // The guest's interrupt controller is the machine's PIC, in userspace as with QEMU's
         // -machine kernel_irqchip=off: inject when the guest can take it (KVM_INTERRUPT), else
@@ -589,68 +593,77 @@ std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instr
                 vcpu.request_interrupt_window();
         }
         auto exit = vcpu.run(executor);
-        if (std::holds_alternative<vmm::ExitIrqWindowOpen>(exit))
-            continue;
-        if (auto* mmio = std::get_if<vmm::ExitMmio>(&exit)) {
-            // KVM_EXIT_MMIO: the machine's MMIO bus (guest-visible devices; unclaimed addresses
-            // read as all-ones and drop writes, as on the plain path).
-            if (mmio->is_write)
-                m_io->mmio_write(Spa(mmio->gpa), mmio->size, mmio->data);
-            else
-                vcpu.complete_mmio_read(m_io->mmio_read(Spa(mmio->gpa), mmio->size));
-            if (m_exit_status)
-                return outcome(RunOutcome::Reason::DebugExit, *m_exit_status, {});
-            continue;
-        }
-        if (auto* io = std::get_if<vmm::ExitIo>(&exit)) {
-            // KVM_EXIT_IO: the machine's port-I/O bus, the same devices as without SEV.
-            if (io->in)
-                vcpu.complete_io_in(m_io->port_in(io->port, io->size));
-            else
-                m_io->port_out(io->port, io->size, io->value);
-            if (m_exit_status)
-                return outcome(RunOutcome::Reason::DebugExit, *m_exit_status, {});
-            if (m_power_off) {
-                m_power_off = false;
-                return outcome(RunOutcome::Reason::PowerOff, 0, {});
-            }
-            continue;
-        }
-        if (auto* hc = std::get_if<vmm::ExitHypercall>(&exit)) {
-            // KVM_HC_MAP_GPA_RANGE (gpa, pages, attributes): recorded; SEV needs no change to the
-            // nested page tables, the guest's C-bit picks the key.
-            m_sev->note_gpa_range_change({ hc->args[0], hc->args[1], hc->args[2] });
-            if (m_trace.enabled("sev"))
-                m_trace.emit("sev", fmt::format("KVM_HC_MAP_GPA_RANGE gpa {:#x} pages {} attributes {:#x}", hc->args[0],
-                    hc->args[1], hc->args[2]));
-            vcpu.complete_hypercall(0);
-            continue;
-        }
-        if (std::holds_alternative<vmm::ExitIntr>(exit)) {
-            account();
-            return std::nullopt; // the time slice is over, or a request is waiting
-        }
         uint64_t rip = vcpu.state().rip;
-        if (std::holds_alternative<vmm::ExitHlt>(exit)) {
-            // HLT, as on the plain path: sleep until the next timer event if an interrupt can
-            // then wake the guest, or wait for serial input; otherwise nothing ever will.
+        // One handler per exit kind (KVM's exit reasons), no catch-all: a new kind of vCPU exit
+        // that this loop does not handle is a compile error (base/overloaded.h).
+        Step step = std::visit(Overloaded {
+            [](vmm::ExitIrqWindowOpen const&) -> Step { return Next::Resume; },
+            [&](vmm::ExitMmio const& mmio) -> Step {
+                // KVM_EXIT_MMIO: the machine's MMIO bus (guest-visible devices; unclaimed addresses
+                // read as all-ones and drop writes, as on the plain path).
+                if (mmio.is_write)
+                    m_io->mmio_write(Spa(mmio.gpa), mmio.size, mmio.data);
+                else
+                    vcpu.complete_mmio_read(m_io->mmio_read(Spa(mmio.gpa), mmio.size));
+                if (m_exit_status)
+                    return outcome(RunOutcome::Reason::DebugExit, *m_exit_status, {});
+                return Next::Resume;
+            },
+            [&](vmm::ExitIo const& io) -> Step {
+                // KVM_EXIT_IO: the machine's port-I/O bus, the same devices as without SEV.
+                if (io.in)
+                    vcpu.complete_io_in(m_io->port_in(io.port, io.size));
+                else
+                    m_io->port_out(io.port, io.size, io.value);
+                if (m_exit_status)
+                    return outcome(RunOutcome::Reason::DebugExit, *m_exit_status, {});
+                if (m_power_off) {
+                    m_power_off = false;
+                    return outcome(RunOutcome::Reason::PowerOff, 0, {});
+                }
+                return Next::Resume;
+            },
+            [&](vmm::ExitHypercall const& hc) -> Step {
+                // KVM_HC_MAP_GPA_RANGE (gpa, pages, attributes): recorded; SEV needs no change to
+                // the nested page tables, the guest's C-bit picks the key.
+                m_sev->note_gpa_range_change({ hc.args[0], hc.args[1], hc.args[2] });
+                if (m_trace.enabled("sev"))
+                    m_trace.emit("sev", fmt::format("KVM_HC_MAP_GPA_RANGE gpa {:#x} pages {} attributes {:#x}",
+                        hc.args[0], hc.args[1], hc.args[2]));
+                vcpu.complete_hypercall(0);
+                return Next::Resume;
+            },
+            // The time slice is over, or a request is waiting.
+            [](vmm::ExitIntr const&) -> Step { return Next::EndSlice; },
+            [&](vmm::ExitHlt const&) -> Step {
+                // HLT, as on the plain path: sleep until the next timer event if an interrupt can
+                // then wake the guest, or wait for serial input; otherwise nothing ever will.
+                account();
+                if (sleep_until_interrupt(vcpu.state().rflags & cpu::rflags::IF))
+                    return Next::Resume;
+                return outcome(RunOutcome::Reason::HaltedForever, 0,
+                    fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", rip));
+            },
+            [&](vmm::ExitShutdown const&) -> Step {
+                return outcome(RunOutcome::Reason::TripleFault, 1,
+                    fmt::format("guest triple fault (shutdown) at rip {:#x}{}", rip,
+                        m_config.no_reboot ? "" : "; rebooting is not supported, stopping"));
+            },
+            [&](vmm::ExitFailEntry const& f) -> Step {
+                return outcome(RunOutcome::Reason::HostError, 1,
+                    fmt::format("VMRUN of the SEV guest failed its consistency checks (exit code {:#x}) at rip {:#x}",
+                        f.hardware_entry_failure_reason, rip));
+            },
+            [&](vmm::ExitInternalError const& e) -> Step {
+                return outcome(RunOutcome::Reason::HostError, 1, fmt::format("SEV guest stopped at rip {:#x}: {}", rip, e.reason));
+            },
+        }, exit);
+        if (auto* end = std::get_if<RunOutcome>(&step))
+            return std::move(*end);
+        if (std::get<Next>(step) == Next::EndSlice) {
             account();
-            if (sleep_until_interrupt(vcpu.state().rflags & cpu::rflags::IF))
-                continue;
-            return outcome(RunOutcome::Reason::HaltedForever, 0,
-                fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", rip));
+            return std::nullopt;
         }
-        if (std::holds_alternative<vmm::ExitShutdown>(exit))
-            return outcome(RunOutcome::Reason::TripleFault, 1,
-                fmt::format("guest triple fault (shutdown) at rip {:#x}{}", rip,
-                    m_config.no_reboot ? "" : "; rebooting is not supported, stopping"));
-        if (auto* f = std::get_if<vmm::ExitFailEntry>(&exit))
-            return outcome(RunOutcome::Reason::HostError, 1,
-                fmt::format("VMRUN of the SEV guest failed its consistency checks (exit code {:#x}) at rip {:#x}",
-                    f->hardware_entry_failure_reason, rip));
-        if (auto* e = std::get_if<vmm::ExitInternalError>(&exit))
-            return outcome(RunOutcome::Reason::HostError, 1, fmt::format("SEV guest stopped at rip {:#x}: {}", rip, e->reason));
-        return outcome(RunOutcome::Reason::HostError, 1, "internal: unknown vCPU exit");
     }
 }
 
