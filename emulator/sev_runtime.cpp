@@ -2,7 +2,7 @@
 #include "emulator/sev_runtime.h"
 
 #include "cpu/cpu_model.h"
-#include "devices/psp_mailbox.h"
+#include "devices/amd_sp.h"
 #include "emulator/vmm/host_memory.h"
 #include "emulator/vmm/psp_driver.h"
 #include "emulator/vmm/vcpu.h"
@@ -206,8 +206,7 @@ SevRuntime::~SevRuntime()
     m_vm.reset();
     m_sev_host.reset();
     m_psp.reset();
-    if (m_mailbox_mapped)
-        m_mmio.remove(*m_mailbox);
+    m_amd_sp.reset();
 }
 
 uint32_t SevRuntime::asid() const { return m_vm ? m_vm->sev().asid : 0; }
@@ -238,19 +237,16 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConf
 // sev_platform_init(), kvm_amd's SEV ASID ranges from CPUID 8000_001F, then a VM.
 Result<void, MachineError> SevRuntime::build_host()
 {
-    auto store = fw::PlatformStore::open(m_platform_dir);
-    if (!store)
-        return fail(fmt::format("--platform {}: {}", m_platform_dir, store.error().message));
-    m_store = std::move(*store);
-    auto params = fw::FirmwareParams::for_model(m_model);
-    m_firmware = std::make_unique<fw::Firmware>(m_mc, params, *m_store, m_trace);
-    m_mailbox = std::make_unique<devices::PspMailbox>(*m_firmware, devices::psp_version_for(m_model), m_psp_irq);
-    if (!m_mmio.add(kPspBar, devices::PspMailbox::kMmioSize, *m_mailbox))
-        return fail("internal: the PSP's BAR overlaps another MMIO device");
-    m_mailbox_mapped = true;
+    auto sp = devices::AmdSp::create(m_mc, m_mmio, m_psp_irq, m_platform_dir, m_model, m_trace);
+    if (!sp) {
+        if (sp.error().kind == devices::AmdSpError::Kind::Store)
+            return fail(fmt::format("--platform {}: {}", m_platform_dir, sp.error().message));
+        return fail("internal: " + sp.error().message);
+    }
+    m_amd_sp = std::move(*sp);
 
     m_host = std::make_unique<HostMemory>(m_mc, Spa(kHostReserveBase), kHostReserveEnd - kHostReserveBase);
-    auto psp = PspDriver::create(*m_host, m_mmio, kPspBar, devices::psp_version_for(m_model));
+    auto psp = PspDriver::create(*m_host, m_mmio, m_amd_sp->bar(), m_amd_sp->psp_version());
     if (!psp)
         return fail(fmt::format("the AMD-SP did not answer the driver's probe ({})", std::strerror(-psp.error())));
     m_psp = std::make_unique<PspDriver>(std::move(*psp));

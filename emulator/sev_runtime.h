@@ -35,12 +35,7 @@
 #include <vector>
 
 namespace sevemu::devices {
-class Bus;
-class PspMailbox;
-}
-namespace sevemu::firmware {
-class Firmware;
-class PlatformStore;
+class AmdSp;
 }
 namespace sevemu::vmm {
 class HostMemory;
@@ -96,8 +91,6 @@ public:
     static constexpr uint64_t kGuestRamBase = kHostReserveEnd;
     // sevemu keeps guest RAM in one contiguous range below the PCI hole (QUIRKS.md).
     static constexpr uint64_t kMaxGuestRam = 2ull << 30;
-    // Where the PSP's BAR 2 sits on the MMIO bus (in the PCI hole, as on a PC).
-    static constexpr uint64_t kPspBar = 0xFE00'0000ull;
 
     // DRAM size a machine with this much guest RAM needs.
     static uint64_t dram_size(uint64_t guest_ram) { return kGuestRamBase + guest_ram; }
@@ -165,11 +158,8 @@ private:
     devices::Bus m_mmio;
     Trace& m_trace;
 
-    std::unique_ptr<firmware::PlatformStore> m_store;
-    std::unique_ptr<firmware::Firmware> m_firmware;
     devices::IrqLine m_psp_irq;
-    std::unique_ptr<devices::PspMailbox> m_mailbox;
-    bool m_mailbox_mapped { false };
+    std::unique_ptr<devices::AmdSp> m_amd_sp; // at devices::AmdSp::kBar on m_mmio
     std::unique_ptr<vmm::HostMemory> m_host;
     std::unique_ptr<vmm::PspDriver> m_psp;
     std::unique_ptr<vmm::SevHost> m_sev_host;

@@ -4,6 +4,7 @@
 // temporary platform directory (never the user's) that is removed afterwards.
 #pragma once
 
+#include "devices/amd_sp.h"
 #include "devices/bus.h"
 #include "devices/psp_mailbox.h"
 #include "firmware/firmware.h"
@@ -51,7 +52,7 @@ inline uint16_t st(Status s) { return uint16_t(s); }
 
 class TestPlatform {
 public:
-    static constexpr uint64_t kMmioBase = 0xFE00'0000ull;
+    static constexpr uint64_t kMmioBase = devices::AmdSp::kBar;
     static constexpr uint64_t kCmdBuf = 0x1000;    // the driver's scratch page
     static constexpr uint64_t kData = 0x10000;     // certificate / blob area (64 KiB .. 1 MiB)
     static constexpr uint64_t kGuest = 0x100000;   // guest pages from 1 MiB
@@ -74,9 +75,10 @@ public:
     // A power cycle: new DRAM, new firmware, same platform directory (fuses and SPI flash).
     void restart()
     {
-        mbox.reset();
-        fw.reset();
-        store.reset();
+        sp.reset();
+        fw = nullptr;
+        store = nullptr;
+        mbox = nullptr;
         mc.reset();
         bus = devices::Bus {};
         boot();
@@ -228,13 +230,16 @@ public:
     std::unique_ptr<TempDir> m_tmp;
     fs::path m_dir;
     std::unique_ptr<mmu::MemoryController> mc;
-    std::unique_ptr<PlatformStore> store;
     Trace trace;
-    std::unique_ptr<Firmware> fw;
     devices::IrqLine irq;
     int irq_edges { 0 };
-    std::unique_ptr<devices::PspMailbox> mbox;
     devices::Bus bus;
+    // The AMD-SP as sevemu and sevemu-host build it (devices/amd_sp.h); the pointers below name
+    // its parts for the tests.
+    std::unique_ptr<devices::AmdSp> sp;
+    PlatformStore* store { nullptr };
+    Firmware* fw { nullptr };
+    devices::PspMailbox* mbox { nullptr };
 
 private:
     void boot()
@@ -247,18 +252,17 @@ private:
         if (!m)
             throw std::runtime_error("memory controller");
         mc = std::move(*m);
-        auto s = PlatformStore::open(m_dir);
-        if (!s)
-            throw std::runtime_error(s.error().message);
-        store = std::move(*s);
-        fw = std::make_unique<Firmware>(*mc, m_params, *store, trace);
         irq.connect([this](bool level) {
             if (level)
                 ++irq_edges;
         });
-        mbox = std::make_unique<devices::PspMailbox>(*fw, devices::PspVersion::V2, irq);
-        if (!bus.add(kMmioBase, devices::PspMailbox::kMmioSize, *mbox))
-            throw std::runtime_error("bus");
+        auto a = devices::AmdSp::create(*mc, bus, irq, m_dir, m_params, devices::PspVersion::V2, trace);
+        if (!a)
+            throw std::runtime_error(a.error().message);
+        sp = std::move(*a);
+        store = &sp->store();
+        fw = &sp->firmware();
+        mbox = &sp->mailbox();
         bus.write(kMmioBase + mbox->layout().inten, 4, 0xFFFFFFFF);
     }
 };

@@ -1,6 +1,8 @@
 #include "tools/sevemu-host/ccp.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 namespace sevemu::host {
 
@@ -19,45 +21,62 @@ Result<std::unique_ptr<Ccp>, HostError> Ccp::open(std::filesystem::path const& p
     std::unique_ptr<Ccp> c(new Ccp);
     if (init_ex)
         c->m_init_ex_file = platform / "init_ex_nv.bin";
-    c->m_params = FirmwareParams::for_model(model);
+    auto params = FirmwareParams::for_model(model);
     mmu::MemoryConfig cfg;
     cfg.dram_size = 16ull << 20;
-    cfg.key_slots = c->m_params.max_asid + 1;
+    cfg.key_slots = params.max_asid + 1;
     cfg.cache_pages = 64;
     auto mc = mmu::MemoryController::create(cfg);
     if (!mc)
         return make_unexpected(HostError { "cannot create the emulated memory: " + std::string(mmu::mem_error_name(mc.error())) });
     c->m_mc = std::move(*mc);
-    auto store = PlatformStore::open(platform);
-    if (!store)
-        return make_unexpected(HostError { store.error().message });
-    c->m_store = std::move(*store);
-    c->m_fw = std::make_unique<Firmware>(*c->m_mc, c->m_params, *c->m_store, trace);
-    c->m_mbox = std::make_unique<devices::PspMailbox>(*c->m_fw, devices::psp_version_for(model), c->m_irq);
-    if (!c->m_bus.add(kMmioBase, devices::PspMailbox::kMmioSize, *c->m_mbox))
+    auto sp = devices::AmdSp::create(*c->m_mc, c->m_bus, c->m_irq, platform, model, trace);
+    if (!sp) {
+        if (sp.error().kind == devices::AmdSpError::Kind::Store)
+            return make_unexpected(HostError { sp.error().message });
         return make_unexpected(HostError { "cannot map the PSP mailbox" });
+    }
+    c->m_sp = std::move(*sp);
     // Probe: interrupts off and acknowledged, then on (sp-pci.c / psp-dev.c).
-    auto const& r = c->m_mbox->layout();
-    c->m_bus.write(kMmioBase + r.inten, 4, 0);
-    c->m_bus.write(kMmioBase + r.intsts, 4, 0xFFFFFFFF);
-    c->m_bus.write(kMmioBase + r.inten, 4, 0xFFFFFFFF);
+    uint64_t bar = c->m_sp->bar();
+    auto const& r = c->m_sp->mailbox().layout();
+    c->m_bus.write(bar + r.inten, 4, 0);
+    c->m_bus.write(bar + r.intsts, 4, 0xFFFFFFFF);
+    c->m_bus.write(bar + r.inten, 4, 0xFFFFFFFF);
+    // The driver's one DMA page (sev->cmd_buf) is the scratch page: the host allocator owns
+    // exactly that page, the rest of this small DRAM is the tool's blob and NV areas.
+    c->m_host = std::make_unique<vmm::HostMemory>(*c->m_mc, Spa(kScratch), kPageSize);
+    auto driver = vmm::PspDriver::create(*c->m_host, c->m_bus, bar, c->m_sp->psp_version());
+    if (!driver)
+        return make_unexpected(HostError { std::string("the AMD-SP did not answer the driver's probe (") + std::strerror(-driver.error()) + ")" });
+    c->m_driver = std::make_unique<vmm::PspDriver>(std::move(*driver));
     return c;
 }
 
-uint16_t Ccp::ring(uint32_t cmd, uint64_t buffer)
+Result<uint16_t, HostError> Ccp::command(CommandId id, std::span<uint8_t> data)
 {
-    auto const& r = m_mbox->layout();
-    m_bus.write(kMmioBase + r.cmdbuf_lo, 4, uint32_t(buffer));
-    m_bus.write(kMmioBase + r.cmdbuf_hi, 4, uint32_t(buffer >> 32));
-    m_bus.write(kMmioBase + r.cmdresp, 4, (cmd << 16) | devices::PspMailbox::kCmdRespIoc);
-    // The command completes synchronously; the "interrupt" is acknowledged as the IRQ handler does.
-    uint32_t resp = uint32_t(m_bus.read(kMmioBase + r.cmdresp, 4).first);
-    uint32_t sts = uint32_t(m_bus.read(kMmioBase + r.intsts, 4).first);
-    m_bus.write(kMmioBase + r.intsts, 4, sts);
-    return uint16_t(resp & 0xFFFF);
+    auto r = m_driver->do_cmd(id, data);
+    if (r)
+        return uint16_t(0);
+    // -EIO: the firmware ran the command and answered with a non-zero status.
+    if (r.error().err == -EIO)
+        return r.error().psp_ret;
+    auto const* info = Firmware::find_command(uint32_t(id));
+    return make_unexpected(HostError { "SEV command " + (info ? std::string(info->name) : std::string("?")) + " failed in the driver: "
+        + std::strerror(-r.error().err) });
 }
 
-uint32_t Ccp::feature_register() { return uint32_t(m_bus.read(kMmioBase + m_mbox->layout().feature, 4).first); }
+Result<void, HostError> Ccp::succeed(CommandId id, uint16_t status)
+{
+    if (status != 0)
+        return make_unexpected(HostError { command_error(id, status) });
+    return {};
+}
+
+uint32_t Ccp::feature_register()
+{
+    return uint32_t(m_bus.read(m_sp->bar() + m_sp->mailbox().layout().feature, 4).first);
+}
 
 void Ccp::put(uint64_t pa, std::span<const uint8_t> data) { (void)m_mc->write(Spa(pa), data, mmu::KeyId::none()); }
 
@@ -89,16 +108,16 @@ Result<void, HostError> Ccp::erase_init_ex_nv()
 Result<void, HostError> Ccp::platform_init()
 {
     CommandId id = m_init_ex_file.empty() ? CommandId::INIT : CommandId::INIT_EX;
-    auto once = [&]() -> uint16_t {
+    auto once = [&]() -> Result<uint16_t, HostError> {
         if (id == CommandId::INIT) {
             InitBuf b {};
-            return run(CommandId::INIT, b);
+            return status_of(CommandId::INIT, b);
         }
         InitExBuf b {};
         b.length = kInitExLength;
         b.nv_paddr = kNvBuffer;
         b.nv_length = kNvSize;
-        return run(CommandId::INIT_EX, b);
+        return status_of(CommandId::INIT_EX, b);
     };
     if (id == CommandId::INIT_EX) {
         // sev_read_init_ex_file: a missing file is an erased NV area.
@@ -113,27 +132,21 @@ Result<void, HostError> Ccp::platform_init()
         }
         put(kNvBuffer, nv);
     }
-    uint16_t s = once();
+    uint16_t s = TRY(once());
     if (s == uint16_t(Status::SECURE_DATA_INVALID)) {
         std::fprintf(stderr, "sevemu-host: warning: the platform's NV store was damaged and has been erased; new identity\n");
-        s = once();
+        s = TRY(once());
     }
-    if (s != 0)
-        return make_unexpected(HostError { command_error(id, s) });
+    TRY(succeed(id, s));
     TRY(sync_nv());
     m_mc->wbinvd(); // WBINVD on every CPU before DF_FLUSH, as sev-dev.c does
-    s = run0(CommandId::DF_FLUSH);
-    if (s != 0)
-        return make_unexpected(HostError { command_error(CommandId::DF_FLUSH, s) });
-    return {};
+    return run0(CommandId::DF_FLUSH);
 }
 
 Result<PlatformStatusBuf, HostError> Ccp::platform_status()
 {
     PlatformStatusBuf b {};
-    uint16_t s = run(CommandId::PLATFORM_STATUS, b);
-    if (s != 0)
-        return make_unexpected(HostError { command_error(CommandId::PLATFORM_STATUS, s) });
+    TRY(run(CommandId::PLATFORM_STATUS, b));
     return b;
 }
 

@@ -1,12 +1,17 @@
 // sevemu-host — a host that talks to the emulated AMD-SP as Linux's ccp driver does
-// (drivers/crypto/ccp/sev-dev.c): its own small DRAM, command buffers in a scratch page, the
-// PSP mailbox registers written over the MMIO bus. Everything the tool does to the platform
-// directory goes through firmware commands; nothing reads the NV store behind the firmware's back.
+// (drivers/crypto/ccp/sev-dev.c): its own small DRAM, the AMD-SP as sevemu builds it
+// (devices/amd_sp.h) on its own MMIO bus, and the same driver sevemu's hypervisor uses
+// (vmm::PspDriver: command buffers in its page, the mailbox registers written over the bus).
+// What is left here is the tool's own part of the driver: INIT_EX's NV file (init_ex_path),
+// sync_nv, and the blob area. Everything the tool does to the platform directory goes through
+// firmware commands; nothing reads the NV store behind the firmware's back.
 #pragma once
 
 #include "base/trace.h"
+#include "devices/amd_sp.h"
 #include "devices/bus.h"
-#include "devices/psp_mailbox.h"
+#include "emulator/vmm/host_memory.h"
+#include "emulator/vmm/psp_driver.h"
 #include "firmware/firmware.h"
 #include "firmware/platform_store.h"
 #include "mmu/memory_controller.h"
@@ -25,8 +30,7 @@ struct HostError {
 
 class Ccp {
 public:
-    static constexpr uint64_t kMmioBase = 0xFE00'0000ull;
-    static constexpr uint64_t kScratch = 0x1000; // the driver's command-buffer page
+    static constexpr uint64_t kScratch = 0x1000; // the driver's command-buffer page (its HostMemory)
     static constexpr uint64_t kData = 0x10000;   // blobs (certificates, IDs)
 
     static constexpr uint64_t kNvBuffer = 0x100000; // INIT_EX's 32 KiB NV buffer (4 KiB aligned)
@@ -36,16 +40,20 @@ public:
     static Result<std::unique_ptr<Ccp>, HostError> open(std::filesystem::path const& platform, CpuModel, Trace&,
         bool init_ex = false);
 
-    // One command with a typed buffer, as __sev_do_cmd_locked: copy in, ring, wait, copy out.
+    // One command with a typed buffer through the driver (sev_do_cmd: copy in, ring, wait, copy
+    // out): the firmware's status, or an error when the driver itself failed (no status).
     template <class Buf>
-    uint16_t run(CommandId id, Buf& b)
+    Result<uint16_t, HostError> status_of(CommandId id, Buf& b)
     {
-        (void)m_mc->write(Spa(kScratch), std::span(reinterpret_cast<uint8_t const*>(&b), sizeof b), mmu::KeyId::none());
-        uint16_t s = ring(uint32_t(id), kScratch);
-        (void)m_mc->read(Spa(kScratch), std::span(reinterpret_cast<uint8_t*>(&b), sizeof b), mmu::KeyId::none());
-        return s;
+        return command(id, { reinterpret_cast<uint8_t*>(&b), sizeof b });
     }
-    uint16_t run0(CommandId id) { return ring(uint32_t(id), 0); }
+    // The same, with a non-zero status as command_error()'s message.
+    template <class Buf>
+    Result<void, HostError> run(CommandId id, Buf& b)
+    {
+        return succeed(id, TRY(status_of(id, b)));
+    }
+    Result<void, HostError> run0(CommandId id) { return succeed(id, TRY(command(id, {}))); }
 
     // sev_platform_init: INIT or INIT_EX (retried once on SECURE_DATA_INVALID), WBINVD, DF_FLUSH.
     Result<void, HostError> platform_init();
@@ -62,21 +70,23 @@ public:
     Bytes get(uint64_t pa, size_t n);
 
     uint32_t feature_register();
-    PlatformStore& store() { return *m_store; }
-    Firmware& firmware() { return *m_fw; }
-    FirmwareParams const& params() const { return m_params; }
+    PlatformStore& store() { return m_sp->store(); }
+    Firmware& firmware() { return m_sp->firmware(); }
+    FirmwareParams const& params() const { return m_sp->params(); }
 
 private:
     Ccp() = default;
-    uint16_t ring(uint32_t cmd, uint64_t buffer);
+    Result<uint16_t, HostError> command(CommandId, std::span<uint8_t> data);
+    static Result<void, HostError> succeed(CommandId id, uint16_t status);
 
-    FirmwareParams m_params;
+    // Declared in construction order; destroyed in reverse (the driver before the AMD-SP, the
+    // AMD-SP before its bus and DRAM).
     std::unique_ptr<mmu::MemoryController> m_mc;
-    std::unique_ptr<PlatformStore> m_store;
-    std::unique_ptr<Firmware> m_fw;
     devices::IrqLine m_irq;
-    std::unique_ptr<devices::PspMailbox> m_mbox;
     devices::Bus m_bus;
+    std::unique_ptr<devices::AmdSp> m_sp;
+    std::unique_ptr<vmm::HostMemory> m_host;
+    std::unique_ptr<vmm::PspDriver> m_driver;
     std::filesystem::path m_init_ex_file;
 };
 

@@ -139,9 +139,8 @@ int cmd_status(Options const& o, Ccp& ccp)
 
 int simple(Ccp& ccp, CommandId id, Options const& o, char const* done)
 {
-    uint16_t s = ccp.run0(id);
-    if (s != 0)
-        return fail(command_error(id, s));
+    if (auto r = ccp.run0(id); !r)
+        return fail(r.error().message);
     if (id == CommandId::PLATFORM_RESET) {
         if (auto r = ccp.erase_init_ex_nv(); !r)
             return fail(r.error().message);
@@ -164,8 +163,8 @@ int cmd_reset(Options const& o, Ccp& ccp)
     if (s->state == uint8_t(PlatformState::WORKING))
         return fail("the platform has running guests");
     if (s->state == uint8_t(PlatformState::INIT)) {
-        if (uint16_t r = ccp.run0(CommandId::SHUTDOWN); r != 0)
-            return fail(command_error(CommandId::SHUTDOWN, r));
+        if (auto r = ccp.run0(CommandId::SHUTDOWN); !r)
+            return fail(r.error().message);
     }
     return simple(ccp, CommandId::PLATFORM_RESET, o, "platform reset: a new self-owned identity is made at the next INIT");
 }
@@ -173,14 +172,16 @@ int cmd_reset(Options const& o, Ccp& ccp)
 int cmd_pek_csr(Options const& o, Ccp& ccp)
 {
     PekCsrBuf q {}; // the length query sevctl's ioctl makes first
-    uint16_t s = ccp.run(CommandId::PEK_CSR, q);
-    if (s != uint16_t(Status::INVALID_LEN))
-        return fail(command_error(CommandId::PEK_CSR, s));
+    auto s = ccp.status_of(CommandId::PEK_CSR, q);
+    if (!s)
+        return fail(s.error().message);
+    if (*s != uint16_t(Status::INVALID_LEN))
+        return fail(command_error(CommandId::PEK_CSR, *s));
     PekCsrBuf b {};
     b.csr_paddr = Ccp::kData;
     b.csr_length = q.csr_length;
-    if (uint16_t r = ccp.run(CommandId::PEK_CSR, b); r != 0)
-        return fail(command_error(CommandId::PEK_CSR, r));
+    if (auto r = ccp.run(CommandId::PEK_CSR, b); !r)
+        return fail(r.error().message);
     Bytes csr = ccp.get(Ccp::kData, b.csr_length);
     if (auto w = write_output(o.file, csr); !w)
         return fail(w.error().message);
@@ -209,8 +210,8 @@ int cmd_pek_cert_import(Options const& o, Ccp& ccp)
     b.pek_cert_length = uint32_t(pek->size());
     b.oca_cert_paddr = Ccp::kData + 0x4000;
     b.oca_cert_length = uint32_t(oca->size());
-    if (uint16_t r = ccp.run(CommandId::PEK_CERT_IMPORT, b); r != 0)
-        return fail(command_error(CommandId::PEK_CERT_IMPORT, r));
+    if (auto r = ccp.run(CommandId::PEK_CERT_IMPORT, b); !r)
+        return fail(r.error().message);
     if (auto w = ccp.sync_nv(); !w)
         return fail(w.error().message);
     if (o.json)
@@ -229,8 +230,8 @@ int cmd_export(Options const& o, Ccp& ccp)
     b.pdh_cert_length = kSevCertSize;
     b.certs_paddr = Ccp::kData + 0x1000;
     b.certs_length = 3 * kSevCertSize;
-    if (uint16_t r = ccp.run(CommandId::PDH_CERT_EXPORT, b); r != 0)
-        return fail(command_error(CommandId::PDH_CERT_EXPORT, r));
+    if (auto r = ccp.run(CommandId::PDH_CERT_EXPORT, b); !r)
+        return fail(r.error().message);
     Bytes pdh = ccp.get(Ccp::kData, kSevCertSize);
     Bytes chain = ccp.get(Ccp::kData + 0x1000, 3 * kSevCertSize);
     auto slice = [&](int i) { return std::span<const uint8_t>(chain).subspan(size_t(i) * kSevCertSize, kSevCertSize); };
@@ -295,13 +296,16 @@ int cmd_export(Options const& o, Ccp& ccp)
 int cmd_get_id(Options const& o, Ccp& ccp)
 {
     GetIdBuf q {};
-    if (uint16_t s = ccp.run(CommandId::GET_ID, q); s != uint16_t(Status::INVALID_LEN))
-        return fail(command_error(CommandId::GET_ID, s));
+    auto s = ccp.status_of(CommandId::GET_ID, q);
+    if (!s)
+        return fail(s.error().message);
+    if (*s != uint16_t(Status::INVALID_LEN))
+        return fail(command_error(CommandId::GET_ID, *s));
     GetIdBuf b {};
     b.id_paddr = Ccp::kData;
     b.id_length = q.id_length;
-    if (uint16_t s = ccp.run(CommandId::GET_ID, b); s != 0)
-        return fail(command_error(CommandId::GET_ID, s));
+    if (auto r = ccp.run(CommandId::GET_ID, b); !r)
+        return fail(r.error().message);
     std::string id = to_hex(ccp.get(Ccp::kData, b.id_length));
     if (o.json)
         std::printf("%s\n", json { { "id", id } }.dump().c_str());
@@ -333,11 +337,11 @@ int cmd_ok(Options const& o, Ccp& ccp)
     b.pdh_cert_length = kSevCertSize;
     b.certs_paddr = Ccp::kData + 0x1000;
     b.certs_length = 3 * kSevCertSize;
-    uint16_t r = ccp.run(CommandId::PDH_CERT_EXPORT, b);
+    auto r = ccp.run(CommandId::PDH_CERT_EXPORT, b);
     std::string chain_detail;
     bool chain_ok = false;
-    if (r != 0) {
-        chain_detail = command_error(CommandId::PDH_CERT_EXPORT, r);
+    if (!r) {
+        chain_detail = r.error().message;
     } else {
         Bytes pdh = ccp.get(Ccp::kData, kSevCertSize);
         Bytes chain = ccp.get(Ccp::kData + 0x1000, 3 * kSevCertSize);
