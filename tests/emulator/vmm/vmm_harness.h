@@ -2,6 +2,7 @@
 // host memory, the PSP driver, the SEV host state) as KVM would find it on a machine.
 #pragma once
 
+#include "devices/amd_sp.h"
 #include "devices/psp_mailbox.h"
 #include "emulator/vmm/vm.h"
 #include "firmware/firmware.h"
@@ -34,14 +35,14 @@ inline std::filesystem::path const& platform_dir()
 }
 
 struct Host {
-    static constexpr uint64_t kBar = 0xFE00'0000ull;
+    static constexpr uint64_t kBar = devices::AmdSp::kBar;
     Trace trace { nullptr };
     std::unique_ptr<mmu::MemoryController> mc;
-    std::unique_ptr<fw::PlatformStore> store;
-    std::unique_ptr<fw::Firmware> firmware;
     devices::IrqLine irq;
-    std::unique_ptr<devices::PspMailbox> mbox;
     devices::Bus mmio;
+    // The AMD-SP as sevemu builds it (devices/amd_sp.h); `firmware` names its firmware.
+    std::unique_ptr<devices::AmdSp> sp;
+    fw::Firmware* firmware { nullptr };
     std::unique_ptr<HostMemory> host;
     std::optional<PspDriver> psp;
     std::unique_ptr<SevHost> sev;
@@ -54,14 +55,12 @@ struct Host {
         cfg.key_slots = params.max_asid + 1;
         cfg.cache_pages = 1024;
         mc = std::move(*mmu::MemoryController::create(cfg));
-        auto s = fw::PlatformStore::open(platform_dir());
-        REQUIRE(s.has_value());
-        store = std::move(*s);
-        firmware = std::make_unique<fw::Firmware>(*mc, params, *store, trace);
-        mbox = std::make_unique<devices::PspMailbox>(*firmware, devices::PspVersion::V2, irq);
-        REQUIRE(mmio.add(kBar, devices::PspMailbox::kMmioSize, *mbox).has_value());
+        auto a = devices::AmdSp::create(*mc, mmio, irq, platform_dir(), params, devices::PspVersion::V2, trace);
+        REQUIRE(a.has_value());
+        sp = std::move(*a);
+        firmware = &sp->firmware();
         host = std::make_unique<HostMemory>(*mc, Spa(16ull << 20), 48ull << 20);
-        auto d = PspDriver::create(*host, mmio, kBar, devices::PspVersion::V2);
+        auto d = PspDriver::create(*host, mmio, sp->bar(), sp->psp_version());
         REQUIRE(d.has_value());
         psp.emplace(std::move(*d));
         SevHostConfig hc;
