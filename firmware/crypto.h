@@ -175,7 +175,7 @@ Result<void, CryptoError> rsa_pss_verify(EVP_PKEY const* pub, HashAlgo, std::spa
 // ---------------------------------------------------------------------------------------------
 // The transport channel (SEV-KM 55766 "LAUNCH_START", "SEND_START"; AMD-ASPFW sev_channel.c).
 
-// The session buffer, 0x80 bytes (sev-tool src/sevapi.h; virtee/sev src/launch/sev.rs Session).
+// The session buffer, 0x80 bytes (sev-tool src/sevapi.h; virtee/sev src/launch, Session).
 struct [[gnu::packed]] SessionBlob {
     uint8_t nonce[16];
     uint8_t wrap_tk[32]; // AES-128-CTR(KEK, wrap_iv)(TEK || TIK)

@@ -49,8 +49,8 @@ Result<NptTranslation, NestedPageFault> npt_walk(mmu::MemoryController& mc, NptC
     uint64_t high_rsvd = (((1ull << 52) - 1) & ~((1ull << ctx.phys_bits) - 1)) & ~c_mask;
     uint64_t nx_rsvd = ctx.nxe ? 0 : NX;
 
-    // N_CR3: the PML4 base, its C-bit selects the key of the PML4 read (APM vol 2 Table 15-31
-    // "nested page-table walk"). A hypervisor that set reserved N_CR3 bits gets them ignored
+    // N_CR3: the PML4 base, its C-bit selects the key of the PML4 read (APM vol 2 Tables 15-30/15-31,
+    // the nested page-table walk). A hypervisor that set reserved N_CR3 bits gets them ignored
     // above the address field (they cannot reach past DRAM: the address is masked).
     bool c = ctx.sme && (ctx.n_cr3 & c_mask);
     Spa table(ctx.n_cr3 & addr_mask);
