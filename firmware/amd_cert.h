@@ -85,10 +85,12 @@ public:
     std::span<const uint8_t> modulus_le() const { return m_modulus; }
     std::span<const uint8_t> signature_le() const { return m_signature; }
 
-    // The hash this key signs with: SHA-256 for RSA-2048, SHA-384 for RSA-4096 (virtee/sev src/certs/sev/builtin: Naples RSA-2048, Rome and later RSA-4096; AMD-ASPFW amd_cert.c).
+    // The hash this key signs with: SHA-256 for RSA-2048, SHA-384 for RSA-4096 (virtee/sev
+    // src/certs/sev/builtin: Naples RSA-2048, Rome and later RSA-4096; AMD-ASPFW amd_cert.c).
     HashAlgo signing_hash() const;
     // The algorithm code a SEV certificate slot names when this key signs it (CEK sig1):
-    // RSA_SHA256 (0x1) for 2048 bits, RSA_SHA384 (0x101) for 4096 bits (CEK sig1 in virtee/sev tests/naples, tests/rome cek.cert).
+    // RSA_SHA256 (0x1) for 2048 bits, RSA_SHA384 (0x101) for 4096 bits (CEK sig1 in virtee/sev tests/naples,
+    // tests/rome cek.cert).
     SevAlgo sev_signer_algo() const;
 
     Result<PKey, CertError> public_key() const;

@@ -38,7 +38,8 @@ Result<void, Status> Firmware::cmd_launch_start(LaunchStartBuf& b)
         Bytes cert_bytes(kSevCertSize);
         TRY(read_dram(b.dh_cert_paddr, cert_bytes, mmu::KeyId::none()));
 
-        // Session setup (AMD-ASPFW sev_channel.c, ecdh.c): our PDH, the owner's DH certificate, the shared secret. The owner's
+        // Session setup (AMD-ASPFW sev_channel.c, ecdh.c): our PDH, the owner's DH certificate, the shared
+        // secret. The owner's
         // point is checked to be on P-384 before ECDH (invalid-curve attack on the PDH key).
         auto pdh = p384_from_private(m_persistent.pdh_priv);
         if (!pdh)
@@ -124,7 +125,8 @@ Result<void, Status> Firmware::cmd_launch_start(LaunchStartBuf& b)
     return {};
 }
 
-// LAUNCH_UPDATE_DATA (0x31) / LAUNCH_UPDATE_VMSA (0x32): SEV API 55766, LAUNCH_UPDATE_DATA / LAUNCH_UPDATE_VMSA; AMD-ASPFW sev_mcmd.c.
+// LAUNCH_UPDATE_DATA (0x31) / LAUNCH_UPDATE_VMSA (0x32): SEV API 55766, LAUNCH_UPDATE_DATA /
+// LAUNCH_UPDATE_VMSA; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::launch_update(LaunchUpdateBuf& b, bool vmsa)
 {
     note("handle=" + std::to_string(b.handle) + " paddr=" + hex(b.paddr) + " len=" + std::to_string(b.length));
@@ -250,7 +252,8 @@ Result<void, Status> Firmware::cmd_launch_finish(HandleBuf& b)
     return {};
 }
 
-// ATTESTATION (0x36), SEV API 55766 ATTESTATION, AMD-ASPFW sev_mcmd.c: the launch digest and policy, signed by the PEK.
+// ATTESTATION (0x36), SEV API 55766 ATTESTATION, AMD-ASPFW sev_mcmd.c: the launch digest and policy, signed
+// by the PEK.
 Result<void, Status> Firmware::cmd_attestation(AttestationBuf& b)
 {
     note("handle=" + std::to_string(b.handle));
@@ -339,7 +342,8 @@ Result<void, Status> Firmware::activate_common(Guest& g, uint32_t asid)
         return make_unexpected(Status::DFFLUSH_REQUIRED);
     if (m_asids[asid].state != AsidState::Clean)
         return make_unexpected(Status::ASID_OWNED);
-    // SEV-ES guests use ASIDs below CPUID 8000_001F EDX, SEV guests the rest (AMD-ASPFW sev_mcmd.c; Linux arch/x86/kvm/svm/sev.c min_sev_asid).
+    // SEV-ES guests use ASIDs below CPUID 8000_001F EDX, SEV guests the rest (AMD-ASPFW sev_mcmd.c; Linux
+    // arch/x86/kvm/svm/sev.c min_sev_asid).
     if (g.es() ? asid >= m_params.min_sev_asid : asid < m_params.min_sev_asid)
         return make_unexpected(Status::INVALID_ASID);
     if (!m_mc.key_slot_port().program(asid, g.vek))

@@ -60,7 +60,8 @@ Result<PersistentState, Status> Firmware::generate_oca_pek_pdh(PersistentState s
     }
     if (new_pek) {
         auto [key, cert] = TRY(new_key(m_params, SevUsage::PEK, SevAlgo::ECDSA_SHA256));
-        // sig1 by the OCA (when the firmware holds its key), sig2 by the CEK (AMD-ASPFW sev_plat.c; as in virtee/sev tests/naples, tests/rome pek.cert).
+        // sig1 by the OCA (when the firmware holds its key), sig2 by the CEK (AMD-ASPFW sev_plat.c; as in
+        // virtee/sev tests/naples, tests/rome pek.cert).
         if (!st.oca_priv.empty()) {
             auto oca = TRY(signer_from(st.oca_priv, SevUsage::OCA, SevAlgo::ECDSA_SHA256));
             if (!cert.sign(0, oca))
@@ -305,7 +306,8 @@ Result<void, Status> Firmware::cmd_pek_csr(PekCsrBuf& b)
     return {};
 }
 
-// PEK_CERT_IMPORT (0x07): take ownership with an owner-signed PEK and the owner's OCA (AMD-ASPFW sev_mcmd.c; SEV API 55766, PEK_CERT_IMPORT).
+// PEK_CERT_IMPORT (0x07): take ownership with an owner-signed PEK and the owner's OCA (AMD-ASPFW sev_mcmd.c;
+// SEV API 55766, PEK_CERT_IMPORT).
 Result<void, Status> Firmware::cmd_pek_cert_import(PekCertImportBuf& b)
 {
     TRY(check_platform_state());
@@ -356,7 +358,8 @@ Result<void, Status> Firmware::cmd_pek_cert_import(PekCertImportBuf& b)
     return {};
 }
 
-// PDH_CERT_EXPORT (0x08): the PDH and the chain PEK || OCA || CEK (CEK unsigned; AMD-ASPFW sev_mcmd.c; SEV API 55766, PDH_CERT_EXPORT).
+// PDH_CERT_EXPORT (0x08): the PDH and the chain PEK || OCA || CEK (CEK unsigned; AMD-ASPFW sev_mcmd.c; SEV
+// API 55766, PDH_CERT_EXPORT).
 Result<void, Status> Firmware::cmd_pdh_cert_export(PdhCertExportBuf& b)
 {
     TRY(check_platform_state());
@@ -393,7 +396,8 @@ Result<void, Status> Firmware::cmd_pdh_gen()
 }
 
 // DF_FLUSH (0x0A): dirty ASIDs become clean where no cache still holds lines under their key
-// (AMD-ASPFW sev_mcmd.c; SEV API 55766, DF_FLUSH). "WBINVD done" is observed, not told: the firmware asks the memory controller
+// (AMD-ASPFW sev_mcmd.c; SEV API 55766, DF_FLUSH). "WBINVD done" is observed, not told: the firmware asks the
+// memory controller
 // whether any page is still cached under the ASID's key — exactly what WBINVD on every core
 // guarantees to clear (QUIRKS.md). If some are, the others are still cleaned and the command
 // reports WBINVD_REQUIRED, as AMD-ASPFW does with its partial transition. AMD-ASPFW checks no platform state.

@@ -247,7 +247,8 @@ Result<Key128, CryptoError> random_key128()
     return k;
 }
 
-// SP 800-108 §5.1 (counter mode) with the field order and encodings of AMD-ASPFW nist_kdf.c (= virtee/sev src/session/key.rs).
+// SP 800-108 §5.1 (counter mode) with the field order and encodings of AMD-ASPFW nist_kdf.c
+// (= virtee/sev src/session/key.rs).
 Bytes kdf_sp800_108(std::span<const uint8_t> key, std::string_view label, std::span<const uint8_t> context,
     size_t out_len)
 {
@@ -701,7 +702,8 @@ Result<UnwrappedSession, UnwrapError> unwrap_session(std::span<const uint8_t> sh
     std::copy_n(plain.begin(), 16, out.keys.tek.begin());
     std::copy_n(plain.begin() + 16, 16, out.keys.tik.begin());
     secure_zero(plain.data(), plain.size());
-    // AMD-ASPFW sev_channel.c: the policy is bound to the owner's TIK; a host that launches the guest with a
+    // AMD-ASPFW sev_mcmd.c LAUNCH_START: the policy is bound to the owner's TIK; a host that launches the
+    // guest with a
     // weaker policy (e.g. debugging allowed) than the owner chose is refused here.
     Mac256 pmac = policy_mac(out.keys.tik, policy);
     if (!equal_ct(pmac, std::span<const uint8_t>(blob.policy_mac))) {

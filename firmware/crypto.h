@@ -217,9 +217,9 @@ SessionBlob wrap_session(std::span<const uint8_t> shared_z, Nonce128 const& nonc
 Result<SessionBlob, CryptoError> wrap_session_random(std::span<const uint8_t> shared_z, uint32_t policy,
     TransportKeys& keys_out);
 
-// The receiving side (firmware LAUNCH_START / RECEIVE_START, AMD-ASPFW
-// sev_channel.c order): derive master/KEK/KIK, check wrap_mac, decrypt TEK||TIK, check policy_mac
-// with the TIK. Both MAC failures are SEV status 0x0B (BAD_MEASUREMENT).
+// The receiving side (firmware LAUNCH_START / RECEIVE_START; AMD-ASPFW sev_channel.c
+// establish_channel, then sev_mcmd.c): derive master/KEK/KIK, check wrap_mac, decrypt TEK||TIK,
+// check policy_mac with the TIK. Both MAC failures are SEV status 0x0B (BAD_MEASUREMENT).
 enum class UnwrapError : uint8_t {
     WrapMac,   // wrap_mac mismatch: the blob was not made for this PDH (or was tampered with)
     PolicyMac, // policy_mac mismatch: the host changed the guest policy the owner chose

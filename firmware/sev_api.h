@@ -288,7 +288,8 @@ static_assert(sizeof(LaunchMeasureBuf) == 20);
 SEVEMU_OFFSET(LaunchMeasureBuf, measure_paddr, 0x08);
 SEVEMU_OFFSET(LaunchMeasureBuf, measure_len, 0x10);
 
-// Transport layout: 0x34 LAUNCH_SECRET, SEND_UPDATE_*, RECEIVE_UPDATE_* (Linux include/linux/psp-sev.h sev_data_launch_secret, sev_data_send_update_data).
+// Transport layout: 0x34 LAUNCH_SECRET, SEND_UPDATE_*, RECEIVE_UPDATE_* (Linux include/linux/psp-sev.h
+// sev_data_launch_secret, sev_data_send_update_data).
 struct [[gnu::packed]] TransportBuf {
     uint32_t handle;
     uint32_t reserved_004;
@@ -322,7 +323,8 @@ SEVEMU_OFFSET(AttestationBuf, paddr, 0x08);
 SEVEMU_OFFSET(AttestationBuf, mnonce, 0x10);
 SEVEMU_OFFSET(AttestationBuf, length, 0x20);
 
-// The attestation report (Linux include/linux/psp-sev.h sev_data_attestation_report; virtee/sev src/firmware/host/types/sev.rs), 0xD0 bytes.
+// The attestation report (Linux include/linux/psp-sev.h sev_data_attestation_report; virtee/sev
+// src/firmware/host/types/sev.rs), 0xD0 bytes.
 struct [[gnu::packed]] AttestationReport {
     uint8_t mnonce[16];
     uint8_t launch_digest[32];

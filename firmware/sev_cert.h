@@ -23,7 +23,8 @@ namespace sevemu::firmware {
 
 class AmdCert;
 
-// Key usage codes (AMD-ASPFW sev_cert.h; virtee/sev src/certs/sev/sev/cert/v1). ARK and ASK appear only as signer usages in SEV certificates.
+// Key usage codes (AMD-ASPFW sev_cert.h; virtee/sev src/certs/sev/sev/cert/v1). ARK and ASK appear only as
+// signer usages in SEV certificates.
 enum class SevUsage : uint32_t {
     ARK = 0x0000,
     ASK = 0x0013,
@@ -75,7 +76,8 @@ enum class CertError : uint8_t {
     Missing,         // verify_chain(): a certificate the chain needs is absent
 };
 std::string_view cert_error_name(CertError);
-// SEV status codes (Linux include/uapi/linux/psp-sev.h enum sev_ret_code): 0x06 INVALID_CERTIFICATE or 0x0A BAD_SIGNATURE.
+// SEV status codes (Linux include/uapi/linux/psp-sev.h enum sev_ret_code): 0x06 INVALID_CERTIFICATE or 0x0A
+// BAD_SIGNATURE.
 uint16_t cert_error_status(CertError);
 
 inline constexpr size_t kSevCertSize = 0x824;

@@ -25,7 +25,8 @@ constexpr uint64_t kSmmLock = 1u << 0; // HWCR bit 0
 constexpr uint32_t kNotExceptions = (1u << 2) | (1u << 9) | (1u << 15) | (1u << 20) | (0x3Fu << 22) | (1u << 31);
 
 // The host save area: VM_HSAVE_PA+0x400 in the sev_es_save_area (VMSA) format for every guest
-// kind (APM vol 2 §15.35; Linux arch/x86/kvm/svm/sev.c sev_es_prepare_switch_to_guest). The page beyond 0x400 holds 0xC00 bytes, enough for the VMSA
+// kind (APM vol 2 §15.35; Linux arch/x86/kvm/svm/sev.c sev_es_prepare_switch_to_guest). The page beyond 0x400
+// holds 0xC00 bytes, enough for the VMSA
 // fields up to the IBS block (0x7C8).
 constexpr uint64_t kHsaveOffset = 0x400, kHsaveLen = kVmcbSize - kHsaveOffset;
 

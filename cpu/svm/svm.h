@@ -76,7 +76,8 @@ struct HostContext {
     uint64_t cr4_valid { 0x00F70FFFull }; // VME..UMIP, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP, PKE, CET
 
     bool sme() const { return syscfg & syscfg::MemEncryptionModEn; }
-    // Width of usable system-physical addresses (reduced while SME is on; APM vol 2 §7.10; Linux arch/x86/kernel/cpu/amd.c early_detect_mem_encrypt).
+    // Width of usable system-physical addresses (reduced while SME is on; APM vol 2 §7.10; Linux
+    // arch/x86/kernel/cpu/amd.c early_detect_mem_encrypt).
     uint8_t usable_phys_bits() const { return sme() ? uint8_t(phys_addr_bits - phys_addr_reduction) : phys_addr_bits; }
     bool sev_supported() const { return mem_encrypt_features & (1u << 1); }
     bool sev_es_supported() const { return mem_encrypt_features & (1u << 3); }

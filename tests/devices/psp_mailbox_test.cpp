@@ -1,4 +1,5 @@
-// The PSP mailbox at the register level, as Linux's ccp driver programs it (drivers/crypto/ccp/sp-pci.c, sev-dev.c __sev_do_cmd_locked).
+// The PSP mailbox at the register level, as Linux's ccp driver programs it (drivers/crypto/ccp/sp-pci.c,
+// sev-dev.c __sev_do_cmd_locked).
 #include "devices/psp_mailbox.h"
 #include "tests/firmware/fw_harness.h"
 

@@ -2,7 +2,8 @@
 // SEND_UPDATE_DATA; AMD-ASPFW nist_kdf.c, sev_channel.c). Vector A and the LAUNCH_MEASURE vector
 // are virtee/sev's session tests (src/session) and sev-tool's test_calc_measurement (src/tests.cpp);
 // vector B and the LAUNCH_SECRET / SEND_UPDATE vectors were computed independently with Python
-// `cryptography`. Each expected value is that printed vector AND is recomputed here from raw OpenSSL calls (HMAC(), EVP AES-CTR,
+// `cryptography`. Each expected value is that printed vector AND is recomputed here from raw OpenSSL calls
+// (HMAC(), EVP AES-CTR,
 // EC_POINT_mul), never with the code under test; the code under test must then agree with both.
 #include "firmware/crypto.h"
 
@@ -65,7 +66,8 @@ Bytes cat(std::initializer_list<Bytes> parts)
     return out;
 }
 
-// SP 800-108 counter mode as AMD-ASPFW nist_kdf.c and virtee/sev src/session/key.rs compute it, one HMAC per 32-byte block.
+// SP 800-108 counter mode as AMD-ASPFW nist_kdf.c and virtee/sev src/session/key.rs compute it, one HMAC per
+// 32-byte block.
 Bytes ref_kdf(Bytes const& key, std::string const& label, Bytes const& ctx, size_t len)
 {
     Bytes out;

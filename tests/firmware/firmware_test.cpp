@@ -626,7 +626,8 @@ TEST_CASE("A launch with a session: measurement, secret, finish, attestation", "
         uint32_t reserved = 1u << 6;
         auto o3 = make_owner_session(pdh, reserved);
         CHECK(launch_start_with_session(p, o3, reserved, h) == st(Status::POLICY_FAILURE));
-        // Without a session, the policy is not validated at all (AMD-ASPFW sev_mcmd.c LAUNCH_START with no DH certificate).
+        // Without a session, the policy is not validated at all (AMD-ASPFW sev_mcmd.c LAUNCH_START with no DH
+        // certificate).
         CHECK(p.launch_start(reserved | newer, h) == 0);
     }
     SECTION("a bad GODH certificate")

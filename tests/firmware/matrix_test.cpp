@@ -1,4 +1,5 @@
-// The command x state matrix of AMD-ASPFW sev_mcmd.c (each handler's state checks), written out here independently of the firmware's
+// The command x state matrix of AMD-ASPFW sev_mcmd.c (each handler's state checks), written out here
+// independently of the firmware's
 // dispatch table: every command in every reachable platform/guest state, through the mailbox.
 // A command in a state AMD-ASPFW forbids must fail with INVALID_PLATFORM_STATE (0x01) or
 // INVALID_GUEST_STATE (0x02) and change nothing; in a permitted state it must not fail with

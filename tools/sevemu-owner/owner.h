@@ -1,5 +1,6 @@
 // sevemu — the guest owner's side of the legacy SEV launch (SEV-KM API 55766 §"Launching a guest";
-// AMD-ASPFW sev_cert.c, sev_channel.c, sev_mcmd.c; virtee/sev src/session), as a library the `sevemu-owner` tool and the firmware
+// AMD-ASPFW sev_cert.c, sev_channel.c, sev_mcmd.c; virtee/sev src/session), as a library the `sevemu-owner`
+// tool and the firmware
 // tests share. Modelled on `sevctl session / measurement / secret / verify` (virtee/sevctl).
 //
 // It uses firmware/crypto.h and the certificate code, which implement the spec's formulas for
@@ -111,7 +112,8 @@ OwnerResult<SecretPacket> build_secret(Key128 const& tek, Key128 const& tik, std
     std::span<const uint8_t> secret, Iv128 const& iv, uint32_t flags = 0);
 
 // ---------------------------------------------------------------------------------------------
-// Attestation report (ATTESTATION 0x36, QEMU query-sev-attestation-report; virtee/sev src/firmware/host/types/sev.rs).
+// Attestation report (ATTESTATION 0x36, QEMU query-sev-attestation-report; virtee/sev
+// src/firmware/host/types/sev.rs).
 
 struct [[gnu::packed]] AttestationReportWire {
     uint8_t mnonce[16];

@@ -172,7 +172,8 @@ TEST_CASE("VMSA fields sit at Linux's sev_es_save_area offsets", "[svm][vmcb]")
 
 TEST_CASE("Intercept bit numbering follows the VMCB words", "[svm][vmcb]")
 {
-    // Linux arch/x86/include/asm/svm.h INTERCEPT_*: word3 bit 18 CPUID, 24 HLT, 27 IOIO_PROT, 28 MSR_PROT, 31 SHUTDOWN;
+    // Linux arch/x86/include/asm/svm.h INTERCEPT_*: word3 bit 18 CPUID, 24 HLT, 27 IOIO_PROT, 28 MSR_PROT, 31
+    // SHUTDOWN;
     // word4 bit 0 VMRUN, 1 VMMCALL, 9 WBINVD; word3 bit 25 INVLPG, 0 INTR, 1 NMI.
     CHECK(unsigned(Intercept::CPUID) == 3 * 32 + 18);
     CHECK(unsigned(Intercept::HLT) == 3 * 32 + 24);
