@@ -6,7 +6,7 @@ namespace sevemu::devices {
 
 PspMailbox::Registers const& PspMailbox::registers(PspVersion v)
 {
-    // Linux drivers/crypto/ccp/sp-pci.c sevv1/sevv2 + pspv1/2/4/6 (sheet §1.1).
+    // Linux drivers/crypto/ccp/sp-pci.c sevv1/sevv2 + pspv1/2/4/6.
     static constexpr Registers kV1 { 0x10580, 0x105E0, 0x105E4, 0x105FC, 0x10610, 0x10614, 0x1456 };
     static constexpr Registers kV2 { 0x10980, 0x109E0, 0x109E4, 0x109FC, 0x10690, 0x10694, 0x1486 };
     static constexpr Registers kV4 { 0x10980, 0x109E0, 0x109E4, 0x109FC, 0x10690, 0x10694, 0x14CA };
@@ -97,7 +97,7 @@ void PspMailbox::write(uint64_t offset, unsigned size, uint64_t value)
 
 void PspMailbox::run_command(uint32_t cmdresp)
 {
-    // Linux puts the command in bits 26:16; [FW] decodes 23:16. IDs above 0xFF are unknown
+    // Linux puts the command in bits 26:16; AMD-ASPFW decodes 23:16. IDs above 0xFF are unknown
     // commands either way (INVALID_COMMAND).
     uint32_t cmd = (cmdresp >> 16) & 0x7FF;
     bool ioc = cmdresp & kCmdRespIoc;

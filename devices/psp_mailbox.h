@@ -1,5 +1,5 @@
 // sevemu — the AMD Secure Processor's SEV mailbox, as Linux's ccp driver uses it
-// (drivers/crypto/ccp/sev-dev.c __sev_do_cmd_locked, sp-pci.c register maps; sheet §1.1-§1.2).
+// (drivers/crypto/ccp/sev-dev.c __sev_do_cmd_locked, sp-pci.c register maps).
 //
 // An MMIO BusDevice at the PSP function's BAR 2. The host writes the command buffer's physical
 // address to CmdBuff_Addr_Lo/Hi, then CmdResp = (cmd << 16) | IOC. The command runs at once
@@ -7,7 +7,7 @@
 // PSP_CMDRESP_RESP, bits 15:0 = status). With IOC set, P2CMSG_INTSTS bit 1 (SEV_CMD_COMPLETE)
 // is set and the interrupt line is raised while INTSTS & INTEN is non-zero; INTSTS is
 // write-1-to-clear. After each command the firmware leaves its extended error stack in
-// CmdBuff_Addr_Hi:Lo ([FW]); sevemu records none, so both read 0.
+// CmdBuff_Addr_Hi:Lo (AMD-ASPFW); sevemu records none, so both read 0.
 #pragma once
 
 #include "base/epyc_model.h"
@@ -22,7 +22,7 @@ class Firmware;
 
 namespace sevemu::devices {
 
-// Which register layout (PCI device) the mailbox presents: sheet §1.1 table.
+// Which register layout (PCI device) the mailbox presents: Linux drivers/crypto/ccp/sp-pci.c sevv1/sevv2.
 enum class PspVersion : uint8_t {
     V1, // 1022:1456 (Naples): sevv1/pspv1
     V2, // 1022:1486 (Rome, Milan): sevv2/pspv2

@@ -17,7 +17,7 @@ static constexpr AmdKeyId id_from_hex(char const (&hex)[33])
 }
 
 // Key ids as they appear in the certificates' key_id field (byte order as stored), from the
-// public ARK/ASK files shipped in virtee/sev src/certs/sev/builtin/*/ (fact sheet §6.2 table).
+// public ARK/ASK files shipped in virtee/sev src/certs/sev/builtin/*/.
 // The product names of the models sevemu emulates come from base/epyc_model.h; Turin is not
 // emulated, but its root is still recognised in a chain.
 static constexpr KnownAmdRoot kKnownRoots[] = {

@@ -1,6 +1,6 @@
 // sevemu — AMD root (ARK) and signing (ASK) key certificates in AMD's legacy format
-// (SEV-KM API 55766 appendix "AMD root key / signing key certificate"; fact sheet §6.2;
-// [FW] amd_cert.h/.c, [ST] amdcert.cpp, [VT] certs/sev/ca/cert/v1.rs).
+// (SEV-KM API 55766 appendix "AMD root key / signing key certificate";
+// AMD-ASPFW amd_cert.h/.c, sev-tool src/amdcert.cpp, virtee/sev src/certs/sev/ca/cert/v1.rs).
 //
 // Variable size: a 64-byte header, then pub_exp (pub_exp_size/8 bytes), modulus and signature
 // (modulus_size/8 bytes each), all little-endian. RSA-2048 (Naples, 832 bytes) or RSA-4096
@@ -48,7 +48,7 @@ static_assert(offsetof(AmdCertHeaderWire, modulus_size) == 0x3C);
 inline constexpr size_t kAmdCertSize2K = 0x40 + 3 * 256; // 832
 inline constexpr size_t kAmdCertSize4K = 0x40 + 3 * 512; // 1600
 
-// The AMD products whose root keys the sheet lists (§6.2 table).
+// The AMD products whose root keys virtee/sev ships (src/certs/sev/builtin/*/ark.cert).
 struct KnownAmdRoot {
     std::string_view product;
     AmdKeyId ark_id;
@@ -85,10 +85,12 @@ public:
     std::span<const uint8_t> modulus_le() const { return m_modulus; }
     std::span<const uint8_t> signature_le() const { return m_signature; }
 
-    // The hash this key signs with: SHA-256 for RSA-2048, SHA-384 for RSA-4096 (sheet §6.2, §13.9).
+    // The hash this key signs with: SHA-256 for RSA-2048, SHA-384 for RSA-4096 (virtee/sev
+    // src/certs/sev/builtin: Naples RSA-2048, Rome and later RSA-4096; AMD-ASPFW amd_cert.c).
     HashAlgo signing_hash() const;
     // The algorithm code a SEV certificate slot names when this key signs it (CEK sig1):
-    // RSA_SHA256 (0x1) for 2048 bits, RSA_SHA384 (0x101) for 4096 bits (sheet §6.4).
+    // RSA_SHA256 (0x1) for 2048 bits, RSA_SHA384 (0x101) for 4096 bits (CEK sig1 in virtee/sev tests/naples,
+    // tests/rome cek.cert).
     SevAlgo sev_signer_algo() const;
 
     Result<PKey, CertError> public_key() const;

@@ -48,7 +48,7 @@ Result<ChainReport, ChainError> verify_chain(SevChain const& chain, bool require
         return make_unexpected(ChainError { chain.ark ? (chain.ask ? ChainLink::ASK_CEK : ChainLink::ARK_ASK) : ChainLink::ARK,
             CertError::Missing });
     if (have_amd) {
-        // Root first (SEV-KM 55766 chain order; [FW] SEND_START validates ARK, ASK, CEK, PEK, PDH).
+        // Root first (SEV-KM 55766 chain order; AMD-ASPFW SEND_START validates ARK, ASK, CEK, PEK, PDH).
         TRY(link(ChainLink::ARK, chain.ark->verify(*chain.ark)));
         TRY(link(ChainLink::ARK_ASK, chain.ask->usage() == AmdKeyUsage::ASK ? chain.ask->verify(*chain.ark)
                                                                              : Result<void, CertError>(make_unexpected(CertError::BadUsage))));

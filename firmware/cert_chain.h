@@ -1,4 +1,4 @@
-// sevemu — the SEV platform certificate chain (fact sheet §6.4, §6.5):
+// sevemu — the SEV platform certificate chain (AMD-ASPFW sev_cert.c sev_cert_validate; virtee/sev certs):
 //
 //     ARK (self-signed) -> ASK -> CEK -> PEK <- OCA (self-signed)
 //                                        PEK -> PDH

@@ -1,6 +1,6 @@
 // sevemu — guest commands: LAUNCH_*, ATTESTATION, ACTIVATE/ACTIVATE_EX/DEACTIVATE,
 // DECOMMISSION, GUEST_STATUS, COPY, DBG_DECRYPT/DBG_ENCRYPT (SEV-KM API 55766 chapters 6-7;
-// sheet §8, §11; [FW] sev_mcmd.c, sev_guest.c). Every handler checks in [FW]'s order and changes
+// AMD-ASPFW sev_mcmd.c, sev_guest.c). Every handler checks in AMD-ASPFW's order and changes
 // nothing until the last check has passed.
 #include "firmware/cmd_util.h"
 #include "firmware/firmware.h"
@@ -20,7 +20,7 @@ constexpr uint32_t kMaxApicIds = 1024;
 } // namespace
 
 // ---------------------------------------------------------------------------------------------
-// LAUNCH_START (0x30), sheet §8.1 and §7.2.
+// LAUNCH_START (0x30): SEV API 55766, LAUNCH_START; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::cmd_launch_start(LaunchStartBuf& b)
 {
     note("handle=" + std::to_string(b.handle) + " policy=" + hex(b.policy) + (b.dh_cert_paddr ? " (with session)" : " (no session)"));
@@ -38,7 +38,8 @@ Result<void, Status> Firmware::cmd_launch_start(LaunchStartBuf& b)
         Bytes cert_bytes(kSevCertSize);
         TRY(read_dram(b.dh_cert_paddr, cert_bytes, mmu::KeyId::none()));
 
-        // §7.2 steps 1-3: our PDH, the owner's DH certificate, the shared secret. The owner's
+        // Session setup (AMD-ASPFW sev_channel.c, ecdh.c): our PDH, the owner's DH certificate, the shared
+        // secret. The owner's
         // point is checked to be on P-384 before ECDH (invalid-curve attack on the PDH key).
         auto pdh = p384_from_private(m_persistent.pdh_priv);
         if (!pdh)
@@ -124,11 +125,12 @@ Result<void, Status> Firmware::cmd_launch_start(LaunchStartBuf& b)
     return {};
 }
 
-// LAUNCH_UPDATE_DATA (0x31) / LAUNCH_UPDATE_VMSA (0x32), sheet §8.2.
+// LAUNCH_UPDATE_DATA (0x31) / LAUNCH_UPDATE_VMSA (0x32): SEV API 55766, LAUNCH_UPDATE_DATA /
+// LAUNCH_UPDATE_VMSA; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::launch_update(LaunchUpdateBuf& b, bool vmsa)
 {
     note("handle=" + std::to_string(b.handle) + " paddr=" + hex(b.paddr) + " len=" + std::to_string(b.length));
-    if (vmsa && b.length != kVmsaSize) // [FW] checks this first, before the platform state
+    if (vmsa && b.length != kVmsaSize) // AMD-ASPFW checks this first, before the platform state
         return make_unexpected(Status::INVALID_LEN);
     TRY(check_platform_state());
     Guest* g = TRY(find_guest(b.handle));
@@ -162,7 +164,7 @@ Result<void, Status> Firmware::launch_update(LaunchUpdateBuf& b, bool vmsa)
 Result<void, Status> Firmware::cmd_launch_update_data(LaunchUpdateBuf& b) { return launch_update(b, false); }
 Result<void, Status> Firmware::cmd_launch_update_vmsa(LaunchUpdateBuf& b) { return launch_update(b, true); }
 
-// LAUNCH_MEASURE (0x33), sheet §8.3.
+// LAUNCH_MEASURE (0x33): SEV API 55766, LAUNCH_MEASURE; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::cmd_launch_measure(LaunchMeasureBuf& b)
 {
     note("handle=" + std::to_string(b.handle) + " len=" + std::to_string(b.measure_len));
@@ -191,7 +193,7 @@ Result<void, Status> Firmware::cmd_launch_measure(LaunchMeasureBuf& b)
     return {};
 }
 
-// LAUNCH_SECRET (0x34), sheet §8.4.
+// LAUNCH_SECRET (0x34): SEV API 55766, LAUNCH_SECRET; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::cmd_launch_secret(TransportBuf& b)
 {
     note("handle=" + std::to_string(b.handle) + " guest=" + hex(b.guest_paddr) + " len=" + std::to_string(b.guest_len));
@@ -231,7 +233,7 @@ Result<void, Status> Firmware::cmd_launch_secret(TransportBuf& b)
     return w;
 }
 
-// LAUNCH_FINISH (0x35), sheet §8.5.
+// LAUNCH_FINISH (0x35): SEV API 55766, LAUNCH_FINISH; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::cmd_launch_finish(HandleBuf& b)
 {
     note("handle=" + std::to_string(b.handle));
@@ -250,7 +252,8 @@ Result<void, Status> Firmware::cmd_launch_finish(HandleBuf& b)
     return {};
 }
 
-// ATTESTATION (0x36), sheet §8.6: the launch digest and policy, signed by the PEK.
+// ATTESTATION (0x36), SEV API 55766 ATTESTATION, AMD-ASPFW sev_mcmd.c: the launch digest and policy, signed
+// by the PEK.
 Result<void, Status> Firmware::cmd_attestation(AttestationBuf& b)
 {
     note("handle=" + std::to_string(b.handle));
@@ -283,9 +286,9 @@ Result<void, Status> Firmware::cmd_attestation(AttestationBuf& b)
 }
 
 // ---------------------------------------------------------------------------------------------
-// ASIDs (sheet §11).
+// ASIDs (SEV API 55766, ACTIVATE / DEACTIVATE / DF_FLUSH; AMD-ASPFW sev_mcmd.c).
 
-// ACTIVATE (0x21), sheet §11.2 check order ([FW] mcmd_activate_common).
+// ACTIVATE (0x21), check order (AMD-ASPFW mcmd_activate_common).
 Result<void, Status> Firmware::cmd_activate(ActivateBuf& b)
 {
     note("handle=" + std::to_string(b.handle) + " asid=" + std::to_string(b.asid));
@@ -301,7 +304,7 @@ Result<void, Status> Firmware::cmd_activate(ActivateBuf& b)
     return activate_common(*g, b.asid);
 }
 
-// ACTIVATE_EX (0x25): ACTIVATE with an APIC-ID list naming the CCXs to enable ([FW]
+// ACTIVATE_EX (0x25): ACTIVATE with an APIC-ID list naming the CCXs to enable (AMD-ASPFW
 // sev_mcmd_activate_ex + mcmd_activate_ex_common). Unlike ACTIVATE it may be repeated for a
 // guest on the ASID it already has (to enable more CCXs). sevemu models one CCX, so the list is
 // checked for size and readability only (QUIRKS.md).
@@ -328,7 +331,7 @@ Result<void, Status> Firmware::cmd_activate_ex(ActivateExBuf& b)
     return activate_common(*g, b.asid);
 }
 
-// The part of ACTIVATE and ACTIVATE_EX for a guest without an ASID ([FW] activate_common and
+// The part of ACTIVATE and ACTIVATE_EX for a guest without an ASID (AMD-ASPFW activate_common and
 // sev_guest_activate).
 Result<void, Status> Firmware::activate_common(Guest& g, uint32_t asid)
 {
@@ -339,7 +342,8 @@ Result<void, Status> Firmware::activate_common(Guest& g, uint32_t asid)
         return make_unexpected(Status::DFFLUSH_REQUIRED);
     if (m_asids[asid].state != AsidState::Clean)
         return make_unexpected(Status::ASID_OWNED);
-    // SEV-ES guests use ASIDs below CPUID 8000_001F EDX, SEV guests the rest (sheet §11.1).
+    // SEV-ES guests use ASIDs below CPUID 8000_001F EDX, SEV guests the rest (AMD-ASPFW sev_mcmd.c; Linux
+    // arch/x86/kvm/svm/sev.c min_sev_asid).
     if (g.es() ? asid >= m_params.min_sev_asid : asid < m_params.min_sev_asid)
         return make_unexpected(Status::INVALID_ASID);
     if (!m_mc.key_slot_port().program(asid, g.vek))
@@ -357,7 +361,7 @@ Result<void, Status> Firmware::activate_common(Guest& g, uint32_t asid)
     return {};
 }
 
-// DEACTIVATE (0x22), sheet §11.3.
+// DEACTIVATE (0x22): SEV API 55766, DEACTIVATE; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::cmd_deactivate(HandleBuf& b)
 {
     note("handle=" + std::to_string(b.handle));
@@ -382,7 +386,7 @@ Result<void, Status> Firmware::cmd_deactivate(HandleBuf& b)
     return {};
 }
 
-// DECOMMISSION (0x20), sheet §11.5.
+// DECOMMISSION (0x20): SEV API 55766, DECOMMISSION; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::cmd_decommission(HandleBuf& b)
 {
     note("handle=" + std::to_string(b.handle));
@@ -399,7 +403,7 @@ Result<void, Status> Firmware::cmd_decommission(HandleBuf& b)
     return {};
 }
 
-// GUEST_STATUS (0x23), sheet §11.6: an unknown handle is SUCCESS with state 0.
+// GUEST_STATUS (0x23), AMD-ASPFW sev_mcmd.c: an unknown handle is SUCCESS with state 0.
 Result<void, Status> Firmware::cmd_guest_status(GuestStatusBuf& b)
 {
     note("handle=" + std::to_string(b.handle));
@@ -418,7 +422,7 @@ Result<void, Status> Firmware::cmd_guest_status(GuestStatusBuf& b)
     return {};
 }
 
-// COPY (0x24), sheet §11.7: page copy under the guest's key (used to move guest pages).
+// COPY (0x24), AMD-ASPFW sev_mcmd.c: page copy under the guest's key (used to move guest pages).
 Result<void, Status> Firmware::cmd_copy(CopyBuf& b)
 {
     note("handle=" + std::to_string(b.handle) + " src=" + hex(b.src_paddr) + " dst=" + hex(b.dst_paddr) + " len=" + std::to_string(b.length));
@@ -434,12 +438,12 @@ Result<void, Status> Firmware::cmd_copy(CopyBuf& b)
     TRY(check_range(b.src_paddr, b.length));
     TRY(check_range(b.dst_paddr, b.length));
     if (b.src_paddr == b.dst_paddr)
-        return {}; // the first pages overlap: [FW] succeeds without copying
+        return {}; // the first pages overlap: AMD-ASPFW succeeds without copying
     auto key = mmu::KeyId::slot(g->asid);
     return transfer(b.src_paddr, key, b.dst_paddr, key, b.length);
 }
 
-// DBG_DECRYPT (0x60) / DBG_ENCRYPT (0x61), sheet §11.8.
+// DBG_DECRYPT (0x60) / DBG_ENCRYPT (0x61): SEV API 55766, DBG_DECRYPT / DBG_ENCRYPT; AMD-ASPFW sev_mcmd.c.
 Result<void, Status> Firmware::debug_common(DebugBuf& b, bool decrypt)
 {
     note("handle=" + std::to_string(b.handle) + " src=" + hex(b.src_paddr) + " dst=" + hex(b.dst_paddr) + " len=" + std::to_string(b.length));

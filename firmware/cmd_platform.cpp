@@ -1,6 +1,6 @@
 // sevemu — platform commands: INIT, INIT_EX, SHUTDOWN, PLATFORM_RESET, PLATFORM_STATUS, PEK_GEN,
 // PEK_CSR, PEK_CERT_IMPORT, PDH_CERT_EXPORT, PDH_GEN, DF_FLUSH, GET_ID, NOP (SEV-KM API 55766
-// chapter 5 "Platform management"; [FW] sev_mcmd.c, sev_plat.c).
+// chapter 5 "Platform management"; AMD-ASPFW sev_mcmd.c, sev_plat.c).
 #include "firmware/cmd_util.h"
 #include "firmware/firmware.h"
 #include "firmware/platform_store.h"
@@ -23,7 +23,7 @@ Result<CertSigner, Status> signer_from(Bytes const& priv, SevUsage usage, SevAlg
 }
 
 // A fresh firmware key pair and its certificate (OCA, PEK: ECDSA-SHA256; PDH: ECDH-SHA256; all
-// P-384, sheet §6.4 "[FW]-generated keys").
+// P-384, as AMD-ASPFW sev_plat.c generates them).
 Result<std::pair<PKey, SevCert>, Status> new_key(FirmwareParams const& p, SevUsage usage, SevAlgo algo)
 {
     auto key = p384_generate();
@@ -49,7 +49,7 @@ Result<Bytes, Status> scalar_of(PKey const& key)
 Result<PersistentState, Status> Firmware::generate_oca_pek_pdh(PersistentState st, bool new_oca, bool new_pek, bool new_pdh)
 {
     if (new_oca) {
-        // A self-owned platform: the firmware's own OCA signs its PEK (sheet §10 step 7).
+        // A self-owned platform: the firmware's own OCA signs its PEK (AMD-ASPFW sev_mcmd.c sev_mcmd_init_common).
         auto [key, cert] = TRY(new_key(m_params, SevUsage::OCA, SevAlgo::ECDSA_SHA256));
         CertSigner self { SevUsage::OCA, SevAlgo::ECDSA_SHA256, std::move(key) };
         if (!cert.sign(0, self))
@@ -60,7 +60,8 @@ Result<PersistentState, Status> Firmware::generate_oca_pek_pdh(PersistentState s
     }
     if (new_pek) {
         auto [key, cert] = TRY(new_key(m_params, SevUsage::PEK, SevAlgo::ECDSA_SHA256));
-        // sig1 by the OCA (when the firmware holds its key), sig2 by the CEK (sheet §6.4).
+        // sig1 by the OCA (when the firmware holds its key), sig2 by the CEK (AMD-ASPFW sev_plat.c; as in
+        // virtee/sev tests/naples, tests/rome pek.cert).
         if (!st.oca_priv.empty()) {
             auto oca = TRY(signer_from(st.oca_priv, SevUsage::OCA, SevAlgo::ECDSA_SHA256));
             if (!cert.sign(0, oca))
@@ -102,7 +103,7 @@ Result<void, Status> Firmware::save_persistent(PersistentState const& st)
 }
 
 // ---------------------------------------------------------------------------------------------
-// INIT (0x01) / INIT_EX (0x0D): [FW] sev_mcmd_init_common, sheet §10.
+// INIT (0x01) / INIT_EX (0x0D): AMD-ASPFW sev_mcmd_init_common; SEV API 55766, INIT / INIT_EX.
 
 Result<void, Status> Firmware::cmd_init(InitBuf& b)
 {
@@ -125,7 +126,7 @@ Result<void, Status> Firmware::cmd_init_ex(InitExBuf& b)
         return init_common(b.flags, b.tmr_paddr, b.tmr_length, NvLocation::Spi, 0);
     if (b.nv_paddr & 0xFFF)
         return make_unexpected(Status::INVALID_ADDRESS);
-    TRY(check_range(b.nv_paddr, b.nv_length)); // with the host's length, then the length itself ([FW])
+    TRY(check_range(b.nv_paddr, b.nv_length)); // with the host's length, then the length itself (AMD-ASPFW)
     if (b.nv_length != kNvSize)
         return make_unexpected(Status::INVALID_LEN);
     return init_common(b.flags, b.tmr_paddr, b.tmr_length, NvLocation::Dram, b.nv_paddr);
@@ -140,7 +141,7 @@ Result<void, Status> Firmware::init_common(uint32_t flags, uint64_t tmr_paddr, u
         return make_unexpected(Status::INVALID_CONFIG);
 
     // Step 5: load the persistent store. A damaged image is refused with SECURE_DATA_INVALID and
-    // erased, so that the driver's one retry starts from an empty store ([FW] init_common).
+    // erased, so that the driver's one retry starts from an empty store (AMD-ASPFW init_common).
     Bytes image;
     if (nv == NvLocation::Dram) {
         image.resize(kNvSize);
@@ -218,7 +219,7 @@ Result<void, Status> Firmware::init_common(uint32_t flags, uint64_t tmr_paddr, u
     return {};
 }
 
-// SHUTDOWN (0x02): any state; destroys every guest (sheet §10).
+// SHUTDOWN (0x02): any state; destroys every guest (AMD-ASPFW sev_mcmd.c; SEV API 55766, SHUTDOWN).
 Result<void, Status> Firmware::cmd_shutdown()
 {
     TRY(check_platform_state());
@@ -250,7 +251,7 @@ Result<void, Status> Firmware::cmd_shutdown()
 }
 
 // PLATFORM_RESET / FACTORY_RESET (0x03): UNINIT only; erases the SPI store so the next INIT
-// makes a new self-owned identity. An INIT_EX buffer is the host's and is not touched ([FW]).
+// makes a new self-owned identity. An INIT_EX buffer is the host's and is not touched (AMD-ASPFW).
 Result<void, Status> Firmware::cmd_platform_reset()
 {
     TRY(check_platform_state());
@@ -305,7 +306,8 @@ Result<void, Status> Firmware::cmd_pek_csr(PekCsrBuf& b)
     return {};
 }
 
-// PEK_CERT_IMPORT (0x07): take ownership with an owner-signed PEK and the owner's OCA (sheet §10).
+// PEK_CERT_IMPORT (0x07): take ownership with an owner-signed PEK and the owner's OCA (AMD-ASPFW sev_mcmd.c;
+// SEV API 55766, PEK_CERT_IMPORT).
 Result<void, Status> Firmware::cmd_pek_cert_import(PekCertImportBuf& b)
 {
     TRY(check_platform_state());
@@ -356,7 +358,8 @@ Result<void, Status> Firmware::cmd_pek_cert_import(PekCertImportBuf& b)
     return {};
 }
 
-// PDH_CERT_EXPORT (0x08): the PDH and the chain PEK || OCA || CEK (CEK unsigned, sheet §10).
+// PDH_CERT_EXPORT (0x08): the PDH and the chain PEK || OCA || CEK (CEK unsigned; AMD-ASPFW sev_mcmd.c; SEV
+// API 55766, PDH_CERT_EXPORT).
 Result<void, Status> Firmware::cmd_pdh_cert_export(PdhCertExportBuf& b)
 {
     TRY(check_platform_state());
@@ -393,10 +396,11 @@ Result<void, Status> Firmware::cmd_pdh_gen()
 }
 
 // DF_FLUSH (0x0A): dirty ASIDs become clean where no cache still holds lines under their key
-// (sheet §11.4). "WBINVD done" is observed, not told: the firmware asks the memory controller
+// (AMD-ASPFW sev_mcmd.c; SEV API 55766, DF_FLUSH). "WBINVD done" is observed, not told: the firmware asks the
+// memory controller
 // whether any page is still cached under the ASID's key — exactly what WBINVD on every core
 // guarantees to clear (QUIRKS.md). If some are, the others are still cleaned and the command
-// reports WBINVD_REQUIRED, as [FW] does with its partial transition. [FW] checks no platform state.
+// reports WBINVD_REQUIRED, as AMD-ASPFW does with its partial transition. AMD-ASPFW checks no platform state.
 Result<void, Status> Firmware::cmd_df_flush()
 {
     TRY(check_platform_state());
@@ -422,7 +426,7 @@ Result<void, Status> Firmware::cmd_df_flush()
     return {};
 }
 
-// GET_ID (0x0C): 64 bytes per socket; sevemu models one socket (sheet §10).
+// GET_ID (0x0C): 64 bytes per socket; sevemu models one socket (AMD-ASPFW sev_mcmd.c; SEV API 55766, GET_ID).
 Result<void, Status> Firmware::cmd_get_id(GetIdBuf& b)
 {
     TRY(check_platform_state());

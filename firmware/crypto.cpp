@@ -247,7 +247,8 @@ Result<Key128, CryptoError> random_key128()
     return k;
 }
 
-// SP 800-108 §5.1 (counter mode) with the field order and encodings of [FW] nist_kdf.c (sheet §7.1).
+// SP 800-108 §5.1 (counter mode) with the field order and encodings of AMD-ASPFW nist_kdf.c
+// (= virtee/sev src/session/key.rs).
 Bytes kdf_sp800_108(std::span<const uint8_t> key, std::string_view label, std::span<const uint8_t> context,
     size_t out_len)
 {
@@ -342,7 +343,7 @@ Result<PKey, CryptoError> p384_from_private(std::span<const uint8_t> scalar_be)
 Result<PKey, CryptoError> p384_from_amd_point(AmdEcPoint const& point)
 {
     // AMD pads coordinates to 72 bytes; for P-384 bytes 48..71 must be zero, or the integer is
-    // >= 2^384 > p and cannot be a field element (sheet §6.1).
+    // >= 2^384 > p and cannot be a field element (AMD-ASPFW sev_cert.c, ecdh.c).
     for (size_t i = kP384Bytes; i < kAmdEcIntBytes; ++i)
         if (point.qx[i] || point.qy[i])
             return make_unexpected(CryptoError::BadPoint);
@@ -690,7 +691,7 @@ Result<UnwrappedSession, UnwrapError> unwrap_session(std::span<const uint8_t> sh
     std::memcpy(nonce.data(), blob.nonce, 16);
     UnwrappedSession out;
     out.channel = derive_channel_keys(shared_z, nonce);
-    // §7.2 step 5: authenticate the wrapped keys before decrypting them (encrypt-then-MAC), so a
+    // AMD-ASPFW sev_channel.c: authenticate the wrapped keys before decrypting them (encrypt-then-MAC), so a
     // host cannot feed the firmware chosen ciphertext.
     Mac256 wmac = hmac_sha256(out.channel.kik, std::span<const uint8_t>(blob.wrap_tk));
     if (!equal_ct(wmac, std::span<const uint8_t>(blob.wrap_mac)))
@@ -701,7 +702,8 @@ Result<UnwrappedSession, UnwrapError> unwrap_session(std::span<const uint8_t> sh
     std::copy_n(plain.begin(), 16, out.keys.tek.begin());
     std::copy_n(plain.begin() + 16, 16, out.keys.tik.begin());
     secure_zero(plain.data(), plain.size());
-    // §7.2 step 7: the policy is bound to the owner's TIK; a host that launches the guest with a
+    // AMD-ASPFW sev_mcmd.c LAUNCH_START: the policy is bound to the owner's TIK; a host that launches the
+    // guest with a
     // weaker policy (e.g. debugging allowed) than the owner chose is refused here.
     Mac256 pmac = policy_mac(out.keys.tik, policy);
     if (!equal_ct(pmac, std::span<const uint8_t>(blob.policy_mac))) {

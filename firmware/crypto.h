@@ -4,11 +4,11 @@
 // plain inputs, so that the firmware command handlers and tools/sevemu-owner share one
 // implementation of the spec and tests can check it against an independent reference:
 //   - primitives: SHA-256/384, HMAC-SHA256, AES-128-CTR, random bytes;
-//   - the SP 800-108 KDF (SEV-KM API 55766 §"Key derivation", fact sheet §7.1);
+//   - the SP 800-108 KDF (SEV-KM API 55766 §"Key derivation"; AMD-ASPFW nist_kdf.c);
 //   - P-384 ECDH and ECDSA with AMD's little-endian 72-byte integer encoding, RSA-PSS;
 //   - the transport channel: master secret, KEK/KIK, the LAUNCH_START / RECEIVE_START session
-//     wrap and unwrap (sheet §7.2), the LAUNCH_MEASURE HMAC (§8.3) and the packet MAC shared by
-//     LAUNCH_SECRET and SEND/RECEIVE_UPDATE_* (§8.4, §9.2).
+//     wrap and unwrap, the LAUNCH_MEASURE HMAC and the packet MAC shared by
+//     LAUNCH_SECRET and SEND/RECEIVE_UPDATE_* (SEV API 55766 under those commands; AMD-ASPFW sev_channel.c).
 //
 // AMD integers (curve coordinates, ECDSA r/s, RSA moduli and signatures) are little-endian on the
 // wire; OpenSSL's are big-endian. The conversion happens only in this file and sev_cert/amd_cert.
@@ -61,7 +61,7 @@ Sha256Digest sha256(std::span<const uint8_t> data);
 Sha384Digest sha384(std::span<const uint8_t> data);
 Bytes digest(HashAlgo, std::span<const uint8_t> data);
 
-// Incremental SHA-256: the running launch digest GCTX.LD of LAUNCH_UPDATE_* (sheet §8.2).
+// Incremental SHA-256: the running launch digest GCTX.LD of LAUNCH_UPDATE_* (AMD-ASPFW sev_mcmd.c).
 // Copyable (the copy continues independently). Its state can be saved and restored (snapshots of a
 // guest mid-launch, STYLE.md rule 13). Saved-state stream format, version 1 (109 bytes):
 //   +0x00 u8     version = 1
@@ -100,8 +100,8 @@ Mac256 hmac_sha256(std::span<const uint8_t> key, std::span<const uint8_t> data);
 // MAC comparison goes through it so a timing side channel cannot reveal a forged MAC byte by byte.
 bool equal_ct(std::span<const uint8_t> a, std::span<const uint8_t> b);
 
-// AES-128-CTR with the full 128-bit big-endian counter increment (OpenSSL semantics; sheet §7.2
-// notes the CCP's carry width is not documented). Encryption and decryption are the same.
+// AES-128-CTR with the full 128-bit big-endian counter increment (OpenSSL semantics; the CCP's carry
+// width is not documented in SEV API 55766). Encryption and decryption are the same.
 Result<Bytes, CryptoError> aes128_ctr(std::span<const uint8_t> key, std::span<const uint8_t> iv,
     std::span<const uint8_t> data);
 
@@ -110,7 +110,7 @@ Result<void, CryptoError> random_bytes(std::span<uint8_t> out);
 Result<Key128, CryptoError> random_key128();
 
 // NIST SP 800-108 counter-mode KDF, PRF = HMAC-SHA256, exactly as SEV-KM 55766 uses it
-// (fact sheet §7.1, [FW] nist_kdf.c):
+// (AMD-ASPFW nist_kdf.c; virtee/sev src/session/key.rs):
 //   K_i = HMAC(key, LE32(i) || label || 0x00 || context || LE32(out_len * 8)), i = 1, 2, ...
 // The counter and the length in bits are little-endian; the 0x00 separator is always present.
 Bytes kdf_sp800_108(std::span<const uint8_t> key, std::string_view label, std::span<const uint8_t> context,
@@ -145,7 +145,7 @@ Result<PKey, CryptoError> public_only(EVP_PKEY const*);
 bool is_p384(EVP_PKEY const*);
 bool is_rsa(EVP_PKEY const*);
 
-// ECDH on P-384: the 48-byte big-endian X coordinate of priv * peer (sheet §7.2 step 1).
+// ECDH on P-384: the 48-byte big-endian X coordinate of priv * peer (AMD-ASPFW ecdh.c; virtee/sev src/session).
 Result<EcdhSecret, CryptoError> ecdh_p384(EVP_PKEY const* priv, EVP_PKEY const* peer_pub);
 
 // ECDSA P-384 over hash(message), r and s in AMD's 72-byte little-endian form.
@@ -166,16 +166,16 @@ struct AmdRsaPublic {
     unsigned modulus_bits { 0 };
 };
 Result<AmdRsaPublic, CryptoError> rsa_to_amd(EVP_PKEY const*);
-// RSASSA-PSS, MGF1 with the same hash, salt length = hash length (sheet §6.1, §6.2).
+// RSASSA-PSS, MGF1 with the same hash, salt length = hash length (AMD-ASPFW amd_cert.c, sev_cert.c).
 // The signature is little-endian and exactly modulus_bits/8 bytes.
 Result<Bytes, CryptoError> rsa_pss_sign(EVP_PKEY const* priv, HashAlgo, std::span<const uint8_t> message);
 Result<void, CryptoError> rsa_pss_verify(EVP_PKEY const* pub, HashAlgo, std::span<const uint8_t> message,
     std::span<const uint8_t> signature_le);
 
 // ---------------------------------------------------------------------------------------------
-// The transport channel (SEV-KM 55766 "LAUNCH_START", "SEND_START"; sheet §7.2).
+// The transport channel (SEV-KM 55766 "LAUNCH_START", "SEND_START"; AMD-ASPFW sev_channel.c).
 
-// The session buffer, 0x80 bytes (sheet §7.2 table).
+// The session buffer, 0x80 bytes (sev-tool src/sevapi.h; virtee/sev src/launch, Session).
 struct [[gnu::packed]] SessionBlob {
     uint8_t nonce[16];
     uint8_t wrap_tk[32]; // AES-128-CTR(KEK, wrap_iv)(TEK || TIK)
@@ -206,7 +206,7 @@ struct ChannelKeys {
 };
 
 // master = KDF(Z, "sev-master-secret", nonce, 16); KEK = KDF(master, "sev-kek", -, 16);
-// KIK = KDF(master, "sev-kik", -, 16)  (sheet §7.2 steps 2-3).
+// KIK = KDF(master, "sev-kik", -, 16)  (AMD-ASPFW sev_channel.c; virtee/sev src/session/key.rs).
 ChannelKeys derive_channel_keys(std::span<const uint8_t> shared_z, Nonce128 const& nonce);
 
 // The key wrap as the sending side computes it (guest owner, or the firmware in SEND_START):
@@ -217,9 +217,9 @@ SessionBlob wrap_session(std::span<const uint8_t> shared_z, Nonce128 const& nonc
 Result<SessionBlob, CryptoError> wrap_session_random(std::span<const uint8_t> shared_z, uint32_t policy,
     TransportKeys& keys_out);
 
-// The receiving side (firmware LAUNCH_START / RECEIVE_START, sheet §7.2 "Firmware validation
-// order" steps 4-7): derive master/KEK/KIK, check wrap_mac, decrypt TEK||TIK, check policy_mac
-// with the TIK. Both MAC failures are SEV status 0x0B (BAD_MEASUREMENT).
+// The receiving side (firmware LAUNCH_START / RECEIVE_START; AMD-ASPFW sev_channel.c
+// establish_channel, then sev_mcmd.c): derive master/KEK/KIK, check wrap_mac, decrypt TEK||TIK,
+// check policy_mac with the TIK. Both MAC failures are SEV status 0x0B (BAD_MEASUREMENT).
 enum class UnwrapError : uint8_t {
     WrapMac,   // wrap_mac mismatch: the blob was not made for this PDH (or was tampered with)
     PolicyMac, // policy_mac mismatch: the host changed the guest policy the owner chose
@@ -233,13 +233,13 @@ Result<UnwrappedSession, UnwrapError> unwrap_session(std::span<const uint8_t> sh
     uint32_t policy);
 
 // ---------------------------------------------------------------------------------------------
-// LAUNCH_MEASURE (sheet §8.3):
+// LAUNCH_MEASURE (SEV API 55766, LAUNCH_MEASURE; AMD-ASPFW sev_mcmd.c):
 //   MEASURE = HMAC-SHA256(TIK, 0x04 || api_major || api_minor || build || LE32(policy) || LD || MNONCE)
 inline constexpr uint8_t kContextMeasure = 0x04;
 Mac256 launch_measure_mac(Key128 const& tik, uint8_t api_major, uint8_t api_minor, uint8_t build, uint32_t policy,
     Sha256Digest const& launch_digest, Nonce128 const& mnonce);
 
-// Packet header of LAUNCH_SECRET and SEND/RECEIVE_UPDATE_* (sheet §8.4 table), 0x34 bytes.
+// Packet header of LAUNCH_SECRET and SEND/RECEIVE_UPDATE_* (AMD-ASPFW sev_channel.h), 0x34 bytes.
 struct [[gnu::packed]] PacketHeader {
     uint32_t flags; // bit 0 COMPRESSED
     uint8_t iv[16];
@@ -255,13 +255,13 @@ inline constexpr uint32_t kPacketFlagCompressed = 1u << 0;
 Result<PacketHeader, CryptoError> packet_header_from_bytes(std::span<const uint8_t>);
 std::array<uint8_t, kPacketHeaderSize> packet_header_bytes(PacketHeader const&);
 
-// Context bytes of the packet MAC ([FW] sev_channel.h): 0x01 LAUNCH_SECRET, 0x02 SEND/RECEIVE_UPDATE
-// (DATA and, in [FW], also VMSA; sheet §13 item 3).
+// Context bytes of the packet MAC (AMD-ASPFW sev_channel.h): 0x01 LAUNCH_SECRET, 0x02 SEND/RECEIVE_UPDATE
+// (DATA and, in AMD-ASPFW, also VMSA; context 0x03 is defined there but unused).
 inline constexpr uint8_t kContextSecret = 0x01;
 inline constexpr uint8_t kContextTransport = 0x02;
 
 // MAC = HMAC-SHA256(TIK, context || LE32(flags) || IV || LE32(guest_len) || LE32(trans_len)
-//                        || ciphertext [|| measure])     (sheet §8.4, §9.2)
+//                        || ciphertext [|| measure])     (AMD-ASPFW sev_channel.c)
 // `measure` is the 32-byte LAUNCH_MEASURE HMAC for LAUNCH_SECRET, empty for SEND/RECEIVE_UPDATE.
 Mac256 packet_mac(Key128 const& tik, uint8_t context, uint32_t flags, Iv128 const& iv, uint32_t guest_len,
     uint32_t trans_len, std::span<const uint8_t> ciphertext, std::span<const uint8_t> measure);

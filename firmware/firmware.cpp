@@ -112,7 +112,7 @@ Firmware::~Firmware() { m_persistent.wipe(); }
 // ---------------------------------------------------------------------------------------------
 // The dispatch table (STYLE.md rule 5): one row per command this firmware implements. Commands
 // not listed — DOWNLOAD_FIRMWARE, RING_BUFFER, SEND_*, RECEIVE_*, SWAP_*, every SNP command and
-// unknown IDs — return INVALID_COMMAND, as [FW] sev_dispatch.c does for IDs without a handler.
+// unknown IDs — return INVALID_COMMAND, as AMD-ASPFW sev_dispatch.c does for IDs without a handler.
 
 template <class Buf, Result<void, Status> (Firmware::*H)(Buf&)>
 Result<void, Status> Firmware::thunk(Firmware& fw, std::span<uint8_t> raw)
@@ -284,7 +284,7 @@ Result<void, Status> Firmware::check_guest_state(Guest const& g) const
     return {};
 }
 
-// Handles run 1..1024; 0 is never valid (sheet §3). A handle naming a free slot is as invalid
+// Handles run 1..1024; 0 is never valid (AMD-ASPFW sev_guest.c). A handle naming a free slot is as invalid
 // as one out of range: a host cannot act on a guest that does not exist.
 Result<Firmware::Guest*, Status> Firmware::find_guest(uint32_t handle)
 {
@@ -321,7 +321,7 @@ uint32_t Firmware::effective_max_asid() const
     std::abort();
 }
 
-// Platform transitions, [FW] sev_plat.c state table (sheet §3).
+// Platform transitions, AMD-ASPFW sev_plat.c state table.
 void Firmware::transition(PlatformState to)
 {
     PlatformState from = m_state;
@@ -343,7 +343,7 @@ void Firmware::transition(PlatformState to)
     }
 }
 
-// Guest transitions, [FW] sev_guest.c state table (sheet §3).
+// Guest transitions, AMD-ASPFW sev_guest.c state table.
 void Firmware::transition(Guest& g, GuestState to)
 {
     GuestState from = g.state;
@@ -384,7 +384,7 @@ void Firmware::set_asid(uint32_t asid, AsidState to, uint32_t owner, bool trace)
 // ---------------------------------------------------------------------------------------------
 // DRAM (ARCHITECTURE.md rule 2): by physical address, through the memory controller.
 
-// [FW] x86_copy.c validate_address_range: the C-bit is masked, and anything that is not DRAM
+// AMD-ASPFW x86_copy.c validate_address_range: the C-bit is masked, and anything that is not DRAM
 // (MMIO, beyond the top of memory, an address that wraps) is INVALID_ADDRESS. Without this a
 // host could point the firmware's writes at device registers or have it read past DRAM.
 Result<uint64_t, Status> Firmware::check_range(uint64_t paddr, uint64_t len) const
@@ -425,7 +425,7 @@ Result<void, Status> Firmware::transfer(uint64_t src, mmu::KeyId src_key, uint64
 {
     uint64_t s = TRY(check_range(src, len));
     uint64_t d = TRY(check_range(dst, len));
-    constexpr uint64_t kChunk = 0x5000; // [FW] works in 0x5000-byte scratch chunks
+    constexpr uint64_t kChunk = 0x5000; // AMD-ASPFW works in 0x5000-byte scratch chunks
     Bytes buf(std::min(len, kChunk));
     // Copy backwards when the destination overlaps the source from above, so every byte is read
     // before it is overwritten (memmove semantics).

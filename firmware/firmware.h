@@ -1,6 +1,6 @@
 // sevemu — the AMD Secure Processor's SEV firmware: the SEV-KM API command set for SEV and
 // SEV-ES guests (SEV-KM API 55766; behaviour follows AMD-ASPFW fw/psp_bl_uapps/sev_uapp,
-// summarised in shared/spec/sev-firmware.md, "the sheet").
+// files sev_mcmd.c, sev_guest.c, sev_plat.c; host side: Linux drivers/crypto/ccp/sev-dev.c).
 //
 // The host reaches it only through the PSP mailbox (devices/psp_mailbox.h): a command ID and the
 // system-physical address of a command buffer in DRAM. The firmware copies the buffer in through
@@ -10,7 +10,7 @@
 //
 // One table (command_table()) states, per command: ID, name, buffer size, buffer copy mode, the
 // platform states and guest states in which it is legal, and the handler. Handlers perform the
-// checks in [FW]'s order and ask the table whether the current state is legal.
+// checks in AMD-ASPFW's order and ask the table whether the current state is legal.
 //
 // Not thread-safe: one Machine (or one tool) drives it from one thread, as the one PSP core does.
 #pragma once
@@ -48,14 +48,14 @@ struct FirmwareParams {
     uint32_t max_asid { cpu_model_info(kDefaultModel).num_encrypted_guests }; // CPUID 8000_001F ECX
     uint32_t min_sev_asid { cpu_model_info(kDefaultModel).min_sev_asid }; // 8000_001F EDX: ASIDs below are SEV-ES
     bool es_supported { cpu_model_has_sev_es(kDefaultModel) };
-    // Masked off command-buffer addresses, as [FW] masks bit 51.
+    // Masked off command-buffer addresses, as AMD-ASPFW masks bit 51.
     uint8_t cbit_position { cpu_model_info(kDefaultModel).c_bit };
 
     // sevemu's defaults per model (see QUIRKS.md for how they compare with real parts).
     static FirmwareParams for_model(CpuModel);
 };
 
-// Copy mode of a command buffer, [FW] sev_dispatch.c CMD_BUF_* (sheet §1.3).
+// Copy mode of a command buffer, AMD-ASPFW sev_dispatch.c CMD_BUF_*.
 enum class BufMode : uint8_t {
     None,         // no buffer
     In,           // copied in, never written back
@@ -64,10 +64,10 @@ enum class BufMode : uint8_t {
     InOutOnError, // copied in, written back on success and on INVALID_LEN (length queries)
 };
 
-// Activation of a guest's ASID (sheet §3 "activation flags").
+// Activation of a guest's ASID (AMD-ASPFW sev_guest.c, sev_mcmd.c ACTIVATE; SEV API 55766, ACTIVATE).
 enum class Activation : uint8_t { Inactive, Pending, Active };
 
-// Per-ASID state on the (single, modelled) CCX (sheet §11.4).
+// Per-ASID state on the (single, modelled) CCX (AMD-ASPFW sev_mcmd.c DF_FLUSH; SEV API 55766, DF_FLUSH).
 enum class AsidState : uint8_t { Clean, Dirty, Pending, InUse };
 std::string_view asid_state_name(AsidState);
 
@@ -117,7 +117,7 @@ private:
         Activation activation { Activation::Inactive };
         std::array<uint8_t, 32> vek {}; // VM encryption key: AES-128-XTS K1 || K2
         bool has_channel {};
-        TransportKeys keys {};             // TEK/TIK (TIK all zero without a session, sheet §7.4)
+        TransportKeys keys {};             // TEK/TIK (TIK all zero without a session: AMD-ASPFW sev_mcmd.c LAUNCH_START)
         Sha256Stream launch_digest;        // GCTX.LD, running
         Sha256Digest ld {};                // LD saved at LAUNCH_MEASURE (ATTESTATION)
         Mac256 measure {};                 // MEASURE saved at LAUNCH_MEASURE (LAUNCH_SECRET)
@@ -183,7 +183,7 @@ private:
     void set_asid(uint32_t asid, AsidState to, uint32_t owner, bool trace = true);
 
     // DRAM access by physical address, the only way the firmware touches host memory. The
-    // C-bit is masked (as [FW] masks bit 51) and anything outside DRAM is INVALID_ADDRESS.
+    // C-bit is masked (as AMD-ASPFW masks bit 51) and anything outside DRAM is INVALID_ADDRESS.
     Result<uint64_t, Status> check_range(uint64_t paddr, uint64_t len) const;
     Result<void, Status> read_dram(uint64_t paddr, std::span<uint8_t> out, mmu::KeyId key);
     Result<void, Status> write_dram(uint64_t paddr, std::span<uint8_t const> in, mmu::KeyId key);
@@ -209,7 +209,7 @@ private:
     PlatformState m_state { PlatformState::UNINIT };
     uint32_t m_config {}; // INIT flags (bit 0 ES), reported in PLATFORM_STATUS
     uint64_t m_tmr_paddr {};
-    bool m_tmr_valid {}; // SEV-ES Trusted Memory Region reserved by INIT (sheet §10 step 12)
+    bool m_tmr_valid {}; // SEV-ES Trusted Memory Region reserved by INIT (AMD-ASPFW sev_mcmd.c sev_mcmd_init_common)
     NvLocation m_nv_location { NvLocation::Spi };
     uint64_t m_nv_paddr {};
     PersistentState m_persistent;

@@ -1,5 +1,5 @@
-// sevemu — the firmware's persistent state and its NV image (sheet §10 "NV storage", [FW]
-// sev_persistent.c), plus the keys derived from the chip's fused secret.
+// sevemu — the firmware's persistent state and its NV image (AMD-ASPFW
+// sev_persistent.c; SEV API 55766, INIT_EX), plus the keys derived from the chip's fused secret.
 //
 // Persistent state: the OCA (key pair when self-owned, only its certificate when externally
 // owned), the PEK and the PDH key pairs and certificates, and the ownership flag. It lives in
@@ -11,7 +11,7 @@
 //   +0x7FD0  mac         32 bytes: HMAC-SHA256(K_int, ciphertext || iv)
 //   +0x7FF0  iv          16 bytes
 // with K_enc = KDF(CUK, "sev-persistent-encryption", -, 16) and K_int = KDF(CUK,
-// "sev-persistent-integrity", -, 32) as [FW] labels them. The record (plaintext) is
+// "sev-persistent-integrity", -, 32) as AMD-ASPFW labels them. The record (plaintext) is
 //   "SVNV" u32 version(=1) u8 ext_owned u8[3] 0, then three (u32 len, bytes) pairs per key
 //   (OCA, PEK, PDH): private scalar (48 or 0 bytes), certificate (0x824 or 0 bytes); zero padded.
 // "Erased" is all 0xFF; the first four bytes 0xFFFFFFFF mean "empty".
@@ -58,13 +58,13 @@ Result<std::optional<PersistentState>, NvError> nv_unseal(std::span<const uint8_
 Result<Bytes, NvError> nv_seal(PersistentState const&, ChipUniqueKey const&);
 Bytes nv_erased_image();
 
-// The Chip Endorsement Key, deterministic per chip (sheet §6.4): SHA-256 of the CUK, then
+// The Chip Endorsement Key, deterministic per chip (AMD-ASPFW sev_plat.c): SHA-256 of the CUK, then
 // KDF(.., "sev-chip-endorsement-key", -, 56) reduced into [1, n-1] by FIPS 186-4 B.4.1
-// ("extra random bits"). The exact byte order of [FW]'s reduction is not public; sevemu's is
+// ("extra random bits"). The exact byte order of AMD-ASPFW's reduction is not public; sevemu's is
 // big-endian (the CEK is only ever checked through its certificate, so any fixed key works).
 Result<PKey, CryptoError> derive_cek(ChipUniqueKey const&);
 
-// GET_ID's 64 bytes: X || Y, big-endian, of CUK * G on secp256k1 ([FW] sev_plat.c sev_get_id).
+// GET_ID's 64 bytes: X || Y, big-endian, of CUK * G on secp256k1 (AMD-ASPFW sev_plat.c sev_get_id).
 Result<std::array<uint8_t, 64>, CryptoError> chip_id_from_cuk(ChipUniqueKey const&);
 
 } // namespace sevemu::firmware

@@ -87,7 +87,8 @@ std::string model_dir_name(CpuModel m)
     return dir;
 }
 
-// Sheet §6.2: Naples roots are RSA-2048 (SHA-256), Rome and later RSA-4096 (SHA-384).
+// virtee/sev src/certs/sev/builtin/*/ark.cert: Naples roots are RSA-2048 (SHA-256), Rome and later RSA-4096
+// (SHA-384).
 unsigned root_bits(CpuModel m) { return cpu_model_info(m).amd_root_bits; }
 
 Result<Bytes, StoreError> key_to_pem(EVP_PKEY* key, fs::path const& p)

@@ -1,9 +1,9 @@
 // sevemu — the SEV-KM command set as the host sees it: command IDs, command-buffer layouts,
 // platform and guest states, guest policy bits (SEV-KM API 55766 §5-§6; AMD-ASPFW sev_mcmd.h;
-// Linux include/linux/psp-sev.h; fact sheet sev-firmware.md §3-§5).
+// Linux include/linux/psp-sev.h).
 //
 // Buffers are packed, size-asserted and named as the spec names them (STYLE.md rule 6). The
-// firmware copies the packed size in; [FW] copies its naturally aligned size, 0-4 bytes larger,
+// firmware copies the packed size in; AMD-ASPFW copies its naturally aligned size, 0-4 bytes larger,
 // and ignores the tail, which Linux's page-sized scratch buffer always provides.
 #pragma once
 
@@ -16,7 +16,7 @@
 
 namespace sevemu::firmware {
 
-// Command IDs (CmdResp[23:16]) — [LX] enum sev_cmd = [FW] sev_mcmd_id_t.
+// Command IDs (CmdResp[23:16]) — Linux enum sev_cmd = AMD-ASPFW sev_mcmd_id_t.
 enum class CommandId : uint8_t {
     INIT = 0x01,
     SHUTDOWN = 0x02,
@@ -61,11 +61,11 @@ enum class CommandId : uint8_t {
     SWAP_IN = 0x71,
 };
 
-// Platform state, PLATFORM_STATUS byte 2 (sheet §3).
+// Platform state, PLATFORM_STATUS byte 2 (Linux include/linux/psp-sev.h enum sev_state; AMD-ASPFW sev_plat.h).
 enum class PlatformState : uint8_t { UNINIT = 0, INIT = 1, WORKING = 2 };
 std::string_view platform_state_name(PlatformState);
 
-// Guest state, GUEST_STATUS byte 0x0C (sheet §3). UNINIT doubles as "no such guest".
+// Guest state, GUEST_STATUS byte 0x0C (AMD-ASPFW sev_guest.h). UNINIT doubles as "no such guest".
 enum class GuestState : uint8_t { UNINIT = 0, LUPDATE = 1, LSECRET = 2, RUNNING = 3, SUPDATE = 4, RUPDATE = 5, SENT = 6 };
 std::string_view guest_state_name(GuestState);
 
@@ -73,7 +73,7 @@ std::string_view guest_state_name(GuestState);
 constexpr uint8_t state_bit(PlatformState s) { return uint8_t(1u << unsigned(s)); }
 constexpr uint8_t state_bit(GuestState s) { return uint8_t(1u << unsigned(s)); }
 
-// Guest policy (sheet §5; [LX] SEV_POLICY_*; [FW] sev_guest.h).
+// Guest policy (Linux include/linux/psp-sev.h SEV_POLICY_*; AMD-ASPFW sev_guest.h).
 namespace policy {
 inline constexpr uint32_t NODBG = 1u << 0;
 inline constexpr uint32_t NOKS = 1u << 1;
@@ -86,7 +86,7 @@ constexpr uint8_t api_major(uint32_t p) { return uint8_t(p >> 16); }
 constexpr uint8_t api_minor(uint32_t p) { return uint8_t(p >> 24); }
 } // namespace policy
 
-// INIT flags (sheet §10) and PLATFORM_STATUS flags.
+// INIT flags (Linux include/linux/psp-sev.h SEV_INIT_FLAGS_SEV_ES) and PLATFORM_STATUS flags.
 inline constexpr uint32_t kInitFlagEs = 1u << 0;
 inline constexpr uint32_t kStatusOwnerExternal = 1u << 0;
 inline constexpr uint32_t kStatusConfigEs = 1u << 0; // in the u16 config at +4 (= Linux flags bit 8)
@@ -99,7 +99,7 @@ inline constexpr uint32_t kVmsaSize = 0x1000;
 inline constexpr uint32_t kMeasureSize = 48;            // MEASURE[32] || MNONCE[16]
 inline constexpr uint32_t kAttestationReportSize = 0xD0;
 inline constexpr uint32_t kGetIdSize = 64;              // per socket
-inline constexpr uint32_t kTransportMax = 0x5000;       // [FW] LAUNCH_SECRET scratch limit
+inline constexpr uint32_t kTransportMax = 0x5000;       // AMD-ASPFW LAUNCH_SECRET scratch limit
 inline constexpr uint32_t kInitExLength = 0x24;
 inline constexpr uint32_t kActivateExLength = 0x18;
 
@@ -225,7 +225,7 @@ SEVEMU_OFFSET(ActivateExBuf, asid, 0x08);
 SEVEMU_OFFSET(ActivateExBuf, numids, 0x0C);
 SEVEMU_OFFSET(ActivateExBuf, ids_paddr, 0x10);
 
-// 0x23 GUEST_STATUS ([FW] writes back its 16-byte padded struct; the packed size is 13)
+// 0x23 GUEST_STATUS (AMD-ASPFW writes back its 16-byte padded struct; the packed size is 13)
 struct [[gnu::packed]] GuestStatusBuf {
     uint32_t handle;
     uint32_t policy;
@@ -288,7 +288,8 @@ static_assert(sizeof(LaunchMeasureBuf) == 20);
 SEVEMU_OFFSET(LaunchMeasureBuf, measure_paddr, 0x08);
 SEVEMU_OFFSET(LaunchMeasureBuf, measure_len, 0x10);
 
-// Transport layout: 0x34 LAUNCH_SECRET, SEND_UPDATE_*, RECEIVE_UPDATE_* (sheet §4).
+// Transport layout: 0x34 LAUNCH_SECRET, SEND_UPDATE_*, RECEIVE_UPDATE_* (Linux include/linux/psp-sev.h
+// sev_data_launch_secret, sev_data_send_update_data).
 struct [[gnu::packed]] TransportBuf {
     uint32_t handle;
     uint32_t reserved_004;
@@ -322,7 +323,8 @@ SEVEMU_OFFSET(AttestationBuf, paddr, 0x08);
 SEVEMU_OFFSET(AttestationBuf, mnonce, 0x10);
 SEVEMU_OFFSET(AttestationBuf, length, 0x20);
 
-// The attestation report (sheet §8.6), 0xD0 bytes.
+// The attestation report (Linux include/linux/psp-sev.h sev_data_attestation_report; virtee/sev
+// src/firmware/host/types/sev.rs), 0xD0 bytes.
 struct [[gnu::packed]] AttestationReport {
     uint8_t mnonce[16];
     uint8_t launch_digest[32];

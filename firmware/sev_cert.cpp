@@ -163,7 +163,7 @@ static Result<PKey, CertError> decode_pubkey(SevCertWire const& w)
         return make_unexpected(CertError::BadAlgo);
     if (sev_algo_is_rsa(*algo)) {
         uint32_t bits = w.pub_key.rsa.modulus_size;
-        // [FW] rsa_pubkey_is_valid: the union holds at most 4096 bits; AMD uses 2048 and 4096.
+        // AMD-ASPFW rsa_pubkey_is_valid: the union holds at most 4096 bits; AMD uses 2048 and 4096.
         if (bits < 2048 || bits > 4096 || bits % 8)
             return make_unexpected(CertError::BadKeySize);
         size_t n = bits / 8;
@@ -172,7 +172,7 @@ static Result<PKey, CertError> decode_pubkey(SevCertWire const& w)
             return make_unexpected(CertError::BadKeySize);
         return std::move(key).value();
     }
-    // ECDSA or ECDH: [FW] ecc_pubkey_is_valid accepts P-384 only and checks the point.
+    // ECDSA or ECDH: AMD-ASPFW ecc_pubkey_is_valid accepts P-384 only and checks the point.
     if (w.pub_key.ec.curve != uint32_t(EcCurve::P384))
         return make_unexpected(CertError::BadCurve);
     AmdEcPoint point;
@@ -291,7 +291,7 @@ bool SevCert::slot_empty(unsigned slot) const { return slot_is_empty(m_wire.sig[
 
 std::optional<unsigned> SevCert::first_empty_slot() const
 {
-    // [FW] sev_cert_set_sig looks at the usage only.
+    // AMD-ASPFW sev_cert_set_sig looks at the usage only.
     for (unsigned i = 0; i < 2; ++i)
         if (m_wire.sig[i].usage == uint32_t(SevUsage::Invalid))
             return i;
@@ -319,7 +319,7 @@ void SevCert::copy_slot_from(SevCert const& other, unsigned from_slot, unsigned 
 
 Result<void, CertError> SevCert::validate_body() const
 {
-    // [FW] sev_cert_validate_body: version, then pubkey_is_valid (usage known, algo-specific key check).
+    // AMD-ASPFW sev_cert_validate_body: version, then pubkey_is_valid (usage known, algo-specific key check).
     if (m_wire.version != 1)
         return make_unexpected(CertError::BadVersion);
     auto usage = sev_usage_from(m_wire.pub_key_usage);
@@ -368,7 +368,7 @@ Result<void, CertError> SevCert::sign(unsigned slot, CertSigner const& signer)
             return make_unexpected(CertError::BadSignerKey);
         std::memcpy(out.sig, sig->data(), sig->size());
     } else {
-        // ECDH keys do not sign ([FW] sev_cert_sign returns UNSUPPORTED).
+        // ECDH keys do not sign (AMD-ASPFW sev_cert_sign returns UNSUPPORTED).
         return make_unexpected(CertError::BadSignerKey);
     }
     m_wire.sig[slot] = out;
@@ -419,7 +419,7 @@ static bool signer_is_valid(CertSigner const& signer)
     return is_p384(signer.key.get());
 }
 
-// [FW] sev_cert_validate_sig: every slot is checked for malformation; the result of the last
+// AMD-ASPFW sev_cert_validate_sig: every slot is checked for malformation; the result of the last
 // slot that names the signer wins (a matching slot whose signature fails does not stop the
 // loop, since two slots may name the same usage/algo with different parents).
 static Result<void, CertError> validate_sig(SevCert const& cert, CertSigner const& signer)
@@ -452,7 +452,7 @@ Result<void, CertError> sev_cert_validate(SevCert const& cert, CertSigner const&
     // 1. The signing key itself.
     if (!signer_is_valid(signer))
         return make_unexpected(CertError::BadSignerKey);
-    // 2-3. Signatures before anything else ([FW]: "Validate the signature before we do any other checking").
+    // 2-3. Signatures before anything else (AMD-ASPFW: "Validate the signature before we do any other checking").
     TRY(validate_sig(cert, signer));
     // 4. The body.
     TRY(cert.validate_body());
@@ -509,7 +509,7 @@ Result<void, CertError> sev_cert_sanity_check(SevCert const& cert, SevUsage usag
 
 Result<void, CertError> godh_cert_check(SevCert const& cert)
 {
-    // [FW] checks the GODH with sev_cert_sanity_check(PDH, ECDH_SHA256); the point check stops an
+    // AMD-ASPFW checks the GODH with sev_cert_sanity_check(PDH, ECDH_SHA256); the point check stops an
     // invalid-curve attack on the PDH private key through LAUNCH_START.
     return sev_cert_sanity_check(cert, SevUsage::PDH, SevAlgo::ECDH_SHA256);
 }

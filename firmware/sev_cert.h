@@ -1,11 +1,11 @@
 // sevemu — the 0x824-byte SEV certificate (SEV-KM API 55766 appendix "SEV certificate format";
-// fact sheet §6.1, §6.3, §6.5; [FW] sev_cert.h/.c, [ST] sevcert.cpp, [VT] certs/sev/sev/cert/v1).
+// AMD-ASPFW sev_cert.h/.c, sev-tool src/sevcert.cpp, virtee/sev src/certs/sev/sev/cert/v1).
 //
 // SevCert keeps the exact 0x824 wire bytes and offers typed accessors, so parse -> serialize is
 // byte-identical and a signature always covers exactly what was received. Two ways in:
 //   SevCert::parse      full validation of the body and of both signature slots (tools, tests);
 //   SevCert::from_bytes size only; the firmware then calls sev_cert_validate(), which follows
-//                       [FW] sev_cert_validate's check order and error codes (§6.5) exactly.
+//                       AMD-ASPFW sev_cert_validate's check order and error codes (sev_cert.c) exactly.
 #pragma once
 
 #include "base/encoding.h"
@@ -23,7 +23,8 @@ namespace sevemu::firmware {
 
 class AmdCert;
 
-// Key usage codes (sheet §6.3). ARK and ASK appear only as signer usages in SEV certificates.
+// Key usage codes (AMD-ASPFW sev_cert.h; virtee/sev src/certs/sev/sev/cert/v1). ARK and ASK appear only as
+// signer usages in SEV certificates.
 enum class SevUsage : uint32_t {
     ARK = 0x0000,
     ASK = 0x0013,
@@ -33,7 +34,7 @@ enum class SevUsage : uint32_t {
     PDH = 0x1003,
     CEK = 0x1004,
 };
-// Algorithm codes (sheet §6.3).
+// Algorithm codes (AMD-ASPFW sev_cert.h; virtee/sev src/certs/sev/sev/cert/v1).
 enum class SevAlgo : uint32_t {
     Invalid = 0x000,
     RSA_SHA256 = 0x001,
@@ -54,7 +55,7 @@ bool sev_algo_is_ecdsa(SevAlgo);
 bool sev_algo_is_ecdh(SevAlgo);
 HashAlgo sev_algo_hash(SevAlgo); // SHA-256 for 0x00x, SHA-384 for 0x10x
 
-// Why a certificate was refused. cert_error_status() maps each to the SEV status [FW] returns.
+// Why a certificate was refused. cert_error_status() maps each to the SEV status AMD-ASPFW returns.
 enum class CertError : uint8_t {
     BadSize,         // not exactly the format's size
     BadVersion,      // version != 1
@@ -64,7 +65,7 @@ enum class CertError : uint8_t {
     BadKeySize,      // RSA modulus / exponent size not supported
     BadPoint,        // EC point not on the curve (invalid-curve attack on ECDH/ECDSA)
     ReservedNonZero, // a reserved field is not zero
-    HalfEmptySlot,   // exactly one of a slot's usage/algo is INVALID ([FW]: BAD_SIGNATURE)
+    HalfEmptySlot,   // exactly one of a slot's usage/algo is INVALID (AMD-ASPFW: BAD_SIGNATURE)
     NoMatchingSlot,  // no signature slot names the signer's usage and algorithm
     BadSignature,    // the matching slot's signature does not verify
     WrongSigner,     // the signer's role may not sign this certificate (e.g. PDH signing a PEK)
@@ -75,14 +76,15 @@ enum class CertError : uint8_t {
     Missing,         // verify_chain(): a certificate the chain needs is absent
 };
 std::string_view cert_error_name(CertError);
-// SEV status codes (sheet §2): 0x06 INVALID_CERTIFICATE or 0x0A BAD_SIGNATURE.
+// SEV status codes (Linux include/uapi/linux/psp-sev.h enum sev_ret_code): 0x06 INVALID_CERTIFICATE or 0x0A
+// BAD_SIGNATURE.
 uint16_t cert_error_status(CertError);
 
 inline constexpr size_t kSevCertSize = 0x824;
 inline constexpr size_t kSevCertBodySize = 0x414; // version..pubkey: what every signature covers
 inline constexpr size_t kSevSigSize = 0x200;
 
-// Wire layout (sheet §6.1).
+// Wire layout (AMD-ASPFW sev_cert.h; SEV API 55766 appendix "SEV certificate format").
 struct [[gnu::packed]] SevSigSlotWire {
     uint32_t usage;
     uint32_t algo;
@@ -130,7 +132,7 @@ static_assert(offsetof(SevCertWire, pub_key) == 0x010);
 static_assert(offsetof(SevCertWire, sig) == 0x414);
 static_assert(offsetof(SevCertWire, sig) + sizeof(SevSigSlotWire) == 0x61C);
 
-// A signer as [FW] sees it: the (usage, algo) pair a signature slot must name, and the key.
+// A signer as AMD-ASPFW sees it: the (usage, algo) pair a signature slot must name, and the key.
 struct CertSigner {
     SevUsage usage { SevUsage::Invalid };
     SevAlgo algo { SevAlgo::Invalid };
@@ -175,7 +177,7 @@ public:
     // Copies one signature slot from another certificate (PEK_CERT_IMPORT keeps the CEK's).
     void copy_slot_from(SevCert const& other, unsigned from_slot, unsigned to_slot);
 
-    // The body's validity as [FW] checks it in step 4 of §6.5: version 1, known usage/algo,
+    // The body's validity as AMD-ASPFW checks it (sev_cert_validate_body): version 1, known usage/algo,
     // P-384 point on the curve (or a sane RSA key).
     Result<void, CertError> validate_body() const;
 
@@ -199,7 +201,7 @@ private:
     SevCertWire m_wire {};
 };
 
-// [FW] sev_cert_validate (sheet §6.5), in [FW]'s order:
+// AMD-ASPFW sev_cert_validate (sev_cert.c), in AMD-ASPFW's order:
 //   1. signer malformed -> BadSignerKey (0x06)
 //   2. per slot: half-empty -> HalfEmptySlot (0x0A, stops); non-matching skipped; matching verified
 //   3. no slot matched -> NoMatchingSlot (0x06); a matched slot that failed -> BadSignature (0x0A)
@@ -207,15 +209,15 @@ private:
 //   5. role rules: PDH<-PEK, PEK<-OCA|CEK, OCA<-OCA (self), CEK<-ASK -> else WrongSigner (0x06)
 Result<void, CertError> sev_cert_validate(SevCert const& cert, CertSigner const& signer);
 Result<void, CertError> sev_cert_validate(SevCert const& cert, SevCert const& signer_cert);
-// CEK signed by the AMD signing key (ASK), as the real chain does (sheet §6.4).
+// CEK signed by the AMD signing key (ASK), as the real chain does (virtee/sev tests/naples, tests/rome cek.cert).
 Result<void, CertError> sev_cert_validate(SevCert const& cert, AmdCert const& ask);
 
-// [FW] sev_cert_sanity_check: a valid body (step 4 above) with exactly this usage and algorithm.
+// AMD-ASPFW sev_cert_sanity_check: a valid body (step 4 above) with exactly this usage and algorithm.
 Result<void, CertError> sev_cert_sanity_check(SevCert const&, SevUsage, SevAlgo);
 
-// The guest owner's DH certificate as LAUNCH_START checks it (sheet §6.4, "GODH"): version 1,
+// The guest owner's DH certificate as LAUNCH_START checks it (AMD-ASPFW sev_mcmd.c, "GODH"): version 1,
 // usage PDH, algo exactly ECDH_SHA256 (0x103 is refused), curve P-384 on the curve. Its signature
-// is not checked by [FW].
+// is not checked by AMD-ASPFW.
 Result<void, CertError> godh_cert_check(SevCert const&);
 
 } // namespace sevemu::firmware

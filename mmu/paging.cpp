@@ -61,7 +61,8 @@ Result<Translation, PageFault> walk(MemoryController& mc, PagingContext const& c
     }
 
     // Physical-address field and the bits that must be zero (§5.3.5 "reserved bits";
-    // spec/snp-cpu-svm.md §1.2: bits between the reduced width and 51 are reserved, except C).
+    // APM vol 2 §7.10, Linux amd.c early_detect_mem_encrypt: bits between the reduced width and 51 are
+    // reserved, except C).
     uint64_t c_mask = ctx.sme ? (1ull << ctx.c_bit) : 0;
     uint64_t addr_mask = ((1ull << ctx.phys_bits) - 1) & ~kPageMask;
     uint64_t high_rsvd = (((1ull << 52) - 1) & ~((1ull << ctx.phys_bits) - 1)) & ~c_mask;

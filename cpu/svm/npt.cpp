@@ -42,15 +42,15 @@ Result<NptTranslation, NestedPageFault> npt_walk(mmu::MemoryController& mc, NptC
     if (gpa.value >> 48)
         return fault(0);
 
-    // Address field and reserved bits (§5.3.5; sheet §1.2): bits between the usable width and 51
+    // Address field and reserved bits (§5.3.5, §7.10): bits between the usable width and 51
     // are reserved except the C-bit when memory encryption is on; bit 63 unless EFER.NXE.
     uint64_t c_mask = ctx.sme ? (1ull << ctx.c_bit) : 0;
     uint64_t addr_mask = ((1ull << ctx.phys_bits) - 1) & ~kPageMask;
     uint64_t high_rsvd = (((1ull << 52) - 1) & ~((1ull << ctx.phys_bits) - 1)) & ~c_mask;
     uint64_t nx_rsvd = ctx.nxe ? 0 : NX;
 
-    // N_CR3: the PML4 base, its C-bit selects the key of the PML4 read (sheet §11.2 row
-    // "nested page-table walk"). A hypervisor that set reserved N_CR3 bits gets them ignored
+    // N_CR3: the PML4 base, its C-bit selects the key of the PML4 read (APM vol 2 Tables 15-30/15-31,
+    // the nested page-table walk). A hypervisor that set reserved N_CR3 bits gets them ignored
     // above the address field (they cannot reach past DRAM: the address is masked).
     bool c = ctx.sme && (ctx.n_cr3 & c_mask);
     Spa table(ctx.n_cr3 & addr_mask);

@@ -2,9 +2,9 @@
 // VMCB's N_CR3 (APM vol 2 §15.25). The nested tables have the host's long-mode 4-level format
 // (§15.25.3: the nested walk uses the paging mode the host had at VMRUN; sevemu's hosts are
 // 64-bit, QUIRKS.md), every nested access is a user access (§15.25.5), and a failure is a
-// #VMEXIT(NPF) with EXITINFO1 = the fault code (§15.25.6; sheet §3.7) and EXITINFO2 = the GPA.
+// #VMEXIT(NPF) with EXITINFO1 = the fault code (§15.25.6) and EXITINFO2 = the GPA.
 //
-// Memory encryption (APM vol 2 §15.34.5-15.34.6; sheet §1.2, §11.2): the C-bit in N_CR3 and in each
+// Memory encryption (APM vol 2 §7.10, §15.34.5-15.34.6, Tables 15-30/15-31): the C-bit in N_CR3 and in each
 // nested entry is the host's C-bit: it is stripped from the next address and selects the key the
 // next access uses (host key when SYSCFG.MemEncryptionModEn=1, else it is a reserved address bit).
 // The final C-bit is reported so that select_key() (svm.h) can pick the data key.
@@ -18,7 +18,7 @@
 
 namespace sevemu::cpu::svm {
 
-// #NPF EXITINFO1 bits (APM vol 2 §15.25.6; Linux PFERR_*; sheet §3.7).
+// #NPF EXITINFO1 bits (APM vol 2 §15.25.6; Linux PFERR_*).
 namespace npf {
 inline constexpr uint64_t P = 1ull << 0, W = 1ull << 1, U = 1ull << 2, RSVD = 1ull << 3, ID = 1ull << 4,
                           PK = 1ull << 5, SS = 1ull << 6, RMP = 1ull << 31, GUEST_FINAL = 1ull << 32,

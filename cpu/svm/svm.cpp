@@ -25,7 +25,8 @@ constexpr uint64_t kSmmLock = 1u << 0; // HWCR bit 0
 constexpr uint32_t kNotExceptions = (1u << 2) | (1u << 9) | (1u << 15) | (1u << 20) | (0x3Fu << 22) | (1u << 31);
 
 // The host save area: VM_HSAVE_PA+0x400 in the sev_es_save_area (VMSA) format for every guest
-// kind (sheet §2 VM_HSAVE_PA). The page beyond 0x400 holds 0xC00 bytes, enough for the VMSA
+// kind (APM vol 2 §15.35; Linux arch/x86/kvm/svm/sev.c sev_es_prepare_switch_to_guest). The page beyond 0x400
+// holds 0xC00 bytes, enough for the VMSA
 // fields up to the IBS block (0x7C8).
 constexpr uint64_t kHsaveOffset = 0x400, kHsaveLen = kVmcbSize - kHsaveOffset;
 
@@ -442,7 +443,7 @@ Result<void, VmrunCheck> vmrun_consistency_check(Vmcb const& vmcb, HostContext c
 {
     auto fail = [](VmrunCheck c) { return make_unexpected(c); };
     auto const& c = vmcb.control;
-    // APM vol 2 §15.34.3 (sheet §3.8): with SYSCFG.MemEncryptionModEn = 0 the SEV enable bit
+    // APM vol 2 §15.34.3: with SYSCFG.MemEncryptionModEn = 0 the SEV enable bit
     // is ignored — the guest runs, unencrypted, as a plain SVM guest.
     bool sev = host.sme() && (c.nested_ctl & nested_ctl::SEV_ENABLE);
     bool sev_es = host.sme() && (c.nested_ctl & nested_ctl::SEV_ES_ENABLE);
@@ -473,7 +474,7 @@ Result<void, VmrunCheck> vmrun_consistency_check(Vmcb const& vmcb, HostContext c
     if (c.tlb_ctl != 0 && c.tlb_ctl != 1 && c.tlb_ctl != 3 && c.tlb_ctl != 7)
         return fail(VmrunCheck::IllegalTlbControl);
 
-    // §15.34.3 "Enabling SEV" (sheet §3.8): SEV needs the encryption engine on, nested paging
+    // §15.34.3 "Enabling SEV": SEV needs the encryption engine on, nested paging
     // (guest memory must go through the C-bit aware nested walk), SMM locked (else SMM code
     // could read the key-protected state), an ASID the firmware owns and has activated a key for.
     if (sev) {
@@ -738,7 +739,7 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
         load_guest(cpu, vmcb.save, np);
         cpu.interrupt_shadow = c.int_state & int_state::INTERRUPT_SHADOW;
     }
-    // SEV_STATUS (sheet §2.1): bit 0 SEV, bit 1 SEV-ES, as of this VMRUN.
+    // SEV_STATUS (Linux arch/x86/include/asm/msr-index.h MSR_AMD64_SEV_*): bit 0 SEV, bit 1 SEV-ES, as of this VMRUN.
     cpu.regs.msr.sev_status = (sev ? 1 : 0) | (sev_es ? 2 : 0);
 
     // §15.16.1: TLB_CONTROL for this entry (the interpreter applies it with the ASID switch).
@@ -847,7 +848,7 @@ Result<void, SvmFault> vmsave(mmu::MemoryController& mc, SvmCpuView const& cpu, 
 }
 
 // =============================================================================================
-// Key selection (APM vol 2 §15.34.5 Tables 15-30/15-31; sheet §11.2), one row per branch.
+// Key selection (APM vol 2 §15.34.5 Tables 15-30/15-31), one row per branch.
 mmu::KeyId select_key(KeySelect const& k)
 {
     using mmu::KeyId;

@@ -2,7 +2,7 @@
 // VMRUN (§15.5) with its consistency checks (§15.5.1) and the SEV/SEV-ES checks (§15.34, §15.35),
 // #VMEXIT (§15.6), VMLOAD/VMSAVE (§15.5.2), intercepts (§15.7-15.13) through the IOPM and MSRPM,
 // event injection (§15.20), TLB control (§15.16), and the key selection of SEV (§15.34.5,
-// Tables 15-30/15-31; sheet §11.2). Nested paging is in npt.h.
+// Tables 15-30/15-31). Nested paging is in npt.h.
 //
 // The interpreter keeps its registers in cpu::CpuState; it hands them to these functions in an
 // SvmCpuView (CpuState plus the few things CpuState does not hold: CPL, GIF, the interrupt
@@ -65,7 +65,7 @@ struct HostContext {
     uint32_t mem_encrypt_features { 0x3F }; // 8000_001F EAX (bit 1 SEV, bit 3 SEV-ES, bit 11 64BitHost)
     uint32_t max_sev_asid { 509 };        // 8000_001F ECX
     uint32_t min_sev_asid { 0x80 };       // 8000_001F EDX: lowest ASID of an SEV guest without ES
-                                          // (Milan as BIOS-configured, sheet §1.1)
+                                          // (Milan as BIOS-configured: APM vol 3 CPUID Fn8000_001F EDX)
     uint64_t syscfg {};                   // SYSCFG (C001_0010)
     uint64_t hwcr {};                     // HWCR (C001_0015)
     bool host_64bit { true };             // the host is in 64-bit mode at VMRUN
@@ -76,7 +76,8 @@ struct HostContext {
     uint64_t cr4_valid { 0x00F70FFFull }; // VME..UMIP, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP, PKE, CET
 
     bool sme() const { return syscfg & syscfg::MemEncryptionModEn; }
-    // Width of usable system-physical addresses (reduced while SME is on; sheet §1.2).
+    // Width of usable system-physical addresses (reduced while SME is on; APM vol 2 §7.10; Linux
+    // arch/x86/kernel/cpu/amd.c early_detect_mem_encrypt).
     uint8_t usable_phys_bits() const { return sme() ? uint8_t(phys_addr_bits - phys_addr_reduction) : phys_addr_bits; }
     bool sev_supported() const { return mem_encrypt_features & (1u << 1); }
     bool sev_es_supported() const { return mem_encrypt_features & (1u << 3); }
@@ -221,7 +222,7 @@ public:
     // RDMSR/WRMSR: MSR_PROT and the MSRPM (§15.11).
     bool msr_intercepted(mmu::MemoryController&, uint32_t msr, bool write) const;
 
-    // The key of a guest access (sheet §11.2), for this guest.
+    // The key of a guest access (APM vol 2 Tables 15-30/15-31), for this guest.
     mmu::KeyId nested_table_key(bool nested_c) const;
 };
 
@@ -252,7 +253,7 @@ constexpr uint64_t msr_exit_info_1(bool write) { return write ? 1 : 0; }
 constexpr uint64_t mov_cr_exit_info_1(unsigned gpr) { return (1ull << 63) | (gpr & 0xF); }
 
 // SEV-ES: which exits are automatic (AE) — all others become #VC (vector 29) in the guest with
-// the exit code as error code (APM vol 2 §15.35.5; sheet §3.8).
+// the exit code as error code (APM vol 2 §15.35.5).
 bool is_automatic_exit(uint64_t exit_code, uint64_t exit_info_1);
 inline constexpr uint8_t kVcVector = 29;
 
@@ -295,7 +296,7 @@ std::optional<SvmFault> check_svm_instruction(SvmCpuView const& cpu);
 inline constexpr SvmFault kVmmcallNotIntercepted { kUD, 0 };
 
 // ---------------------------------------------------------------------------------------------
-// Key selection of one access (APM vol 2 §15.34.5, Tables 15-30/15-31; sheet §11.2).
+// Key selection of one access (APM vol 2 §15.34.5, Tables 15-30/15-31).
 enum class AccessType : uint8_t { InstructionFetch, GuestPageTableWalk, Data, NestedPageTableWalk };
 struct KeySelect {
     bool mem_encryption_mod_en {}; // SYSCFG.MemEncryptionModEn

@@ -1,5 +1,6 @@
 // sevemu — the VMCB (virtual machine control block) and the SEV-ES VMSA as the bytes in DRAM hold
-// them (APM vol 2 §15.5, Appendix B "Layout of VMCB"; spec/snp-cpu-svm.md §3.1-§3.6).
+// them (APM vol 2 §15.5, Appendix B "Layout of VMCB"; Linux arch/x86/include/asm/svm.h,
+// arch/x86/include/uapi/asm/svm.h).
 //
 // Wire structures (STYLE.md rule 6): packed, size-asserted, every field's offset asserted, named as
 // Linux arch/x86/include/asm/svm.h names them (struct vmcb_control_area, vmcb_save_area,
@@ -57,7 +58,7 @@ inline constexpr unsigned kInterceptWords = 6;
 constexpr uint64_t exit_code_for(Intercept i) { return uint64_t(i); }
 
 // ---------------------------------------------------------------------------------------------
-// EXITCODE values (APM vol 2 Appendix C; Linux uapi/asm/svm.h SVM_EXIT_*; sheet §3.6).
+// EXITCODE values (APM vol 2 Appendix C; Linux uapi/asm/svm.h SVM_EXIT_*).
 namespace exitcode {
 inline constexpr uint64_t SVM_EXIT_READ_CR0 = 0x000, SVM_EXIT_WRITE_CR0 = 0x010,
     SVM_EXIT_READ_DR0 = 0x020, SVM_EXIT_WRITE_DR0 = 0x030, SVM_EXIT_EXCP_BASE = 0x040,
@@ -90,7 +91,7 @@ namespace tlb_control {
 inline constexpr uint8_t DO_NOTHING = 0, FLUSH_ALL_ASID = 1, FLUSH_ASID = 3, FLUSH_ASID_LOCAL = 7;
 }
 
-// VMCB 0x090 (Linux nested_ctl / SVM_NESTED_CTL_*; sheet §3.1, verified against Linux).
+// VMCB 0x090 (Linux nested_ctl / SVM_NESTED_CTL_* in arch/x86/include/asm/svm.h).
 namespace nested_ctl {
 inline constexpr uint64_t NP_ENABLE = 1u << 0, SEV_ENABLE = 1u << 1, SEV_ES_ENABLE = 1u << 2,
                           VTE_ENABLE = 1u << 5;
@@ -109,7 +110,7 @@ inline constexpr uint32_t V_TPR_MASK = 0x0F, V_IRQ = 1u << 8, V_GIF = 1u << 9, V
 namespace int_state {
 inline constexpr uint32_t INTERRUPT_SHADOW = 1u << 0, GUEST_INTERRUPT_MASK = 1u << 1;
 }
-// VMCB clean bits (0x0C0; APM vol 2 §15.15.3; sheet §3.3).
+// VMCB clean bits (0x0C0; APM vol 2 §15.15.3).
 namespace clean {
 inline constexpr uint32_t INTERCEPTS = 1u << 0, IOPM = 1u << 1, ASID = 1u << 2, TPR = 1u << 3, NP = 1u << 4,
                           CRX = 1u << 5, DRX = 1u << 6, DT = 1u << 7, SEG = 1u << 8, CR2 = 1u << 9,
@@ -117,7 +118,7 @@ inline constexpr uint32_t INTERCEPTS = 1u << 0, IOPM = 1u << 1, ASID = 1u << 2, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Event injection / EXITINTINFO (APM vol 2 §15.20; sheet §3.4).
+// Event injection / EXITINTINFO (APM vol 2 §15.20).
 namespace evtinj {
 inline constexpr uint32_t VEC_MASK = 0xFF, TYPE_SHIFT = 8, TYPE_MASK = 7u << 8, VALID_ERR = 1u << 11,
                           VALID = 1u << 31;
@@ -152,7 +153,7 @@ inline constexpr uint16_t TYPE_MASK = 0xF, S = 1u << 4, DPL_SHIFT = 5, P = 1u <<
                           L = 1u << 9, DB = 1u << 10, G = 1u << 11;
 }
 
-// VMCB control area, 0x000-0x3FF (Linux struct vmcb_control_area; sheet §3.1).
+// VMCB control area, 0x000-0x3FF (Linux struct vmcb_control_area, arch/x86/include/asm/svm.h).
 struct __attribute__((packed)) VmcbControlArea {
     uint32_t intercepts[kInterceptWords]; // 0x000 CR, DR, exceptions, word3, word4, word5
     uint8_t reserved_018[0x24];
@@ -241,7 +242,7 @@ SEVEMU_OFF(VmcbControlArea, guest_sev_features, 0x140);
 SEVEMU_OFF(VmcbControlArea, reserved_sw, 0x3E0);
 
 // Legacy / SEV (non-ES) state-save area at VMCB+0x400 (Linux struct vmcb_save_area, 0x2E8 bytes;
-// sheet §3.2). Offsets here are relative to the save area.
+// arch/x86/include/asm/svm.h). Offsets here are relative to the save area.
 struct __attribute__((packed)) VmcbSaveArea {
     VmcbSeg es, cs, ss, ds, fs, gs, gdtr, ldtr, idtr, tr; // 0x000-0x09F
     uint8_t reserved_0a0[42];
@@ -336,7 +337,7 @@ SEVEMU_OFF(Vmcb, control, 0x000);
 SEVEMU_OFF(Vmcb, save, 0x400);
 
 // SEV-ES / SNP VMSA, the full 4 KiB page (Linux struct sev_es_save_area for 0x000-0x66F,
-// coconut-svsm VMSA / openvmm SevVmsa for the rest; sheet §3.5). Its first 0x2E8 bytes have
+// coconut-svsm VMSA / openvmm SevVmsa for the rest). Its first 0x2E8 bytes have
 // the same layout as VmcbSaveArea (asserted below), which is why the host save area at
 // VM_HSAVE_PA+0x400 can be in this format for every guest kind.
 struct __attribute__((packed)) Vmsa {
@@ -474,7 +475,7 @@ static_assert(offsetof(Vmsa, efer) == offsetof(VmcbSaveArea, efer) && offsetof(V
               offsetof(Vmsa, spec_ctrl) == offsetof(VmcbSaveArea, spec_ctrl));
 #undef SEVEMU_OFF
 
-// VMSA VINTR_CTRL (0x3B8) bit 63: BUSY (SNP, sheet §3.5).
+// VMSA VINTR_CTRL (0x3B8) bit 63: BUSY (SNP; coconut-svsm cpuarch/src/vmsa.rs).
 inline constexpr uint64_t kVmsaBusy = 1ull << 63;
 
 // ---------------------------------------------------------------------------------------------

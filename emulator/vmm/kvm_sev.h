@@ -48,7 +48,7 @@ enum KvmVmType : uint32_t {
 // KVM_GET_DEVICE_ATTR on the VM: group KVM_X86_GRP_SEV, attribute KVM_X86_SEV_VMSA_FEATURES.
 inline constexpr uint32_t KVM_X86_GRP_SEV = 1;
 inline constexpr uint64_t KVM_X86_SEV_VMSA_FEATURES = 0;
-// SEV_FEATURES bit 5 (VMSA 0x3B0): DebugSwap (spec/snp-cpu-svm.md §2.2).
+// SEV_FEATURES bit 5 (VMSA 0x3B0): DebugSwap (Linux arch/x86/include/asm/svm.h SVM_SEV_FEAT_DEBUG_SWAP).
 inline constexpr uint64_t SVM_SEV_FEAT_DEBUG_SWAP = 1ull << 5;
 
 // The largest blob KVM copies from userspace (SEV_FW_BLOB_MAX_SIZE, include/linux/psp-sev.h).

@@ -83,7 +83,7 @@ Result<void, CmdError> PspDriver::do_cmd(CommandId id, std::span<uint8_t> data)
     m_mmio->write(m_bar + m_regs->cmdbuf_hi, 4, uint32_t(phys >> 32));
     m_mmio->write(m_bar + m_regs->cmdresp, 4, (uint32_t(id) << 16) | devices::PspMailbox::kCmdRespIoc);
     // The mailbox runs the command synchronously; a response bit still clear is a dead PSP
-    // ([LX] marks it dead after psp_cmd_timeout and returns -ETIMEDOUT).
+    // (Linux marks it dead after psp_cmd_timeout and returns -ETIMEDOUT).
     uint32_t reg = uint32_t(m_mmio->read(m_bar + m_regs->cmdresp, 4).first);
     if (!(reg & devices::PspMailbox::kCmdRespResp))
         return make_unexpected(CmdError { -ETIMEDOUT, 0 });
@@ -122,7 +122,7 @@ Result<void, CmdError> PspDriver::platform_init(bool sev_es)
     }
     TRY(do_cmd(CommandId::INIT, { reinterpret_cast<uint8_t*>(&init), sizeof init }));
     // "Prepare for first SEV guest launch after INIT": WBINVD on all CPUs, then DF_FLUSH
-    // ([LX] __sev_platform_init_locked).
+    // (Linux __sev_platform_init_locked).
     m_host->memory().wbinvd();
     return do_cmd(CommandId::DF_FLUSH, {});
 }

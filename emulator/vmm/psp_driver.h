@@ -29,7 +29,7 @@ public:
     // bar_base: where the PSP function's BAR 2 sits on the MMIO bus.
     static Result<PspDriver, int> create(HostMemory&, devices::Bus& mmio, uint64_t bar_base, devices::PspVersion);
 
-    // Buffer length the driver copies for each command ([LX] sev_cmd_buffer_len). 0 = none.
+    // Buffer length the driver copies for each command (Linux sev_cmd_buffer_len). 0 = none.
     static uint32_t buffer_length(firmware::CommandId);
 
     // sev_do_cmd(): data may be empty for commands without a buffer.

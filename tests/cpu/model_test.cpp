@@ -1,6 +1,6 @@
 // CPU models: CPUID as the guest sees it (executed by the CPUID instruction), MSRs, and SME
-// through the C-bit end to end. Known answers: the fact sheet (spec/snp-cpu-svm.md §1.1: Milan
-// host EBX = 0x4173, 509 guests; Genoa C-bit 51, reduction 6, 1006 guests) and the parts'
+// through the C-bit end to end. Known answers: CPUID Fn8000_001F as dumped by the `cpuid` tool on real
+// parts (Milan host EBX = 0x4173, 509 guests; Genoa C-bit 51, reduction 6, 1006 guests; APM vol 3) and the parts'
 // published CPUID signatures (EPYC 7601 00800F12, 7002 00830F10, 7713 00A00F11, 9654 00A10F11).
 #include "tests/cpu/harness.h"
 

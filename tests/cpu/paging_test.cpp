@@ -1,6 +1,6 @@
 // Page walks (mmu/paging.h) on hand-built tables: legacy 32-bit with 4 MiB pages, PAE,
 // 4-level with 1 GiB pages, A/D updates, protection, reserved bits and the SME C-bit
-// (APM vol 2 §5.3-5.6, §7.10; fact sheet spec/snp-cpu-svm.md §1.2).
+// (APM vol 2 §5.3-5.6, §7.10; Linux arch/x86/kernel/cpu/amd.c early_detect_mem_encrypt).
 #include "mmu/paging.h"
 #include "mmu/tlb.h"
 

@@ -1,4 +1,5 @@
-// The PSP mailbox at the register level, as Linux's ccp driver programs it (sheet §1.1-§1.2).
+// The PSP mailbox at the register level, as Linux's ccp driver programs it (drivers/crypto/ccp/sp-pci.c,
+// sev-dev.c __sev_do_cmd_locked).
 #include "devices/psp_mailbox.h"
 #include "tests/firmware/fw_harness.h"
 
@@ -66,7 +67,7 @@ TEST_CASE("A command through the registers: status in CmdResp[15:0], bit 31 on c
     CHECK(resp == 0x80000000u);
     CHECK(m.rd(m.r.intsts) == 0);
     CHECK(m.p.peek(TestPlatform::kCmdBuf, 2) == Bytes { 1, 51 });
-    // The extended error stack ([FW]) is left in CmdBuff_Addr: sevemu records none.
+    // The extended error stack (AMD-ASPFW) is left in CmdBuff_Addr: sevemu records none.
     CHECK(m.rd(m.r.cmdbuf_lo) == 0);
     CHECK(m.rd(m.r.cmdbuf_hi) == 0);
     // A failing command: INIT twice.

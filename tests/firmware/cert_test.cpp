@@ -67,7 +67,7 @@ TEST_CASE("Real SEV chains (Naples, Rome) verify link by link", "[cert][vectors]
         REQUIRE(report->amd_product);
         CHECK(report->amd_product->size() > 0);
 
-        // What real certificates contain (sheet §6.4).
+        // What real certificates contain (virtee/sev tests/naples, tests/rome).
         CHECK(c.cek->sig_usage_code(0) == uint32_t(SevUsage::ASK));
         CHECK(c.cek->sig_algo_code(0) == uint32_t(product == "naples" ? SevAlgo::RSA_SHA256 : SevAlgo::RSA_SHA384));
         CHECK(c.cek->slot_empty(1));
@@ -80,7 +80,7 @@ TEST_CASE("Real SEV chains (Naples, Rome) verify link by link", "[cert][vectors]
         CHECK(sev_cert_validate(c.pek, c.oca));
         CHECK(sev_cert_validate(c.oca, c.oca));
         CHECK(sev_cert_validate(c.pdh, c.pek));
-        // Roles (sheet §6.5 step 5): no matching slot for the wrong signer.
+        // Roles (AMD-ASPFW sev_cert.c sev_cert_validate, signer roles): no matching slot for the wrong signer.
         CHECK(sev_cert_validate(c.pdh, c.oca).error() == CertError::NoMatchingSlot);
         CHECK(sev_cert_validate(c.pek, c.ark->as_signer().value()).error() == CertError::NoMatchingSlot);
         CHECK(godh_cert_check(c.pdh));
@@ -351,7 +351,7 @@ TEST_CASE("Signing into either slot; SHA-384 algorithms; no free slot", "[cert]"
         == CertError::BadSignerKey);
 }
 
-TEST_CASE("sev_cert_validate follows [FW]'s order and codes (sheet §6.5)", "[cert]")
+TEST_CASE("sev_cert_validate follows AMD-ASPFW's order and codes (sev_cert.c)", "[cert]")
 {
     auto const& f = shared_chain_2048();
     SevCert const& pek = f.chain->pek;
@@ -448,7 +448,7 @@ TEST_CASE("Malformed SEV certificates are refused", "[cert]")
     CHECK(refused(mutate(0x414, { 0x02, 0x10, 0, 0, 0x03 })) == CertError::BadAlgo); // ECDH "signature"
     CHECK(refused(mutate(0x41C, { 1 })) == CertError::ReservedNonZero);        // data in an empty slot
 
-    // GODH rules (sheet §6.4): algo exactly 0x3.
+    // GODH rules (AMD-ASPFW sev_mcmd.c LAUNCH_START): algo exactly 0x3.
     auto k384 = SevCert::make_ec(0, 0, SevUsage::PDH, SevAlgo::ECDH_SHA384, k.get()).value();
     CHECK(godh_cert_check(k384).error() == CertError::BadAlgo);
     auto pek = SevCert::make_ec(0, 0, SevUsage::PEK, SevAlgo::ECDSA_SHA256, k.get()).value();

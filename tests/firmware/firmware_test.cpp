@@ -270,7 +270,7 @@ TEST_CASE("PEK_CERT_IMPORT: an owner-signed PEK takes ownership", "[firmware]")
     TestPlatform p;
     REQUIRE(p.init() == 0);
     Bytes csr = pek_csr(p);
-    // The owner: a self-signed OCA (api 0.0, sheet §10 "sign_pek_csr"), signing the CSR.
+    // The owner: a self-signed OCA (api 0.0, as sev-tool's sign_pek_csr makes it), signing the CSR.
     auto oca_key = p384_generate();
     auto oca = SevCert::make_ec(0, 0, SevUsage::OCA, SevAlgo::ECDSA_SHA256, oca_key->get());
     CertSigner oca_signer { SevUsage::OCA, SevAlgo::ECDSA_SHA256, std::move(*p384_from_private(*p384_private_scalar(oca_key->get()))) };
@@ -504,7 +504,7 @@ TEST_CASE("ACTIVATE_EX: length and APIC-ID list checks", "[firmware]")
     CHECK(p.run(CommandId::ACTIVATE_EX, bad) == st(Status::INVALID_GUEST));
     bad = b;
     bad.asid = 0;
-    bad.numids = 0; // the ASID is checked before the list ([FW] mcmd_activate_ex_common)
+    bad.numids = 0; // the ASID is checked before the list (AMD-ASPFW mcmd_activate_ex_common)
     CHECK(p.run(CommandId::ACTIVATE_EX, bad) == st(Status::INVALID_ASID));
     CHECK(p.guest_status(h).asid == 0);
     REQUIRE(p.run(CommandId::ACTIVATE_EX, b) == 0);
@@ -587,7 +587,7 @@ TEST_CASE("LAUNCH_UPDATE_VMSA: 4096 bytes, SEV-ES guests only", "[firmware]")
     CHECK(p.run(CommandId::LAUNCH_UPDATE_VMSA, b) == st(Status::INVALID_LEN));
     b.length = 4096;
     REQUIRE(p.run(CommandId::LAUNCH_UPDATE_VMSA, b) == 0);
-    // Length is checked before the platform state ([FW] order).
+    // Length is checked before the platform state (AMD-ASPFW order).
     REQUIRE(p.run0(CommandId::SHUTDOWN) == 0);
     b.length = 16;
     CHECK(p.run(CommandId::LAUNCH_UPDATE_VMSA, b) == st(Status::INVALID_LEN));
@@ -626,7 +626,8 @@ TEST_CASE("A launch with a session: measurement, secret, finish, attestation", "
         uint32_t reserved = 1u << 6;
         auto o3 = make_owner_session(pdh, reserved);
         CHECK(launch_start_with_session(p, o3, reserved, h) == st(Status::POLICY_FAILURE));
-        // Without a session, the policy is not validated at all (sheet §7.4).
+        // Without a session, the policy is not validated at all (AMD-ASPFW sev_mcmd.c LAUNCH_START with no DH
+        // certificate).
         CHECK(p.launch_start(reserved | newer, h) == 0);
     }
     SECTION("a bad GODH certificate")
@@ -722,7 +723,7 @@ TEST_CASE("A launch with a session: measurement, secret, finish, attestation", "
     }
 }
 
-TEST_CASE("Policy NODBG refuses DBG_DECRYPT and DBG_ENCRYPT; checks come in [FW] order", "[firmware]")
+TEST_CASE("Policy NODBG refuses DBG_DECRYPT and DBG_ENCRYPT; checks come in AMD-ASPFW order", "[firmware]")
 {
     TestPlatform p;
     REQUIRE(p.probe() == 0);
@@ -896,7 +897,7 @@ TEST_CASE("A command buffer outside DRAM is INVALID_ADDRESS and changes nothing"
     CHECK(p.issue(uint32_t(CommandId::LAUNCH_START), ~0ull) == st(Status::INVALID_ADDRESS));
     CHECK(p.issue(uint32_t(CommandId::PLATFORM_STATUS), 1ull << 40) == st(Status::INVALID_ADDRESS));
     CHECK(p.platform_status().guest_count == 0);
-    // The C-bit (51 on Milan) is masked, as [FW] masks it.
+    // The C-bit (51 on Milan) is masked, as AMD-ASPFW masks it.
     PlatformStatusBuf s {};
     p.poke(TestPlatform::kCmdBuf, &s, sizeof s);
     CHECK(p.issue(uint32_t(CommandId::PLATFORM_STATUS), TestPlatform::kCmdBuf | (1ull << 51)) == 0);

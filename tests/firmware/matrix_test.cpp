@@ -1,6 +1,7 @@
-// The command x state matrix of sheet §3.1, written out here independently of the firmware's
+// The command x state matrix of AMD-ASPFW sev_mcmd.c (each handler's state checks), written out here
+// independently of the firmware's
 // dispatch table: every command in every reachable platform/guest state, through the mailbox.
-// A command in a state the sheet forbids must fail with INVALID_PLATFORM_STATE (0x01) or
+// A command in a state AMD-ASPFW forbids must fail with INVALID_PLATFORM_STATE (0x01) or
 // INVALID_GUEST_STATE (0x02) and change nothing; in a permitted state it must not fail with
 // either of those.
 #include "fw_harness.h"
@@ -37,11 +38,11 @@ constexpr int G_LU = 1, G_LS = 2, G_RUN = 4, G_ANY = 7; // the guest states reac
 struct Row {
     uint32_t id = 0;
     char const* name;
-    int platform; // P_* mask the sheet permits
+    int platform; // P_* mask AMD-ASPFW permits
     int guest;    // G_* mask; 0 = not a command on an existing guest
 };
 
-// Sheet §3.1, [FW] column.
+// AMD-ASPFW (Genoa 1.55) sev_mcmd.c state checks.
 Row const kMatrix[] = {
     { 0x01, "INIT", P_U, 0 },
     { 0x02, "SHUTDOWN", P_ANY, 0 },
@@ -143,7 +144,7 @@ Snapshot snapshot(TestPlatform& p, uint32_t h)
 
 } // namespace
 
-TEST_CASE("Command x state matrix (sheet §3.1)", "[firmware][matrix]")
+TEST_CASE("Command x state matrix (AMD-ASPFW sev_mcmd.c)", "[firmware][matrix]")
 {
     TempDir dir("matrix");
     for (Scene scene : { Scene::Uninit, Scene::Init, Scene::LUpdate, Scene::LSecret, Scene::Running }) {

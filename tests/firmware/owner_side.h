@@ -61,7 +61,8 @@ inline uint16_t launch_start_with_session(TestPlatform& p, OwnerSession const& s
     return st;
 }
 
-// Packages a secret as LAUNCH_SECRET wants it (sheet §8.4) and places header and ciphertext in DRAM.
+// Packages a secret as LAUNCH_SECRET wants it (SEV API 55766, LAUNCH_SECRET) and places header and ciphertext
+// in DRAM.
 inline TransportBuf package_secret(TestPlatform& p, OwnerSession const& s, Mac256 const& measure, Bytes const& secret,
     uint32_t handle, uint64_t guest_pa, uint32_t flags = 0)
 {

@@ -154,7 +154,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size)
             continue;
 
         auto const* info = Firmware::find_command(cmd);
-        // Length queries write the needed length back on INVALID_LEN ([FW] CMD_BUF_INOUT_ON_ERR):
+        // Length queries write the needed length back on INVALID_LEN (AMD-ASPFW CMD_BUF_INOUT_ON_ERR):
         // put the buffer back so the comparison sees only other writes.
         if (info && status == uint16_t(Status::INVALID_LEN) && info->mode == BufMode::InOutOnError)
             p.poke(TestPlatform::kCmdBuf, buf.data(), buf.size());
@@ -163,7 +163,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size)
             after.asids = before.asids; // the spec's one partial clean-up (firmware.h)
         if ((cmd == uint8_t(CommandId::INIT) || cmd == uint8_t(CommandId::INIT_EX))
             && status == uint16_t(Status::SECURE_DATA_INVALID)) {
-            // [FW] init_common erases a damaged store so that the driver's retry starts afresh.
+            // AMD-ASPFW init_common erases a damaged store so that the driver's retry starts afresh.
             auto erased = nv_erased_image();
             FUZZ_CHECK(after.nv == before.nv || after.nv == erased, "the damaged SPI store was not erased");
             after.nv = before.nv;

@@ -81,7 +81,7 @@ Pdh make_pdh()
     return p;
 }
 
-// What the firmware does in LAUNCH_START with the owner's files (sheet §7.2).
+// What the firmware does in LAUNCH_START with the owner's files (AMD-ASPFW sev_channel.c, sev_mcmd.c).
 UnwrappedSession firmware_unwrap(Pdh const& pdh, Bytes const& godh_cert, Bytes const& session, uint32_t policy)
 {
     auto godh = SevCert::from_bytes(godh_cert).value();
@@ -129,7 +129,7 @@ TEST_CASE("owner::make_session round-trips through the firmware-side unwrap", "[
     }
 }
 
-TEST_CASE("owner::make_session with fixed inputs matches sheet vector B", "[owner][kat]")
+TEST_CASE("owner::make_session with fixed inputs matches vector B (PDH d=2, GODH d=3)", "[owner][kat]")
 {
     Pdh pdh;
     pdh.key = p384_from_private(Bytes { 2 }).value();
@@ -166,7 +166,7 @@ TEST_CASE("owner::make_session refuses what is not a PDH", "[owner]")
     CHECK(has(r.error().message, "curve"));
 }
 
-TEST_CASE("owner measurement and secret agree with the sheet's KATs (§8.3, §8.4)", "[owner][kat]")
+TEST_CASE("owner measurement and secret agree with the KATs (sev-tool test_calc_measurement; LAUNCH_SECRET)", "[owner][kat]")
 {
     Key128 tik;
     std::copy_n(from_hex("66320db73158a35a255d051758e95ed4")->begin(), 16, tik.begin());
@@ -419,7 +419,7 @@ TEST_CASE("sevemu-owner measurement verify and secret build", "[owner][cli]")
     CHECK(bad_tik.code == 1);
     CHECK(has(bad_tik.out, "16 bytes"));
 
-    // secret build, then the firmware side checks and decrypts it (LAUNCH_SECRET, sheet §8.4).
+    // secret build, then the firmware side checks and decrypts it (LAUNCH_SECRET, AMD-ASPFW sev_mcmd.c).
     std::string secret_text = "disk-key: correct horse battery staple";
     spit(t.path / "secret.txt", secret_text);
     std::string sb = "secret build --tik " + (t / "tik.bin") + " --tek " + (t / "tek.bin") + " --measurement " + m_b64;
@@ -530,7 +530,7 @@ TEST_CASE("sevemu-owner measurement verify and secret build", "[owner][cli]")
     }
 }
 
-TEST_CASE("owner::verify_attestation_report checks the PEK signature and the nonce (sheet §8.6)", "[owner]")
+TEST_CASE("owner::verify_attestation_report checks the PEK signature and the nonce (SEV API 55766, ATTESTATION)", "[owner]")
 {
     auto pek_key = p384_generate().value();
     auto pek = SevCert::make_ec(1, 55, SevUsage::PEK, SevAlgo::ECDSA_SHA256, pek_key.get()).value();

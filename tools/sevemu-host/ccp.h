@@ -61,7 +61,7 @@ public:
     // PDH_GEN, PEK_CERT_IMPORT, a factory reset) the driver writes the buffer back to its file,
     // atomically. Nothing to do with INIT (the firmware writes its SPI flash itself).
     Result<void, HostError> sync_nv();
-    // A factory reset with INIT_EX: [FW] does not touch the host's buffer, so the driver erases it.
+    // A factory reset with INIT_EX: AMD-ASPFW does not touch the host's buffer, so the driver erases it.
     Result<void, HostError> erase_init_ex_nv();
     bool uses_init_ex() const { return !m_init_ex_file.empty(); }
     Result<PlatformStatusBuf, HostError> platform_status();

@@ -1,4 +1,4 @@
-// Checking an SEV (non-SNP) attestation report (SEV-KM API 55766 "ATTESTATION"; fact sheet §8.6):
+// Checking an SEV (non-SNP) attestation report (SEV-KM API 55766 "ATTESTATION"; AMD-ASPFW sev_mcmd.c):
 // the PEK signs the launch digest and policy together with the owner's nonce, so the owner can
 // learn what was launched without having run the launch itself.
 #include "tools/sevemu-owner/owner.h"
@@ -31,7 +31,8 @@ OwnerResult<AttestationReport> verify_attestation_report(std::span<const uint8_t
     AmdEcdsaSig sig;
     std::memcpy(sig.r.data(), w.sig_r, sizeof(w.sig_r));
     std::memcpy(sig.s.data(), w.sig_s, sizeof(w.sig_s));
-    // The signature covers mnonce, digest and policy (bytes 0x00..0x33); sheet §8.6.
+    // The signature covers mnonce, digest and policy (bytes 0x00..0x33); AMD-ASPFW sev_mcmd.c, virtee/sev
+    // src/firmware/host/types/sev.rs.
     if (!ecdsa_p384_verify(key->get(), sev_algo_hash(*algo), report.first(0x34), sig))
         return make_unexpected(OwnerError { "attestation report signature does not verify with this PEK" });
     AttestationReport r;

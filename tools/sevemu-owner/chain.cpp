@@ -1,5 +1,5 @@
 // Certificate chain as the guest owner checks it before trusting a platform's PDH
-// (fact sheet §6.4, §6.5; the checks themselves are firmware/cert_chain.cpp, shared with the
+// (AMD-ASPFW sev_cert.c sev_cert_validate; the checks themselves are firmware/cert_chain.cpp, shared with the
 // firmware's SEND_START so both sides apply one rule set).
 #include "tools/sevemu-owner/owner.h"
 

@@ -1,4 +1,4 @@
-// Checking LAUNCH_MEASURE's output (SEV-KM API 55766 "LAUNCH_MEASURE"; fact sheet §8.3): the
+// Checking LAUNCH_MEASURE's output (SEV-KM API 55766 "LAUNCH_MEASURE"; AMD-ASPFW sev_mcmd.c): the
 // owner recomputes the HMAC from the launch digest it expects, so a platform that loaded other
 // code (or used other keys) is detected before any secret is released.
 #include "tools/sevemu-owner/owner.h"

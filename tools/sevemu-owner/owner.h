@@ -1,5 +1,6 @@
 // sevemu — the guest owner's side of the legacy SEV launch (SEV-KM API 55766 §"Launching a guest";
-// fact sheet §6.4-6.5, §7.2, §8.3, §8.4), as a library the `sevemu-owner` tool and the firmware
+// AMD-ASPFW sev_cert.c, sev_channel.c, sev_mcmd.c; virtee/sev src/session), as a library the `sevemu-owner`
+// tool and the firmware
 // tests share. Modelled on `sevctl session / measurement / secret / verify` (virtee/sevctl).
 //
 // It uses firmware/crypto.h and the certificate code, which implement the spec's formulas for
@@ -49,7 +50,7 @@ OwnerResult<firmware::SevChain> load_chain_dir(std::filesystem::path const& dir)
 OwnerResult<firmware::ChainReport> verify_chain_dir(std::filesystem::path const& dir, bool require_amd = true);
 
 // ---------------------------------------------------------------------------------------------
-// Session (`sevemu-owner session`; sheet §7.2).
+// Session (`sevemu-owner session`; virtee/sevctl, virtee/sev src/session).
 
 struct Session {
     Bytes godh_cert;    // 0x824 bytes: the guest owner's DH certificate (QEMU dh-cert-file, base64)
@@ -72,7 +73,7 @@ OwnerResult<Session> make_session(std::span<const uint8_t> pdh_cert, uint32_t po
 OwnerResult<Session> make_session(std::span<const uint8_t> pdh_cert, uint32_t policy, SessionInputs const&);
 
 // ---------------------------------------------------------------------------------------------
-// Measurement (`sevemu-owner measurement verify`; sheet §8.3).
+// Measurement (`sevemu-owner measurement verify`; SEV API 55766, LAUNCH_MEASURE).
 
 inline constexpr size_t kMeasurementSize = 48; // MEASURE[32] || MNONCE[16], as QEMU reports it
 
@@ -96,7 +97,7 @@ OwnerResult<void> verify_measurement(Key128 const& tik, std::span<const uint8_t>
     uint32_t policy, Sha256Digest const& launch_digest);
 
 // ---------------------------------------------------------------------------------------------
-// Secret injection (`sevemu-owner secret build`; sheet §8.4).
+// Secret injection (`sevemu-owner secret build`; SEV API 55766, LAUNCH_SECRET).
 
 struct SecretPacket {
     Bytes header;     // 0x34-byte packet header (QEMU sev-inject-launch-secret packet-header, base64)
@@ -111,7 +112,8 @@ OwnerResult<SecretPacket> build_secret(Key128 const& tek, Key128 const& tik, std
     std::span<const uint8_t> secret, Iv128 const& iv, uint32_t flags = 0);
 
 // ---------------------------------------------------------------------------------------------
-// Attestation report (ATTESTATION 0x36, QEMU query-sev-attestation-report; sheet §8.6).
+// Attestation report (ATTESTATION 0x36, QEMU query-sev-attestation-report; virtee/sev
+// src/firmware/host/types/sev.rs).
 
 struct [[gnu::packed]] AttestationReportWire {
     uint8_t mnonce[16];

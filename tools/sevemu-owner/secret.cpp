@@ -1,4 +1,4 @@
-// Packaging a launch secret (SEV-KM API 55766 "LAUNCH_SECRET"; fact sheet §8.4): encrypted with
+// Packaging a launch secret (SEV-KM API 55766 "LAUNCH_SECRET"; AMD-ASPFW sev_mcmd.c): encrypted with
 // the TEK and MACed with the TIK over the header, lengths, ciphertext and the launch measurement,
 // so the secret can only be injected into the guest whose measurement the owner verified.
 #include "tools/sevemu-owner/owner.h"
@@ -20,7 +20,7 @@ OwnerResult<SecretPacket> build_secret(Key128 const& tek, Key128 const& tik, std
         return make_unexpected(OwnerError { "the secret is empty" });
     if (secret.size() > kMaxSecret)
         return make_unexpected(OwnerError { "the secret is larger than 1 MiB" });
-    // LAUNCH_SECRET takes whole 16-byte blocks (sheet §8.4 check 4): pad with zeros.
+    // LAUNCH_SECRET takes whole 16-byte blocks (AMD-ASPFW sev_mcmd.c): pad with zeros.
     Bytes plain(secret.begin(), secret.end());
     plain.resize((plain.size() + 15) / 16 * 16, 0);
     auto ct = aes128_ctr(tek, iv, plain);

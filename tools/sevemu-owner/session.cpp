@@ -1,4 +1,4 @@
-// The guest owner's half of LAUNCH_START (SEV-KM API 55766 "LAUNCH_START"; fact sheet §7.2):
+// The guest owner's half of LAUNCH_START (SEV-KM API 55766 "LAUNCH_START"; virtee/sev src/session):
 // a fresh GODH key pair, ECDH with the platform's PDH, and TEK/TIK wrapped under keys only that
 // platform's firmware can derive.
 #include "tools/sevemu-owner/owner.h"
@@ -36,7 +36,7 @@ OwnerResult<Session> make_session(std::span<const uint8_t> pdh_cert, uint32_t po
     secure_zero(z->data(), z->size());
 
     // The GODH certificate: api 0.0 (not made by firmware), usage PDH, ECDH_SHA256, unsigned —
-    // LAUNCH_START checks only its form and point (sheet §6.4).
+    // LAUNCH_START checks only its form and point (AMD-ASPFW sev_mcmd.c).
     auto godh = SevCert::make_ec(0, 0, SevUsage::PDH, SevAlgo::ECDH_SHA256, in.godh.get());
     if (!godh)
         return make_unexpected(OwnerError { "GODH certificate: " + std::string(cert_error_name(godh.error())) });

@@ -160,7 +160,7 @@ TEST_CASE("EXITINFO1 for IOIO (APM vol 2 §15.10.2)", "[svm][intercept]")
     CHECK(mov_cr_exit_info_1(RBX) == 0x8000000000000003ull);
 }
 
-TEST_CASE("SEV-ES automatic exits (sheet §3.8)", "[svm][intercept][sev]")
+TEST_CASE("SEV-ES automatic exits (APM vol 2 §15.35)", "[svm][intercept][sev]")
 {
     using namespace exitcode;
     for (uint64_t c : { SVM_EXIT_INTR, SVM_EXIT_NMI, SVM_EXIT_SMI, SVM_EXIT_INIT, SVM_EXIT_VINTR, SVM_EXIT_PAUSE,

@@ -1,4 +1,4 @@
-// Key selection (APM vol 2 Tables 15-30/15-31, sheet §11.2), row by row.
+// Key selection (APM vol 2 Tables 15-30/15-31), row by row.
 #include "svm_harness.h"
 
 using namespace svmtest;

@@ -77,7 +77,7 @@ TEST_CASE("NPT: A on every level, D on the leaf for writes", "[svm][npt]")
     CHECK(n.get64(PD + 8) & D); // 2 MiB leaf
 }
 
-TEST_CASE("NPT faults: exact EXITINFO1 (APM vol 2 §15.25.6, sheet §3.7)", "[svm][npt]")
+TEST_CASE("NPT faults: exact EXITINFO1 (APM vol 2 §15.25.6, Linux PFERR_*)", "[svm][npt]")
 {
     Npt n;
     constexpr uint64_t FINAL = 1ull << 32, PAGE = 1ull << 33, ENC = 1ull << 34;

@@ -17,7 +17,7 @@ using namespace sevemu::cpu;
 using namespace sevemu::cpu::svm;
 using mmu::KeyId;
 
-// VMCB offsets typed in from spec/snp-cpu-svm.md §3.1/§3.2 (= Linux struct vmcb offsets).
+// VMCB offsets typed in from Linux arch/x86/include/asm/svm.h (struct vmcb_control_area, vmcb_save_area).
 namespace off {
 inline constexpr uint64_t INTERCEPT_CR = 0x000, INTERCEPT_DR = 0x004, INTERCEPT_EXC = 0x008,
     INTERCEPT_W3 = 0x00C, INTERCEPT_W4 = 0x010, INTERCEPT_W5 = 0x014, PAUSE_THRESH = 0x03C,
@@ -28,7 +28,7 @@ inline constexpr uint64_t INTERCEPT_CR = 0x000, INTERCEPT_DR = 0x004, INTERCEPT_
     N_CR3 = 0x0B0, VIRT_EXT = 0x0B8, CLEAN = 0x0C0, NRIP = 0x0C8, INSN_LEN = 0x0D0, INSN_BYTES = 0x0D1,
     AVIC_BACKING = 0x0E0, AVIC_LOGICAL = 0x0F0, AVIC_PHYSICAL = 0x0F8, VMSA_PA = 0x108,
     BUS_LOCK = 0x120, ALLOWED_SEV_FEATURES = 0x138, GUEST_SEV_FEATURES = 0x140;
-// save area, absolute in the VMCB (0x400 + sheet §3.2 offset)
+// save area, absolute in the VMCB (0x400 + the vmcb_save_area offset)
 inline constexpr uint64_t ES = 0x400, CS = 0x410, SS = 0x420, DS = 0x430, FS = 0x440, GS = 0x450,
     GDTR = 0x460, LDTR = 0x470, IDTR = 0x480, TR = 0x490, VMPL = 0x4CA, CPL = 0x4CB, EFER = 0x4D0,
     CR4 = 0x548, CR3 = 0x550, CR0 = 0x558, DR7 = 0x560, DR6 = 0x568, RFLAGS = 0x570, RIP = 0x578,

@@ -1,5 +1,5 @@
-// VMCB / VMSA layout: every field is poked as raw bytes at the offset the fact sheet (and Linux's
-// struct vmcb) gives, then read through cpu/svm's structs.
+// VMCB / VMSA layout: every field is poked as raw bytes at the offset Linux's struct vmcb
+// (arch/x86/include/asm/svm.h) and APM vol 2 Appendix B give, then read through cpu/svm's structs.
 #include "svm_harness.h"
 
 #include <cstring>
@@ -23,7 +23,7 @@ struct Poker {
 
 } // namespace
 
-TEST_CASE("VMCB control area fields sit at the sheet's offsets", "[svm][vmcb]")
+TEST_CASE("VMCB control area fields sit at Linux's offsets", "[svm][vmcb]")
 {
     Poker p;
     uint32_t w[6];
@@ -84,7 +84,7 @@ TEST_CASE("VMCB control area fields sit at the sheet's offsets", "[svm][vmcb]")
     CHECK(vmcb_to_bytes(v) == p.b);
 }
 
-TEST_CASE("VMCB save area fields sit at the sheet's offsets", "[svm][vmcb]")
+TEST_CASE("VMCB save area fields sit at Linux's offsets", "[svm][vmcb]")
 {
     Poker p;
     struct { uint64_t at; VmcbSeg VmcbSaveArea::*f; } segs[] = {
@@ -129,7 +129,7 @@ TEST_CASE("VMCB save area fields sit at the sheet's offsets", "[svm][vmcb]")
     CHECK(v.save.vmpl == vmpl);
 }
 
-TEST_CASE("Linux struct vmcb offsets (typed from the sheet) match the structs", "[svm][vmcb]")
+TEST_CASE("Linux struct vmcb offsets (typed from arch/x86/include/asm/svm.h) match the structs", "[svm][vmcb]")
 {
     // Linux vmcb_control_area / vmcb_save_area: sizes 1024 and 0x2E8 (EXPECTED_VMCB_*_SIZE).
     CHECK(sizeof(VmcbControlArea) == 1024);
@@ -148,7 +148,7 @@ TEST_CASE("Linux struct vmcb offsets (typed from the sheet) match the structs", 
     CHECK(offsetof(Vmsa, fpreg_xmm) == 0x470);
 }
 
-TEST_CASE("VMSA fields sit at the sheet's offsets", "[svm][vmcb]")
+TEST_CASE("VMSA fields sit at Linux's sev_es_save_area offsets", "[svm][vmcb]")
 {
     Poker p;
     auto rcx = p.put(0x308, 8), rbx = p.put(0x318, 8), r15 = p.put(0x378, 8), rip = p.put(0x178, 8);
@@ -172,7 +172,8 @@ TEST_CASE("VMSA fields sit at the sheet's offsets", "[svm][vmcb]")
 
 TEST_CASE("Intercept bit numbering follows the VMCB words", "[svm][vmcb]")
 {
-    // sheet §3.1: word3 bit 18 CPUID, 24 HLT, 27 IOIO_PROT, 28 MSR_PROT, 31 SHUTDOWN;
+    // Linux arch/x86/include/asm/svm.h INTERCEPT_*: word3 bit 18 CPUID, 24 HLT, 27 IOIO_PROT, 28 MSR_PROT, 31
+    // SHUTDOWN;
     // word4 bit 0 VMRUN, 1 VMMCALL, 9 WBINVD; word3 bit 25 INVLPG, 0 INTR, 1 NMI.
     CHECK(unsigned(Intercept::CPUID) == 3 * 32 + 18);
     CHECK(unsigned(Intercept::HLT) == 3 * 32 + 24);
@@ -187,7 +188,7 @@ TEST_CASE("Intercept bit numbering follows the VMCB words", "[svm][vmcb]")
     CHECK(unsigned(Intercept::WBINVD) == 4 * 32 + 9);
     CHECK(unsigned(Intercept::TRAP_EFER_WRITE) == 4 * 32 + 15);
     CHECK(unsigned(Intercept::IDLE_HLT) == 5 * 32 + 6);
-    // exit codes (sheet §3.6)
+    // exit codes (Linux arch/x86/include/uapi/asm/svm.h SVM_EXIT_*; APM vol 2 Appendix C)
     CHECK(exitcode::SVM_EXIT_CPUID == 0x72);
     CHECK(exitcode::SVM_EXIT_HLT == 0x78);
     CHECK(exitcode::SVM_EXIT_IOIO == 0x7B);

@@ -1,6 +1,6 @@
 // VMRUN consistency checks (APM vol 2 §15.5.1, §15.34, §15.35), VMRUN/#VMEXIT state transfer
 // (§15.5.1, §15.6), event injection (§15.20), VMLOAD/VMSAVE (§15.5.2). VMCBs are built byte by
-// byte at the sheet's offsets.
+// byte at Linux's struct vmcb offsets (arch/x86/include/asm/svm.h).
 #include "svm_harness.h"
 
 #include "cpu/cpu_model.h"
@@ -191,7 +191,7 @@ TEST_CASE("VMRUN control-area checks (APM vol 2 §15.5.1, §15.20)", "[svm][vmru
     }
 }
 
-TEST_CASE("SEV checks at VMRUN (APM vol 2 §15.34, sheet §3.8)", "[svm][vmrun][sev]")
+TEST_CASE("SEV checks at VMRUN (APM vol 2 §15.34.3)", "[svm][vmrun][sev]")
 {
     Machine m;
     m.good_vmcb();
@@ -421,7 +421,7 @@ TEST_CASE("VMRUN loads the guest and #VMEXIT writes the exit fields and restores
     e.next_rip = 0x401235;
     REQUIRE(vmexit(*m.mc, cpu, *g, e).has_value());
 
-    // Exit fields at the sheet's offsets.
+    // Exit fields at Linux's vmcb_control_area offsets.
     CHECK(m.get64(V + off::EXITCODE) == 0x78);
     CHECK(m.get64(V + off::EXITINFO1) == 0x1111);
     CHECK(m.get64(V + off::EXITINFO2) == 0x2222);
@@ -482,7 +482,7 @@ TEST_CASE("SEV-ES: guest state comes from the encrypted VMSA and goes back into 
     m.put64(V + off::VMSA_PA, kVmsaPa);
     m.put32(V + off::ASID, asid);
     m.put64(V + off::GHCB_GPA, 0x7F000);
-    // The VMSA, written with the guest's key at the sheet's offsets (§3.5).
+    // The VMSA, written with the guest's key at Linux's sev_es_save_area offsets.
     KeyId gk = KeyId::slot(asid);
     m.zero_page(kVmsaPa, gk);
     m.put(kVmsaPa + 0x010 + 2, 0x029B, 2, gk); // CS.attrib
