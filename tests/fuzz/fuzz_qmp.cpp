@@ -26,7 +26,8 @@ using namespace sevemu::qmp;
 namespace {
 
 // Commands shaped like sevemu's (tools/sevemu/qmp_commands.cpp): no arguments, required and
-// optional arguments of each type, through the argument helpers that give QEMU's messages.
+// optional arguments of each type, declared in a schema (Session checks arguments against it
+// before the handler runs; a command added without one takes no arguments at all).
 CommandTable make_table()
 {
     CommandTable t;
@@ -35,18 +36,21 @@ CommandTable make_table()
     });
     t.add("stop", [](Json const&) -> Result<Json, Error> { return Json::object(); });
     t.add("quit", [](Json const&) -> Result<Json, Error> { return Json::object(); });
-    t.add("pmemsave", [](Json const& a) -> Result<Json, Error> {
+    t.add("pmemsave", { { "val", ArgType::Int, true }, { "size", ArgType::Int, true }, { "filename", ArgType::String, true } },
+        [](Json const& a) -> Result<Json, Error> {
         auto val = TRY(arg_int(a, "val"));
         auto size = TRY(arg_int(a, "size"));
         auto file = TRY(arg_string(a, "filename"));
         return Json { { "echo", val ^ size }, { "file", file } };
     });
-    t.add("human-monitor-command", [](Json const& a) -> Result<Json, Error> {
+    t.add("human-monitor-command", { { "command-line", ArgType::String, true }, { "cpu-index", ArgType::Int, false } },
+        [](Json const& a) -> Result<Json, Error> {
         auto line = TRY(arg_string(a, "command-line"));
         auto cpu = TRY(arg_opt_int(a, "cpu-index"));
         return Json(line + (cpu ? std::to_string(*cpu) : ""));
     });
-    t.add("system_reset", [](Json const& a) -> Result<Json, Error> {
+    t.add("system_reset", { { "force", ArgType::Bool, false }, { "reason", ArgType::String, false } },
+        [](Json const& a) -> Result<Json, Error> {
         auto force = TRY(arg_opt_bool(a, "force"));
         auto why = TRY(arg_opt_string(a, "reason"));
         if (why && why->empty())
