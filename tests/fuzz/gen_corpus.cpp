@@ -65,12 +65,10 @@ void certs(Reference const& r)
     put("certs", "sev-bad-version", W().u8(0).u16(7).bytes(bad).b);
 }
 
-std::string b64(Bytes const& b) { return to_base64(b); }
-
 void session(Reference const& r)
 {
-    auto one = [&](std::string const& name, uint32_t policy, uint32_t blob_policy, uint8_t flags, std::string godh,
-                   std::string blob, uint16_t off, size_t ct_len) {
+    auto one = [&](std::string const& name, uint32_t policy, uint8_t flags, std::string godh, std::string blob,
+                   uint16_t off, size_t ct_len) {
         W w;
         w.u32(policy).u8(flags).u16(uint16_t(godh.size())).text(godh).u16(uint16_t(blob.size())).text(blob).u16(off);
         PacketHeader h {};
@@ -79,25 +77,30 @@ void session(Reference const& r)
         w.raw(h);
         for (size_t i = 0; i < ct_len; ++i)
             w.u8(uint8_t(i * 31 + 7));
-        (void)blob_policy;
         put("session", name, w.b);
     };
-    auto godh = b64(r.godh.serialize());
-    auto blob = [](uint32_t p) {
-        auto a = session_blob_bytes(reference_session(p));
-        return to_base64(Bytes(a.begin(), a.end()));
-    };
-    one("secret-ok", 0, 0, 1, godh, blob(0), 0x100, 64);
-    one("secret-nodbg", policy::NODBG, policy::NODBG, 1, godh, blob(policy::NODBG), 0, 16);
-    one("secret-bad-mac", 0, 0, 0, godh, blob(0), 0x40, 32);
-    one("policy-changed", policy::NODBG, 0, 1, godh, blob(0), 0, 16);
+    auto godh = to_base64(r.godh.serialize());
+    auto blob = [](uint32_t p) { return to_base64(session_blob_bytes(reference_session(p))); };
+    one("secret-ok", 0, 1, godh, blob(0), 0x100, 64);
+    one("secret-nodbg", policy::NODBG, 1, godh, blob(policy::NODBG), 0, 16);
+    one("secret-bad-mac", 0, 0, godh, blob(0), 0x40, 32);
+    one("policy-changed", policy::NODBG, 1, godh, blob(0), 0, 16); // a blob made for policy 0
     // Line breaks in the files, as base64 tools write them (g_base64_decode skips them).
     std::string wrapped;
     for (size_t i = 0; i < godh.size(); i += 76)
         wrapped += godh.substr(i, 76) + "\n";
-    one("wrapped-base64", 0, 0, 1, wrapped, blob(0) + "\n", 0x200, 48);
-    one("pdh-as-godh", 0, 0, 1, b64(r.pdh.serialize()), blob(0), 0, 16);
-    one("not-base64", 0, 0, 1, "not base64!", blob(0), 0, 16);
+    one("wrapped-base64", 0, 1, wrapped, blob(0) + "\n", 0x200, 48);
+    one("pdh-as-godh", 0, 1, to_base64(r.pdh.serialize()), blob(0), 0, 16);
+    one("not-base64", 0, 1, "not base64!", blob(0), 0, 16);
+}
+
+// The data of a command that reads two objects: `a` at the data area, `b` 0x1000 above it.
+Bytes two_at(std::span<uint8_t const> a, std::span<uint8_t const> b)
+{
+    Bytes data(0x1000 + b.size());
+    std::copy(a.begin(), a.end(), data.begin());
+    std::copy(b.begin(), b.end(), data.begin() + 0x1000);
+    return data;
 }
 
 // One firmware command record: ID, buffer, data placed at 0x10000.
@@ -158,11 +161,7 @@ void firmware_seeds(Reference const& r)
         b.pek_cert_length = kSevCertSize;
         b.oca_cert_paddr = D + 0x1000;
         b.oca_cert_length = kSevCertSize;
-        Bytes data(0x1000 + kSevCertSize);
-        auto pek = r.pek.serialize(), oca = r.oca.serialize();
-        std::copy(pek.begin(), pek.end(), data.begin());
-        std::copy(oca.begin(), oca.end(), data.begin() + 0x1000);
-        cmd(w, CommandId::PEK_CERT_IMPORT, b, data);
+        cmd(w, CommandId::PEK_CERT_IMPORT, b, two_at(r.pek.serialize(), r.oca.serialize()));
         put("firmware", "pek-cert-import", w.b);
     }
     {
@@ -185,12 +184,7 @@ void firmware_seeds(Reference const& r)
         sess.dh_cert_len = kSevCertSize;
         sess.session_paddr = D + 0x1000;
         sess.session_len = kSessionBlobSize;
-        Bytes data(0x1000 + kSessionBlobSize);
-        auto godh = r.godh.serialize();
-        std::copy(godh.begin(), godh.end(), data.begin());
-        auto blob = session_blob_bytes(reference_session(0));
-        std::copy(blob.begin(), blob.end(), data.begin() + 0x1000);
-        cmd(w, CommandId::LAUNCH_START, sess, data);
+        cmd(w, CommandId::LAUNCH_START, sess, two_at(r.godh.serialize(), session_blob_bytes(reference_session(0))));
         put("firmware", "launch-start", w.b);
     }
     {
