@@ -186,7 +186,7 @@ struct Fuzzer {
                    || b[k] == 0x67 || b[k] == 0xF0 || b[k] == 0xF2 || b[k] == 0xF3 || (code64 && (b[k] & 0xF0) == 0x40)))
             ++k;
         uint8_t op = b[k];
-        if (op == 0xCD || op == 0xCC || op == 0xCE || op == 0xF1 || (op == 0x0F && b[k + 1] == 0x07)) return;
+        if (op == 0xCD || op == 0xCC || op == 0xCE || op == 0xF1 || (op == 0x0F && k + 1 < b.size() && b[k + 1] == 0x07)) return;
         bool lm = s.efer & efer::LMA;
         unsigned w = lm ? 8 : 4;
         unsigned cpl_from = (p.rflags & rflags::VM) ? 3 : (p.seg[CS].selector & 3);
