@@ -226,16 +226,39 @@ Result<void, FileError> write_files_atomic(std::vector<OutputFile> const& files)
         }
         staged.push_back(std::move(*tmp));
     }
+    // An output that exists keeps a hard link (.NAME.old.tmp.PID, which remove_stale_temp_files
+    // knows as litter) until every rename has happened, so that a failed rename can put the
+    // earlier file back instead of losing it.
+    std::vector<fs::path> kept(files.size());
+    auto drop_kept = [&] {
+        for (auto const& k : kept)
+            if (!k.empty())
+                ::unlink(k.c_str());
+    };
+    for (size_t i = 0; i < files.size(); ++i) {
+        std::string name(1, '.');
+        name.append(files[i].path.filename().string()).append(".old.tmp.").append(std::to_string(::getpid()));
+        fs::path old = dir_of(files[i].path) / name;
+        ::unlink(old.c_str());
+        if (::link(files[i].path.c_str(), old.c_str()) == 0)
+            kept[i] = std::move(old);
+    }
     for (size_t i = 0; i < files.size(); ++i) {
         if (::rename(staged[i].c_str(), files[i].path.c_str()) != 0) {
             int err = errno;
-            // Not all outputs can appear: take back the ones that did.
-            for (size_t j = 0; j < i; ++j)
-                ::unlink(files[j].path.c_str());
+            // Not all outputs can appear: take back the ones that did, restoring what was there.
+            for (size_t j = 0; j < i; ++j) {
+                if (kept[j].empty() || ::rename(kept[j].c_str(), files[j].path.c_str()) != 0)
+                    ::unlink(files[j].path.c_str());
+                else
+                    kept[j].clear();
+            }
             drop_staged(i);
+            drop_kept();
             return errno_error(files[i].path, "cannot replace", err);
         }
     }
+    drop_kept();
     std::set<fs::path> dirs;
     for (auto const& f : files)
         dirs.insert(dir_of(f.path));

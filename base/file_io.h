@@ -11,8 +11,8 @@
 //
 // Writing: outputs appear atomically or not at all. A file is written as DIR/.NAME.tmp.PID,
 // fsync'd, renamed over NAME, and DIR is fsync'd; a set of files (a command with several
-// outputs) is staged completely before the first rename, and a failed rename removes the ones
-// already renamed. A process killed half-way leaves only .NAME.tmp.PID, which
+// outputs) is staged completely before the first rename, and a failed rename puts back what the
+// ones already renamed replaced (or removes them where nothing was there). A process killed half-way leaves only .NAME.tmp.PID, which
 // remove_stale_temp_files() cleans up.
 #pragma once
 
@@ -84,7 +84,8 @@ struct OutputFile {
     unsigned mode { 0600 };
 };
 // Writes every file or none: all are staged (written and synced as temporary files) first; if
-// one fails nothing is renamed; if a rename fails, the files already renamed are removed again.
+// one fails nothing is renamed; if a rename fails, the files already renamed are undone (the
+// earlier files, kept as hard links until the end, are put back).
 Result<void, FileError> write_files_atomic(std::vector<OutputFile> const& files);
 
 // The temporary name write_file_atomic uses for `path` in process `pid`: DIR/.NAME.tmp.PID.
