@@ -31,11 +31,8 @@ Result<std::unique_ptr<Ccp>, HostError> Ccp::open(std::filesystem::path const& p
         return make_unexpected(HostError { "cannot create the emulated memory: " + std::string(mmu::mem_error_name(mc.error())) });
     c->m_mc = std::move(*mc);
     auto sp = devices::AmdSp::create(*c->m_mc, c->m_bus, c->m_irq, platform, model, trace);
-    if (!sp) {
-        if (sp.error().kind == devices::AmdSpError::Kind::Store)
-            return make_unexpected(HostError { sp.error().message });
-        return make_unexpected(HostError { "cannot map the PSP mailbox" });
-    }
+    if (!sp)
+        return make_unexpected(HostError { sp.error().message });
     c->m_sp = std::move(*sp);
     // Probe: interrupts off and acknowledged, then on (sp-pci.c / psp-dev.c).
     uint64_t bar = c->m_sp->bar();
