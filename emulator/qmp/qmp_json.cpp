@@ -185,12 +185,8 @@ void JsonParser::push(JsonToken type, std::string_view text)
     Frame& f = m_stack.back();
     switch (f.state) {
     case State::ArrOpen:
-        if (type == JsonToken::RSquare) {
-            Json v = std::move(f.value);
-            m_stack.pop_back();
-            complete(std::move(v));
-            return;
-        }
+        if (type == JsonToken::RSquare)
+            return close_frame();
         start_value(type, text);
         return;
     case State::ArrNeedValue:
@@ -199,23 +195,10 @@ void JsonParser::push(JsonToken type, std::string_view text)
         start_value(type, text);
         return;
     case State::ArrAfterValue:
-        if (type == JsonToken::RSquare) {
-            Json v = std::move(f.value);
-            m_stack.pop_back();
-            complete(std::move(v));
-        } else if (type == JsonToken::Comma) {
-            f.state = State::ArrNeedValue;
-        } else {
-            fail("expected separator in list");
-        }
-        return;
+        return after_member(type, JsonToken::RSquare, State::ArrNeedValue, "expected separator in list");
     case State::ObjOpen:
-        if (type == JsonToken::RCurly) {
-            Json v = std::move(f.value);
-            m_stack.pop_back();
-            complete(std::move(v));
-            return;
-        }
+        if (type == JsonToken::RCurly)
+            return close_frame();
         f.state = State::ObjKey;
         start_value(type, text);
         return;
@@ -226,17 +209,27 @@ void JsonParser::push(JsonToken type, std::string_view text)
             f.state = State::ObjValue;
         return;
     case State::ObjAfterPair:
-        if (type == JsonToken::RCurly) {
-            Json v = std::move(f.value);
-            m_stack.pop_back();
-            complete(std::move(v));
-        } else if (type == JsonToken::Comma) {
-            f.state = State::ObjKey;
-        } else {
-            fail("expected separator in dict");
-        }
-        return;
+        return after_member(type, JsonToken::RCurly, State::ObjKey, "expected separator in dict");
     }
+}
+
+// The innermost list or object is complete: it becomes a value of the frame around it.
+void JsonParser::close_frame()
+{
+    Json v = std::move(m_stack.back().value);
+    m_stack.pop_back();
+    complete(std::move(v));
+}
+
+// After a list element or an object member: the closing bracket, a comma, or an error.
+void JsonParser::after_member(JsonToken type, JsonToken closer, State next, char const* error)
+{
+    if (type == closer)
+        close_frame();
+    else if (type == JsonToken::Comma)
+        m_stack.back().state = next;
+    else
+        fail(error);
 }
 
 void JsonParser::start_value(JsonToken type, std::string_view text)
@@ -301,16 +294,15 @@ void JsonParser::complete(Json v)
     case State::ObjKey:
         if (!v.is_string())
             return fail("key is not a string in object");
-        f.key = v.get<std::string>();
+        f.key = std::move(v.get_ref<std::string&>());
         f.state = State::ObjColon;
         return;
     case State::ObjValue:
         // A repeated member is an error, checked once the value has been parsed (parse_pair).
-        if (f.value.contains(f.key))
+        if (!f.value.emplace(f.key, std::move(v)).second)
             return fail("duplicate key");
         if (m_stack.size() == 1)
             m_top_keys.push_back(f.key);
-        f.value[f.key] = std::move(v);
         f.state = State::ObjAfterPair;
         return;
     default:

@@ -55,6 +55,8 @@ private:
     };
     void start_value(JsonToken type, std::string_view text);
     void complete(nlohmann::json v);
+    void close_frame();
+    void after_member(JsonToken type, JsonToken closer, State next, char const* error);
     void fail(std::string message);
 
     std::vector<Frame> m_stack;

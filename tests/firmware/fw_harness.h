@@ -24,9 +24,9 @@ namespace sevemu::test {
 using namespace sevemu::firmware;
 namespace fs = std::filesystem;
 
-inline fs::path make_temp_dir(char const* tag)
+// A new directory sevemu-TAG-XXXXXX under `base` (by default the system's temporary directory).
+inline fs::path make_temp_dir(char const* tag, fs::path const& base = fs::temp_directory_path())
 {
-    fs::path base = fs::temp_directory_path();
     std::string tmpl = (base / (std::string("sevemu-") + tag + "-XXXXXX")).string();
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
@@ -38,7 +38,10 @@ inline fs::path make_temp_dir(char const* tag)
 // A temporary directory removed on destruction.
 struct TempDir {
     fs::path path;
-    explicit TempDir(char const* tag = "fw") : path(make_temp_dir(tag)) {}
+    explicit TempDir(char const* tag = "fw", fs::path const& base = fs::temp_directory_path())
+        : path(make_temp_dir(tag, base))
+    {
+    }
     ~TempDir()
     {
         std::error_code ec;

@@ -178,22 +178,21 @@ inline SessionBlob reference_session(uint32_t policy)
     return wrap_session(*z, nonce, reference_transport_keys(), iv, policy);
 }
 
-// A platform directory holding the fixed identity: chip.id with the fixed CUK and nv.bin sealed
-// with the fixed OCA/PEK/PDH (self-owned), so INIT loads it instead of generating new keys.
-inline fs::path make_fixed_platform_dir(Reference const& ref)
+// Where the platform directories go: tmpfs when there is one, since the firmware fsyncs every
+// NV write. scripts/fuzz.sh names a directory of its own, removed after the run even when a
+// harness aborts.
+inline fs::path fuzz_tmp_base()
 {
-    // tmpfs when there is one: the firmware fsyncs every NV write. scripts/fuzz.sh names a
-    // directory of its own, removed after the run even when a harness aborts.
     char const* chosen = std::getenv("SEVEMU_FUZZ_TMP");
-    fs::path base = chosen && *chosen ? fs::path(chosen)
-        : fs::exists("/dev/shm")      ? fs::path("/dev/shm")
-                                      : fs::temp_directory_path();
-    std::string tmpl = (base / "sevemu-fuzz-XXXXXX").string();
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data()))
-        std::abort();
-    fs::path dir(buf.data());
+    return chosen && *chosen      ? fs::path(chosen)
+        : fs::exists("/dev/shm") ? fs::path("/dev/shm")
+                                 : fs::temp_directory_path();
+}
+
+// Writes the fixed identity into a platform directory: chip.id with the fixed CUK and nv.bin
+// sealed with the fixed OCA/PEK/PDH (self-owned), so INIT loads it instead of generating new keys.
+inline void write_fixed_identity(fs::path const& dir, Reference const& ref)
+{
     auto cuk = fixed_cuk();
     {
         std::ofstream id(dir / "chip.id");
@@ -212,47 +211,37 @@ inline fs::path make_fixed_platform_dir(Reference const& ref)
         std::abort();
     std::ofstream nv(dir / "nv.bin", std::ios::binary);
     nv.write(reinterpret_cast<char const*>(image->data()), std::streamsize(image->size()));
-    return dir;
 }
-
-// Removes the platform directory when the process ends (libFuzzer exits through exit()).
-struct DirRemover {
-    fs::path dir;
-    ~DirRemover()
-    {
-        std::error_code ec;
-        fs::remove_all(dir, ec);
-    }
-};
 
 // The fixed platform, rebuilt for every input so that each run is reproducible from its input
 // alone: the NV file is put back to its first image when a command changed it, then a power
-// cycle gives new DRAM and a new firmware on the same identity.
+// cycle gives new DRAM and a new firmware on the same identity. The directory is removed when
+// the process ends (libFuzzer exits through exit(), which destroys the harness's static).
 class FuzzPlatform {
 public:
-    FuzzPlatform() : m_ref(make_reference()), m_dir(make_fixed_platform_dir(m_ref)), m_remover { m_dir }
+    FuzzPlatform() : m_ref(make_reference()), m_dir("fuzz", fuzz_tmp_base())
     {
-        m_nv = *read_file(m_dir / "nv.bin");
+        write_fixed_identity(m_dir.path, m_ref);
+        m_nv = *read_file(m_dir.path / "nv.bin");
     }
     Reference const& ref() const { return m_ref; }
 
     test::TestPlatform& fresh()
     {
-        auto nv = read_file(m_dir / "nv.bin");
+        auto nv = read_file(m_dir.path / "nv.bin");
         if (!nv || *nv != m_nv) {
-            std::ofstream out(m_dir / "nv.bin", std::ios::binary | std::ios::trunc);
+            std::ofstream out(m_dir.path / "nv.bin", std::ios::binary | std::ios::trunc);
             out.write(reinterpret_cast<char const*>(m_nv.data()), std::streamsize(m_nv.size()));
         }
         m_platform.reset();
-        m_platform = std::make_unique<test::TestPlatform>(fixed_params(), m_dir);
+        m_platform = std::make_unique<test::TestPlatform>(fixed_params(), m_dir.path);
         m_platform->trace.set_capture(false);
         return *m_platform;
     }
 
 private:
     Reference m_ref;
-    fs::path m_dir;
-    DirRemover m_remover;
+    test::TempDir m_dir;
     Bytes m_nv;
     std::unique_ptr<test::TestPlatform> m_platform;
 };
