@@ -206,16 +206,22 @@ static constexpr uint32_t kQdictBuckets = 512; // QDICT_BUCKET_MAX
 
 static std::vector<std::string> qdict_order(std::vector<std::string> keys)
 {
-    std::vector<std::pair<size_t, std::string>> order;
+    // Each key's bucket is hashed once, not once per comparison.
+    struct Entry {
+        uint32_t bucket;
+        size_t index;
+    };
+    std::vector<Entry> order;
+    order.reserve(keys.size());
     for (size_t i = 0; i < keys.size(); ++i)
-        order.emplace_back(i, std::move(keys[i]));
-    std::stable_sort(order.begin(), order.end(), [](auto const& a, auto const& b) {
-        uint32_t ba = tdb_hash(a.second) % kQdictBuckets, bb = tdb_hash(b.second) % kQdictBuckets;
-        return ba != bb ? ba < bb : a.first > b.first;
+        order.push_back({ tdb_hash(keys[i]) % kQdictBuckets, i });
+    std::sort(order.begin(), order.end(), [](Entry const& a, Entry const& b) {
+        return a.bucket != b.bucket ? a.bucket < b.bucket : a.index > b.index;
     });
     std::vector<std::string> out;
-    for (auto& [i, k] : order)
-        out.push_back(std::move(k));
+    out.reserve(keys.size());
+    for (auto const& e : order)
+        out.push_back(std::move(keys[e.index]));
     return out;
 }
 
