@@ -253,7 +253,8 @@ std::string Session::handle(JsonMessage&& msg)
     if (!req.contains("execute"))
         return reply_error(generic_error("QMP input lacks member 'execute'"), id);
     std::string name = req["execute"].get<std::string>();
-    Json args = req.contains("arguments") ? req["arguments"] : Json::object();
+    // Taken out of the request, not copied (the request is ours; only its id is used later).
+    Json args = req.contains("arguments") ? std::move(req["arguments"]) : Json::object();
 
     // Until negotiation the only command is qmp_capabilities; QEMU's "not found" then says so.
     auto not_found = [&]() {
