@@ -153,7 +153,8 @@ Session::~Session() = default;
 
 static std::string dump_line(Json const& j)
 {
-    // Strings are valid UTF-8 by construction (the parser validates them); replace, never throw.
+    // Parsed strings are valid UTF-8 (the parser validates them), but a "stray" error echoes raw
+    // input bytes: those that are not UTF-8 are written as U+FFFD (replace, never throw).
     return j.dump(-1, ' ', false, Json::error_handler_t::replace) + "\r\n";
 }
 
