@@ -281,8 +281,12 @@ struct Fuzzer {
             }
             outcomes[size_t(r.reason)]++;
             if (changed) {
+                // A run that moved CR3 (or paging) may have written the out-of-reach tables too:
+                // the next programs get fresh ones, as the first did.
                 ++translation_changes;
                 write_pattern();
+                if (paged)
+                    build_tables();
             } else if (uint64_t at = pattern_mismatch(check_lo, check_lo + 4096); at != check_lo + 4096) {
                 std::ostringstream o;
                 o << "program " << k << " wrote physical " << std::hex << at << ", outside the guest's reach";
