@@ -667,4 +667,26 @@ std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instr
     }
 }
 
+Result<std::unique_ptr<Machine>, MachineError> Machine::create_incoming(MachineConfig)
+{
+    return fail("-incoming: unsupported: snapshots are not implemented yet");
+}
+
+std::optional<std::string> Machine::migration_blocker() const
+{
+    if (m_sev)
+        return std::string("SEV: Migration is not implemented");
+    return std::string("snapshots are not implemented yet");
+}
+
+Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
+{
+    return fail(*migration_blocker());
+}
+
+Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const>)
+{
+    return fail("-incoming: unsupported: snapshots are not implemented yet");
+}
+
 } // namespace sevemu::emulator

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,9 @@ struct RunOutcome {
 class Machine {
 public:
     static Result<std::unique_ptr<Machine>, MachineError> create(MachineConfig config);
+    // A machine built to receive a snapshot (`-incoming`, QEMU's "inmigrate"): the board, its
+    // devices and CPUs at reset, nothing loaded; load_snapshot() gives it its guest.
+    static Result<std::unique_ptr<Machine>, MachineError> create_incoming(MachineConfig config);
     ~Machine();
     Machine(Machine const&) = delete;
     Machine& operator=(Machine const&) = delete;
@@ -123,6 +127,17 @@ public:
     // paused (QEMU's "shutdown" run state: cont needs a reset).
     std::optional<RunOutcome> const& guest_ended() const { return m_guest_ended; }
     bool shut_down() const { return m_guest_ended && m_guest_ended->reason != RunOutcome::Reason::HaltedForever; }
+
+    // --- Snapshots (the stream is base/state_stream.h's; the sections a machine writes are
+    // listed in emulator/machine_state.cpp). On the machine's thread, while paused.
+    // Why this machine cannot be snapshotted, if it cannot (QEMU's migration blockers: an SEV
+    // guest's pages are ciphertext under a key that never leaves the AMD-SP).
+    std::optional<std::string> migration_blocker() const;
+    Result<std::vector<uint8_t>, MachineError> save_snapshot();
+    // Only into a machine from create_incoming() that has not run; on failure the message names
+    // the section, and the machine must not run (it is discarded, as QEMU exits).
+    Result<void, MachineError> load_snapshot(std::span<uint8_t const> stream);
+    bool incoming() const { return m_incoming; }
 
     // State changes, for QMP events (called on the machine's thread). Shutdown: the guest ended
     // under -no-shutdown (guest_ended() says how: a SHUTDOWN event unless it merely halted);
@@ -181,6 +196,7 @@ private:
     bool m_paused { false };
     bool m_started { false };
     bool m_quit { false };
+    bool m_incoming { false };
     bool m_reset_shutdown { false };
     std::optional<RunOutcome> m_guest_ended;
     std::function<void(Event)> m_event_sink;
