@@ -121,6 +121,7 @@ public:
 private:
     std::vector<uint8_t> m_bytes;
     uint32_t m_sections { 0 };
+    std::vector<std::string> m_names; // for the no-two-alike assertion
 };
 
 // Checks a whole stream (see above); the sections' payloads point into `stream`.
