@@ -18,13 +18,7 @@ constexpr uint8_t kSectionTag = 0x01, kEndTag = 0xFF;
 constexpr size_t kHeaderSize = kMagicSize + 4 + 4;
 constexpr size_t kEndSize = 1 + 4 + 4;
 
-// CRC-32/ISO-HDLC (reflected 0x04C11DB7, init and xorout 0xFFFFFFFF): what zlib's crc32() computes.
-uint32_t crc32(std::span<uint8_t const> b)
-{
-    boost::crc_32_type crc;
-    crc.process_bytes(b.data(), b.size());
-    return crc.checksum();
-}
+uint32_t crc32(std::span<uint8_t const> b) { return snapshot_crc32(b); }
 
 void put_le(std::vector<uint8_t>& out, uint64_t v, unsigned n)
 {
@@ -75,6 +69,15 @@ std::string printable(std::span<uint8_t const> b)
 }
 
 } // namespace
+
+// boost::crc_32_type is CRC-32/ISO-HDLC (reflected 0x04C11DB7, init and xorout 0xFFFFFFFF), what
+// zlib's crc32() computes (Greg Cook's CRC catalogue, "CRC-32/ISO-HDLC", check 0xCBF43926).
+uint32_t snapshot_crc32(std::span<uint8_t const> b)
+{
+    boost::crc_32_type crc;
+    crc.process_bytes(b.data(), b.size());
+    return crc.checksum();
+}
 
 std::string StateError::text() const
 {
