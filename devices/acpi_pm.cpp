@@ -1,5 +1,7 @@
 #include "devices/acpi_pm.h"
 
+#include "devices/state_check.h"
+
 namespace sevemu::devices {
 
 uint32_t AcpiPm::timer() const
@@ -73,7 +75,7 @@ void AcpiPm::save(StateWriter& w) const
 void AcpiPm::load(StateReader& r)
 {
     uint16_t status = r.u16(), enable = r.u16(), control = r.u16();
-    if (!r.ok())
+    if (!read_to_end(r))
         return;
     if (control & kSlpEn)
         return r.fail("PM1_CNT has SLP_EN set (it is write-only)");

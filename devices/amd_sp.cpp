@@ -1,5 +1,7 @@
 #include "devices/amd_sp.h"
 
+#include "devices/state_check.h"
+
 #include <fmt/format.h>
 
 namespace sevemu::devices {
@@ -69,7 +71,7 @@ void AmdSp::load(StateReader& r)
     auto mailbox = PspMailbox::read_state(r);
     uint8_t state = r.u8();
     uint32_t guests = r.u32();
-    if (!r.ok() || !mailbox)
+    if (!read_to_end(r) || !mailbox)
         return;
     if (state > uint8_t(firmware::PlatformState::WORKING))
         return r.fail("platform state " + std::to_string(state) + " is not UNINIT, INIT or WORKING");

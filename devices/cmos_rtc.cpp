@@ -1,5 +1,7 @@
 #include "devices/cmos_rtc.h"
 
+#include "devices/state_check.h"
+
 #include <algorithm>
 #include <string>
 
@@ -192,7 +194,7 @@ void CmosRtc::load(StateReader& r)
     uint8_t index = r.u8();
     bool nmi_masked = r.boolean();
     int64_t base = r.i64();
-    if (!r.ok())
+    if (!read_to_end(r))
         return;
     if (index > 0x7F)
         return r.fail("index register " + std::to_string(index) + " is not 0x00-0x7f");

@@ -12,6 +12,7 @@
 
 #include "devices/bus.h"
 #include "devices/device.h"
+#include "devices/state_check.h"
 
 #include <cstdint>
 #include <string_view>
@@ -34,7 +35,7 @@ public:
     {
         uint8_t code = r.u8();
         uint64_t writes = r.u64();
-        if (r.ok())
+        if (read_to_end(r))
             m_last_code = code, m_writes = writes;
     }
     uint64_t read(uint64_t, unsigned size) override { return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1; }

@@ -1,5 +1,7 @@
 #include "devices/pic8259.h"
 
+#include "devices/state_check.h"
+
 #include <string>
 
 namespace sevemu::devices {
@@ -254,7 +256,7 @@ void Pic8259Pair::load(StateReader& r)
     std::array<Chip, 2> chip = m_chip; // keeps the wiring constants (elcr_mask)
     for (auto& c : chip)
         c.load(r);
-    if (!r.ok())
+    if (!read_to_end(r))
         return;
     for (unsigned i = 0; i < 2; ++i) {
         auto const& c = chip[i];

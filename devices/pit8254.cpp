@@ -1,5 +1,7 @@
 #include "devices/pit8254.h"
 
+#include "devices/state_check.h"
+
 #include <string>
 
 namespace sevemu::devices {
@@ -326,7 +328,7 @@ void Pit8254::load(StateReader& r)
     }
     int64_t advanced_to = r.i64();
     bool speaker = r.boolean();
-    if (!r.ok())
+    if (!read_to_end(r))
         return;
     for (unsigned i = 0; i < 3; ++i) {
         Channel const& c = ch[i];

@@ -1,5 +1,7 @@
 #include "devices/uart16550.h"
 
+#include "devices/state_check.h"
+
 #include <vector>
 
 namespace sevemu::devices {
@@ -266,7 +268,7 @@ void Uart16550::load(StateReader& r)
     bool thr_interrupt = r.boolean();
     std::vector<uint8_t> rx = r.bytes(kFifoSize);
     std::vector<uint8_t> backlog = r.bytes(kMaxBacklog);
-    if (!r.ok())
+    if (!read_to_end(r))
         return;
     if (ier & ~0x0F)
         return r.fail("IER has reserved bits 7:4 set");

@@ -460,11 +460,14 @@ void MemoryController::load_dram(StateReader& r)
                 auto bytes = r.raw(kPageSize);
                 pages.push_back(bytes.data());
             } else if (r.ok()) {
-                r.fail("page at " + std::to_string(range.base.value + off) + ": kind " + std::to_string(kind)
-                    + " is not 0 (zero) or 1 (raw)");
+                char at[32];
+                std::snprintf(at, sizeof at, "%#llx", (unsigned long long)(range.base.value + off));
+                r.fail(std::string("page at ") + at + ": kind " + std::to_string(kind) + " is not 0 (zero) or 1 (raw)");
             }
         }
     }
+    if (r.ok() && r.remaining() != 0)
+        r.fail(std::to_string(r.remaining()) + " trailing bytes after the payload's last field");
     if (!r.ok() || pages.size() != m_config.dram_size / kPageSize) {
         secure_zero(key.data(), key.size());
         return;
