@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace sevemu::emulator {
@@ -40,23 +41,25 @@ public:
     {
         w.i64(now_ns());
     }
-    // Call once the vCPUs' counters are in their restored state: the clock then reads exactly
-    // the saved time, whatever those counters say.
-    void load(StateReader& r)
+    // Reads a saved clock and checks it (on failure the reader carries the error); restore()
+    // then sets it — once the vCPUs' counters are in their restored state, so that the clock
+    // reads exactly the saved time whatever those counters say.
+    static std::optional<int64_t> read_state(StateReader& r)
     {
         int64_t now = r.i64();
         if (!r.ok())
-            return;
+            return std::nullopt;
         if (now < 0) {
             r.fail("negative virtual time");
-            return;
+            return std::nullopt;
         }
         if (r.remaining() != 0) {
             r.fail(std::to_string(r.remaining()) + " trailing bytes after the payload's last field");
-            return;
+            return std::nullopt;
         }
-        m_offset_ns = now - int64_t(m_counter());
+        return now;
     }
+    void restore(int64_t now_ns) { m_offset_ns = now_ns - int64_t(m_counter()); }
 
 private:
     Counter m_counter;

@@ -689,21 +689,4 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
     }, exit);
 }
 
-std::optional<std::string> Machine::migration_blocker() const
-{
-    if (m_sev)
-        return std::string("SEV: Migration is not implemented");
-    return std::string("snapshots are not implemented yet");
-}
-
-Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
-{
-    return fail(*migration_blocker());
-}
-
-Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const>)
-{
-    return fail("-incoming: unsupported: snapshots are not implemented yet");
-}
-
 } // namespace sevemu::emulator
