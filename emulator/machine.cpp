@@ -46,6 +46,30 @@ Result<std::vector<uint8_t>, MachineError> read_file(std::string const& path, st
     return std::move(*r);
 }
 
+// A port whose writes end the vCPU's time slice. The PIT's counters sit behind one: a guest
+// that reprograms the timer gets its new deadline at once (the run loop sizes each slice to the
+// next deadline), so where slices end depends only on what the guest did — which a snapshot
+// taken at any instruction then reproduces exactly.
+class SliceEndingPort final : public devices::BusDevice {
+public:
+    SliceEndingPort(devices::BusDevice& inner, std::function<void()> end_slice)
+        : m_inner(inner)
+        , m_end_slice(std::move(end_slice))
+    {
+    }
+    std::string_view name() const override { return m_inner.name(); }
+    uint64_t read(uint64_t offset, unsigned size) override { return m_inner.read(offset, size); }
+    void write(uint64_t offset, unsigned size, uint64_t value) override
+    {
+        m_inner.write(offset, size, value);
+        m_end_slice();
+    }
+
+private:
+    devices::BusDevice& m_inner;
+    std::function<void()> m_end_slice;
+};
+
 std::string size_text(uint64_t bytes)
 {
     if (bytes % (1ull << 30) == 0)
@@ -225,7 +249,8 @@ Result<void, MachineError> Machine::build()
 
     auto pit = std::make_unique<devices::Pit8254>(m_irq_router.isa_line(0), [this] { return now_ns(); });
     m_pit = pit.get();
-    TRY(add_device(std::move(pit), { { Space::Pio, devices::Pit8254::kBase, 4, &m_pit->counters() },
+    m_port_wrappers.push_back(std::make_unique<SliceEndingPort>(m_pit->counters(), [this] { stop_vcpus(); }));
+    TRY(add_device(std::move(pit), { { Space::Pio, devices::Pit8254::kBase, 4, m_port_wrappers.back().get() },
         { Space::Pio, devices::Pit8254::kPortB, 1, &m_pit->port_b() } }));
 
     int64_t wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -463,6 +488,10 @@ Result<void, MachineError> Machine::system_reset()
         m_reset_shutdown = true;
         return {};
     }
+    // A machine restored from a snapshot reboots into -kernel like any other; without one
+    // (-incoming needs none) there is nothing to boot, and nothing is reset.
+    if (m_config.kernel.empty())
+        return fail("system_reset: no -kernel to boot after the reset (the machine was built for -incoming without one)");
     for (auto& d : m_devices)
         d.device->reset();
     for (auto& v : m_vcpus)

@@ -143,7 +143,7 @@ public:
     // The guest-physical ranges the kernel loader wrote (an SEV launch measured exactly these).
     std::vector<GuestRange> const& boot_ranges() const { return m_boot_ranges; }
 
-    // Asks run() to return with a power-off (status 0) after the current instruction.
+    // Asks run() to end the guest with a power-off (status 0) after the current instruction.
     void request_power_off();
 
     // --- Control from other threads (QMP). A request runs on the machine's thread between
@@ -168,14 +168,18 @@ public:
     std::optional<RunOutcome> const& guest_ended() const { return m_guest_ended; }
     bool shut_down() const { return m_guest_ended && m_guest_ended->reason != RunOutcome::Reason::HaltedForever; }
 
-    // --- Snapshots (the stream is base/state_stream.h's; the sections a machine writes are
-    // listed in emulator/machine_state.cpp). On the machine's thread, while paused.
+    // --- Snapshots (the stream is base/state_stream.h's; the sections a machine writes, their
+    // versions and the load's order are in emulator/machine_state.cpp's header comment). On
+    // the machine's thread between time slices: in a request while paused, or before or after
+    // run().
     // Why this machine cannot be snapshotted, if it cannot (QEMU's migration blockers: an SEV
-    // guest's pages are ciphertext under a key that never leaves the AMD-SP).
+    // guest's pages are ciphertext under a key that never leaves the AMD-SP; "SEV: Migration is
+    // not implemented" as QEMU 7.2 says it).
     std::optional<std::string> migration_blocker() const;
     Result<std::vector<uint8_t>, MachineError> save_snapshot();
-    // Only into a machine from create_incoming() that has not run; on failure the message names
-    // the section, and the machine must not run (it is discarded, as QEMU exits).
+    // Only into a machine from create_incoming() that has not run. The whole stream is checked
+    // before anything is applied; on failure the message names the section ("snapshot section
+    // 'pit': ...") and the machine is as it was (still awaiting a snapshot).
     Result<void, MachineError> load_snapshot(std::span<uint8_t const> stream);
     bool incoming() const { return m_incoming; }
     // An incoming machine whose snapshot has not been loaded yet: run() serves requests but
@@ -227,6 +231,7 @@ private:
     std::unique_ptr<devices::AmdSp> m_amd_sp;
 
     IrqRouter m_irq_router;
+    std::vector<std::unique_ptr<devices::BusDevice>> m_port_wrappers; // placed in front of a device's port
     std::vector<DeviceEntry> m_devices;
     // Typed views into m_devices.
     devices::Pic8259Pair* m_pic { nullptr };
