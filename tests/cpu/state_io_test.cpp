@@ -526,7 +526,8 @@ TEST_CASE("cpu state: RDTSC continues exactly after a restore, even in the middl
     CHECK(st.tsc == kTsc + 22);
     Machine b;
     b.write(0, memory(a));
-    StateReader r("cpu0", cpu_section(st));
+    auto payload = cpu_section(st);
+    StateReader r("cpu0", payload);
     CpuState loaded;
     load_cpu_state(r, loaded);
     REQUIRE(r.finish().has_value());
