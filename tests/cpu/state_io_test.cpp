@@ -660,3 +660,66 @@ TEST_CASE("cpu state: a CPL that VMRUN loaded and the segments do not give canno
     REQUIRE_FALSE(s.has_value());
     CHECK(s.error() == "CPL 3 differs from the 0 the segment registers give (a VMCB's CPL field); it cannot be carried");
 }
+
+TEST_CASE("cpu state: the interrupt shadow, HLT and GIF are carried", "[cpu][snapshot]")
+{
+    // Restores `a`'s state into a fresh machine over a copy of its memory.
+    auto clone = [](Machine& a, Machine& b) {
+        auto st = a.cpu->snapshot_state();
+        REQUIRE(st.has_value());
+        auto payload = cpu_section(*st);
+        auto loaded = load_cpu_section(SnapshotSection { "cpu0", kCpuStateVersion, payload });
+        REQUIRE(loaded.has_value());
+        b.write(0, memory(a));
+        b.cpu->set_state(*loaded);
+        return *st;
+    };
+    auto same_end = [](Machine& a, Machine& b) {
+        a.io.irq = b.io.irq = true;
+        a.io.irq_vector = b.io.irq_vector = 0x20;
+        auto ra = run_to_end(a);
+        auto rb = run_to_end(b);
+        CHECK(ra.reason == rb.reason);
+        CHECK(joined(diff_states(a.cpu->state(), b.cpu->state())) == "");
+        bool same_memory = memory(a) == memory(b);
+        CHECK(same_memory);
+    };
+    SECTION("STI's shadow: the interrupt comes after the HLT that follows it")
+    {
+        Machine a, b;
+        a.start(Mode::Long64, { 0xFB, 0xF4, 0xF4 }); // sti; hlt; hlt
+        REQUIRE(a.cpu->run(1).reason == StopReason::InstructionLimit);
+        auto st = clone(a, b);
+        CHECK(st.interrupt_shadow);
+        same_end(a, b);
+        CHECK(b.halted_vector() == 0x20);
+        CHECK(b.get<uint64_t>(b.cpu->gpr(RSP)) == kCode + 2); // the interrupt returns after the first HLT
+    }
+    SECTION("halted: the restored CPU stays in HLT until the interrupt")
+    {
+        Machine a, b;
+        a.start(Mode::Long64, { 0xFB, 0x90, 0xF4, 0xF4 }); // sti; nop; hlt; hlt
+        REQUIRE(a.cpu->run(10).reason == StopReason::Halted);
+        auto st = clone(a, b);
+        CHECK(st.halted);
+        CHECK(b.cpu->halted());
+        CHECK(b.cpu->run(10).reason == StopReason::Halted);
+        same_end(a, b);
+        CHECK(b.halted_vector() == 0x20);
+        CHECK(b.get<uint64_t>(b.cpu->gpr(RSP)) == kCode + 3);
+    }
+    SECTION("GIF clear: the pending interrupt stays blocked")
+    {
+        Machine a, b;
+        a.start(Mode::Long64, { 0x0F, 0x01, 0xDD, 0xFB, 0x90, 0x90, 0xF4 }); // clgi; sti; nop; nop; hlt
+        auto s0 = a.cpu->state();
+        s0.efer |= efer::SVME;
+        a.cpu->set_state(s0);
+        REQUIRE(a.cpu->run(3).reason == StopReason::InstructionLimit);
+        auto st = clone(a, b);
+        CHECK_FALSE(st.gif);
+        same_end(a, b);
+        CHECK(b.cpu->halted());
+        CHECK(b.cpu->rip() == kCode + 7); // HLT ran: no interrupt was taken
+    }
+}
