@@ -723,3 +723,37 @@ TEST_CASE("cpu state: the interrupt shadow, HLT and GIF are carried", "[cpu][sna
         CHECK(b.cpu->rip() == kCode + 7); // HLT ran: no interrupt was taken
     }
 }
+
+TEST_CASE("cpu state: corrupted payloads are refused or load a state that checks and saves back identically", "[cpu][snapshot]")
+{
+    auto base = cpu_section(rich_state());
+    std::mt19937_64 rng(0xC0FFEE);
+    unsigned accepted = 0, refused = 0;
+    for (int k = 0; k < 4000; ++k) {
+        auto p = base;
+        unsigned flips = 1 + unsigned(rng() % 4);
+        for (unsigned f = 0; f < flips; ++f)
+            p[rng() % p.size()] ^= uint8_t(1u << (rng() % 8));
+        if (k % 10 == 0) p.resize(rng() % (p.size() + 8)); // sometimes a different length too
+        CpuState out;
+        out.rip = 0xDEADBEEF;
+        CpuState before = out;
+        StateReader r("cpu0", p);
+        load_cpu_state(r, out);
+        if (r.finish()) {
+            ++accepted;
+            CHECK(check_cpu_state(out) == "");
+            CHECK(cpu_section(out) == p); // the layout has no slack: what loads saves back byte for byte
+            if (accepted <= 40) { // and the CPU takes it and runs (into whatever memory holds)
+                Machine m;
+                m.cpu->set_state(out);
+                m.cpu->run(2000);
+            }
+        } else {
+            ++refused;
+            CHECK(out == before);
+        }
+    }
+    CHECK(accepted > 0);
+    CHECK(refused > 0);
+}
