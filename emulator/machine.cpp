@@ -4,16 +4,16 @@
 #include "base/overloaded.h"
 #include "cpu/cpu.h"
 #include "devices/acpi_pm.h"
+#include "devices/amd_sp.h"
 #include "devices/cmos_rtc.h"
 #include "devices/debug_exit.h"
 #include "devices/pc_ports.h"
 #include "devices/pic8259.h"
 #include "devices/pit8254.h"
 #include "devices/uart16550.h"
+#include "emulator/clock.h"
 #include "emulator/machine_io.h"
 #include "emulator/sev_runtime.h"
-#include "emulator/vmm/cpu_executor.h"
-#include "emulator/vmm/vcpu.h"
 #include "mmu/memory_controller.h"
 
 #include <algorithm>
@@ -45,6 +45,17 @@ Result<std::vector<uint8_t>, MachineError> read_file(std::string const& path, st
         return fail(fmt::format("{} {}", option, r.error().message));
     return std::move(*r);
 }
+
+// The 8259 pair as the vCPUs' interrupt controller (its INTR pin and INTA cycles).
+class PicInterrupts final : public devices::InterruptController {
+public:
+    explicit PicInterrupts(devices::Pic8259Pair& pic) : m_pic(pic) {}
+    bool interrupt_pending() const override { return m_pic.intr(); }
+    uint8_t acknowledge() override { return m_pic.acknowledge(); }
+
+private:
+    devices::Pic8259Pair& m_pic;
+};
 
 std::string size_text(uint64_t bytes)
 {
@@ -93,9 +104,11 @@ Machine::~Machine()
 {
     flush_serial();
     // The SEV guest's VM is torn down through the PSP (DEACTIVATE, DECOMMISSION) while the
-    // buses and memory still stand; the CPU holds references into the devices and memory.
+    // AMD-SP, the buses and memory still stand; the CPUs hold references into the devices and
+    // memory.
     m_sev.reset();
-    m_cpu.reset();
+    m_vcpus.clear();
+    m_amd_sp.reset();
     if (m_serial_file && m_serial_file != stdout)
         std::fclose(m_serial_file);
     if (m_trace_file)
@@ -108,6 +121,32 @@ Result<std::unique_ptr<Machine>, MachineError> Machine::create(MachineConfig con
     TRY(m->build());
     TRY(m->load_kernel());
     return m;
+}
+
+Result<std::unique_ptr<Machine>, MachineError> Machine::create_incoming(MachineConfig config)
+{
+    if (config.confidential_guest)
+        return fail("-incoming: an SEV guest cannot be restored from a snapshot (SEV: Migration is not implemented)");
+    std::unique_ptr<Machine> m(new Machine(std::move(config)));
+    m->m_incoming = true;
+    TRY(m->build());
+    return m;
+}
+
+Result<devices::AmdSp*, MachineError> Machine::amd_sp()
+{
+    if (m_amd_sp)
+        return m_amd_sp.get();
+    if (m_config.platform_dir.empty())
+        return fail("no platform directory for the AMD-SP (use --platform DIR or $SEVEMU_PLATFORM)");
+    auto sp = devices::AmdSp::create(*m_memory, m_host_mmio, m_psp_irq, m_config.platform_dir, m_config.cpu_model, m_trace);
+    if (!sp) {
+        if (sp.error().kind == devices::AmdSpError::Kind::Store)
+            return fail(fmt::format("--platform {}: {}", m_config.platform_dir, sp.error().message));
+        return fail("internal: " + sp.error().message);
+    }
+    m_amd_sp = std::move(*sp);
+    return m_amd_sp.get();
 }
 
 Result<void, MachineError> Machine::build()
@@ -164,8 +203,19 @@ Result<void, MachineError> Machine::build()
         break;
     }
 
+    // --- The clock: the vCPUs' retired instructions plus the time skipped while halted.
+    int64_t wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::system_clock::now().time_since_epoch()).count();
+    m_clock = std::make_unique<MachineClock>([this] {
+        uint64_t n = 0;
+        for (auto const& v : m_vcpus)
+            n += v.instructions();
+        return n;
+    }, wall);
+
     // --- Interrupt controller and timers (ISA IRQ numbers as on a PC).
     m_pic = std::make_unique<devices::Pic8259Pair>();
+    m_interrupts = std::make_unique<PicInterrupts>(*m_pic);
     if (!m_pio.add(devices::Pic8259Pair::kMasterBase, 2, m_pic->master())
         || !m_pio.add(devices::Pic8259Pair::kSlaveBase, 2, m_pic->slave())
         || !m_pio.add(devices::Pic8259Pair::kElcrBase, 2, m_pic->elcr()))
@@ -174,9 +224,7 @@ Result<void, MachineError> Machine::build()
     m_pit = std::make_unique<devices::Pit8254>(m_pit_irq, [this] { return now_ns(); });
     if (!m_pio.add(devices::Pit8254::kBase, 4, m_pit->counters()) || !m_pio.add(devices::Pit8254::kPortB, 1, m_pit->port_b()))
         return fail("internal: PIT ports overlap another device");
-    m_wall_start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::chrono::system_clock::now().time_since_epoch()).count();
-    m_rtc = std::make_unique<devices::CmosRtc>([this] { return m_wall_start_ns + now_ns(); });
+    m_rtc = std::make_unique<devices::CmosRtc>([this] { return m_clock->wall_epoch_ns() + now_ns(); });
     uint64_t below_4g = 0, above_4g = 0;
     if (c.confidential_guest)
         below_4g = c.memory_size; // guest RAM only (at most 2 GiB: below the PCI hole)
@@ -203,12 +251,7 @@ Result<void, MachineError> Machine::build()
 
     if (c.debug_exit) {
         auto const& d = *c.debug_exit;
-        m_debug_exit = std::make_unique<devices::DebugExit>([this](int status) {
-            if (!m_exit_status)
-                m_exit_status = status;
-            if (m_cpu)
-                m_cpu->request_stop();
-        });
+        m_debug_exit = std::make_unique<devices::DebugExit>([this](int status) { raise_board_stop(ExitDebugExit { status }); });
         if (d.iosize == 0 || d.iobase + d.iosize > 0x10000)
             return fail(fmt::format("isa-debug-exit: iobase={:#x},iosize={:#x} is not a valid port range", d.iobase, d.iosize));
         if (!m_pio.add(d.iobase, d.iosize, *m_debug_exit)) {
@@ -220,10 +263,10 @@ Result<void, MachineError> Machine::build()
         }
     }
 
-    // --- The CPU, wired to the buses.
-    m_io = std::make_unique<MachineIo>(m_pio, m_mmio, m_trace);
-    m_io->set_interrupt_controller([this] { return m_pic->intr(); }, [this] { return m_pic->acknowledge(); });
-    m_cpu = std::make_unique<cpu::Cpu>(*m_memory, c.cpu_model, *m_io);
+    // --- The vCPUs, wired to the buses and the interrupt controller.
+    m_io = std::make_unique<MachineIo>(m_pio, m_mmio, *m_interrupts, m_trace);
+    for (uint32_t i = 0; i < c.smp; ++i)
+        m_vcpus.emplace_back(i, std::make_unique<cpu::Cpu>(*m_memory, c.cpu_model, *m_io));
     return {};
 }
 
@@ -264,7 +307,7 @@ Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, 
     auto boot = load_multiboot(mc, *image, file, params);
     if (!boot)
         return fail(fmt::format("-kernel {}: {}", kernel, boot.error().message));
-    return LoadedKernel { *image, *boot, params.modules.size() };
+    return LoadedKernel { *image, *boot, params.modules.size(), multiboot_written_ranges(*boot), multiboot_entry_state(*boot) };
 }
 
 Result<void, MachineError> Machine::load_kernel()
@@ -272,9 +315,14 @@ Result<void, MachineError> Machine::load_kernel()
     auto const& c = m_config;
     if (c.confidential_guest) {
         // SEV: the hypervisor loads, encrypts and measures the kernel in guest RAM and puts the
-        // vCPU in the Multiboot entry state (SevRuntime::create); the CPU is the host's.
-        m_sev = TRY(SevRuntime::create(c, *m_memory, m_trace));
+        // vCPU in the loader's entry state (SevRuntime::create); the core is the host's. The
+        // user's files are read before the AMD-SP opens the platform directory.
+        auto inputs = TRY(SevRuntime::read_launch_inputs(c));
+        auto* sp = TRY(amd_sp());
+        m_sev = TRY(SevRuntime::create(c, std::move(inputs), *m_memory, *sp, m_host_mmio, m_trace));
+        m_vcpus.front().attach_sev(&m_sev->vcpu());
         m_boot = m_sev->boot();
+        m_boot_ranges = m_sev->measured_ranges();
         m_memory_map = m_sev->memory_map();
         if (m_trace.enabled("multiboot"))
             m_trace.emit("multiboot", fmt::format("SEV guest: image {:#x}-{:#x} entry {:#x} info {:#x}, measured {} range(s)",
@@ -285,21 +333,18 @@ Result<void, MachineError> Machine::load_kernel()
     auto const* image = &loaded.image;
     auto const* boot = &loaded.boot;
     m_boot = *boot;
+    m_boot_ranges = loaded.ranges;
     if (m_trace.enabled("multiboot"))
         m_trace.emit("multiboot", fmt::format("{} image {:#x}-{:#x} entry {:#x} info {:#x} mem_lower {} KiB mem_upper {} KiB, {} module(s)",
             image->format == MultibootImage::Format::AoutKludge ? "a.out-kludge" : "ELF32", boot->load_low,
             boot->load_high, boot->entry, boot->info_addr, boot->mem_lower_kib, boot->mem_upper_kib, loaded.modules));
 
-    // Multiboot spec §3.2 machine state, as QEMU's option ROM leaves it: the CPU sets up
-    // the registers and segments; we add what the ROM also leaves behind — GDTR pointing at its
-    // flat GDT (our copy at kMultibootGdtAddr), ECX = entry (the ROM jumps through ECX), and a
-    // stack (the spec leaves ESP undefined; QUIRKS.md).
-    m_cpu->setup_multiboot_entry(boot->entry, boot->info_addr);
-    auto st = m_cpu->state();
-    st.gdtr = { kMultibootGdtAddr, kMultibootGdtLimit };
-    st.gpr[cpu::RCX] = boot->entry;
-    st.gpr[cpu::RSP] = kMultibootStackTop;
-    m_cpu->set_state(st);
+    // The boot processor at the loader's entry state; the others wait (-smp, next issue).
+    auto& cpu = m_vcpus.front().cpu();
+    cpu.reset();
+    auto st = cpu.state();
+    apply_boot_entry(loaded.entry, st);
+    cpu.set_state(st);
     return {};
 }
 
@@ -340,17 +385,24 @@ bool Machine::poll_serial_input(int wait_ms)
     return true;
 }
 
-void Machine::request_power_off()
+void Machine::request_power_off() { raise_board_stop(ExitPowerOff {}); }
+
+void Machine::raise_board_stop(VcpuExit exit)
 {
-    m_power_off = true;
-    if (m_cpu)
-        m_cpu->request_stop();
+    // The first isa-debug-exit write wins; it also wins over a power-off (QEMU exits at once).
+    if (m_board_stop && std::holds_alternative<ExitDebugExit>(*m_board_stop))
+        return;
+    m_board_stop = std::move(exit);
+    stop_vcpus();
 }
 
-int64_t Machine::now_ns() const
+void Machine::stop_vcpus()
 {
-    return m_idle_ns + int64_t(m_cpu ? m_cpu->stats().instructions : 0);
+    for (auto& v : m_vcpus)
+        v.cpu().request_stop();
 }
+
+int64_t Machine::now_ns() const { return m_clock ? m_clock->now_ns() : 0; }
 
 bool Machine::post(std::function<void(Machine&)> request)
 {
@@ -362,7 +414,7 @@ bool Machine::post(std::function<void(Machine&)> request)
     }
     m_requests_cv.notify_all();
     // A running CPU finishes its slice early so the request is served promptly.
-    m_cpu->request_stop();
+    stop_vcpus();
     return true;
 }
 
@@ -383,17 +435,17 @@ bool Machine::sleep_until_interrupt(bool interrupts_on)
 {
     if (!interrupts_on)
         return false;
-    bool can_wake = m_pic->intr();
+    bool can_wake = m_interrupts->interrupt_pending();
     auto wake = m_pit->next_irq_deadline(now_ns()); // the guest may have just programmed it
     if (!can_wake && wake) {
-        m_idle_ns += std::max<int64_t>(*wake - now_ns(), 0);
+        m_clock->skip(*wake - now_ns());
         m_pit->advance(now_ns());
-        can_wake = m_pic->intr();
+        can_wake = m_interrupts->interrupt_pending();
     }
     while (!can_wake && m_serial_input_fd >= 0) {
         flush_serial();
         poll_serial_input(-1);
-        can_wake = m_pic->intr();
+        can_wake = m_interrupts->interrupt_pending();
     }
     return can_wake;
 }
@@ -410,10 +462,12 @@ Result<void, MachineError> Machine::system_reset()
     m_pit->reset();
     m_uart->reset();
     m_acpi_pm->reset();
-    m_cpu->reset();
-    m_power_off = false;
+    for (auto& v : m_vcpus)
+        v.cpu().reset();
+    m_board_stop.reset();
     TRY(load_kernel());
-    m_cpu->flush_code_cache(); // the loader wrote the image behind the CPU's back
+    for (auto& v : m_vcpus)
+        v.cpu().flush_code_cache(); // the loader wrote the image behind the CPU's back
     bool ended = m_guest_ended.has_value();
     m_guest_ended.reset();
     if (m_event_sink)
@@ -481,7 +535,7 @@ RunOutcome Machine::run()
     };
     for (;;) {
         run_requests();
-        while (m_paused && !m_quit && !m_reset_shutdown) {
+        while ((m_paused || awaiting_snapshot()) && !m_quit && !m_reset_shutdown) {
             std::unique_lock lock(m_requests_mutex);
             m_requests_cv.wait(lock, [&] { return !m_requests.empty(); });
             lock.unlock();
@@ -515,161 +569,121 @@ RunOutcome Machine::run()
         if (m_config.max_instructions)
             slice = std::min(slice, m_config.max_instructions - total);
         poll_serial_input(0);
-        if (m_sev) {
-            if (auto outcome = run_sev_slice(slice, total)) {
-                if (auto end = guest_end(finish(outcome->reason, outcome->exit_status, std::move(outcome->message))))
-                    return *end;
-                continue;
-            }
-            if (m_config.max_instructions && total >= m_config.max_instructions)
-                return done(finish(RunOutcome::Reason::InstructionLimit, 1,
-                    fmt::format("instruction limit of {} reached at guest rip {:#x}", m_config.max_instructions,
-                        uint64_t(m_sev->vcpu().state().rip))));
-            continue;
-        }
-        auto r = m_cpu->run(slice);
-        total += r.instructions;
-        if (m_exit_status)
-            return done(finish(RunOutcome::Reason::DebugExit, *m_exit_status, {}));
-        if (m_power_off) {
-            m_power_off = false;
-            if (auto end = guest_end(finish(RunOutcome::Reason::PowerOff, 0, {})))
-                return *end;
-            continue;
-        }
-        switch (r.reason) {
-        case cpu::StopReason::InstructionLimit:
-        case cpu::StopReason::StopRequested:
-        case cpu::StopReason::VmExit: // only host_vmrun() sees it
-            break;
-        case cpu::StopReason::Halted: {
-            // HLT: sleep until the next timer event if an interrupt can then wake the CPU.
-            // With IF=0, or no timer armed, or its IRQ masked, nothing ever will: QEMU would
-            // sit there forever; we end the run (QUIRKS.md).
-            if (!sleep_until_interrupt(m_cpu->state().rflags & cpu::rflags::IF)) {
-                if (auto end = guest_end(finish(RunOutcome::Reason::HaltedForever, 0,
-                        fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", m_cpu->rip()))))
-                    return *end;
-                continue;
-            }
-            break;
-        }
-        case cpu::StopReason::Shutdown:
-            // Triple fault (APM vol 2 §8.2.9): the platform resets. With -no-reboot QEMU exits;
-            // without it QEMU reboots the guest; sevemu stops in both cases (QUIRKS.md).
-            if (auto end = guest_end(finish(RunOutcome::Reason::TripleFault, 1,
-                    fmt::format("guest triple fault (shutdown) at rip {:#x}{}", m_cpu->rip(),
-                        m_config.no_reboot ? "" : "; rebooting is not supported, stopping"))))
+        // One vCPU for now (-smp comes with the next issue, and its scheduler with it).
+        Vcpu& vcpu = m_vcpus.front();
+        if (auto outcome = run_slice(vcpu, slice, total)) {
+            if (auto end = guest_end(finish(outcome->reason, outcome->exit_status, std::move(outcome->message))))
                 return *end;
             continue;
         }
         if (m_config.max_instructions && total >= m_config.max_instructions)
             return done(finish(RunOutcome::Reason::InstructionLimit, 1,
-                fmt::format("instruction limit of {} reached at rip {:#x}", m_config.max_instructions, m_cpu->rip())));
+                fmt::format("instruction limit of {} reached at {} {:#x}", m_config.max_instructions,
+                    vcpu.sev() ? "guest rip" : "rip", vcpu.guest_rip())));
     }
 }
 
-std::optional<RunOutcome> Machine::run_sev_slice(uint64_t slice, uint64_t& instructions)
+std::optional<RunOutcome> Machine::run_slice(Vcpu& vcpu, uint64_t slice, uint64_t& instructions)
 {
-    auto& vcpu = m_sev->vcpu();
-    vmm::CpuExecutor executor(*m_cpu, slice);
-    uint64_t before = m_cpu->stats().instructions;
-    auto account = [&] { instructions += m_cpu->stats().instructions - before; before = m_cpu->stats().instructions; };
-    auto outcome = [&](RunOutcome::Reason reason, int status, std::string message) {
-        account();
-        return RunOutcome { reason, status, std::move(message), 0 };
-    };
-    // What the loop does after an exit: run the vCPU again, end the time slice, or end the run.
-    enum class Next { Resume, EndSlice };
-    using Step = std::variant<Next, RunOutcome>;
+    uint64_t start = vcpu.instructions();
+    m_in_slice = true;
     for (;;) {
-        // The guest's interrupt controller is the machine's PIC, in userspace as with QEMU's
-        // -machine kernel_irqchip=off: inject when the guest can take it (KVM_INTERRUPT), else
-        // ask for the interrupt window.
-        if (m_pic->intr()) {
-            if (vcpu.ready_for_interrupt_injection())
-                vcpu.inject_interrupt(m_pic->acknowledge());
-            else
-                vcpu.request_interrupt_window();
+        uint64_t used = vcpu.instructions() - start;
+        VcpuExit exit = used < slice ? vcpu.run(slice - used, *m_interrupts) : VcpuExit { vmm::ExitIntr {} };
+        Step step = handle_exit(vcpu, exit);
+        // A device that ends the run (isa-debug-exit, power-off) did so during the access just
+        // completed: it is this vCPU's exit now.
+        if (m_board_stop) {
+            VcpuExit board = std::move(*m_board_stop);
+            m_board_stop.reset();
+            step = handle_exit(vcpu, board);
         }
-        auto exit = vcpu.run(executor);
-        uint64_t rip = vcpu.state().rip;
-        // One handler per exit kind (KVM's exit reasons), no catch-all: a new kind of vCPU exit
-        // that this loop does not handle is a compile error (base/overloaded.h).
-        Step step = std::visit(Overloaded {
-            [](vmm::ExitIrqWindowOpen const&) -> Step { return Next::Resume; },
-            [&](vmm::ExitMmio const& mmio) -> Step {
-                // KVM_EXIT_MMIO: the machine's MMIO bus (guest-visible devices; unclaimed addresses
-                // read as all-ones and drop writes, as on the plain path).
-                if (mmio.is_write)
-                    m_io->mmio_write(Spa(mmio.gpa), mmio.size, mmio.data);
-                else
-                    vcpu.complete_mmio_read(m_io->mmio_read(Spa(mmio.gpa), mmio.size));
-                if (m_exit_status)
-                    return outcome(RunOutcome::Reason::DebugExit, *m_exit_status, {});
-                return Next::Resume;
-            },
-            [&](vmm::ExitIo const& io) -> Step {
-                // KVM_EXIT_IO: the machine's port-I/O bus, the same devices as without SEV.
-                if (io.in)
-                    vcpu.complete_io_in(m_io->port_in(io.port, io.size));
-                else
-                    m_io->port_out(io.port, io.size, io.value);
-                if (m_exit_status)
-                    return outcome(RunOutcome::Reason::DebugExit, *m_exit_status, {});
-                if (m_power_off) {
-                    m_power_off = false;
-                    return outcome(RunOutcome::Reason::PowerOff, 0, {});
-                }
-                return Next::Resume;
-            },
-            [&](vmm::ExitHypercall const& hc) -> Step {
-                // KVM_HC_MAP_GPA_RANGE (gpa, pages, attributes): recorded; SEV needs no change to
-                // the nested page tables, the guest's C-bit picks the key.
-                m_sev->note_gpa_range_change({ hc.args[0], hc.args[1], hc.args[2] });
-                if (m_trace.enabled("sev"))
-                    m_trace.emit("sev", fmt::format("KVM_HC_MAP_GPA_RANGE gpa {:#x} pages {} attributes {:#x}",
-                        hc.args[0], hc.args[1], hc.args[2]));
-                vcpu.complete_hypercall(0);
-                return Next::Resume;
-            },
-            // The time slice is over, or a request is waiting.
-            [](vmm::ExitIntr const&) -> Step { return Next::EndSlice; },
-            [&](vmm::ExitHlt const&) -> Step {
-                // HLT, as on the plain path: sleep until the next timer event if an interrupt can
-                // then wake the guest, or wait for serial input; otherwise nothing ever will.
-                account();
-                if (sleep_until_interrupt(vcpu.state().rflags & cpu::rflags::IF))
-                    return Next::Resume;
-                return outcome(RunOutcome::Reason::HaltedForever, 0,
-                    fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", rip));
-            },
-            [&](vmm::ExitShutdown const&) -> Step {
-                return outcome(RunOutcome::Reason::TripleFault, 1,
-                    fmt::format("guest triple fault (shutdown) at rip {:#x}{}", rip,
-                        m_config.no_reboot ? "" : "; rebooting is not supported, stopping"));
-            },
-            [&](vmm::ExitFailEntry const& f) -> Step {
-                return outcome(RunOutcome::Reason::HostError, 1,
-                    fmt::format("VMRUN of the SEV guest failed its consistency checks (exit code {:#x}) at rip {:#x}",
-                        f.hardware_entry_failure_reason, rip));
-            },
-            [&](vmm::ExitInternalError const& e) -> Step {
-                return outcome(RunOutcome::Reason::HostError, 1, fmt::format("SEV guest stopped at rip {:#x}: {}", rip, e.reason));
-            },
-        }, exit);
+        if (auto* next = std::get_if<Next>(&step); next && *next == Next::Resume)
+            continue;
+        m_in_slice = false;
+        instructions += vcpu.instructions() - start;
         if (auto* end = std::get_if<RunOutcome>(&step))
             return std::move(*end);
-        if (std::get<Next>(step) == Next::EndSlice) {
-            account();
-            return std::nullopt;
-        }
+        return std::nullopt;
     }
 }
 
-Result<std::unique_ptr<Machine>, MachineError> Machine::create_incoming(MachineConfig)
+// The one place where what a vCPU did becomes what the machine does, for plain and SEV guests
+// alike. One handler per exit kind (KVM's exit reasons and the board's stop causes), no
+// catch-all: a new kind of exit that is not handled here is a compile error (base/overloaded.h).
+Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
 {
-    return fail("-incoming: unsupported: snapshots are not implemented yet");
+    uint64_t rip = vcpu.guest_rip();
+    auto outcome = [](RunOutcome::Reason reason, int status, std::string message) -> Step {
+        return RunOutcome { reason, status, std::move(message), 0 };
+    };
+    auto needs_sev = [&](std::string_view what) -> Step {
+        return outcome(RunOutcome::Reason::HostError, 1, fmt::format("internal: a {} exit from a vCPU without a hypervisor", what));
+    };
+    return std::visit(Overloaded {
+        [](vmm::ExitIrqWindowOpen const&) -> Step { return Next::Resume; },
+        [&](vmm::ExitMmio const& mmio) -> Step {
+            // KVM_EXIT_MMIO: the machine's MMIO bus (guest-visible devices; unclaimed addresses
+            // read as all-ones and drop writes, as on the plain path).
+            if (!vcpu.sev())
+                return needs_sev("MMIO");
+            if (mmio.is_write)
+                m_io->mmio_write(Spa(mmio.gpa), mmio.size, mmio.data);
+            else
+                vcpu.sev()->complete_mmio_read(m_io->mmio_read(Spa(mmio.gpa), mmio.size));
+            return Next::Resume;
+        },
+        [&](vmm::ExitIo const& io) -> Step {
+            // KVM_EXIT_IO: the machine's port-I/O bus, the same devices as without SEV.
+            if (!vcpu.sev())
+                return needs_sev("port I/O");
+            if (io.in)
+                vcpu.sev()->complete_io_in(m_io->port_in(io.port, io.size));
+            else
+                m_io->port_out(io.port, io.size, io.value);
+            return Next::Resume;
+        },
+        [&](vmm::ExitHypercall const& hc) -> Step {
+            // KVM_HC_MAP_GPA_RANGE (gpa, pages, attributes): recorded; SEV needs no change to
+            // the nested page tables, the guest's C-bit picks the key.
+            if (!vcpu.sev() || !m_sev)
+                return needs_sev("hypercall");
+            m_sev->note_gpa_range_change({ hc.args[0], hc.args[1], hc.args[2] });
+            if (m_trace.enabled("sev"))
+                m_trace.emit("sev", fmt::format("KVM_HC_MAP_GPA_RANGE gpa {:#x} pages {} attributes {:#x}",
+                    hc.args[0], hc.args[1], hc.args[2]));
+            vcpu.sev()->complete_hypercall(0);
+            return Next::Resume;
+        },
+        // The time slice is over, or a request is waiting.
+        [](vmm::ExitIntr const&) -> Step { return Next::EndSlice; },
+        [&](vmm::ExitHlt const&) -> Step {
+            // HLT: sleep until the next timer event if an interrupt can then wake the CPU, or
+            // wait for serial input. With IF=0, or no timer armed, or its IRQ masked, nothing
+            // ever will: QEMU would sit there forever; we end the run (QUIRKS.md).
+            if (sleep_until_interrupt(vcpu.guest_interrupts_enabled()))
+                return Next::EndSlice;
+            return outcome(RunOutcome::Reason::HaltedForever, 0,
+                fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", rip));
+        },
+        [&](vmm::ExitShutdown const&) -> Step {
+            // Triple fault (APM vol 2 §8.2.9): the platform resets. With -no-reboot QEMU exits;
+            // without it QEMU reboots the guest; sevemu stops in both cases (QUIRKS.md).
+            return outcome(RunOutcome::Reason::TripleFault, 1,
+                fmt::format("guest triple fault (shutdown) at rip {:#x}{}", rip,
+                    m_config.no_reboot ? "" : "; rebooting is not supported, stopping"));
+        },
+        [&](vmm::ExitFailEntry const& f) -> Step {
+            return outcome(RunOutcome::Reason::HostError, 1,
+                fmt::format("VMRUN of the SEV guest failed its consistency checks (exit code {:#x}) at rip {:#x}",
+                    f.hardware_entry_failure_reason, rip));
+        },
+        [&](vmm::ExitInternalError const& e) -> Step {
+            return outcome(RunOutcome::Reason::HostError, 1, fmt::format("SEV guest stopped at rip {:#x}: {}", rip, e.reason));
+        },
+        [&](ExitDebugExit const& d) -> Step { return outcome(RunOutcome::Reason::DebugExit, d.status, {}); },
+        [&](ExitPowerOff const&) -> Step { return outcome(RunOutcome::Reason::PowerOff, 0, {}); },
+    }, exit);
 }
 
 std::optional<std::string> Machine::migration_blocker() const

@@ -1,19 +1,25 @@
 // sevemu — Machine: owns every part of one emulated AMD EPYC PC (STYLE.md rule 1, no globals):
 // the memory controller (the only door to DRAM), the port-I/O and MMIO buses, the devices, the
-// CPU and the trace; for an SEV guest also the AMD-SP and the hypervisor that runs the guest on
-// that CPU with VMRUN (SevRuntime). Built from one MachineConfig; two Machines in a process share
-// nothing.
+// clock, the vCPUs and the trace; on the board also the AMD-SP, on a host-only MMIO bus the
+// guest cannot reach; for an SEV guest the hypervisor that runs the guest on the vCPUs with
+// VMRUN, talking to that AMD-SP through its mailbox (SevRuntime). Built from one MachineConfig;
+// two Machines in a process share nothing.
 //
 //     auto m = TRY(Machine::create(config));   // validates, allocates, loads -kernel
 //     RunOutcome out = m->run();               // until debug-exit, power-off, triple fault...
 //     return out.exit_status;                  // what `sevemu` exits with (QEMU's conventions)
+//
+// Plain and SEV guests share one run loop: each vCPU runs a time slice and reports a VcpuExit
+// (emulator/vcpu.h); handle_exit() is the one place that turns it into what the machine does.
 #pragma once
 
 #include "base/result.h"
 #include "base/trace.h"
 #include "devices/bus.h"
+#include "emulator/boot.h"
 #include "emulator/machine_config.h"
 #include "emulator/multiboot.h"
+#include "emulator/vcpu.h"
 
 #include <condition_variable>
 #include <cstdio>
@@ -23,6 +29,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace sevemu::mmu {
@@ -32,6 +39,8 @@ namespace sevemu::cpu {
 class Cpu;
 }
 namespace sevemu::devices {
+class AmdSp;
+class InterruptController;
 class Uart16550;
 class DebugExit;
 class PostPort;
@@ -43,6 +52,7 @@ class AcpiPm;
 
 namespace sevemu::emulator {
 
+class MachineClock;
 class MachineIo;
 class SevRuntime;
 
@@ -85,7 +95,9 @@ public:
     mmu::MemoryController& memory() { return *m_memory; }
     devices::Bus& pio() { return m_pio; }
     devices::Bus& mmio() { return m_mmio; }
-    cpu::Cpu& cpu() { return *m_cpu; }
+    // The vCPUs (-smp; one for now). cpu() is vCPU 0's interpreter core.
+    std::vector<Vcpu>& vcpus() { return m_vcpus; }
+    cpu::Cpu& cpu() { return m_vcpus.front().cpu(); }
     Trace& trace() { return m_trace; }
     devices::Uart16550& uart() { return *m_uart; }
     devices::PostPort& post_port() { return *m_post; }
@@ -93,15 +105,26 @@ public:
     devices::Pit8254& pit() { return *m_pit; }
     devices::CmosRtc& rtc() { return *m_rtc; }
     devices::AcpiPm& acpi_pm() { return *m_acpi_pm; }
-    // The SEV runtime (firmware, PSP driver, KVM-like VM and vCPU) when the machine runs an SEV
-    // guest (-object sev-guest); null otherwise. See emulator/sev_runtime.h.
+    // The SEV runtime (PSP driver, KVM-like VM and vCPU) when the machine runs an SEV guest
+    // (-object sev-guest); null otherwise. See emulator/sev_runtime.h.
     SevRuntime* sev() { return m_sev.get(); }
+    // The board's AMD-SP (firmware and PSP mailbox, on the host-only MMIO bus host_mmio()).
+    // It holds the platform directory (--platform): an SEV guest opens it when it is built; a
+    // plain guest never needs it, so it is opened on first use here, and a plain guest runs
+    // without a platform directory (or with a read-only one).
+    Result<devices::AmdSp*, MachineError> amd_sp();
+    devices::AmdSp* amd_sp_if_open() { return m_amd_sp.get(); }
+    devices::Bus& host_mmio() { return m_host_mmio; }
 
-    // The machine's virtual time in nanoseconds since power-on: one instruction is one
-    // nanosecond, and a halted CPU skips ahead to the next timer event (QUIRKS.md).
+    // The machine's virtual time in nanoseconds since power-on (emulator/clock.h): one
+    // instruction is one nanosecond, and a halted CPU skips ahead to the next timer event
+    // (QUIRKS.md).
     int64_t now_ns() const;
+    MachineClock& clock() { return *m_clock; }
     std::vector<E820Entry> const& memory_map() const { return m_memory_map; }
     std::optional<MultibootBoot> const& multiboot() const { return m_boot; }
+    // The guest-physical ranges the kernel loader wrote (an SEV launch measured exactly these).
+    std::vector<GuestRange> const& boot_ranges() const { return m_boot_ranges; }
 
     // Asks run() to return with a power-off (status 0) after the current instruction.
     void request_power_off();
@@ -138,6 +161,9 @@ public:
     // the section, and the machine must not run (it is discarded, as QEMU exits).
     Result<void, MachineError> load_snapshot(std::span<uint8_t const> stream);
     bool incoming() const { return m_incoming; }
+    // An incoming machine whose snapshot has not been loaded yet: run() serves requests but
+    // runs no guest code (QEMU's "inmigrate") until load_snapshot() succeeds.
+    bool awaiting_snapshot() const { return m_incoming && !m_restored; }
 
     // State changes, for QMP events (called on the machine's thread). Shutdown: the guest ended
     // under -no-shutdown (guest_ended() says how: a SHUTDOWN event unless it merely halted);
@@ -151,10 +177,21 @@ private:
     Result<void, MachineError> load_kernel();
     void serial_out(uint8_t byte);
     void flush_serial();
-    // -serial stdio also reads stdin into COM1's receiver (as QEMU does). wait_ns < 0 blocks
+    // -serial stdio also reads stdin into COM1's receiver (as QEMU does). wait_ms < 0 blocks
     // until input or EOF; returns whether bytes arrived.
     bool poll_serial_input(int wait_ms);
     bool sleep_until_interrupt(bool interrupts_on);
+    void stop_vcpus();
+    // A device ended the run (isa-debug-exit, ACPI S5): reported as an exit of the vCPU that
+    // caused it, after the access completes.
+    void raise_board_stop(VcpuExit exit);
+
+    // What the loop does after an exit: run the vCPU again, end its time slice, or end the run.
+    enum class Next : uint8_t { Resume, EndSlice };
+    using Step = std::variant<Next, RunOutcome>;
+    Step handle_exit(Vcpu&, VcpuExit&);
+    // Runs one vCPU for a time slice of at most `slice` instructions; an outcome ends the run.
+    std::optional<RunOutcome> run_slice(Vcpu&, uint64_t slice, uint64_t& instructions);
 
     MachineConfig m_config;
     Trace m_trace;
@@ -163,30 +200,32 @@ private:
     int m_serial_input_fd { -1 }; // stdin for -serial stdio, until EOF
     std::unique_ptr<mmu::MemoryController> m_memory;
     std::vector<E820Entry> m_memory_map;
+    std::unique_ptr<MachineClock> m_clock;
     devices::Bus m_pio;
     devices::Bus m_mmio;
+    // The board's host side: the AMD-SP's BAR on an MMIO bus only the hypervisor reaches.
+    devices::Bus m_host_mmio;
+    devices::IrqLine m_psp_irq;
+    std::unique_ptr<devices::AmdSp> m_amd_sp;
+
     devices::IrqLine m_com1_irq;
     devices::IrqLine m_pit_irq;
     std::unique_ptr<devices::Pic8259Pair> m_pic;
+    std::unique_ptr<devices::InterruptController> m_interrupts;
     std::unique_ptr<devices::Pit8254> m_pit;
     std::unique_ptr<devices::CmosRtc> m_rtc;
     std::unique_ptr<devices::AcpiPm> m_acpi_pm;
-    int64_t m_idle_ns {};       // virtual time skipped while halted
-    int64_t m_wall_start_ns {}; // host wall clock at power-on (the RTC starts from it)
     std::unique_ptr<devices::Uart16550> m_uart;
     std::unique_ptr<devices::DebugExit> m_debug_exit;
     std::unique_ptr<devices::PostPort> m_post;
     std::unique_ptr<MachineIo> m_io;
-    std::unique_ptr<cpu::Cpu> m_cpu;
+    std::vector<Vcpu> m_vcpus;
     std::optional<MultibootBoot> m_boot;
+    std::vector<GuestRange> m_boot_ranges;
 
-    std::optional<int> m_exit_status;   // set by isa-debug-exit
-    bool m_power_off { false };
+    std::optional<VcpuExit> m_board_stop; // isa-debug-exit or power-off, not yet handled
 
     void run_requests();
-    // SEV guests run on the vCPU with VMRUN: one time slice, with the exits the VMM handles
-    // (port I/O on the machine's buses, hypercalls). An outcome ends the run.
-    std::optional<RunOutcome> run_sev_slice(uint64_t slice, uint64_t& instructions);
     std::unique_ptr<SevRuntime> m_sev;
 
     std::mutex m_requests_mutex;
@@ -197,6 +236,8 @@ private:
     bool m_started { false };
     bool m_quit { false };
     bool m_incoming { false };
+    bool m_restored { false };
+    bool m_in_slice { false };
     bool m_reset_shutdown { false };
     std::optional<RunOutcome> m_guest_ended;
     std::function<void(Event)> m_event_sink;
@@ -208,6 +249,8 @@ struct LoadedKernel {
     MultibootImage image;
     MultibootBoot boot;
     size_t modules;
+    std::vector<GuestRange> ranges; // what the loader wrote (boot.h)
+    BootEntryState entry;           // the vCPU at the kernel's entry point
 };
 Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController&, std::vector<E820Entry> const& memory_map,
     std::string const& kernel, std::string const& initrd, std::string const& append);

@@ -238,6 +238,39 @@ std::vector<MultibootModuleSpec> parse_module_list(std::string_view s)
     return out;
 }
 
+BootEntryState multiboot_entry_state(MultibootBoot const& boot)
+{
+    BootEntryState e;
+    e.cr0 = 0x11; // PE | ET
+    e.rflags = 2;
+    e.seg[cpu::CS] = cpu::Segment { 0x08, 0xC9B, 0xFFFFFFFF, 0 };
+    for (unsigned s : { cpu::ES, cpu::SS, cpu::DS, cpu::FS, cpu::GS })
+        e.seg[s] = cpu::Segment { 0x10, 0xC93, 0xFFFFFFFF, 0 };
+    e.gdtr = { kMultibootGdtAddr, kMultibootGdtLimit };
+    e.rip = boot.entry;
+    e.gpr[cpu::RAX] = MultibootHeaderFields::kBootloaderMagic;
+    e.gpr[cpu::RBX] = boot.info_addr;
+    e.gpr[cpu::RCX] = boot.entry;
+    e.gpr[cpu::RSP] = kMultibootStackTop;
+    return e;
+}
+
+std::vector<GuestRange> multiboot_written_ranges(MultibootBoot const& boot)
+{
+    auto down = [](uint64_t v) { return v & ~uint64_t(0xFFF); };
+    auto up = [](uint64_t v) { return (v + 0xFFF) & ~uint64_t(0xFFF); };
+    std::vector<GuestRange> r {
+        { down(kMultibootMmapAddr), up(uint64_t(kMultibootGdtAddr) + kMultibootGdtLimit + 1) - down(kMultibootMmapAddr) },
+        { down(boot.load_low), up(boot.buffer_end) - down(boot.load_low) },
+    };
+    std::sort(r.begin(), r.end(), [](auto const& a, auto const& b) { return a.gpa < b.gpa; });
+    if (r[0].gpa + r[0].size >= r[1].gpa) {
+        uint64_t end = std::max(r[0].gpa + r[0].size, r[1].gpa + r[1].size);
+        r = { { r[0].gpa, end - r[0].gpa } };
+    }
+    return r;
+}
+
 Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, MultibootImage const& img,
     std::span<uint8_t const> file, MultibootLoadParams const& p)
 {

@@ -9,13 +9,16 @@
 //   load_multiboot()   — copy the image into DRAM through the memory controller with
 //                        KeyId::none(), zero the bss, place modules, command lines, the
 //                        Multiboot information structure (§3.3) and the memory map.
-//   The Machine then puts the CPU in the §3.2 state (Cpu::setup_multiboot_entry).
+//   multiboot_entry_state(), multiboot_written_ranges()
+//                      — what the boot-protocol layer (emulator/boot.h) hands the Machine:
+//                        the §3.2 entry state and the pages the loader wrote.
 //
 // Every malformed image is an error value with one clear line; nothing here trusts a field of
 // the file before checking it against the file's size and 32-bit address arithmetic.
 #pragma once
 
 #include "base/result.h"
+#include "emulator/boot.h"
 
 #include <cstdint>
 #include <span>
@@ -118,6 +121,20 @@ struct MultibootBoot {
     uint32_t load_low, load_high; // the kernel image
     uint32_t buffer_end;          // end of everything the loader placed above the kernel
 };
+
+// The vCPU at the kernel's entry (Multiboot spec §3.2), as QEMU's option ROM leaves it:
+// 32-bit protected mode with paging off, CS = 0x08 flat 4 GiB execute/read, DS/ES/FS/GS/SS =
+// 0x10 flat read/write from the boot GDT at kMultibootGdtAddr (GDTR points at it: the ROM's
+// lgdt), CR0 = PE|ET, EFLAGS = 0x2, EAX = 0x2BADB002, EBX = the information structure,
+// ECX = the entry point (the ROM jumps through ECX) and ESP = kMultibootStackTop (the spec
+// leaves ESP undefined; QUIRKS.md); every other register zero.
+BootEntryState multiboot_entry_state(MultibootBoot const&);
+
+// The 4 KiB pages the loader wrote, ascending and merged: the page at 0x9000 (memory map,
+// information structure, boot GDT) and the pages from the kernel's lowest load address, rounded
+// down, to the end of the loader's buffer above the kernel, rounded up (bss and gaps between
+// segments included: the loader zeroes them).
+std::vector<GuestRange> multiboot_written_ranges(MultibootBoot const&);
 
 Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController&, MultibootImage const&,
     std::span<uint8_t const> file, MultibootLoadParams const&);

@@ -7,22 +7,6 @@
 
 namespace sevemu::emulator {
 
-std::vector<MeasuredRange> multiboot_measured_ranges(MultibootBoot const& boot)
-{
-    auto down = [](uint64_t v) { return v & ~kPageMask; };
-    auto up = [](uint64_t v) { return (v + kPageMask) & ~kPageMask; };
-    std::vector<MeasuredRange> r {
-        { down(kMultibootMmapAddr), up(uint64_t(kMultibootGdtAddr) + kMultibootGdtLimit + 1) - down(kMultibootMmapAddr) },
-        { down(boot.load_low), up(boot.buffer_end) - down(boot.load_low) },
-    };
-    std::sort(r.begin(), r.end(), [](auto const& a, auto const& b) { return a.gpa < b.gpa; });
-    if (r[0].gpa + r[0].size >= r[1].gpa) {
-        uint64_t end = std::max(r[0].gpa + r[0].size, r[1].gpa + r[1].size);
-        r = { { r[0].gpa, end - r[0].gpa } };
-    }
-    return r;
-}
-
 Result<LoadedLaunch, MachineError> load_kernel_launch(KernelLaunch const& launch)
 {
     mmu::MemoryConfig cfg;
@@ -36,7 +20,7 @@ Result<LoadedLaunch, MachineError> load_kernel_launch(KernelLaunch const& launch
     out.scratch = std::move(*mc);
     out.memory_map = pc_memory_map(*out.scratch);
     out.kernel = TRY(load_kernel_image(*out.scratch, out.memory_map, launch.kernel, launch.initrd, launch.append));
-    out.ranges = multiboot_measured_ranges(out.kernel.boot);
+    out.ranges = out.kernel.ranges;
     return out;
 }
 

@@ -1,15 +1,15 @@
 // sevemu — what an SEV `-kernel` launch measures, so that a guest owner can compute the
 // expected launch digest without sevemu's firmware (README "What a -kernel launch measures").
 //
-// sevemu loads a Multiboot kernel exactly as `sevemu -kernel` does without SEV (QEMU's layout),
-// then LAUNCH_UPDATE_DATA encrypts and measures, in ascending guest-physical order, every 4 KiB
-// page the loader wrote:
+// sevemu loads a kernel exactly as `sevemu -kernel` does without SEV (QEMU's layout), then
+// LAUNCH_UPDATE_DATA encrypts and measures, in ascending guest-physical order, the ranges the
+// loader reports it wrote (emulator/boot.h; for Multiboot, multiboot_written_ranges():
 //   1. the page at 0x9000 (memory map at 0x9000, information structure at 0x9500, boot GDT at
 //      0x9600), and
 //   2. the pages from the kernel's lowest load address, rounded down, to the end of the
 //      loader's buffer above the kernel (bss, module list, command lines, boot loader name,
-//      modules), rounded up.
-// Pages in both sets are measured once. The firmware's launch digest is SHA-256 over the
+//      modules), rounded up;
+// pages in both sets are measured once). The firmware's launch digest is SHA-256 over the
 // measured bytes in that order (SEV-KM API 55766 §6.3: LD is extended with each update's data).
 #pragma once
 
@@ -24,13 +24,8 @@
 
 namespace sevemu::emulator {
 
-struct MeasuredRange {
-    uint64_t gpa;  // page aligned
-    uint64_t size; // multiple of 4 KiB
-};
-
-// The ranges, ascending and merged.
-std::vector<MeasuredRange> multiboot_measured_ranges(MultibootBoot const&);
+// A measured range: page aligned, a multiple of 4 KiB (the loader's written ranges).
+using MeasuredRange = GuestRange;
 
 struct KernelLaunch {
     uint64_t memory_size { 128ull << 20 }; // -m

@@ -188,12 +188,15 @@ Result<void, MachineError> SevRuntime::check_config(MachineConfig const& c)
     return {};
 }
 
-SevRuntime::SevRuntime(MachineConfig const& c, mmu::MemoryController& mc, Trace& trace)
+SevRuntime::SevRuntime(MachineConfig const& c, mmu::MemoryController& mc, devices::AmdSp& sp, devices::Bus& host_mmio,
+    Trace& trace)
     : m_config(*c.confidential_guest)
     , m_platform_dir(c.platform_dir)
     , m_model(c.cpu_model)
     , m_ram_size(c.memory_size)
     , m_mc(mc)
+    , m_amd_sp(sp)
+    , m_host_mmio(host_mmio)
     , m_trace(trace)
 {
 }
@@ -201,22 +204,18 @@ SevRuntime::SevRuntime(MachineConfig const& c, mmu::MemoryController& mc, Trace&
 SevRuntime::~SevRuntime()
 {
     // KVM's VM teardown (DEACTIVATE, DECOMMISSION) still talks to the PSP: the vCPU and VM go
-    // before the driver, the mailbox and the firmware.
+    // before the driver (the AMD-SP is the board's and outlives this).
     m_vcpu.reset();
     m_vm.reset();
     m_sev_host.reset();
     m_psp.reset();
-    m_amd_sp.reset();
 }
 
 uint32_t SevRuntime::asid() const { return m_vm ? m_vm->sev().asid : 0; }
 
-Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConfig const& c, mmu::MemoryController& mc,
-    Trace& trace)
+Result<SevRuntime::LaunchInputs, MachineError> SevRuntime::read_launch_inputs(MachineConfig const& c)
 {
     TRY(check_config(c));
-    // The user's files first: a bad -kernel or owner file is reported before the platform
-    // directory is opened or the firmware asked for anything.
     auto const& g = *c.confidential_guest;
     std::string what = fmt::format("sev-guest '{}'", g.id);
     LaunchInputs in;
@@ -225,11 +224,17 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConf
         in.dh_cert = TRY(read_base64_file(what + ": dh-cert-file", g.dh_cert_file));
     if (!g.session_file.empty())
         in.session = TRY(read_base64_file(what + ": session-file", g.session_file));
+    return in;
+}
 
-    std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, trace));
+Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConfig const& c, LaunchInputs in,
+    mmu::MemoryController& mc, devices::AmdSp& sp, devices::Bus& host_mmio, Trace& trace)
+{
+    TRY(check_config(c));
+    std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, sp, host_mmio, trace));
     TRY(rt->build_host());
-    TRY(rt->launch(std::move(in)));
-    TRY(rt->create_vcpu());
+    TRY(rt->launch(in));
+    TRY(rt->create_vcpu(in.loaded.kernel.entry));
     return rt;
 }
 
@@ -237,16 +242,8 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConf
 // sev_platform_init(), kvm_amd's SEV ASID ranges from CPUID 8000_001F, then a VM.
 Result<void, MachineError> SevRuntime::build_host()
 {
-    auto sp = devices::AmdSp::create(m_mc, m_mmio, m_psp_irq, m_platform_dir, m_model, m_trace);
-    if (!sp) {
-        if (sp.error().kind == devices::AmdSpError::Kind::Store)
-            return fail(fmt::format("--platform {}: {}", m_platform_dir, sp.error().message));
-        return fail("internal: " + sp.error().message);
-    }
-    m_amd_sp = std::move(*sp);
-
     m_host = std::make_unique<HostMemory>(m_mc, Spa(kHostReserveBase), kHostReserveEnd - kHostReserveBase);
-    auto psp = PspDriver::create(*m_host, m_mmio, m_amd_sp->bar(), m_amd_sp->psp_version());
+    auto psp = PspDriver::create(*m_host, m_host_mmio, m_amd_sp.bar(), m_amd_sp.psp_version());
     if (!psp)
         return fail(fmt::format("the AMD-SP did not answer the driver's probe ({})", std::strerror(-psp.error())));
     m_psp = std::make_unique<PspDriver>(std::move(*psp));
@@ -298,7 +295,7 @@ void SevRuntime::set_state(SevState s)
 // QEMU: sev_kvm_init() (KVM_SEV_INIT, LAUNCH_START), the RAM block notifier
 // (KVM_MEMORY_ENCRYPT_REG_REGION), the loader's LAUNCH_UPDATE_DATA, and at machine-init-done
 // sev_launch_get_measure() (LAUNCH_MEASURE: length query, then the blob).
-Result<void, MachineError> SevRuntime::launch(LaunchInputs in)
+Result<void, MachineError> SevRuntime::launch(LaunchInputs& in)
 {
     auto const& g = m_config;
     std::string what = fmt::format("sev-guest '{}'", g.id);
@@ -393,41 +390,44 @@ Result<void, MachineError> SevRuntime::launch(LaunchInputs in)
             to_hex(std::span(m_measurement).subspan(std::min<size_t>(32, m_measurement.size())))));
 
     m_boot = loaded.kernel.boot;
-    m_memory_map = std::move(loaded.memory_map);
-    m_ranges = std::move(loaded.ranges);
+    m_memory_map = loaded.memory_map;
+    m_ranges = loaded.ranges;
     return {};
 }
 
-// The vCPU in the Multiboot v1 hand-off state (Multiboot spec §3.2), as the plain machine's CPU
-// and QEMU's option ROM leave it: 32-bit protected mode with paging off, flat 4 GiB segments
-// (CS 0x08, data 0x10) from the boot GDT at kMultibootGdtAddr, EAX = 0x2BADB002, EBX = the
-// information structure, ECX = the entry point, ESP = kMultibootStackTop.
-Result<void, MachineError> SevRuntime::create_vcpu()
+// The vCPU in the loader's entry state (emulator/boot.h), as the plain machine's CPU gets it:
+// the segments, descriptor tables, control registers, RFLAGS, RIP and RAX/RSP into the VMCB
+// save area (KVM_SET_SREGS/KVM_SET_REGS), the other GPRs beside it.
+Result<void, MachineError> SevRuntime::create_vcpu(BootEntryState const& entry)
 {
-    auto v = Vcpu::create(*m_vm, 0);
+    auto v = vmm::Vcpu::create(*m_vm, 0);
     if (!v)
         return fail(fmt::format("sev-guest '{}': cannot create the vCPU: {}", m_config.id, std::strerror(-v.error())));
     m_vcpu = std::move(*v);
     m_vcpu->set_cpuid(guest_cpuid(m_model, m_config));
     auto& s = m_vcpu->state();
     using cpu::svm::VmcbSeg;
-    s.cs = VmcbSeg { 0x08, 0xC9B, 0xFFFFFFFF, 0 };
-    s.ds = s.es = s.fs = s.gs = s.ss = VmcbSeg { 0x10, 0xC93, 0xFFFFFFFF, 0 };
-    s.gdtr = VmcbSeg { 0, 0, kMultibootGdtLimit, kMultibootGdtAddr };
-    s.idtr = VmcbSeg { 0, 0, 0, 0 };
-    s.cpl = 0;
-    s.cr0 = 0x11; // PE | ET
-    s.cr3 = 0;
-    s.cr4 = 0;
+    auto seg = [](cpu::Segment const& g) { return VmcbSeg { g.selector, g.attr, g.limit, g.base }; };
+    s.es = seg(entry.seg[cpu::ES]);
+    s.cs = seg(entry.seg[cpu::CS]);
+    s.ss = seg(entry.seg[cpu::SS]);
+    s.ds = seg(entry.seg[cpu::DS]);
+    s.fs = seg(entry.seg[cpu::FS]);
+    s.gs = seg(entry.seg[cpu::GS]);
+    s.gdtr = VmcbSeg { 0, 0, entry.gdtr.limit, entry.gdtr.base };
+    s.idtr = VmcbSeg { 0, 0, entry.idtr.limit, entry.idtr.base };
+    s.cpl = uint8_t(entry.seg[cpu::CS].dpl());
+    s.cr0 = entry.cr0;
+    s.cr3 = entry.cr3;
+    s.cr4 = entry.cr4;
     // EFER keeps SVME, which Vcpu::create() set because VMRUN requires it of the guest EFER.
-    s.rflags = 2;
-    s.rip = m_boot.entry;
-    s.rsp = kMultibootStackTop;
-    s.rax = 0x2BADB002;
+    s.rflags = entry.rflags;
+    s.rip = entry.rip;
+    s.rsp = entry.gpr[cpu::RSP];
+    s.rax = entry.gpr[cpu::RAX];
     auto& gprs = m_vcpu->gprs();
-    gprs.fill(0);
-    gprs[3] = m_boot.info_addr; // RBX
-    gprs[1] = m_boot.entry;     // RCX: the option ROM jumps through it
+    gprs = entry.gpr;
+    gprs[cpu::RAX] = gprs[cpu::RSP] = 0; // unused: RAX and RSP live in the VMCB
     return {};
 }
 

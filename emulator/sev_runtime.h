@@ -2,16 +2,18 @@
 // an SEV guest, built from the same parts a real host has.
 //
 //   DRAM = [ host reserve (the hypervisor's pages) | guest RAM ]
-//   AMD-SP firmware (--platform DIR) behind its PSP mailbox on the machine's MMIO bus
+//   the board's AMD-SP (owned by the Machine, devices/amd_sp.h) behind its PSP mailbox on the
+//   machine's host-only MMIO bus, which the guest never reaches
 //   HostMemory + PspDriver (Linux's ccp driver) + SevHost + Vm (KVM's SEV interface)
 //
 // create() runs the launch as QEMU does before the guest first runs: KVM_SEV_INIT,
 // LAUNCH_START (with the owner's dh-cert-file and session-file, base64 as QEMU reads them),
-// LAUNCH_UPDATE_DATA over exactly the pages README "What a -kernel launch measures" names (the
-// same scratch load as kernel_launch_digest(), so an owner's digest matches), LAUNCH_MEASURE,
-// and the vCPU in the Multiboot entry state. The guest is then in "launch-secret": the QMP SEV
-// commands can read the measurement and inject a secret until launch_finish(), which the Machine
-// calls when the guest first runs (QEMU's sev_vm_state_change).
+// LAUNCH_UPDATE_DATA over exactly the pages the kernel loader wrote (emulator/boot.h; README
+// "What a -kernel launch measures": the same scratch load as kernel_launch_digest(), so an
+// owner's digest matches), LAUNCH_MEASURE, and the vCPU in the loader's entry state. The guest
+// is then in "launch-secret": the QMP SEV commands can read the measurement and inject a secret
+// until launch_finish(), which the Machine calls when the guest first runs (QEMU's
+// sev_vm_state_change).
 //
 // Every answer comes from the firmware through the mailbox; nothing is computed on the side.
 // Not thread-safe: the Machine calls it on its own thread (QMP handlers post to it).
@@ -97,8 +99,19 @@ public:
     // Checks the -object sev-guest configuration sevemu can run (before anything is built).
     static Result<void, MachineError> check_config(MachineConfig const&);
 
-    // Builds the host side and launches the guest up to LAUNCH_MEASURE (see the file comment).
-    static Result<std::unique_ptr<SevRuntime>, MachineError> create(MachineConfig const&, mmu::MemoryController&, Trace&);
+    // What the launch reads from the user's files (-kernel, -initrd, dh-cert-file, session-file),
+    // read before the platform directory is opened or the firmware asked anything, so that a bad
+    // file is reported first.
+    struct LaunchInputs {
+        LoadedLaunch loaded;
+        std::optional<Bytes> dh_cert, session;
+    };
+    static Result<LaunchInputs, MachineError> read_launch_inputs(MachineConfig const&);
+
+    // Builds the host side over the board's AMD-SP (mapped on host_mmio) and launches the guest
+    // up to LAUNCH_MEASURE (see the file comment).
+    static Result<std::unique_ptr<SevRuntime>, MachineError> create(MachineConfig const&, LaunchInputs,
+        mmu::MemoryController&, devices::AmdSp&, devices::Bus& host_mmio, Trace&);
     ~SevRuntime();
     SevRuntime(SevRuntime const&) = delete;
     SevRuntime& operator=(SevRuntime const&) = delete;
@@ -134,15 +147,10 @@ public:
     std::vector<GpaRangeChange> const& gpa_range_changes() const { return m_gpa_changes; }
 
 private:
-    SevRuntime(MachineConfig const&, mmu::MemoryController&, Trace&);
-    // What the launch reads from the user's files (-kernel, dh-cert-file, session-file).
-    struct LaunchInputs {
-        LoadedLaunch loaded;
-        std::optional<Bytes> dh_cert, session;
-    };
+    SevRuntime(MachineConfig const&, mmu::MemoryController&, devices::AmdSp&, devices::Bus& host_mmio, Trace&);
     Result<void, MachineError> build_host();
-    Result<void, MachineError> launch(LaunchInputs);
-    Result<void, MachineError> create_vcpu();
+    Result<void, MachineError> launch(LaunchInputs&);
+    Result<void, MachineError> create_vcpu(BootEntryState const&);
     // KVM_MEMORY_ENCRYPT_OP with the command's structure copied in and out of host memory.
     template <class T>
     int encrypt_op(uint32_t id, T* data, uint32_t& fw_error);
@@ -153,13 +161,12 @@ private:
     CpuModel m_model;
     uint64_t m_ram_size;
     mmu::MemoryController& m_mc;
+    devices::AmdSp& m_amd_sp;
     // The host's own MMIO space, where the AMD-SP's BAR is: the guest never reaches it (its MMIO
     // exits go to the machine's bus of guest-visible devices).
-    devices::Bus m_mmio;
+    devices::Bus& m_host_mmio;
     Trace& m_trace;
 
-    devices::IrqLine m_psp_irq;
-    std::unique_ptr<devices::AmdSp> m_amd_sp; // at devices::AmdSp::kBar on m_mmio
     std::unique_ptr<vmm::HostMemory> m_host;
     std::unique_ptr<vmm::PspDriver> m_psp;
     std::unique_ptr<vmm::SevHost> m_sev_host;
