@@ -121,7 +121,12 @@ public:
 private:
     std::vector<uint8_t> m_bytes;
     uint32_t m_sections { 0 };
+    std::vector<std::string> m_names; // for the no-two-alike assertion
 };
+
+// The stream's CRC-32 (ISO-HDLC: reflected polynomial 0x04C11DB7, initial value and final XOR
+// 0xFFFFFFFF — zlib's crc32()), for tests and tools that build or inspect streams by hand.
+uint32_t snapshot_crc32(std::span<uint8_t const>);
 
 // Checks a whole stream (see above); the sections' payloads point into `stream`.
 Result<std::vector<SnapshotSection>, StateError> parse_snapshot(std::span<uint8_t const> stream);

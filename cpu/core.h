@@ -172,8 +172,13 @@ struct Core {
     bool check_guest_interrupts();      // virtual interrupts / INTR intercept; true if it acted
     void deliver_guest_interrupt(uint8_t vector);
     void deliver_injected(svm::Event const&);
+    // The registers only (what SVM's world switches move); the run state (halted, shadow, GIF,
+    // guest mode, the instruction count) is left alone by put_state() — svm_apply() uses it.
     CpuState get_state();
     void put_state(CpuState const&);
+    // Everything (Cpu::state/set_state).
+    CpuState get_full_state();
+    void put_full_state(CpuState const&);
 
     mmu::MemoryController& mc;
     CpuModel model;

@@ -478,9 +478,31 @@ RunResult Cpu::run(uint64_t max_instructions)
 
 void Cpu::request_stop() { m_core->stop_requested.store(true, std::memory_order_relaxed); }
 
-CpuState Cpu::state() const { return m_core->get_state(); }
+CpuState Cpu::state() const { return m_core->get_full_state(); }
 
-void Cpu::set_state(CpuState const& s) { m_core->put_state(s); }
+void Cpu::set_state(CpuState const& s) { m_core->put_full_state(s); }
+
+Result<CpuState, std::string> Cpu::snapshot_state() const
+{
+    Core& c = *m_core;
+    // The built-in hypervisor's guest is live only inside host_vmrun(), whose host context is a
+    // fabrication of that call: between calls the CPU holds no guest mode, and a snapshot is
+    // taken between calls.
+    if (c.host_vmrun)
+        return make_unexpected(std::string("the CPU is inside host_vmrun(): a snapshot is taken between calls"));
+    // Only inside run() (an exception in the middle of an event's delivery); never between runs.
+    if (c.delivering)
+        return make_unexpected(std::string("the CPU is delivering an event"));
+    // VMRUN loads CPL from the VMCB (APM vol 2 §15.5.1), which may disagree with SS.DPL until the
+    // guest's next segment load; CpuState derives CPL from the segments, so such a state cannot
+    // be carried exactly.
+    bool pe = c.cr0 & cr0::PE;
+    unsigned derived = !pe ? 0 : (c.flags & VM) ? 3 : c.seg[SS].dpl();
+    if (c.cpl != derived)
+        return make_unexpected("CPL " + std::to_string(c.cpl) + " differs from the " + std::to_string(derived) +
+            " the segment registers give (a VMCB's CPL field); it cannot be carried");
+    return c.get_full_state();
+}
 
 void Cpu::invalidate_code(Spa addr, uint64_t len)
 {

@@ -97,8 +97,17 @@ public:
     // request made while run() is not executing makes the next run() return at once.
     void request_stop();
 
-    CpuState state() const;           // a consistent snapshot (flags materialised)
-    void set_state(CpuState const&);  // flushes TLB and decoded-mode caches
+    // All the architectural state (flags materialised), run state and SVM guest mode included.
+    CpuState state() const;
+    // Loads all of it: registers, x87, run state, the instruction count (CpuStats::instructions
+    // and the TSC's base), SVM guest mode; flushes the TLBs of every ASID and the decoded-mode
+    // caches and recomputes the paging context (the guest's, nested, in guest mode). The decoded
+    // code is keyed by physical memory, not by state: whoever rewrites memory behind the CPU (a
+    // snapshot restoring DRAM) calls flush_code_cache() too.
+    void set_state(CpuState const&);
+    // state() for a snapshot, or why the state cannot be carried now (inside host_vmrun(); a
+    // CPL loaded from a VMCB that the segment registers do not give).
+    Result<CpuState, std::string> snapshot_state() const;
     uint64_t rip() const;
     uint64_t gpr(Gpr) const;
     void set_gpr(Gpr, uint64_t);

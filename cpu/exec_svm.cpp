@@ -35,6 +35,10 @@ CpuState Core::get_state()
     s.mxcsr = mxcsr;
     s.tsc = read_tsc();
     s.msr = msr;
+    for (int k = 0; k < 8; ++k) std::memcpy(s.x87.fpr[k].data(), &fpr[k], 10); // x86-64: long double is the 80-bit format
+    s.x87.fcw = fcw;
+    s.x87.fsw = fsw;
+    s.x87.ftw = uint8_t(~ftag_empty);
     return s;
 }
 
@@ -63,10 +67,116 @@ void Core::put_state(CpuState const& s)
     mxcsr = s.mxcsr;
     tsc_offset = int64_t(s.tsc - icount);
     msr = s.msr;
+    for (int k = 0; k < 8; ++k) {
+        fpr[k] = 0; // the padding beyond the 10 bytes stays zero
+        std::memcpy(&fpr[k], s.x87.fpr[k].data(), 10);
+    }
+    fcw = s.x87.fcw;
+    fsw = s.x87.fsw;
+    ftag_empty = uint8_t(~s.x87.ftw);
     halted = false;
     pending_shutdown = false;
     update_mode();
     update_paging();
+}
+
+// ---------------------------------------------------------------- the whole state (Cpu::state/set_state)
+
+namespace {
+
+SvmGuestState guest_state_of(svm::GuestMode const& g)
+{
+    SvmGuestState o;
+    o.vmcb = g.vmcb.value;
+    o.vmcb_key = g.vmcb_key.slot_number();
+    o.hsave = g.hsave.value;
+    o.hsave_key = g.hsave_key.slot_number();
+    static_assert(sizeof(g.control) == sizeof(o.control));
+    std::memcpy(o.control.data(), &g.control, sizeof g.control);
+    o.asid = g.asid;
+    o.np = g.np;
+    o.sev = g.sev;
+    o.sev_es = g.sev_es;
+    o.vte = g.vte;
+    o.vmsa = g.vmsa.value;
+    o.n_cr3 = g.npt.n_cr3;
+    o.npt_nxe = g.npt.nxe;
+    o.npt_sme = g.npt.sme;
+    o.npt_c_bit = g.npt.c_bit;
+    o.npt_phys_bits = g.npt.phys_bits;
+    o.tlb_flush = uint8_t(g.tlb_flush);
+    if (g.inject) {
+        o.event_inj = svm::encode_event(*g.inject);
+        o.event_inj_err = g.inject->error_code.value_or(0);
+    }
+    o.host_pat = g.host_pat;
+    o.host_if = g.host_if;
+    return o;
+}
+
+mmu::KeyId key_of(uint32_t slot) { return slot == SvmGuestState::kNoKey ? mmu::KeyId::none() : mmu::KeyId::slot(slot); }
+
+svm::GuestMode guest_mode_of(SvmGuestState const& o)
+{
+    svm::GuestMode g;
+    g.vmcb = Spa(o.vmcb);
+    g.vmcb_key = key_of(o.vmcb_key);
+    g.hsave = Spa(o.hsave);
+    g.hsave_key = key_of(o.hsave_key);
+    std::memcpy(&g.control, o.control.data(), sizeof g.control);
+    g.asid = o.asid;
+    g.np = o.np;
+    g.sev = o.sev;
+    g.sev_es = o.sev_es;
+    g.vte = o.vte;
+    g.vmsa = Spa(o.vmsa);
+    g.npt = svm::NptContext { o.n_cr3, o.npt_nxe, o.npt_sme, o.npt_c_bit, o.npt_phys_bits };
+    g.tlb_flush = svm::TlbFlush(o.tlb_flush);
+    // load_cpu_state() validated the encoding; a state built in code that got it wrong carries
+    // no injection rather than a garbage one.
+    auto inj = svm::decode_event_injection(o.event_inj, o.event_inj_err);
+    g.inject = inj ? *inj : std::nullopt;
+    g.host_pat = o.host_pat;
+    g.host_if = o.host_if;
+    return g;
+}
+
+} // namespace
+
+CpuState Core::get_full_state()
+{
+    CpuState s = get_state();
+    s.halted = halted;
+    s.interrupt_shadow = irq_shadow;
+    s.gif = gif;
+    s.pending_shutdown = pending_shutdown;
+    s.instructions = icount;
+    if (guest)
+        s.svm_guest = guest_state_of(*guest);
+    return s;
+}
+
+void Core::put_full_state(CpuState const& s)
+{
+    // The counters first: put_state() derives the TSC offset from them.
+    icount = s.instructions;
+    stats.instructions = s.instructions;
+    // Guest mode before the registers, so that update_paging() installs the guest's nested
+    // page-table resolver and paging context.
+    if (s.svm_guest)
+        guest = guest_mode_of(*s.svm_guest);
+    else
+        guest.reset();
+    delivering.reset();
+    put_state(s); // drops every ASID's TLB entries (keep_tlb is false here)
+    // The TLB now belongs to the running context: the guest's ASID in guest mode (§15.16).
+    tlb.adopt_context(guest ? guest->asid : 0);
+    halted = s.halted;
+    irq_shadow = s.interrupt_shadow;
+    gif = s.gif;
+    pending_shutdown = s.pending_shutdown;
+    flush_jump_cache();
+    brk = true;
 }
 
 svm::SvmCpuView Core::svm_view()

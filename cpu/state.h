@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 
 namespace sevemu::cpu {
 
@@ -17,6 +18,7 @@ struct Segment {
     uint16_t attr {};   // VMCB packing, see above
     uint32_t limit {};  // byte-granular (already scaled by G)
     uint64_t base {};
+    bool operator==(Segment const&) const = default;
 
     bool present() const { return attr & 0x80; }
     uint8_t dpl() const { return (attr >> 5) & 3; }
@@ -28,6 +30,7 @@ struct Segment {
 struct DescriptorTable {
     uint64_t base {};
     uint16_t limit {};
+    bool operator==(DescriptorTable const&) const = default;
 };
 
 namespace rflags {
@@ -72,6 +75,7 @@ struct MsrState {
     uint64_t sev_status {};
     uint64_t tsc_ratio { 0x1'0000'0000ull };
     uint64_t misc_enable {};
+    bool operator==(MsrState const&) const = default;
 };
 
 namespace syscfg {
@@ -79,6 +83,46 @@ inline constexpr uint64_t MtrrFixDramEn = 1u << 18, MtrrFixDramModEn = 1u << 19,
                           MtrrVarDramEn = 1u << 20, MemEncryptionModEn = 1u << 23,
                           SNPEn = 1u << 24, VMPLEn = 1u << 25;
 }
+
+// The x87 FPU (APM vol 1 §6). Registers in physical order R0..R7 (ST(i) is R[(TOP + i) & 7],
+// TOP = FSW[13:11]), each the 10 bytes of the 80-bit extended format as memory holds them
+// (significand bits 63:0, then sign and exponent: APM vol 1 §6.2.2, the FLD m80 layout). The tag is
+// FXSAVE's abridged one (APM vol 2 §11.4.4.1, FXSAVE: bit i = 1 when R[i] holds a value): the
+// full tag word's valid/zero/special classes are a function of the registers (FSTENV computes
+// them), so carrying them would add state that could contradict the registers.
+// FOP, FIP and FDP are not kept by the interpreter (FXSAVE stores them as 0, QUIRKS.md).
+struct X87State {
+    std::array<std::array<uint8_t, 10>, 8> fpr {};
+    uint16_t fcw { 0x37F }; // FINIT's value (the power-on value is 0x0040; Cpu::reset() sets it)
+    uint16_t fsw {};
+    uint8_t ftw {};         // abridged tag, 0 = all empty
+    bool operator==(X87State const&) const = default;
+};
+
+// SVM guest mode (APM vol 2 §15): what VMRUN established and #VMEXIT will use, live while the
+// guest of a hypervisor that runs *inside* the emulated machine executes (cpu/svm/svm.h,
+// svm::GuestMode, field for field). Cpu::host_vmrun() (the built-in hypervisor) never leaves a
+// guest mode behind between calls, so this is only ever set for a guest-run hypervisor.
+struct SvmGuestState {
+    static constexpr uint32_t kNoKey = 0xFFFFFFFF; // mmu::KeyId::none()
+    uint64_t vmcb {};               // SPA of the VMCB (rAX at VMRUN, C-bit stripped)
+    uint32_t vmcb_key { kNoKey };   // key slot of its accesses
+    uint64_t hsave {};              // VM_HSAVE_PA at VMRUN (C-bit stripped)
+    uint32_t hsave_key { kNoKey };
+    std::array<uint8_t, 0x400> control {}; // VmcbControlArea as VMRUN read it (V_TPR/V_IRQ kept current)
+    uint32_t asid {};
+    bool np {}, sev {}, sev_es {}, vte {};
+    uint64_t vmsa {};               // SEV-ES
+    uint64_t n_cr3 {};              // svm::NptContext, valid when np
+    bool npt_nxe {}, npt_sme {};
+    uint8_t npt_c_bit { 51 }, npt_phys_bits { 43 };
+    uint8_t tlb_flush {};           // svm::TlbFlush
+    uint32_t event_inj {};          // EVENTINJ as VMRUN decoded it (V bit clear: none), §15.20
+    uint32_t event_inj_err {};
+    uint64_t host_pat {};
+    bool host_if {};
+    bool operator==(SvmGuestState const&) const = default;
+};
 
 struct CpuState {
     std::array<uint64_t, 16> gpr {};
@@ -96,6 +140,21 @@ struct CpuState {
     uint32_t mxcsr { 0x1F80 };
     uint64_t tsc {};
     MsrState msr {};
+    X87State x87 {};
+
+    // Run state: what decides the next instruction besides the registers.
+    bool halted {};                 // HLT executed, no interrupt taken since
+    bool interrupt_shadow {};       // the instruction before was STI or MOV SS (APM vol 2 §8.1.3)
+    bool gif { true };              // global interrupt flag (APM vol 2 §15.17)
+    bool pending_shutdown {};       // a triple fault happened (run() keeps returning Shutdown)
+    // Retired instructions since the CPU was built: the TSC's source (TSC = instructions +
+    // an offset, so set_state() with `tsc` continues RDTSC exactly) and CpuStats::instructions,
+    // which set_state() sets to it. A state built from scratch restarts the count at 0; keep it
+    // by starting from state().
+    uint64_t instructions {};
+    std::optional<SvmGuestState> svm_guest; // set between VMRUN and #VMEXIT
+
+    bool operator==(CpuState const&) const = default;
 };
 
 } // namespace sevemu::cpu

@@ -295,6 +295,7 @@ TEST_CASE("32-bit privilege: IRET to CPL 3, INT 0x80 through the TSS stack, IRET
     CpuState k = m.cpu->state();
     CHECK(k.seg[DS].selector == 0); // nulled on the way out to CPL 3 (DPL 0 data)
     k.rip = kCode + 0x200;
+    k.halted = false; // CpuState carries HLT's state: resume as if an interrupt had woken it
     m.cpu->set_state(k);
     m.run(); // IRET back to CPL 3, then HLT there is #GP(0)
     CHECK(m.halted_vector() == 13);

@@ -1,0 +1,313 @@
+// sevemu — the snapshot stream (layout and rules in base/state_stream.h).
+#include "base/state_stream.h"
+
+#include <boost/crc.hpp>
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+#include <string>
+
+namespace sevemu {
+
+namespace {
+
+constexpr size_t kMagicSize = sizeof(kSnapshotMagic) - 1; // 16, without the NUL
+static_assert(kMagicSize == 16);
+constexpr uint8_t kSectionTag = 0x01, kEndTag = 0xFF;
+constexpr size_t kHeaderSize = kMagicSize + 4 + 4;
+constexpr size_t kEndSize = 1 + 4 + 4;
+
+uint32_t crc32(std::span<uint8_t const> b) { return snapshot_crc32(b); }
+
+void put_le(std::vector<uint8_t>& out, uint64_t v, unsigned n)
+{
+    for (unsigned k = 0; k < n; ++k)
+        out.push_back(uint8_t(v >> (8 * k)));
+}
+
+uint64_t get_le(uint8_t const* p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned k = 0; k < n; ++k)
+        v |= uint64_t(p[k]) << (8 * k);
+    return v;
+}
+
+std::string num(uint64_t v) { return std::to_string(v); }
+
+std::string hex(uint64_t v, unsigned digits = 0)
+{
+    static char const kDigits[] = "0123456789abcdef";
+    std::string out;
+    do {
+        out.insert(out.begin(), kDigits[v & 15]);
+        v >>= 4;
+    } while (v);
+    while (out.size() < digits)
+        out.insert(out.begin(), '0');
+    return "0x" + out;
+}
+
+bool valid_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+}
+
+bool valid_name(std::string_view n)
+{
+    return !n.empty() && n.size() <= kMaxSectionName && std::all_of(n.begin(), n.end(), valid_name_char);
+}
+
+// A name as it may appear in a message: printable, whatever the stream held.
+std::string printable(std::span<uint8_t const> b)
+{
+    std::string s;
+    for (uint8_t c : b)
+        s += (c >= 0x20 && c < 0x7F && c != '\'') ? std::string(1, char(c)) : "\\x" + hex(c, 2).substr(2);
+    return s;
+}
+
+} // namespace
+
+// boost::crc_32_type is CRC-32/ISO-HDLC (reflected 0x04C11DB7, init and xorout 0xFFFFFFFF), what
+// zlib's crc32() computes (Greg Cook's CRC catalogue, "CRC-32/ISO-HDLC", check 0xCBF43926).
+uint32_t snapshot_crc32(std::span<uint8_t const> b)
+{
+    boost::crc_32_type crc;
+    crc.process_bytes(b.data(), b.size());
+    return crc.checksum();
+}
+
+std::string StateError::text() const
+{
+    if (section.empty())
+        return "snapshot: " + message;
+    return "snapshot section '" + section + "': " + message;
+}
+
+// ---------------------------------------------------------------- StateWriter
+
+void StateWriter::u16(uint16_t v) { put_le(m_bytes, v, 2); }
+void StateWriter::u32(uint32_t v) { put_le(m_bytes, v, 4); }
+void StateWriter::u64(uint64_t v) { put_le(m_bytes, v, 8); }
+
+void StateWriter::bytes(std::span<uint8_t const> b)
+{
+    u64(b.size());
+    raw(b);
+}
+
+void StateWriter::raw(std::span<uint8_t const> b) { m_bytes.insert(m_bytes.end(), b.begin(), b.end()); }
+
+// ---------------------------------------------------------------- StateReader
+
+bool StateReader::need(size_t n)
+{
+    if (!ok())
+        return false;
+    if (remaining() < n) {
+        fail("truncated payload (" + num(n) + " bytes wanted at offset " + num(m_pos) + ", " + num(remaining()) + " left)");
+        return false;
+    }
+    return true;
+}
+
+uint8_t StateReader::u8()
+{
+    if (!need(1)) return 0;
+    return m_data[m_pos++];
+}
+
+uint16_t StateReader::u16()
+{
+    if (!need(2)) return 0;
+    auto v = uint16_t(get_le(m_data.data() + m_pos, 2));
+    m_pos += 2;
+    return v;
+}
+
+uint32_t StateReader::u32()
+{
+    if (!need(4)) return 0;
+    auto v = uint32_t(get_le(m_data.data() + m_pos, 4));
+    m_pos += 4;
+    return v;
+}
+
+uint64_t StateReader::u64()
+{
+    if (!need(8)) return 0;
+    auto v = get_le(m_data.data() + m_pos, 8);
+    m_pos += 8;
+    return v;
+}
+
+bool StateReader::boolean()
+{
+    size_t at = m_pos;
+    uint8_t v = u8();
+    if (v > 1) {
+        fail("boolean at offset " + num(at) + " is " + hex(v, 2) + ", not 0 or 1");
+        return false;
+    }
+    return v == 1;
+}
+
+std::vector<uint8_t> StateReader::bytes(uint64_t max_length)
+{
+    size_t at = m_pos;
+    uint64_t n = u64();
+    if (!ok())
+        return {};
+    // Both checks before any allocation: a corrupted length must not make us reserve it.
+    if (n > max_length) {
+        fail("byte string at offset " + num(at) + " is " + num(n) + " bytes long, more than the " + num(max_length) + " allowed");
+        return {};
+    }
+    if (n > remaining()) {
+        fail("truncated payload (byte string of " + num(n) + " bytes at offset " + num(at) + ", " + num(remaining()) + " left)");
+        return {};
+    }
+    auto s = m_data.subspan(m_pos, size_t(n));
+    m_pos += size_t(n);
+    return { s.begin(), s.end() };
+}
+
+std::span<uint8_t const> StateReader::raw(size_t length)
+{
+    if (!need(length)) return {};
+    auto s = m_data.subspan(m_pos, length);
+    m_pos += length;
+    return s;
+}
+
+void StateReader::fail(std::string message)
+{
+    if (m_error.empty())
+        m_error = message.empty() ? std::string("invalid") : std::move(message);
+}
+
+Result<void, StateError> StateReader::finish() const
+{
+    if (!ok())
+        return make_unexpected(StateError { m_section, m_error });
+    if (remaining() != 0)
+        return make_unexpected(StateError { m_section, num(remaining()) + " trailing bytes after the payload's last field" });
+    return {};
+}
+
+// ---------------------------------------------------------------- SnapshotWriter
+
+SnapshotWriter::SnapshotWriter()
+{
+    m_bytes.reserve(4096);
+    for (size_t k = 0; k < kMagicSize; ++k)
+        m_bytes.push_back(uint8_t(kSnapshotMagic[k]));
+    put_le(m_bytes, kSnapshotStreamVersion, 4);
+    put_le(m_bytes, 0, 4); // flags
+}
+
+void SnapshotWriter::add(std::string_view name, uint32_t version, std::span<uint8_t const> payload)
+{
+    assert(valid_name(name));
+    assert(std::find(m_names.begin(), m_names.end(), name) == m_names.end());
+    m_names.emplace_back(name);
+    size_t start = m_bytes.size();
+    m_bytes.push_back(kSectionTag);
+    m_bytes.push_back(uint8_t(name.size()));
+    m_bytes.insert(m_bytes.end(), name.begin(), name.end());
+    put_le(m_bytes, version, 4);
+    put_le(m_bytes, payload.size(), 8);
+    m_bytes.insert(m_bytes.end(), payload.begin(), payload.end());
+    put_le(m_bytes, crc32(std::span(m_bytes).subspan(start)), 4);
+    ++m_sections;
+}
+
+std::vector<uint8_t> SnapshotWriter::finish()
+{
+    m_bytes.push_back(kEndTag);
+    put_le(m_bytes, m_sections, 4);
+    put_le(m_bytes, crc32(m_bytes), 4);
+    m_sections = 0;
+    m_names.clear();
+    return std::move(m_bytes);
+}
+
+// ---------------------------------------------------------------- parse_snapshot
+
+Result<std::vector<SnapshotSection>, StateError> parse_snapshot(std::span<uint8_t const> s)
+{
+    auto err = [](std::string section, std::string message) {
+        return make_unexpected(StateError { std::move(section), std::move(message) });
+    };
+    if (s.size() < kMagicSize || std::memcmp(s.data(), kSnapshotMagic, kMagicSize) != 0)
+        return err("", s.size() < kMagicSize && std::memcmp(s.data(), kSnapshotMagic, s.size()) == 0
+                ? "truncated header"
+                : "not a sevemu snapshot (bad magic)");
+    if (s.size() < kHeaderSize)
+        return err("", "truncated header");
+    auto version = uint32_t(get_le(s.data() + kMagicSize, 4));
+    if (version != kSnapshotStreamVersion)
+        return err("", "unsupported stream version " + num(version) + " (this build reads version " + num(kSnapshotStreamVersion) + ")");
+    auto flags = uint32_t(get_le(s.data() + kMagicSize + 4, 4));
+    if (flags != 0)
+        return err("", "unsupported stream flags " + hex(flags));
+
+    std::vector<SnapshotSection> out;
+    size_t pos = kHeaderSize;
+    for (;;) {
+        // Where a message that cannot name its own section says it was.
+        auto where = [&] {
+            return out.empty() ? std::string("after the header") : "after section '" + out.back().name + "'";
+        };
+        if (pos >= s.size())
+            return err("", "truncated: no end record (" + where() + ")");
+        uint8_t tag = s[pos];
+        if (tag == kEndTag)
+            break;
+        if (tag != kSectionTag)
+            return err("", "bad record tag " + hex(tag, 2) + " at offset " + num(pos) + " (" + where() + ")");
+        if (s.size() - pos < 2)
+            return err("", "truncated section header at offset " + num(pos) + " (" + where() + ")");
+        size_t name_len = s[pos + 1];
+        if (name_len == 0 || name_len > kMaxSectionName)
+            return err("", "bad section name length " + num(name_len) + " at offset " + num(pos) + " (" + where() + ")");
+        if (s.size() - pos - 2 < name_len)
+            return err("", "truncated section header at offset " + num(pos) + " (" + where() + ")");
+        auto name_bytes = s.subspan(pos + 2, name_len);
+        std::string name(name_bytes.begin(), name_bytes.end());
+        if (!valid_name(name))
+            return err("", "bad section name '" + printable(name_bytes) + "' at offset " + num(pos) + " (" + where() + ")");
+        size_t after_name = pos + 2 + name_len;
+        if (s.size() - after_name < 4 + 8)
+            return err(name, "truncated");
+        auto sec_version = uint32_t(get_le(s.data() + after_name, 4));
+        uint64_t len = get_le(s.data() + after_name + 4, 8);
+        size_t payload_at = after_name + 12;
+        if (len > s.size() - payload_at || s.size() - payload_at - len < 4)
+            return err(name, "truncated");
+        size_t crc_at = payload_at + size_t(len);
+        auto stored = uint32_t(get_le(s.data() + crc_at, 4));
+        if (crc32(s.subspan(pos, crc_at - pos)) != stored)
+            return err(name, "CRC mismatch");
+        // The name after the CRC check: a corrupted name is a CRC mismatch, not a duplicate.
+        if (std::any_of(out.begin(), out.end(), [&](auto const& x) { return x.name == name; }))
+            return err(name, "duplicate section");
+        out.push_back({ std::move(name), sec_version, s.subspan(payload_at, size_t(len)) });
+        pos = crc_at + 4;
+    }
+    if (s.size() - pos < kEndSize)
+        return err("", "truncated end record");
+    auto count = uint32_t(get_le(s.data() + pos + 1, 4));
+    auto stored = uint32_t(get_le(s.data() + pos + 5, 4));
+    if (crc32(s.subspan(0, pos + 5)) != stored)
+        return err("", "stream CRC mismatch");
+    if (count != out.size())
+        return err("", "end record counts " + num(count) + " sections, the stream holds " + num(out.size()));
+    if (s.size() != pos + kEndSize)
+        return err("", num(s.size() - pos - kEndSize) + " bytes after the end record");
+    return out;
+}
+
+} // namespace sevemu
