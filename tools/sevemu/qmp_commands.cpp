@@ -118,6 +118,33 @@ qmp::CommandTable machine_commands(emulator::Machine& machine, emulator::Migrati
         });
     });
 
+    // --- Instruction counts (qapi/replay.json). QEMU offers these while it replays a recorded
+    // execution (-icount rr=replay); sevemu's execution is deterministic in every run (virtual
+    // time is the instruction count), so they work without a recording: query-replay reports
+    // mode "none" and the count, and replay-break stops the machine at a count (QUIRKS.md).
+    t.add("query-replay", [&m](Json const&) {
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            return Json { { "mode", "none" }, { "icount", mm.instructions_retired() } };
+        });
+    });
+    // { 'command': 'replay-break', 'data': { 'icount': 'int' } }
+    t.add("replay-break", { { "icount", Int, true } }, [&m](Json const& a) -> Result<Json, Error> {
+        int64_t icount = TRY(qmp::arg_int(a, "icount"));
+        return on_machine(m, [icount](emulator::Machine& mm) -> Result<Json, Error> {
+            // QEMU replay/replay-debugging.c qmp_replay_break().
+            if (icount < 0 || uint64_t(icount) < mm.instructions_retired())
+                return make_unexpected(qmp::generic_error("cannot set breakpoint at the instruction in the past"));
+            mm.set_instruction_breakpoint(uint64_t(icount));
+            return Json::object();
+        });
+    });
+    t.add("replay-delete-break", [&m](Json const&) {
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            mm.set_instruction_breakpoint(std::nullopt);
+            return Json::object();
+        });
+    });
+
     // --- Snapshots through QEMU's migration commands (qapi/migration.json, QEMU 7.2).
     // { 'command': 'migrate', 'data': {'uri': 'str', '*blk': 'bool', '*inc': 'bool',
     //   '*detach': 'bool', '*resume': 'bool' } }
