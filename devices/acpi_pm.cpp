@@ -1,5 +1,7 @@
 #include "devices/acpi_pm.h"
 
+#include "devices/state_check.h"
+
 namespace sevemu::devices {
 
 uint32_t AcpiPm::timer() const
@@ -61,6 +63,25 @@ void AcpiPm::write(uint64_t offset, unsigned size, uint64_t value)
             }
         }
     }
+}
+
+void AcpiPm::save(StateWriter& w) const
+{
+    w.u16(m_status);
+    w.u16(m_enable);
+    w.u16(m_control);
+}
+
+void AcpiPm::load(StateReader& r)
+{
+    uint16_t status = r.u16(), enable = r.u16(), control = r.u16();
+    if (!read_to_end(r))
+        return;
+    if (control & kSlpEn)
+        return r.fail("PM1_CNT has SLP_EN set (it is write-only)");
+    m_status = status;
+    m_enable = enable;
+    m_control = control;
 }
 
 } // namespace sevemu::devices

@@ -5,9 +5,14 @@
 // A write to PM1_CNT with SLP_EN and SLP_TYP = 0 is QEMU's S5 (its DSDT's \_S5 is {0, 0}):
 // the guest powers the machine off, and the run ends with status 0. Other sleep types are not
 // modelled (QUIRKS.md).
+//
+// Snapshot section "acpi-pm", version 1 (devices/device.h): u16 PM1a_STS, u16 PM1a_EN,
+// u16 PM1a_CNT (SLP_EN clear: it is write-only and acts at once). The PM timer is the
+// machine's clock, restored by the Machine.
 #pragma once
 
 #include "devices/bus.h"
+#include "devices/device.h"
 
 #include <cstdint>
 #include <functional>
@@ -15,8 +20,9 @@
 
 namespace sevemu::devices {
 
-class AcpiPm final : public BusDevice {
+class AcpiPm final : public BusDevice, public Device {
 public:
+    static constexpr uint32_t kStateVersion = 1;
     static constexpr uint64_t kBase = 0x600, kLength = 0x40;
     static constexpr uint64_t kTimerHz = 3'579'545; // ACPI PM timer frequency (ACPI 6.4 §4.8.3.3)
     static constexpr uint64_t kPm1Status = 0x00, kPm1Enable = 0x02, kPm1Control = 0x04, kPmTimer = 0x08;
@@ -33,7 +39,12 @@ public:
 
     uint32_t timer() const;
     uint16_t control() const { return m_control; }
-    void reset() { m_status = m_enable = m_control = 0; } // a system reset clears PM1 (ACPI §4.8.3)
+    void reset() override { m_status = m_enable = m_control = 0; } // a system reset clears PM1 (ACPI §4.8.3)
+    uint32_t state_version() const override { return kStateVersion; }
+    void save(StateWriter&) const override;
+    void load(StateReader&) override;
+    uint16_t status() const { return m_status; }
+    uint16_t enable() const { return m_enable; }
 
 private:
     uint8_t read_byte(uint64_t offset) const;

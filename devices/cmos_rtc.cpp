@@ -1,5 +1,10 @@
 #include "devices/cmos_rtc.h"
 
+#include "devices/state_check.h"
+
+#include <algorithm>
+#include <string>
+
 namespace sevemu::devices {
 
 namespace {
@@ -17,8 +22,9 @@ int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 
 } // namespace
 
-CmosRtc::CmosRtc(Clock clock)
-    : m_clock(std::move(clock))
+CmosRtc::CmosRtc(Clock now_ns, int64_t epoch_ns)
+    : m_clock(std::move(now_ns))
+    , m_epoch_ns(epoch_ns)
 {
     m_cmos[kRegA] = 0x26;                    // 32.768 kHz time base, 1.024 kHz periodic rate
     m_cmos[kRegB] = kRegB24h;                // 24-hour, BCD (as SeaBIOS expects and QEMU resets to)
@@ -45,7 +51,7 @@ void CmosRtc::set_memory_size(uint64_t below_4g, uint64_t above_4g, unsigned cpu
 
 std::tm CmosRtc::guest_time() const
 {
-    int64_t ns = m_clock() + m_offset_ns;
+    int64_t ns = guest_now_ns();
     std::time_t secs = std::time_t(ns / 1'000'000'000);
     std::tm tm {};
     gmtime_r(&secs, &tm);
@@ -87,7 +93,7 @@ uint8_t CmosRtc::read_register(uint8_t index)
     }
     if (index == kRegA) {
         // UIP is set for the 244 us before each update (MC146818A "Update Cycle").
-        int64_t ns = m_clock() + m_offset_ns;
+        int64_t ns = guest_now_ns();
         int64_t into_second = ((ns % 1'000'000'000) + 1'000'000'000) % 1'000'000'000;
         bool uip = !frozen && into_second >= 1'000'000'000 - 244'000;
         return uint8_t((m_cmos[kRegA] & 0x7F) | (uip ? kRegAUip : 0));
@@ -132,7 +138,7 @@ void CmosRtc::write_register(uint8_t index, uint8_t v)
                     hour += 12;
             }
             int64_t secs = days * 86400 + hour * 3600 + decode(m_cmos[kMinutes]) * 60 + decode(m_cmos[kSeconds]);
-            m_offset_ns = secs * 1'000'000'000 - m_clock();
+            m_offset_ns = secs * 1'000'000'000 - m_clock() - m_epoch_ns;
         }
         return;
     }
@@ -159,6 +165,49 @@ void CmosRtc::write(uint64_t offset, unsigned, uint64_t value)
         return;
     }
     write_register(m_index, uint8_t(value));
+}
+
+void CmosRtc::reset()
+{
+    // MC146818A data sheet, "RESET": clears PIE, AIE, UIE and SQWE in register B and IRQF,
+    // PF, AF, UF in register C. Nothing else (the part is battery backed).
+    m_cmos[kRegB] &= uint8_t(~0x78);
+    m_cmos[kRegC] = 0;
+}
+
+void CmosRtc::save(StateWriter& w) const
+{
+    w.raw(m_cmos);
+    w.u8(m_index);
+    w.boolean(m_nmi_masked);
+    // The guest's clock at machine time 0: with the machine's clock restored, the guest reads
+    // the time it would have read had the run gone on.
+    w.i64(m_epoch_ns + m_offset_ns);
+}
+
+void CmosRtc::load(StateReader& r)
+{
+    std::array<uint8_t, 128> cmos {};
+    auto bytes = r.raw(cmos.size());
+    if (bytes.size() == cmos.size())
+        std::copy(bytes.begin(), bytes.end(), cmos.begin());
+    uint8_t index = r.u8();
+    bool nmi_masked = r.boolean();
+    int64_t base = r.i64();
+    if (!read_to_end(r))
+        return;
+    if (index > 0x7F)
+        return r.fail("index register " + std::to_string(index) + " is not 0x00-0x7f");
+    if (base < -(int64_t(1) << 62) || base > (int64_t(1) << 62))
+        return r.fail("time base out of range");
+    if (cmos[kRegA] & kRegAUip)
+        return r.fail("register A has UIP stored (it is derived)");
+    if (cmos[kRegD] & 0x7F)
+        return r.fail("register D has bits other than VRT set");
+    m_cmos = cmos;
+    m_index = index;
+    m_nmi_masked = nmi_masked;
+    m_offset_ns = int64_t(uint64_t(base) - uint64_t(m_epoch_ns)); // wraps like the sums it undoes
 }
 
 } // namespace sevemu::devices

@@ -6,9 +6,19 @@
 // Time comes from the owner's clock (wall time at machine start + the machine's elapsed
 // virtual time), so it advances with the guest. Interrupts (periodic, alarm, update-ended) are
 // not raised yet (QUIRKS.md); the flags in register C are.
+//
+// Snapshot section "rtc", version 1 (devices/device.h):
+//   128 bytes  CMOS RAM and registers 0x00-0x7F as stored (the clock registers hold what the
+//              guest wrote while SET was on; register A without UIP, which is derived)
+//   u8         index register (0x00-0x7F), bool NMI masked (port 0x70 bit 7)
+//   i64        the guest's time base: the Unix time in nanoseconds the guest's clock shows
+//              at machine time 0. The guest's date continues from the snapshot rather than
+//              being read from the host again: a restored RTC shows snapshot time + the
+//              virtual time elapsed since (with the two-clock constructor; see below).
 #pragma once
 
 #include "devices/bus.h"
+#include "devices/device.h"
 
 #include <array>
 #include <cstdint>
@@ -18,18 +28,35 @@
 
 namespace sevemu::devices {
 
-class CmosRtc final : public BusDevice {
+class CmosRtc final : public BusDevice, public Device {
 public:
     static constexpr uint64_t kBase = 0x70;
     static constexpr unsigned kIrq = 8;
-    // Nanoseconds since the Unix epoch, as the guest should see them now.
+    static constexpr uint32_t kStateVersion = 1;
     using Clock = std::function<int64_t()>;
 
-    explicit CmosRtc(Clock clock);
+    // now_ns: the machine's clock (virtual nanoseconds since power-on); epoch_ns: the Unix
+    // time in nanoseconds at machine time 0 (the host's wall clock when the machine was built).
+    // The guest sees epoch_ns + now_ns() until it sets the time; a snapshot carries the guest's
+    // time base, so a restored guest's date continues from the snapshot.
+    CmosRtc(Clock now_ns, int64_t epoch_ns);
+    // One clock giving Unix nanoseconds directly (epoch 0). A snapshot's time base is then
+    // relative to that clock, so a restore continues from the snapshot only if the clock does.
+    explicit CmosRtc(Clock unix_ns) : CmosRtc(std::move(unix_ns), 0) {}
 
-    std::string_view name() const override { return "cmos-rtc"; }
+    std::string_view name() const override { return "rtc"; }
     uint64_t read(uint64_t offset, unsigned size) override;
     void write(uint64_t offset, unsigned size, uint64_t value) override;
+
+    // Device. reset(): what a system reset changes on an MC146818A (data sheet, "RESET"):
+    // register B's interrupt enables and SQWE, register C's flags; the clock, the CMOS bytes
+    // and the time base are battery backed and stay.
+    void reset() override;
+    uint32_t state_version() const override { return kStateVersion; }
+    void save(StateWriter&) const override;
+    void load(StateReader&) override;
+    // The guest's current time in Unix nanoseconds.
+    int64_t guest_now_ns() const { return m_epoch_ns + m_clock() + m_offset_ns; }
 
     // PC memory-size bytes (QEMU hw/i386/pc.c pc_cmos_init): base memory, extended memory
     // above 1 MiB (KiB), above 16 MiB (64 KiB units), above 4 GiB (64 KiB units), CPU count.
@@ -52,10 +79,11 @@ private:
     int decode(uint8_t value) const;
 
     Clock m_clock;
+    int64_t m_epoch_ns {};
     std::array<uint8_t, 128> m_cmos {};
     uint8_t m_index {};
     bool m_nmi_masked { true };
-    int64_t m_offset_ns {}; // guest-set time minus clock time
+    int64_t m_offset_ns {}; // guest-set time minus (epoch + clock time)
 };
 
 } // namespace sevemu::devices

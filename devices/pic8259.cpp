@@ -1,5 +1,9 @@
 #include "devices/pic8259.h"
 
+#include "devices/state_check.h"
+
+#include <string>
+
 namespace sevemu::devices {
 
 Pic8259Pair::Pic8259Pair()
@@ -223,6 +227,51 @@ void Pic8259Pair::Port::write(uint64_t offset, unsigned, uint64_t value)
         m_pair.m_chip[m_which].write(offset & 1, uint8_t(value));
     }
     m_pair.update();
+}
+
+void Pic8259Pair::Chip::save(StateWriter& w) const
+{
+    for (uint8_t v : { irr, isr, imr, last_level, elcr, vector_base, lowest_priority_rotation, init_step })
+        w.u8(v);
+    for (bool b : { icw4_needed, single, auto_eoi, rotate_on_auto_eoi, special_fully_nested, read_isr, poll, special_mask })
+        w.boolean(b);
+}
+
+void Pic8259Pair::Chip::load(StateReader& r)
+{
+    for (uint8_t* v : { &irr, &isr, &imr, &last_level, &elcr, &vector_base, &lowest_priority_rotation, &init_step })
+        *v = r.u8();
+    for (bool* b : { &icw4_needed, &single, &auto_eoi, &rotate_on_auto_eoi, &special_fully_nested, &read_isr, &poll, &special_mask })
+        *b = r.boolean();
+}
+
+void Pic8259Pair::save(StateWriter& w) const
+{
+    for (auto const& c : m_chip)
+        c.save(w);
+}
+
+void Pic8259Pair::load(StateReader& r)
+{
+    std::array<Chip, 2> chip = m_chip; // keeps the wiring constants (elcr_mask)
+    for (auto& c : chip)
+        c.load(r);
+    if (!read_to_end(r))
+        return;
+    for (unsigned i = 0; i < 2; ++i) {
+        auto const& c = chip[i];
+        char const* which = i ? "slave" : "master";
+        if (c.init_step > 3)
+            return r.fail(std::string(which) + ": initialization step " + std::to_string(c.init_step) + " is not 0-3");
+        if (c.lowest_priority_rotation > 7)
+            return r.fail(std::string(which) + ": priority rotation " + std::to_string(c.lowest_priority_rotation) + " is not 0-7");
+        if (c.vector_base & 7)
+            return r.fail(std::string(which) + ": vector base has bits 2:0 set");
+        if (c.elcr & ~c.elcr_mask)
+            return r.fail(std::string(which) + ": ELCR sets lines that are always edge triggered");
+    }
+    m_chip = chip;
+    update(); // INTR and the cascade request follow from the restored registers
 }
 
 } // namespace sevemu::devices

@@ -5,9 +5,17 @@
 // OCW1 (mask), OCW2 (EOI, specific EOI, rotation, set priority), OCW3 (read IRR/ISR, poll,
 // special mask), auto-EOI and special fully nested mode; edge or level triggering per line
 // as the PIIX/ICH ELCR sets it. The CPU sees intr() and acknowledge() (the INTA cycles).
+//
+// Snapshot section "pic", version 1 (devices/device.h): per chip, master then slave —
+//   u8 IRR, ISR, IMR, line levels (the edge detector's last level per IR), ELCR,
+//   u8 vector base (ICW2 & 0xF8), lowest-priority rotation (0-7), initialization step (0-3),
+//   bool ICW4 needed, single, auto-EOI, rotate on auto-EOI, special fully nested,
+//        read ISR (OCW3 RR/RIS), poll pending, special mask.
+// INTR and the master's IR2 (the slave's INT) are re-derived after a load.
 #pragma once
 
 #include "devices/bus.h"
+#include "devices/device.h"
 
 #include <array>
 #include <cstdint>
@@ -15,16 +23,18 @@
 
 namespace sevemu::devices {
 
-class Pic8259Pair {
+class Pic8259Pair final : public Device, public InterruptController, public IrqSink {
 public:
     static constexpr uint64_t kMasterBase = 0x20, kSlaveBase = 0xA0, kElcrBase = 0x4D0;
+    static constexpr uint32_t kStateVersion = 1;
 
     Pic8259Pair();
 
     // The 16 ISA interrupt request lines (IRQ 2 is the cascade and is not a device line).
-    void set_irq(unsigned irq, bool level);
+    void set_irq(unsigned irq, bool level) override;
     bool intr() const { return m_intr; }
-    uint8_t acknowledge(); // the vector, as the two INTA cycles deliver it
+    bool interrupt_pending() const override { return m_intr; }
+    uint8_t acknowledge() override; // the vector, as the two INTA cycles deliver it
 
     BusDevice& master() { return m_master_port; }
     BusDevice& slave() { return m_slave_port; }
@@ -35,7 +45,12 @@ public:
     uint8_t isr(bool slave) const { return m_chip[slave].isr; }
     uint8_t imr(bool slave) const { return m_chip[slave].imr; }
 
-    void reset();
+    // Device.
+    std::string_view name() const override { return "pic"; }
+    void reset() override;
+    uint32_t state_version() const override { return kStateVersion; }
+    void save(StateWriter&) const override;
+    void load(StateReader&) override;
 
 private:
     struct Chip {
@@ -52,6 +67,8 @@ private:
         void write(uint64_t offset, uint8_t value);
         uint8_t read(uint64_t offset, bool is_master);
         void reset_chip();
+        void save(StateWriter&) const;
+        void load(StateReader&); // fields only; the caller validates
     };
 
     class Port final : public BusDevice {

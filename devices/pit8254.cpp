@@ -1,5 +1,9 @@
 #include "devices/pit8254.h"
 
+#include "devices/state_check.h"
+
+#include <string>
+
 namespace sevemu::devices {
 
 namespace {
@@ -271,6 +275,78 @@ void Pit8254::PortB::write(uint64_t, unsigned, uint64_t value)
 {
     m_pit.set_gate2(value & 0x01);
     m_pit.m_speaker_enable = value & 0x02;
+}
+
+void Pit8254::save(StateWriter& w) const
+{
+    for (Channel const& c : m_ch) {
+        w.u8(c.mode);
+        w.u8(c.access);
+        w.boolean(c.bcd);
+        w.u32(c.reload);
+        w.boolean(c.armed);
+        w.i64(c.load_ns);
+        w.boolean(c.gate);
+        w.i64(c.gate_low_ns);
+        w.boolean(c.write_msb_next);
+        w.boolean(c.read_msb_next);
+        w.u8(c.write_lsb);
+        w.boolean(c.latched.has_value());
+        w.u16(c.latched.value_or(0));
+        w.boolean(c.latched_msb_next);
+        w.boolean(c.status_latch.has_value());
+        w.u8(c.status_latch.value_or(0));
+        w.boolean(c.null_count);
+    }
+    w.i64(m_advanced_to);
+    w.boolean(m_speaker_enable);
+}
+
+void Pit8254::load(StateReader& r)
+{
+    std::array<Channel, 3> ch;
+    for (Channel& c : ch) {
+        c.mode = r.u8();
+        c.access = r.u8();
+        c.bcd = r.boolean();
+        c.reload = r.u32();
+        c.armed = r.boolean();
+        c.load_ns = r.i64();
+        c.gate = r.boolean();
+        c.gate_low_ns = r.i64();
+        c.write_msb_next = r.boolean();
+        c.read_msb_next = r.boolean();
+        c.write_lsb = r.u8();
+        bool latched = r.boolean();
+        uint16_t latched_value = r.u16();
+        c.latched = latched ? std::optional<uint16_t>(latched_value) : std::nullopt;
+        c.latched_msb_next = r.boolean();
+        bool status = r.boolean();
+        uint8_t status_value = r.u8();
+        c.status_latch = status ? std::optional<uint8_t>(status_value) : std::nullopt;
+        c.null_count = r.boolean();
+    }
+    int64_t advanced_to = r.i64();
+    bool speaker = r.boolean();
+    if (!read_to_end(r))
+        return;
+    for (unsigned i = 0; i < 3; ++i) {
+        Channel const& c = ch[i];
+        std::string which = "channel " + std::to_string(i);
+        if (c.mode > 5)
+            return r.fail(which + ": counting mode " + std::to_string(c.mode) + " is not 0-5");
+        if (c.access > 3)
+            return r.fail(which + ": access mode " + std::to_string(c.access) + " is not 0-3");
+        if (c.reload == 0 || c.reload > 0x10000)
+            return r.fail(which + ": count " + std::to_string(c.reload) + " is not 1-65536");
+        if (c.armed && (c.mode == 2 || c.mode == 3) && c.reload < 2)
+            return r.fail(which + ": count 1 in mode " + std::to_string(c.mode));
+        if (i < 2 && !c.gate)
+            return r.fail(which + ": gate low (it is wired high)");
+    }
+    m_ch = ch;
+    m_advanced_to = advanced_to;
+    m_speaker_enable = speaker;
 }
 
 } // namespace sevemu::devices

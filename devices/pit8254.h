@@ -8,9 +8,22 @@
 // calls advance(now) and the timer raises an edge on the line for every rising OUT seen since
 // the last call (several periods in one call make one interrupt, as a busy PIC would see).
 // BCD counting is accepted and stored but counts in binary (QUIRKS.md).
+//
+// Snapshot section "pit", version 1 (devices/device.h). Times are the machine's clock in
+// nanoseconds, as they are (the Machine saves and restores its clock, so a restored timer
+// fires at the same virtual instant). Per channel 0, 1, 2:
+//   u8 mode (0-5), u8 access (0: none yet, behaves as 3; 1 LSB, 2 MSB, 3 LSB then MSB),
+//   bool BCD, u32 reload (1..0x10000; 2.. in modes 2, 3 once armed), bool armed,
+//   i64 load time, bool gate (always 1 for channels 0 and 1), i64 gate-low time,
+//   bool write-MSB-next, bool read-MSB-next, u8 written LSB,
+//   bool count latched, u16 latched count, bool latched-MSB-next,
+//   bool status latched, u8 status, bool null count;
+// then i64 the time IRQ 0 edges were computed up to, bool speaker enable (port 0x61 bit 1).
+// IRQ 0 is an edge the timer pulses, so there is no line level to re-derive after a load.
 #pragma once
 
 #include "devices/bus.h"
+#include "devices/device.h"
 
 #include <array>
 #include <cstdint>
@@ -20,9 +33,10 @@
 
 namespace sevemu::devices {
 
-class Pit8254 {
+class Pit8254 final : public Device {
 public:
     static constexpr uint64_t kBase = 0x40, kPortB = 0x61;
+    static constexpr uint32_t kStateVersion = 1;
     static constexpr uint64_t kFrequencyHz = 1'193'182;
 
     // Nanoseconds of the machine's (virtual) time; port accesses read it to know "now".
@@ -33,7 +47,11 @@ public:
     BusDevice& port_b() { return m_port_b; }           // 0x61
 
     // Power-on state (a system reset): every channel unprogrammed, IRQ 0 low, the speaker off.
-    void reset();
+    void reset() override;
+    std::string_view name() const override { return "pit"; }
+    uint32_t state_version() const override { return kStateVersion; }
+    void save(StateWriter&) const override;
+    void load(StateReader&) override;
     // Bring the outputs up to `now_ns` (raising IRQ 0 on channel 0's rising edges).
     void advance(int64_t now_ns);
     // When channel 0's output next rises (for a halted CPU to sleep until), if ever.

@@ -121,4 +121,45 @@ void PspMailbox::update_irq()
         m_irq.set(level);
 }
 
+void PspMailbox::save(StateWriter& w) const
+{
+    for (uint32_t v : { m_cmdresp, m_cmdbuf_lo, m_cmdbuf_hi, m_inten, m_intsts })
+        w.u32(v);
+    w.u64(m_commands);
+}
+
+std::optional<PspMailbox::SavedState> PspMailbox::read_state(StateReader& r)
+{
+    SavedState st {};
+    st.cmdresp = r.u32(), st.cmdbuf_lo = r.u32(), st.cmdbuf_hi = r.u32(), st.inten = r.u32(), st.intsts = r.u32();
+    st.commands = r.u64();
+    if (!r.ok())
+        return std::nullopt;
+    // The firmware runs each command to completion before the write returns, so a saved
+    // mailbox is never busy: CmdResp is 0 (never used) or has PSP_CMDRESP_RESP set.
+    if (st.cmdresp != 0 && !(st.cmdresp & kCmdRespResp)) {
+        r.fail("mailbox: CmdResp shows a command still running");
+        return std::nullopt;
+    }
+    if (st.intsts & ~kIntCmdComplete) {
+        r.fail("mailbox: P2CMSG_INTSTS has bits other than SEV_CMD_COMPLETE set");
+        return std::nullopt;
+    }
+    return st;
+}
+
+void PspMailbox::restore(SavedState const& st)
+{
+    m_cmdresp = st.cmdresp, m_cmdbuf_lo = st.cmdbuf_lo, m_cmdbuf_hi = st.cmdbuf_hi, m_inten = st.inten;
+    m_intsts = st.intsts;
+    m_commands = st.commands;
+    m_irq.set((m_intsts & m_inten) != 0);
+}
+
+void PspMailbox::reset()
+{
+    m_cmdresp = m_cmdbuf_lo = m_cmdbuf_hi = m_inten = m_intsts = 0;
+    m_irq.set(false);
+}
+
 } // namespace sevemu::devices

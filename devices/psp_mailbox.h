@@ -11,9 +11,11 @@
 #pragma once
 
 #include "base/epyc_model.h"
+#include "base/state_stream.h"
 #include "devices/bus.h"
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace sevemu::firmware {
@@ -62,6 +64,20 @@ public:
 
     Registers const& layout() const { return m_regs; }
     uint64_t commands_run() const { return m_commands; }
+
+    // Part of the AMD-SP's snapshot section (devices/amd_sp.h): u32 CmdResp, CmdBuff_Addr_Lo,
+    // CmdBuff_Addr_Hi, P2CMSG_INTEN, P2CMSG_INTSTS, u64 commands run. read_state() reads and
+    // validates (on failure the reader carries the error); restore() assigns and drives the
+    // interrupt line.
+    struct SavedState {
+        uint32_t cmdresp, cmdbuf_lo, cmdbuf_hi, inten, intsts;
+        uint64_t commands;
+    };
+    void save(StateWriter&) const;
+    static std::optional<SavedState> read_state(StateReader&);
+    void restore(SavedState const&);
+    // Power-on values (registers zero, line low); the command count stays.
+    void reset();
 
 private:
     uint32_t read32(uint64_t offset) const;

@@ -1,5 +1,9 @@
 #include "devices/uart16550.h"
 
+#include "devices/state_check.h"
+
+#include <vector>
+
 namespace sevemu::devices {
 
 // PC16550D Table II: offset, DLAB, then what a read and a write reach.
@@ -16,9 +20,10 @@ std::array<Uart16550::Register, 10> const Uart16550::kRegisters { {
     { 7, false, "SCR", "SCR", &Uart16550::read_scr, &Uart16550::write_scr },
 } };
 
-Uart16550::Uart16550(IrqLine& irq, Sink sink)
+Uart16550::Uart16550(IrqLine& irq, Sink sink, std::string name)
     : m_irq(irq)
     , m_sink(std::move(sink))
+    , m_name(std::move(name))
 {
     reset();
 }
@@ -244,6 +249,50 @@ uint8_t Uart16550::read_msr()
 void Uart16550::update_irq()
 {
     m_irq.set(pending_interrupt() != kIirNoInterrupt);
+}
+
+void Uart16550::save(StateWriter& w) const
+{
+    for (uint8_t v : { m_ier, m_lcr, m_mcr, m_scr, m_fcr, m_dll, m_dlm, m_lsr_errors, m_msr_delta, m_last_modem })
+        w.u8(v);
+    w.boolean(m_thr_interrupt);
+    std::vector<uint8_t> rx(m_rx.begin(), m_rx.end()), backlog(m_backlog.begin(), m_backlog.end());
+    w.bytes(rx);
+    w.bytes(backlog);
+}
+
+void Uart16550::load(StateReader& r)
+{
+    uint8_t ier = r.u8(), lcr = r.u8(), mcr = r.u8(), scr = r.u8(), fcr = r.u8(), dll = r.u8(), dlm = r.u8();
+    uint8_t lsr_errors = r.u8(), msr_delta = r.u8(), last_modem = r.u8();
+    bool thr_interrupt = r.boolean();
+    std::vector<uint8_t> rx = r.bytes(kFifoSize);
+    std::vector<uint8_t> backlog = r.bytes(kMaxBacklog);
+    if (!read_to_end(r))
+        return;
+    if (ier & ~0x0F)
+        return r.fail("IER has reserved bits 7:4 set");
+    if (mcr & ~0x1F)
+        return r.fail("MCR has reserved bits 7:5 set");
+    if (fcr & ~0xC9)
+        return r.fail("FCR has bits other than enable, DMA mode and trigger level set");
+    if (lsr_errors & ~(kLsrOverrun | kLsrParity | kLsrFraming | kLsrBreak | kLsrFifoError))
+        return r.fail("LSR error bits include non-error bits");
+    if (msr_delta & 0xF0)
+        return r.fail("MSR deltas include line bits");
+    if (last_modem & 0x0F)
+        return r.fail("MSR lines include delta bits");
+    size_t capacity = (fcr & kFcrEnable) ? kFifoSize : 1;
+    if (rx.size() > capacity)
+        return r.fail("receive FIFO holds " + std::to_string(rx.size()) + " bytes, more than its " + std::to_string(capacity));
+    if (!backlog.empty() && rx.size() < capacity)
+        return r.fail("host input waits while the receiver has room");
+    m_ier = ier, m_lcr = lcr, m_mcr = mcr, m_scr = scr, m_fcr = fcr, m_dll = dll, m_dlm = dlm;
+    m_lsr_errors = lsr_errors, m_msr_delta = msr_delta, m_last_modem = last_modem;
+    m_thr_interrupt = thr_interrupt;
+    m_rx.assign(rx.begin(), rx.end());
+    m_backlog.assign(backlog.begin(), backlog.end());
+    update_irq(); // the wiring hears the restored level
 }
 
 } // namespace sevemu::devices

@@ -11,31 +11,49 @@
 // FIFO loses only what was already inside, as on QEMU. With the FIFO on, the receive interrupt
 // follows the trigger level; below it, the character-timeout interrupt is reported at once
 // (there is no character timing).
+//
+// Snapshot section "com1" (the name given at construction; COM1 by default), version 1
+// (devices/device.h):
+//   u8 IER, LCR, MCR, SCR, FCR (enable, DMA mode, trigger: FCR & 0xC9), DLL, DLM,
+//   u8 LSR error bits (overrun, parity, framing, break, FIFO error; cleared by reading LSR),
+//   u8 MSR deltas (MSR[3:0]), u8 modem lines last reported (MSR[7:4]),
+//   bool THRE interrupt pending,
+//   bytes receive FIFO / RBR (at most 16 with the FIFO on, 1 with it off),
+//   bytes host input not yet received (at most kMaxBacklog; only while the receiver is full).
+// The transmitter has no state to carry: output is instantaneous. The IRQ line's level is
+// re-derived (and driven) after a load.
 #pragma once
 
 #include "devices/bus.h"
+#include "devices/device.h"
 
 #include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace sevemu::devices {
 
-class Uart16550 final : public BusDevice {
+class Uart16550 final : public BusDevice, public Device {
 public:
     static constexpr uint64_t kCom1Base = 0x3F8;
     static constexpr unsigned kCom1Irq = 4;
     static constexpr uint64_t kRegisterCount = 8;
+    static constexpr uint32_t kStateVersion = 1;
+    // The most host input a snapshot may carry waiting for the receiver (a pasted file's
+    // worth; more is refused rather than allocated).
+    static constexpr uint64_t kMaxBacklog = 16u << 20;
 
     // What the guest transmits goes to the sink, one byte at a time.
     using Sink = std::function<void(uint8_t)>;
 
-    Uart16550(IrqLine& irq, Sink sink);
+    // name: the device's name on the bus and its snapshot section ("com1", "com2", ...).
+    Uart16550(IrqLine& irq, Sink sink, std::string name = "com1");
 
-    std::string_view name() const override { return "uart16550"; }
+    std::string_view name() const override { return m_name; }
     uint64_t read(uint64_t offset, unsigned size) override;
     void write(uint64_t offset, unsigned size, uint64_t value) override;
 
@@ -44,7 +62,10 @@ public:
     void push_input(std::string_view text);
     size_t pending_input() const { return m_rx.size() + m_backlog.size(); }
 
-    void reset();
+    void reset() override;
+    uint32_t state_version() const override { return kStateVersion; }
+    void save(StateWriter&) const override;
+    void load(StateReader&) override;
 
     // Register bits (PC16550D Table II).
     static constexpr uint8_t kIerRxData = 0x01, kIerThre = 0x02, kIerLineStatus = 0x04, kIerModemStatus = 0x08;
@@ -106,6 +127,7 @@ private:
 
     IrqLine& m_irq;
     Sink m_sink;
+    std::string m_name;
     std::deque<uint8_t> m_rx;      // RBR / receive FIFO
     std::deque<uint8_t> m_backlog; // host input not yet received
     uint8_t m_ier {}, m_lcr {}, m_mcr {}, m_scr {}, m_fcr {}, m_dll { 0x0C }, m_dlm {};

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <openssl/rand.h>
 #include <sys/mman.h>
 
@@ -86,6 +88,7 @@ MemoryController::~MemoryController()
     }
     if (m_dram)
         munmap(m_dram, m_map_size);
+    secure_zero(m_host_key.data(), m_host_key.size());
 }
 
 bool MemoryController::is_dram(Spa spa, uint64_t len) const
@@ -137,6 +140,11 @@ Result<void, MemError> MemoryController::program_slot(uint32_t slot, std::span<u
     if (m_slots[slot])
         flush_key(KeyId::slot(slot));
     m_slots[slot] = std::move(*cipher);
+    if (slot == 0) {
+        secure_zero(m_host_key.data(), m_host_key.size());
+        std::copy(key.begin(), key.end(), m_host_key.begin());
+        m_host_key_len = uint8_t(key.size());
+    }
     return {};
 }
 
@@ -326,6 +334,181 @@ void MemoryController::flush_key(KeyId key)
 bool MemoryController::key_has_cached_pages(KeyId key) const
 {
     return std::any_of(m_cache.begin(), m_cache.end(), [&](auto const& kv) { return kv.second.key == key; });
+}
+
+namespace {
+
+bool page_is_zero(uint8_t const* p)
+{
+    uint64_t acc = 0;
+    for (size_t i = 0; i < kPageSize; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    return acc == 0;
+}
+
+std::string describe_size(uint64_t bytes)
+{
+    if (bytes % (1ull << 30) == 0 && bytes)
+        return std::to_string(bytes >> 30) + " GiB";
+    if (bytes % (1ull << 20) == 0 && bytes)
+        return std::to_string(bytes >> 20) + " MiB";
+    if (bytes % (1ull << 10) == 0 && bytes)
+        return std::to_string(bytes >> 10) + " KiB";
+    return std::to_string(bytes) + " bytes";
+}
+
+std::string describe_layout(std::span<std::pair<uint64_t, uint64_t> const> ranges)
+{
+    std::string out;
+    for (auto const& [base, size] : ranges) {
+        if (!out.empty())
+            out += " + ";
+        char at[32];
+        std::snprintf(at, sizeof at, "%#llx", (unsigned long long)base);
+        out += describe_size(size) + " at " + (base ? at : "0x0");
+    }
+    return out.empty() ? "no RAM" : out;
+}
+
+constexpr uint8_t kPageZero = 0, kPageRaw = 1;
+constexpr uint32_t kMaxRanges = 64;
+
+} // namespace
+
+std::optional<std::string> MemoryController::snapshot_blocker() const
+{
+    for (uint32_t slot = 1; slot < m_slots.size(); ++slot)
+        if (m_slots[slot])
+            return "memory key slot " + std::to_string(slot) + " holds an SEV guest's key (ASID " + std::to_string(slot)
+                + "); guest keys never leave the AMD-SP, so a snapshot cannot carry its memory";
+    return std::nullopt;
+}
+
+void MemoryController::save_dram(StateWriter& w)
+{
+    wbinvd(); // DRAM holds the truth: every dirty plaintext page goes back, encrypted
+    w.u32(uint32_t(m_ranges.size()));
+    for (auto const& r : m_ranges) {
+        w.u64(r.base.value);
+        w.u64(r.size);
+    }
+    w.u8(m_host_key_len);
+    w.raw(std::span<uint8_t const>(m_host_key.data(), m_host_key_len));
+    for (auto const& r : m_ranges) {
+        for (uint64_t off = 0; off < r.size; off += kPageSize) {
+            uint8_t const* page = m_dram + r.host_offset + off;
+            if (page_is_zero(page)) {
+                w.u8(kPageZero);
+            } else {
+                w.u8(kPageRaw);
+                w.raw(std::span<uint8_t const>(page, kPageSize));
+            }
+        }
+    }
+}
+
+void MemoryController::load_dram(StateReader& r)
+{
+    // Pass 1: read and check everything, changing nothing.
+    uint32_t count = r.u32();
+    if (!r.ok())
+        return;
+    if (count > kMaxRanges)
+        return r.fail("RAM layout has " + std::to_string(count) + " ranges");
+    std::vector<std::pair<uint64_t, uint64_t>> theirs, ours;
+    for (uint32_t i = 0; i < count; ++i) {
+        uint64_t base = r.u64();
+        uint64_t size = r.u64();
+        theirs.emplace_back(base, size);
+    }
+    if (!r.ok())
+        return;
+    for (auto const& range : m_ranges)
+        ours.emplace_back(range.base.value, range.size);
+    if (theirs != ours)
+        return r.fail("RAM layout differs: snapshot has " + describe_layout(theirs) + ", this machine "
+            + describe_layout(ours));
+
+    uint8_t key_len = r.u8();
+    if (!r.ok())
+        return;
+    if (key_len != 32 && key_len != 64)
+        return r.fail("host key of " + std::to_string(key_len) + " bytes (32 or 64 expected)");
+    std::array<uint8_t, 64> key {};
+    auto key_bytes = r.raw(key_len);
+    if (!r.ok())
+        return;
+    std::copy(key_bytes.begin(), key_bytes.end(), key.begin());
+    auto cipher = XtsCipher::create(std::span<uint8_t const>(key.data(), key_len), m_config.aes_path);
+    if (!cipher) {
+        secure_zero(key.data(), key.size());
+        return r.fail("host key is not a valid AES-XTS key");
+    }
+
+    // One entry per page: where its bytes are in the payload, or null for a zero page.
+    std::vector<uint8_t const*> pages;
+    pages.reserve(m_config.dram_size / kPageSize);
+    for (auto const& range : m_ranges) {
+        for (uint64_t off = 0; off < range.size && r.ok(); off += kPageSize) {
+            uint8_t kind = r.u8();
+            if (kind == kPageZero) {
+                pages.push_back(nullptr);
+            } else if (kind == kPageRaw) {
+                auto bytes = r.raw(kPageSize);
+                pages.push_back(bytes.data());
+            } else if (r.ok()) {
+                char at[32];
+                std::snprintf(at, sizeof at, "%#llx", (unsigned long long)(range.base.value + off));
+                r.fail(std::string("page at ") + at + ": kind " + std::to_string(kind) + " is not 0 (zero) or 1 (raw)");
+            }
+        }
+    }
+    if (r.ok() && r.remaining() != 0)
+        r.fail(std::to_string(r.remaining()) + " trailing bytes after the payload's last field");
+    if (!r.ok() || pages.size() != m_config.dram_size / kPageSize) {
+        secure_zero(key.data(), key.size());
+        return;
+    }
+    for (uint32_t slot = 1; slot < m_slots.size(); ++slot) {
+        if (m_slots[slot]) {
+            secure_zero(key.data(), key.size());
+            return r.fail("this machine's memory key slot " + std::to_string(slot)
+                + " is in use (an SEV guest): its memory cannot be replaced");
+        }
+    }
+
+    // Pass 2: nothing can fail from here on.
+    wbinvd(); // every cached page goes (its listeners hear it); what it wrote back is overwritten
+    m_slots[0] = std::move(*cipher);
+    secure_zero(m_host_key.data(), m_host_key.size());
+    std::copy(key.begin(), key.begin() + key_len, m_host_key.begin());
+    m_host_key_len = key_len;
+    secure_zero(key.data(), key.size());
+    // Zero pages: give the whole mapping back to the kernel (private anonymous memory reads
+    // as zeros afterwards and costs nothing until written), then write the others.
+    if (madvise(m_dram, m_map_size, MADV_DONTNEED) != 0) {
+        size_t i = 0;
+        for (auto const& range : m_ranges)
+            for (uint64_t off = 0; off < range.size; off += kPageSize, ++i)
+                if (!pages[i])
+                    std::memset(m_dram + range.host_offset + off, 0, kPageSize);
+    }
+    size_t i = 0;
+    for (auto const& range : m_ranges)
+        for (uint64_t off = 0; off < range.size; off += kPageSize, ++i)
+            if (pages[i])
+                std::memcpy(m_dram + range.host_offset + off, pages[i], kPageSize);
+    // Raw pointers handed out for DRAM pages now show new contents: their holders (TLBs,
+    // decoded-code caches) hear of each, and the generation moves on.
+    for (size_t word = 0; word < m_raw_exposed.size(); ++word) {
+        for (uint64_t bits = m_raw_exposed[word]; bits; bits &= bits - 1)
+            invalidate(word * 64 + uint64_t(__builtin_ctzll(bits)));
+        m_raw_exposed[word] = 0;
+    }
+    ++m_generation;
 }
 
 } // namespace sevemu::mmu

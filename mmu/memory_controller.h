@@ -13,16 +13,35 @@
 // changes; invalidation listeners also hear which page went away.
 //
 // Not thread-safe: one Machine drives it from one thread (multi-vCPU threads are future work).
+//
+// Snapshots (save_dram / load_dram; the Machine names the section, version kDramStateVersion):
+//   u32 range count R, then R × (u64 base, u64 size)   the DRAM layout (ranges(), in order)
+//   u8  host key length (32 or 64), then the key        slot 0's key, K1 || K2
+//   per range, per 4 KiB page in address order: u8 kind
+//        0: the page is all zeros (nothing follows)
+//        1: 4096 bytes of DRAM follow, as DRAM holds them
+// DRAM is written as the chips hold it — ciphertext for pages written under a key — after the
+// plaintext cache is written back, so the stream holds the truth. Slot 0 is the host's SME
+// key, which a plain guest uses by turning SME on: pages it wrote with the C-bit are
+// ciphertext under it, so the snapshot carries that key, or the restored guest could not read
+// them. That is no new exposure: the key belongs to the guest being snapshotted, whose
+// plaintext RAM the snapshot holds anyway (treat a snapshot file as you treat its RAM). Slots
+// 1.. hold SEV guests' keys, which never leave the AMD-SP: snapshot_blocker() names them and
+// the Machine refuses to save.
 #pragma once
 
 #include "base/addr.h"
 #include "base/result.h"
+#include "base/state_stream.h"
 #include "mmu/aes_xts.h"
 
 #include <cstdint>
 #include <functional>
+#include <array>
 #include <memory>
+#include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -114,6 +133,19 @@ public:
     bool slot_programmed(uint32_t slot) const;
     XtsKeySize slot_key_size(uint32_t slot) const;
 
+    // --- Snapshots (the file comment has the layout).
+    static constexpr uint32_t kDramStateVersion = 1;
+    // Why DRAM cannot be saved now, if it cannot: a key slot other than 0 holds a key.
+    std::optional<std::string> snapshot_blocker() const;
+    // Writes back the plaintext cache, then DRAM and the host key.
+    void save_dram(StateWriter&);
+    // Validates the whole payload (layout equal to this machine's, kinds, the key, nothing
+    // missing) before it changes anything; on failure the reader carries the error and DRAM,
+    // the cache and the key slots are as they were. On success every cached page and every
+    // page pointer handed out is invalidated (listeners hear each page that had one,
+    // generation() changes).
+    void load_dram(StateReader&);
+
     // --- Statistics (benchmarks, tests).
     struct Stats {
         uint64_t cache_hits {}, cache_misses {}, writebacks {}, evictions {}, key_switches {};
@@ -142,6 +174,8 @@ private:
 
     MemoryConfig m_config;
     std::vector<DramRange> m_ranges;
+    std::array<uint8_t, 64> m_host_key {}; // slot 0's key (snapshots carry it), m_host_key_len bytes
+    uint8_t m_host_key_len {};
     uint8_t* m_dram { nullptr };
     uint64_t m_map_size {};
     std::vector<std::unique_ptr<XtsCipher>> m_slots;

@@ -119,7 +119,7 @@ TEST_CASE("machine: configuration errors are one-line values")
     CHECK(error_of(c).find("-kernel") != std::string::npos);
     c = base_config();
     c.debug_exit = devices::DebugExitConfig { 0x3FA, 4 };
-    CHECK(error_of(c).find("uart16550") != std::string::npos);
+    CHECK(error_of(c).find("com1") != std::string::npos);
     c = base_config();
     c.confidential_guest = SevGuestConfig { .type = SevGuestConfig::Type::SevSnp, .id = "sev0" };
     CHECK(error_of(c).find("unsupported yet") != std::string::npos); // SEV guests: sev_machine_test.cpp
