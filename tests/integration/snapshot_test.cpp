@@ -7,6 +7,7 @@
 // guest's migrate is refused with QEMU's blocker and the guest goes on.
 //
 // Compile-time paths: SEVEMU_BIN (the emulator) and GUEST_DIR (build/tests/guests).
+#include "base/state_stream.h"
 #include "base/subprocess.h"
 
 #include <catch2/catch.hpp>
@@ -404,6 +405,32 @@ TEST_CASE("snapshot: a truncated, a bit-flipped and a wrong-version stream are e
     wrong[16] = 2; // the stream version (base/state_stream.h), little-endian u32 after the magic
     write_file(path("version.bin"), wrong);
     check_refused(path("version.bin"), "version");
+
+    // A part's section of an unknown layout version, with every CRC right: refused, naming it.
+    {
+        std::string v = good;
+        size_t at = 24; // the first section (base/state_stream.h): tag, name length, name, version
+        size_t name_len = uint8_t(v[at + 1]);
+        std::string name = v.substr(at + 2, name_len);
+        size_t ver_at = at + 2 + name_len;
+        uint64_t len = 0;
+        for (int i = 7; i >= 0; --i)
+            len = (len << 8) | uint8_t(v[ver_at + 4 + size_t(i)]);
+        size_t crc_at = ver_at + 12 + size_t(len);
+        auto put32 = [&](size_t pos, uint32_t x) {
+            for (int i = 0; i < 4; ++i)
+                v[pos + size_t(i)] = char(x >> (8 * i));
+        };
+        put32(ver_at, 0x7777);
+        auto crc = [&](size_t from, size_t to) {
+            return sevemu::snapshot_crc32(std::span(reinterpret_cast<uint8_t const*>(v.data()) + from, to - from));
+        };
+        put32(crc_at, crc(at, crc_at));
+        put32(v.size() - 4, crc(0, v.size() - 4));
+        write_file(path("section-version.bin"), v);
+        INFO("section " << name);
+        check_refused(path("section-version.bin"), "snapshot section '" + name + "'");
+    }
 
     write_file(path("empty.bin"), "");
     check_refused(path("empty.bin"), "snapshot");
