@@ -80,6 +80,21 @@ uint32_t seed()
     return s;
 }
 
+// Runs a sevemu to its end, within 60 s (a broken restore could leave a guest spinning).
+sevemu::ProcessResult run_bounded(std::vector<std::string> const& argv)
+{
+    static int n = 0;
+    std::string out = path("run-" + std::to_string(n) + ".stdout"), err = path("run-" + std::to_string(n) + ".stderr");
+    ++n;
+    auto p = sevemu::Process::spawn(argv, out, err);
+    auto r = p.wait(60000);
+    INFO("did not end within 60 s: " << argv.back());
+    REQUIRE(r.exited);
+    r.out = read_file(out);
+    r.err = read_file(err);
+    return r;
+}
+
 std::vector<std::string> base_args(std::string const& serial_file)
 {
     return { SEVEMU_BIN, "-display", "none", "-serial", "file:" + serial_file, "-device",
@@ -99,7 +114,7 @@ Reference reference_run(std::string const& elf, std::vector<std::string> extra =
     auto argv = base_args(out);
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.insert(argv.end(), { "-kernel", elf, "-trace", "machine" });
-    auto r = sevemu::run_capture(argv);
+    auto r = run_bounded(argv);
     INFO(r.err);
     REQUIRE(r.exited);
     std::smatch m;
@@ -295,7 +310,7 @@ void snapshot_and_restore(std::string const& elf, Reference const& ref, uint64_t
     } else {
         auto argv = base_args(dst_out);
         argv.insert(argv.end(), { "-incoming", transport == Transport::Exec ? "exec:cat '" + snap + "'" : "file:" + snap });
-        auto r = sevemu::run_capture(argv);
+        auto r = run_bounded(argv);
         REQUIRE(r.exited);
         status = r.status;
         err = r.err;
@@ -334,7 +349,7 @@ void check_refused(std::string const& stream_file, std::string const& needle)
 {
     auto argv = base_args(path("refused.out"));
     argv.insert(argv.end(), { "-incoming", "file:" + stream_file });
-    auto r = sevemu::run_capture(argv);
+    auto r = run_bounded(argv);
     INFO("stderr: " << r.err);
     REQUIRE(r.exited);
     CHECK(r.status == 1); // QEMU exits 1 when an incoming migration fails
@@ -440,7 +455,7 @@ TEST_CASE("snapshot: a truncated, a bit-flipped and a wrong-version stream are e
         write_file(path("good.bin"), good);
         std::vector<std::string> argv = { SEVEMU_BIN, "-display", "none", "-serial", "none", "-m", "32", "-incoming",
             "file:" + path("good.bin") };
-        auto r = sevemu::run_capture(argv);
+        auto r = run_bounded(argv);
         INFO("stderr: " << r.err);
         CHECK(r.status == 1);
         CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
@@ -449,7 +464,7 @@ TEST_CASE("snapshot: a truncated, a bit-flipped and a wrong-version stream are e
     for (std::string cmd : { "exit 3", "echo not a snapshot" }) {
         auto argv = base_args(path("refused.out"));
         argv.insert(argv.end(), { "-incoming", "exec:" + cmd });
-        auto r = sevemu::run_capture(argv);
+        auto r = run_bounded(argv);
         INFO("stderr: " << r.err);
         CHECK(r.status == 1);
         CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
@@ -458,7 +473,7 @@ TEST_CASE("snapshot: a truncated, a bit-flipped and a wrong-version stream are e
     // The intact stream loads.
     auto argv = base_args(path("intact.out"));
     argv.insert(argv.end(), { "-incoming", "file:" + path("good.bin") });
-    auto r = sevemu::run_capture(argv);
+    auto r = run_bounded(argv);
     INFO("stderr: " << r.err);
     CHECK(r.status == 33);
 }
@@ -468,7 +483,7 @@ TEST_CASE("snapshot: QEMU's texts for bad URIs and misplaced migration commands"
     auto cli = [](std::vector<std::string> extra) {
         std::vector<std::string> argv = { SEVEMU_BIN, "-display", "none", "-serial", "none" };
         argv.insert(argv.end(), extra.begin(), extra.end());
-        return sevemu::run_capture(argv);
+        return run_bounded(argv);
     };
     auto r = cli({ "-incoming", "bogus:x" });
     CHECK(r.status == 1);
@@ -547,10 +562,10 @@ TEST_CASE("snapshot: a running guest's cancelled migration lets it run on", "[sn
     Vm vm(argv, path("cancel.sock"), path("cancel.err"));
     vm.ok("migrate-set-capabilities", { { "capabilities", json::array({ { { "capability", "events" }, { "state", true } } }) } });
     // Stopped at a breakpoint after a while, then running again when the migration starts.
-    vm.ok("replay-break", { { "icount", ref.instructions / 4 } });
+    vm.ok("replay-break", { { "icount", ref.instructions / 10 } });
     vm.ok("cont");
     vm.wait_event("STOP");
-    vm.ok("replay-break", { { "icount", ref.instructions / 2 } });
+    vm.ok("replay-break", { { "icount", ref.instructions * 9 / 10 } });
     // One write: cont, then migrate at once, so the guest is running when migrate stops it.
     vm.ok("cont");
     vm.ok("migrate", { { "uri", "exec:sleep 30; cat > /dev/null" } });
@@ -559,7 +574,7 @@ TEST_CASE("snapshot: a running guest's cancelled migration lets it run on", "[sn
     // QEMU restarts a guest that ran before its migration was cancelled.
     vm.wait_event("RESUME");
     vm.wait_event("STOP"); // the second breakpoint
-    CHECK(vm.ok("query-replay")["icount"] == ref.instructions / 2);
+    CHECK(vm.ok("query-replay")["icount"] == ref.instructions * 9 / 10);
     vm.ok("cont");
     CHECK(vm.wait_exit() == ref.status);
     CHECK(read_file(out) == ref.out);
@@ -591,8 +606,7 @@ TEST_CASE("snapshot: an SEV guest's migrate is refused with QEMU's blocker and t
     }
     CHECK(!fs::exists(path("sev.bin")));
     vm.wait_event("STOP");
-    std::vector<json> before;
-    CHECK(vm.ok("query-migrate").value("status", "") == "");
+    CHECK(!vm.ok("query-migrate").contains("status")); // no migration ever started
     vm.ok("cont");
     CHECK(vm.wait_exit() == ref.status);
     CHECK(read_file(out) == ref.out);
