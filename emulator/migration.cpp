@@ -165,14 +165,17 @@ Result<MigrationUri, std::string> parse_incoming_uri(std::string_view uri)
     return Unexpected(fmt::format("unknown migration protocol: {}", uri));
 }
 
-Result<std::vector<uint8_t>, std::string> read_incoming_stream(MigrationUri const& uri, uint64_t limit)
+Result<std::vector<uint8_t>, std::string> read_incoming_stream(MigrationUri const& uri, uint64_t limit,
+    std::function<void(int pid)> const& spawned)
 {
     int fd = -1;
     pid_t pid = -1;
     if (uri.kind == MigrationUri::Kind::File) {
-        fd = ::open(uri.target.c_str(), O_RDONLY | O_CLOEXEC);
+        // O_NONBLOCK only for the open: a FIFO without a writer must not hang it.
+        fd = ::open(uri.target.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0)
             return Unexpected(fmt::format("Unable to open {}: {}", uri.target, std::strerror(errno)));
+        ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
         struct stat st {};
         if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
             ::close(fd);
@@ -184,6 +187,8 @@ Result<std::vector<uint8_t>, std::string> read_incoming_stream(MigrationUri cons
             return Unexpected(child.error());
         fd = child->fd;
         pid = child->pid;
+        if (spawned)
+            spawned(pid);
     }
     std::vector<uint8_t> out;
     std::string error;
@@ -269,8 +274,9 @@ bool Migration::capability(std::string_view name) const
 Result<void, std::string> Migration::set_capabilities(std::vector<std::pair<std::string, bool>> const& caps)
 {
     std::lock_guard lock(m_mutex);
-    // QEMU 7.2 qmp_migrate_set_capabilities(): refused while a migration runs (QERR_MIGRATION_ACTIVE).
-    if (m_status == MigrationStatus::Setup || m_status == MigrationStatus::Active || m_status == MigrationStatus::Cancelling)
+    // QEMU 7.2 qmp_migrate_set_capabilities(): refused while an outgoing migration runs
+    // (QERR_MIGRATION_ACTIVE); a destination sets its capabilities before or while it waits.
+    if (m_outgoing && (m_status == MigrationStatus::Setup || m_status == MigrationStatus::Active || m_status == MigrationStatus::Cancelling))
         return Unexpected(std::string("There's a migration process in progress"));
     std::optional<bool> events;
     for (auto const& [name, on] : caps) {
@@ -341,10 +347,10 @@ MigrationInfo Migration::info() const
 
 Result<void, std::string> Migration::migrate(std::string_view uri_text)
 {
-    // QEMU 7.2 migrate_prepare(), in its order.
+    // QEMU 7.2 migrate_prepare(), in its order (the first check is about the outgoing job).
     {
         std::lock_guard lock(m_mutex);
-        if (m_status == MigrationStatus::Setup || m_status == MigrationStatus::Active || m_status == MigrationStatus::Cancelling)
+        if (m_outgoing && (m_status == MigrationStatus::Setup || m_status == MigrationStatus::Active || m_status == MigrationStatus::Cancelling))
             return Unexpected(std::string("There's a migration process in progress"));
     }
     if (m_run_state == MigrationRunState::InMigrate)
@@ -572,11 +578,11 @@ Result<void, std::string> Migration::start_incoming(std::string_view uri_text, b
         if (m_run_state != MigrationRunState::InMigrate)
             return Unexpected(std::string("'-incoming' was not specified on the command line"));
     }
-    // qemu_start_incoming_migration() sends this one whatever the capabilities.
+    // qemu_start_incoming_migration() sends this one whatever the capabilities; the incoming
+    // status itself stays "none" until the load begins (process_incoming_migration_co).
     {
         std::lock_guard lock(m_mutex);
         m_outgoing = false;
-        m_status = MigrationStatus::Setup;
     }
     if (m_emit)
         m_emit(MigrationStatus::Setup);
@@ -593,7 +599,16 @@ Result<void, std::string> Migration::start_incoming(std::string_view uri_text, b
     auto job = std::make_shared<Job>();
     m_job = job;
     job->thread = std::thread([this, job, uri = *uri, origin, limit] {
-        auto stream = read_incoming_stream(uri, limit);
+        auto stream = read_incoming_stream(uri, limit, [job](int pid) {
+            std::lock_guard lock(job->mutex);
+            job->child = pid;
+            if (job->cancel)
+                ::kill(-pid, SIGKILL);
+        });
+        {
+            std::lock_guard lock(job->mutex);
+            job->child = -1; // reaped by read_incoming_stream
+        }
         auto bytes = std::make_shared<Result<std::vector<uint8_t>, std::string>>(std::move(stream));
         m_machine.post([this, bytes, origin](Machine&) {
             if (!*bytes) {

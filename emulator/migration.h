@@ -58,7 +58,10 @@ Result<MigrationUri, std::string> parse_incoming_uri(std::string_view uri);
 // /dev/null, as QEMU's qio_channel_command_new_spawn gives an O_RDONLY command). At most `limit`
 // bytes; a command that exits with a non-zero status is an error. Blocking: not on the machine's
 // thread.
-Result<std::vector<uint8_t>, std::string> read_incoming_stream(MigrationUri const&, uint64_t limit);
+// `spawned` is told the command's process id (its process group's), so that another thread can
+// end a command that never finishes (Migration::shutdown).
+Result<std::vector<uint8_t>, std::string> read_incoming_stream(MigrationUri const&, uint64_t limit,
+    std::function<void(int pid)> const& spawned = {});
 
 // qapi/migration.json MigrationStats, as populate_ram_info() fills it in QEMU 7.2.
 struct MigrationRamStats {
