@@ -46,15 +46,28 @@ Result<std::vector<uint8_t>, MachineError> read_file(std::string const& path, st
     return std::move(*r);
 }
 
-// The 8259 pair as the vCPUs' interrupt controller (its INTR pin and INTA cycles).
-class PicInterrupts final : public devices::InterruptController {
+// A port whose writes end the vCPU's time slice. The PIT's counters sit behind one: a guest
+// that reprograms the timer gets its new deadline at once (the run loop sizes each slice to the
+// next deadline), so where slices end depends only on what the guest did — which a snapshot
+// taken at any instruction then reproduces exactly.
+class SliceEndingPort final : public devices::BusDevice {
 public:
-    explicit PicInterrupts(devices::Pic8259Pair& pic) : m_pic(pic) {}
-    bool interrupt_pending() const override { return m_pic.intr(); }
-    uint8_t acknowledge() override { return m_pic.acknowledge(); }
+    SliceEndingPort(devices::BusDevice& inner, std::function<void()> end_slice)
+        : m_inner(inner)
+        , m_end_slice(std::move(end_slice))
+    {
+    }
+    std::string_view name() const override { return m_inner.name(); }
+    uint64_t read(uint64_t offset, unsigned size) override { return m_inner.read(offset, size); }
+    void write(uint64_t offset, unsigned size, uint64_t value) override
+    {
+        m_inner.write(offset, size, value);
+        m_end_slice();
+    }
 
 private:
-    devices::Pic8259Pair& m_pic;
+    devices::BusDevice& m_inner;
+    std::function<void()> m_end_slice;
 };
 
 std::string size_text(uint64_t bytes)
@@ -133,6 +146,19 @@ Result<std::unique_ptr<Machine>, MachineError> Machine::create_incoming(MachineC
     return m;
 }
 
+Result<void, MachineError> Machine::add_device(std::unique_ptr<devices::Device> device,
+    std::initializer_list<DevicePlacement> placements)
+{
+    for (auto const& p : placements) {
+        auto& bus = p.space == DevicePlacement::Space::Pio ? m_pio : m_mmio;
+        if (!bus.add(p.base, p.length, *p.port))
+            return fail(fmt::format("internal: {} at {:#x}-{:#x} overlaps another device", device->name(), p.base,
+                p.base + p.length - 1));
+    }
+    m_devices.push_back({ std::move(device), std::vector<DevicePlacement>(placements) });
+    return {};
+}
+
 Result<devices::AmdSp*, MachineError> Machine::amd_sp()
 {
     if (m_amd_sp)
@@ -204,27 +230,33 @@ Result<void, MachineError> Machine::build()
     }
 
     // --- The clock: the vCPUs' retired instructions plus the time skipped while halted.
-    int64_t wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::chrono::system_clock::now().time_since_epoch()).count();
     m_clock = std::make_unique<MachineClock>([this] {
         uint64_t n = 0;
         for (auto const& v : m_vcpus)
             n += v.instructions();
         return n;
-    }, wall);
+    });
 
-    // --- Interrupt controller and timers (ISA IRQ numbers as on a PC).
-    m_pic = std::make_unique<devices::Pic8259Pair>();
-    m_interrupts = std::make_unique<PicInterrupts>(*m_pic);
-    if (!m_pio.add(devices::Pic8259Pair::kMasterBase, 2, m_pic->master())
-        || !m_pio.add(devices::Pic8259Pair::kSlaveBase, 2, m_pic->slave())
-        || !m_pio.add(devices::Pic8259Pair::kElcrBase, 2, m_pic->elcr()))
-        return fail("internal: PIC ports overlap another device");
-    m_pit_irq.connect([this](bool level) { m_pic->set_irq(0, level); });
-    m_pit = std::make_unique<devices::Pit8254>(m_pit_irq, [this] { return now_ns(); });
-    if (!m_pio.add(devices::Pit8254::kBase, 4, m_pit->counters()) || !m_pio.add(devices::Pit8254::kPortB, 1, m_pit->port_b()))
-        return fail("internal: PIT ports overlap another device");
-    m_rtc = std::make_unique<devices::CmosRtc>([this] { return m_clock->wall_epoch_ns() + now_ns(); });
+    // --- The devices, in the order of the device list (reset, snapshot sections). Interrupt
+    // lines are the router's ISA IRQ lines, as on a PC; the 8259 pair hears them all.
+    using Space = DevicePlacement::Space;
+    auto pic = std::make_unique<devices::Pic8259Pair>();
+    m_pic = pic.get();
+    m_irq_router.connect(*m_pic);
+    TRY(add_device(std::move(pic), { { Space::Pio, devices::Pic8259Pair::kMasterBase, 2, &m_pic->master() },
+        { Space::Pio, devices::Pic8259Pair::kSlaveBase, 2, &m_pic->slave() },
+        { Space::Pio, devices::Pic8259Pair::kElcrBase, 2, &m_pic->elcr() } }));
+
+    auto pit = std::make_unique<devices::Pit8254>(m_irq_router.isa_line(0), [this] { return now_ns(); });
+    m_pit = pit.get();
+    m_port_wrappers.push_back(std::make_unique<SliceEndingPort>(m_pit->counters(), [this] { stop_vcpus(); }));
+    TRY(add_device(std::move(pit), { { Space::Pio, devices::Pit8254::kBase, 4, m_port_wrappers.back().get() },
+        { Space::Pio, devices::Pit8254::kPortB, 1, &m_pit->port_b() } }));
+
+    int64_t wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::system_clock::now().time_since_epoch()).count();
+    auto rtc = std::make_unique<devices::CmosRtc>([this] { return now_ns(); }, wall);
+    m_rtc = rtc.get();
     uint64_t below_4g = 0, above_4g = 0;
     if (c.confidential_guest)
         below_4g = c.memory_size; // guest RAM only (at most 2 GiB: below the PCI hole)
@@ -232,39 +264,37 @@ Result<void, MachineError> Machine::build()
         for (auto const& r : m_memory->ranges())
             (r.base.value < 0x1'0000'0000ull ? below_4g : above_4g) += r.size;
     m_rtc->set_memory_size(below_4g, above_4g, c.smp);
-    if (!m_pio.add(devices::CmosRtc::kBase, 2, *m_rtc))
-        return fail("internal: RTC ports overlap another device");
+    TRY(add_device(std::move(rtc), { { Space::Pio, devices::CmosRtc::kBase, 2, m_rtc } }));
 
     // ACPI PM block (power-off, PM timer) where SeaBIOS puts it on QEMU.
-    m_acpi_pm = std::make_unique<devices::AcpiPm>([this] { return now_ns(); }, [this] { request_power_off(); });
-    if (!m_pio.add(devices::AcpiPm::kBase, devices::AcpiPm::kLength, *m_acpi_pm))
-        return fail("internal: ACPI PM ports overlap another device");
+    auto acpi = std::make_unique<devices::AcpiPm>([this] { return now_ns(); }, [this] { request_power_off(); });
+    m_acpi_pm = acpi.get();
+    TRY(add_device(std::move(acpi), { { Space::Pio, devices::AcpiPm::kBase, devices::AcpiPm::kLength, m_acpi_pm } }));
 
-    m_com1_irq.connect([this](bool level) { m_pic->set_irq(devices::Uart16550::kCom1Irq, level); });
-    m_uart = std::make_unique<devices::Uart16550>(m_com1_irq, [this](uint8_t b) { serial_out(b); });
-    if (!m_pio.add(devices::Uart16550::kCom1Base, devices::Uart16550::kRegisterCount, *m_uart))
-        return fail("internal: COM1 ports overlap another device");
+    auto uart = std::make_unique<devices::Uart16550>(m_irq_router.isa_line(devices::Uart16550::kCom1Irq),
+        [this](uint8_t b) { serial_out(b); });
+    m_uart = uart.get();
+    TRY(add_device(std::move(uart), { { Space::Pio, devices::Uart16550::kCom1Base, devices::Uart16550::kRegisterCount, m_uart } }));
 
-    m_post = std::make_unique<devices::PostPort>();
-    if (!m_pio.add(devices::PostPort::kPort, 1, *m_post))
-        return fail("internal: port 0x80 overlaps another device");
+    auto post = std::make_unique<devices::PostPort>();
+    m_post = post.get();
+    TRY(add_device(std::move(post), { { Space::Pio, devices::PostPort::kPort, 1, m_post } }));
 
     if (c.debug_exit) {
         auto const& d = *c.debug_exit;
-        m_debug_exit = std::make_unique<devices::DebugExit>([this](int status) { raise_board_stop(ExitDebugExit { status }); });
         if (d.iosize == 0 || d.iobase + d.iosize > 0x10000)
             return fail(fmt::format("isa-debug-exit: iobase={:#x},iosize={:#x} is not a valid port range", d.iobase, d.iosize));
-        if (!m_pio.add(d.iobase, d.iosize, *m_debug_exit)) {
-            auto hit = m_pio.find(d.iobase);
-            for (uint64_t p = d.iobase; !hit && p < d.iobase + d.iosize; ++p)
-                hit = m_pio.find(p);
-            return fail(fmt::format("isa-debug-exit: ports {:#x}-{:#x} overlap {}", d.iobase, d.iobase + d.iosize - 1,
-                hit ? hit->device->name() : std::string_view("another device")));
-        }
+        for (uint64_t p = d.iobase; p < d.iobase + d.iosize; ++p)
+            if (auto hit = m_pio.find(p))
+                return fail(fmt::format("isa-debug-exit: ports {:#x}-{:#x} overlap {}", d.iobase, d.iobase + d.iosize - 1,
+                    hit->device->name()));
+        auto dev = std::make_unique<devices::DebugExit>([this](int status) { raise_board_stop(ExitDebugExit { status }); });
+        auto* port = dev.get();
+        TRY(add_device(std::move(dev), { { Space::Pio, d.iobase, d.iosize, port } }));
     }
 
     // --- The vCPUs, wired to the buses and the interrupt controller.
-    m_io = std::make_unique<MachineIo>(m_pio, m_mmio, *m_interrupts, m_trace);
+    m_io = std::make_unique<MachineIo>(m_pio, m_mmio, *m_pic, m_trace);
     for (uint32_t i = 0; i < c.smp; ++i)
         m_vcpus.emplace_back(i, std::make_unique<cpu::Cpu>(*m_memory, c.cpu_model, *m_io));
     return {};
@@ -435,17 +465,17 @@ bool Machine::sleep_until_interrupt(bool interrupts_on)
 {
     if (!interrupts_on)
         return false;
-    bool can_wake = m_interrupts->interrupt_pending();
+    bool can_wake = m_pic->interrupt_pending();
     auto wake = m_pit->next_irq_deadline(now_ns()); // the guest may have just programmed it
     if (!can_wake && wake) {
         m_clock->skip(*wake - now_ns());
         m_pit->advance(now_ns());
-        can_wake = m_interrupts->interrupt_pending();
+        can_wake = m_pic->interrupt_pending();
     }
     while (!can_wake && m_serial_input_fd >= 0) {
         flush_serial();
         poll_serial_input(-1);
-        can_wake = m_interrupts->interrupt_pending();
+        can_wake = m_pic->interrupt_pending();
     }
     return can_wake;
 }
@@ -458,10 +488,12 @@ Result<void, MachineError> Machine::system_reset()
         m_reset_shutdown = true;
         return {};
     }
-    m_pic->reset();
-    m_pit->reset();
-    m_uart->reset();
-    m_acpi_pm->reset();
+    // A machine restored from a snapshot reboots into -kernel like any other; without one
+    // (-incoming needs none) there is nothing to boot, and nothing is reset.
+    if (m_config.kernel.empty())
+        return fail("system_reset: no -kernel to boot after the reset (the machine was built for -incoming without one)");
+    for (auto& d : m_devices)
+        d.device->reset();
     for (auto& v : m_vcpus)
         v.cpu().reset();
     m_board_stop.reset();
@@ -610,7 +642,7 @@ std::optional<RunOutcome> Machine::run_slice(Vcpu& vcpu, uint64_t slice, uint64_
     m_in_slice = true;
     for (;;) {
         uint64_t used = vcpu.instructions() - start;
-        VcpuExit exit = used < slice ? vcpu.run(slice - used, *m_interrupts) : VcpuExit { vmm::ExitIntr {} };
+        VcpuExit exit = used < slice ? vcpu.run(slice - used, *m_pic) : VcpuExit { vmm::ExitIntr {} };
         Step step = handle_exit(vcpu, exit);
         // A device that ends the run (isa-debug-exit, power-off) did so during the access just
         // completed: it is this vCPU's exit now.
@@ -705,23 +737,6 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
         [&](ExitDebugExit const& d) -> Step { return outcome(RunOutcome::Reason::DebugExit, d.status, {}); },
         [&](ExitPowerOff const&) -> Step { return outcome(RunOutcome::Reason::PowerOff, 0, {}); },
     }, exit);
-}
-
-std::optional<std::string> Machine::migration_blocker() const
-{
-    if (m_sev)
-        return std::string("SEV: Migration is not implemented");
-    return std::string("snapshots are not implemented yet");
-}
-
-Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
-{
-    return fail(*migration_blocker());
-}
-
-Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const>)
-{
-    return fail("-incoming: unsupported: snapshots are not implemented yet");
 }
 
 } // namespace sevemu::emulator

@@ -16,7 +16,9 @@
 #include "base/result.h"
 #include "base/trace.h"
 #include "devices/bus.h"
+#include "devices/device.h"
 #include "emulator/boot.h"
+#include "emulator/irq_router.h"
 #include "emulator/machine_config.h"
 #include "emulator/multiboot.h"
 #include "emulator/vcpu.h"
@@ -99,6 +101,21 @@ public:
     std::vector<Vcpu>& vcpus() { return m_vcpus; }
     cpu::Cpu& cpu() { return m_vcpus.front().cpu(); }
     Trace& trace() { return m_trace; }
+    // The device list: reset, saved and restored in this order; each device with where it sits
+    // on the guest's buses. The typed accessors below are lookups into it.
+    struct DevicePlacement {
+        enum class Space : uint8_t { Pio, Mmio };
+        Space space;
+        uint64_t base;
+        uint64_t length;
+        devices::BusDevice* port;
+    };
+    struct DeviceEntry {
+        std::unique_ptr<devices::Device> device;
+        std::vector<DevicePlacement> placements;
+    };
+    std::vector<DeviceEntry> const& devices() const { return m_devices; }
+    IrqRouter& irq_router() { return m_irq_router; }
     devices::Uart16550& uart() { return *m_uart; }
     devices::PostPort& post_port() { return *m_post; }
     devices::Pic8259Pair& pic() { return *m_pic; }
@@ -126,7 +143,7 @@ public:
     // The guest-physical ranges the kernel loader wrote (an SEV launch measured exactly these).
     std::vector<GuestRange> const& boot_ranges() const { return m_boot_ranges; }
 
-    // Asks run() to return with a power-off (status 0) after the current instruction.
+    // Asks run() to end the guest with a power-off (status 0) after the current instruction.
     void request_power_off();
 
     // --- Control from other threads (QMP). A request runs on the machine's thread between
@@ -151,14 +168,18 @@ public:
     std::optional<RunOutcome> const& guest_ended() const { return m_guest_ended; }
     bool shut_down() const { return m_guest_ended && m_guest_ended->reason != RunOutcome::Reason::HaltedForever; }
 
-    // --- Snapshots (the stream is base/state_stream.h's; the sections a machine writes are
-    // listed in emulator/machine_state.cpp). On the machine's thread, while paused.
+    // --- Snapshots (the stream is base/state_stream.h's; the sections a machine writes, their
+    // versions and the load's order are in emulator/machine_state.cpp's header comment). On
+    // the machine's thread between time slices: in a request while paused, or before or after
+    // run().
     // Why this machine cannot be snapshotted, if it cannot (QEMU's migration blockers: an SEV
-    // guest's pages are ciphertext under a key that never leaves the AMD-SP).
+    // guest's pages are ciphertext under a key that never leaves the AMD-SP; "SEV: Migration is
+    // not implemented" as QEMU 7.2 says it).
     std::optional<std::string> migration_blocker() const;
     Result<std::vector<uint8_t>, MachineError> save_snapshot();
-    // Only into a machine from create_incoming() that has not run; on failure the message names
-    // the section, and the machine must not run (it is discarded, as QEMU exits).
+    // Only into a machine from create_incoming() that has not run. The whole stream is checked
+    // before anything is applied; on failure the message names the section ("snapshot section
+    // 'pit': ...") and the machine is as it was (still awaiting a snapshot).
     Result<void, MachineError> load_snapshot(std::span<uint8_t const> stream);
     bool incoming() const { return m_incoming; }
     // An incoming machine whose snapshot has not been loaded yet: run() serves requests but
@@ -191,6 +212,7 @@ private:
     bool poll_serial_input(int wait_ms);
     bool sleep_until_interrupt(bool interrupts_on);
     void stop_vcpus();
+    Result<void, MachineError> add_device(std::unique_ptr<devices::Device>, std::initializer_list<DevicePlacement>);
     // A device ended the run (isa-debug-exit, ACPI S5): reported as an exit of the vCPU that
     // caused it, after the access completes.
     void raise_board_stop(VcpuExit exit);
@@ -217,16 +239,16 @@ private:
     devices::IrqLine m_psp_irq;
     std::unique_ptr<devices::AmdSp> m_amd_sp;
 
-    devices::IrqLine m_com1_irq;
-    devices::IrqLine m_pit_irq;
-    std::unique_ptr<devices::Pic8259Pair> m_pic;
-    std::unique_ptr<devices::InterruptController> m_interrupts;
-    std::unique_ptr<devices::Pit8254> m_pit;
-    std::unique_ptr<devices::CmosRtc> m_rtc;
-    std::unique_ptr<devices::AcpiPm> m_acpi_pm;
-    std::unique_ptr<devices::Uart16550> m_uart;
-    std::unique_ptr<devices::DebugExit> m_debug_exit;
-    std::unique_ptr<devices::PostPort> m_post;
+    IrqRouter m_irq_router;
+    std::vector<std::unique_ptr<devices::BusDevice>> m_port_wrappers; // placed in front of a device's port
+    std::vector<DeviceEntry> m_devices;
+    // Typed views into m_devices.
+    devices::Pic8259Pair* m_pic { nullptr };
+    devices::Pit8254* m_pit { nullptr };
+    devices::CmosRtc* m_rtc { nullptr };
+    devices::AcpiPm* m_acpi_pm { nullptr };
+    devices::Uart16550* m_uart { nullptr };
+    devices::PostPort* m_post { nullptr };
     std::unique_ptr<MachineIo> m_io;
     std::vector<Vcpu> m_vcpus;
     std::optional<MultibootBoot> m_boot;

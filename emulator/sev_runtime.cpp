@@ -191,7 +191,6 @@ Result<void, MachineError> SevRuntime::check_config(MachineConfig const& c)
 SevRuntime::SevRuntime(MachineConfig const& c, mmu::MemoryController& mc, devices::AmdSp& sp, devices::Bus& host_mmio,
     Trace& trace)
     : m_config(*c.confidential_guest)
-    , m_platform_dir(c.platform_dir)
     , m_model(c.cpu_model)
     , m_ram_size(c.memory_size)
     , m_mc(mc)

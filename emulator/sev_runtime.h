@@ -157,7 +157,6 @@ private:
     void set_state(SevState);
 
     SevGuestConfig m_config;
-    std::string m_platform_dir;
     CpuModel m_model;
     uint64_t m_ram_size;
     mmu::MemoryController& m_mc;

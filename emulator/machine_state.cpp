@@ -1,0 +1,388 @@
+// sevemu — a Machine's snapshot: what it writes into the stream of base/state_stream.h, and how
+// it reads it back (QMP migrate to file:/exec:, `sevemu -incoming`).
+//
+// Sections, in this order, each exactly once (section version in brackets):
+//
+//   "machine"  [1]  what the restoring machine must match, then the machine's own boot fields:
+//                     u64 guest RAM size (-m), bytes CPU model name (-cpu, "EPYC-Milan"),
+//                     u32 vCPU count (-smp),
+//                     u32 device count D, then D × (bytes device name, u32 placement count P,
+//                       P × (u8 space: 0 port I/O, 1 MMIO; u64 base; u64 length)),
+//                     bool Multiboot boot fields present; if so 8 × u32 entry, info address,
+//                       mem_lower KiB, mem_upper KiB, info flags, image low, image high, buffer
+//                       end (MultibootBoot; query commands read them),
+//                     u32 range count R, R × (u64 gpa, u64 size): the ranges the loader wrote
+//   "clock"    [1]  the machine's clock (emulator/clock.h)
+//   "ram"      [1]  DRAM and the host key (mmu/memory_controller.h, save_dram)
+//   "cpu0"     [1]  vCPU 0 (cpu/cpu_state_io.h); "cpu1"... with -smp later
+//   one section per device of the device list, in list order, named by the device, with the
+//              device's own version and layout (devices/*.h): today "pic" [1], "pit" [1],
+//              "rtc" [1], "acpi-pm" [1], "com1" [1], "post" [1], and "debug-exit" [1] when
+//              -device isa-debug-exit is given
+//   "amd-sp"   [1]  the board's AMD-SP (devices/amd_sp.h); an empty payload when this machine
+//                   never opened its AMD-SP (a plain guest never needs it: the part is in its
+//                   power-on state and its platform directory was not touched)
+//
+// A load checks the whole stream first (parse_snapshot: magic, versions, CRCs, end record),
+// then that every section above is there and no other, that each has a version this build
+// reads, and that the "machine" section matches this machine's configuration ("snapshot is of
+// a 256 MiB machine; this one has 128 MiB (-m)"); every message names its section. Then it
+// applies the parts, each of which validates before it changes anything: the devices and the
+// AMD-SP (restored from a backup of their previous state if a later part is refused), DRAM
+// (checked whole before it is written), and last the vCPUs and the clock, which cannot fail by
+// then. A refused stream leaves the machine as it was.
+#include "emulator/machine.h"
+
+#include "cpu/cpu.h"
+#include "cpu/cpu_state_io.h"
+#include "devices/amd_sp.h"
+#include "devices/pic8259.h"
+#include "emulator/clock.h"
+#include "emulator/sev_runtime.h"
+#include "mmu/memory_controller.h"
+
+#include <fmt/format.h>
+#include <map>
+
+namespace sevemu::emulator {
+
+namespace {
+
+constexpr uint32_t kMachineStateVersion = 1;
+constexpr uint32_t kClockStateVersion = MachineClock::kStateVersion;
+constexpr uint64_t kMaxBootRanges = 64;
+constexpr uint64_t kMaxPlacements = 64;
+constexpr uint64_t kMaxDevices = 256;
+
+Unexpected<MachineError> fail(std::string msg) { return Unexpected<MachineError>(MachineError { std::move(msg) }); }
+Unexpected<MachineError> fail(StateError const& e) { return fail(e.text()); }
+
+std::string size_text(uint64_t bytes)
+{
+    if (bytes % (1ull << 30) == 0)
+        return fmt::format("{} GiB", bytes >> 30);
+    if (bytes % (1ull << 20) == 0)
+        return fmt::format("{} MiB", bytes >> 20);
+    return fmt::format("{} bytes", bytes);
+}
+
+std::string cpu_name(unsigned index) { return fmt::format("cpu{}", index); }
+
+// The "machine" section's contents, read and checked before anything is applied.
+struct SavedPlacement {
+    uint8_t space;
+    uint64_t base, length;
+    bool operator==(SavedPlacement const&) const = default;
+};
+struct SavedDevice {
+    std::string name;
+    std::vector<SavedPlacement> placements;
+};
+struct SavedMachine {
+    uint64_t memory_size {};
+    std::string cpu_model;
+    uint32_t smp {};
+    std::vector<SavedDevice> devices;
+    std::optional<MultibootBoot> boot;
+    std::vector<GuestRange> ranges;
+};
+
+std::string placement_text(std::vector<SavedPlacement> const& ps)
+{
+    std::string out;
+    for (auto const& p : ps) {
+        if (!out.empty())
+            out += ", ";
+        out += fmt::format("{} {:#x}-{:#x}", p.space == 0 ? "ports" : "MMIO", p.base, p.base + p.length - 1);
+    }
+    return out.empty() ? "nowhere" : out;
+}
+
+std::string names_text(std::vector<std::string> const& names)
+{
+    std::string out;
+    for (auto const& n : names)
+        out += (out.empty() ? "" : ", ") + n;
+    return out.empty() ? "none" : out;
+}
+
+std::string as_string(std::vector<uint8_t> const& b) { return std::string(b.begin(), b.end()); }
+
+} // namespace
+
+std::optional<std::string> Machine::migration_blocker() const
+{
+    // QEMU 7.2 target/i386/sev.c, sev_kvm_init(): error_setg(&sev_mig_blocker, ...).
+    if (m_sev)
+        return std::string("SEV: Migration is not implemented");
+    if (awaiting_snapshot())
+        return std::string("the machine is waiting for an incoming snapshot and has no guest to save");
+    if (m_amd_sp)
+        if (auto b = m_amd_sp->snapshot_blocker())
+            return b;
+    if (auto b = m_memory->snapshot_blocker())
+        return b;
+    return std::nullopt;
+}
+
+Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
+{
+    if (auto b = migration_blocker())
+        return fail(*b);
+    if (m_in_slice)
+        return fail("internal: save_snapshot() inside a vCPU's time slice (a snapshot is taken between slices)");
+    // The vCPUs first: the one part that can still refuse (a CPU between two halves of an event).
+    std::vector<cpu::CpuState> cpus;
+    for (auto& v : m_vcpus) {
+        auto st = v.cpu().snapshot_state();
+        if (!st)
+            return fail(fmt::format("snapshot of vCPU {}: {}", v.index(), st.error()));
+        cpus.push_back(std::move(*st));
+    }
+
+    SnapshotWriter out;
+    auto section = [&](std::string_view name, uint32_t version, auto&& write) {
+        StateWriter w;
+        write(w);
+        out.add(name, version, w.data());
+    };
+    section("machine", kMachineStateVersion, [&](StateWriter& w) {
+        w.u64(m_config.memory_size);
+        auto model = cpu_model_name(m_config.cpu_model);
+        w.bytes({ reinterpret_cast<uint8_t const*>(model.data()), model.size() });
+        w.u32(uint32_t(m_vcpus.size()));
+        w.u32(uint32_t(m_devices.size()));
+        for (auto const& d : m_devices) {
+            auto name = d.device->name();
+            w.bytes({ reinterpret_cast<uint8_t const*>(name.data()), name.size() });
+            w.u32(uint32_t(d.placements.size()));
+            for (auto const& p : d.placements) {
+                w.u8(p.space == DevicePlacement::Space::Pio ? 0 : 1);
+                w.u64(p.base);
+                w.u64(p.length);
+            }
+        }
+        w.boolean(m_boot.has_value());
+        if (m_boot) {
+            auto const& b = *m_boot;
+            for (uint32_t v : { b.entry, b.info_addr, b.mem_lower_kib, b.mem_upper_kib, b.info_flags, b.load_low, b.load_high,
+                     b.buffer_end })
+                w.u32(v);
+        }
+        w.u32(uint32_t(m_boot_ranges.size()));
+        for (auto const& r : m_boot_ranges) {
+            w.u64(r.gpa);
+            w.u64(r.size);
+        }
+    });
+    section("clock", kClockStateVersion, [&](StateWriter& w) { m_clock->save(w); });
+    section("ram", mmu::MemoryController::kDramStateVersion, [&](StateWriter& w) { m_memory->save_dram(w); });
+    for (size_t i = 0; i < cpus.size(); ++i)
+        section(cpu_name(unsigned(i)), cpu::kCpuStateVersion, [&](StateWriter& w) { cpu::save_cpu_state(w, cpus[i]); });
+    for (auto const& d : m_devices)
+        section(d.device->name(), d.device->state_version(), [&](StateWriter& w) { d.device->save(w); });
+    section("amd-sp", devices::AmdSp::kStateVersion, [&](StateWriter& w) {
+        if (m_amd_sp)
+            m_amd_sp->save(w);
+    });
+    return out.finish();
+}
+
+Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> stream)
+{
+    if (!m_incoming)
+        return fail("a snapshot is loaded only into a machine built to receive one (-incoming)");
+    if (m_restored || m_started)
+        return fail("this machine has already received a snapshot or run; a snapshot loads into a fresh -incoming machine");
+
+    // 1. The whole stream, structurally (magic, versions, CRCs, the end record).
+    auto parsed = parse_snapshot(stream);
+    if (!parsed)
+        return fail(parsed.error());
+
+    // 2. The sections this machine has (each exactly once, no other, in a version it reads:
+    // checked after the machine section).
+    std::vector<std::pair<std::string, uint32_t>> expected;
+    expected.emplace_back("machine", kMachineStateVersion);
+    expected.emplace_back("clock", kClockStateVersion);
+    expected.emplace_back("ram", mmu::MemoryController::kDramStateVersion);
+    for (auto const& v : m_vcpus)
+        expected.emplace_back(cpu_name(v.index()), cpu::kCpuStateVersion);
+    for (auto const& d : m_devices)
+        expected.emplace_back(std::string(d.device->name()), d.device->state_version());
+    expected.emplace_back("amd-sp", devices::AmdSp::kStateVersion);
+    std::map<std::string, SnapshotSection const*> by_name;
+    for (auto const& sec : *parsed)
+        by_name[sec.name] = &sec; // parse_snapshot() refuses two sections of one name
+    // The machine section first: a snapshot of another configuration is named as such, rather
+    // than by the first part this machine lacks.
+    if (!by_name.count("machine"))
+        return fail(StateError { "machine", "missing from the snapshot" });
+    if (by_name["machine"]->version != kMachineStateVersion)
+        return fail(StateError { "machine", fmt::format("unsupported version {} (this build reads version {})",
+                                                 by_name["machine"]->version, kMachineStateVersion) });
+
+    // 3. The machine section: the configuration must match.
+    SavedMachine saved;
+    {
+        auto const& sec = *by_name["machine"];
+        StateReader r(sec.name, sec.payload);
+        saved.memory_size = r.u64();
+        saved.cpu_model = as_string(r.bytes(64));
+        saved.smp = r.u32();
+        uint32_t ndev = r.u32();
+        if (r.ok() && ndev > kMaxDevices)
+            r.fail(fmt::format("{} devices (at most {})", ndev, kMaxDevices));
+        for (uint32_t i = 0; r.ok() && i < ndev; ++i) {
+            SavedDevice d;
+            d.name = as_string(r.bytes(kMaxSectionName));
+            uint32_t np = r.u32();
+            if (r.ok() && np > kMaxPlacements)
+                r.fail(fmt::format("device '{}' has {} placements (at most {})", d.name, np, kMaxPlacements));
+            for (uint32_t k = 0; r.ok() && k < np; ++k) {
+                SavedPlacement p;
+                p.space = r.u8();
+                p.base = r.u64();
+                p.length = r.u64();
+                if (r.ok() && p.space > 1)
+                    r.fail(fmt::format("device '{}': bad bus space {}", d.name, p.space));
+                d.placements.push_back(p);
+            }
+            saved.devices.push_back(std::move(d));
+        }
+        if (r.boolean()) {
+            MultibootBoot b {};
+            for (uint32_t* f : { &b.entry, &b.info_addr, &b.mem_lower_kib, &b.mem_upper_kib, &b.info_flags, &b.load_low,
+                     &b.load_high, &b.buffer_end })
+                *f = r.u32();
+            saved.boot = b;
+        }
+        uint32_t nranges = r.u32();
+        if (r.ok() && nranges > kMaxBootRanges)
+            r.fail(fmt::format("{} boot ranges (at most {})", nranges, kMaxBootRanges));
+        for (uint32_t i = 0; r.ok() && i < nranges; ++i) {
+            GuestRange g { r.u64(), 0 };
+            g.size = r.u64();
+            saved.ranges.push_back(g);
+        }
+        if (auto ok = r.finish(); !ok)
+            return fail(ok.error());
+
+        auto mismatch = [&](std::string msg) { return fail(StateError { "machine", std::move(msg) }); };
+        if (saved.memory_size != m_config.memory_size)
+            return mismatch(fmt::format("snapshot is of a {} machine; this one has {} (-m)", size_text(saved.memory_size),
+                size_text(m_config.memory_size)));
+        if (saved.cpu_model != cpu_model_name(m_config.cpu_model))
+            return mismatch(fmt::format("snapshot is of an {} machine; this one is {} (-cpu)", saved.cpu_model,
+                cpu_model_name(m_config.cpu_model)));
+        if (saved.smp != m_vcpus.size())
+            return mismatch(fmt::format("snapshot has {} vCPU(s); this machine has {} (-smp)", saved.smp, m_vcpus.size()));
+        std::vector<std::string> theirs, ours;
+        for (auto const& d : saved.devices)
+            theirs.push_back(d.name);
+        for (auto const& d : m_devices)
+            ours.push_back(std::string(d.device->name()));
+        if (theirs != ours)
+            return mismatch(fmt::format("snapshot's devices are {}; this machine's are {} (-device)", names_text(theirs),
+                names_text(ours)));
+        for (size_t i = 0; i < m_devices.size(); ++i) {
+            std::vector<SavedPlacement> mine;
+            for (auto const& p : m_devices[i].placements)
+                mine.push_back({ uint8_t(p.space == DevicePlacement::Space::Pio ? 0 : 1), p.base, p.length });
+            if (mine != saved.devices[i].placements)
+                return mismatch(fmt::format("snapshot has {} at {}; this machine has it at {} (-device)", ours[i],
+                    placement_text(saved.devices[i].placements), placement_text(mine)));
+        }
+    }
+    for (auto const& sec : *parsed) {
+        auto it = std::find_if(expected.begin(), expected.end(), [&](auto const& e) { return e.first == sec.name; });
+        if (it == expected.end())
+            return fail(StateError { sec.name, "unknown section: this machine has no such part (a snapshot of another "
+                                               "configuration or a newer sevemu?)" });
+        if (sec.version != it->second)
+            return fail(StateError { sec.name, fmt::format("unsupported version {} (this build reads version {})",
+                                                   sec.version, it->second) });
+    }
+    for (auto const& [name, version] : expected)
+        if (!by_name.count(name))
+            return fail(StateError { name, "missing from the snapshot" });
+
+    // 4. The parts that are read whole before anything is applied: the vCPUs and the clock.
+    std::vector<cpu::CpuState> cpus;
+    for (auto const& v : m_vcpus) {
+        auto st = cpu::load_cpu_section(*by_name[cpu_name(v.index())]);
+        if (!st)
+            return fail(st.error());
+        cpus.push_back(std::move(*st));
+    }
+    int64_t clock_now = 0;
+    {
+        auto const& sec = *by_name["clock"];
+        StateReader r(sec.name, sec.payload);
+        auto now = MachineClock::read_state(r);
+        if (!now)
+            return fail(r.finish().error());
+        clock_now = *now;
+    }
+
+    // 5. The devices, then the AMD-SP, then DRAM: each checks its section before it changes;
+    // if one refuses, those already loaded go back to their state from before (in reverse).
+    std::vector<std::pair<devices::Device*, std::vector<uint8_t>>> backups;
+    auto roll_back = [&] {
+        for (auto it = backups.rbegin(); it != backups.rend(); ++it) {
+            StateReader r(it->first->name(), it->second);
+            it->first->load(r);
+        }
+    };
+    auto load_part = [&](devices::Device& d, SnapshotSection const& sec) -> Result<void, MachineError> {
+        StateWriter backup;
+        d.save(backup);
+        StateReader r(sec.name, sec.payload);
+        d.load(r);
+        if (auto ok = r.finish(); !ok) {
+            roll_back();
+            return fail(ok.error());
+        }
+        backups.emplace_back(&d, backup.take());
+        return {};
+    };
+    for (auto& d : m_devices)
+        TRY(load_part(*d.device, *by_name[std::string(d.device->name())]));
+    if (auto const& sec = *by_name["amd-sp"]; !sec.payload.empty()) {
+        // The snapshot's machine had opened its AMD-SP: this one must open its own (the same
+        // --platform part) for the state to be checked against.
+        auto sp = amd_sp();
+        if (!sp) {
+            roll_back();
+            return fail(StateError { "amd-sp", sp.error().message });
+        }
+        TRY(load_part(**sp, sec));
+    }
+    {
+        auto const& sec = *by_name["ram"];
+        StateReader r(sec.name, sec.payload);
+        m_memory->load_dram(r);
+        if (auto ok = r.finish(); !ok) {
+            roll_back();
+            return fail(ok.error());
+        }
+    }
+
+    // 6. The vCPUs (whose caches go: DRAM changed under them) and the clock, which reads the
+    // restored instruction counts; then the machine's own fields.
+    for (size_t i = 0; i < m_vcpus.size(); ++i) {
+        m_vcpus[i].cpu().set_state(cpus[i]);
+        m_vcpus[i].cpu().flush_code_cache();
+    }
+    m_clock->restore(clock_now);
+    m_boot = saved.boot;
+    m_boot_ranges = std::move(saved.ranges);
+    m_board_stop.reset();
+    m_restored = true;
+    if (m_trace.enabled("machine"))
+        m_trace.emit("machine", fmt::format("snapshot restored: {} sections, {} bytes, virtual time {} ns", parsed->size(),
+            stream.size(), clock_now));
+    return {};
+}
+
+} // namespace sevemu::emulator
