@@ -311,9 +311,12 @@ MigrationInfo Migration::info() const
 {
     std::lock_guard lock(m_mutex);
     MigrationInfo info;
-    // QEMU lists the migration blockers whatever the status (fill_source_migration_info).
-    if (auto b = m_machine.migration_blocker())
-        info.blocked_reasons.push_back(*b);
+    // QEMU lists the migration blockers whatever the status (fill_source_migration_info); a
+    // machine still waiting for its own snapshot has none (QEMU's migrate gives "Guest is
+    // waiting for an incoming migration" there instead).
+    if (m_run_state != MigrationRunState::InMigrate)
+        if (auto b = m_machine.migration_blocker())
+            info.blocked_reasons.push_back(*b);
     info.status = m_status;
     if (!m_outgoing) {
         // fill_destination_migration_info(): the status only.

@@ -296,7 +296,7 @@ void snapshot_and_restore(std::string const& elf, Reference const& ref, uint64_t
     std::string err;
     if (transport == Transport::Defer) {
         auto argv = base_args(dst_out);
-        argv.insert(argv.end(), { "-incoming", "defer" });
+        argv.insert(argv.end(), { "-S", "-incoming", "defer" });
         std::string err_file = path("dst-" + tag + ".err");
         Vm dst(argv, path("dst-" + tag + ".sock"), err_file);
         CHECK(dst.ok("query-status")["status"] == "inmigrate");
@@ -305,6 +305,12 @@ void snapshot_and_restore(std::string const& elf, Reference const& ref, uint64_t
         dst.ok("migrate-incoming", { { "uri", "file:" + snap } });
         CHECK(dst.migration_until("completed") == std::vector<std::string> { "setup", "active", "completed" });
         CHECK(dst.error("migrate-incoming", { { "uri", "file:" + snap } }) == "The incoming migration has already been started");
+        // -S: loaded and waiting for cont, in "paused" (QEMU's process_incoming_migration_bh
+        // without autostart), not "prelaunch".
+        CHECK(dst.ok("query-status")["status"] == "paused");
+        CHECK(dst.ok("query-migrate") == json { { "status", "completed" } });
+        CHECK(dst.ok("query-replay")["icount"] == icount); // the count goes on from the source's
+        dst.ok("cont");
         status = dst.wait_exit();
         err = read_file(err_file);
     } else {
