@@ -497,6 +497,11 @@ TEST_CASE("snapshot: QEMU's texts for bad URIs and misplaced migration commands"
     r = cli({ "-incoming", "file:/nonexistent/snap.bin" });
     CHECK(r.status == 1);
     CHECK(r.err == "sevemu: -incoming file:/nonexistent/snap.bin: Unable to open /nonexistent/snap.bin: No such file or directory\n");
+    // -kernel with -incoming is not loaded, but must be a file that can be read (QEMU reads it).
+    r = cli({ "-kernel", "/nonexistent/guest.elf", "-incoming", "defer" });
+    CHECK(r.status == 1);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.rfind("sevemu: -kernel /nonexistent/guest.elf", 0) == 0);
     r = cli({ "-incoming", "tcp:127.0.0.1:4444" });
     CHECK(r.status == 1);
     CHECK(r.err.find("unsupported") != std::string::npos);
