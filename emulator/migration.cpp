@@ -279,7 +279,10 @@ Result<void, std::string> Migration::set_capabilities(std::vector<std::pair<std:
     if (m_outgoing && (m_status == MigrationStatus::Setup || m_status == MigrationStatus::Active || m_status == MigrationStatus::Cancelling))
         return Unexpected(std::string("There's a migration process in progress"));
     std::optional<bool> events;
-    for (auto const& [name, on] : caps) {
+    // (No structured binding: clang before 16 cannot capture one in a lambda.)
+    for (auto const& cap : caps) {
+        std::string const& name = cap.first;
+        bool on = cap.second;
         auto names = migration_capability_names();
         if (std::find_if(names.begin(), names.end(), [&](char const* n) { return name == n; }) == names.end())
             return Unexpected(fmt::format("Parameter 'capability' does not accept value '{}'", name));
