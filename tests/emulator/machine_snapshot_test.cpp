@@ -12,6 +12,7 @@
 //
 // Arguments (compile-time): GUEST_DIR (tests/guests in the build tree), SEV_GUEST.
 #include "base/state_stream.h"
+#include "emulator/clock.h"
 #include "emulator/machine.h"
 #include "emulator/sev_runtime.h"
 
@@ -351,4 +352,48 @@ TEST_CASE("snapshot: an SEV guest is refused with QEMU's blocker, and cannot be 
     CHECK(in.error().message.find("SEV") != std::string::npos);
     std::error_code ec;
     fs::remove_all(dir, ec);
+}
+
+TEST_CASE("clock: virtual time is the vCPUs' instructions plus time skipped; a restored clock goes on from its saved "
+          "instant", "[snapshot]")
+{
+    uint64_t retired = 1000;
+    MachineClock a([&] { return retired; });
+    CHECK(a.now_ns() == 1000);
+    a.skip(500);
+    a.skip(-7); // never back
+    CHECK(a.now_ns() == 1500);
+    StateWriter w;
+    a.save(w);
+    auto payload = w.take();
+    REQUIRE(payload.size() == 8);
+
+    // A machine whose counters say something else (here: 40) reads the saved instant, then
+    // advances with its own counters.
+    uint64_t other = 40;
+    MachineClock b([&] { return other; });
+    StateReader r("clock", payload);
+    auto now = MachineClock::read_state(r);
+    REQUIRE(now.has_value());
+    REQUIRE(r.finish().has_value());
+    b.restore(*now);
+    CHECK(b.now_ns() == 1500);
+    other += 25;
+    CHECK(b.now_ns() == 1525);
+
+    StateWriter neg;
+    neg.i64(-1);
+    auto neg_payload = neg.take();
+    StateReader rn("clock", neg_payload);
+    CHECK_FALSE(MachineClock::read_state(rn).has_value());
+    CHECK(rn.finish().error().text() == "snapshot section 'clock': negative virtual time");
+
+    payload.push_back(0);
+    StateReader rt("clock", payload);
+    CHECK_FALSE(MachineClock::read_state(rt).has_value());
+    CHECK_FALSE(rt.finish().has_value());
+    std::vector<uint8_t> short_payload(payload.begin(), payload.begin() + 5);
+    StateReader rs("clock", short_payload);
+    CHECK_FALSE(MachineClock::read_state(rs).has_value());
+    CHECK_FALSE(rs.finish().has_value());
 }

@@ -1,6 +1,7 @@
 // Machine: building from a MachineConfig (validation errors as values), the PC memory map, the
 // Multiboot hand-off state (QEMU's option ROM state), and a whole guest run to isa-debug-exit.
 #include "cpu/cpu.h"
+#include "devices/pic8259.h"
 #include "devices/uart16550.h"
 #include "emulator/machine.h"
 #include "mmu/memory_controller.h"
@@ -126,6 +127,39 @@ TEST_CASE("machine: configuration errors are one-line values")
     c = base_config();
     c.memory_size = 2ull << 20; // the guest's bss does not fit below 2 MiB? It does: 1 MiB + ~100 KiB.
     CHECK(Machine::create(c).has_value());
+}
+
+TEST_CASE("machine: the device list, in order, each on the PC's ports; ISA lines reach the PIC through the router")
+{
+    auto m = Machine::create(base_config());
+    REQUIRE(m.has_value());
+    auto& machine = **m;
+    std::vector<std::string> names;
+    for (auto const& d : machine.devices()) {
+        names.push_back(std::string(d.device->name()));
+        for (auto const& p : d.placements) {
+            // Every placement is what the bus finds at its base.
+            REQUIRE(p.space == Machine::DevicePlacement::Space::Pio);
+            auto hit = machine.pio().find(p.base);
+            REQUIRE(hit.has_value());
+            CHECK(hit->device == p.port);
+            CHECK(hit->offset == 0);
+        }
+    }
+    CHECK(names == std::vector<std::string> { "pic", "pit", "rtc", "acpi-pm", "com1", "post", "debug-exit" });
+    CHECK(machine.devices().front().placements.size() == 3); // master, slave, ELCR
+
+    // ISA IRQ 5 (edge) through the router: the PIC's IRR sees it, and with the line unmasked
+    // (ICW1-4 at vector 0x20, OCW1 0) it is the interrupt the vCPU is offered.
+    auto& pio = machine.pio();
+    for (auto [port, v] : std::initializer_list<std::pair<uint16_t, uint8_t>> { { 0x20, 0x11 }, { 0x21, 0x20 }, { 0x21, 0x04 },
+             { 0x21, 0x01 }, { 0x21, 0x00 } })
+        pio.write(port, 1, v);
+    CHECK_FALSE(machine.pic().interrupt_pending());
+    machine.irq_router().isa_line(5).raise();
+    CHECK((machine.pic().irr(false) & (1u << 5)) != 0);
+    CHECK(machine.pic().interrupt_pending());
+    CHECK(machine.pic().acknowledge() == 0x25);
 }
 
 TEST_CASE("machine: two machines share nothing")
