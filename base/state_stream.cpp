@@ -241,10 +241,10 @@ Result<std::vector<SnapshotSection>, StateError> parse_snapshot(std::span<uint8_
     auto err = [](std::string section, std::string message) {
         return make_unexpected(StateError { std::move(section), std::move(message) });
     };
-    if (s.size() < kMagicSize || std::memcmp(s.data(), kSnapshotMagic, kMagicSize) != 0)
-        return err("", s.size() < kMagicSize && std::memcmp(s.data(), kSnapshotMagic, s.size()) == 0
-                ? "truncated header"
-                : "not a sevemu snapshot (bad magic)");
+    // A prefix of the magic is a truncated stream; anything else is not a snapshot at all.
+    size_t magic_part = std::min(s.size(), kMagicSize);
+    if (!std::equal(s.begin(), s.begin() + magic_part, kSnapshotMagic))
+        return err("", "not a sevemu snapshot (bad magic)");
     if (s.size() < kHeaderSize)
         return err("", "truncated header");
     auto version = uint32_t(get_le(s.data() + kMagicSize, 4));

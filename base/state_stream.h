@@ -78,6 +78,8 @@ public:
         , m_data(payload)
     {
     }
+    // The reader keeps a view: a temporary payload would be gone before the first read.
+    StateReader(std::string_view, std::vector<uint8_t>&&) = delete;
     uint8_t u8();
     uint16_t u16();
     uint32_t u32();

@@ -132,7 +132,8 @@ struct Core {
     uint32_t mxcsr { 0x1F80 };
     MsrState msr {};
     int64_t tsc_offset {};
-    uint64_t icount {};        // retired instructions (TSC source)
+    uint64_t icount {};        // retired instructions (TSC source), as of the current block's start
+    Insn const* block_first {}; // the current block's first instruction (see IcountNow)
     bool halted {};
     bool irq_shadow {};
     std::atomic<bool> stop_requested {};
@@ -417,6 +418,17 @@ struct Core {
     void flush_jump_cache();
 
     void reset();
+};
+
+// Inside a block, icount lags by the instructions retired earlier in that block (run() adds
+// them after the block). An instruction that reads or writes the TSC makes icount exact for its
+// duration, so that the TSC does not depend on where blocks start — which a restored snapshot
+// changes (it resumes mid-block).
+struct IcountNow {
+    Core& c;
+    uint64_t adj;
+    IcountNow(Core& core, Insn const& i) : c(core), adj(uint64_t(&i - core.block_first)) { c.icount += adj; }
+    ~IcountNow() { c.icount -= adj; }
 };
 
 // Guest page walks under nested paging (exec_svm.cpp).

@@ -442,6 +442,7 @@ RunResult Cpu::run(uint64_t max_instructions)
             uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done - events);
             if (shadow || single_step) n = 1;
             Insn const* i = b->insns.data();
+            c.block_first = i;
             uint64_t rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
             for (; k < n; ++i) {
                 c.r[kRegNext] = (c.rip + i->len) & rip_mask;

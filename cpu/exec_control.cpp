@@ -293,8 +293,9 @@ template <int S, int M> void invlpg(Core& c, Insn const& i)
     c.flush_jump_cache();
     end(c);
 }
-template <int S, int M> void rdtscp(Core& c, Insn const&)
+template <int S, int M> void rdtscp(Core& c, Insn const& i)
 {
+    IcountNow now(c, i); // the TSC as of this instruction
     if ((c.cr4 & cr4::TSD) && c.cpl != 0) c.raise(GP, 0);
     if (c.intercepted(svm::Intercept::RDTSCP)) c.intercept(svm::Intercept::RDTSCP);
     uint64_t t = c.read_tsc();
@@ -389,8 +390,9 @@ inline void msr_intercept(Core& c, bool write)
     if (SEVEMU_UNLIKELY(c.guest.has_value()) && c.guest->msr_intercepted(c.mc, uint32_t(c.r[RCX]), write))
         c.intercept(svm::Intercept::MSR_PROT, svm::msr_exit_info_1(write));
 }
-template <int S, int M> void rdmsr_op(Core& c, Insn const&)
+template <int S, int M> void rdmsr_op(Core& c, Insn const& i)
 {
+    IcountNow now(c, i); // the TSC as of this instruction
     need_cpl0(c);
     msr_intercept(c, false);
     uint64_t v;
@@ -398,8 +400,9 @@ template <int S, int M> void rdmsr_op(Core& c, Insn const&)
     c.r[RAX] = uint32_t(v);
     c.r[RDX] = v >> 32;
 }
-template <int S, int M> void wrmsr_op(Core& c, Insn const&)
+template <int S, int M> void wrmsr_op(Core& c, Insn const& i)
 {
+    IcountNow now(c, i); // the TSC as of this instruction
     need_cpl0(c);
     msr_intercept(c, true);
     uint64_t v = (c.r[RDX] << 32) | uint32_t(c.r[RAX]);
@@ -415,8 +418,9 @@ template <int S, int M> void cpuid_op(Core& c, Insn const&)
     c.r[RCX] = r.ecx;
     c.r[RDX] = r.edx;
 }
-template <int S, int M> void rdtsc(Core& c, Insn const&)
+template <int S, int M> void rdtsc(Core& c, Insn const& i)
 {
+    IcountNow now(c, i); // the TSC as of this instruction
     if ((c.cr4 & cr4::TSD) && c.cpl != 0) c.raise(GP, 0);
     if (c.intercepted(svm::Intercept::RDTSC)) c.intercept(svm::Intercept::RDTSC);
     uint64_t t = c.read_tsc();

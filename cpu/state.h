@@ -1,5 +1,8 @@
-// sevemu — architectural register state of one x86-64 logical processor, as the outside world
-// (Machine, tests, VMRUN's save areas later) reads and writes it. Hidden segment parts are kept
+// sevemu — the architectural state of one x86-64 logical processor, as the outside world
+// (Machine, tests, snapshots: cpu/cpu_state_io.h writes it down) reads and writes it: registers,
+// x87/SSE, MSRs, the run state (HLT, interrupt shadow, GIF) and SVM guest mode — everything a
+// restored CPU needs to continue exactly; what the interpreter derives from it (CPL, decode mode,
+// TLBs, decoded code) is not here. Hidden segment parts are kept
 // in the VMCB "attrib" packing (APM vol 2 §15.5.1, Table B-2: type[3:0] S[4] DPL[6:5] P[7]
 // AVL[8] L[9] DB[10] G[11]) so SVM save/restore is a field copy.
 #pragma once

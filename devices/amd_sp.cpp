@@ -77,8 +77,8 @@ void AmdSp::load(StateReader& r)
         return r.fail("platform state " + std::to_string(state) + " is not UNINIT, INIT or WORKING");
     auto saved = firmware::PlatformState(state);
     if (guests != 0)
-        return r.fail("the snapshot claims " + std::to_string(guests)
-            + " SEV guest contexts; guest keys never leave the AMD-SP, so no snapshot can carry them");
+        return r.fail("the snapshot claims SEV guest contexts (" + std::to_string(guests)
+            + "); guest keys never leave the AMD-SP, so no snapshot can carry them");
     if (m_firmware->guest_count() != 0)
         return r.fail("this machine's AMD-SP holds SEV guest contexts; a snapshot cannot replace them");
     if (saved != m_firmware->platform_state())

@@ -43,9 +43,10 @@ public:
     static constexpr unsigned kCom1Irq = 4;
     static constexpr uint64_t kRegisterCount = 8;
     static constexpr uint32_t kStateVersion = 1;
-    // The most host input a snapshot may carry waiting for the receiver (a pasted file's
-    // worth; more is refused rather than allocated).
-    static constexpr uint64_t kMaxBacklog = 16u << 20;
+    // The most host input a snapshot section may carry waiting for the receiver. A length is
+    // also never believed beyond the payload's own size (StateReader::bytes), so this bounds
+    // only what a saved machine could hold: far more than any terminal or test script types.
+    static constexpr uint64_t kMaxBacklog = 1ull << 30;
 
     // What the guest transmits goes to the sink, one byte at a time.
     using Sink = std::function<void(uint8_t)>;

@@ -1,4 +1,5 @@
 #include "firmware/crypto.h"
+#include "firmware/ossl_ptr.h"
 
 // See Sha256Stream below: the one deliberate use of a deprecated OpenSSL interface.
 #define OPENSSL_SUPPRESS_DEPRECATED
@@ -43,38 +44,17 @@ size_t hash_size(HashAlgo h) { return h == HashAlgo::Sha256 ? 32 : 48; }
 
 static EVP_MD const* evp_md(HashAlgo h) { return h == HashAlgo::Sha256 ? EVP_sha256() : EVP_sha384(); }
 
-// Small RAII holders for the OpenSSL objects used below.
+// RAII holders for the OpenSSL objects used below (firmware/ossl_ptr.h).
 namespace {
-struct BnFree {
-    void operator()(BIGNUM* p) const { BN_free(p); }
-};
-using Bn = std::unique_ptr<BIGNUM, BnFree>;
-struct BnCtxFree {
-    void operator()(BN_CTX* p) const { BN_CTX_free(p); }
-};
-struct GroupFree {
-    void operator()(EC_GROUP* p) const { EC_GROUP_free(p); }
-};
-struct PointFree {
-    void operator()(EC_POINT* p) const { EC_POINT_free(p); }
-};
-struct PkeyCtxFree {
-    void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
-struct MdCtxFree {
-    void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
-struct ParamBldFree {
-    void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
-};
-struct ParamFree {
-    void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
-};
-struct SigFree {
-    void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
-};
+using Bn = OsslPtr<BIGNUM, BN_free>;
+using BnCtx = OsslPtr<BN_CTX, BN_CTX_free>;
+using Group = OsslPtr<EC_GROUP, EC_GROUP_free>;
+using Point = OsslPtr<EC_POINT, EC_POINT_free>;
+using PkeyCtx = OsslPtr<EVP_PKEY_CTX, EVP_PKEY_CTX_free>;
+using MdCtx = OsslPtr<EVP_MD_CTX, EVP_MD_CTX_free>;
+using ParamBld = OsslPtr<OSSL_PARAM_BLD, OSSL_PARAM_BLD_free>;
+using Params = OsslPtr<OSSL_PARAM, OSSL_PARAM_free>;
+using Sig = OsslPtr<ECDSA_SIG, ECDSA_SIG_free>;
 } // namespace
 
 void PKeyDeleter::operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
@@ -291,7 +271,7 @@ static EC_GROUP* p384_group() { return EC_GROUP_new_by_curve_name(NID_secp384r1)
 // Builds an EVP_PKEY for P-384 from an encoded public point and an optional private scalar.
 static Result<PKey, CryptoError> p384_fromdata(std::span<const uint8_t> pub_octets, BIGNUM const* priv)
 {
-    std::unique_ptr<OSSL_PARAM_BLD, ParamBldFree> bld(OSSL_PARAM_BLD_new());
+    ParamBld bld(OSSL_PARAM_BLD_new());
     if (!bld)
         return make_unexpected(CryptoError::Internal);
     bool ok = OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, "P-384", 0) == 1
@@ -300,7 +280,7 @@ static Result<PKey, CryptoError> p384_fromdata(std::span<const uint8_t> pub_octe
         && (!priv || OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_PRIV_KEY, priv) == 1);
     if (!ok)
         return make_unexpected(CryptoError::Internal);
-    std::unique_ptr<OSSL_PARAM, ParamFree> params(OSSL_PARAM_BLD_to_param(bld.get()));
+    Params params(OSSL_PARAM_BLD_to_param(bld.get()));
     PkeyCtx ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
     EVP_PKEY* key = nullptr;
     if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1
@@ -321,15 +301,15 @@ Result<PKey, CryptoError> p384_from_private(std::span<const uint8_t> scalar_be)
 {
     if (scalar_be.empty() || scalar_be.size() > kP384Bytes)
         return make_unexpected(CryptoError::BadLength);
-    std::unique_ptr<EC_GROUP, GroupFree> group(p384_group());
-    std::unique_ptr<BN_CTX, BnCtxFree> bn_ctx(BN_CTX_new());
+    Group group(p384_group());
+    BnCtx bn_ctx(BN_CTX_new());
     Bn priv(BN_bin2bn(scalar_be.data(), int(scalar_be.size()), nullptr));
     if (!group || !bn_ctx || !priv)
         return make_unexpected(CryptoError::Internal);
     // 0 < d < n (FIPS 186-4 B.4).
     if (BN_is_zero(priv.get()) || BN_cmp(priv.get(), EC_GROUP_get0_order(group.get())) >= 0)
         return make_unexpected(CryptoError::BadKey);
-    std::unique_ptr<EC_POINT, PointFree> pub(EC_POINT_new(group.get()));
+    Point pub(EC_POINT_new(group.get()));
     if (!pub || EC_POINT_mul(group.get(), pub.get(), priv.get(), nullptr, nullptr, bn_ctx.get()) != 1)
         return make_unexpected(CryptoError::Internal);
     uint8_t oct[1 + 2 * kP384Bytes];
@@ -355,8 +335,8 @@ Result<PKey, CryptoError> p384_from_amd_point(AmdEcPoint const& point)
     }
     // On-curve check before the point is used for anything: an off-curve point in ECDH leaks the
     // private key modulo small orders (invalid-curve attack). oct2point also refuses x,y >= p.
-    std::unique_ptr<EC_GROUP, GroupFree> group(p384_group());
-    std::unique_ptr<EC_POINT, PointFree> p(group ? EC_POINT_new(group.get()) : nullptr);
+    Group group(p384_group());
+    Point p(group ? EC_POINT_new(group.get()) : nullptr);
     if (!p)
         return make_unexpected(CryptoError::Internal);
     if (EC_POINT_oct2point(group.get(), p.get(), oct, sizeof(oct), nullptr) != 1
@@ -448,7 +428,7 @@ Result<AmdEcdsaSig, CryptoError> ecdsa_p384_sign(EVP_PKEY const* priv, HashAlgo 
     if (EVP_DigestSign(md.get(), der.data(), &der_len, message.data(), message.size()) != 1)
         return make_unexpected(CryptoError::BadKey);
     uint8_t const* p = der.data();
-    std::unique_ptr<ECDSA_SIG, SigFree> sig(d2i_ECDSA_SIG(nullptr, &p, long(der_len)));
+    Sig sig(d2i_ECDSA_SIG(nullptr, &p, long(der_len)));
     if (!sig)
         return make_unexpected(CryptoError::Internal);
     AmdEcdsaSig out;
@@ -463,7 +443,7 @@ Result<void, CryptoError> ecdsa_p384_verify(EVP_PKEY const* pub, HashAlgo h, std
 {
     if (!is_p384(pub))
         return make_unexpected(CryptoError::BadKey);
-    std::unique_ptr<ECDSA_SIG, SigFree> sig(ECDSA_SIG_new());
+    Sig sig(ECDSA_SIG_new());
     BIGNUM* r = BN_lebin2bn(amd_sig.r.data(), int(amd_sig.r.size()), nullptr);
     BIGNUM* s = BN_lebin2bn(amd_sig.s.data(), int(amd_sig.s.size()), nullptr);
     if (!sig || !r || !s || ECDSA_SIG_set0(sig.get(), r, s) != 1) {
@@ -507,11 +487,11 @@ Result<PKey, CryptoError> rsa_from_amd(std::span<const uint8_t> modulus_le, std:
     if (BN_num_bits(n.get()) < 1024 || !BN_is_odd(n.get()) || !BN_is_odd(e.get()) || BN_is_one(e.get())
         || BN_cmp(e.get(), n.get()) >= 0)
         return make_unexpected(CryptoError::BadKey);
-    std::unique_ptr<OSSL_PARAM_BLD, ParamBldFree> bld(OSSL_PARAM_BLD_new());
+    ParamBld bld(OSSL_PARAM_BLD_new());
     if (!bld || OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_N, n.get()) != 1
         || OSSL_PARAM_BLD_push_BN(bld.get(), OSSL_PKEY_PARAM_RSA_E, e.get()) != 1)
         return make_unexpected(CryptoError::Internal);
-    std::unique_ptr<OSSL_PARAM, ParamFree> params(OSSL_PARAM_BLD_to_param(bld.get()));
+    Params params(OSSL_PARAM_BLD_to_param(bld.get()));
     PkeyCtx ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr));
     EVP_PKEY* key = nullptr;
     if (!params || !ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1

@@ -1,4 +1,5 @@
 #include "firmware/persistent.h"
+#include "firmware/ossl_ptr.h"
 
 #include <cstring>
 #include <memory>
@@ -58,19 +59,11 @@ bool get_blob(std::span<const uint8_t> rec, size_t& at, Bytes& out, size_t allow
     return true;
 }
 
-struct BnDeleter {
-    void operator()(BIGNUM* b) const { BN_clear_free(b); }
-};
-struct BnCtxDeleter {
-    void operator()(BN_CTX* c) const { BN_CTX_free(c); }
-};
-struct GroupDeleter {
-    void operator()(EC_GROUP* g) const { EC_GROUP_free(g); }
-};
-struct PointDeleter {
-    void operator()(EC_POINT* p) const { EC_POINT_free(p); }
-};
-using Bn = std::unique_ptr<BIGNUM, BnDeleter>;
+// Private scalars are cleared when freed (BN_clear_free).
+using Bn = OsslPtr<BIGNUM, BN_clear_free>;
+using BnCtx = OsslPtr<BN_CTX, BN_CTX_free>;
+using Group = OsslPtr<EC_GROUP, EC_GROUP_free>;
+using Point = OsslPtr<EC_POINT, EC_POINT_free>;
 
 } // namespace
 
@@ -154,8 +147,8 @@ Result<PKey, CryptoError> derive_cek(ChipUniqueKey const& cuk)
 {
     Sha256Digest seed = sha256(cuk);
     Bytes c = kdf_sp800_108(seed, "sev-chip-endorsement-key", {}, 56);
-    std::unique_ptr<BN_CTX, BnCtxDeleter> ctx(BN_CTX_new());
-    std::unique_ptr<EC_GROUP, GroupDeleter> group(EC_GROUP_new_by_curve_name(NID_secp384r1));
+    BnCtx ctx(BN_CTX_new());
+    Group group(EC_GROUP_new_by_curve_name(NID_secp384r1));
     Bn bc(BN_bin2bn(c.data(), int(c.size()), nullptr));
     Bn n1(BN_dup(EC_GROUP_get0_order(group.get())));
     Bn d(BN_new());
@@ -175,8 +168,8 @@ Result<PKey, CryptoError> derive_cek(ChipUniqueKey const& cuk)
 
 Result<std::array<uint8_t, 64>, CryptoError> chip_id_from_cuk(ChipUniqueKey const& cuk)
 {
-    std::unique_ptr<BN_CTX, BnCtxDeleter> ctx(BN_CTX_new());
-    std::unique_ptr<EC_GROUP, GroupDeleter> group(EC_GROUP_new_by_curve_name(NID_secp256k1));
+    BnCtx ctx(BN_CTX_new());
+    Group group(EC_GROUP_new_by_curve_name(NID_secp256k1));
     if (!ctx || !group)
         return make_unexpected(CryptoError::Internal);
     Bn k(BN_bin2bn(cuk.data(), int(cuk.size()), nullptr));
@@ -185,7 +178,7 @@ Result<std::array<uint8_t, 64>, CryptoError> chip_id_from_cuk(ChipUniqueKey cons
         return make_unexpected(CryptoError::Internal);
     if (BN_is_zero(d.get()))
         BN_one(d.get());
-    std::unique_ptr<EC_POINT, PointDeleter> pub(EC_POINT_new(group.get()));
+    Point pub(EC_POINT_new(group.get()));
     Bn x(BN_new()), y(BN_new());
     if (!pub || !x || !y || !EC_POINT_mul(group.get(), pub.get(), d.get(), nullptr, nullptr, ctx.get())
         || !EC_POINT_get_affine_coordinates(group.get(), pub.get(), x.get(), y.get(), ctx.get()))

@@ -86,8 +86,9 @@ struct HostContext {
     static HostContext from_model(CpuModelInfo const&, CpuState const& host, bool host_64bit);
 };
 
-// The registers SVM reads and writes. CpuState is used as it is; the extra fields are what it
-// lacks (see the report / wiring list).
+// The registers SVM reads and writes. CpuState is used as it is, registers only: its run-state
+// fields (halted, interrupt_shadow, gif, instructions, svm_guest) are neither read nor written
+// here — the interpreter moves CPL, GIF and the shadow through the fields below.
 struct SvmCpuView {
     CpuState regs;
     uint8_t cpl {};
