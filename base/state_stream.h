@@ -1,6 +1,6 @@
 // sevemu — the snapshot stream: how a machine's state is written down and read back (QMP
 // `migrate` to file:/exec:, `sevemu -incoming`). The machine's parts each write one section;
-// emulator/machine.h lists the sections a machine writes and their versions.
+// emulator/machine_state.cpp lists the sections a machine writes and their versions.
 //
 // Byte layout, stream version 1 (every integer little-endian):
 //

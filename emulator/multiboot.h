@@ -132,8 +132,11 @@ BootEntryState multiboot_entry_state(MultibootBoot const&);
 
 // The 4 KiB pages the loader wrote, ascending and merged: the page at 0x9000 (memory map,
 // information structure, boot GDT) and the pages from the kernel's lowest load address, rounded
-// down, to the end of the loader's buffer above the kernel, rounded up (bss and gaps between
-// segments included: the loader zeroes them).
+// down, to the end of the loader's buffer above the kernel, rounded up. The span is whole:
+// bss (which the loader zeroes), gaps between segments and page tails (which it leaves as
+// they were: zero in the fresh DRAM of an SEV launch) are in it, so what an SEV launch
+// measures depends only on the image and the command line (README "What a -kernel launch
+// measures").
 std::vector<GuestRange> multiboot_written_ranges(MultibootBoot const&);
 
 Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController&, MultibootImage const&,
