@@ -589,6 +589,17 @@ RunOutcome Machine::run()
             if (auto r = m_sev->launch_finish(); !r)
                 return done(finish(RunOutcome::Reason::HostError, 1, r.error().message));
         }
+        // replay-break: stop exactly at the instruction count (the slice below ends there).
+        std::optional<uint64_t> to_break;
+        if (m_break_icount) {
+            uint64_t retired = instructions_retired();
+            if (retired >= *m_break_icount) {
+                m_break_icount.reset();
+                pause(); // QEMU replay_stop_vm(): vm_stop(RUN_STATE_PAUSED)
+                continue;
+            }
+            to_break = *m_break_icount - retired;
+        }
         m_started = true;
         // Timers first: an expired PIT period becomes an IRQ 0 edge before the CPU looks.
         int64_t now = now_ns();
@@ -600,6 +611,8 @@ RunOutcome Machine::run()
             slice = std::clamp<uint64_t>(uint64_t(std::max<int64_t>(*deadline - now, 1)), 1, kRunSlice);
         if (m_config.max_instructions)
             slice = std::min(slice, m_config.max_instructions - total);
+        if (to_break)
+            slice = std::min(slice, *to_break);
         poll_serial_input(0);
         // One vCPU for now (-smp comes with the next issue, and its scheduler with it).
         Vcpu& vcpu = m_vcpus.front();
@@ -613,6 +626,14 @@ RunOutcome Machine::run()
                 fmt::format("instruction limit of {} reached at {} {:#x}", m_config.max_instructions,
                     vcpu.sev() ? "guest rip" : "rip", vcpu.guest_rip())));
     }
+}
+
+uint64_t Machine::instructions_retired() const
+{
+    uint64_t n = 0;
+    for (auto const& v : m_vcpus)
+        n += v.instructions();
+    return n;
 }
 
 std::optional<RunOutcome> Machine::run_slice(Vcpu& vcpu, uint64_t slice, uint64_t& instructions)

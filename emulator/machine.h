@@ -186,6 +186,15 @@ public:
     // runs no guest code (QEMU's "inmigrate") until load_snapshot() succeeds.
     bool awaiting_snapshot() const { return m_incoming && !m_restored; }
 
+    // --- Instruction counting (QMP query-replay, replay-break). The instructions the vCPUs have
+    // retired since power-on (a restored machine goes on from its snapshot's count), and a
+    // breakpoint: when the count reaches it, run() pauses the machine there (a STOP event) and
+    // clears it, as QEMU's replay_break() stops a replayed VM at an instruction count. The
+    // machine is deterministic, so the same count is the same guest state in every run.
+    uint64_t instructions_retired() const;
+    void set_instruction_breakpoint(std::optional<uint64_t> icount) { m_break_icount = icount; }
+    std::optional<uint64_t> instruction_breakpoint() const { return m_break_icount; }
+
     // State changes, for QMP events (called on the machine's thread). Shutdown: the guest ended
     // under -no-shutdown (guest_ended() says how: a SHUTDOWN event unless it merely halted);
     // without -no-shutdown run() returns instead.
@@ -259,6 +268,7 @@ private:
     bool m_quit { false };
     bool m_incoming { false };
     bool m_restored { false };
+    std::optional<uint64_t> m_break_icount; // replay-break
     bool m_in_slice { false };
     bool m_reset_shutdown { false };
     std::optional<RunOutcome> m_guest_ended;

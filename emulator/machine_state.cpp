@@ -108,6 +108,13 @@ std::string names_text(std::vector<std::string> const& names)
 
 std::string as_string(std::vector<uint8_t> const& b) { return std::string(b.begin(), b.end()); }
 
+// A name from the stream that error messages will quote: printable ASCII only, so that a
+// message stays one line of text whatever the stream holds (found by fuzz_snapshot).
+bool printable_name(std::string const& s)
+{
+    return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7F; });
+}
+
 } // namespace
 
 std::optional<std::string> Machine::migration_blocker() const
@@ -229,6 +236,8 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
         StateReader r(sec.name, sec.payload);
         saved.memory_size = r.u64();
         saved.cpu_model = as_string(r.bytes(64));
+        if (r.ok() && !printable_name(saved.cpu_model))
+            r.fail("the CPU model's name is not printable text");
         saved.smp = r.u32();
         uint32_t ndev = r.u32();
         if (r.ok() && ndev > kMaxDevices)
@@ -236,6 +245,8 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
         for (uint32_t i = 0; r.ok() && i < ndev; ++i) {
             SavedDevice d;
             d.name = as_string(r.bytes(kMaxSectionName));
+            if (r.ok() && !printable_name(d.name))
+                r.fail(fmt::format("device {}'s name is not printable text", i));
             uint32_t np = r.u32();
             if (r.ok() && np > kMaxPlacements)
                 r.fail(fmt::format("device '{}' has {} placements (at most {})", d.name, np, kMaxPlacements));

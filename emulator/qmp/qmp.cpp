@@ -135,6 +135,12 @@ Result<Json, Error> check_arguments(std::vector<ArgSpec> const& schema, Json con
         case ArgType::Bool:
             out[spec.name] = TRY(arg_opt_bool(args, spec.name)).value();
             break;
+        case ArgType::Array:
+            // qobject_input_start_list(): QERR_INVALID_PARAMETER_TYPE with "array".
+            if (!it->is_array())
+                return make_unexpected(wrong_type(spec.name, "array"));
+            out[spec.name] = *it;
+            break;
         }
     }
     // QEMU names the first leftover in its hash table's order; with several, sevemu names the

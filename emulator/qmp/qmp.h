@@ -36,8 +36,9 @@ using Handler = std::function<Result<Json, Error>(Json const& arguments)>;
 
 // A command's declared arguments, checked in one place (Session) before its handler runs, with
 // the texts of QEMU's QAPI input visitor (qapi/qobject-input-visitor.c). Types are QAPI's:
-// 'int' (int64), 'uint64' (negative integers are taken modulo 2^64, as QEMU does), 'str', 'bool'.
-enum class ArgType : uint8_t { Int, Uint64, String, Bool };
+// 'int' (int64), 'uint64' (negative integers are taken modulo 2^64, as QEMU does), 'str', 'bool',
+// and a list (['T']: checked to be an array here; its handler checks the elements).
+enum class ArgType : uint8_t { Int, Uint64, String, Bool, Array };
 struct ArgSpec {
     char const* name;
     ArgType type;

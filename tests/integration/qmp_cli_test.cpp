@@ -301,6 +301,12 @@ TEST_CASE("every command refuses an argument it does not declare, and does not r
             args.update({ { "packet-header", "" }, { "secret", "" } });
         if (name == "query-sev-attestation-report")
             args["mnonce"] = "";
+        if (name == "migrate" || name == "migrate-incoming")
+            args["uri"] = "file:/nonexistent/x";
+        if (name == "migrate-set-capabilities")
+            args["capabilities"] = json::array();
+        if (name == "replay-break")
+            args["icount"] = 1000;
         auto r = vm.execute({ { "execute", name }, { "arguments", args }, { "id", name } });
         INFO(name);
         CHECK(r["error"]["class"] == "GenericError");

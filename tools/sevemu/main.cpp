@@ -2,7 +2,9 @@
 // qemu-system-x86_64's (INTERFACES.md §3); errors are one line on stderr and a non-zero status.
 #include "base/main_guard.h"
 #include "cpu/cpu_model.h"
+#include "base/file_io.h"
 #include "emulator/machine.h"
+#include "emulator/migration.h"
 #include "emulator/qmp/qmp.h"
 #include "tools/sevemu/options.h"
 #include "tools/sevemu/qmp_commands.h"
@@ -47,22 +49,46 @@ static int run(int argc, char** argv)
         }
         return 0;
     }
-    if (opts->machine.kernel.empty()) {
+    bool incoming = opts->incoming.has_value();
+    if (opts->machine.kernel.empty() && !incoming) {
         std::fprintf(stderr, "sevemu: no -kernel given: nothing to run (see --help)\n");
         return 1;
     }
-    auto machine = emulator::Machine::create(std::move(opts->machine));
+    if (incoming && !opts->machine.kernel.empty()) {
+        // QEMU reads -kernel into its option ROM even with -incoming (a missing file is an
+        // error), and the stream then replaces the guest. sevemu checks that the file can be
+        // read, and does not load it: the snapshot carries the guest.
+        if (auto k = read_regular_file(opts->machine.kernel, file_limits::kKernel); !k) {
+            std::fprintf(stderr, "sevemu: -kernel %s\n", k.error().message.c_str());
+            return 1;
+        }
+    }
+    auto machine = incoming ? emulator::Machine::create_incoming(std::move(opts->machine))
+                            : emulator::Machine::create(std::move(opts->machine));
     if (!machine) {
         std::fprintf(stderr, "sevemu: %s\n", machine.error().message.c_str());
         return 1;
     }
     auto& m = **machine;
-    if (opts->start_paused)
+    // -incoming: the machine waits in "inmigrate" and starts once the stream is loaded, unless
+    // -S (QEMU's autostart); -S alone starts paused ("prelaunch").
+    if (opts->start_paused || incoming)
         m.pause();
 
-    // QMP sockets (-qmp). Events go to every negotiated client.
-    auto commands = cli::machine_commands(m);
+    // Events go to every negotiated QMP client (the migration job may send MIGRATION events from
+    // its own threads; `servers` is filled before the machine runs and not changed after).
     std::vector<std::unique_ptr<qmp::Server>> servers;
+    auto emit = [&servers](char const* name, qmp::Json const& data) {
+        for (auto& s : servers)
+            s->emit(name, data);
+    };
+    emulator::Migration migration(m, [&emit](emulator::MigrationStatus status) {
+        emit("MIGRATION", qmp::Json { { "status", std::string(emulator::migration_status_name(status)) } });
+    });
+
+    // QMP sockets (-qmp).
+    auto commands = cli::machine_commands(m, migration);
+    std::vector<std::unique_ptr<qmp::Server>> started;
     for (auto const& spec : opts->qmp) {
         auto ep = qmp::parse_endpoint(spec);
         if (!ep) {
@@ -74,12 +100,19 @@ static int run(int argc, char** argv)
             std::fprintf(stderr, "sevemu: -qmp %s: %s\n", spec.c_str(), server.error().c_str());
             return 1;
         }
-        servers.push_back(std::move(*server));
+        started.push_back(std::move(*server));
     }
-    auto emit = [&servers](char const* name, qmp::Json const& data) {
-        for (auto& s : servers)
-            s->emit(name, data);
-    };
+    if (incoming) {
+        migration.expect_incoming(*opts->incoming == "defer", !opts->start_paused);
+        if (*opts->incoming != "defer") {
+            // QEMU 7.2 qemu_init(): "-incoming URI: " and the error, exit status 1.
+            if (auto r = migration.start_incoming(*opts->incoming, false); !r) {
+                std::fprintf(stderr, "sevemu: -incoming %s: %s\n", opts->incoming->c_str(), r.error().c_str());
+                return 1;
+            }
+        }
+    }
+    servers = std::move(started);
     m.set_event_sink([&emit, &m](emulator::Machine::Event e) {
         using Event = emulator::Machine::Event;
         if (e == Event::Reset) {
@@ -103,6 +136,16 @@ static int run(int argc, char** argv)
             servers[i]->wait_for_client();
 
     auto outcome = m.run();
+    // The snapshot job ends (an unfinished one is cancelled) while its events can still go out.
+    migration.shutdown();
+    if (auto err = migration.incoming_error()) {
+        // QEMU exits with status 1 when an incoming migration fails to load, without a
+        // SHUTDOWN event; the line names the part of the stream at fault.
+        for (auto& s : servers)
+            s->stop();
+        std::fprintf(stderr, "sevemu: %s\n", err->c_str());
+        return 1;
+    }
     // QEMU's SHUTDOWN event: who asked, and why.
     using Reason = emulator::RunOutcome::Reason;
     bool by_guest = outcome.reason != Reason::Quit && outcome.reason != Reason::HostError && outcome.reason != Reason::ResetShutdown;

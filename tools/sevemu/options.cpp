@@ -1,6 +1,7 @@
 #include "tools/sevemu/options.h"
 
 #include "base/encoding.h"
+#include "emulator/migration.h"
 
 #include <algorithm>
 #include <cctype>
@@ -461,6 +462,7 @@ Result<uint64_t, CliError> parse_memory(std::string const& arg)
 std::string usage()
 {
     return "Usage: sevemu [options] -kernel FILE\n"
+           "       sevemu [options] -incoming file:PATH|exec:CMD|defer\n"
            "An emulated AMD EPYC PC with SEV; the command line follows qemu-system-x86_64.\n"
            "\n"
            "  -m SIZE                   guest RAM (default 128M; suffixes K, M, G, T; MiB without one)\n"
@@ -489,7 +491,10 @@ std::string usage()
            "  -D LOGFILE                write traces to LOGFILE instead of stderr\n"
            "  -S                        start paused (\"prelaunch\"); QMP's cont starts the guest\n"
            "  -qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off   QMP control socket\n"
-           "  -incoming ...             not supported yet (migration)\n"
+           "  -incoming file:PATH | exec:CMD | defer\n"
+           "                            restore a snapshot (QMP migrate) instead of booting -kernel: from a file,\n"
+           "                            from the stdout of `/bin/sh -c CMD`, or from QMP migrate-incoming later;\n"
+           "                            the guest then runs, or stays paused with -S\n"
            "  -h, --help                this text\n"
            "  --version                 version\n"
            "\n"
@@ -583,8 +588,14 @@ Result<Options, CliError> parse_options(std::vector<std::string> const& args)
             TRY(check_qmp(v));
             P.opts.qmp.push_back(v); // checked in full when the socket is opened
         }
-        else if (name == "incoming")
-            return fail(fmt::format("-incoming {}: unsupported yet: migration arrives with issue 6", v));
+        else if (name == "incoming") {
+            // Checked here so that a bad URI is one line before anything starts, as QEMU's
+            // "-incoming URI: unknown migration protocol: URI".
+            if (v != "defer")
+                if (auto u = emulator::parse_incoming_uri(v); !u)
+                    return fail(fmt::format("-incoming {}: {}", v, u.error()));
+            P.opts.incoming = v;
+        }
         else if (name == "accel") {
             if (split_props(v)[0].key != "tcg")
                 return fail(fmt::format("-accel {}: unsupported accelerator (sevemu is its own; tcg is accepted)", v));

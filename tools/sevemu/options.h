@@ -23,6 +23,9 @@ struct Options {
     bool list_cpus { false };
     bool start_paused { false };   // -S
     std::vector<std::string> qmp;  // -qmp SPEC (repeatable)
+    // -incoming file:PATH | exec:CMD | defer: build the machine empty and load a snapshot
+    // (emulator/migration.h); the last one given counts, as in QEMU.
+    std::optional<std::string> incoming;
 };
 
 Result<Options, CliError> parse_options(std::vector<std::string> const& args);

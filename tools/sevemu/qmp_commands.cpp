@@ -35,37 +35,191 @@ Error sev_error(emulator::SevError const& e) { return qmp::generic_error(e.messa
 
 } // namespace
 
-qmp::CommandTable machine_commands(emulator::Machine& machine)
+Json migration_info_json(emulator::MigrationInfo const& info)
+{
+    // QEMU 7.2 fill_source_migration_info(): only what the status has; {} before any migration.
+    Json j = Json::object();
+    if (!info.blocked_reasons.empty())
+        j["blocked-reasons"] = info.blocked_reasons;
+    if (info.status == emulator::MigrationStatus::None)
+        return j;
+    j["status"] = std::string(emulator::migration_status_name(info.status));
+    if (info.total_time_ms)
+        j["total-time"] = *info.total_time_ms;
+    if (info.setup_time_ms)
+        j["setup-time"] = *info.setup_time_ms;
+    if (info.downtime_ms)
+        j["downtime"] = *info.downtime_ms;
+    if (info.expected_downtime_ms)
+        j["expected-downtime"] = *info.expected_downtime_ms;
+    if (info.error_desc)
+        j["error-desc"] = *info.error_desc;
+    if (info.ram) {
+        // populate_ram_info(): "skipped" is a legacy member, always 0; dirty-pages-rate and
+        // remaining stay 0 once completed; no multifd, no postcopy, no zero-copy.
+        auto const& r = *info.ram;
+        j["ram"] = Json { { "transferred", r.transferred }, { "remaining", r.remaining }, { "total", r.total },
+            { "duplicate", r.duplicate }, { "skipped", 0 }, { "normal", r.normal }, { "normal-bytes", r.normal_bytes },
+            { "dirty-pages-rate", 0 }, { "mbps", r.mbps }, { "dirty-sync-count", r.dirty_sync_count },
+            { "postcopy-requests", 0 }, { "page-size", r.page_size }, { "multifd-bytes", 0 },
+            { "pages-per-second", r.pages_per_second }, { "precopy-bytes", r.precopy_bytes },
+            { "downtime-bytes", r.downtime_bytes }, { "postcopy-bytes", 0 }, { "dirty-sync-missed-zero-copy", 0 } };
+    }
+    return j;
+}
+
+qmp::CommandTable machine_commands(emulator::Machine& machine, emulator::Migration& migration)
 {
     // Every command declares its arguments (QEMU's QAPI schema, qapi/*.json); the session checks
     // them in one place before a handler runs (qmp::check_arguments). add(name, handler) declares
     // a command without arguments: any argument given is refused.
     qmp::CommandTable t;
     auto& m = machine;
+    auto& mig = migration;
     constexpr auto Int = qmp::ArgType::Int;
     constexpr auto U64 = qmp::ArgType::Uint64;
     constexpr auto Str = qmp::ArgType::String;
+    constexpr auto Bool = qmp::ArgType::Bool;
+    constexpr auto Array = qmp::ArgType::Array;
 
-    // query-status: QEMU's StatusInfo; "prelaunch" before the first cont of a -S start.
-    t.add("query-status", [&m](Json const&) {
-        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
-            std::string status = mm.shut_down() ? "shutdown" : !mm.paused() ? "running" : (mm.started() ? "paused" : "prelaunch");
-            return Json { { "running", !mm.paused() }, { "singlestep", false }, { "status", status } };
+    // query-status: QEMU's StatusInfo; "prelaunch" before the first cont of a -S start,
+    // "inmigrate" while -incoming waits for its stream, "finish-migrate" while a snapshot is
+    // written, "postmigrate" on the source once it is (qapi/run-state.json RunState).
+    t.add("query-status", [&m, &mig](Json const&) {
+        return on_machine(m, [&mig](emulator::Machine& mm) -> Result<Json, Error> {
+            using RS = emulator::MigrationRunState;
+            std::string status;
+            switch (mig.run_state()) {
+            case RS::InMigrate: status = "inmigrate"; break;
+            case RS::FinishMigrate: status = "finish-migrate"; break;
+            case RS::PostMigrate: status = "postmigrate"; break;
+            case RS::None:
+                status = mm.shut_down() ? "shutdown" : !mm.paused() ? "running" : (mm.started() || mig.loaded() ? "paused" : "prelaunch");
+                break;
+            }
+            return Json { { "running", status == "running" }, { "singlestep", false }, { "status", status } };
         });
     });
-    t.add("stop", [&m](Json const&) {
-        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
-            mm.pause();
+    // QEMU 7.2 qmp_stop()/qmp_cont() (softmmu/cpus.c, monitor/qmp-cmds.c): in "inmigrate" they
+    // only say whether the guest starts once its stream is loaded.
+    t.add("stop", [&m, &mig](Json const&) {
+        return on_machine(m, [&mig](emulator::Machine&) -> Result<Json, Error> {
+            mig.stop();
             return Json::object();
         });
     });
-    t.add("cont", [&m](Json const&) {
-        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
-            if (mm.shut_down()) // QEMU: runstate_needs_reset()
+    t.add("cont", [&m, &mig](Json const&) {
+        return on_machine(m, [&mig](emulator::Machine& mm) -> Result<Json, Error> {
+            if (mm.shut_down() && mig.run_state() == emulator::MigrationRunState::None) // QEMU: runstate_needs_reset()
                 return make_unexpected(qmp::generic_error("Resetting the Virtual Machine is required"));
-            mm.resume();
+            if (auto r = mig.cont(); !r)
+                return make_unexpected(qmp::generic_error(r.error()));
             return Json::object();
         });
+    });
+
+    // --- Instruction counts (qapi/replay.json). QEMU offers these while it replays a recorded
+    // execution (-icount rr=replay); sevemu's execution is deterministic in every run (virtual
+    // time is the instruction count), so they work without a recording: query-replay reports
+    // mode "none" and the count, and replay-break stops the machine at a count (QUIRKS.md).
+    t.add("query-replay", [&m](Json const&) {
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            return Json { { "mode", "none" }, { "icount", mm.instructions_retired() } };
+        });
+    });
+    // { 'command': 'replay-break', 'data': { 'icount': 'int' } }
+    t.add("replay-break", { { "icount", Int, true } }, [&m](Json const& a) -> Result<Json, Error> {
+        int64_t icount = TRY(qmp::arg_int(a, "icount"));
+        return on_machine(m, [icount](emulator::Machine& mm) -> Result<Json, Error> {
+            // QEMU replay/replay-debugging.c qmp_replay_break().
+            if (icount < 0 || uint64_t(icount) < mm.instructions_retired())
+                return make_unexpected(qmp::generic_error("cannot set breakpoint at the instruction in the past"));
+            mm.set_instruction_breakpoint(uint64_t(icount));
+            return Json::object();
+        });
+    });
+    t.add("replay-delete-break", [&m](Json const&) {
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            mm.set_instruction_breakpoint(std::nullopt);
+            return Json::object();
+        });
+    });
+
+    // --- Snapshots through QEMU's migration commands (qapi/migration.json, QEMU 7.2).
+    // { 'command': 'migrate', 'data': {'uri': 'str', '*blk': 'bool', '*inc': 'bool',
+    //   '*detach': 'bool', '*resume': 'bool' } }
+    t.add("migrate", { { "uri", Str, true }, { "blk", Bool, false }, { "inc", Bool, false }, { "detach", Bool, false }, { "resume", Bool, false } },
+        [&m, &mig](Json const& a) -> Result<Json, Error> {
+        std::string uri = TRY(qmp::arg_string(a, "uri"));
+        bool blk = TRY(qmp::arg_opt_bool(a, "blk")).value_or(false);
+        bool inc = TRY(qmp::arg_opt_bool(a, "inc")).value_or(false);
+        bool resume = TRY(qmp::arg_opt_bool(a, "resume")).value_or(false);
+        // "detach" is ignored, as QEMU ignores it.
+        return on_machine(m, [&mig, uri, blk, inc, resume](emulator::Machine&) -> Result<Json, Error> {
+            if (resume) // migrate_prepare(): only a paused postcopy migration resumes
+                return make_unexpected(qmp::generic_error("Cannot resume if there is no paused migration"));
+            if (blk || inc)
+                return make_unexpected(qmp::generic_error("Block migration is unsupported: sevemu has no block devices"));
+            if (auto r = mig.migrate(uri); !r)
+                return make_unexpected(qmp::generic_error(r.error()));
+            return Json::object();
+        });
+    });
+    t.add("migrate_cancel", [&m, &mig](Json const&) {
+        return on_machine(m, [&mig](emulator::Machine&) -> Result<Json, Error> {
+            mig.cancel();
+            return Json::object();
+        });
+    });
+    t.add("query-migrate", [&m, &mig](Json const&) {
+        return on_machine(m, [&mig](emulator::Machine&) -> Result<Json, Error> { return migration_info_json(mig.info()); });
+    });
+    // { 'command': 'migrate-incoming', 'data': {'uri': 'str' } }
+    t.add("migrate-incoming", { { "uri", Str, true } }, [&m, &mig](Json const& a) -> Result<Json, Error> {
+        std::string uri = TRY(qmp::arg_string(a, "uri"));
+        return on_machine(m, [&mig, uri](emulator::Machine&) -> Result<Json, Error> {
+            if (auto r = mig.start_incoming(uri, true); !r)
+                return make_unexpected(qmp::generic_error(r.error()));
+            return Json::object();
+        });
+    });
+    // { 'command': 'migrate-set-capabilities', 'data': { 'capabilities': ['MigrationCapabilityStatus'] } }
+    // MigrationCapabilityStatus is { 'capability': 'MigrationCapability', 'state': 'bool' }; the
+    // elements are checked as QEMU's input visitor names them ("capabilities[0].state").
+    t.add("migrate-set-capabilities", { { "capabilities", Array, true } }, [&mig](Json const& a) -> Result<Json, Error> {
+        std::vector<std::pair<std::string, bool>> caps;
+        auto const& list = a["capabilities"];
+        auto names = emulator::migration_capability_names();
+        for (size_t i = 0; i < list.size(); ++i) {
+            std::string at = fmt::format("capabilities[{}]", i);
+            auto const& e = list[i];
+            if (!e.is_object())
+                return make_unexpected(qmp::generic_error(fmt::format("Invalid parameter type for '{}', expected: object", at)));
+            if (!e.contains("capability"))
+                return make_unexpected(qmp::generic_error(fmt::format("Parameter '{}.capability' is missing", at)));
+            if (!e["capability"].is_string())
+                return make_unexpected(qmp::generic_error(fmt::format("Invalid parameter type for '{}.capability', expected: string", at)));
+            std::string name = e["capability"].get<std::string>();
+            if (std::find_if(names.begin(), names.end(), [&](char const* n) { return name == n; }) == names.end())
+                return make_unexpected(qmp::generic_error(fmt::format("Parameter '{}.capability' does not accept value '{}'", at, name)));
+            if (!e.contains("state"))
+                return make_unexpected(qmp::generic_error(fmt::format("Parameter '{}.state' is missing", at)));
+            if (!e["state"].is_boolean())
+                return make_unexpected(qmp::generic_error(fmt::format("Invalid parameter type for '{}.state', expected: boolean", at)));
+            for (auto const& item : e.items())
+                if (item.key() != "capability" && item.key() != "state")
+                    return make_unexpected(qmp::generic_error(fmt::format("Parameter '{}.{}' is unexpected", at, item.key())));
+            caps.emplace_back(name, e["state"].get<bool>());
+        }
+        if (auto r = mig.set_capabilities(caps); !r)
+            return make_unexpected(qmp::generic_error(r.error()));
+        return Json::object();
+    });
+    t.add("query-migrate-capabilities", [&mig](Json const&) -> Result<Json, Error> {
+        Json list = Json::array();
+        for (char const* name : emulator::migration_capability_names())
+            list.push_back({ { "capability", name }, { "state", mig.capability(name) } });
+        return list;
     });
     t.add("quit", [&m](Json const&) {
         return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {

@@ -4,10 +4,16 @@
 #pragma once
 
 #include "emulator/machine.h"
+#include "emulator/migration.h"
 #include "emulator/qmp/qmp.h"
 
 namespace sevemu::cli {
 
-qmp::CommandTable machine_commands(emulator::Machine&);
+// `migration` is the machine's snapshot job and run-state keeper (emulator/migration.h): the
+// migration commands use it, and query-status, stop and cont consult it as QEMU's do.
+qmp::CommandTable machine_commands(emulator::Machine&, emulator::Migration& migration);
+
+// QEMU's MigrationInfo object (qapi/migration.json) for query-migrate.
+qmp::Json migration_info_json(emulator::MigrationInfo const&);
 
 } // namespace sevemu::cli
