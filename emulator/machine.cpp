@@ -24,6 +24,7 @@
 #include <fstream>
 #include <iterator>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 namespace sevemu::emulator {
@@ -126,6 +127,8 @@ Machine::~Machine()
         std::fclose(m_serial_file);
     if (m_trace_file)
         std::fclose(m_trace_file);
+    if (m_wake_fd >= 0)
+        ::close(m_wake_fd);
 }
 
 Result<std::unique_ptr<Machine>, MachineError> Machine::create(MachineConfig config)
@@ -219,6 +222,7 @@ Result<void, MachineError> Machine::build()
     case SerialConfig::Kind::Stdio:
         m_serial_file = stdout;
         m_serial_input_fd = STDIN_FILENO;
+        m_wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         break;
     case SerialConfig::Kind::File:
         m_serial_file = std::fopen(c.serial.path.c_str(), "wb");
@@ -443,8 +447,13 @@ bool Machine::post(std::function<void(Machine&)> request)
         m_requests.push_back(std::move(request));
     }
     m_requests_cv.notify_all();
-    // A running CPU finishes its slice early so the request is served promptly.
+    // A running CPU finishes its slice early so the request is served promptly; a machine
+    // waiting for serial input in HLT wakes up.
     stop_vcpus();
+    if (m_wake_fd >= 0) {
+        uint64_t one = 1;
+        [[maybe_unused]] auto n = ::write(m_wake_fd, &one, sizeof one);
+    }
     return true;
 }
 
@@ -460,11 +469,11 @@ void Machine::run_requests()
 }
 
 // A halted CPU (or vCPU) with RFLAGS.IF: skip virtual time to the next timer event, or wait for
-// serial input (QEMU would wait too); false when no interrupt can ever wake it.
-bool Machine::sleep_until_interrupt(bool interrupts_on)
+// serial input (QEMU would wait too) — and for QMP requests meanwhile.
+Machine::Wake Machine::sleep_until_interrupt(bool interrupts_on)
 {
     if (!interrupts_on)
-        return false;
+        return Wake::Never;
     bool can_wake = m_pic->interrupt_pending();
     auto wake = m_pit->next_irq_deadline(now_ns()); // the guest may have just programmed it
     if (!can_wake && wake) {
@@ -474,10 +483,18 @@ bool Machine::sleep_until_interrupt(bool interrupts_on)
     }
     while (!can_wake && m_serial_input_fd >= 0) {
         flush_serial();
-        poll_serial_input(-1);
+        pollfd p[2] = { { m_serial_input_fd, POLLIN, 0 }, { m_wake_fd, POLLIN, 0 } };
+        if (::poll(p, m_wake_fd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR)
+            break;
+        if (m_wake_fd >= 0 && (p[1].revents & POLLIN)) {
+            uint64_t count;
+            [[maybe_unused]] auto n = ::read(m_wake_fd, &count, sizeof count);
+            return Wake::Request;
+        }
+        poll_serial_input(0);
         can_wake = m_pic->interrupt_pending();
     }
-    return can_wake;
+    return can_wake ? Wake::Interrupt : Wake::Never;
 }
 
 Result<void, MachineError> Machine::system_reset()
@@ -714,8 +731,15 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
             // HLT: sleep until the next timer event if an interrupt can then wake the CPU, or
             // wait for serial input. With IF=0, or no timer armed, or its IRQ masked, nothing
             // ever will: QEMU would sit there forever; we end the run (QUIRKS.md).
-            if (sleep_until_interrupt(vcpu.guest_interrupts_enabled()))
+            switch (sleep_until_interrupt(vcpu.guest_interrupts_enabled())) {
+            case Wake::Interrupt:
                 return Next::EndSlice;
+            case Wake::Request:
+                vcpu.set_halted(); // still in HLT: the loop serves the request, then waits again
+                return Next::EndSlice;
+            case Wake::Never:
+                break;
+            }
             return outcome(RunOutcome::Reason::HaltedForever, 0,
                 fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", rip));
         },

@@ -210,7 +210,11 @@ private:
     // -serial stdio also reads stdin into COM1's receiver (as QEMU does). wait_ms < 0 blocks
     // until input or EOF; returns whether bytes arrived.
     bool poll_serial_input(int wait_ms);
-    bool sleep_until_interrupt(bool interrupts_on);
+    // HLT with RFLAGS.IF as given: skip virtual time to the next timer event, or wait for serial
+    // input. Interrupt: one can now be taken; Request: a QMP request arrived while waiting (the
+    // vCPU stays halted, the loop serves it); Never: nothing can ever wake the guest.
+    enum class Wake : uint8_t { Interrupt, Request, Never };
+    Wake sleep_until_interrupt(bool interrupts_on);
     void stop_vcpus();
     Result<void, MachineError> add_device(std::unique_ptr<devices::Device>, std::initializer_list<DevicePlacement>);
     // A device ended the run (isa-debug-exit, ACPI S5): reported as an exit of the vCPU that
@@ -229,6 +233,7 @@ private:
     FILE* m_trace_file { nullptr };
     FILE* m_serial_file { nullptr };
     int m_serial_input_fd { -1 }; // stdin for -serial stdio, until EOF
+    int m_wake_fd { -1 };         // an eventfd post() signals, so a wait for serial input serves QMP
     std::unique_ptr<mmu::MemoryController> m_memory;
     std::vector<E820Entry> m_memory_map;
     std::unique_ptr<MachineClock> m_clock;

@@ -34,6 +34,11 @@ VcpuExit Vcpu::run(uint64_t budget, devices::InterruptController& ic)
         }
         return vmm::ExitIntr {};
     }
+    if (m_halted) {
+        if (!ic.interrupt_pending())
+            return vmm::ExitHlt {};
+        m_halted = false;
+    }
     // The guest's interrupt controller is the machine's, in userspace as with QEMU's
     // -machine kernel_irqchip=off: inject when the guest can take it (KVM_INTERRUPT), else ask
     // for the interrupt window.

@@ -61,8 +61,13 @@ public:
     // The guest's instruction pointer and RFLAGS.IF, for messages and for HLT.
     uint64_t guest_rip() const;
     bool guest_interrupts_enabled() const;
+    // An SEV guest's HLT whose wait the machine cut short (a QMP request): the vCPU stays halted
+    // — run() gives ExitHlt again without entering the guest until an interrupt is pending (KVM's
+    // KVM_MP_STATE_HALTED). A plain guest's CPU keeps this state itself.
+    void set_halted() { m_halted = true; }
 
 private:
+    bool m_halted { false };
     uint32_t m_index;
     std::unique_ptr<cpu::Cpu> m_cpu;
     vmm::Vcpu* m_sev { nullptr };
