@@ -65,7 +65,7 @@ void LocalApic::reset()
     // the BIOS would have programmed — so the 8259 reaches a guest that never sets up its APIC.
     if (m_config.bsp)
         m_regs.lvt[kLvtLint0Index] = 0x700;
-    // Without a BIOS, the APs are already parked in wait-for-SIPI (SDM §8.4.1).
+    // Without a BIOS, the APs are already parked in wait-for-SIPI (SDM §9.4.1).
     m_regs.wait_for_sipi = !m_config.bsp;
 }
 
@@ -176,7 +176,7 @@ void LocalApic::accept_fixed(uint8_t vector, bool level_triggered)
 
 void LocalApic::accept_init()
 {
-    // INIT resets the APIC except its ID and base MSR (SDM §10.4.7.3); the vCPU is reset by its
+    // INIT resets the APIC except its ID and base MSR (SDM §11.4.7.3); the vCPU is reset by its
     // owner (take_init) and an AP then waits for a SIPI.
     power_on_registers();
     m_regs.init_pending = true;
@@ -187,7 +187,7 @@ void LocalApic::accept_init()
 void LocalApic::accept_sipi(uint8_t vector)
 {
     if (!m_regs.wait_for_sipi)
-        return; // SDM §8.4.4.1: a SIPI to a processor not waiting for one is ignored
+        return; // SDM §9.4.4.1: a SIPI to a processor not waiting for one is ignored
     m_regs.wait_for_sipi = false;
     m_regs.sipi_pending = true;
     m_regs.sipi_vector = vector;
@@ -369,6 +369,8 @@ std::optional<int64_t> LocalApic::next_deadline() const
 void LocalApic::write_lvt(unsigned index, uint32_t value)
 {
     uint32_t& lvt = m_regs.lvt[index];
+    if (index == kLvtTimerIndex && !m_config.tsc_deadline_supported)
+        value &= ~(1u << 18);
     uint32_t v = (value & kLvtWritable[index]) | (lvt & kLvtRemoteIrr & ~kLvtWritable[index]);
     if (!software_enabled())
         v |= kLvtMasked; // SDM §11.4.7.2: the mask bits cannot be cleared while software disabled
@@ -577,6 +579,8 @@ Result<uint64_t, ApicMsrError> LocalApic::read_msr(uint32_t msr)
 {
     if (msr == kMsrApicBase)
         return m_base;
+    if (msr == kMsrTscDeadline && !m_config.tsc_deadline_supported)
+        return Unexpected(ApicMsrError::GeneralProtection);
     if (msr == kMsrTscDeadline)
         return (enabled() && timer_mode() == TimerMode::TscDeadline) ? m_regs.tsc_deadline : 0;
     if (msr < kMsrX2apicFirst || msr > kMsrX2apicLast || !enabled() || !x2apic())
@@ -594,6 +598,8 @@ Result<void, ApicMsrError> LocalApic::write_msr(uint32_t msr, uint64_t value)
 {
     if (msr == kMsrApicBase)
         return write_apic_base(value);
+    if (msr == kMsrTscDeadline && !m_config.tsc_deadline_supported)
+        return Unexpected(ApicMsrError::GeneralProtection);
     if (msr == kMsrTscDeadline) {
         // Ignored outside TSC-deadline mode; 0 disarms (SDM §11.5.4.1).
         if (enabled() && timer_mode() == TimerMode::TscDeadline)
@@ -741,6 +747,8 @@ void LocalApic::load(StateReader& rd)
         return rd.fail("ID register has bits below 24 set");
     if (r.tpr > 0xFF || (r.ldr & 0x00FFFFFF) || (r.dfr & 0x0FFFFFFF) != 0x0FFFFFFF || r.svr > 0x3FF)
         return rd.fail("TPR, LDR, DFR or SVR has reserved bits set");
+    if (!m_config.tsc_deadline_supported && (r.lvt[kLvtTimerIndex] & (1u << 18)))
+        return rd.fail("LVT timer in TSC-deadline mode without TSC-deadline support");
     for (unsigned i = 0; i < 6; ++i)
         if (r.lvt[i] & ~(kLvtWritable[i] | (i == kLvtLint0Index || i == kLvtLint1Index ? kLvtRemoteIrr : 0)))
             return rd.fail("LVT " + std::to_string(i) + " has reserved bits set");

@@ -44,11 +44,11 @@
 //   the APs' LVT0 are masked (QUIRKS.md).
 // - LINT1 (NMI mode, as the MADT's LAPIC NMI entry says) and NMI messages make take_nmi() true.
 // - INIT (not the level de-assert form) resets the APIC's registers except the ID and base
-//   MSR (SDM §10.4.7.3 / APM §16.4.5) and, on an AP, enters wait-for-SIPI; the vCPU owner
+//   MSR (SDM §11.4.7.3 / APM §16.4.5) and, on an AP, enters wait-for-SIPI; the vCPU owner
 //   polls take_init() and resets the vCPU. A SIPI is taken only in wait-for-SIPI (further ones
-//   are ignored, SDM §8.4.4.1); take_sipi() returns its vector (start at CS = vector << 8).
+//   are ignored, SDM §9.4.4.1); take_sipi() returns its vector (start at CS = vector << 8).
 //   APs start in wait-for-SIPI (power-on without a BIOS: the MP initialization protocol has
-//   already parked them, SDM §8.4.1).
+//   already parked them, SDM §9.4.1).
 //
 // Timer (APM §16.4.1, SDM §11.5.4): one-shot, periodic and TSC-deadline modes. Its input clock
 // is kTimerHz = 1 GHz divided by the divide configuration register (1..128): one count per
@@ -123,6 +123,9 @@ public:
         uint32_t apic_id {};          // the initial APIC ID (CPUID 1 EBX[31:24], the MADT)
         bool bsp {};
         bool x2apic_supported { true }; // CPUID 1 ECX[21]: whether EXTD may be set
+        // CPUID 1 ECX[24]: whether LVT timer mode 10b and MSR 0x6E0 exist (without it, bit 18
+        // of the timer LVT is reserved and MSR 0x6E0 is #GP).
+        bool tsc_deadline_supported { true };
         uint64_t tsc_hz { kDefaultTscHz };
         uint8_t phys_addr_bits { 48 }; // APIC base bits above this are reserved
     };

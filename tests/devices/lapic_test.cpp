@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -651,8 +652,15 @@ TEST_CASE("lapic: APIC base MSR transitions and #GP (SDM Figure 11-27)", "[devic
     // A CPU without x2APIC refuses EXTD.
     LocalApic::Config c;
     c.x2apic_supported = false;
+    c.tsc_deadline_supported = false;
     LocalApic plain(c, [] { return int64_t(0); });
     CHECK_FALSE(plain.write_msr(LocalApic::kMsrApicBase, 0xFEE00C00u).has_value());
+    // ... and without TSC-deadline, timer mode bit 18 is reserved and MSR 0x6E0 is #GP.
+    wr(plain, LocalApic::kSvr, 0x1FF);
+    wr(plain, LocalApic::kLvtTimer, 0x40040);
+    CHECK(rd(plain, LocalApic::kLvtTimer) == 0x40);
+    CHECK_FALSE(plain.read_msr(LocalApic::kMsrTscDeadline).has_value());
+    CHECK_FALSE(plain.write_msr(LocalApic::kMsrTscDeadline, 1).has_value());
 }
 
 TEST_CASE("lapic: x2APIC MSR interface (SDM §11.12, Table 11-6)", "[devices][lapic][x2apic]")
@@ -975,4 +983,53 @@ TEST_CASE("ioapic: save/load round trip; truncation and bad fields refused", "[d
     p = payload;
     p[8 + 24 * 8 + 3] = 0x01; // pin 24 level
     refused(p, "beyond");
+}
+
+TEST_CASE("lapic/ioapic: random register traffic never breaks them, and their state still round-trips", "[devices][lapic][ioapic][fuzz]")
+{
+    std::mt19937_64 rng(0x5EE5EE);
+    IoRig r(3);
+    Pic8259Pair pic;
+    for (auto& l : r.cpu)
+        l->connect_pic(&pic);
+    for (int i = 0; i < 200000; ++i) {
+        uint64_t x = rng();
+        LocalApic& l = r[unsigned(x % 3)];
+        unsigned size = 1u << ((x >> 2) & 3);
+        uint64_t v = rng();
+        switch ((x >> 4) % 12) {
+        case 0: l.write((x >> 8) & 0xFFF, size, v); break;
+        case 1: (void)l.read((x >> 8) & 0xFFF, size); break;
+        case 2: (void)l.write_msr(0x800 + uint32_t((x >> 8) & 0xFF), (x & (1u << 20)) ? v : uint32_t(v)); break;
+        case 3: (void)l.read_msr(0x800 + uint32_t((x >> 8) & 0xFF)); break;
+        case 4: (void)l.write_msr(LocalApic::kMsrApicBase, (v & 0xD00) | 0xFEE00000u); break;
+        case 5: (void)l.write_msr(LocalApic::kMsrTscDeadline, v % 100000 + uint64_t(r.now)); break;
+        case 6: r.io.write((x >> 8) & 0x1F, size, v); break;
+        case 7: (void)r.io.read((x >> 8) & 0x1F, size); break;
+        case 8: r.io.set_irq(unsigned((x >> 8) % 30), v & 1); break;
+        case 9: l.set_lint(unsigned((x >> 8) & 1), v & 1); break;
+        case 10:
+            r.now += int64_t(v % 5000);
+            for (auto& c : r.cpu)
+                c->advance(r.now);
+            break;
+        default:
+            if (l.interrupt_pending())
+                (void)l.acknowledge();
+            (void)l.take_init();
+            (void)l.take_sipi();
+            (void)l.take_nmi();
+            break;
+        }
+    }
+    for (unsigned i = 0; i < 3; ++i) {
+        Bytes s = save_of(r[i]);
+        Rig fresh(3);
+        REQUIRE(load_error(fresh[i], s).empty());
+        CHECK(save_of(fresh[i]) == s);
+    }
+    Bytes s = save_of(r.io);
+    IoApic fresh;
+    REQUIRE(load_error(fresh, s).empty());
+    CHECK(save_of(fresh) == s);
 }

@@ -10,6 +10,7 @@
 #include "devices/pit8254.h"
 
 #include <catch2/catch.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -409,4 +410,38 @@ TEST_CASE("pit: quick_pit_calibrate's sequence sees the MSB fall at 1.193182 MHz
     CHECK_FALSE(pio.read(0x61, 1).first & 0x20);
     now = int64_t((0xFFFFull * 1'000'000'000ull + Pit8254::kFrequencyHz - 1) / Pit8254::kFrequencyHz);
     CHECK(pio.read(0x61, 1).first & 0x20);
+}
+
+TEST_CASE("i8042, pci-host, acpi-pm: random port traffic never breaks them; state round-trips", "[devices][fuzz]")
+{
+    std::mt19937_64 rng(0xC0FFEE);
+    KbcRig k;
+    PciRig p;
+    int64_t now = 0;
+    IrqLine sci;
+    AcpiPm pm([&] { return now; }, [] {});
+    pm.connect_sci(&sci);
+    Bus pio;
+    REQUIRE(pio.add(AcpiPm::kBase, AcpiPm::kLength, pm).has_value());
+    for (int i = 0; i < 100000; ++i) {
+        uint64_t x = rng(), v = rng();
+        unsigned size = 1u << ((x >> 2) & 2 ? 2 : (x >> 2) & 1);
+        switch ((x >> 4) % 8) {
+        case 0: k.pio.write((x & 0x100) ? 0x64 : 0x60, 1, v); break;
+        case 1: (void)k.pio.read((x & 0x100) ? 0x64 : 0x60, 1); break;
+        case 2: p.pio.write(0xCF8 + ((x >> 8) & 7), size, v & ~uint64_t(0x04)); break; // no resets
+        case 3: (void)p.pio.read(0xCF8 + ((x >> 8) & 7), size); break;
+        case 4: pio.write(AcpiPm::kBase + ((x >> 8) % AcpiPm::kLength), size, v & ~uint64_t(AcpiPm::kSlpEn)); break;
+        case 5: (void)pio.read(AcpiPm::kBase + ((x >> 8) % AcpiPm::kLength), size); break;
+        case 6: now += int64_t(v % 100'000'000); pm.advance(now); break;
+        default: p.host.config_write(unsigned(x >> 8) & 0xFF, unsigned(x >> 16) & 0x1F, unsigned(x >> 21) & 7, unsigned(x >> 24) & 0xFF, 4, uint32_t(v)); break;
+        }
+    }
+    CHECK(sci.level() == pm.sci_level());
+    for (Device* d : std::vector<Device*> { &k.kbc, &p.host, &pm }) {
+        Bytes s = save_of(*d);
+        INFO(d->name());
+        REQUIRE(load_error(*d, s).empty());
+        CHECK(save_of(*d) == s);
+    }
 }
