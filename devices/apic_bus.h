@@ -16,6 +16,30 @@
 // x2APIC cluster-ID/bit logical form, broadcast), lowest-priority messages go to the matching
 // LAPIC with the lowest arbitration priority (ties: the lowest APIC ID; focus-processor checking is
 // not modelled), and EOI broadcasts reach every attached EoiListener.
+//
+// Wiring (what the Machine does once, at construction):
+// - per vCPU i: LocalApic({.cpu_index = i, .apic_id = the ID CPUID 1 EBX[31:24] / 0xB and the
+//   MADT give it, .bsp = i == 0, .x2apic_supported / .tsc_deadline_supported = what CPUID
+//   advertises, .tsc_hz = the guest TSC's rate, .phys_addr_bits = MAXPHYADDR}, clock);
+//   lapic.connect_bus(&router); lapic.connect_pic(&pic) (every vCPU: only an unmasked ExtINT
+//   LINT0 or a disabled APIC consults it); router.attach(lapic), in vCPU order.
+// - the IOAPIC: ioapic.connect_bus(&router); router.attach(ioapic) (EOI broadcasts); MMIO at
+//   IoApic::kDefaultBase, IoApic::kMmioLength on the machine's MMIO bus.
+// - interrupt lines: each ISA IRQ n goes to pic.set_irq(n) and to ioapic.set_irq(GSI), GSI = n
+//   except IRQ 0 -> GSI 2 (the MADT's interrupt source override, as QEMU's); the SCI (IRQ 9) to
+//   both. Sources raise their line true when asserting; the MADT declares them active high.
+// - MMIO: vCPU i's accesses to [lapic.mmio_base(), + LocalApic::kMmioLength) go to its own
+//   LocalApic (read/write with the offset) while lapic.mmio_decoded(), ahead of the shared MMIO
+//   bus; otherwise the page is ordinary memory.
+// - MSRs: RDMSR/WRMSR of any MSR for which LocalApic::handles_msr(msr) (0x1B, 0x6E0,
+//   0x800-0x8FF) go to the vCPU's LocalApic::read_msr/write_msr; an ApicMsrError is #GP(0).
+// - the vCPU: its InterruptController is its LocalApic; between slices the owner applies
+//   take_nmi() (inject NMI), take_init() (INIT: the vCPU's INIT state; the BSP restarts at the
+//   reset vector), take_sipi() (start in real mode at CS = vector << 8, IP = 0), and does not
+//   run a vCPU while waiting_for_sipi().
+// - time: after each slice, advance(now) on every LocalApic (and the PIT, the ACPI PM block);
+//   the earliest next_deadline() bounds the next slice and a halted vCPU's sleep. A deadline at
+//   or before now (a TSC deadline written in the past) means: advance at once.
 #pragma once
 
 #include <cstdint>

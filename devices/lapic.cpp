@@ -424,7 +424,8 @@ uint32_t LocalApic::reg(uint32_t offset) const
 
 namespace {
 
-// What a register offset is in the current mode (APM Table 16-2; SDM Table 11-6 for x2APIC).
+// What a register offset is in the current mode (APM Table 16-2; SDM Table 11-6 for x2APIC:
+// APR, RRD, DFR and ICR high do not exist there — KVM's kvm_lapic_readable_reg_mask agrees).
 Access classify(uint32_t offset, bool x2)
 {
     if (offset >= 0x400 || (offset & 0xF))
