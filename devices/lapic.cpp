@@ -256,8 +256,10 @@ void LocalApic::eoi()
     m_regs.isr[unsigned(v) / 32] &= ~(1u << (v % 32));
     bool level = m_regs.tmr[unsigned(v) / 32] & (1u << (v % 32));
     uint32_t& lint0 = m_regs.lvt[kLvtLint0Index];
-    if ((lint0 & kLvtRemoteIrr) && uint8_t(lint0) == v)
+    if ((lint0 & kLvtRemoteIrr) && uint8_t(lint0) == v) {
         lint0 &= ~kLvtRemoteIrr;
+        set_lint(0, m_regs.lint0_level); // a level LINT0 still asserted interrupts again
+    }
     if (level && m_bus)
         m_bus->broadcast_eoi(uint8_t(v)); // APM §16.6.4: level-triggered EOIs reach the IOAPICs
 }

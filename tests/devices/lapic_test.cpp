@@ -502,8 +502,15 @@ TEST_CASE("lapic: LINT1 as NMI, NMI IPIs, and the LINT pins while disabled", "[d
     l.set_lint(0, true);
     CHECK(rd(l, LocalApic::kLvtLint0) & (1u << 14));
     CHECK(l.acknowledge() == 0x55);
+    l.set_lint(0, true); // still asserted: no second interrupt before the EOI
+    CHECK_FALSE(irr_has(l, 0x55));
+    wr(l, LocalApic::kEoi, 0); // EOI with the pin still asserted: delivered again
+    CHECK(irr_has(l, 0x55));
+    CHECK(l.acknowledge() == 0x55);
+    l.set_lint(0, false);
     wr(l, LocalApic::kEoi, 0);
     CHECK_FALSE(rd(l, LocalApic::kLvtLint0) & (1u << 14));
+    CHECK_FALSE(irr_has(l, 0x55));
     // An NMI IPI from CPU 1 (ICR delivery mode 100b).
     enable_sw(r[1]);
     send_ipi(r[1], 0, 0x400);
