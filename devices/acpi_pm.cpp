@@ -4,6 +4,56 @@
 
 namespace sevemu::devices {
 
+namespace {
+constexpr uint64_t kNsPerSecond = 1'000'000'000;
+constexpr uint64_t kOverflowTicks = 1ull << 23; // TMR_STS: bit 23 of the PM timer changes
+} // namespace
+
+void AcpiPm::reset()
+{
+    m_status = m_enable = m_control = 0;
+    m_period = period_at(m_clock());
+    update_sci();
+}
+
+uint64_t AcpiPm::period_at(int64_t ns) const
+{
+    if (ns < 0)
+        ns = 0;
+    return uint64_t((unsigned __int128)ns * kTimerHz / kNsPerSecond / kOverflowTicks);
+}
+
+void AcpiPm::update_sci()
+{
+    if (m_sci && m_sci->level() != sci_level())
+        m_sci->set(sci_level());
+}
+
+void AcpiPm::advance(int64_t now_ns)
+{
+    uint64_t p = period_at(now_ns);
+    if (p > m_period) {
+        m_period = p;
+        m_status |= kTmrSts;
+        update_sci();
+    }
+}
+
+std::optional<int64_t> AcpiPm::next_deadline() const
+{
+    if (!(m_enable & kTmrSts) || (m_status & kTmrSts))
+        return std::nullopt;
+    // The first nanosecond at which the timer has counted (m_period + 1) * 2^23 ticks.
+    unsigned __int128 ticks = (unsigned __int128)(m_period + 1) * kOverflowTicks;
+    return int64_t((ticks * kNsPerSecond + kTimerHz - 1) / kTimerHz);
+}
+
+void AcpiPm::press_power_button()
+{
+    m_status |= kPwrBtnSts;
+    update_sci();
+}
+
 uint32_t AcpiPm::timer() const
 {
     int64_t ns = m_clock();
@@ -12,9 +62,11 @@ uint32_t AcpiPm::timer() const
     return uint32_t((unsigned __int128)ns * kTimerHz / 1'000'000'000u) & 0xFFFFFF; // TMR_VAL is 24 bits
 }
 
-uint8_t AcpiPm::read_byte(uint64_t offset) const
+uint8_t AcpiPm::read_byte(uint64_t offset)
 {
     uint16_t reg = 0;
+    if ((offset & ~uint64_t(1)) == kPm1Status)
+        advance(m_clock()); // TMR_STS is current when read
     switch (offset & ~uint64_t(1)) {
     case kPm1Status: reg = m_status; break;
     case kPm1Enable: reg = m_enable; break;
@@ -50,16 +102,19 @@ void AcpiPm::write(uint64_t offset, unsigned size, uint64_t value)
         if (!mask)
             continue;
         if (reg == kPm1Status) {
+            advance(m_clock());
             m_status &= uint16_t(~(bits & mask)); // write 1 to clear (ACPI 6.4 §4.8.3.1)
+            update_sci();
         } else if (reg == kPm1Enable) {
             m_enable = uint16_t((m_enable & ~mask) | (bits & mask));
+            update_sci();
         } else {
             m_control = uint16_t((m_control & ~mask) | (bits & mask));
             if (m_control & kSlpEn) {
                 m_control &= uint16_t(~kSlpEn);
                 unsigned slp_typ = (m_control >> 10) & 7;
-                if (slp_typ == 0 && m_power_off)
-                    m_power_off(); // QEMU's \_S5: soft off
+                if (slp_typ == kS5SlpTyp && m_power_off)
+                    m_power_off(); // \_S5: soft off
             }
         }
     }
@@ -70,11 +125,13 @@ void AcpiPm::save(StateWriter& w) const
     w.u16(m_status);
     w.u16(m_enable);
     w.u16(m_control);
+    w.u64(m_period);
 }
 
 void AcpiPm::load(StateReader& r)
 {
     uint16_t status = r.u16(), enable = r.u16(), control = r.u16();
+    uint64_t period = r.u64();
     if (!read_to_end(r))
         return;
     if (control & kSlpEn)
@@ -82,6 +139,8 @@ void AcpiPm::load(StateReader& r)
     m_status = status;
     m_enable = enable;
     m_control = control;
+    m_period = period;
+    update_sci();
 }
 
 } // namespace sevemu::devices
