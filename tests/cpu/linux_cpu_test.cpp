@@ -10,6 +10,7 @@
 // sizes from APM vol 3; POPCNT, TZCNT, XADD, CMPXCHG16B results from the host CPU.
 #include "tests/cpu/harness.h"
 #include "tests/cpu/host_cpu.h"
+#include "cpu/entropy.h"
 
 #include <cstdio>
 #include <random>
@@ -365,6 +366,18 @@ TEST_CASE("linux cpu: RDRAND and RDSEED — operand sizes, flags, sources", "[cp
             uint64_t want = e.size == 2 ? (kFill & ~0xFFFFull) : 0;
             CHECK(d.s.gpr[e.reg] == want);
         }
+        m.cpu->set_entropy_source(nullptr);
+    }
+    SECTION("SeededEntropy: repeatable runs (SplitMix64, the published outputs for seed 0)")
+    {
+        SeededEntropy src(0);
+        m.cpu->set_entropy_source(&src);
+        CHECK(go(encs[2], 0).s.gpr[RAX] == 0xE220A8397B1DCDAFull);
+        uint64_t saved = src.state();
+        CHECK(go(encs[7], 0).s.gpr[RCX] == 0x6E789E6AA1B965F4ull);
+        src.set_state(saved); // a snapshot continues the same sequence
+        CHECK(go(encs[4], 0).s.gpr[R9] == 0x6E789E6AA1B965F4ull);
+        CHECK(go(encs[1], 0).s.gpr[RAX] == 0x8009454Full); // 32 bits: the low half of 0x06C45D188009454F
         m.cpu->set_entropy_source(nullptr);
     }
     SECTION("encodings that are not RDRAND/RDSEED")
