@@ -579,4 +579,13 @@ TEST_CASE("linux cpu: LSL reads the per-CPU GDT entry; fences, cache control, CR
     CHECK(r.s.gpr[RSI] == 0xEu);
     CHECK(r.s.cr8 == 0xEu);
     CHECK(run64(m, { 0x44, 0x0F, 0x22, 0xC1 }, [](CpuState& s) { s.gpr[RCX] = 0x10; }).vector == kGP); // CR8[63:4] reserved
+    // 66 0F AE /6 is CLWB, not XSAVEOPT: memory stays as it was (an XSAVEOPT would write the
+    // 576-byte area there).
+    for (int k = 0; k < 80; ++k) m.put<uint64_t>(kData + 8 * k, 0x5A5A5A5A00000000ull | k);
+    r = run64(m, { 0x66, 0x0F, 0xAE, 0x30 }, [](CpuState& s) {
+        s.cr4 |= 1u << 18; // OSXSAVE, so that an XSAVEOPT would not #UD
+        s.gpr[RAX] = kData;
+    });
+    CHECK(r.vector == -1);
+    for (int k = 0; k < 80; ++k) CHECK(m.get<uint64_t>(kData + 8 * k) == (0x5A5A5A5A00000000ull | k));
 }
