@@ -185,6 +185,13 @@ struct Core {
     CpuModel model;
     CpuModelInfo const& info;
     IoHandler& io;
+    // CPUID's fixed inputs (Cpu::set_topology, set_cpuid_view, set_apic_caps); osxsave and
+    // apic_enabled are filled from CR4/APIC_BASE at each CPUID.
+    CpuidContext cpuid_ctx { .view = CpuidView::Guest };
+    EntropySource* entropy {}; // RDRAND/RDSEED; null: getrandom(2)
+    CpuidResult cpuid(uint32_t leaf, uint32_t subleaf) const;
+    // RDRAND/RDSEED: false when no entropy is available now (the instruction's CF=0).
+    bool random_u64(uint64_t& out);
     mmu::PagingContext pctx;
     CpuStats stats;
 

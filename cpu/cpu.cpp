@@ -62,6 +62,10 @@ void Core::reset()
     dr6 = 0xFFFF0FF0;
     dr7 = 0x400;
     msr = MsrState {};
+    // APIC_BASE.BSC (bit 8): set on the bootstrap processor only, the vCPU with APIC ID 0 (as
+    // QEMU's CPU 0; APM vol 2 §16.3.1).
+    if (cpuid_ctx.apic_id != 0)
+        msr.apic_base &= ~(1ull << 8);
     for (auto& x : xmm) x[0] = x[1] = 0;
     mxcsr = 0x1F80;
     for (auto& f : fpr) f = 0;
@@ -358,6 +362,32 @@ Cpu::Cpu(mmu::MemoryController& mc, CpuModel model, IoHandler& io)
 
 Cpu::~Cpu() = default;
 
+void Cpu::set_topology(uint32_t apic_id, uint32_t vcpu_count)
+{
+    Core& c = *m_core;
+    c.cpuid_ctx.apic_id = apic_id;
+    c.cpuid_ctx.vcpu_count = vcpu_count ? vcpu_count : 1;
+    if (apic_id != 0)
+        c.msr.apic_base &= ~(1ull << 8);
+    else
+        c.msr.apic_base |= 1ull << 8;
+}
+
+uint32_t Cpu::apic_id() const { return m_core->cpuid_ctx.apic_id; }
+uint32_t Cpu::vcpu_count() const { return m_core->cpuid_ctx.vcpu_count; }
+
+void Cpu::set_cpuid_view(CpuidView v) { m_core->cpuid_ctx.view = v; }
+
+void Cpu::set_apic_caps(bool x2apic, bool tsc_deadline)
+{
+    m_core->cpuid_ctx.x2apic = x2apic;
+    m_core->cpuid_ctx.tsc_deadline = tsc_deadline;
+}
+
+void Cpu::set_entropy_source(EntropySource* e) { m_core->entropy = e; }
+
+CpuidResult Cpu::cpuid(uint32_t leaf, uint32_t subleaf) const { return m_core->cpuid(leaf, subleaf); }
+
 void Cpu::reset() { m_core->reset(); }
 
 void Cpu::setup_multiboot_entry(uint32_t entry, uint32_t info)
@@ -399,7 +429,12 @@ RunResult Cpu::run(uint64_t max_instructions)
             }
             return { StopReason::Shutdown, done };
         }
-        if (c.stop_requested.exchange(false, std::memory_order_relaxed))
+        // A plain load on the common path (a MOV on x86); the locked exchange that clears the
+        // flag runs only when it is set. Promptness is unchanged: the flag is still looked at
+        // before every block, and a request_stop() from another thread that lands after the
+        // load is seen at the next block, as it would have been before.
+        if (SEVEMU_UNLIKELY(c.stop_requested.load(std::memory_order_relaxed))
+            && c.stop_requested.exchange(false, std::memory_order_relaxed))
             return { StopReason::StopRequested, done };
         if (done + events >= max_instructions)
             return { StopReason::InstructionLimit, done };

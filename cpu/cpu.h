@@ -123,6 +123,27 @@ public:
     CpuModel model() const;
     CpuStats const& stats() const;
 
+    // ---- The machine around this vCPU (configuration, not CpuState: set before reset/run)
+    // This vCPU's initial APIC ID and the machine's vCPU count. CPUID 1 EBX[31:24] and 0xB EDX
+    // give the APIC ID, 1 EBX[23:16]/EDX[28] HTT, 0xB and 8000_0008 ECX the count; APIC_BASE
+    // bit 8 (BSP) is set only for APIC ID 0 (changed now and at every reset; a loaded
+    // CpuState keeps its own). The Machine's MADT and LAPIC ID registers must use the same
+    // IDs. Default: APIC ID 0 of 1 vCPU.
+    void set_topology(uint32_t apic_id, uint32_t vcpu_count);
+    uint32_t apic_id() const;
+    uint32_t vcpu_count() const;
+    // Which CPUID the software on this CPU sees (cpu_model.h CpuidView). Default Guest: a
+    // plain VM on KVM (hypervisor bit, KVM leaves, leaf 8000_001F zero).
+    void set_cpuid_view(CpuidView);
+    // Set once the Machine's LAPIC (behind IoHandler::apic_msr_*) implements x2APIC mode or the
+    // TSC-deadline timer: CPUID 1 ECX[21]/[24] then say so, and APIC_BASE.EXTD becomes writable.
+    void set_apic_caps(bool x2apic, bool tsc_deadline);
+    // RDRAND/RDSEED's source (io.h EntropySource); null (the default) = getrandom(2). Not
+    // owned; must outlive the Cpu or be reset to null first.
+    void set_entropy_source(EntropySource*);
+    // CPUID as the CPUID instruction answers it now (view, topology, CR4.OSXSAVE, APIC_BASE.EN).
+    CpuidResult cpuid(uint32_t leaf, uint32_t subleaf) const;
+
     // For traces: disassemble one instruction at a linear address with the current mode
     // (empty string if it cannot be fetched).
     std::string disassemble(uint64_t linear_address) const;

@@ -5,6 +5,12 @@
 // XGETBV/XSETBV, CLAC/STAC, PUSHF/POPF.
 #include "cpu/exec_sys.h"
 
+#include <sys/random.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
 namespace sevemu::cpu {
 
 using namespace rflags;
@@ -148,8 +154,44 @@ void Core::set_rflags(uint64_t v, uint64_t m)
 
 // ---------------------------------------------------------------- MSRs
 
+CpuidResult Core::cpuid(uint32_t leaf, uint32_t subleaf) const
+{
+    CpuidContext ctx = cpuid_ctx;
+    ctx.osxsave = cr4 & cr4::OSXSAVE;
+    ctx.apic_enabled = msr.apic_base & (1u << 11);
+    return cpuid_query(model, leaf, subleaf, ctx);
+}
+
+bool Core::random_u64(uint64_t& out)
+{
+    std::array<uint8_t, 8> b {};
+    bool ok;
+    if (entropy) {
+        ok = entropy->fill(b);
+    } else {
+        // The kernel's CSPRNG, never blocking: EAGAIN before the host pool is initialised
+        // becomes CF=0, which the guest retries (as hardware does when its DRBG is drained).
+        ssize_t n;
+        do
+            n = getrandom(b.data(), b.size(), GRND_NONBLOCK);
+        while (n < 0 && errno == EINTR);
+        ok = n == ssize_t(b.size());
+    }
+    if (!ok)
+        return false;
+    std::memcpy(&out, b.data(), 8);
+    return true;
+}
+
 bool Core::rdmsr(uint32_t idx, uint64_t& v)
 {
+    if (SEVEMU_UNLIKELY(msr::is_apic_msr(idx))) {
+        auto r = io.apic_msr_read(idx);
+        if (!r)
+            return false;
+        v = *r;
+        return true;
+    }
     switch (idx) {
     case msr::TSC: v = read_tsc(); return true;
     case msr::APIC_BASE: v = msr.apic_base; return true;
@@ -186,12 +228,20 @@ bool Core::rdmsr(uint32_t idx, uint64_t& v)
 bool Core::wrmsr(uint32_t idx, uint64_t v)
 {
     uint64_t phys_mask = (1ull << info.phys_addr_bits) - 1;
+    if (SEVEMU_UNLIKELY(msr::is_apic_msr(idx)))
+        return io.apic_msr_write(idx, v).value_or(false);
     switch (idx) {
     case msr::TSC: tsc_offset = int64_t(v - icount); return true;
-    case msr::APIC_BASE:
-        if (v & ~(phys_mask & ~0xFFFull) & ~0xD00ull) return false;
+    case msr::APIC_BASE: {
+        // BSC (8), EXTD (10, x2APIC mode: only when x2APIC is advertised), AE (11) and the
+        // base address below the physical-address width; the rest is reserved (APM vol 2
+        // §16.3.1, §16.11.1). The LAPIC, if any, may refuse a transition (x2APIC -> xAPIC).
+        uint64_t ok_bits = 0x900ull | (cpuid_ctx.x2apic ? 0x400ull : 0);
+        if (v & ~(phys_mask & ~0xFFFull) & ~ok_bits) return false;
+        if (auto r = io.apic_msr_write(idx, v); r && !*r) return false;
         msr.apic_base = v;
         return true;
+    }
     case msr::SYSENTER_CS: msr.sysenter_cs = v & 0xFFFF; return true;
     case msr::SYSENTER_ESP: msr.sysenter_esp = v; return true;
     case msr::SYSENTER_EIP: msr.sysenter_eip = v; return true;
@@ -412,7 +462,7 @@ template <int S, int M> void wrmsr_op(Core& c, Insn const& i)
 template <int S, int M> void cpuid_op(Core& c, Insn const&)
 {
     if (c.intercepted(svm::Intercept::CPUID)) c.intercept(svm::Intercept::CPUID);
-    CpuidResult r = cpuid_query(c.model, uint32_t(c.r[RAX]), uint32_t(c.r[RCX]), c.cr4 & cr4::OSXSAVE, c.msr.apic_base & (1u << 11));
+    CpuidResult r = c.cpuid(uint32_t(c.r[RAX]), uint32_t(c.r[RCX]));
     c.r[RAX] = r.eax;
     c.r[RBX] = r.ebx;
     c.r[RCX] = r.ecx;
@@ -452,6 +502,35 @@ template <int S, int M> void clflush(Core& c, Insn const& i)
     end(c);
 }
 
+// RDRAND (0F C7 /6) and RDSEED (0F C7 /7), register forms (APM vol 3 "RDRAND", "RDSEED"):
+// 16-, 32- or 64-bit random data; CF=1 when valid, else CF=0 and the destination 0; OF, SF,
+// ZF, AF, PF cleared. Both come from the same source (the host's CSPRNG is seeded from
+// hardware entropy, which is what RDSEED promises; a seeded EntropySource is deterministic and
+// says so). F3 0F C7 /7 is RDPID; F2/F3 on RDRAND and F2 on RDSEED are #UD (Intel SDM vol 2
+// RDRAND/RDSEED exceptions; the AMD APM lists no prefixed forms).
+template <int SEED, int S, int M> void rdrand(Core& c, Insn const& i)
+{
+    if (i.pfx & (kPfxRep | kPfxRepne)) c.raise(UD);
+    uint64_t v = 0;
+    bool ok = c.random_u64(v);
+    if (!ok) v = 0;
+    c.setr<S>(i.rm, U<S>(v));
+    c.materialize();
+    c.flags = (c.flags & ~(CF | PF | AF | ZF | SF | OF)) | (ok ? CF : 0);
+}
+// RDPID (F3 0F C7 /7, register form; APM vol 3 "RDPID"): TSC_AUX into a 64-bit register in
+// 64-bit mode (REX.W and 66 ignored), a 32-bit one otherwise. Not interceptable (APM vol 2
+// §15.9 lists no RDPID intercept; the VMCB holds the guest's TSC_AUX).
+template <int S, int M> void rdpid(Core& c, Insn const& i)
+{
+    if (c.mode64) c.setr<8>(i.rm, c.msr.tsc_aux); else c.setr<4>(i.rm, uint32_t(c.msr.tsc_aux));
+}
+template <int S, int M> void rdseed_or_rdpid(Core& c, Insn const& i)
+{
+    if (i.pfx & kPfxRep) rdpid<S, M>(c, i);
+    else rdrand<1, S, M>(c, i);
+}
+
 } // namespace
 
 void register_control_ops(OpTables& t)
@@ -488,6 +567,9 @@ void register_control_ops(OpTables& t)
     set_op(x[0x32], "rdmsr", 0, Imm::None, SEVEMU_H(rdmsr_op));
     set_op(x[0x33], "rdpmc", 0, Imm::None, SEVEMU_H(rdpmc));
     set_op(x[0xA2], "cpuid", 0, Imm::None, SEVEMU_H(cpuid_op));
+    // 0F C7 group 9 (exec_int.cpp registers /1 CMPXCHG8B/16B): /6 RDRAND, /7 RDSEED or RDPID.
+    set_op(t.grp[11][6], "rdrand", kRegOnly, Imm::None, SEVEMU_HA(rdrand, 0));
+    set_op(t.grp[11][7], "rdseed/rdpid", kRegOnly, Imm::None, SEVEMU_H(rdseed_or_rdpid));
     // 0F AE group 15: SFENCE and CLFLUSH (F3 0F AE, the FS/GS-base group, is exec_segments.cpp's)
     x[0xAE] = { "grp15", 0, Imm::None, 15 };
     // /5 and /6 (LFENCE/XRSTOR, MFENCE/XSAVEOPT) are registered by exec_sse.cpp with XSAVE.

@@ -679,7 +679,25 @@ template <int S, int M> void xrstor(Core& c, Insn const& i)
     }
 }
 template <int S, int M> void lfence_xrstor(Core& c, Insn const& i) { if constexpr (M) xrstor<S, M>(c, i); else (void)c; }
-template <int S, int M> void mfence_xsaveopt(Core& c, Insn const& i) { if constexpr (M) xsave<S, M>(c, i); else (void)c; }
+template <int S, int M> void mfence_xsaveopt(Core& c, Insn const& i)
+{
+    if constexpr (M) {
+        if (i.pfx & kPfxOpsize) {
+            // 66 0F AE /6 m8 is CLWB (APM vol 3 "CLWB"; Zen 2 and later), not an XSAVEOPT, which
+            // takes no 66 prefix: write the line back. The memory controller's flush writes back
+            // and evicts, which software cannot tell from a write-back that keeps the line.
+            // (CPUID 7 EBX[24] stays clear: Linux does not use CLWB for anything sevemu needs.)
+            uint64_t a = c.lin(i, 1, false);
+            auto x = c.translate(a, false, false);
+            if (c.mc.is_dram(Spa(x.spa))) c.mc.clflush(Spa(x.spa));
+            c.brk = true; // as CLFLUSH: a flush may change what the decoded-code cache holds
+        } else {
+            xsave<S, M>(c, i);
+        }
+    } else {
+        (void)c;
+    }
+}
 
 template <int S, int M> void sse_nop(Core& c, Insn const&) { (void)c; }
 

@@ -12,6 +12,8 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <initializer_list>
 #include <memory>
 #include <vector>
@@ -36,6 +38,14 @@ struct TestIo : IoHandler {
     }
     uint64_t mmio_read(Spa a, uint8_t) override { return a.value & 0xFF; }
     void mmio_write(Spa a, uint8_t, uint64_t v) override { mmio_writes.emplace_back(a.value, v); }
+    // A stand-in local APIC for the MSR hooks (io.h): unset = no LAPIC, the IoHandler default.
+    std::function<std::optional<uint64_t>(uint32_t)> apic_read;
+    std::function<std::optional<bool>(uint32_t, uint64_t)> apic_write;
+    std::optional<uint64_t> apic_msr_read(uint32_t idx) override { return apic_read ? apic_read(idx) : std::nullopt; }
+    std::optional<bool> apic_msr_write(uint32_t idx, uint64_t v) override
+    {
+        return apic_write ? apic_write(idx, v) : std::nullopt;
+    }
     bool interrupt_pending() override { return irq; }
     uint8_t acknowledge_interrupt() override
     {

@@ -34,6 +34,7 @@ TEST_CASE("model: names, signatures and the memory-encryption leaf", "[cpu][mode
     for (auto w : { Want { CpuModel::Naples, 0x00800F12, 47 | 5 << 6, 15, 48 }, Want { CpuModel::Rome, 0x00830F10, 47 | 5 << 6, 509, 48 },
              Want { CpuModel::Milan, 0x00A00F11, 0x4173, 509, 48 }, Want { CpuModel::Genoa, 0x00A10F11, 51 | 6 << 6 | 4 << 12, 1006, 52 } }) {
         Machine m(w.m);
+        m.cpu->set_cpuid_view(CpuidView::Host); // the bare part: leaf 8000_001F has the model's facts
         auto l0 = guest_cpuid(m, 0);
         CHECK(regs_str({ l0.ebx, l0.edx, l0.ecx }) == "AuthenticAMD");
         CHECK(guest_cpuid(m, 1).eax == w.sig);
@@ -43,6 +44,11 @@ TEST_CASE("model: names, signatures and the memory-encryption leaf", "[cpu][mode
         CHECK(f.ecx == w.guests);
         CHECK((f.eax & 0x3) == 0x3); // SME, SEV
         CHECK((guest_cpuid(m, 0x80000008).eax & 0xFF) == w.phys);
+        // A plain VM (the Cpu's default view) sees none of it (linux_cpu_test.cpp has the rest).
+        m.cpu->set_cpuid_view(CpuidView::Guest);
+        auto g = guest_cpuid(m, 0x8000001F);
+        CHECK((g.eax | g.ebx | g.ecx | g.edx) == 0u);
+        m.cpu->set_cpuid_view(CpuidView::Host);
         auto b = guest_cpuid(m, 0x80000002);
         CHECK(regs_str({ b.eax, b.ebx, b.ecx, b.edx }).rfind("AMD EPYC", 0) == 0);
         // After reset EDX holds the signature (APM vol 2 §14.1.3).
