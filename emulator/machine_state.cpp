@@ -17,7 +17,7 @@
 //   "cpu0"     [1]  vCPU 0 (cpu/cpu_state_io.h); "cpu1"... with -smp later
 //   one section per device of the device list, in list order, named by the device, with the
 //              device's own version and layout (devices/*.h): today "pic" [1], "pit" [1],
-//              "rtc" [1], "acpi-pm" [1], "com1" [1], "post" [1], and "debug-exit" [1] when
+//              "rtc" [1], "acpi-pm" [2], "com1" [1], "post" [1], and "debug-exit" [1] when
 //              -device isa-debug-exit is given
 //   "amd-sp"   [1]  the board's AMD-SP (devices/amd_sp.h); an empty payload when this machine
 //                   never opened its AMD-SP (a plain guest never needs it: the part is in its
