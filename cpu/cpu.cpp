@@ -565,6 +565,8 @@ uint64_t Cpu::rip() const { return m_core->rip; }
 uint64_t Cpu::gpr(Gpr g) const { return m_core->r[g]; }
 void Cpu::set_gpr(Gpr g, uint64_t v) { m_core->r[g] = v; }
 bool Cpu::halted() const { return m_core->halted; }
+uint64_t Cpu::tsc() const { return m_core->read_tsc(); }
+void Cpu::set_tsc(uint64_t v) { m_core->tsc_offset = int64_t(v - m_core->icount); }
 CpuModel Cpu::model() const { return m_core->model; }
 CpuStats const& Cpu::stats() const { return m_core->stats; }
 

@@ -112,6 +112,10 @@ public:
     uint64_t gpr(Gpr) const;
     void set_gpr(Gpr, uint64_t);
     bool halted() const;
+    // The TSC as RDTSC reads it now, and a write of it (WRMSR 0x10's effect, without a flush):
+    // the Machine keeps every vCPU's TSC on its one clock (emulator/clock.h).
+    uint64_t tsc() const;
+    void set_tsc(uint64_t);
 
     // Writes that bypass this CPU (DMA, firmware, the loader via MemoryController::write)
     // are not seen by the decoded-code cache: whoever writes guest code behind the CPU's back

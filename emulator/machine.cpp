@@ -5,8 +5,13 @@
 #include "cpu/cpu.h"
 #include "devices/acpi_pm.h"
 #include "devices/amd_sp.h"
+#include "devices/apic_bus.h"
 #include "devices/cmos_rtc.h"
 #include "devices/debug_exit.h"
+#include "devices/i8042.h"
+#include "devices/ioapic.h"
+#include "devices/lapic.h"
+#include "devices/pci_host.h"
 #include "devices/pc_ports.h"
 #include "devices/pic8259.h"
 #include "devices/pit8254.h"
@@ -69,6 +74,17 @@ public:
 private:
     devices::BusDevice& m_inner;
     std::function<void()> m_end_slice;
+};
+
+// The IOAPIC's view of the ISA IRQ lines: ISA IRQ n is GSI n, except the PIT's IRQ 0, which is
+// wired to pin 2 (the MADT's interrupt source override IRQ0 -> GSI 2, as on QEMU's PC).
+class IsaToGsi final : public devices::IrqSink {
+public:
+    explicit IsaToGsi(devices::IoApic& ioapic) : m_ioapic(ioapic) {}
+    void set_irq(unsigned line, bool level) override { m_ioapic.set_irq(line == 0 ? 2 : line, level); }
+
+private:
+    devices::IoApic& m_ioapic;
 };
 
 std::string size_text(uint64_t bytes)
@@ -182,8 +198,10 @@ Result<void, MachineError> Machine::build()
 {
     auto const& c = m_config;
     // --- Validate the typed configuration (the CLI has already named bad syntax).
-    if (c.smp != 1)
-        return fail(fmt::format("-smp {}: unsupported: only 1 vCPU for now", c.smp));
+    if (c.smp == 0 || c.smp > kMaxVcpus)
+        return fail(fmt::format("-smp {}: unsupported: 1 to {} vCPUs", c.smp, kMaxVcpus));
+    if (c.smp != 1 && c.confidential_guest)
+        return fail(fmt::format("-smp {}: unsupported: an SEV guest has 1 vCPU for now", c.smp));
     if (c.memory_size < kMinMemory)
         return fail(fmt::format("-m {}: too little memory (at least 2 MiB)", size_text(c.memory_size)));
     if (c.memory_size > kMaxMemory)
@@ -233,12 +251,10 @@ Result<void, MachineError> Machine::build()
         break;
     }
 
-    // --- The clock: the vCPUs' retired instructions plus the time skipped while halted.
+    // --- The clock: the running vCPU's retired instructions on top of the round's start
+    // (emulator/clock.h has the rule for N vCPUs), plus the time skipped while all halted.
     m_clock = std::make_unique<MachineClock>([this] {
-        uint64_t n = 0;
-        for (auto const& v : m_vcpus)
-            n += v.instructions();
-        return n;
+        return m_clock_vcpu < m_vcpus.size() ? m_vcpus[m_clock_vcpu].instructions() : 0;
     });
 
     // --- The devices, in the order of the device list (reset, snapshot sections). Interrupt
@@ -273,6 +289,7 @@ Result<void, MachineError> Machine::build()
     // ACPI PM block (power-off, PM timer) where SeaBIOS puts it on QEMU.
     auto acpi = std::make_unique<devices::AcpiPm>([this] { return now_ns(); }, [this] { request_power_off(); });
     m_acpi_pm = acpi.get();
+    m_acpi_pm->connect_sci(&m_irq_router.isa_line(9)); // FADT SCI_INT = 9, as QEMU's PC
     TRY(add_device(std::move(acpi), { { Space::Pio, devices::AcpiPm::kBase, devices::AcpiPm::kLength, m_acpi_pm } }));
 
     auto uart = std::make_unique<devices::Uart16550>(m_irq_router.isa_line(devices::Uart16550::kCom1Irq),
@@ -283,6 +300,46 @@ Result<void, MachineError> Machine::build()
     auto post = std::make_unique<devices::PostPort>();
     m_post = post.get();
     TRY(add_device(std::move(post), { { Space::Pio, devices::PostPort::kPort, 1, m_post } }));
+
+    // The IOAPIC beside the 8259 pair: it hears every ISA line (IRQ 0 on pin 2).
+    auto ioapic = std::make_unique<devices::IoApic>();
+    m_ioapic = ioapic.get();
+    m_ioapic->connect_bus(&m_apic_router);
+    m_apic_router.attach(static_cast<devices::EoiListener&>(*m_ioapic));
+    m_ioapic_lines = std::make_unique<IsaToGsi>(*m_ioapic);
+    m_irq_router.connect(*m_ioapic_lines);
+    TRY(add_device(std::move(ioapic), { { Space::Mmio, devices::IoApic::kDefaultBase, devices::IoApic::kMmioLength, m_ioapic } }));
+
+    // The keyboard controller, for its reset line (command 0xFE) and A20 (QEMU hw/input/pckbd.c).
+    auto kbc = std::make_unique<devices::I8042>(m_irq_router.isa_line(1), m_irq_router.isa_line(12), [this] { request_reset(); });
+    m_i8042 = kbc.get();
+    TRY(add_device(std::move(kbc), { { Space::Pio, devices::I8042::kDataPort, 1, &m_i8042->data_port() },
+        { Space::Pio, devices::I8042::kCommandPort, 1, &m_i8042->command_port() } }));
+
+    // The PCI host bridge (configuration mechanism #1; 0xCF9 is its reset control register).
+    auto pci = std::make_unique<devices::PciHost>([this] { request_reset(); });
+    m_pci_host = pci.get();
+    TRY(add_device(std::move(pci), { { Space::Pio, devices::PciHost::kAddressPort, devices::PciHost::kPortLength, &m_pci_host->address_port() },
+        { Space::Pio, devices::PciHost::kDataPort, devices::PciHost::kPortLength, &m_pci_host->data_port() } }));
+
+    // One local APIC per vCPU, APIC ID = vCPU index (CPUID and the MADT say the same). Each is
+    // its vCPU's interrupt controller; the 8259 pair reaches it through LVT0 ExtINT.
+    for (uint32_t i = 0; i < c.smp; ++i) {
+        devices::LocalApic::Config lc;
+        lc.cpu_index = i;
+        lc.apic_id = i;
+        lc.bsp = i == 0;
+        lc.x2apic_supported = true;
+        lc.tsc_deadline_supported = true;
+        lc.tsc_hz = 1'000'000'000; // the TSC counts the clock's nanoseconds (clock.h)
+        auto lapic = std::make_unique<devices::LocalApic>(lc, [this] { return now_ns(); });
+        auto* l = lapic.get();
+        l->connect_bus(&m_apic_router);
+        l->connect_pic(m_pic);
+        m_apic_router.attach(*l);
+        m_lapics.push_back(l);
+        TRY(add_device(std::move(lapic), {}));
+    }
 
     if (c.debug_exit) {
         auto const& d = *c.debug_exit;
@@ -298,9 +355,16 @@ Result<void, MachineError> Machine::build()
     }
 
     // --- The vCPUs, wired to the buses and the interrupt controller.
-    m_io = std::make_unique<MachineIo>(m_pio, m_mmio, *m_pic, m_trace);
-    for (uint32_t i = 0; i < c.smp; ++i)
-        m_vcpus.emplace_back(i, std::make_unique<cpu::Cpu>(*m_memory, c.cpu_model, *m_io));
+    for (uint32_t i = 0; i < c.smp; ++i) {
+        m_ios.push_back(std::make_unique<MachineIo>(m_pio, m_mmio, *m_lapics[i], m_trace));
+        auto cpu = std::make_unique<cpu::Cpu>(*m_memory, c.cpu_model, *m_ios.back());
+        cpu->set_topology(i, c.smp);
+        cpu->set_apic_caps(true, true); // devices/lapic.h implements both in full
+        cpu->reset();
+        auto* core = cpu.get();
+        m_ios.back()->set_end_slice([core] { core->request_stop(); });
+        m_vcpus.emplace_back(i, std::move(cpu));
+    }
     return {};
 }
 
@@ -421,6 +485,12 @@ bool Machine::poll_serial_input(int wait_ms)
 
 void Machine::request_power_off() { raise_board_stop(ExitPowerOff {}); }
 
+void Machine::request_reset()
+{
+    m_reset_requested = true;
+    stop_vcpus();
+}
+
 void Machine::raise_board_stop(VcpuExit exit)
 {
     // The first isa-debug-exit write wins; it also wins over a power-off (QEMU exits at once).
@@ -468,18 +538,106 @@ void Machine::run_requests()
         r(*this);
 }
 
-// A halted CPU (or vCPU) with RFLAGS.IF: skip virtual time to the next timer event, or wait for
-// serial input (QEMU would wait too) — and for QMP requests meanwhile.
-Machine::Wake Machine::sleep_until_interrupt(bool interrupts_on)
+void Machine::advance_timers(int64_t now)
 {
-    if (!interrupts_on)
+    m_pit->advance(now);
+    m_acpi_pm->advance(now);
+    for (auto* l : m_lapics)
+        l->advance(now);
+}
+
+std::optional<int64_t> Machine::next_timer_deadline(int64_t now) const
+{
+    auto earliest = m_pit->next_irq_deadline(now);
+    auto consider = [&](std::optional<int64_t> d) {
+        if (d && (!earliest || *d < *earliest))
+            earliest = d;
+    };
+    consider(m_acpi_pm->next_deadline());
+    for (auto const* l : m_lapics)
+        consider(l->next_deadline());
+    return earliest;
+}
+
+void Machine::skip_time(int64_t ns)
+{
+    if (ns <= 0)
+        return;
+    m_clock->skip(ns);
+    for (auto& v : m_vcpus)
+        v.cpu().set_tsc(v.cpu().tsc() + uint64_t(ns));
+}
+
+void Machine::apply_apic_events(size_t i)
+{
+    auto& lapic = *m_lapics[i];
+    auto& cpu = m_vcpus[i].cpu();
+    if (lapic.take_init()) {
+        // INIT (APM vol 2 §14.1.3; SDM vol 3 Table 9-1): the processor state of RESET, except
+        // that the MSRs, x87/SSE state and the TSC keep their values. The LAPIC kept its base
+        // and ID; an AP now waits for a SIPI, the BSP restarts at the reset vector.
+        auto before = cpu.state();
+        cpu.reset();
+        auto s = cpu.state();
+        s.msr = before.msr;
+        s.msr.apic_base = lapic.apic_base_msr();
+        s.xmm = before.xmm;
+        s.mxcsr = before.mxcsr;
+        s.x87 = before.x87;
+        s.tsc = before.tsc;
+        s.instructions = before.instructions;
+        cpu.set_state(s);
+    }
+    if (auto vector = lapic.take_sipi()) {
+        // Start-up IPI (SDM vol 3 §9.4.4; APM vol 2 §16.5): real mode at CS = VV00, IP = 0.
+        auto s = cpu.state();
+        s.seg[cpu::CS].selector = uint16_t(*vector << 8);
+        s.seg[cpu::CS].base = uint64_t(*vector) << 12;
+        s.rip = 0;
+        s.halted = false;
+        cpu.set_state(s);
+    }
+    // NMIs stay pending in the LAPIC: the interpreter has no NMI input yet (QUIRKS.md).
+}
+
+bool Machine::runnable(size_t i)
+{
+    apply_apic_events(i);
+    auto& lapic = *m_lapics[i];
+    if (lapic.waiting_for_sipi())
+        return false;
+    Vcpu& v = m_vcpus[i];
+    if (!v.halted())
+        return true;
+    return v.guest_interrupts_enabled() && lapic.interrupt_pending();
+}
+
+// No vCPU can run: every one is halted (or waits for a SIPI). Skip virtual time to the next
+// timer event, or wait for serial input (QEMU would wait too) — and for QMP requests meanwhile.
+Machine::Wake Machine::sleep_until_interrupt()
+{
+    auto any_runnable = [&] {
+        for (size_t i = 0; i < m_vcpus.size(); ++i)
+            if (runnable(i))
+                return true;
+        return false;
+    };
+    // Only a halted vCPU with RFLAGS.IF can be woken by a device (an IPI needs a running vCPU).
+    bool can_ever_wake = false;
+    for (size_t i = 0; i < m_vcpus.size(); ++i)
+        if (!m_lapics[i]->waiting_for_sipi() && m_vcpus[i].guest_interrupts_enabled())
+            can_ever_wake = true;
+    if (!can_ever_wake)
         return Wake::Never;
-    bool can_wake = m_pic->interrupt_pending();
-    auto wake = m_pit->next_irq_deadline(now_ns()); // the guest may have just programmed it
-    if (!can_wake && wake) {
-        m_clock->skip(*wake - now_ns());
-        m_pit->advance(now_ns());
-        can_wake = m_pic->interrupt_pending();
+    bool can_wake = any_runnable();
+    // Timer events that wake nobody (a masked line) are passed over, up to a bound.
+    for (int n = 0; !can_wake && n < 1000; ++n) {
+        auto wake = next_timer_deadline(now_ns()); // the guest may have just programmed it
+        if (!wake)
+            break;
+        skip_time(*wake - now_ns());
+        advance_timers(now_ns());
+        can_wake = any_runnable();
     }
     while (!can_wake && m_serial_input_fd >= 0) {
         flush_serial();
@@ -492,7 +650,7 @@ Machine::Wake Machine::sleep_until_interrupt(bool interrupts_on)
             return Wake::Request;
         }
         poll_serial_input(0);
-        can_wake = m_pic->interrupt_pending();
+        can_wake = any_runnable();
     }
     return can_wake ? Wake::Interrupt : Wake::Never;
 }
@@ -511,9 +669,13 @@ Result<void, MachineError> Machine::system_reset()
         return fail("system_reset: no -kernel to boot after the reset (the machine was built for -incoming without one)");
     for (auto& d : m_devices)
         d.device->reset();
-    for (auto& v : m_vcpus)
+    int64_t now = now_ns();
+    for (auto& v : m_vcpus) {
         v.cpu().reset();
+        v.cpu().set_tsc(uint64_t(now)); // the TSC stays on the machine's clock (clock.h)
+    }
     m_board_stop.reset();
+    m_reset_requested = false;
     TRY(load_kernel());
     for (auto& v : m_vcpus)
         v.cpu().flush_code_cache(); // the loader wrote the image behind the CPU's back
@@ -620,28 +782,89 @@ RunOutcome Machine::run()
         m_started = true;
         // Timers first: an expired PIT period becomes an IRQ 0 edge before the CPU looks.
         int64_t now = now_ns();
-        m_pit->advance(now);
-        auto deadline = m_pit->next_irq_deadline(now);
-        uint64_t slice = kRunSlice;
+        advance_timers(now);
+        auto deadline = next_timer_deadline(now);
+        uint64_t slice = m_vcpus.size() == 1 ? kRunSlice : kSmpQuantum;
         // A timer deadline ends the slice, so that its interrupt is raised on time.
         if (deadline)
-            slice = std::clamp<uint64_t>(uint64_t(std::max<int64_t>(*deadline - now, 1)), 1, kRunSlice);
-        if (m_config.max_instructions)
-            slice = std::min(slice, m_config.max_instructions - total);
-        if (to_break)
-            slice = std::min(slice, *to_break);
+            slice = std::clamp<uint64_t>(uint64_t(std::max<int64_t>(*deadline - now, 1)), 1, slice);
         poll_serial_input(0);
-        // One vCPU for now (-smp comes with the next issue, and its scheduler with it).
-        Vcpu& vcpu = m_vcpus.front();
-        if (auto outcome = run_slice(vcpu, slice, total)) {
-            if (auto end = guest_end(finish(outcome->reason, outcome->exit_status, std::move(outcome->message))))
+        // One round: every runnable vCPU in vCPU order runs a slice starting at the same virtual
+        // time `now` (clock.h); the round lasts as long as the longest slice.
+        bool const exact = m_vcpus.size() == 1;
+        uint64_t longest = 0;
+        bool any_ran = false;
+        m_ran.assign(m_vcpus.size(), 0);
+        auto& ran = m_ran;
+        std::optional<RunOutcome> ended;
+        for (size_t i = 0; i < m_vcpus.size() && !ended && !m_reset_requested && !m_paused; ++i) {
+            if (!runnable(i))
+                continue;
+            Vcpu& vcpu = m_vcpus[i];
+            uint64_t budget = slice;
+            // One vCPU stops at the exact instruction count; with more, the instruction limit
+            // and replay-break take effect at the end of the round (a snapshot is always taken
+            // between rounds, so that a restored machine replays the same interleaving).
+            if (m_config.max_instructions && exact)
+                budget = std::min(budget, m_config.max_instructions - total);
+            if (to_break && exact) {
+                uint64_t retired = instructions_retired();
+                budget = std::min(budget, *m_break_icount > retired ? *m_break_icount - retired : 0);
+            }
+            if (budget == 0)
+                break;
+            m_clock_vcpu = i;
+            m_clock->restore(now);
+            uint64_t before = vcpu.instructions();
+            any_ran = true;
+            auto outcome = run_slice(vcpu, budget, total);
+            ran[i] = vcpu.instructions() - before;
+            longest = std::max(longest, ran[i]);
+            if (outcome)
+                ended = std::move(outcome);
+            else if (exact && m_config.max_instructions && total >= m_config.max_instructions)
+                ended = finish(RunOutcome::Reason::InstructionLimit, 1,
+                    fmt::format("instruction limit of {} reached at {} {:#x}", m_config.max_instructions,
+                        vcpu.sev() ? "guest rip" : "rip", vcpu.guest_rip()));
+        }
+        // The round's end: the clock moves to now + longest, and every vCPU's TSC with it (a
+        // vCPU that ran less, or not at all, idled for the rest of the round).
+        if (m_vcpus.size() > 1) {
+            for (size_t i = 0; i < m_vcpus.size(); ++i)
+                if (uint64_t idle = longest - ran[i])
+                    m_vcpus[i].cpu().set_tsc(m_vcpus[i].cpu().tsc() + idle);
+            m_clock->restore(now + int64_t(longest));
+            if (!ended && m_config.max_instructions && total >= m_config.max_instructions)
+                ended = finish(RunOutcome::Reason::InstructionLimit, 1,
+                    fmt::format("instruction limit of {} reached at rip {:#x}", m_config.max_instructions,
+                        m_vcpus.front().guest_rip()));
+        }
+        if (ended) {
+            if (ended->reason == RunOutcome::Reason::InstructionLimit)
+                return done(std::move(*ended));
+            if (auto end = guest_end(finish(ended->reason, ended->exit_status, std::move(ended->message))))
                 return *end;
             continue;
         }
-        if (m_config.max_instructions && total >= m_config.max_instructions)
-            return done(finish(RunOutcome::Reason::InstructionLimit, 1,
-                fmt::format("instruction limit of {} reached at {} {:#x}", m_config.max_instructions,
-                    vcpu.sev() ? "guest rip" : "rip", vcpu.guest_rip())));
+        if (m_reset_requested) {
+            m_reset_requested = false;
+            if (auto r = system_reset(); !r)
+                return done(finish(RunOutcome::Reason::HostError, 1, r.error().message));
+            continue;
+        }
+        if (!any_ran && !m_paused) {
+            switch (sleep_until_interrupt()) {
+            case Wake::Interrupt:
+            case Wake::Request:
+                continue;
+            case Wake::Never:
+                break;
+            }
+            if (auto end = guest_end(finish(RunOutcome::Reason::HaltedForever, 0,
+                    fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", m_vcpus.front().guest_rip()))))
+                return *end;
+            continue;
+        }
     }
 }
 
@@ -659,7 +882,7 @@ std::optional<RunOutcome> Machine::run_slice(Vcpu& vcpu, uint64_t slice, uint64_
     m_in_slice = true;
     for (;;) {
         uint64_t used = vcpu.instructions() - start;
-        VcpuExit exit = used < slice ? vcpu.run(slice - used, *m_pic) : VcpuExit { vmm::ExitIntr {} };
+        VcpuExit exit = used < slice ? vcpu.run(slice - used, *m_lapics[vcpu.index()]) : VcpuExit { vmm::ExitIntr {} };
         Step step = handle_exit(vcpu, exit);
         // A device that ends the run (isa-debug-exit, power-off) did so during the access just
         // completed: it is this vCPU's exit now.
@@ -698,9 +921,9 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
             if (!vcpu.sev())
                 return needs_sev("MMIO");
             if (mmio.is_write)
-                m_io->mmio_write(Spa(mmio.gpa), mmio.size, mmio.data);
+                m_ios[vcpu.index()]->mmio_write(Spa(mmio.gpa), mmio.size, mmio.data);
             else
-                vcpu.sev()->complete_mmio_read(m_io->mmio_read(Spa(mmio.gpa), mmio.size));
+                vcpu.sev()->complete_mmio_read(m_ios[vcpu.index()]->mmio_read(Spa(mmio.gpa), mmio.size));
             return Next::Resume;
         },
         [&](vmm::ExitIo const& io) -> Step {
@@ -708,9 +931,9 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
             if (!vcpu.sev())
                 return needs_sev("port I/O");
             if (io.in)
-                vcpu.sev()->complete_io_in(m_io->port_in(io.port, io.size));
+                vcpu.sev()->complete_io_in(m_ios[vcpu.index()]->port_in(io.port, io.size));
             else
-                m_io->port_out(io.port, io.size, io.value);
+                m_ios[vcpu.index()]->port_out(io.port, io.size, io.value);
             return Next::Resume;
         },
         [&](vmm::ExitHypercall const& hc) -> Step {
@@ -728,20 +951,14 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
         // The time slice is over, or a request is waiting.
         [](vmm::ExitIntr const&) -> Step { return Next::EndSlice; },
         [&](vmm::ExitHlt const&) -> Step {
-            // HLT: sleep until the next timer event if an interrupt can then wake the CPU, or
-            // wait for serial input. With IF=0, or no timer armed, or its IRQ masked, nothing
-            // ever will: QEMU would sit there forever; we end the run (QUIRKS.md).
-            switch (sleep_until_interrupt(vcpu.guest_interrupts_enabled())) {
-            case Wake::Interrupt:
-                return Next::EndSlice;
-            case Wake::Request:
-                vcpu.set_halted(); // still in HLT: the loop serves the request, then waits again
-                return Next::EndSlice;
-            case Wake::Never:
-                break;
-            }
-            return outcome(RunOutcome::Reason::HaltedForever, 0,
-                fmt::format("guest halted at rip {:#x} with nothing that can wake it; stopping", rip));
+            // HLT: the vCPU's slice ends and it stays halted (an SEV vCPU through its
+            // KVM_MP_STATE_HALTED) until an interrupt it can take is pending. When no vCPU can
+            // run, the loop sleeps until the next timer event or serial input; with IF=0, or no
+            // timer armed, or its IRQ masked, nothing ever will wake it: QEMU would sit there
+            // forever; we end the run (QUIRKS.md).
+            if (vcpu.sev())
+                vcpu.set_halted();
+            return Next::EndSlice;
         },
         [&](vmm::ExitShutdown const&) -> Step {
             // Triple fault (APM vol 2 §8.2.9): the platform resets. With -no-reboot QEMU exits;

@@ -15,6 +15,7 @@
 
 #include "base/result.h"
 #include "base/trace.h"
+#include "devices/apic_bus.h"
 #include "devices/bus.h"
 #include "devices/device.h"
 #include "emulator/boot.h"
@@ -50,6 +51,10 @@ class Pic8259Pair;
 class Pit8254;
 class CmosRtc;
 class AcpiPm;
+class LocalApic;
+class IoApic;
+class I8042;
+class PciHost;
 }
 
 namespace sevemu::emulator {
@@ -122,6 +127,15 @@ public:
     devices::Pit8254& pit() { return *m_pit; }
     devices::CmosRtc& rtc() { return *m_rtc; }
     devices::AcpiPm& acpi_pm() { return *m_acpi_pm; }
+    // vCPU i's local APIC (APIC ID i), the IOAPIC, the keyboard controller, the PCI host bridge.
+    devices::LocalApic& lapic(size_t vcpu) { return *m_lapics.at(vcpu); }
+    devices::IoApic& ioapic() { return *m_ioapic; }
+    devices::I8042& i8042() { return *m_i8042; }
+    devices::PciHost& pci_host() { return *m_pci_host; }
+    // The most vCPUs -smp accepts.
+    static constexpr uint32_t kMaxVcpus = emulator::kMaxVcpus;
+    // Instructions per vCPU and round when -smp > 1 (one vCPU runs slices of kRunSlice).
+    static constexpr uint64_t kSmpQuantum = 100'000;
     // The SEV runtime (PSP driver, KVM-like VM and vCPU) when the machine runs an SEV guest
     // (-object sev-guest); null otherwise. See emulator/sev_runtime.h.
     SevRuntime* sev() { return m_sev.get(); }
@@ -134,8 +148,8 @@ public:
     devices::Bus& host_mmio() { return m_host_mmio; }
 
     // The machine's virtual time in nanoseconds since power-on (emulator/clock.h): one
-    // instruction is one nanosecond, and a halted CPU skips ahead to the next timer event
-    // (QUIRKS.md).
+    // instruction is one nanosecond (per vCPU, which run in rounds over the same interval), and
+    // a machine whose vCPUs all halt skips ahead to the next timer event (QUIRKS.md).
     int64_t now_ns() const;
     MachineClock& clock() { return *m_clock; }
     std::vector<E820Entry> const& memory_map() const { return m_memory_map; }
@@ -145,6 +159,9 @@ public:
 
     // Asks run() to end the guest with a power-off (status 0) after the current instruction.
     void request_power_off();
+    // A guest's reset request (i8042 command 0xFE, a write of 0x06/0x0E to 0xCF9): after the
+    // current instruction, system_reset() (with -no-reboot: the run ends, ResetShutdown).
+    void request_reset();
 
     // --- Control from other threads (QMP). A request runs on the machine's thread between
     // run slices, and also while the machine is paused. Returns false once run() has returned
@@ -210,11 +227,20 @@ private:
     // -serial stdio also reads stdin into COM1's receiver (as QEMU does). wait_ms < 0 blocks
     // until input or EOF; returns whether bytes arrived.
     bool poll_serial_input(int wait_ms);
-    // HLT with RFLAGS.IF as given: skip virtual time to the next timer event, or wait for serial
-    // input. Interrupt: one can now be taken; Request: a QMP request arrived while waiting (the
+    // No vCPU can run (all halted or waiting for a SIPI): skip virtual time to the next timer
+    // event, or wait for serial input. Interrupt: one can now be taken; Request: a QMP request arrived while waiting (the
     // vCPU stays halted, the loop serves it); Never: nothing can ever wake the guest.
     enum class Wake : uint8_t { Interrupt, Request, Never };
-    Wake sleep_until_interrupt(bool interrupts_on);
+    Wake sleep_until_interrupt();
+    // Whether vCPU i can run now (not waiting for a SIPI; not halted, or halted with an
+    // interrupt it can take), after applying its LAPIC's pending INIT and SIPI.
+    bool runnable(size_t i);
+    void apply_apic_events(size_t i);
+    // Timers: advance every timer device to `now`; the earliest deadline after it.
+    void advance_timers(int64_t now);
+    std::optional<int64_t> next_timer_deadline(int64_t now) const;
+    // Moves the clock (and every vCPU's TSC with it) ahead by ns.
+    void skip_time(int64_t ns);
     void stop_vcpus();
     Result<void, MachineError> add_device(std::unique_ptr<devices::Device>, std::initializer_list<DevicePlacement>);
     // A device ended the run (isa-debug-exit, ACPI S5): reported as an exit of the vCPU that
@@ -254,7 +280,16 @@ private:
     devices::AcpiPm* m_acpi_pm { nullptr };
     devices::Uart16550* m_uart { nullptr };
     devices::PostPort* m_post { nullptr };
-    std::unique_ptr<MachineIo> m_io;
+    devices::IoApic* m_ioapic { nullptr };
+    devices::I8042* m_i8042 { nullptr };
+    devices::PciHost* m_pci_host { nullptr };
+    std::vector<devices::LocalApic*> m_lapics; // one per vCPU, in vCPU order
+    devices::ApicRouter m_apic_router;
+    std::unique_ptr<devices::IrqSink> m_ioapic_lines; // ISA IRQ n -> GSI (IRQ 0 -> GSI 2)
+    std::vector<std::unique_ptr<MachineIo>> m_ios;    // one per vCPU
+    size_t m_clock_vcpu { 0 };                        // whose instruction count the clock reads
+    bool m_reset_requested { false };
+    std::vector<uint64_t> m_ran; // instructions each vCPU ran in the current round
     std::vector<Vcpu> m_vcpus;
     std::optional<MultibootBoot> m_boot;
     std::vector<GuestRange> m_boot_ranges;

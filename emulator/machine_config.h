@@ -41,6 +41,9 @@ struct SevGuestConfig {
     bool author_key_enabled {};
 };
 
+// The most vCPUs -smp accepts (a sane bound for a one-thread scheduler; one socket of cores).
+inline constexpr uint32_t kMaxVcpus = 64;
+
 struct MachineConfig {
     uint64_t memory_size { 128ull << 20 }; // QEMU's default -m 128M
     CpuModel cpu_model { CpuModel::Milan };

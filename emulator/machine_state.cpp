@@ -14,11 +14,12 @@
 //                     u32 range count R, R × (u64 gpa, u64 size): the ranges the loader wrote
 //   "clock"    [1]  the machine's clock (emulator/clock.h)
 //   "ram"      [1]  DRAM and the host key (mmu/memory_controller.h, save_dram)
-//   "cpu0"     [1]  vCPU 0 (cpu/cpu_state_io.h); "cpu1"... with -smp later
+//   "cpu0"     [1]  vCPU 0 (cpu/cpu_state_io.h); "cpu1" ... "cpuN-1" with -smp N
 //   one section per device of the device list, in list order, named by the device, with the
 //              device's own version and layout (devices/*.h): today "pic" [1], "pit" [1],
-//              "rtc" [1], "acpi-pm" [2], "com1" [1], "post" [1], and "debug-exit" [1] when
-//              -device isa-debug-exit is given
+//              "rtc" [1], "acpi-pm" [2], "com1" [1], "post" [1], "ioapic" [1], "i8042" [1],
+//              "pci-host" [1], "lapic0" ... "lapicN-1" [1] (one per vCPU), and "debug-exit" [1]
+//              when -device isa-debug-exit is given
 //   "amd-sp"   [1]  the board's AMD-SP (devices/amd_sp.h); an empty payload when this machine
 //                   never opened its AMD-SP (a plain guest never needs it: the part is in its
 //                   power-on state and its platform directory was not touched)

@@ -54,6 +54,8 @@ VcpuExit Vcpu::run(uint64_t budget, devices::InterruptController& ic)
 
 uint64_t Vcpu::instructions() const { return m_cpu->stats().instructions; }
 
+bool Vcpu::halted() const { return m_sev ? m_halted : m_cpu->halted(); }
+
 uint64_t Vcpu::guest_rip() const { return m_sev ? m_sev->state().rip : m_cpu->rip(); }
 
 bool Vcpu::guest_interrupts_enabled() const

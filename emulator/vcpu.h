@@ -65,6 +65,8 @@ public:
     // — run() gives ExitHlt again without entering the guest until an interrupt is pending (KVM's
     // KVM_MP_STATE_HALTED). A plain guest's CPU keeps this state itself.
     void set_halted() { m_halted = true; }
+    // In HLT (the guest's, for an SEV vCPU).
+    bool halted() const;
 
 private:
     bool m_halted { false };

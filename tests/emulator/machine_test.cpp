@@ -107,7 +107,9 @@ TEST_CASE("machine: memory above 4 GiB appears in the map")
 TEST_CASE("machine: configuration errors are one-line values")
 {
     auto c = base_config();
-    c.smp = 2;
+    c.smp = Machine::kMaxVcpus + 1;
+    CHECK(error_of(c).find("-smp 65: unsupported: 1 to 64 vCPUs") != std::string::npos);
+    c.smp = 0;
     CHECK(error_of(c).find("unsupported") != std::string::npos);
     c = base_config();
     c.memory_size = 1ull << 20;
@@ -139,14 +141,17 @@ TEST_CASE("machine: the device list, in order, each on the PC's ports; ISA lines
         names.push_back(std::string(d.device->name()));
         for (auto const& p : d.placements) {
             // Every placement is what the bus finds at its base.
-            REQUIRE(p.space == Machine::DevicePlacement::Space::Pio);
-            auto hit = machine.pio().find(p.base);
+            auto hit = (p.space == Machine::DevicePlacement::Space::Pio ? machine.pio() : machine.mmio()).find(p.base);
             REQUIRE(hit.has_value());
             CHECK(hit->device == p.port);
             CHECK(hit->offset == 0);
         }
     }
-    CHECK(names == std::vector<std::string> { "pic", "pit", "rtc", "acpi-pm", "com1", "post", "debug-exit" });
+    // The local APICs have no place on the shared buses: each vCPU decodes its own (machine_io.h).
+    CHECK(names == std::vector<std::string> { "pic", "pit", "rtc", "acpi-pm", "com1", "post", "ioapic", "i8042",
+        "pci-host", "lapic0", "debug-exit" });
+    CHECK(machine.devices()[6].placements.front().space == Machine::DevicePlacement::Space::Mmio);
+    CHECK(machine.devices()[6].placements.front().base == 0xFEC00000);
     CHECK(machine.devices().front().placements.size() == 3); // master, slave, ELCR
 
     // ISA IRQ 5 (edge) through the router: the PIC's IRR sees it, and with the line unmasked

@@ -127,10 +127,11 @@ TEST_CASE("cli: -m sizes")
     check_one_error_line(run_sevemu(with_kernel({ "-m", "128M,slots=4" })), "slots");
 }
 
-TEST_CASE("cli: -smp other than 1 is unsupported")
+TEST_CASE("cli: -smp beyond 64 vCPUs, or with CPU hotplug, is unsupported")
 {
-    check_one_error_line(run_sevemu(with_kernel({ "-smp", "2" })), "unsupported");
-    check_one_error_line(run_sevemu(with_kernel({ "-smp", "cpus=4,cores=4" })), "-smp cpus=4,cores=4");
+    check_one_error_line(run_sevemu(with_kernel({ "-smp", "65" })), "-smp 65: unsupported: at most 64 vCPUs");
+    check_one_error_line(run_sevemu(with_kernel({ "-smp", "sockets=2,cores=40" })), "-smp sockets=2,cores=40");
+    check_one_error_line(run_sevemu(with_kernel({ "-smp", "cpus=4,maxcpus=8" })), "maxcpus");
     check_one_error_line(run_sevemu(with_kernel({ "-smp", "zero" })), "zero");
 }
 

@@ -117,7 +117,11 @@ Result<void, CliError> Parser::memory(std::string const& arg)
 
 Result<void, CliError> Parser::smp(std::string const& arg)
 {
-    uint64_t cpus = 1;
+    // QEMU's -smp [cpus=]N[,sockets=S][,dies=D][,clusters=C][,cores=C][,threads=T][,maxcpus=M]:
+    // without cpus= the count is the product of the topology's factors (hw/core/machine-smp.c).
+    // sevemu models one socket of N cores (APIC IDs 0..N-1); the factors only give the count.
+    std::optional<uint64_t> cpus, maxcpus;
+    uint64_t product = 1;
     for (auto const& p : split_props(arg)) {
         std::string text = p.value ? *p.value : p.key;
         if (p.value && p.key != "cpus" && p.key != "sockets" && p.key != "dies" && p.key != "clusters"
@@ -126,12 +130,19 @@ Result<void, CliError> Parser::smp(std::string const& arg)
         auto v = parse_uint(text);
         if (!v || *v == 0)
             return fail(fmt::format("-smp {}: invalid number '{}'", arg, text));
-        if (*v != 1)
+        if (!p.value || p.key == "cpus")
             cpus = *v;
+        else if (p.key == "maxcpus")
+            maxcpus = *v;
+        else
+            product = std::min<uint64_t>(product * *v, 1u << 20);
     }
-    if (cpus != 1)
-        return fail(fmt::format("-smp {}: unsupported: only 1 vCPU is supported for now", arg));
-    opts.machine.smp = 1;
+    uint64_t n = cpus ? *cpus : product;
+    if (maxcpus && *maxcpus != n)
+        return fail(fmt::format("-smp {}: unsupported: maxcpus must equal the vCPU count (no CPU hotplug)", arg));
+    if (n > emulator::kMaxVcpus)
+        return fail(fmt::format("-smp {}: unsupported: at most {} vCPUs", arg, emulator::kMaxVcpus));
+    opts.machine.smp = uint32_t(n);
     return {};
 }
 
@@ -466,7 +477,7 @@ std::string usage()
            "An emulated AMD EPYC PC with SEV; the command line follows qemu-system-x86_64.\n"
            "\n"
            "  -m SIZE                   guest RAM (default 128M; suffixes K, M, G, T; MiB without one)\n"
-           "  -smp N                    number of vCPUs (only 1 for now)\n"
+           "  -smp N                    number of vCPUs (1 to 64; an SEV guest: 1)\n"
            "  -cpu MODEL                EPYC, EPYC-Rome, EPYC-Milan (default), EPYC-Genoa; -cpu help lists them\n"
            "  -kernel FILE              Multiboot v1 kernel (ELF32, or any file with the a.out kludge)\n"
            "  -initrd FILE[,FILE...]    Multiboot modules (\"FILE ARGS\" passes arguments; ,, is a comma)\n"
