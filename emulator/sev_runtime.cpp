@@ -102,22 +102,36 @@ std::vector<CpuidEntry> guest_cpuid(CpuModel model, SevGuestConfig const& g)
         0x8000001D, 0x80000020, 0x80000026 };
     constexpr uint32_t kAnyIndex = 0xFFFFFFFFu;
     std::vector<CpuidEntry> out;
+    // What a guest of a KVM host sees (cpu_model.h CpuidView::Guest: the hypervisor bit, the KVM
+    // leaves), for the one vCPU (APIC ID 0). The LAPIC behind an SEV guest's MSR exits is not
+    // wired (QUIRKS.md), so x2APIC and TSC-deadline are not advertised.
+    cpu::CpuidContext const ctx { .view = cpu::CpuidView::Guest, .apic_id = 0, .vcpu_count = 1 };
     auto add_leaf = [&](uint32_t leaf) {
         bool indexed = std::find(std::begin(kIndexed), std::end(kIndexed), leaf) != std::end(kIndexed);
         if (!indexed) {
-            auto r = cpu::cpuid_query(model, leaf, 0);
+            auto r = cpu::cpuid_query(model, leaf, 0, ctx);
             out.push_back({ leaf, kAnyIndex, r.eax, r.ebx, r.ecx, r.edx });
             return;
         }
         for (uint32_t sub = 0; sub < 64; ++sub) {
-            auto r = cpu::cpuid_query(model, leaf, sub);
+            auto r = cpu::cpuid_query(model, leaf, sub, ctx);
+            // Leaf 0xB ends at its first invalid level (ECX[15:8] = 0), which KVM still lists
+            // (arch/x86/kvm/cpuid.c do_cpuid_func, case 0xb).
+            if (leaf == 0xB) {
+                out.push_back({ leaf, sub, r.eax, r.ebx, r.ecx, r.edx });
+                if (!(r.ecx & 0xFF00))
+                    break;
+                continue;
+            }
             if (r.eax | r.ebx | r.ecx | r.edx)
                 out.push_back({ leaf, sub, r.eax, r.ebx, r.ecx, r.edx });
         }
     };
-    uint32_t max_basic = cpu::cpuid_query(model, 0, 0).eax;
+    uint32_t max_basic = cpu::cpuid_query(model, 0, 0, ctx).eax;
     for (uint32_t leaf = 0; leaf <= max_basic && leaf < 0x100; ++leaf)
         add_leaf(leaf);
+    add_leaf(cpu::kKvmCpuidSignature);
+    add_leaf(cpu::kKvmCpuidFeatures);
     uint32_t max_ext = cpu::cpuid_query(model, 0x80000000u, 0).eax;
     for (uint32_t leaf = 0x80000000u; leaf <= max_ext && leaf < 0x80000100u; ++leaf)
         add_leaf(leaf);

@@ -80,6 +80,7 @@ public:
     cpu::svm::VmcbSaveArea& state() { return m_vmcb.save; }
     GuestGprs& gprs() { return m_gprs; }
     void set_cpuid(std::vector<CpuidEntry> entries) { m_cpuid = std::move(entries); }
+    std::vector<CpuidEntry> const& cpuid_entries() const { return m_cpuid; }
 
     // Runs until an exit the VMM must see. For an IN, fill the value with complete_io_in()
     // before the next run(); it is written to RAX then.

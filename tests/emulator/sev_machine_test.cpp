@@ -20,6 +20,7 @@
 #include "tools/sevemu-owner/owner.h"
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
@@ -184,6 +185,36 @@ TEST_CASE("sev machine: without a session the launch stops in launch-secret; eve
     CHECK(s.gdtr.base == kMultibootGdtAddr);
     CHECK(s.cr0 == 0x11);
     CHECK((s.efer & (1u << 12)) != 0);
+    // The guest's CPUID is a KVM guest's (KVM_SET_CPUID2 as QEMU gives it): the hypervisor bit,
+    // the "KVMKVMKVM" signature leaf and its features leaf, leaf 0xB listed up to and including
+    // its first invalid level (ECX[15:8] = 0), and leaf 8000_001F with SEV (EAX bit 1).
+    auto find = [&](uint32_t fn, uint32_t index) -> vmm::CpuidEntry const* {
+        for (auto const& e : sev->vcpu().cpuid_entries())
+            if (e.function == fn && (e.index == index || e.index == 0xFFFFFFFFu))
+                return &e;
+        return nullptr;
+    };
+    REQUIRE(find(1, 0) != nullptr);
+    CHECK((find(1, 0)->ecx & (1u << 31)) != 0);
+    CHECK((find(1, 0)->ebx >> 24) == 0);
+    auto const* kvm = find(0x40000000, 0);
+    REQUIRE(kvm != nullptr);
+    char sig[13] = {};
+    std::memcpy(sig, &kvm->ebx, 4);
+    std::memcpy(sig + 4, &kvm->ecx, 4);
+    std::memcpy(sig + 8, &kvm->edx, 4);
+    CHECK(std::string(sig) == "KVMKVMKVM");
+    CHECK(find(0x40000001, 0) != nullptr);
+    size_t levels = 0;
+    for (auto const& e : sev->vcpu().cpuid_entries())
+        if (e.function == 0xB)
+            ++levels;
+    if (levels) {
+        REQUIRE(find(0xB, uint32_t(levels - 1)) != nullptr);
+        CHECK((find(0xB, uint32_t(levels - 1))->ecx & 0xFF00) == 0);
+    }
+    REQUIRE(find(0x8000001F, 0) != nullptr);
+    CHECK((find(0x8000001F, 0)->eax & 2) != 0);
     // The secret needs the session's keys; LAUNCH_FINISH moves the guest to running.
     REQUIRE(sev->launch_finish().has_value());
     CHECK(sev->query()->state == SevState::Running);
