@@ -327,3 +327,37 @@ TEST_CASE("smp: a 2-vCPU machine saved mid-run and restored finishes exactly as 
         CHECK(refused.error().message.find("2 vCPU(s)") != std::string::npos);
     }
 }
+
+TEST_CASE("smp: a halted vCPU does not stop the others; its LAPIC timer wakes it while the AP runs")
+{
+    auto m = Machine::create(config(2));
+    REQUIRE(m.has_value());
+    auto& machine = **m;
+    poke(machine, kApCode, { 0xEB, 0xFE }); // the AP spins: jmp $
+    std::vector<uint8_t> code = { 0x0F, 0x01, 0x1D, uint8_t(kIdtr), uint8_t(kIdtr >> 8), 0x00, 0x00 };
+    mov_mem(code, 0xFEE000F0, 0x1FF);
+    mov_mem(code, 0xFEE00310, 0x01000000);
+    mov_mem(code, 0xFEE00300, 0x00004500);
+    mov_mem(code, 0xFEE00300, 0x00004608);
+    mov_mem(code, 0xFEE003E0, 0x0B);
+    mov_mem(code, 0xFEE00320, 0x40);
+    mov_mem(code, 0xFEE00380, 1'000'000); // 1 ms
+    code.insert(code.end(), { 0xFB, 0xF4, 0xEB, 0xFD });
+    start_bsp(machine, code, 0x40, 0x42);
+    auto out = machine.run();
+    INFO(out.message);
+    CHECK(out.reason == RunOutcome::Reason::DebugExit);
+    CHECK(out.exit_status == 0x85);
+    // The BSP slept 1 ms of virtual time; the AP ran through it (no skip-ahead: it was
+    // runnable), one instruction per nanosecond of every round. Each of the BSP's slice-ending
+    // writes (the two ICR writes, LVT timer, initial count) ended a round in which the AP ran a
+    // whole quantum: the timer started at most 4 quanta after power-on.
+    uint64_t ap = machine.vcpus()[1].instructions();
+    CHECK(ap >= 1'000'000);
+    CHECK(machine.now_ns() >= 1'000'000);
+    CHECK(machine.now_ns() <= 1'000'000 + 4 * Machine::kSmpQuantum + 1000);
+    CHECK(uint64_t(machine.now_ns()) >= ap); // the AP never ran ahead of the clock
+    CHECK(machine.vcpus()[0].instructions() < 1000);
+    // Both TSCs followed the one clock.
+    CHECK(machine.vcpus()[0].cpu().tsc() == machine.vcpus()[1].cpu().tsc());
+}
