@@ -1,8 +1,8 @@
 // sevemu — the machine's interrupt routing: devices drive interrupt lines (devices::IrqLine),
 // each line is an input of the router by number (the ISA IRQ number for the legacy devices, the
 // GSI later), and the router hands every level change to the interrupt controllers wired to it
-// (devices::IrqSink): the 8259 pair today; an IOAPIC beside it next, without a device or the
-// CPU knowing.
+// (devices::IrqSink): the 8259 pair and, beside it, the IOAPIC (through the machine's ISA-to-GSI
+// map: IRQ 0 is GSI 2), without a device or the CPU knowing.
 #pragma once
 
 #include "devices/bus.h"

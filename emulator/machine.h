@@ -11,6 +11,11 @@
 //
 // Plain and SEV guests share one run loop: each vCPU runs a time slice and reports a VcpuExit
 // (emulator/vcpu.h); handle_exit() is the one place that turns it into what the machine does.
+// With -smp N the loop runs in rounds on the machine's one thread: every runnable vCPU, in vCPU
+// order, runs one slice of at most kSmpQuantum instructions (never past the next timer
+// deadline), all starting at the same virtual time (emulator/clock.h), so a run repeats exactly.
+// A vCPU waiting for a SIPI or halted without a takeable interrupt does not run; the machine
+// skips ahead to the next timer deadline only when no vCPU can run.
 #pragma once
 
 #include "base/result.h"
@@ -102,7 +107,7 @@ public:
     mmu::MemoryController& memory() { return *m_memory; }
     devices::Bus& pio() { return m_pio; }
     devices::Bus& mmio() { return m_mmio; }
-    // The vCPUs (-smp; one for now). cpu() is vCPU 0's interpreter core.
+    // The vCPUs (-smp N; vCPU i has APIC ID i, vCPU 0 is the BSP). cpu() is vCPU 0's core.
     std::vector<Vcpu>& vcpus() { return m_vcpus; }
     cpu::Cpu& cpu() { return m_vcpus.front().cpu(); }
     Trace& trace() { return m_trace; }
