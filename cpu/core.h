@@ -204,6 +204,11 @@ struct Core {
     std::vector<std::unique_ptr<Block>> graveyard;
     Block scratch;
     std::shared_ptr<Core*> self_ref;
+    // The other cores of the machine, which share its guest memory (Cpu::share_code_with): a
+    // write by any core to a page some core decoded code from drops that code in every core
+    // (cross-modifying code: Linux text_poke_bp patches kernel text while the APs run). Null
+    // for a lone core, which then pays nothing.
+    std::shared_ptr<std::vector<Core*>> peers;
 
     // ---- Lazy flags (APM vol 3 Appendix E for which flags each instruction defines)
     static uint64_t msb(uint8_t size) { return size * 8 - 1; }
@@ -420,8 +425,13 @@ struct Core {
     // ---- Decoded code (cpu.cpp)
     Block* lookup_block();
     Block* decode_block(uint64_t lin, uint64_t spa);
-    void invalidate_code_page(uint64_t pfn);
-    bool is_code_page(uint64_t pfn) const { return code_pages.count(pfn) != 0; }
+    void invalidate_code_page(uint64_t pfn); // this core's and the peers'
+    void invalidate_own_code_page(uint64_t pfn);
+    bool is_code_page(uint64_t pfn) const
+    {
+        return code_pages.count(pfn) != 0 || (SEVEMU_UNLIKELY(peers != nullptr) && peer_code_page(pfn));
+    }
+    bool peer_code_page(uint64_t pfn) const;
     void flush_jump_cache();
 
     void reset();

@@ -237,6 +237,23 @@ void Core::flush_jump_cache()
 
 void Core::invalidate_code_page(uint64_t pfn)
 {
+    invalidate_own_code_page(pfn);
+    if (SEVEMU_UNLIKELY(peers != nullptr))
+        for (Core* p : *peers)
+            if (p != this)
+                p->invalidate_own_code_page(pfn);
+}
+
+bool Core::peer_code_page(uint64_t pfn) const
+{
+    for (Core const* p : *peers)
+        if (p != this && p->code_pages.count(pfn))
+            return true;
+    return false;
+}
+
+void Core::invalidate_own_code_page(uint64_t pfn)
+{
     auto it = code_pages.find(pfn);
     if (it == code_pages.end()) return;
     for (uint64_t key : it->second) {
@@ -325,8 +342,13 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
     Block* raw = blk.get();
     blocks[key] = std::move(blk);
     auto& v = code_pages[pfn];
-    if (v.empty())
+    if (v.empty()) {
         for_each_tlb([&](auto& t) { t.drop_write(pfn << 12); }); // writes to it must take the slow path, in every context
+        if (SEVEMU_UNLIKELY(peers != nullptr)) // ... on every core
+            for (Core* p : *peers)
+                if (p != this)
+                    p->for_each_tlb([&](auto& t) { t.drop_write(pfn << 12); });
+    }
     v.push_back(key);
     return raw;
 }
@@ -360,7 +382,22 @@ Cpu::Cpu(mmu::MemoryController& mc, CpuModel model, IoHandler& io)
 {
 }
 
-Cpu::~Cpu() = default;
+Cpu::~Cpu()
+{
+    if (auto& peers = m_core->peers)
+        std::erase(*peers, m_core.get());
+}
+
+void Cpu::share_code_with(Cpu& other)
+{
+    Core& o = *other.m_core;
+    if (&o == m_core.get())
+        return;
+    if (!o.peers)
+        o.peers = std::make_shared<std::vector<Core*>>(std::vector<Core*> { &o });
+    m_core->peers = o.peers;
+    m_core->peers->push_back(m_core.get());
+}
 
 void Cpu::set_topology(uint32_t apic_id, uint32_t vcpu_count)
 {

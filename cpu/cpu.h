@@ -123,6 +123,10 @@ public:
     // changes and plaintext-cache evictions, not plain writes).
     void invalidate_code(Spa addr, uint64_t len);
     void flush_code_cache();
+    // Joins `other`'s group of cores sharing guest memory (the vCPUs of one machine): a write by
+    // any of them to a page another decoded code from invalidates that code (cross-modifying
+    // code, APM vol 2 §7.6.1 / SDM vol 3 §8.1.3). Single-threaded use only, as the machine runs.
+    void share_code_with(Cpu& other);
 
     CpuModel model() const;
     CpuStats const& stats() const;

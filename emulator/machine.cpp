@@ -363,6 +363,8 @@ Result<void, MachineError> Machine::build()
         cpu->reset();
         auto* core = cpu.get();
         m_ios.back()->set_end_slice([core] { core->request_stop(); });
+        if (i > 0)
+            cpu->share_code_with(m_vcpus.front().cpu()); // cross-modifying code between vCPUs
         m_vcpus.emplace_back(i, std::move(cpu));
     }
     return {};

@@ -361,3 +361,31 @@ TEST_CASE("smp: a halted vCPU does not stop the others; its LAPIC timer wakes it
     // Both TSCs followed the one clock.
     CHECK(machine.vcpus()[0].cpu().tsc() == machine.vcpus()[1].cpu().tsc());
 }
+
+TEST_CASE("smp: code one vCPU rewrites is re-decoded by the other (cross-modifying code)")
+{
+    auto c = config(2);
+    c.max_instructions = 20'000'000; // without coherence the AP spins forever: a clear failure
+    auto m = Machine::create(c);
+    REQUIRE(m.has_value());
+    auto& machine = **m;
+    // The AP spins on `jmp $` at 0x8005 until the BSP turns it into `jmp +0`; it then writes the
+    // marker and halts.
+    poke(machine, kApCode, { 0xB8, 0x00, 0x00, 0x8E, 0xD8, 0xEB, 0xFE, 0x66, 0xC7, 0x06, 0x00, 0x90, 0x78, 0x56, 0x34, 0x12, 0xFA,
+                               0xF4, 0xEB, 0xFD });
+    std::vector<uint8_t> code;
+    mov_mem(code, 0xFEE000F0, 0x1FF);
+    mov_mem(code, 0xFEE00310, 0x01000000);
+    mov_mem(code, 0xFEE00300, 0x00004500);
+    mov_mem(code, 0xFEE00300, 0x00004608);
+    // Let the AP spin a while (its loop is decoded and cached by then): ecx = 300000; loop $.
+    code.insert(code.end(), { 0xB9, 0xE0, 0x93, 0x04, 0x00, 0xE2, 0xFE });
+    code.insert(code.end(), { 0xC6, 0x05, 0x06, 0x80, 0x00, 0x00, 0x00 }); // mov byte [0x8006], 0: jmp +0
+    wait_marker_and_exit(code);
+    start_bsp(machine, code);
+    auto out = machine.run();
+    INFO(out.message);
+    CHECK(out.reason == RunOutcome::Reason::DebugExit);
+    CHECK(out.exit_status == 67);
+    CHECK(machine.vcpus()[1].cpu().stats().code_invalidations > 0);
+}
