@@ -10,6 +10,8 @@
 #   BUILD_DIR/linux-assets/initramfs.cpio.gz  cpio newc, gzip: busybox-static + /init + /data.bin
 #   BUILD_DIR/linux-assets/data.sha256      the expected sha256 of /data.bin, computed here
 #   BUILD_DIR/linux-assets/kernel-version   e.g. 6.1.0-57-amd64
+#   BUILD_DIR/linux-assets/facts            known answers for the tests, read by Python here (not
+#                                           by sevemu): setup header fields and the PVH entry
 #
 # /init prints "SEVEMU-INIT-MARKER", then "SEVEMU-SHA256 <hash>" of /data.bin, then powers off
 # with `poweroff -f` (the ACPI S5 path). Exits non-zero with one clear line on any failure.
@@ -20,7 +22,7 @@ mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
 die() { echo "linux-assets: $*" >&2; exit 1; }
 
-if [ -s "$out/bzImage" ] && [ -s "$out/vmlinux" ] && [ -s "$out/initramfs.cpio.gz" ] && [ -s "$out/data.sha256" ]; then
+if [ -s "$out/bzImage" ] && [ -s "$out/vmlinux" ] && [ -s "$out/initramfs.cpio.gz" ] && [ -s "$out/data.sha256" ] && [ -s "$out/facts" ]; then
   exit 0
 fi
 for t in apt-get apt-cache dpkg-deb python3 sha256sum; do
@@ -74,8 +76,23 @@ for magic, cmd in tools:  # fall back to a scan of the whole image
         at = img.find(magic, at + 1)
 sys.exit('linux-assets: no xz/zstd/gzip/lz4 payload in the bzImage decompresses to an ELF file')
 PY
-# The PVH note: an ELF note of name "Xen", type 18 (XEN_ELFNOTE_PHYS32_ENTRY).
-python3 - "$work/vmlinux" <<'PY'
+# The PVH note: an ELF note of name "Xen", type 18 (XEN_ELFNOTE_PHYS32_ENTRY); its address and
+# the bzImage's setup header fields go to `facts` (one "name value" a line, values in hex).
+python3 - "$vmlinuz" >"$work/facts" <<'PY'
+import struct, sys
+f = open(sys.argv[1], 'rb').read()
+print('version %x' % struct.unpack_from('<H', f, 0x206))
+print('setup_sects %x' % (f[0x1F1] or 4))
+print('loadflags %x' % f[0x211])
+print('xloadflags %x' % struct.unpack_from('<H', f, 0x236))
+print('init_size %x' % struct.unpack_from('<I', f, 0x260))
+print('pref_address %x' % struct.unpack_from('<Q', f, 0x258))
+print('kernel_alignment %x' % struct.unpack_from('<I', f, 0x230))
+print('cmdline_size %x' % struct.unpack_from('<I', f, 0x238))
+print('initrd_addr_max %x' % struct.unpack_from('<I', f, 0x22C))
+print('header_end %x' % (0x202 + f[0x201]))
+PY
+python3 - "$work/vmlinux" >>"$work/facts" <<'PY'
 import struct, sys
 f = open(sys.argv[1], 'rb').read()
 assert f[4] == 2, 'vmlinux is not ELF64'
@@ -90,6 +107,8 @@ for i in range(phnum):
         namesz, descsz, typ = struct.unpack_from('<III', f, at)
         name = f[at + 12: at + 12 + namesz]
         if name.rstrip(b'\0') == b'Xen' and typ == 18:
+            d = at + 12 + ((namesz + 3) & ~3)
+            print('pvh_entry %x' % int.from_bytes(f[d:d + descsz], 'little'))
             sys.exit(0)
         at += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
 sys.exit('linux-assets: the vmlinux has no Xen PVH note (XEN_ELFNOTE_PHYS32_ENTRY)')
@@ -148,6 +167,7 @@ PY
 gzip -9n "$work/initramfs.cpio"
 
 mv "$work/kernel-version" "$out/kernel-version"
+mv "$work/facts" "$out/facts"
 mv "$work/data.sha256" "$out/data.sha256"
 cp "$vmlinuz" "$out/bzImage.tmp" && mv "$out/bzImage.tmp" "$out/bzImage"
 mv "$work/vmlinux" "$out/vmlinux"
