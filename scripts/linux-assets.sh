@@ -32,11 +32,14 @@ done
 # 1. The two packages. linux-image-amd64 is a metapackage: the kernel is in the versioned
 #    package it depends on.
 cd "$out/debs"
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$kpkg" ] || die "cannot resolve the kernel package linux-image-amd64 depends on (apt-get update?)"
-ls ${kpkg}_*.deb >/dev/null 2>&1 || apt-get download "$kpkg" || die "apt-get download $kpkg failed"
+# A cached .deb is used as it is (offline); only a missing one is resolved and downloaded.
+if ! ls linux-image-[0-9]*-amd64_*.deb >/dev/null 2>&1; then
+  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  [ -n "$kpkg" ] || die "cannot resolve the kernel package linux-image-amd64 depends on (apt-get update?)"
+  apt-get download "$kpkg" || die "apt-get download $kpkg failed"
+fi
 ls busybox-static_*.deb >/dev/null 2>&1 || apt-get download busybox-static || die "apt-get download busybox-static failed"
-kdeb=$(ls ${kpkg}_*.deb | head -1)
+kdeb=$(ls linux-image-[0-9]*-amd64_*.deb | head -1)
 bdeb=$(ls busybox-static_*.deb | head -1)
 
 # 2. The bzImage.
