@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <random>
 
 using namespace sevemu;
 using namespace sevemu::emulator;
@@ -545,4 +546,36 @@ TEST_CASE("acpi: refusals", "[acpi]")
     CHECK(build_acpi_tables(0xFFFF8000, cfg).error().message.find("below 4 GiB") != std::string::npos);
     cfg.s5_slp_typ = 8;
     CHECK(build_acpi_tables(0x3FF0000, cfg).error().message.find("SLP_TYP 8") != std::string::npos);
+}
+
+TEST_CASE("linux: mutated bzImage and ELF headers are loaded or refused with one line, never a crash", "[linux][robustness]")
+{
+    uint64_t ram = 64ull << 20;
+    auto mc = make_memory(ram);
+    std::mt19937 rng(20261206);
+    auto bz = make_bzimage();
+    auto elf = make_pvh();
+    unsigned loaded = 0, refused = 0;
+    for (int i = 0; i < 1500; ++i) {
+        bool use_bz = i % 2 == 0;
+        auto f = use_bz ? bz : elf;
+        size_t span = use_bz ? 0x270 : 0x3040; // the header, program headers and notes
+        size_t lo = use_bz ? 0x1F0 : 0;
+        int flips = 1 + int(rng() % 4);
+        for (int k = 0; k < flips; ++k)
+            f[lo + rng() % (span - lo)] = uint8_t(rng());
+        if (rng() % 8 == 0)
+            f.resize(rng() % f.size());
+        auto r = load_linux(*mc, f, params(ram));
+        if (r) {
+            ++loaded;
+            CHECK(!r->written.empty());
+        } else {
+            ++refused;
+            CHECK(!r.error().message.empty());
+            CHECK(r.error().message.find('\n') == std::string::npos);
+        }
+    }
+    CHECK(loaded > 0);
+    CHECK(refused > 0);
 }
