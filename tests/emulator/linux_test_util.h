@@ -216,4 +216,26 @@ inline std::map<std::string, std::string> iasl_disassemble(ParsedAcpi const& p)
     return out;
 }
 
+// Loads FADT, DSDT and MADT into ACPICA's own interpreter (acpiexec, the ACPICA that Linux
+// carries in drivers/acpi/acpica) and evaluates \_S5; returns everything it printed.
+inline std::string acpiexec_s5(ParsedAcpi const& p)
+{
+    char tmpl[] = "/tmp/sevemu-acpiexec-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    std::string dir = tmpl;
+    for (std::string sig : { "FACP", "DSDT", "APIC" }) {
+        auto const& b = p.bytes.at(sig);
+        std::ofstream(dir + "/" + sig + ".dat", std::ios::binary)
+            .write(reinterpret_cast<char const*>(b.data()), std::streamsize(b.size()));
+    }
+    std::string cmd = "cd " + dir + " && acpiexec -b 'Evaluate \\_S5' FACP.dat DSDT.dat APIC.dat > out.txt 2>&1";
+    INFO(cmd);
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    std::ifstream in(dir + "/out.txt");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::system(("rm -rf " + dir).c_str());
+    return ss.str();
+}
+
 } // namespace sevemu::test
