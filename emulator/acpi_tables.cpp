@@ -1,10 +1,13 @@
 #include "emulator/acpi_tables.h"
+#include "devices/acpi_pm.h"
 
 #include <cstring>
 #include <fmt/format.h>
 #include <string_view>
 
 namespace sevemu::emulator {
+
+static_assert(kS5SlpTyp == devices::AcpiPm::kS5SlpTyp, "the DSDT's \\_S5 must be what the ACPI PM device powers off on");
 
 namespace {
 

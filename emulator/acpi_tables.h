@@ -32,8 +32,8 @@ inline constexpr uint64_t kAcpiRegionSize = 0x10000;
 
 // SLP_TYP of \_S5: devices/acpi_pm.h powers off on PM1_CNT SLP_EN with SLP_TYP 0 (QEMU's PIIX4 PM
 // does too: hw/acpi/core.c acpi_pm1_cnt_write treats sus_typ 0 as soft-off, and QEMU's DSDT
-// says \_S5 = {0, 0, 0, 0}, hw/i386/acpi-build.c). When devices/acpi_pm.h gains
-// AcpiPm::kS5SlpTyp, the integrator replaces this with a static_assert that they agree.
+// says \_S5 = {0, 0, 0, 0}, hw/i386/acpi-build.c). acpi_tables.cpp checks at compile time
+// that it is devices::AcpiPm::kS5SlpTyp.
 inline constexpr uint8_t kS5SlpTyp = 0;
 
 // The I/O ports the FADT names (devices/acpi_pm.h AcpiPm::kBase and its register offsets; the
