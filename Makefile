@@ -2,7 +2,7 @@
 BUILD ?= build
 MESON_OPTS ?=
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= qmp,firmware,certs,session,multiboot,decoder,snapshot
+FUZZ_TARGETS ?= qmp,firmware,certs,session,multiboot,linux,decoder,snapshot
 
 .PHONY: all build deps demo test check-fast bench fuzz clean
 
@@ -22,6 +22,7 @@ demo: build
 
 test: build
 	@scripts/deps.sh --test
+	@BUILD_DIR=$(BUILD) scripts/linux-assets.sh || echo "sevemu: no Linux test assets (apt-get download failed): the linux suite skips"
 	BUILD_DIR=$(BUILD) scripts/run-tests.sh
 
 check-fast: build

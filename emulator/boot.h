@@ -21,6 +21,7 @@ namespace sevemu::emulator {
 struct GuestRange {
     uint64_t gpa;
     uint64_t size;
+    bool operator==(GuestRange const&) const = default;
 };
 
 // The architectural state at the kernel's entry point; everything not named here is the

@@ -370,12 +370,100 @@ Result<void, MachineError> Machine::build()
     return {};
 }
 
+std::string_view kernel_protocol_name(LoadedKernel::Protocol p)
+{
+    switch (p) {
+    case LoadedKernel::Protocol::Multiboot:
+        return "multiboot";
+    case LoadedKernel::Protocol::LinuxBzImage:
+        return "linux-bzimage";
+    case LoadedKernel::Protocol::LinuxPvh:
+        return "linux-pvh";
+    }
+    return "unknown";
+}
+
+namespace {
+
+// The Linux loaders' inputs from the controller's DRAM: its size, and where low RAM ends when
+// part of it was moved above 4 GiB (the memory controller's PC layout, MemoryConfig::low_mem_top).
+LinuxLoadParams linux_params(mmu::MemoryController const& mc, std::string const& append, unsigned cpu_count)
+{
+    LinuxLoadParams p;
+    p.cmdline = append;
+    p.low_mem_top = mmu::MemoryConfig {}.low_mem_top;
+    bool high = false;
+    uint64_t low_end = 0;
+    for (auto const& r : mc.ranges()) {
+        p.ram_size += r.size;
+        if (r.base.value == 0)
+            low_end = r.size;
+        else
+            high = true;
+    }
+    if (high)
+        p.low_mem_top = low_end;
+    p.acpi.cpu_count = cpu_count;
+    p.acpi.ioapic = true;
+    return p;
+}
+
+Result<LoadedKernel, MachineError> load_linux_image(mmu::MemoryController& mc, std::string const& kernel,
+    std::span<uint8_t const> file, std::string const& initrd, std::string const& append, unsigned cpu_count)
+{
+    auto params = linux_params(mc, append, cpu_count);
+    // One initrd file (QEMU's x86_load_linux); a comma is part of its name.
+    std::vector<uint8_t> initrd_bytes;
+    if (!initrd.empty()) {
+        uint64_t limit = std::min(file_limits::kModule, params.ram_size);
+        auto data = read_regular_file(initrd, limit);
+        if (!data && data.error().kind == FileError::Kind::TooLarge && limit < file_limits::kModule)
+            return fail(fmt::format("-initrd {}: larger than guest RAM ({} bytes; see -m)", initrd, limit));
+        if (!data)
+            return fail(fmt::format("-initrd {}", data.error().message));
+        initrd_bytes = std::move(*data);
+    }
+    params.initrd = initrd_bytes;
+    auto boot = load_linux(mc, file, params);
+    if (!boot)
+        return fail(fmt::format("-kernel {}: {}", kernel, boot.error().message));
+    LoadedKernel out;
+    out.protocol = boot->protocol == LinuxBoot::Protocol::BzImage ? LoadedKernel::Protocol::LinuxBzImage
+                                                                   : LoadedKernel::Protocol::LinuxPvh;
+    out.ranges = boot->written;
+    out.entry = boot->entry;
+    out.memory_map = boot->e820;
+    out.details = std::move(*boot);
+    return out;
+}
+
+} // namespace
+
 Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, std::vector<E820Entry> const& memory_map,
-    std::string const& kernel, std::string const& initrd, std::string const& append)
+    std::string const& kernel, std::string const& initrd, std::string const& append, unsigned cpu_count)
 {
     if (kernel.empty())
         return fail("no -kernel given: nothing to run");
     auto file = TRY(read_file(kernel, "-kernel", file_limits::kKernel));
+    // QEMU's order (hw/i386/x86.c x86_load_linux): the Linux boot protocol's "HdrS" first, then
+    // a Multiboot header, then an ELF with a PVH note.
+    auto kind = identify_kernel(file);
+    if (kind == KernelKind::LinuxBzImage)
+        return load_linux_image(mc, kernel, file, initrd, append, cpu_count);
+    if (kind == KernelKind::Unknown) {
+        if (file.empty())
+            return fail(fmt::format("-kernel {}: kernel file is empty", kernel));
+        if (file.size() >= 4 && std::memcmp(file.data(), "\x7F" "ELF", 4) == 0) {
+            // An ELF without a Multiboot header: PVH or nothing; say which formats would do.
+            if (auto pvh = parse_pvh_elf(file); !pvh)
+                return fail(fmt::format("-kernel {}: {} (sevemu boots a Linux bzImage, a Multiboot v1 image or an ELF64 "
+                                        "vmlinux with a PVH note)", kernel, pvh.error().message));
+            return load_linux_image(mc, kernel, file, initrd, append, cpu_count);
+        }
+        return fail(fmt::format("-kernel {}: not a kernel sevemu boots: expected a Linux bzImage (\"HdrS\" at 0x202), a "
+                                "Multiboot v1 image (magic 0x1BADB002 in the first 8 KiB) or an ELF64 vmlinux with a PVH note",
+            kernel));
+    }
     auto image = parse_multiboot(file);
     if (!image)
         return fail(fmt::format("-kernel {}: {}", kernel, image.error().message));
@@ -407,7 +495,13 @@ Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, 
     auto boot = load_multiboot(mc, *image, file, params);
     if (!boot)
         return fail(fmt::format("-kernel {}: {}", kernel, boot.error().message));
-    return LoadedKernel { *image, *boot, params.modules.size(), multiboot_written_ranges(*boot), multiboot_entry_state(*boot) };
+    LoadedKernel out;
+    out.protocol = LoadedKernel::Protocol::Multiboot;
+    out.ranges = multiboot_written_ranges(*boot);
+    out.entry = multiboot_entry_state(*boot);
+    out.memory_map = memory_map;
+    out.details = LoadedKernel::Multiboot { *image, *boot, params.modules.size() };
+    return out;
 }
 
 Result<void, MachineError> Machine::load_kernel()
@@ -422,22 +516,40 @@ Result<void, MachineError> Machine::load_kernel()
         m_sev = TRY(SevRuntime::create(c, std::move(inputs), *m_memory, *sp, m_host_mmio, m_trace));
         m_vcpus.front().attach_sev(&m_sev->vcpu());
         m_boot = m_sev->boot();
+        m_linux_boot = m_sev->linux_boot();
         m_boot_ranges = m_sev->measured_ranges();
         m_memory_map = m_sev->memory_map();
-        if (m_trace.enabled("multiboot"))
+        if (m_trace.enabled("multiboot") && m_boot)
             m_trace.emit("multiboot", fmt::format("SEV guest: image {:#x}-{:#x} entry {:#x} info {:#x}, measured {} range(s)",
                 m_boot->load_low, m_boot->load_high, m_boot->entry, m_boot->info_addr, m_sev->measured_ranges().size()));
+        if (m_trace.enabled("linux") && m_linux_boot)
+            m_trace.emit("linux", fmt::format("SEV guest: kernel {:#x}-{:#x} entry {:#x} boot info {:#x}, measured {} range(s)",
+                m_linux_boot->kernel_low, m_linux_boot->kernel_high, m_linux_boot->entry.rip, m_linux_boot->boot_info,
+                m_sev->measured_ranges().size()));
         return {};
     }
-    auto loaded = TRY(load_kernel_image(*m_memory, m_memory_map, c.kernel, c.initrd, c.append));
-    auto const* image = &loaded.image;
-    auto const* boot = &loaded.boot;
-    m_boot = *boot;
+    // A Multiboot kernel is told the PC map; a Linux kernel brings its own E820 map.
+    m_memory_map = pc_memory_map(*m_memory);
+    auto loaded = TRY(load_kernel_image(*m_memory, m_memory_map, c.kernel, c.initrd, c.append, c.smp));
+    m_memory_map = loaded.memory_map;
+    m_boot.reset();
+    m_linux_boot.reset();
     m_boot_ranges = loaded.ranges;
-    if (m_trace.enabled("multiboot"))
-        m_trace.emit("multiboot", fmt::format("{} image {:#x}-{:#x} entry {:#x} info {:#x} mem_lower {} KiB mem_upper {} KiB, {} module(s)",
-            image->format == MultibootImage::Format::AoutKludge ? "a.out-kludge" : "ELF32", boot->load_low,
-            boot->load_high, boot->entry, boot->info_addr, boot->mem_lower_kib, boot->mem_upper_kib, loaded.modules));
+    if (auto const* mb = loaded.multiboot()) {
+        auto const* image = &mb->image;
+        auto const* boot = &mb->boot;
+        m_boot = *boot;
+        if (m_trace.enabled("multiboot"))
+            m_trace.emit("multiboot", fmt::format("{} image {:#x}-{:#x} entry {:#x} info {:#x} mem_lower {} KiB mem_upper {} KiB, {} module(s)",
+                image->format == MultibootImage::Format::AoutKludge ? "a.out-kludge" : "ELF32", boot->load_low,
+                boot->load_high, boot->entry, boot->info_addr, boot->mem_lower_kib, boot->mem_upper_kib, mb->modules));
+    } else if (auto const* lb = loaded.linux_boot()) {
+        m_linux_boot = *lb;
+        if (m_trace.enabled("linux"))
+            m_trace.emit("linux", fmt::format("{} kernel {:#x}-{:#x} entry {:#x} boot info {:#x} initrd {:#x}+{:#x} ACPI {:#x}",
+                kernel_protocol_name(loaded.protocol), lb->kernel_low, lb->kernel_high, lb->entry.rip, lb->boot_info,
+                lb->initrd_addr, lb->initrd_size, lb->acpi_base));
+    }
 
     // The boot processor at the loader's entry state; the others wait (-smp, next issue).
     auto& cpu = m_vcpus.front().cpu();

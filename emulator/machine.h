@@ -25,6 +25,7 @@
 #include "devices/device.h"
 #include "emulator/boot.h"
 #include "emulator/irq_router.h"
+#include "emulator/linux_boot.h"
 #include "emulator/machine_config.h"
 #include "emulator/multiboot.h"
 #include "emulator/vcpu.h"
@@ -37,6 +38,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -159,6 +161,8 @@ public:
     MachineClock& clock() { return *m_clock; }
     std::vector<E820Entry> const& memory_map() const { return m_memory_map; }
     std::optional<MultibootBoot> const& multiboot() const { return m_boot; }
+    // The Linux loader's description when -kernel was a bzImage or a PVH vmlinux.
+    std::optional<LinuxBoot> const& linux_boot() const { return m_linux_boot; }
     // The guest-physical ranges the kernel loader wrote (an SEV launch measured exactly these).
     std::vector<GuestRange> const& boot_ranges() const { return m_boot_ranges; }
 
@@ -297,6 +301,7 @@ private:
     std::vector<uint64_t> m_ran; // instructions each vCPU ran in the current round
     std::vector<Vcpu> m_vcpus;
     std::optional<MultibootBoot> m_boot;
+    std::optional<LinuxBoot> m_linux_boot;
     std::vector<GuestRange> m_boot_ranges;
 
     std::optional<VcpuExit> m_board_stop; // isa-debug-exit or power-off, not yet handled
@@ -320,17 +325,35 @@ private:
     std::function<void(Event)> m_event_sink;
 };
 
-// Reads -kernel (and -initrd modules), parses the Multiboot image and loads it into DRAM with
-// -append, as `sevemu -kernel` does; shared by the Machine and by the launch-digest computation.
+// The one `-kernel` entry for every boot protocol, shared by the Machine, the SEV launch and the
+// launch-digest computation. It picks the protocol in QEMU's order (hw/i386/x86.c
+// x86_load_linux, then hw/i386/multiboot.c): "HdrS" at 0x202 → a Linux bzImage; else a
+// Multiboot v1 header in the first 8 KiB → Multiboot; else an ELF64 with a PVH note → Linux
+// PVH; else a one-line refusal naming the formats sevemu accepts.
+//
+// Inputs: `memory_map` is the PC map a Multiboot kernel is told (pc_memory_map); a Linux
+// kernel is told its own E820 map instead (linux_boot.h), built from the controller's DRAM.
+// `initrd` is Multiboot's comma-separated module list, or one file for Linux. `cpu_count`
+// (-smp) sizes the Linux MADT.
 struct LoadedKernel {
-    MultibootImage image;
-    MultibootBoot boot;
-    size_t modules;
-    std::vector<GuestRange> ranges; // what the loader wrote (boot.h)
-    BootEntryState entry;           // the vCPU at the kernel's entry point
+    enum class Protocol : uint8_t { Multiboot, LinuxBzImage, LinuxPvh };
+    struct Multiboot {
+        MultibootImage image;
+        MultibootBoot boot;
+        size_t modules;
+    };
+    Protocol protocol { Protocol::Multiboot };
+    std::vector<GuestRange> ranges;    // what the loader wrote (boot.h), ascending: what SEV measures
+    BootEntryState entry;              // the vCPU at the kernel's entry point
+    std::vector<E820Entry> memory_map; // the memory map the guest is told
+    std::variant<Multiboot, LinuxBoot> details;
+
+    Multiboot const* multiboot() const { return std::get_if<Multiboot>(&details); }
+    LinuxBoot const* linux_boot() const { return std::get_if<LinuxBoot>(&details); }
 };
+std::string_view kernel_protocol_name(LoadedKernel::Protocol); // "multiboot", "linux-bzimage", "linux-pvh"
 Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController&, std::vector<E820Entry> const& memory_map,
-    std::string const& kernel, std::string const& initrd, std::string const& append);
+    std::string const& kernel, std::string const& initrd, std::string const& append, unsigned cpu_count = 1);
 
 // The PC memory map of a machine with this DRAM layout (what INT 15h E820 would report):
 // conventional memory up to the EBDA, the BIOS area reserved, RAM from 1 MiB, RAM above 4 GiB.

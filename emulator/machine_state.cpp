@@ -3,7 +3,7 @@
 //
 // Sections, in this order, each exactly once (section version in brackets):
 //
-//   "machine"  [1]  what the restoring machine must match, then the machine's own boot fields:
+//   "machine"  [2]  what the restoring machine must match, then the machine's own boot fields:
 //                     u64 guest RAM size (-m), bytes CPU model name (-cpu, "EPYC-Milan"),
 //                     u32 vCPU count (-smp),
 //                     u32 device count D, then D × (bytes device name, u32 placement count P,
@@ -11,7 +11,14 @@
 //                     bool Multiboot boot fields present; if so 8 × u32 entry, info address,
 //                       mem_lower KiB, mem_upper KiB, info flags, image low, image high, buffer
 //                       end (MultibootBoot; query commands read them),
-//                     u32 range count R, R × (u64 gpa, u64 size): the ranges the loader wrote
+//                     u32 range count R, R × (u64 gpa, u64 size): the ranges the loader wrote,
+//                     bool Linux boot fields present; if so u8 protocol (0 bzImage, 1 PVH) and
+//                       9 × u64 entry RIP, boot info (zero page / hvm_start_info), command
+//                       line, initrd address, initrd size, kernel low, kernel high, ACPI base,
+//                       RSDP (LinuxBoot; query commands read them),
+//                     u32 memory-map entry count E, E × (u64 base, u64 length, u32 type): the
+//                       map the guest was told (the PC map, or the Linux loader's E820 map)
+//                   (version 2 added the Linux fields and the memory map)
 //   "clock"    [1]  the machine's clock (emulator/clock.h)
 //   "ram"      [1]  DRAM and the host key (mmu/memory_controller.h, save_dram)
 //   "cpu0"     [1]  vCPU 0 (cpu/cpu_state_io.h); "cpu1" ... "cpuN-1" with -smp N
@@ -49,9 +56,10 @@ namespace sevemu::emulator {
 
 namespace {
 
-constexpr uint32_t kMachineStateVersion = 1;
+constexpr uint32_t kMachineStateVersion = 2;
 constexpr uint32_t kClockStateVersion = MachineClock::kStateVersion;
 constexpr uint64_t kMaxBootRanges = 64;
+constexpr uint64_t kMaxMemoryMap = 128; // the zero page's e820_table holds 128 entries
 constexpr uint64_t kMaxPlacements = 64;
 constexpr uint64_t kMaxDevices = 256;
 
@@ -86,6 +94,8 @@ struct SavedMachine {
     std::vector<SavedDevice> devices;
     std::optional<MultibootBoot> boot;
     std::vector<GuestRange> ranges;
+    std::optional<LinuxBoot> linux_boot;
+    std::vector<E820Entry> memory_map;
 };
 
 std::string placement_text(std::vector<SavedPlacement> const& ps)
@@ -182,6 +192,20 @@ Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
             w.u64(r.gpa);
             w.u64(r.size);
         }
+        w.boolean(m_linux_boot.has_value());
+        if (m_linux_boot) {
+            auto const& l = *m_linux_boot;
+            w.u8(l.protocol == LinuxBoot::Protocol::BzImage ? 0 : 1);
+            for (uint64_t v : { l.entry.rip, l.boot_info, l.cmdline_addr, l.initrd_addr, l.initrd_size, l.kernel_low,
+                     l.kernel_high, l.acpi_base, l.rsdp })
+                w.u64(v);
+        }
+        w.u32(uint32_t(m_memory_map.size()));
+        for (auto const& e : m_memory_map) {
+            w.u64(e.base);
+            w.u64(e.length);
+            w.u32(e.type);
+        }
     });
     section("clock", kClockStateVersion, [&](StateWriter& w) { m_clock->save(w); });
     section("ram", mmu::MemoryController::kDramStateVersion, [&](StateWriter& w) { m_memory->save_dram(w); });
@@ -277,6 +301,30 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
             g.size = r.u64();
             saved.ranges.push_back(g);
         }
+        if (r.ok() && r.boolean()) {
+            LinuxBoot l {};
+            uint8_t protocol = r.u8();
+            if (r.ok() && protocol > 1)
+                r.fail(fmt::format("bad Linux boot protocol {}", protocol));
+            l.protocol = protocol == 0 ? LinuxBoot::Protocol::BzImage : LinuxBoot::Protocol::Pvh;
+            for (uint64_t* f : { &l.entry.rip, &l.boot_info, &l.cmdline_addr, &l.initrd_addr, &l.initrd_size, &l.kernel_low,
+                     &l.kernel_high, &l.acpi_base, &l.rsdp })
+                *f = r.u64();
+            l.written = saved.ranges;
+            saved.linux_boot = l;
+        }
+        uint32_t nmap = r.u32();
+        if (r.ok() && nmap > kMaxMemoryMap)
+            r.fail(fmt::format("{} memory-map entries (at most {})", nmap, kMaxMemoryMap));
+        for (uint32_t i = 0; r.ok() && i < nmap; ++i) {
+            E820Entry e {};
+            e.base = r.u64();
+            e.length = r.u64();
+            e.type = r.u32();
+            saved.memory_map.push_back(e);
+        }
+        if (saved.linux_boot)
+            saved.linux_boot->e820 = saved.memory_map;
         if (auto ok = r.finish(); !ok)
             return fail(ok.error());
 
@@ -389,6 +437,8 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
     m_clock->restore(clock_now);
     m_boot = saved.boot;
     m_boot_ranges = std::move(saved.ranges);
+    m_linux_boot = std::move(saved.linux_boot);
+    m_memory_map = std::move(saved.memory_map);
     m_board_stop.reset();
     m_restored = true;
     if (m_trace.enabled("machine"))

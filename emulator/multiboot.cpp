@@ -193,7 +193,8 @@ KernelKind identify_kernel(std::span<uint8_t const> f)
 Result<MultibootImage, LoadError> parse_multiboot(std::span<uint8_t const> f)
 {
     if (identify_kernel(f) == KernelKind::LinuxBzImage)
-        return fail("Linux bzImage kernels are not supported yet (only Multiboot v1 kernels for now)");
+        return fail("not a Multiboot kernel: a Linux bzImage (\"HdrS\" at 0x202), which sevemu loads through the Linux boot "
+                    "protocol (emulator/linux_boot.h)");
     auto off = find_header(f);
     if (!off) {
         if (f.empty())

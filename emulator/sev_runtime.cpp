@@ -232,7 +232,7 @@ Result<SevRuntime::LaunchInputs, MachineError> SevRuntime::read_launch_inputs(Ma
     auto const& g = *c.confidential_guest;
     std::string what = fmt::format("sev-guest '{}'", g.id);
     LaunchInputs in;
-    in.loaded = TRY(load_kernel_launch(KernelLaunch { c.memory_size, c.kernel, c.initrd, c.append }));
+    in.loaded = TRY(load_kernel_launch(KernelLaunch { c.memory_size, c.kernel, c.initrd, c.append, c.smp }));
     if (!g.dh_cert_file.empty())
         in.dh_cert = TRY(read_base64_file(what + ": dh-cert-file", g.dh_cert_file));
     if (!g.session_file.empty())
@@ -402,7 +402,10 @@ Result<void, MachineError> SevRuntime::launch(LaunchInputs& in)
             to_hex(std::span(m_measurement).first(std::min<size_t>(32, m_measurement.size()))),
             to_hex(std::span(m_measurement).subspan(std::min<size_t>(32, m_measurement.size())))));
 
-    m_boot = loaded.kernel.boot;
+    if (auto const* mb = loaded.kernel.multiboot())
+        m_boot = mb->boot;
+    if (auto const* lb = loaded.kernel.linux_boot())
+        m_linux_boot = *lb;
     m_memory_map = loaded.memory_map;
     m_ranges = loaded.ranges;
     return {};

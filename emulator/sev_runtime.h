@@ -118,7 +118,8 @@ public:
 
     SevGuestConfig const& config() const { return m_config; }
     SevState state() const { return m_state; }
-    MultibootBoot const& boot() const { return m_boot; }
+    std::optional<MultibootBoot> const& boot() const { return m_boot; }
+    std::optional<LinuxBoot> const& linux_boot() const { return m_linux_boot; }
     std::vector<E820Entry> const& memory_map() const { return m_memory_map; }
     std::vector<MeasuredRange> const& measured_ranges() const { return m_ranges; }
     uint64_t guest_ram_size() const { return m_ram_size; }
@@ -174,7 +175,8 @@ private:
 
     SevState m_state { SevState::Uninit };
     Bytes m_measurement; // LAUNCH_MEASURE's output (48 bytes)
-    MultibootBoot m_boot {};
+    std::optional<MultibootBoot> m_boot;
+    std::optional<LinuxBoot> m_linux_boot;
     std::vector<E820Entry> m_memory_map;
     std::vector<MeasuredRange> m_ranges;
     std::vector<GpaRangeChange> m_gpa_changes;

@@ -7,6 +7,10 @@ pkgs=(g++ meson ninja-build pkg-config cmake libssl-dev libboost-dev catch2 libc
 # make bench and make test: QEMU is the reference measured beside sevemu (bench) and the QMP
 # conformance test's oracle (test; it skips visibly without it).
 if [ "${1:-}" = "--bench" ] || [ "${1:-}" = "--test" ]; then pkgs+=(qemu-system-x86); fi
+# make test: the Linux test assets (scripts/linux-assets.sh unpacks Debian packages with dpkg-deb,
+# decompresses the kernel's payload, writes the initramfs with Python) and iasl, the independent
+# disassembler the ACPI table tests check sevemu's tables with.
+if [ "${1:-}" = "--test" ]; then pkgs+=(python3 xz-utils zstd acpica-tools); fi
 # make fuzz: clang 14 with libFuzzer and the sanitizer runtimes, llvm-symbolizer for readable reports.
 if [ "${1:-}" = "--fuzz" ]; then pkgs+=(clang-14 libclang-rt-14-dev llvm-14); fi
 missing=()

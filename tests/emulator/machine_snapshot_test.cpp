@@ -15,10 +15,13 @@
 #include "emulator/clock.h"
 #include "emulator/machine.h"
 #include "emulator/sev_runtime.h"
+#include "tests/emulator/synthetic_linux.h"
 
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <unistd.h>
@@ -200,7 +203,7 @@ TEST_CASE("snapshot: the stream has the documented sections in order", "[snapsho
     std::vector<std::string> names;
     for (auto const& sec : *parsed) {
         names.push_back(sec.name);
-        CHECK(sec.version == (sec.name == "acpi-pm" ? 2u : 1u));
+        CHECK(sec.version == (sec.name == "acpi-pm" || sec.name == "machine" ? 2u : 1u));
     }
     CHECK(names == std::vector<std::string> { "machine", "clock", "ram", "cpu0", "pic", "pit", "rtc", "acpi-pm", "com1",
                        "post", "ioapic", "i8042", "pci-host", "lapic0", "debug-exit", "amd-sp" });
@@ -396,4 +399,53 @@ TEST_CASE("clock: virtual time is the vCPUs' instructions plus time skipped; a r
     StateReader rs("clock", short_payload);
     CHECK_FALSE(MachineClock::read_state(rs).has_value());
     CHECK_FALSE(rs.finish().has_value());
+}
+
+TEST_CASE("snapshot: a Linux machine's boot fields and E820 map carry over (machine section version 2)", "[snapshot][linux]")
+{
+    auto path = (fs::temp_directory_path() / ("sevemu-snapshot-bzImage-" + std::to_string(::getpid()))).string();
+    {
+        auto bz = test::synthetic_bzimage();
+        std::ofstream out(path, std::ios::binary);
+        out.write(reinterpret_cast<char const*>(bz.data()), std::streamsize(bz.size()));
+    }
+    std::string serial;
+    auto c = guest_config("hash", &serial);
+    c.kernel = path;
+    c.append = "console=ttyS0";
+    c.memory_size = 64ull << 20;
+    auto a = Machine::create(c);
+    REQUIRE(a.has_value());
+    REQUIRE((*a)->linux_boot().has_value());
+    CHECK_FALSE((*a)->multiboot().has_value());
+    auto snap = (*a)->save_snapshot();
+    REQUIRE(snap.has_value());
+
+    auto ci = c;
+    ci.kernel.clear();
+    auto b = Machine::create_incoming(std::move(ci));
+    REQUIRE(b.has_value());
+    REQUIRE((*b)->load_snapshot(*snap).has_value());
+    REQUIRE((*b)->linux_boot().has_value());
+    auto const& x = *(*a)->linux_boot();
+    auto const& y = *(*b)->linux_boot();
+    CHECK(y.protocol == x.protocol);
+    CHECK(y.entry.rip == x.entry.rip);
+    CHECK(y.boot_info == x.boot_info);
+    CHECK(y.cmdline_addr == x.cmdline_addr);
+    CHECK(y.acpi_base == x.acpi_base);
+    CHECK(y.rsdp == x.rsdp);
+    CHECK(y.kernel_high == x.kernel_high);
+    CHECK(y.written == x.written);
+    CHECK_FALSE((*b)->multiboot().has_value());
+    // The map the guest was told, not the PC map an incoming machine starts with.
+    auto const& ma = (*a)->memory_map();
+    auto const& mb = (*b)->memory_map();
+    REQUIRE(ma.size() == mb.size());
+    for (size_t i = 0; i < ma.size(); ++i)
+        CHECK((ma[i].base == mb[i].base && ma[i].length == mb[i].length && ma[i].type == mb[i].type));
+    CHECK(mb.back().type == 3); // the ACPI region
+    auto again = (*b)->save_snapshot();
+    REQUIRE(again.has_value());
+    std::remove(path.c_str());
 }

@@ -5,9 +5,14 @@
 #include "devices/uart16550.h"
 #include "emulator/machine.h"
 #include "mmu/memory_controller.h"
+#include "tests/emulator/synthetic_linux.h"
 
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
 #include <string>
 
 using namespace sevemu;
@@ -337,4 +342,125 @@ TEST_CASE("machine: system_reset reloads the kernel and runs the guest again; -n
     auto out2 = (*m2)->run();
     CHECK(out2.reason == RunOutcome::Reason::ResetShutdown);
     CHECK(out2.exit_status == 0);
+}
+
+// --- One -kernel entry for every protocol (load_kernel_image), in QEMU's order.
+namespace {
+
+std::string write_temp(std::string const& name, std::vector<uint8_t> const& bytes)
+{
+    auto p = (std::filesystem::temp_directory_path() / (name + "-" + std::to_string(::getpid()))).string();
+    std::ofstream out(p, std::ios::binary);
+    out.write(reinterpret_cast<char const*>(bytes.data()), std::streamsize(bytes.size()));
+    return p;
+}
+
+} // namespace
+
+TEST_CASE("machine: -kernel bzImage boots through the 32-bit Linux boot protocol with the Linux E820 map")
+{
+    auto kernel = write_temp("machine-bzImage", test::synthetic_bzimage());
+    std::vector<uint8_t> initrd_bytes(10000, 0x3C);
+    auto initrd = write_temp("machine-initrd", initrd_bytes);
+    auto c = base_config();
+    c.kernel = kernel;
+    c.initrd = initrd;
+    c.append = "console=ttyS0 panic=-1";
+    auto m = Machine::create(c);
+    REQUIRE(m.has_value());
+    auto& machine = **m;
+    REQUIRE(machine.linux_boot().has_value());
+    CHECK_FALSE(machine.multiboot().has_value());
+    auto const& lb = *machine.linux_boot();
+    CHECK(lb.protocol == LinuxBoot::Protocol::BzImage);
+    // boot.rst "32-bit BOOT PROTOCOL": at the protected-mode code, %esi = zero page, flat
+    // __BOOT_CS/__BOOT_DS, paging off, interrupts off.
+    auto st = machine.cpu().state();
+    CHECK(st.rip == 0x100000);
+    CHECK(st.gpr[cpu::RSI] == 0x7000);
+    CHECK(st.gpr[cpu::RBX] == 0);
+    CHECK(st.seg[cpu::CS].selector == 0x10);
+    CHECK(st.seg[cpu::SS].selector == 0x18);
+    CHECK(st.cr0 == 0x11);
+    CHECK((st.rflags & cpu::rflags::IF) == 0);
+    // The guest is told the Linux map (64 MiB: the ACPI region at the top), not the PC map.
+    auto const& map = machine.memory_map();
+    std::vector<E820Entry> want = {
+        { 0, 0x9FC00, 1 },
+        { 0x9FC00, 0x60400, 2 },
+        { 0x100000, (64ull << 20) - 0x10000 - 0x100000, 1 },
+        { (64ull << 20) - 0x10000, 0x10000, 3 },
+    };
+    REQUIRE(map.size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+        INFO("entry " << i);
+        CHECK(map[i].base == want[i].base);
+        CHECK(map[i].length == want[i].length);
+        CHECK(map[i].type == want[i].type);
+    }
+    // The zero page the kernel reads: cmd_line_ptr (0x228), ramdisk (0x218/0x21C), e820_entries
+    // (0x1E8), acpi_rsdp_addr (0x070) (Linux uapi/asm/bootparam.h).
+    auto rd32 = [&](uint64_t a) {
+        uint8_t b[4];
+        REQUIRE(machine.memory().read(Spa(a), b, mmu::KeyId::none()).has_value());
+        return uint32_t(b[0] | b[1] << 8 | b[2] << 16 | uint32_t(b[3]) << 24);
+    };
+    CHECK(rd32(0x7000 + 0x228) == 0x20000);
+    CHECK(rd32(0x7000 + 0x21C) == 10000);
+    CHECK(rd32(0x7000 + 0x218) == lb.initrd_addr);
+    CHECK(lb.initrd_addr % 4096 == 0);
+    CHECK(lb.initrd_addr + 10000 <= (64ull << 20) - 0x10000);
+    CHECK((rd32(0x7000 + 0x1E8) & 0xFF) == 4);
+    CHECK(rd32(0x7000 + 0x070) == lb.rsdp);
+    CHECK(machine.boot_ranges().front().gpa == 0);
+    std::remove(kernel.c_str());
+    std::remove(initrd.c_str());
+}
+
+TEST_CASE("machine: -kernel vmlinux with a PVH note boots through PVH; above 4 GiB RAM is in the E820 map")
+{
+    auto kernel = write_temp("machine-vmlinux", test::synthetic_pvh());
+    auto c = base_config();
+    c.kernel = kernel;
+    c.memory_size = 4ull << 30;
+    auto m = Machine::create(c);
+    REQUIRE(m.has_value());
+    auto& machine = **m;
+    REQUIRE(machine.linux_boot().has_value());
+    CHECK(machine.linux_boot()->protocol == LinuxBoot::Protocol::Pvh);
+    auto st = machine.cpu().state();
+    CHECK(st.rip == 0x100040);
+    CHECK(st.gpr[cpu::RBX] == 0x7000);
+    // low_mem_top 3 GiB: the ACPI region ends there, the last GiB is at 4 GiB.
+    auto const& map = machine.memory_map();
+    REQUIRE(map.size() == 5);
+    CHECK(map[3].base == 0xC000'0000ull - 0x10000);
+    CHECK(map[3].type == 3);
+    CHECK(map[4].base == 0x1'0000'0000ull);
+    CHECK(map[4].length == (1ull << 30));
+    CHECK(map[4].type == 1);
+    std::remove(kernel.c_str());
+}
+
+TEST_CASE("machine: a -kernel in no known format is one line naming the formats sevemu boots")
+{
+    std::vector<uint8_t> junk(4096, 0x90);
+    auto kernel = write_temp("machine-junk", junk);
+    auto c = base_config();
+    c.kernel = kernel;
+    auto msg = error_of(c);
+    CHECK(msg.find("bzImage") != std::string::npos);
+    CHECK(msg.find("Multiboot") != std::string::npos);
+    CHECK(msg.find("PVH") != std::string::npos);
+    CHECK(msg.find('\n') == std::string::npos);
+    // An ELF64 without a PVH note (and no Multiboot header) says so, and names the formats.
+    auto pvh = test::synthetic_pvh();
+    pvh[0x208] = 17; // not XEN_ELFNOTE_PHYS32_ENTRY
+    auto nonote = write_temp("machine-nonote", pvh);
+    c.kernel = nonote;
+    msg = error_of(c);
+    CHECK(msg.find("PVH") != std::string::npos);
+    CHECK(msg.find("Multiboot") != std::string::npos);
+    std::remove(kernel.c_str());
+    std::remove(nonote.c_str());
 }

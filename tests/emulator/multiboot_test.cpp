@@ -253,7 +253,7 @@ TEST_CASE("multiboot: non-Multiboot files get one precise message")
     auto r = parse_multiboot(bz);
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message.find("bzImage") != std::string::npos);
-    CHECK(r.error().message.find("not supported yet") != std::string::npos);
+    CHECK(r.error().message.find("Linux boot protocol") != std::string::npos);
 
     std::vector<uint8_t> empty;
     CHECK_FALSE(parse_multiboot(empty).has_value());

@@ -18,10 +18,12 @@
 #include "firmware/sev_cert.h"
 #include "mmu/memory_controller.h"
 #include "tools/sevemu-owner/owner.h"
+#include "tests/emulator/synthetic_linux.h"
 
 #include <catch2/catch.hpp>
-#include <cstring>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -493,4 +495,149 @@ TEST_CASE("sev machine: every EPYC model launches and runs the SEV guest", "[sev
         CHECK(serial.find(fmt::format("sev: active, SEV_STATUS=0x1, C-bit {}\n", info.c_bit)) != std::string::npos);
         CHECK(serial.find("sev guest: done\n") != std::string::npos);
     }
+}
+
+// --- Linux kernels (bzImage, PVH vmlinux) through the same loader entry: the launch measures
+// what load_kernel_image wrote, and `sevemu-owner measurement digest` (the program, run as an
+// owner runs it) prints the digest the firmware signs in the attestation report.
+namespace {
+
+std::string write_bytes(std::string const& name, Bytes const& b)
+{
+    auto p = (work_dir() / name).string();
+    std::ofstream out(p, std::ios::binary);
+    out.write(reinterpret_cast<char const*>(b.data()), std::streamsize(b.size()));
+    return p;
+}
+
+// `sevemu-owner measurement digest` as a guest owner runs it; its one line of hex.
+std::string owner_digest(std::string const& args)
+{
+    std::string cmd = std::string(SEVEMU_OWNER_BIN) + " measurement digest " + args + " 2>&1";
+    std::FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE(p);
+    std::string out;
+    char buf[256];
+    while (std::fgets(buf, sizeof buf, p))
+        out += buf;
+    int status = ::pclose(p);
+    INFO(cmd << "\n" << out);
+    REQUIRE(status == 0);
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r'))
+        out.pop_back();
+    return out;
+}
+
+std::string quoted(std::string const& s) { return "'" + s + "'"; }
+
+// Launches an SEV machine with this -kernel/-initrd/-append/-m and checks that the launch
+// digest the firmware attests is the owner's: kernel_launch_digest() in-process and the
+// sevemu-owner program; the HMAC verifies with the TIK.
+void check_linux_launch(std::string const& kernel, std::string const& initrd, std::string const& append, uint64_t mem,
+    LoadedKernel::Protocol protocol)
+{
+    auto o = owner_session(0x1, "linux");
+    auto c = with_session(o);
+    c.kernel = kernel;
+    c.initrd = initrd;
+    c.append = append;
+    c.memory_size = mem;
+    auto m = make(c);
+    auto* sev = m->sev();
+    REQUIRE(m->linux_boot().has_value());
+    CHECK_FALSE(m->multiboot().has_value());
+    auto const& lb = *m->linux_boot();
+    CHECK(lb.protocol == (protocol == LoadedKernel::Protocol::LinuxPvh ? LinuxBoot::Protocol::Pvh : LinuxBoot::Protocol::BzImage));
+    // The guest is told the Linux E820 map over its own RAM, GPA [0, -m): ACPI region at the top.
+    REQUIRE(m->memory_map().size() == 4);
+    CHECK(m->memory_map()[3].base == mem - 0x10000);
+    CHECK(m->memory_map()[3].type == 3);
+    CHECK(lb.acpi_base == mem - 0x10000);
+    // The entry state in the VMCB: 32-bit protected mode, paging off, guest EFER.SVME.
+    auto const& s = sev->vcpu().state();
+    CHECK(s.cr0 == 0x11);
+    CHECK((s.efer & (1u << 12)) != 0);
+    CHECK(s.cs.selector == 0x10);
+    CHECK(s.ds.selector == 0x18);
+    CHECK(s.rip == lb.entry.rip);
+    CHECK(s.gdtr.base == 0x6000);
+    if (protocol == LoadedKernel::Protocol::LinuxPvh)
+        CHECK(sev->vcpu().gprs()[cpu::RBX] == 0x7000);
+    else
+        CHECK(sev->vcpu().gprs()[cpu::RSI] == 0x7000);
+    // Every measured range is the loader's, ascending, low memory first.
+    REQUIRE_FALSE(sev->measured_ranges().empty());
+    CHECK(sev->measured_ranges().front().gpa == 0);
+    CHECK(sev->measured_ranges().front().size >= 0xA0000);
+    CHECK(sev->measured_ranges() == m->boot_ranges());
+
+    auto info = sev->query();
+    REQUIRE(info.has_value());
+    auto measurement = sev->launch_measurement();
+    REQUIRE(measurement.has_value());
+    auto digest = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, 1 });
+    REQUIRE(digest.has_value());
+    CHECK(digest->ranges == sev->measured_ranges());
+    auto ok = owner::verify_measurement(o.session.keys.tik, *measurement, version_of(*info), 0x1, digest->digest);
+    INFO((ok ? std::string() : ok.error().message));
+    CHECK(ok.has_value());
+    owner::Nonce128 mnonce {};
+    mnonce[0] = 0x5A;
+    auto cap = sev->capabilities();
+    REQUIRE(cap.has_value());
+    auto pek = firmware::SevCert::parse(std::span(cap->cert_chain).first(firmware::kSevCertSize));
+    REQUIRE(pek.has_value());
+    auto report = sev->attestation_report(mnonce);
+    REQUIRE(report.has_value());
+    auto verified = owner::verify_attestation_report(*report, *pek, mnonce);
+    REQUIRE(verified.has_value());
+    CHECK(verified->launch_digest == digest->digest);
+    // The owner's program, from the same command line.
+    std::string args = fmt::format("-m {}M --kernel {}", mem >> 20, quoted(kernel));
+    if (!initrd.empty())
+        args += " --initrd " + quoted(initrd);
+    args += " --append " + quoted(append);
+    CHECK(owner_digest(args) == to_hex(verified->launch_digest));
+    // Another command line or another vCPU count (the MADT) is another digest.
+    auto other = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append + " quiet", 1 });
+    REQUIRE(other.has_value());
+    CHECK(other->digest != digest->digest);
+    auto two = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, 2 });
+    REQUIRE(two.has_value());
+    CHECK(two->digest != digest->digest);
+    CHECK(owner_digest(args + " --smp 2") == to_hex(two->digest));
+}
+
+} // namespace
+
+TEST_CASE("sev machine: a synthetic bzImage's launch digest is sevemu-owner's", "[sev][linux]")
+{
+    auto kernel = write_bytes("bzImage", test::synthetic_bzimage());
+    Bytes initrd(5000);
+    for (size_t i = 0; i < initrd.size(); ++i)
+        initrd[i] = uint8_t(i ^ 0x5C);
+    auto initrd_path = write_bytes("initrd.img", initrd);
+    check_linux_launch(kernel, initrd_path, "console=ttyS0 panic=-1", 64ull << 20, LoadedKernel::Protocol::LinuxBzImage);
+    check_linux_launch(kernel, "", "", 32ull << 20, LoadedKernel::Protocol::LinuxBzImage);
+}
+
+TEST_CASE("sev machine: a synthetic PVH vmlinux's launch digest is sevemu-owner's", "[sev][linux]")
+{
+    auto kernel = write_bytes("vmlinux", test::synthetic_pvh());
+    Bytes initrd(3 * 4096 + 1, 0xA7);
+    auto initrd_path = write_bytes("pvh-initrd.img", initrd);
+    check_linux_launch(kernel, initrd_path, "console=ttyS0", 64ull << 20, LoadedKernel::Protocol::LinuxPvh);
+}
+
+TEST_CASE("sev machine: Debian's bzImage and vmlinux launch digests are sevemu-owner's", "[sev][linux]")
+{
+    std::string dir = LINUX_ASSETS;
+    if (!fs::exists(dir + "/bzImage") || !fs::exists(dir + "/vmlinux") || !fs::exists(dir + "/initramfs.cpio.gz")) {
+        WARN("SKIPPED: Debian's kernel assets are absent in " << dir << " (run scripts/linux-assets.sh)");
+        return;
+    }
+    check_linux_launch(dir + "/bzImage", dir + "/initramfs.cpio.gz", "console=ttyS0", 256ull << 20,
+        LoadedKernel::Protocol::LinuxBzImage);
+    check_linux_launch(dir + "/vmlinux", dir + "/initramfs.cpio.gz", "console=ttyS0", 256ull << 20,
+        LoadedKernel::Protocol::LinuxPvh);
 }

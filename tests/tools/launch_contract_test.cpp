@@ -6,6 +6,7 @@
 // SHA-256 and HMAC. It must equal what `sevemu-owner measurement digest` (the reference
 // implementation, which shares its loader with sevemu) prints, and the LAUNCH_MEASURE HMAC built
 // from the README's byte list must be accepted by `sevemu-owner measurement verify`.
+#include "tests/emulator/synthetic_linux.h"
 #include "tests/tools/owner_run.h"
 
 #include <catch2/catch.hpp>
@@ -530,4 +531,297 @@ TEST_CASE("LAUNCH_MEASURE as the README spells it is what sevemu-owner verifies"
     CHECK(run(common + " --policy 5 --digest " + to_hex(ld.data(), 32)).code != 0);
     CHECK(run(common + " --policy 1 -m 64M --kernel " + quote(l.kernel)).code != 0);
     std::filesystem::remove_all(dir);
+}
+
+// --- The Linux contract (README "Linux kernels: bzImage and PVH vmlinux"), from the README alone.
+namespace {
+
+uint64_t le64(Bytes const& f, uint64_t off) { return le32(f, off) | uint64_t(le32(f, off + 4)) << 32; }
+
+struct LinuxLaunch {
+    uint64_t memory;
+    std::string kernel, initrd, append;
+    unsigned smp { 1 };
+};
+
+void put16(Bytes& b, size_t off, uint16_t v)
+{
+    b[off] = uint8_t(v);
+    b[off + 1] = uint8_t(v >> 8);
+}
+void put_str(Bytes& b, size_t off, std::string const& s) { std::memcpy(b.data() + off, s.data(), s.size()); }
+
+// L5: the ACPI tables in the 64 KiB region at A.
+Bytes readme_acpi(uint64_t A, unsigned n)
+{
+    Bytes b(0x10000, 0);
+    auto header = [&](size_t off, std::string const& sig, uint32_t len, uint8_t rev) {
+        put_str(b, off, sig);
+        put32(b, off + 4, len);
+        b[off + 8] = rev;
+        put_str(b, off + 10, "SEVEMU");
+        put_str(b, off + 16, "SEVEMUPC");
+        put32(b, off + 24, 1);
+        put_str(b, off + 28, "SEVE");
+        put32(b, off + 32, 1);
+    };
+    auto checksum = [&](size_t off, size_t len, size_t at) {
+        uint8_t sum = 0;
+        for (size_t i = 0; i < len; ++i)
+            sum = uint8_t(sum + b[off + i]);
+        b[at] = uint8_t(-sum);
+    };
+    auto gas = [&](size_t off, uint8_t width, uint8_t access, uint64_t addr) {
+        b[off] = 1;
+        b[off + 1] = width;
+        b[off + 3] = access;
+        put64(b, off + 4, addr);
+    };
+    // RSDP
+    put_str(b, 0, "RSD PTR ");
+    put_str(b, 9, "SEVEMU");
+    b[15] = 2;
+    put32(b, 20, 36);
+    put64(b, 24, A + 0x40);
+    checksum(0, 20, 8);
+    checksum(0, 36, 32);
+    // XSDT
+    header(0x40, "XSDT", 52, 1);
+    put64(b, 0x40 + 36, A + 0x100);
+    put64(b, 0x40 + 44, A + 0x300);
+    checksum(0x40, 52, 0x40 + 9);
+    // FACS
+    put_str(b, 0xC0, "FACS");
+    put32(b, 0xC4, 64);
+    b[0xC0 + 32] = 2;
+    // FADT
+    size_t f = 0x100;
+    header(f, "FACP", 276, 6);
+    put32(b, f + 36, uint32_t(A + 0xC0));
+    put32(b, f + 40, uint32_t(A + 0x240));
+    put16(b, f + 46, 9);
+    put32(b, f + 56, 0x600);
+    put32(b, f + 64, 0x604);
+    put32(b, f + 76, 0x608);
+    b[f + 88] = 4;
+    b[f + 89] = 2;
+    b[f + 91] = 4;
+    put16(b, f + 96, 0x0FFF);
+    put16(b, f + 98, 0x0FFF);
+    put16(b, f + 109, 3);
+    put32(b, f + 112, 0x465);
+    gas(f + 116, 8, 1, 0xCF9);
+    b[f + 128] = 6;
+    put64(b, f + 132, A + 0xC0);
+    put64(b, f + 140, A + 0x240);
+    gas(f + 148, 32, 0, 0x600);
+    gas(f + 172, 16, 0, 0x604);
+    gas(f + 208, 32, 0, 0x608);
+    checksum(f, 276, f + 9);
+    // DSDT
+    header(0x240, "DSDT", 49, 2);
+    uint8_t const aml[] = { 0x08, 0x5C, 0x5F, 0x53, 0x35, 0x5F, 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00 };
+    std::memcpy(b.data() + 0x240 + 36, aml, sizeof aml);
+    checksum(0x240, 49, 0x240 + 9);
+    // MADT
+    size_t m = 0x300;
+    uint32_t len = 82 + 8 * n;
+    header(m, "APIC", len, 1);
+    put32(b, m + 36, 0xFEE00000);
+    put32(b, m + 40, 1);
+    size_t at = m + 44;
+    for (unsigned i = 0; i < n; ++i, at += 8) {
+        uint8_t e[8] = { 0, 8, uint8_t(i), uint8_t(i), 1, 0, 0, 0 };
+        std::memcpy(b.data() + at, e, 8);
+    }
+    uint8_t io[4] = { 1, 12, 0, 0 };
+    std::memcpy(b.data() + at, io, 4);
+    put32(b, at + 4, 0xFEC00000);
+    at += 12;
+    uint8_t iso0[4] = { 2, 10, 0, 0 };
+    std::memcpy(b.data() + at, iso0, 4);
+    put32(b, at + 4, 2);
+    at += 10;
+    uint8_t iso9[4] = { 2, 10, 0, 9 };
+    std::memcpy(b.data() + at, iso9, 4);
+    put32(b, at + 4, 9);
+    put16(b, at + 8, 0x000D);
+    at += 10;
+    uint8_t nmi[6] = { 4, 6, 0xFF, 0, 0, 1 };
+    std::memcpy(b.data() + at, nmi, 6);
+    checksum(m, len, m + 9);
+    return b;
+}
+
+Measured readme_linux_digest(LinuxLaunch const& l)
+{
+    Bytes file = read_all(l.kernel);
+    Bytes initrd = l.initrd.empty() ? Bytes {} : read_all(l.initrd);
+    uint64_t A = l.memory - 0x10000;
+    struct E { uint64_t base, len; uint32_t type; };
+    std::vector<E> e820 { { 0, 0x9FC00, 1 }, { 0x9FC00, 0x60400, 2 }, { 0x100000, A - 0x100000, 1 }, { A, 0x10000, 3 } };
+    Bytes low(0xA0000, 0);
+    uint64_t const gdt[4] = { 0, 0, 0x00CF9B000000FFFFull, 0x00CF93000000FFFFull };
+    for (size_t i = 0; i < 4; ++i)
+        put64(low, 0x6000 + 8 * i, gdt[i]);
+    put_str(low, 0x20000, l.append);
+    Memory mem;
+    uint64_t I = 0, kernel_from, kernel_to;
+    bool bz = file.size() >= 0x206 && std::memcmp(file.data() + 0x202, "HdrS", 4) == 0;
+    if (bz) {
+        uint64_t h = 0x202 + file[0x201];
+        uint64_t s = file[0x1F1] ? file[0x1F1] : 4;
+        uint64_t pm = (s + 1) * 512, P = file.size() - pm;
+        if (!initrd.empty())
+            I = (std::min<uint64_t>(le32(file, 0x22C), A - 1) - initrd.size()) & ~uint64_t(0xFFF);
+        size_t z = 0x7000;
+        std::memcpy(low.data() + z + 0x1F1, file.data() + 0x1F1, h - 0x1F1);
+        low[z + 0x210] = 0xFF;
+        put32(low, z + 0x228, 0x20000);
+        put32(low, z + 0x0C8, 0);
+        put32(low, z + 0x218, uint32_t(I));
+        put32(low, z + 0x21C, uint32_t(initrd.size()));
+        put32(low, z + 0x0C0, 0);
+        put32(low, z + 0x0C4, 0);
+        put32(low, z + 0x23C, 0);
+        put64(low, z + 0x250, 0);
+        put64(low, z + 0x070, A);
+        low[z + 0x1E8] = uint8_t(e820.size());
+        for (size_t i = 0; i < e820.size(); ++i) {
+            put64(low, z + 0x2D0 + 20 * i, e820[i].base);
+            put64(low, z + 0x2D0 + 20 * i + 8, e820[i].len);
+            put32(low, z + 0x2D0 + 20 * i + 16, e820[i].type);
+        }
+        mem.write(0x100000, file.data() + pm, P);
+        kernel_from = 0x100000;
+        kernel_to = align_up(0x100000 + P);
+    } else {
+        // ELF64: program headers at e_phoff (32), e_phentsize (54), e_phnum (56); p_type +0,
+        // p_offset +8, p_paddr +24, p_filesz +32, p_memsz +40.
+        uint64_t phoff = le64(file, 32);
+        uint16_t phentsize = le16(file, 54), phnum = le16(file, 56);
+        uint64_t KL = ~0ull, KH = 0;
+        std::vector<std::array<uint64_t, 4>> segs;
+        for (unsigned i = 0; i < phnum; ++i) {
+            uint64_t ph = phoff + uint64_t(i) * phentsize;
+            if (le32(file, ph) != 1 || le64(file, ph + 40) == 0)
+                continue;
+            segs.push_back({ le64(file, ph + 24), le64(file, ph + 8), le64(file, ph + 32), le64(file, ph + 40) });
+            KL = std::min(KL, segs.back()[0]);
+            KH = std::max(KH, segs.back()[0] + segs.back()[3]);
+        }
+        REQUIRE(!segs.empty());
+        kernel_from = KL / kPage * kPage;
+        kernel_to = align_up(KH);
+        for (auto const& s : segs)
+            mem.write(s[0], file.data() + s[1], s[2]);
+        if (!initrd.empty())
+            I = (std::min<uint64_t>(0xFFFFFFFF, A - 1) - initrd.size()) & ~uint64_t(0xFFF);
+        size_t si = 0x7000;
+        put32(low, si + 0, 0x336EC578);
+        put32(low, si + 4, 1);
+        put32(low, si + 12, initrd.empty() ? 0 : 1);
+        put64(low, si + 16, initrd.empty() ? 0 : 0x7040);
+        put64(low, si + 24, 0x20000);
+        put64(low, si + 32, A);
+        put64(low, si + 40, 0x7080);
+        put32(low, si + 48, uint32_t(e820.size()));
+        if (!initrd.empty()) {
+            put64(low, 0x7040, I);
+            put64(low, 0x7048, initrd.size());
+        }
+        for (size_t i = 0; i < e820.size(); ++i) {
+            put64(low, 0x7080 + 24 * i, e820[i].base);
+            put64(low, 0x7080 + 24 * i + 8, e820[i].len);
+            put32(low, 0x7080 + 24 * i + 16, e820[i].type);
+        }
+    }
+    mem.write(0, low);
+    if (!initrd.empty())
+        mem.write(I, initrd);
+    mem.write(A, readme_acpi(A, l.smp));
+
+    // L7: the ranges, ascending, touching ones merged.
+    std::vector<std::pair<uint64_t, uint64_t>> r { { 0, 0xA0000 }, { kernel_from, kernel_to }, { A, A + 0x10000 } };
+    if (!initrd.empty())
+        r.push_back({ I, align_up(I + initrd.size()) });
+    std::sort(r.begin(), r.end());
+    std::vector<std::pair<uint64_t, uint64_t>> merged;
+    for (auto const& x : r) {
+        if (!merged.empty() && merged.back().second >= x.first)
+            merged.back().second = std::max(merged.back().second, x.second);
+        else
+            merged.push_back(x);
+    }
+    Measured out;
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    REQUIRE(ctx);
+    REQUIRE(EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1);
+    for (auto const& [from, to] : merged) {
+        out.ranges.push_back({ from, to - from });
+        for (uint64_t gpa = from; gpa < to; gpa += kPage) {
+            auto page = mem.read_page(gpa);
+            REQUIRE(EVP_DigestUpdate(ctx, page.data(), page.size()) == 1);
+        }
+    }
+    unsigned len = 0;
+    REQUIRE(EVP_DigestFinal_ex(ctx, out.digest.data(), &len) == 1);
+    EVP_MD_CTX_free(ctx);
+    return out;
+}
+
+void check_linux_contract(LinuxLaunch const& l)
+{
+    auto want = readme_linux_digest(l);
+    std::string args = "measurement digest -m " + std::to_string(l.memory >> 20) + "M --kernel " + quote(l.kernel)
+        + " --append " + quote(l.append) + " --smp " + std::to_string(l.smp);
+    if (!l.initrd.empty())
+        args += " --initrd " + quote(l.initrd);
+    auto r = run(args);
+    INFO(args << "\n" << r.out);
+    REQUIRE(r.code == 0);
+    CHECK(r.out == to_hex(want.digest.data(), 32) + "\n");
+    auto j = run(args + " --json");
+    for (auto const& [gpa, size] : want.ranges)
+        CHECK(j.out.find("\"gpa\": " + std::to_string(gpa)) != std::string::npos);
+}
+
+std::string write_temp_file(std::string const& name, Bytes const& b)
+{
+    auto p = (std::filesystem::temp_directory_path() / (name + "-" + std::to_string(::getpid()))).string();
+    std::ofstream out(p, std::ios::binary);
+    out.write(reinterpret_cast<char const*>(b.data()), std::streamsize(b.size()));
+    return p;
+}
+
+} // namespace
+
+TEST_CASE("README contract: Linux bzImage and PVH digests from the README alone equal sevemu-owner's", "[contract][linux]")
+{
+    auto bz = write_temp_file("contract-bzImage", sevemu::test::synthetic_bzimage());
+    auto pvh = write_temp_file("contract-vmlinux", sevemu::test::synthetic_pvh());
+    Bytes rd(7777);
+    for (size_t i = 0; i < rd.size(); ++i)
+        rd[i] = uint8_t(i * 31 + 7);
+    auto initrd = write_temp_file("contract-initrd", rd);
+    check_linux_contract({ 64ull << 20, bz, initrd, "console=ttyS0 panic=-1", 1 });
+    check_linux_contract({ 32ull << 20, bz, "", "", 1 });
+    check_linux_contract({ 128ull << 20, bz, initrd, "console=ttyS0", 4 });
+    check_linux_contract({ 64ull << 20, pvh, initrd, "console=ttyS0", 1 });
+    check_linux_contract({ 2048ull << 20, pvh, "", "x", 2 });
+    for (auto const& p : { bz, pvh, initrd })
+        std::remove(p.c_str());
+}
+
+TEST_CASE("README contract: Debian's bzImage and vmlinux digests from the README alone equal sevemu-owner's",
+    "[contract][linux]")
+{
+    std::string dir = LINUX_ASSETS;
+    if (!std::filesystem::exists(dir + "/bzImage") || !std::filesystem::exists(dir + "/vmlinux")
+        || !std::filesystem::exists(dir + "/initramfs.cpio.gz")) {
+        WARN("SKIPPED: Debian's kernel assets are absent in " << dir << " (run scripts/linux-assets.sh)");
+        return;
+    }
+    check_linux_contract({ 256ull << 20, dir + "/bzImage", dir + "/initramfs.cpio.gz", "console=ttyS0", 1 });
+    check_linux_contract({ 512ull << 20, dir + "/vmlinux", dir + "/initramfs.cpio.gz", "console=ttyS0", 2 });
 }

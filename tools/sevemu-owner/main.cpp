@@ -59,6 +59,7 @@ struct Options {
     std::string kernel;
     std::string initrd;
     std::string append;
+    unsigned smp { 1 };
 };
 
 int cmd_verify_chain(Options const& o)
@@ -138,7 +139,9 @@ Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<em
     if (*size > emulator::SevRuntime::kMaxGuestRam)
         return make_unexpected("-m " + o.memory + ": sevemu runs SEV guests with at most "
             + std::to_string(emulator::SevRuntime::kMaxGuestRam >> 20) + " MiB of RAM (QUIRKS.md)");
-    emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append };
+    if (o.smp < 1)
+        return make_unexpected("--smp 0: a guest has at least one vCPU");
+    emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append, o.smp };
     auto d = emulator::kernel_launch_digest(launch);
     if (!d)
         return make_unexpected(d.error().message);
@@ -297,9 +300,11 @@ int run(int argc, char** argv)
     auto launch_options = [&o](CLI::App* c) {
         c->add_option("-m", o.memory, "guest memory size, as sevemu -m (default 128M)");
         c->add_option("--cpu,-c", o.cpu_model, "CPU model, as sevemu -cpu (default EPYC-Milan)");
-        c->add_option("--kernel", o.kernel, "the Multiboot kernel, named exactly as on sevemu's command line");
+        c->add_option("--kernel", o.kernel,
+            "the kernel (Multiboot, Linux bzImage or PVH vmlinux), named exactly as on sevemu's command line");
         c->add_option("--initrd", o.initrd, "as sevemu -initrd");
         c->add_option("--append", o.append, "as sevemu -append");
+        c->add_option("--smp", o.smp, "vCPU count, as sevemu -smp (a Linux kernel's MADT lists one LAPIC each; default 1)");
     };
     launch_options(mverify);
     mverify->add_flag("--json", o.json, "print the result as JSON");
