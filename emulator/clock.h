@@ -1,26 +1,25 @@
 // sevemu — the machine's clock: virtual time in nanoseconds since power-on, deterministic.
 //
-// One retired guest instruction is one nanosecond, and a machine whose vCPUs all halt skips
-// ahead to the next timer event instead of waiting (QUIRKS.md). The PIT, the ACPI PM timer, the
-// local APIC timers and the RTC read it; nothing else in the machine keeps time (the RTC adds
-// its own time base, the host's wall clock at power-on, which its snapshot section carries).
+// One retired guest instruction (of any vCPU) is one nanosecond, and a machine whose vCPUs all
+// halt skips ahead to the next timer event instead of waiting (QUIRKS.md). The PIT, the ACPI PM
+// timer, the local APIC timers and the RTC read it; nothing else in the machine keeps time (the
+// RTC adds its own time base, the host's wall clock at power-on, which its snapshot section
+// carries).
 //
-// N vCPUs share the one timebase (Machine::run): the machine runs in rounds; in a round every
-// runnable vCPU, in vCPU order, runs one slice (at most Machine::kSmpQuantum instructions, and
-// never past the next timer deadline), and every slice starts at the round's start time T: while
-// vCPU i runs, the clock reads T + the instructions vCPU i has retired in this round. The round
-// ends at T + the longest slice; a vCPU that ran less (or not at all: halted, waiting for a SIPI)
-// idled for the rest. So the vCPUs run "in parallel" over the same virtual interval, and time
-// advances by the round, not by the sum of the vCPUs' work. With one vCPU this is exactly
-// "instructions retired plus time skipped".
+// N vCPUs share the one timebase as N processes share one host CPU (Machine::run): the machine
+// runs in rounds; in a round every runnable vCPU, in vCPU order, runs one slice (at most
+// Machine::kSmpQuantum instructions, and never past the next timer deadline) while the others
+// wait, and the clock counts the instructions of all. So time is one global, monotonic line: a
+// value one vCPU reads after another wrote it is never older (Linux's TSC warp check,
+// check_tsc_sync_source, passes), and each vCPU runs at 1/N of the clock's rate when all are busy.
 //
-// Every vCPU's TSC follows the clock: TSC = clock (1 GHz, one tick per nanosecond) plus whatever
-// the guest wrote into it; the machine moves each TSC forward with every skip and with each
-// round's idle part (Cpu::set_tsc), so RDTSC on any vCPU, the PIT, the ACPI PM timer and the
-// LAPIC timers (TSC-deadline included) agree. A system reset leaves the TSC on the clock (QUIRKS.md).
+// Every vCPU's TSC is the clock (1 GHz, one tick per nanosecond) plus whatever the guest wrote
+// into it: the machine moves a waiting vCPU's TSC forward by what the running one retired, and
+// every TSC by a skip (Cpu::set_tsc), so RDTSC on any vCPU, the PIT, the ACPI PM timer and the
+// LAPIC timers (TSC-deadline included) agree. A system reset leaves the TSC on the clock
+// (QUIRKS.md).
 //
-// Reading is cheap (an offset plus the running vCPU's counter), so the run loop pays nothing per
-// slice.
+// Reading is cheap (an offset plus the vCPUs' counters), so the run loop pays nothing per slice.
 //
 // Snapshot section "clock", version 1: i64 now_ns (virtual nanoseconds since power-on). The
 // machine is saved only between rounds, so that is all the scheduler's state.
@@ -38,8 +37,7 @@ namespace sevemu::emulator {
 class MachineClock {
 public:
     static constexpr uint32_t kStateVersion = 1;
-    // Instructions retired so far by the vCPU that runs now (monotonic while it runs; the
-    // machine rebases the clock with restore() when it switches vCPUs).
+    // Instructions retired so far by the machine's vCPUs (monotonic).
     using Counter = std::function<uint64_t()>;
 
     explicit MachineClock(Counter counter)

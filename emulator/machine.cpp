@@ -254,7 +254,10 @@ Result<void, MachineError> Machine::build()
     // --- The clock: the running vCPU's retired instructions on top of the round's start
     // (emulator/clock.h has the rule for N vCPUs), plus the time skipped while all halted.
     m_clock = std::make_unique<MachineClock>([this] {
-        return m_clock_vcpu < m_vcpus.size() ? m_vcpus[m_clock_vcpu].instructions() : 0;
+        uint64_t n = 0;
+        for (auto const& v : m_vcpus)
+            n += v.instructions();
+        return n;
     });
 
     // --- The devices, in the order of the device list (reset, snapshot sections). Interrupt
@@ -894,17 +897,8 @@ RunOutcome Machine::run()
             to_break = *m_break_icount - retired;
         }
         m_started = true;
-        // Timers first: an expired PIT period becomes an IRQ 0 edge before the CPU looks.
-        int64_t now = now_ns();
-        advance_timers(now);
-        auto deadline = next_timer_deadline(now);
-        uint64_t slice = m_vcpus.size() == 1 ? kRunSlice : kSmpQuantum;
-        // A timer deadline ends the slice, so that its interrupt is raised on time.
-        if (deadline)
-            slice = std::clamp<uint64_t>(uint64_t(std::max<int64_t>(*deadline - now, 1)), 1, slice);
         poll_serial_input(0);
-        // One round: every runnable vCPU in vCPU order runs a slice starting at the same virtual
-        // time `now` (clock.h); the round lasts as long as the longest slice.
+        // One round: every runnable vCPU in vCPU order runs one slice (clock.h).
         bool const exact = m_vcpus.size() == 1;
         uint64_t longest = 0;
         bool any_ran = false;
@@ -915,7 +909,13 @@ RunOutcome Machine::run()
             if (!runnable(i))
                 continue;
             Vcpu& vcpu = m_vcpus[i];
-            uint64_t budget = slice;
+            // Timers first: an expired PIT period becomes an IRQ 0 edge before the CPU looks;
+            // a timer deadline ends the slice, so that its interrupt is raised on time.
+            int64_t now = now_ns();
+            advance_timers(now);
+            uint64_t budget = exact ? kRunSlice : kSmpQuantum;
+            if (auto deadline = next_timer_deadline(now))
+                budget = std::clamp<uint64_t>(uint64_t(std::max<int64_t>(*deadline - now, 1)), 1, budget);
             // One vCPU stops at the exact instruction count; with more, the instruction limit
             // and replay-break take effect at the end of the round (a snapshot is always taken
             // between rounds, so that a restored machine replays the same interleaving).
@@ -927,13 +927,16 @@ RunOutcome Machine::run()
             }
             if (budget == 0)
                 break;
-            m_clock_vcpu = i;
-            m_clock->restore(now);
             uint64_t before = vcpu.instructions();
             any_ran = true;
             auto outcome = run_slice(vcpu, budget, total);
             ran[i] = vcpu.instructions() - before;
             longest = std::max(longest, ran[i]);
+            // The others' TSCs move with the clock while they wait (clock.h).
+            if (!exact && ran[i])
+                for (size_t j = 0; j < m_vcpus.size(); ++j)
+                    if (j != i)
+                        m_vcpus[j].cpu().set_tsc(m_vcpus[j].cpu().tsc() + ran[i]);
             if (outcome)
                 ended = std::move(outcome);
             else if (exact && m_config.max_instructions && total >= m_config.max_instructions)
@@ -941,13 +944,7 @@ RunOutcome Machine::run()
                     fmt::format("instruction limit of {} reached at {} {:#x}", m_config.max_instructions,
                         vcpu.sev() ? "guest rip" : "rip", vcpu.guest_rip()));
         }
-        // The round's end: the clock moves to now + longest, and every vCPU's TSC with it (a
-        // vCPU that ran less, or not at all, idled for the rest of the round).
         if (m_vcpus.size() > 1) {
-            for (size_t i = 0; i < m_vcpus.size(); ++i)
-                if (uint64_t idle = longest - ran[i])
-                    m_vcpus[i].cpu().set_tsc(m_vcpus[i].cpu().tsc() + idle);
-            m_clock->restore(now + int64_t(longest));
             if (!ended && m_config.max_instructions && total >= m_config.max_instructions)
                 ended = finish(RunOutcome::Reason::InstructionLimit, 1,
                     fmt::format("instruction limit of {} reached at rip {:#x}", m_config.max_instructions,

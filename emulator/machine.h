@@ -13,7 +13,8 @@
 // (emulator/vcpu.h); handle_exit() is the one place that turns it into what the machine does.
 // With -smp N the loop runs in rounds on the machine's one thread: every runnable vCPU, in vCPU
 // order, runs one slice of at most kSmpQuantum instructions (never past the next timer
-// deadline), all starting at the same virtual time (emulator/clock.h), so a run repeats exactly.
+// deadline) while the others wait; the clock counts every vCPU's instructions
+// (emulator/clock.h), so a run repeats exactly.
 // A vCPU waiting for a SIPI or halted without a takeable interrupt does not run; the machine
 // skips ahead to the next timer deadline only when no vCPU can run.
 #pragma once
@@ -155,8 +156,8 @@ public:
     devices::Bus& host_mmio() { return m_host_mmio; }
 
     // The machine's virtual time in nanoseconds since power-on (emulator/clock.h): one
-    // instruction is one nanosecond (per vCPU, which run in rounds over the same interval), and
-    // a machine whose vCPUs all halt skips ahead to the next timer event (QUIRKS.md).
+    // instruction (of any vCPU: they take turns) is one nanosecond, and a machine whose vCPUs
+    // all halt skips ahead to the next timer event (QUIRKS.md).
     int64_t now_ns() const;
     MachineClock& clock() { return *m_clock; }
     std::vector<E820Entry> const& memory_map() const { return m_memory_map; }
@@ -296,7 +297,6 @@ private:
     devices::ApicRouter m_apic_router;
     std::unique_ptr<devices::IrqSink> m_ioapic_lines; // ISA IRQ n -> GSI (IRQ 0 -> GSI 2)
     std::vector<std::unique_ptr<MachineIo>> m_ios;    // one per vCPU
-    size_t m_clock_vcpu { 0 };                        // whose instruction count the clock reads
     bool m_reset_requested { false };
     std::vector<uint64_t> m_ran; // instructions each vCPU ran in the current round
     std::vector<Vcpu> m_vcpus;
