@@ -216,6 +216,9 @@ bool Core::rdmsr(uint32_t idx, uint64_t& v)
     case msr::VM_CR: v = msr.vm_cr; return true;
     case msr::VM_HSAVE_PA: v = msr.vm_hsave_pa; return true;
     case msr::SEV_STATUS: v = msr.sev_status; return true;
+    // NB_CFG: reads 0 and writes are dropped, as KVM serves it (arch/x86/kvm/x86.c,
+    // kvm_get_msr_common/kvm_set_msr_common MSR_AMD64_NB_CFG); Linux reads it in init_amd.
+    case msr::NB_CFG: v = 0; return true;
     default: break;
     }
     if (idx >= 0x200 && idx < 0x210) { v = msr.mtrr_var[idx - 0x200]; return true; }
@@ -283,6 +286,7 @@ bool Core::wrmsr(uint32_t idx, uint64_t v)
             v = (v & ~0x18ull) | (msr.vm_cr & 0x18);
         msr.vm_cr = v;
         return true;
+    case msr::NB_CFG: return true;
     case msr::VM_HSAVE_PA:
         if ((v & 0xFFF) || (v & ~phys_mask)) return false;
         msr.vm_hsave_pa = v;

@@ -346,10 +346,24 @@ template <int ESC, int S, int M> void x87(Core& c, Insn const& i)
     }
 }
 
+// EMMS (NP 0F 77): empties every x87 register (tag word FFFFh), the MMX-to-x87 hand-over.
+// APM vol 5 "EMMS": #UD with CR0.EM, #NM with CR0.TS; 66/F2/F3 make it undefined (#UD). Linux
+// runs it on every AMD CPU whatever CPUID says (arch/x86/kernel/fpu/core.c
+// restore_fpregs_from_fpstate, the X86_BUG_FXSAVE_LEAK work-around: fnclex; emms; fildl).
+template <int S, int M> void emms(Core& c, Insn const& i)
+{
+    if ((i.pfx & (kPfxRep | kPfxRepne | kPfxOpsize)) || (c.cr0 & cr0::EM))
+        c.raise(UD);
+    if (c.cr0 & cr0::TS)
+        c.raise(NM);
+    c.ftag_empty = 0xFF;
+}
+
 } // namespace
 
 void register_x87_ops(OpTables& t)
 {
+    set_op(t.map[kMap0F][0x77], "emms", 0, Imm::None, SEVEMU_H(emms));
     auto& p = t.map[kMapPrimary];
     set_op(p[0xD8], "x87 d8", kModrm, Imm::None, SEVEMU_HA(x87, 0));
     set_op(p[0xD9], "x87 d9", kModrm, Imm::None, SEVEMU_HA(x87, 1));

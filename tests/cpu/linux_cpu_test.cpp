@@ -589,3 +589,26 @@ TEST_CASE("linux cpu: LSL reads the per-CPU GDT entry; fences, cache control, CR
     CHECK(r.vector == -1);
     for (int k = 0; k < 80; ++k) CHECK(m.get<uint64_t>(kData + 8 * k) == (0x5A5A5A5A00000000ull | k));
 }
+
+TEST_CASE("linux cpu: EMMS empties the x87 stack; NB_CFG reads 0", "[cpu][linux][insn]")
+{
+    Machine m;
+    constexpr int kNM = 7;
+    // fld1; fldz; emms — Linux's restore_fpregs_from_fpstate on AMD (fnclex; emms; fildl).
+    auto r = run64(m, { 0xD9, 0xE8, 0xD9, 0xEE, 0x0F, 0x77 });
+    CHECK(r.vector == -1);
+    CHECK(r.s.x87.ftw == 0); // FXSAVE's abridged tag: every register empty
+    // Without EMMS the two loads stay valid (the known answer is the x87 stack itself).
+    r = run64(m, { 0xD9, 0xE8, 0xD9, 0xEE });
+    CHECK(r.s.x87.ftw != 0);
+    // APM vol 5 EMMS: #UD with CR0.EM or a 66/F3 prefix, #NM with CR0.TS.
+    CHECK(run64(m, { 0x0F, 0x77 }, [](CpuState& s) { s.cr0 |= 1u << 2; }).vector == kUD);
+    CHECK(run64(m, { 0x0F, 0x77 }, [](CpuState& s) { s.cr0 |= 1u << 3; }).vector == kNM);
+    CHECK(run64(m, { 0x66, 0x0F, 0x77 }).vector == kUD);
+    CHECK(run64(m, { 0xF3, 0x0F, 0x77 }).vector == kUD);
+    // MSR_AMD64_NB_CFG reads 0 and takes writes, as KVM serves it (Linux init_amd reads it).
+    CHECK(rdmsr(m, 0xC001001F) == std::optional<uint64_t>(0));
+    auto w = run64(m, { 0x0F, 0x30, 0x0F, 0x32 }, [](CpuState& s) { s.gpr[RCX] = 0xC001001F; s.gpr[RAX] = 1; s.gpr[RDX] = 0x400000; });
+    CHECK(w.vector == -1);
+    CHECK((w.s.gpr[RAX] == 0 && w.s.gpr[RDX] == 0));
+}
