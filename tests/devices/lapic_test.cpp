@@ -11,6 +11,8 @@
 #include "devices/pic8259.h"
 
 #include <algorithm>
+#include "tests/devices/device_state_util.h"
+
 #include <catch2/catch.hpp>
 #include <memory>
 #include <random>
@@ -22,38 +24,9 @@ using namespace sevemu::devices;
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
+using namespace sevemu::devices::state_test;
 constexpr uint32_t kEsrIllegalReg = 0x80, kEsrSendIllegal = 0x20, kEsrRecvIllegal = 0x40, kEsrSendAccept = 0x04;
 
-Bytes save_of(Device const& d)
-{
-    StateWriter w;
-    d.save(w);
-    return w.take();
-}
-
-std::string load_error(Device& d, Bytes const& payload)
-{
-    StateReader r(d.name(), payload);
-    d.load(r);
-    auto f = r.finish();
-    return f ? std::string() : f.error().message;
-}
-
-void require_truncations_refused(Device& d, Bytes const& payload)
-{
-    Bytes before = save_of(d);
-    for (size_t n = 0; n < payload.size(); ++n) {
-        Bytes cut(payload.begin(), payload.begin() + long(n));
-        INFO(d.name() << ": cut to " << n);
-        CHECK_FALSE(load_error(d, cut).empty());
-        REQUIRE(save_of(d) == before);
-    }
-    Bytes longer = payload;
-    longer.push_back(0);
-    CHECK(load_error(d, longer).find("trailing") != std::string::npos);
-    REQUIRE(save_of(d) == before);
-}
 
 // N vCPUs' LAPICs on one ApicRouter, APIC IDs 0..N-1 (vCPU 0 the BSP), one clock.
 struct Rig {

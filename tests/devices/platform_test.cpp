@@ -9,6 +9,8 @@
 #include "devices/pci_host.h"
 #include "devices/pit8254.h"
 
+#include "tests/devices/device_state_util.h"
+
 #include <catch2/catch.hpp>
 #include <random>
 #include <string>
@@ -19,37 +21,7 @@ using namespace sevemu::devices;
 
 namespace {
 
-using Bytes = std::vector<uint8_t>;
-
-Bytes save_of(Device const& d)
-{
-    StateWriter w;
-    d.save(w);
-    return w.take();
-}
-
-std::string load_error(Device& d, Bytes const& payload)
-{
-    StateReader r(d.name(), payload);
-    d.load(r);
-    auto f = r.finish();
-    return f ? std::string() : f.error().message;
-}
-
-void require_truncations_refused(Device& d, Bytes const& payload)
-{
-    Bytes before = save_of(d);
-    for (size_t n = 0; n < payload.size(); ++n) {
-        Bytes cut(payload.begin(), payload.begin() + long(n));
-        INFO(d.name() << ": cut to " << n);
-        CHECK_FALSE(load_error(d, cut).empty());
-        REQUIRE(save_of(d) == before);
-    }
-    Bytes longer = payload;
-    longer.push_back(0);
-    CHECK(load_error(d, longer).find("trailing") != std::string::npos);
-    REQUIRE(save_of(d) == before);
-}
+using namespace sevemu::devices::state_test;
 
 struct KbcRig {
     IrqLine irq1, irq12;
