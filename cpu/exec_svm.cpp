@@ -533,6 +533,16 @@ Result<Cpu::HostVmrunResult, std::string> Cpu::host_vmrun(Spa vmcb, Spa hsave, s
     c.bank = 0;
     c.gif = false; // KVM runs VMRUN between CLGI and STGI
 
+    // KVM's __svm_vcpu_run (arch/x86/kvm/svm/vmenter.S) runs `vmload; vmrun; vmsave` on the
+    // guest's VMCB: VMRUN does not switch FS, GS, TR and LDTR (hidden parts included),
+    // KernelGsBase, STAR/LSTAR/CSTAR/SFMASK or SYSENTER_* (APM vol 2 §15.5.2), so without them
+    // a guest's GS base would be lost at every #VMEXIT.
+    {
+        auto v = c.svm_view();
+        if (auto r = svm::vmload(c.mc, v, c.host_context()); !r)
+            return make_unexpected(std::string("VMLOAD of the guest's VMCB raised #GP(0)"));
+        c.svm_apply(v);
+    }
     c.host_vmrun = true;
     c.vmexit_done = false;
     struct Leave { Core& c; ~Leave() { c.host_vmrun = false; c.vmexit_done = false; } } leave { c };
@@ -570,6 +580,12 @@ Result<Cpu::HostVmrunResult, std::string> Cpu::host_vmrun(Spa vmcb, Spa hsave, s
     c.vmexit_done = false;
     for (unsigned k = 0; k < 16; ++k)
         if (k != RAX && k != RSP) gprs[k] = c.r[k];
+    if (!c.guest) { // the VMSAVE half of vmload/vmrun/vmsave (above)
+        c.r[RAX] = vmcb.value;
+        auto v = c.svm_view();
+        if (auto r = svm::vmsave(c.mc, v, c.host_context()); !r)
+            return make_unexpected(std::string("VMSAVE of the guest's VMCB raised #GP(0)"));
+    }
     return HostVmrunResult { done };
 }
 
