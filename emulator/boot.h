@@ -49,4 +49,25 @@ inline void apply_boot_entry(BootEntryState const& e, cpu::CpuState& st)
     st.cr4 = e.cr4;
 }
 
+// The MTRRs as a PC's firmware leaves them before it starts an OS (SeaBIOS src/fw/mtrr.c
+// mtrr_setup does this on every CPU; OVMF likewise): MTRRs and fixed ranges enabled, write-back
+// by default (MTRRdefType = E | FE | WB, APM vol 2 §7.7.1), the legacy VGA window
+// 0xA0000-0xBFFFF uncacheable, the rest below 1 MiB write-back, and one variable range making
+// the 1 GiB below 4 GiB (the PCI hole) uncacheable. sevemu is the firmware of a Linux guest, so
+// its loader does it: Linux 6.1 skips PAT when the MTRRs are disabled ("MTRRs disabled, skipping
+// PAT initialization too", arch/x86/kernel/cpu/mtrr/mtrr.c), and an SEV guest then cannot map
+// memory write-protected (early_memremap_encrypted_wp fails: kernel BUG in __sme_early_enc_dec).
+inline void apply_firmware_mtrrs(cpu::CpuState& st, unsigned phys_addr_bits)
+{
+    constexpr uint64_t kWb = 0x0606060606060606ull, kUc = 0;
+    st.msr.mtrr_def_type = (1u << 11) | (1u << 10) | 6;
+    // MTRRfix64K_00000, MTRRfix16K_80000, MTRRfix16K_A0000, MTRRfix4K_C0000..F8000 (250, 258,
+    // 259, 268..26F: the order of CpuState::msr.mtrr_fix).
+    st.msr.mtrr_fix = { kWb, kWb, kUc, kWb, kWb, kWb, kWb, kWb, kWb, kWb, kWb };
+    uint64_t phys_mask = (1ull << phys_addr_bits) - 1;
+    st.msr.mtrr_var = {};
+    st.msr.mtrr_var[0] = 0xC000'0000ull;                                // PhysBase0, type UC
+    st.msr.mtrr_var[1] = (phys_mask & ~(0x4000'0000ull - 1)) | (1u << 11); // PhysMask0, valid
+}
+
 } // namespace sevemu::emulator

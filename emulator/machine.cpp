@@ -517,6 +517,8 @@ Result<void, MachineError> Machine::load_kernel()
         auto inputs = TRY(SevRuntime::read_launch_inputs(c));
         auto* sp = TRY(amd_sp());
         m_sev = TRY(SevRuntime::create(c, std::move(inputs), *m_memory, *sp, m_host_mmio, m_trace));
+        if (m_sev->linux_boot())
+            apply_firmware_mtrrs_to_vcpus(); // the core's MTRRs are the SEV guest's (vmm/vcpu.cpp)
         m_vcpus.front().attach_sev(&m_sev->vcpu());
         m_boot = m_sev->boot();
         m_linux_boot = m_sev->linux_boot();
@@ -554,13 +556,25 @@ Result<void, MachineError> Machine::load_kernel()
                 lb->initrd_addr, lb->initrd_size, lb->acpi_base));
     }
 
-    // The boot processor at the loader's entry state; the others wait (-smp, next issue).
+    // The boot processor at the loader's entry state; the others wait for their SIPI. A Linux
+    // kernel also finds the MTRRs as firmware leaves them, on every vCPU (boot.h).
     auto& cpu = m_vcpus.front().cpu();
     cpu.reset();
     auto st = cpu.state();
     apply_boot_entry(loaded.entry, st);
     cpu.set_state(st);
+    if (loaded.linux_boot())
+        apply_firmware_mtrrs_to_vcpus();
     return {};
+}
+
+void Machine::apply_firmware_mtrrs_to_vcpus()
+{
+    for (auto& v : m_vcpus) {
+        auto st = v.cpu().state();
+        apply_firmware_mtrrs(st, cpu_model_info(m_config.cpu_model).phys_addr_bits);
+        v.cpu().set_state(st);
+    }
 }
 
 void Machine::serial_out(uint8_t byte)

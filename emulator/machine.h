@@ -232,6 +232,7 @@ private:
     explicit Machine(MachineConfig config);
     Result<void, MachineError> build();
     Result<void, MachineError> load_kernel();
+    void apply_firmware_mtrrs_to_vcpus();
     void serial_out(uint8_t byte);
     void flush_serial();
     // -serial stdio also reads stdin into COM1's receiver (as QEMU does). wait_ms < 0 blocks

@@ -27,6 +27,13 @@ constexpr uint32_t kPassThrough[] = {
     0x00000010, // TSC
     0xC0000103, // TSC_AUX
     0xC0010131, // SEV_STATUS
+    // The MTRRs (MTRRcap, the variable and fixed ranges, MTRRdefType). KVM emulates them in
+    // software (arch/x86/kvm/mtrr.c); sevemu's host has no cache types to protect, so the guest
+    // uses the core's own, which the boot layer sets as firmware would (emulator/boot.h).
+    0x000000FE, 0x00000200, 0x00000201, 0x00000202, 0x00000203, 0x00000204, 0x00000205, 0x00000206,
+    0x00000207, 0x00000208, 0x00000209, 0x0000020A, 0x0000020B, 0x0000020C, 0x0000020D, 0x0000020E,
+    0x0000020F, 0x00000250, 0x00000258, 0x00000259, 0x00000268, 0x00000269, 0x0000026A, 0x0000026B,
+    0x0000026C, 0x0000026D, 0x0000026E, 0x0000026F, 0x000002FF,
 };
 
 void set_intercept(VmcbControlArea& c, Intercept i) { c.intercepts[unsigned(i) / 32] |= 1u << (unsigned(i) % 32); }
