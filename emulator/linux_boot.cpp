@@ -1,4 +1,5 @@
 #include "emulator/linux_boot.h"
+#include "emulator/loader_memory.h"
 
 #include "mmu/memory_controller.h"
 
@@ -55,42 +56,19 @@ constexpr uint32_t kXenElfnotePhys32Entry = 18; // Xen include/public/elfnote.h
 struct Layout {
     uint64_t low_top;   // RAM top below 4 GiB
     uint64_t acpi_base; // low_top - kAcpiRegionSize
+    std::vector<E820Entry> e820; // what the guest is told (linux_e820_map)
 };
 
 Result<Layout, LoadError> layout_for(mmu::MemoryController& mc, LinuxLoadParams const& p)
 {
-    auto e820 = TRY(linux_e820_map(p.ram_size, p.low_mem_top));
-    (void)e820;
     Layout l;
+    l.e820 = TRY(linux_e820_map(p.ram_size, p.low_mem_top));
     l.low_top = std::min(p.ram_size, p.low_mem_top);
     l.acpi_base = l.low_top - kAcpiRegionSize;
     if (!mc.is_dram(Spa(0), kLinuxLowEnd) || !mc.is_dram(Spa(l.acpi_base), kAcpiRegionSize))
         return fail(fmt::format("the memory layout (RAM {:#x}, low top {:#x}) does not match the machine's RAM", p.ram_size,
             p.low_mem_top));
     return l;
-}
-
-Result<void, LoadError> write_dram(mmu::MemoryController& mc, uint64_t addr, std::span<uint8_t const> bytes, std::string_view what)
-{
-    if (bytes.empty())
-        return {};
-    if (!mc.is_dram(Spa(addr), bytes.size()))
-        return fail(fmt::format("{} at {:#x}-{:#x} does not fit in guest RAM (see -m)", what, addr, addr + bytes.size() - 1));
-    auto r = mc.write(Spa(addr), bytes, mmu::KeyId::none());
-    if (!r)
-        return fail(fmt::format("cannot write {} at {:#x}: {}", what, addr, mmu::mem_error_name(r.error())));
-    return {};
-}
-
-Result<void, LoadError> write_zeros(mmu::MemoryController& mc, uint64_t addr, uint64_t size, std::string_view what)
-{
-    static constexpr size_t kChunk = 64 * 1024;
-    std::vector<uint8_t> zeros(std::min<uint64_t>(kChunk, size), 0);
-    for (uint64_t at = 0; at < size; at += kChunk) {
-        size_t n = size_t(std::min<uint64_t>(kChunk, size - at));
-        TRY(write_dram(mc, addr + at, std::span<uint8_t const>(zeros.data(), n), what));
-    }
-    return {};
 }
 
 // Initrd placement, as QEMU's x86_load_linux (hw/i386/x86.c): the highest page-aligned address
@@ -312,7 +290,7 @@ Result<LinuxBoot, LoadError> load_bzimage(mmu::MemoryController& mc, BzImageHead
     if (file.size() < h.pm_offset + h.pm_size || h.pm_size == 0)
         return fail("kernel header does not belong to this file");
     Layout l = TRY(layout_for(mc, p));
-    auto e820 = TRY(linux_e820_map(p.ram_size, p.low_mem_top));
+    auto& e820 = l.e820;
     if (e820.size() > bp::kE820Max)
         return fail("E820 map has too many entries for the zero page");
     if (p.cmdline.size() > h.cmdline_size)
@@ -364,10 +342,10 @@ Result<LinuxBoot, LoadError> load_bzimage(mmu::MemoryController& mc, BzImageHead
     }
     std::memcpy(low.data() + kLinuxCmdlineAddr, p.cmdline.data(), p.cmdline.size());
 
-    TRY(write_dram(mc, 0, low, "low memory (zero page, command line, GDT)"));
-    TRY(write_dram(mc, kLinuxKernelAddr, file.subspan(h.pm_offset, h.pm_size), "kernel"));
-    TRY(write_dram(mc, initrd_addr, p.initrd, "initrd"));
-    TRY(write_dram(mc, acpi.base, acpi.bytes, "ACPI tables"));
+    TRY(write_guest(mc, 0, low, "low memory (zero page, command line, GDT)"));
+    TRY(write_guest(mc, kLinuxKernelAddr, file.subspan(h.pm_offset, h.pm_size), "kernel"));
+    TRY(write_guest(mc, initrd_addr, p.initrd, "initrd"));
+    TRY(write_guest(mc, acpi.base, acpi.bytes, "ACPI tables"));
 
     LinuxBoot b {};
     b.protocol = LinuxBoot::Protocol::BzImage;
@@ -397,7 +375,7 @@ Result<LinuxBoot, LoadError> load_pvh(mmu::MemoryController& mc, PvhImage const&
     LinuxLoadParams const& p)
 {
     Layout l = TRY(layout_for(mc, p));
-    auto e820 = TRY(linux_e820_map(p.ram_size, p.low_mem_top));
+    auto& e820 = l.e820;
     // Linux copies the command line into a COMMAND_LINE_SIZE (2048) buffer (asm/setup.h).
     if (p.cmdline.size() > 2047)
         return fail(fmt::format("kernel command line is {} bytes, Linux accepts at most 2047", p.cmdline.size()));
@@ -453,21 +431,21 @@ Result<LinuxBoot, LoadError> load_pvh(mmu::MemoryController& mc, PvhImage const&
     }
     std::memcpy(low.data() + kLinuxCmdlineAddr, p.cmdline.data(), p.cmdline.size());
 
-    TRY(write_dram(mc, 0, low, "low memory (start info, command line, GDT)"));
+    TRY(write_guest(mc, 0, low, "low memory (start info, command line, GDT)"));
     // The kernel span: segments at p_paddr, bss and every gap zeroed, so the measured span
     // [kernel_low, kernel_high) depends only on the file.
     std::vector<PvhSegment> segs = img.segments;
     std::sort(segs.begin(), segs.end(), [](auto const& a, auto const& b) { return a.paddr < b.paddr; });
     uint64_t cursor = kernel_low;
     for (auto const& s : segs) {
-        TRY(write_zeros(mc, cursor, s.paddr - cursor, "kernel gap"));
-        TRY(write_dram(mc, s.paddr, file.subspan(s.file_offset, s.file_size), "kernel segment"));
-        TRY(write_zeros(mc, s.paddr + s.file_size, s.mem_size - s.file_size, "kernel bss"));
+        TRY(write_guest_zeros(mc, cursor, s.paddr - cursor, "kernel gap"));
+        TRY(write_guest(mc, s.paddr, file.subspan(s.file_offset, s.file_size), "kernel segment"));
+        TRY(write_guest_zeros(mc, s.paddr + s.file_size, s.mem_size - s.file_size, "kernel bss"));
         cursor = s.paddr + s.mem_size;
     }
-    TRY(write_zeros(mc, cursor, kernel_high - cursor, "kernel tail"));
-    TRY(write_dram(mc, initrd_addr, p.initrd, "initrd"));
-    TRY(write_dram(mc, acpi.base, acpi.bytes, "ACPI tables"));
+    TRY(write_guest_zeros(mc, cursor, kernel_high - cursor, "kernel tail"));
+    TRY(write_guest(mc, initrd_addr, p.initrd, "initrd"));
+    TRY(write_guest(mc, acpi.base, acpi.bytes, "ACPI tables"));
 
     LinuxBoot b {};
     b.protocol = LinuxBoot::Protocol::Pvh;

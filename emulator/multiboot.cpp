@@ -1,4 +1,5 @@
 #include "emulator/multiboot.h"
+#include "emulator/loader_memory.h"
 
 #include "mmu/memory_controller.h"
 
@@ -160,18 +161,6 @@ Result<void, LoadError> parse_elf32(std::span<uint8_t const> f, MultibootImage& 
     return {};
 }
 
-Result<void, LoadError> write_dram(mmu::MemoryController& mc, uint64_t addr, std::span<uint8_t const> bytes, std::string_view what)
-{
-    if (bytes.empty())
-        return {};
-    if (!mc.is_dram(Spa(addr), bytes.size()))
-        return fail(fmt::format("{} at {:#x}-{:#x} does not fit in guest RAM (see -m)", what, addr, addr + bytes.size() - 1));
-    auto r = mc.write(Spa(addr), bytes, mmu::KeyId::none());
-    if (!r)
-        return fail(fmt::format("cannot write {} at {:#x}: {}", what, addr, mmu::mem_error_name(r.error())));
-    return {};
-}
-
 } // namespace
 
 KernelKind identify_kernel(std::span<uint8_t const> f)
@@ -292,14 +281,8 @@ Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, Multi
                 uint64_t(seg.paddr) + seg.mem_size - 1));
         if (seg.file_offset + seg.file_size > file.size() || seg.file_size > seg.mem_size)
             return fail("kernel segment lies outside the file (the image does not belong to this file)");
-        TRY(write_dram(mc, seg.paddr, file.subspan(seg.file_offset, seg.file_size), "kernel segment"));
-        // The bss, zeroed a chunk at a time (it may be as large as the RAM below 4 GiB).
-        static constexpr size_t kChunk = 64 * 1024;
-        std::vector<uint8_t> zeros(std::min<size_t>(kChunk, seg.mem_size - seg.file_size), 0);
-        for (uint64_t at = seg.file_size; at < seg.mem_size; at += kChunk) {
-            size_t n = size_t(std::min<uint64_t>(kChunk, seg.mem_size - at));
-            TRY(write_dram(mc, uint64_t(seg.paddr) + at, std::span<uint8_t const>(zeros.data(), n), "kernel bss"));
-        }
+        TRY(write_guest(mc, seg.paddr, file.subspan(seg.file_offset, seg.file_size), "kernel segment"));
+        TRY(write_guest_zeros(mc, uint64_t(seg.paddr) + seg.file_size, seg.mem_size - seg.file_size, "kernel bss"));
     }
 
     // 2. Above the kernel, page aligned, QEMU's "mb_buf" layout (hw/i386/multiboot.c):
@@ -335,7 +318,7 @@ Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, Multi
         uint64_t start = base + mod_cursor;
         if (start + m.data.size() > 0x1'0000'0000ull)
             return fail(fmt::format("Multiboot module '{}' would end beyond 4 GiB", m.cmdline));
-        TRY(write_dram(mc, start, m.data, fmt::format("Multiboot module '{}'", m.cmdline)));
+        TRY(write_guest(mc, start, m.data, fmt::format("Multiboot module '{}'", m.cmdline)));
         put32(area, at(off_mods + n * mbi::kModuleSize) + 0, uint32_t(start));
         put32(area, at(off_mods + n * mbi::kModuleSize) + 4, uint32_t(start + m.data.size()));
         put32(area, at(off_mods + n * mbi::kModuleSize) + 8, string_phys);
@@ -346,7 +329,7 @@ Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, Multi
     uint32_t loader_phys = add_string(p.bootloader_name, loader_cursor);
     if (base + buf_size > 0x1'0000'0000ull)
         return fail("no room for the Multiboot information above the kernel below 4 GiB");
-    TRY(write_dram(mc, base + off_mods, area, "Multiboot command lines and module list"));
+    TRY(write_guest(mc, base + off_mods, area, "Multiboot command lines and module list"));
 
     // 3. The memory map at 0x9000 in the information structure's format (§3.3: size, then
     //    base_addr, length, type), as QEMU's option ROM copies it from INT 15h E820.
@@ -361,7 +344,7 @@ Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, Multi
         put64(mmap, n * mbi::kMmapEntrySize + 12, e.length);
         put32(mmap, n * mbi::kMmapEntrySize + 20, e.type);
     }
-    TRY(write_dram(mc, kMultibootMmapAddr, mmap, "Multiboot memory map"));
+    TRY(write_guest(mc, kMultibootMmapAddr, mmap, "Multiboot memory map"));
 
     // mem_lower: what INT 12h reports (conventional memory below the EBDA); mem_upper: the
     // usable memory contiguous from 1 MiB below 4 GiB — computed as QEMU's option ROM does.
@@ -397,7 +380,7 @@ Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, Multi
     put32(info, mbi::kMmapLength, uint32_t(mmap.size()));
     put32(info, mbi::kMmapAddr, kMultibootMmapAddr);
     put32(info, mbi::kBootLoaderName, loader_phys);
-    TRY(write_dram(mc, kMultibootInfoAddr, info, "Multiboot information structure"));
+    TRY(write_guest(mc, kMultibootInfoAddr, info, "Multiboot information structure"));
 
     // 5. The GDT QEMU's option ROM leaves loaded: null, 0x08 flat 32-bit code, 0x10 flat data,
     //    0x18 16-bit code, 0x20 16-bit data (pc-bios/optionrom/multiboot.S).
@@ -406,7 +389,7 @@ Result<MultibootBoot, LoadError> load_multiboot(mmu::MemoryController& mc, Multi
     std::vector<uint8_t> gdt(sizeof kGdt);
     for (size_t n = 0; n < 5; ++n)
         put64(gdt, n * 8, kGdt[n]);
-    TRY(write_dram(mc, kMultibootGdtAddr, gdt, "boot GDT"));
+    TRY(write_guest(mc, kMultibootGdtAddr, gdt, "boot GDT"));
 
     MultibootBoot boot {};
     boot.entry = img.entry;
