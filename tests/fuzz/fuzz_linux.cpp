@@ -15,6 +15,7 @@
 //   - bzImage: the zero page says what was loaded (loader type, command line, initrd, E820
 //     count, RSDP) and its sanitize sentinel (0x1EF) is 0; PVH: start_info's magic.
 #include "fuzz_check.h"
+#include "fuzz_memory.h"
 
 #include "base/encoding.h"
 #include "emulator/linux_boot.h"
@@ -33,15 +34,7 @@ constexpr uint64_t kDram = 64ull << 20;
 
 mmu::MemoryController& memory()
 {
-    static auto mc = [] {
-        mmu::MemoryConfig cfg;
-        cfg.dram_size = kDram;
-        cfg.key_slots = 2;
-        cfg.cache_pages = 64;
-        auto m = mmu::MemoryController::create(cfg);
-        FUZZ_CHECK(m.has_value(), "memory controller");
-        return std::move(*m);
-    }();
+    static auto mc = fuzz::make_loader_memory(kDram);
     return *mc;
 }
 

@@ -14,6 +14,7 @@
 //     the image's entry point and extent, and the information structure's command line is the
 //     one given.
 #include "fuzz_check.h"
+#include "fuzz_memory.h"
 
 #include "base/encoding.h"
 #include "emulator/multiboot.h"
@@ -31,15 +32,7 @@ constexpr uint64_t kDram = 16ull << 20;
 
 mmu::MemoryController& memory()
 {
-    static auto mc = [] {
-        mmu::MemoryConfig cfg;
-        cfg.dram_size = kDram;
-        cfg.key_slots = 2;
-        cfg.cache_pages = 64;
-        auto m = mmu::MemoryController::create(cfg);
-        FUZZ_CHECK(m.has_value(), "memory controller");
-        return std::move(*m);
-    }();
+    static auto mc = fuzz::make_loader_memory(kDram);
     return *mc;
 }
 

@@ -1,5 +1,7 @@
 // `sevemu -qmp` as a QMP client sees it: start paused, look at memory, continue, stop, quit.
 // Arguments: SEVEMU_BIN SHORT_GUEST LONG_GUEST (Multiboot ELFs with isa-debug-exit).
+#include "tests/integration/unix_connect.h"
+
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
@@ -42,20 +44,7 @@ struct Sevemu {
             execv(a[0], a.data());
             _exit(127);
         }
-        for (int i = 0; i < 200 && fd < 0; ++i) {
-            int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
-            sockaddr_un sa {};
-            sa.sun_family = AF_UNIX;
-            std::strncpy(sa.sun_path, sock.c_str(), sizeof sa.sun_path - 1);
-            if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
-                fd = s;
-                timeval tv { 20, 0 };
-                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-            } else {
-                ::close(s);
-                std::this_thread::sleep_for(std::chrono::milliseconds(25));
-            }
-        }
+        fd = sevemu::testing::connect_unix(sock, 200, 20);
         REQUIRE(fd >= 0);
     }
     ~Sevemu()

@@ -9,6 +9,7 @@
 // Compile-time paths: SEVEMU_BIN (the emulator) and GUEST_DIR (build/tests/guests).
 #include "base/state_stream.h"
 #include "base/subprocess.h"
+#include "tests/integration/unix_connect.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -132,20 +133,7 @@ struct Vm {
     explicit Vm(std::vector<std::string> argv, std::string const& sock, std::string const& err_file)
         : proc(start(argv, sock, err_file))
     {
-        for (int i = 0; i < 400 && fd < 0; ++i) {
-            int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            sockaddr_un sa {};
-            sa.sun_family = AF_UNIX;
-            std::strncpy(sa.sun_path, sock.c_str(), sizeof sa.sun_path - 1);
-            if (::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
-                fd = s;
-                timeval tv { 30, 0 };
-                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-            } else {
-                ::close(s);
-                std::this_thread::sleep_for(std::chrono::milliseconds(25));
-            }
-        }
+        fd = sevemu::testing::connect_unix(sock, 400, 30);
         REQUIRE(fd >= 0);
         REQUIRE(line().contains("QMP"));
         REQUIRE(execute("qmp_capabilities").contains("return"));
