@@ -29,69 +29,88 @@ Result<void, Status> Firmware::cmd_launch_start(LaunchStartBuf& b)
     TransportKeys keys {};
     bool channel = false;
     if (b.dh_cert_paddr != 0) {
-        if (b.session_len != kSessionBlobSize)
-            return make_unexpected(Status::INVALID_LEN);
-        std::array<uint8_t, kSessionBlobSize> session {};
-        TRY(read_dram(b.session_paddr, session, mmu::KeyId::none()));
-        if (b.dh_cert_len != kSevCertSize)
-            return make_unexpected(Status::INVALID_LEN);
-        Bytes cert_bytes(kSevCertSize);
-        TRY(read_dram(b.dh_cert_paddr, cert_bytes, mmu::KeyId::none()));
-
-        // Session setup (AMD-ASPFW sev_channel.c, ecdh.c): our PDH, the owner's DH certificate, the shared
-        // secret. The owner's
-        // point is checked to be on P-384 before ECDH (invalid-curve attack on the PDH key).
-        auto pdh = p384_from_private(m_persistent.pdh_priv);
-        if (!pdh)
-            return make_unexpected(Status::INVALID_CERTIFICATE);
-        auto godh = SevCert::from_bytes(cert_bytes);
-        if (!godh)
-            return make_unexpected(Status::INVALID_CERTIFICATE);
-        if (auto r = godh_cert_check(*godh); !r)
-            return make_unexpected(cert_status(r.error()));
-        auto peer = godh->public_key();
-        if (!peer)
-            return make_unexpected(Status::INVALID_CERTIFICATE);
-        auto z = ecdh_p384(pdh->get(), peer->get());
-        if (!z)
-            return make_unexpected(Status::INVALID_CERTIFICATE);
-        auto blob = session_blob_from_bytes(session);
-        if (!blob)
-            return make_unexpected(Status::INVALID_LEN);
-        // Steps 4-7: wrap_mac proves the blob was made for our PDH; policy_mac proves the host
-        // did not change the policy the owner chose (e.g. clearing NODBG).
-        auto unwrapped = unwrap_session(*z, *blob, b.policy);
-        secure_zero(z->data(), z->size());
-        if (!unwrapped)
-            return make_unexpected(Status::BAD_MEASUREMENT);
-        // Steps 8-9: the owner's minimum firmware API, and reserved bits.
-        unsigned want = (unsigned(policy::api_major(b.policy)) << 8) | policy::api_minor(b.policy);
-        unsigned have = (unsigned(m_params.api_major) << 8) | m_params.api_minor;
-        if (want > have || (b.policy & policy::RESERVED_MASK)) {
-            secure_zero(&*unwrapped, sizeof *unwrapped);
-            return make_unexpected(Status::POLICY_FAILURE);
-        }
-        keys = unwrapped->keys;
-        secure_zero(&*unwrapped, sizeof *unwrapped);
+        keys = TRY(open_server_channel(b.dh_cert_paddr, b.dh_cert_len, b.session_paddr, b.session_len, b.policy));
         channel = true;
     }
+    auto g = create_guest(b.handle, b.policy, keys, channel, GuestState::LUPDATE);
+    secure_zero(&keys, sizeof keys);
+    if (!g)
+        return make_unexpected(g.error());
+    b.handle = (*g)->handle;
+    note("-> handle " + std::to_string(b.handle));
+    return {};
+}
 
+// AMD-ASPFW sev_channel.c sev_channel_open_server + sev_guest.c sev_guest_verify_policy, in the order
+// sev_mcmd.c LAUNCH_START and RECEIVE_START run them.
+Result<TransportKeys, Status> Firmware::open_server_channel(uint64_t cert_paddr, uint32_t cert_len, uint64_t session_paddr,
+    uint32_t session_len, uint32_t policy)
+{
+    if (session_len != kSessionBlobSize)
+        return make_unexpected(Status::INVALID_LEN);
+    std::array<uint8_t, kSessionBlobSize> session {};
+    TRY(read_dram(session_paddr, session, mmu::KeyId::none()));
+    if (cert_len != kSevCertSize)
+        return make_unexpected(Status::INVALID_LEN);
+    Bytes cert_bytes(kSevCertSize);
+    TRY(read_dram(cert_paddr, cert_bytes, mmu::KeyId::none()));
+
+    // Session setup (AMD-ASPFW sev_channel.c, ecdh.c): our PDH, the peer's DH certificate, the
+    // shared secret. The peer's point is checked to be on P-384 before ECDH (invalid-curve
+    // attack on the PDH key).
+    auto pdh = p384_from_private(m_persistent.pdh_priv);
+    if (!pdh)
+        return make_unexpected(Status::INVALID_CERTIFICATE);
+    auto godh = SevCert::from_bytes(cert_bytes);
+    if (!godh)
+        return make_unexpected(Status::INVALID_CERTIFICATE);
+    if (auto r = godh_cert_check(*godh); !r)
+        return make_unexpected(cert_status(r.error()));
+    auto peer = godh->public_key();
+    if (!peer)
+        return make_unexpected(Status::INVALID_CERTIFICATE);
+    auto z = ecdh_p384(pdh->get(), peer->get());
+    if (!z)
+        return make_unexpected(Status::INVALID_CERTIFICATE);
+    auto blob = session_blob_from_bytes(session);
+    if (!blob)
+        return make_unexpected(Status::INVALID_LEN);
+    // wrap_mac proves the blob was made for our PDH; policy_mac proves the host did not change
+    // the policy the owner (or the sending firmware) chose, e.g. clearing NODBG or NOSEND.
+    auto unwrapped = unwrap_session(*z, *blob, policy);
+    secure_zero(z->data(), z->size());
+    if (!unwrapped) {
+        note(std::string("(") + std::string(unwrap_error_name(unwrapped.error())) + ")");
+        return make_unexpected(Status::BAD_MEASUREMENT);
+    }
+    // The owner's minimum firmware API, and reserved bits.
+    unsigned want = (unsigned(policy::api_major(policy)) << 8) | policy::api_minor(policy);
+    unsigned have = (unsigned(m_params.api_major) << 8) | m_params.api_minor;
+    if (want > have || (policy & policy::RESERVED_MASK)) {
+        secure_zero(&*unwrapped, sizeof *unwrapped);
+        return make_unexpected(Status::POLICY_FAILURE);
+    }
+    TransportKeys keys = unwrapped->keys;
+    secure_zero(&*unwrapped, sizeof *unwrapped);
+    return keys;
+}
+
+// The part LAUNCH_START and RECEIVE_START share after the channel (AMD-ASPFW sev_mcmd.c).
+Result<Firmware::Guest*, Status> Firmware::create_guest(uint32_t share_handle, uint32_t policy, TransportKeys const& keys,
+    bool channel, GuestState initial)
+{
     // Key sharing: the new guest uses an existing guest's VEK only when both policies are
     // identical and the existing one allows it (NOKS), so no owner's key is shared against its will.
     std::array<uint8_t, 32> vek {};
-    if (b.handle != 0) {
-        Guest* other = TRY(find_guest(b.handle));
-        if (other->policy != b.policy || (other->policy & policy::NOKS)) {
-            secure_zero(&keys, sizeof keys);
+    if (share_handle != 0) {
+        Guest* other = TRY(find_guest(share_handle));
+        if (other->policy != policy || (other->policy & policy::NOKS))
             return make_unexpected(Status::POLICY_FAILURE);
-        }
         vek = other->vek;
     } else {
         do {
-            if (!random_bytes(vek)) {
-                secure_zero(&keys, sizeof keys);
+            if (!random_bytes(vek))
                 return make_unexpected(Status::HWERROR_PLATFORM);
-            }
         } while (std::memcmp(vek.data(), vek.data() + 16, 16) == 0); // XTS needs K1 != K2
     }
 
@@ -99,30 +118,27 @@ Result<void, Status> Firmware::cmd_launch_start(LaunchStartBuf& b)
     while (slot < kMaxGuests && m_guests[slot])
         ++slot;
     if (slot == kMaxGuests) {
-        secure_zero(&keys, sizeof keys);
+        secure_zero(vek.data(), vek.size());
         return make_unexpected(Status::RESOURCE_LIMIT);
     }
-    if ((b.policy & policy::ES) && !(m_config & kInitFlagEs)) {
-        secure_zero(&keys, sizeof keys);
+    if ((policy & policy::ES) && !(m_config & kInitFlagEs)) {
+        secure_zero(vek.data(), vek.size());
         return make_unexpected(Status::UNSUPPORTED);
     }
 
     auto g = std::make_unique<Guest>();
     g->handle = slot + 1;
-    g->policy = b.policy;
+    g->policy = policy;
     g->vek = vek;
     g->keys = keys;
     g->has_channel = channel;
     secure_zero(vek.data(), vek.size());
-    secure_zero(&keys, sizeof keys);
     Guest& guest = *g;
     m_guests[slot] = std::move(g);
     ++m_guest_count;
-    transition(guest, GuestState::LUPDATE);
+    transition(guest, initial);
     transition(PlatformState::WORKING);
-    b.handle = guest.handle;
-    note("-> handle " + std::to_string(guest.handle));
-    return {};
+    return &guest;
 }
 
 // LAUNCH_UPDATE_DATA (0x31) / LAUNCH_UPDATE_VMSA (0x32): SEV API 55766, LAUNCH_UPDATE_DATA /

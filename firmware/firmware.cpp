@@ -111,7 +111,7 @@ Firmware::~Firmware() { m_persistent.wipe(); }
 
 // ---------------------------------------------------------------------------------------------
 // The dispatch table (STYLE.md rule 5): one row per command this firmware implements. Commands
-// not listed — DOWNLOAD_FIRMWARE, RING_BUFFER, SEND_*, RECEIVE_*, SWAP_*, every SNP command and
+// not listed — DOWNLOAD_FIRMWARE, RING_BUFFER, SWAP_*, every SNP command and
 // unknown IDs — return INVALID_COMMAND, as AMD-ASPFW sev_dispatch.c does for IDs without a handler.
 
 template <class Buf, Result<void, Status> (Firmware::*H)(Buf&)>
@@ -179,6 +179,15 @@ std::span<Firmware::CommandInfo const> Firmware::command_table()
         { C::LAUNCH_SECRET,      "LAUNCH_SECRET",       sizeof(TransportBuf),      M::In,           W,        LS,         &thunk<TransportBuf, &Firmware::cmd_launch_secret> },
         { C::LAUNCH_FINISH,      "LAUNCH_FINISH",       sizeof(HandleBuf),         M::In,           W,        LS,         &thunk<HandleBuf, &Firmware::cmd_launch_finish> },
         { C::ATTESTATION,        "ATTESTATION",         sizeof(AttestationBuf),    M::InOutOnError, W,        LS | RUN | SU | SENT, &thunk<AttestationBuf, &Firmware::cmd_attestation> },
+        { C::SEND_START,         "SEND_START",          sizeof(SendStartBuf),      M::InOutOnError, W,        RUN,        &thunk<SendStartBuf, &Firmware::cmd_send_start> },
+        { C::SEND_UPDATE_DATA,   "SEND_UPDATE_DATA",    sizeof(TransportBuf),      M::InOutOnError, W,        SU,         &thunk<TransportBuf, &Firmware::cmd_send_update_data> },
+        { C::SEND_UPDATE_VMSA,   "SEND_UPDATE_VMSA",    sizeof(TransportBuf),      M::InOutOnError, W,        SU,         &thunk<TransportBuf, &Firmware::cmd_send_update_vmsa> },
+        { C::SEND_FINISH,        "SEND_FINISH",         sizeof(HandleBuf),         M::In,           W,        SU,         &thunk<HandleBuf, &Firmware::cmd_send_finish> },
+        { C::SEND_CANCEL,        "SEND_CANCEL",         sizeof(HandleBuf),         M::In,           W,        SU,         &thunk<HandleBuf, &Firmware::cmd_send_cancel> },
+        { C::RECEIVE_START,      "RECEIVE_START",       sizeof(LaunchStartBuf),    M::InOut,        I | W,    kNoGuest,   &thunk<LaunchStartBuf, &Firmware::cmd_receive_start> },
+        { C::RECEIVE_UPDATE_DATA, "RECEIVE_UPDATE_DATA", sizeof(TransportBuf),     M::In,           W,        RU,         &thunk<TransportBuf, &Firmware::cmd_receive_update_data> },
+        { C::RECEIVE_UPDATE_VMSA, "RECEIVE_UPDATE_VMSA", sizeof(TransportBuf),     M::In,           W,        RU,         &thunk<TransportBuf, &Firmware::cmd_receive_update_vmsa> },
+        { C::RECEIVE_FINISH,     "RECEIVE_FINISH",      sizeof(HandleBuf),         M::In,           W,        RU,         &thunk<HandleBuf, &Firmware::cmd_receive_finish> },
         { C::DBG_DECRYPT,        "DBG_DECRYPT",         sizeof(DebugBuf),          M::In,           W,        kAnyGuest,  &thunk<DebugBuf, &Firmware::cmd_dbg_decrypt> },
         { C::DBG_ENCRYPT,        "DBG_ENCRYPT",         sizeof(DebugBuf),          M::In,           W,        kAnyGuest,  &thunk<DebugBuf, &Firmware::cmd_dbg_encrypt> },
     };

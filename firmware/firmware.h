@@ -64,6 +64,13 @@ enum class BufMode : uint8_t {
     InOutOnError, // copied in, written back on success and on INVALID_LEN (length queries)
 };
 
+// The identity of a trusted AMD root key: its key ID and SHA-384 of header || pub_exp || modulus
+// (AMD-ASPFW amd_cert.c amd_cert_validate_ark, amd_cert_public_key_hash).
+struct AmdKeyIdAndHash {
+    std::array<uint8_t, 16> key_id {};
+    Sha384Digest key_hash {};
+};
+
 // Activation of a guest's ASID (AMD-ASPFW sev_guest.c, sev_mcmd.c ACTIVATE; SEV API 55766, ACTIVATE).
 enum class Activation : uint8_t { Inactive, Pending, Active };
 
@@ -95,9 +102,9 @@ public:
     static std::span<CommandInfo const> command_table();
     // The largest command buffer any row of the table copies in or out: execute() copies into a
     // buffer of this size, and command_table() checks every row against it at compile time, so a
-    // new command with a larger buffer (SEND_START's buffer in SEV API 55766 is 68 bytes) is a build error,
+    // new command with a larger buffer than SEND_START's 68 bytes (SEV API 55766) is a build error,
     // never an overflow.
-    static constexpr uint32_t kMaxCommandBuffer = 64;
+    static constexpr uint32_t kMaxCommandBuffer = 68;
     static CommandInfo const* find_command(uint32_t cmd_id);
 
     // --- Read-only views (tests, tools, the Machine's query-sev).
@@ -164,12 +171,40 @@ private:
     Result<void, Status> cmd_attestation(AttestationBuf&);
     Result<void, Status> cmd_dbg_decrypt(DebugBuf&);
     Result<void, Status> cmd_dbg_encrypt(DebugBuf&);
+    // Migration (firmware/cmd_migration.cpp).
+    Result<void, Status> cmd_send_start(SendStartBuf&);
+    Result<void, Status> cmd_send_update_data(TransportBuf&);
+    Result<void, Status> cmd_send_update_vmsa(TransportBuf&);
+    Result<void, Status> cmd_send_finish(HandleBuf&);
+    Result<void, Status> cmd_send_cancel(HandleBuf&);
+    Result<void, Status> cmd_receive_start(LaunchStartBuf&);
+    Result<void, Status> cmd_receive_update_data(TransportBuf&);
+    Result<void, Status> cmd_receive_update_vmsa(TransportBuf&);
+    Result<void, Status> cmd_receive_finish(HandleBuf&);
 
     // --- Shared steps.
     Result<void, Status> init_common(uint32_t flags, uint64_t tmr_paddr, uint32_t tmr_len, NvLocation, uint64_t nv_paddr);
     Result<void, Status> launch_update(LaunchUpdateBuf&, bool vmsa);
     Result<void, Status> activate_common(Guest&, uint32_t asid);
     Result<void, Status> debug_common(DebugBuf&, bool decrypt);
+    // The server side of a transport channel (LAUNCH_START with a session, RECEIVE_START): copies
+    // the session and the peer's DH certificate, runs ECDH with our PDH, unwraps TEK/TIK and
+    // checks the policy MAC, API version and reserved bits (AMD-ASPFW sev_channel.c
+    // sev_channel_open_server, sev_guest.c sev_guest_verify_policy).
+    Result<TransportKeys, Status> open_server_channel(uint64_t cert_paddr, uint32_t cert_len, uint64_t session_paddr,
+        uint32_t session_len, uint32_t policy);
+    // A new guest for LAUNCH_START / RECEIVE_START: key sharing (NOKS), a free handle, the ES
+    // platform check; on success the guest exists in `initial` state and the platform is WORKING.
+    Result<Guest*, Status> create_guest(uint32_t share_handle, uint32_t policy, TransportKeys const&, bool channel,
+        GuestState initial);
+    // SEND_START's checks of the target's certificates (AMD-ASPFW sev_mcmd.c validate_platform,
+    // validate_domain); `pdh_out` receives the target PDH certificate bytes.
+    Result<void, Status> validate_send_target(SendStartBuf const&, Guest const&, Bytes& pdh_out);
+    Result<void, Status> send_update(TransportBuf&, bool vmsa);
+    Result<void, Status> receive_update(TransportBuf&, bool vmsa);
+    // The AMD root key this part trusts (AMD-ASPFW: its generation's root key ID and the fused hash
+    // of the ARK public key); sevemu's is the platform directory's test ARK for the model.
+    Result<AmdKeyIdAndHash const*, Status> trusted_ark();
 
     // State checks against the running command's table row.
     Result<void, Status> check_platform_state() const;
@@ -215,6 +250,7 @@ private:
     PersistentState m_persistent;
     PKey m_cek;
 
+    std::optional<AmdKeyIdAndHash> m_trusted_ark; // loaded at the first SEND_START that needs it
     std::vector<std::unique_ptr<Guest>> m_guests; // index = handle - 1
     uint32_t m_guest_count {};
     std::vector<AsidSlot> m_asids; // index = ASID

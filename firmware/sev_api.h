@@ -310,6 +310,44 @@ SEVEMU_OFFSET(TransportBuf, guest_len, 0x20);
 SEVEMU_OFFSET(TransportBuf, trans_paddr, 0x28);
 SEVEMU_OFFSET(TransportBuf, trans_len, 0x30);
 
+// 0x40 SEND_START (AMD-ASPFW sev_mcmd.h sev_mcmd_send_start_t = Linux include/linux/psp-sev.h
+// sev_data_send_start; SEV API 55766 SEND_START). policy is written back; session_len is the
+// length query.
+struct [[gnu::packed]] SendStartBuf {
+    uint32_t handle;
+    uint32_t policy;
+    uint64_t pdh_cert_paddr;
+    uint32_t pdh_cert_len;
+    uint32_t reserved_014;
+    uint64_t plat_certs_paddr;
+    uint32_t plat_certs_len;
+    uint32_t reserved_024;
+    uint64_t amd_certs_paddr;
+    uint32_t amd_certs_len;
+    uint32_t reserved_034;
+    uint64_t session_paddr;
+    uint32_t session_len;
+};
+static_assert(sizeof(SendStartBuf) == 68);
+SEVEMU_OFFSET(SendStartBuf, policy, 0x04);
+SEVEMU_OFFSET(SendStartBuf, pdh_cert_paddr, 0x08);
+SEVEMU_OFFSET(SendStartBuf, pdh_cert_len, 0x10);
+SEVEMU_OFFSET(SendStartBuf, plat_certs_paddr, 0x18);
+SEVEMU_OFFSET(SendStartBuf, plat_certs_len, 0x20);
+SEVEMU_OFFSET(SendStartBuf, amd_certs_paddr, 0x28);
+SEVEMU_OFFSET(SendStartBuf, amd_certs_len, 0x30);
+SEVEMU_OFFSET(SendStartBuf, session_paddr, 0x38);
+SEVEMU_OFFSET(SendStartBuf, session_len, 0x40);
+
+// SEND_START's platform certificates: PEK || OCA || CEK (AMD-ASPFW sev_mcmd.c pdh_cert_chain_t, the
+// PDH_CERT_EXPORT order).
+inline constexpr uint32_t kPlatCertsLen = 3 * 0x824;
+
+// 0x50 RECEIVE_START uses LaunchStartBuf (AMD-ASPFW sev_mcmd_receive_start_t: the same fields, the
+// certificate being the SENDER's PDH). SEND_UPDATE_* / RECEIVE_UPDATE_* use TransportBuf: AMD-ASPFW
+// sev_mcmd_transport_t has the reserved word after `handle` for VMSA too, where Linux's
+// sev_data_send_update_vmsa leaves it out (its hdr_address lands at +4); the firmware's layout wins.
+
 // 0x36 ATTESTATION
 struct [[gnu::packed]] AttestationBuf {
     uint32_t handle;

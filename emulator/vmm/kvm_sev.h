@@ -124,6 +124,54 @@ struct kvm_sev_attestation_report {
 };
 static_assert(sizeof(kvm_sev_attestation_report) == 32);
 
+// Migration (include/uapi/linux/kvm.h, Linux 5.11+). A zero session_len / hdr_len / trans_len asks
+// the firmware for the length it needs (arch/x86/kvm/svm/sev.c sev_send_start,
+// sev_send_update_data).
+struct kvm_sev_send_start {
+    uint32_t policy;
+    uint64_t pdh_cert_uaddr;
+    uint32_t pdh_cert_len;
+    uint64_t plat_certs_uaddr;
+    uint32_t plat_certs_len;
+    uint64_t amd_certs_uaddr;
+    uint32_t amd_certs_len;
+    uint64_t session_uaddr;
+    uint32_t session_len;
+};
+static_assert(sizeof(kvm_sev_send_start) == 72);
+static_assert(offsetof(kvm_sev_send_start, pdh_cert_uaddr) == 8);
+static_assert(offsetof(kvm_sev_send_start, session_len) == 64);
+
+struct kvm_sev_send_update_data {
+    uint64_t hdr_uaddr;
+    uint32_t hdr_len;
+    uint64_t guest_uaddr;
+    uint32_t guest_len;
+    uint64_t trans_uaddr;
+    uint32_t trans_len;
+};
+static_assert(sizeof(kvm_sev_send_update_data) == 48);
+
+struct kvm_sev_receive_start {
+    uint32_t handle;
+    uint32_t policy;
+    uint64_t pdh_uaddr;
+    uint32_t pdh_len;
+    uint64_t session_uaddr;
+    uint32_t session_len;
+};
+static_assert(sizeof(kvm_sev_receive_start) == 40);
+
+struct kvm_sev_receive_update_data {
+    uint64_t hdr_uaddr;
+    uint32_t hdr_len;
+    uint64_t guest_uaddr;
+    uint32_t guest_len;
+    uint64_t trans_uaddr;
+    uint32_t trans_len;
+};
+static_assert(sizeof(kvm_sev_receive_update_data) == 48);
+
 struct kvm_enc_region {
     uint64_t addr;
     uint64_t size;

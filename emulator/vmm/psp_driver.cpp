@@ -58,7 +58,15 @@ uint32_t PspDriver::buffer_length(CommandId id)
     case CommandId::LAUNCH_MEASURE:
         return sizeof(LaunchMeasureBuf);
     case CommandId::LAUNCH_SECRET:
+    case CommandId::SEND_UPDATE_DATA:
+    case CommandId::SEND_UPDATE_VMSA:
+    case CommandId::RECEIVE_UPDATE_DATA:
+    case CommandId::RECEIVE_UPDATE_VMSA:
         return sizeof(TransportBuf);
+    case CommandId::SEND_START:
+        return sizeof(SendStartBuf);
+    case CommandId::RECEIVE_START:
+        return sizeof(LaunchStartBuf);
     case CommandId::ATTESTATION:
         return sizeof(AttestationBuf);
     case CommandId::DBG_DECRYPT:

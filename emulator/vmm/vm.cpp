@@ -241,16 +241,23 @@ int Vm::memory_encrypt_op(kvm_sev_cmd& cmd)
         // Needs vCPUs with a VMSA (SEV-ES), which come with SVM: refused clearly (QUIRKS.md).
         return m_sev.es_active ? -EOPNOTSUPP : -ENOTTY;
     case KVM_SEV_SEND_START:
+        return send_start(cmd);
     case KVM_SEV_SEND_UPDATE_DATA:
-    case KVM_SEV_SEND_UPDATE_VMSA:
+        return send_update_data(cmd);
     case KVM_SEV_SEND_FINISH:
+        return send_finish(cmd);
     case KVM_SEV_SEND_CANCEL:
+        return send_cancel(cmd);
     case KVM_SEV_RECEIVE_START:
+        return receive_start(cmd);
     case KVM_SEV_RECEIVE_UPDATE_DATA:
-    case KVM_SEV_RECEIVE_UPDATE_VMSA:
+        return receive_update_data(cmd);
     case KVM_SEV_RECEIVE_FINISH:
-        // Live migration is a later milestone (QUIRKS.md).
-        return m_sev.active ? -EOPNOTSUPP : -ENOTTY;
+        return receive_finish(cmd);
+    case KVM_SEV_SEND_UPDATE_VMSA:
+    case KVM_SEV_RECEIVE_UPDATE_VMSA:
+        // Not in upstream KVM's sev_mem_enc_ioctl either (its SEV-ES guests are not migratable).
+        return -EINVAL;
     default:
         return -EINVAL;
     }

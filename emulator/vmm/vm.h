@@ -111,6 +111,17 @@ private:
     int get_attestation_report(kvm_sev_cmd&);
     void unbind_asid();
 
+    // Live migration, KVM_SEV_SEND_* / KVM_SEV_RECEIVE_* (emulator/vmm/vm_migration.cpp).
+    int send_start(kvm_sev_cmd&);
+    int send_start_query_session_length(kvm_sev_cmd&, kvm_sev_send_start&);
+    int send_update_data(kvm_sev_cmd&);
+    int send_update_data_query_lengths(kvm_sev_cmd&, kvm_sev_send_update_data&);
+    int send_finish(kvm_sev_cmd&);
+    int send_cancel(kvm_sev_cmd&);
+    int receive_start(kvm_sev_cmd&);
+    int receive_update_data(kvm_sev_cmd&);
+    int receive_finish(kvm_sev_cmd&);
+
     SevHost& m_host;
     KvmVmType m_type;
     uint32_t m_created_vcpus {};
