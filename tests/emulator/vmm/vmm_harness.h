@@ -47,7 +47,9 @@ struct Host {
     std::optional<PspDriver> psp;
     std::unique_ptr<SevHost> sev;
 
-    Host()
+    // `dir`: the platform directory (chip identity); two Hosts with two directories are two
+    // independent machines (the migration tests).
+    explicit Host(std::filesystem::path const& dir = platform_dir())
     {
         auto params = fw::FirmwareParams::for_model(CpuModel::Milan);
         mmu::MemoryConfig cfg;
@@ -55,7 +57,7 @@ struct Host {
         cfg.key_slots = params.max_asid + 1;
         cfg.cache_pages = 1024;
         mc = std::move(*mmu::MemoryController::create(cfg));
-        auto a = devices::AmdSp::create(*mc, mmio, irq, platform_dir(), params, devices::PspVersion::V2, trace);
+        auto a = devices::AmdSp::create(*mc, mmio, irq, dir, params, devices::PspVersion::V2, trace);
         REQUIRE(a.has_value());
         sp = std::move(*a);
         firmware = &sp->firmware();

@@ -1,0 +1,287 @@
+// The KVM SEV migration commands as a VMM (QEMU's SEV migration patches) drives them, between
+// two independent hosts (two DRAMs, two AMD-SPs, two platform directories): KVM_SEV_SEND_START
+// and KVM_SEV_SEND_UPDATE_DATA with their zero-length queries, KVM_SEV_SEND_FINISH/CANCEL,
+// KVM_SEV_RECEIVE_START/UPDATE_DATA/FINISH (Linux arch/x86/kvm/svm/sev.c), and the errno /
+// firmware-status conventions of each.
+#include "tests/emulator/vmm/vmm_harness.h"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cerrno>
+
+using namespace sevemu;
+using namespace sevemu::vmm;
+using namespace sevemu::test;
+namespace fw = sevemu::firmware;
+
+namespace {
+
+constexpr uint32_t kPages = 3;
+
+struct TempPlatform {
+    std::filesystem::path dir;
+    TempPlatform()
+    {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "sevemu-vmm-mig-XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        dir = tmpl;
+    }
+    ~TempPlatform()
+    {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+};
+
+// A VM with KVM_SEV_INIT done and `pages` of RAM in slot 0 at GPA 0.
+struct GuestVm {
+    Host& h;
+    Vm vm;
+    Spa ram {};
+    GuestVm(Host& host)
+        : h(host)
+        , vm(*host.sev, KVM_X86_DEFAULT_VM)
+    {
+        REQUIRE(op(vm, KVM_SEV_INIT, Hva(0)) == 0);
+        auto r = h.host->alloc_pages(kPages);
+        REQUIRE(r.has_value());
+        ram = *r;
+        kvm_userspace_memory_region region { 0, 0, 0, kPages * kPageSize, direct_map(ram).value };
+        REQUIRE(vm.set_user_memory_region(region) == 0);
+    }
+    uint64_t uaddr(uint32_t page) const { return direct_map(ram).value + page * kPageSize; }
+    Bytes plaintext() const
+    {
+        Bytes b(kPages * kPageSize);
+        REQUIRE(h.mc->read(ram, b, mmu::KeyId::slot(vm.sev().asid)).has_value());
+        return b;
+    }
+    Bytes raw() const
+    {
+        Bytes b(kPages * kPageSize);
+        REQUIRE(h.mc->read(ram, b, mmu::KeyId::none()).has_value());
+        return b;
+    }
+    uint32_t state()
+    {
+        kvm_sev_guest_status gs {};
+        Hva at = h.user_struct(gs);
+        REQUIRE(op(vm, KVM_SEV_GUEST_STATUS, at) == 0);
+        return h.read_struct<kvm_sev_guest_status>(at).state;
+    }
+};
+
+// A RUNNING SEV guest holding `image` (LAUNCH_START without a session, policy `policy`).
+void launch(GuestVm& g, Bytes const& image, uint32_t policy)
+{
+    kvm_sev_launch_start start {};
+    start.policy = policy;
+    REQUIRE(op(g.vm, KVM_SEV_LAUNCH_START, g.h.user_struct(start)) == 0);
+    REQUIRE(g.h.host->copy_to(direct_map(g.ram), image).has_value());
+    kvm_sev_launch_update_data upd { g.uaddr(0), uint32_t(image.size()) };
+    REQUIRE(op(g.vm, KVM_SEV_LAUNCH_UPDATE_DATA, g.h.user_struct(upd)) == 0);
+    Hva m = g.h.user_buffer({}, 48);
+    kvm_sev_launch_measure measure { m.value, 48 };
+    REQUIRE(op(g.vm, KVM_SEV_LAUNCH_MEASURE, g.h.user_struct(measure)) == 0);
+    REQUIRE(op(g.vm, KVM_SEV_LAUNCH_FINISH, Hva(0)) == 0);
+    REQUIRE(g.plaintext() == image);
+}
+
+struct Packet {
+    Bytes hdr, trans;
+};
+
+Bytes export_chain(Host& h)
+{
+    auto pdh = h.host->alloc_pages(1);
+    auto chain = h.host->alloc_pages(2);
+    REQUIRE((pdh && chain));
+    fw::PdhCertExportBuf b {};
+    b.pdh_cert_paddr = pdh->value;
+    b.pdh_cert_length = 0x824;
+    b.certs_paddr = chain->value;
+    b.certs_length = 3 * 0x824;
+    REQUIRE(h.psp->do_cmd(fw::CommandId::PDH_CERT_EXPORT, { reinterpret_cast<uint8_t*>(&b), sizeof b }).has_value());
+    return h.read_user(direct_map(*chain), 3 * 0x824);
+}
+
+// KVM_SEV_SEND_START toward `target`, as QEMU does it: the length query, then the real call.
+Bytes send_start(GuestVm& src, Host& target, uint32_t expect_policy)
+{
+    Host& h = src.h;
+    uint32_t error = 0;
+    kvm_sev_send_start q {};
+    Hva q_at = h.user_struct(q);
+    CHECK(op(src.vm, KVM_SEV_SEND_START, q_at, &error) == -EIO);
+    CHECK(error == uint32_t(fw::Status::INVALID_LEN));
+    uint32_t session_len = h.read_struct<kvm_sev_send_start>(q_at).session_len;
+    REQUIRE(session_len == 0x80);
+
+    Bytes pdh = target.export_pdh(), plat = export_chain(target), amd(1664, 0);
+    Hva pdh_at = h.user_buffer(pdh), plat_at = h.user_buffer(plat), amd_at = h.user_buffer(amd);
+    Hva session_at = h.user_buffer({}, session_len);
+    kvm_sev_send_start s {};
+    s.pdh_cert_uaddr = pdh_at.value;
+    s.pdh_cert_len = uint32_t(pdh.size());
+    s.plat_certs_uaddr = plat_at.value;
+    s.plat_certs_len = uint32_t(plat.size());
+    s.amd_certs_uaddr = amd_at.value;
+    s.amd_certs_len = uint32_t(amd.size());
+    s.session_uaddr = session_at.value;
+    s.session_len = session_len;
+    Hva s_at = h.user_struct(s);
+    REQUIRE(op(src.vm, KVM_SEV_SEND_START, s_at, &error) == 0);
+    CHECK(h.read_struct<kvm_sev_send_start>(s_at).policy == expect_policy);
+    return h.read_user(session_at, session_len);
+}
+
+Packet send_page(GuestVm& src, uint32_t page)
+{
+    Host& h = src.h;
+    uint32_t error = 0;
+    kvm_sev_send_update_data q {};
+    Hva q_at = h.user_struct(q);
+    CHECK(op(src.vm, KVM_SEV_SEND_UPDATE_DATA, q_at, &error) == -EIO);
+    CHECK(error == uint32_t(fw::Status::INVALID_LEN));
+    uint32_t hdr_len = h.read_struct<kvm_sev_send_update_data>(q_at).hdr_len;
+    REQUIRE(hdr_len == 0x34);
+    Hva hdr = h.user_buffer({}, hdr_len), trans = h.user_buffer({}, kPageSize);
+    kvm_sev_send_update_data u { hdr.value, hdr_len, src.uaddr(page), uint32_t(kPageSize), trans.value, uint32_t(kPageSize) };
+    REQUIRE(op(src.vm, KVM_SEV_SEND_UPDATE_DATA, h.user_struct(u), &error) == 0);
+    return { h.read_user(hdr, hdr_len), h.read_user(trans, kPageSize) };
+}
+
+int receive_page(GuestVm& dst, uint32_t page, Packet const& pk, uint32_t* error = nullptr)
+{
+    Host& h = dst.h;
+    Hva hdr = h.user_buffer(pk.hdr), trans = h.user_buffer(pk.trans);
+    kvm_sev_receive_update_data r { hdr.value, uint32_t(pk.hdr.size()), dst.uaddr(page), uint32_t(pk.trans.size()), trans.value,
+        uint32_t(pk.trans.size()) };
+    return op(dst.vm, KVM_SEV_RECEIVE_UPDATE_DATA, h.user_struct(r), error);
+}
+
+int receive_start(GuestVm& dst, Bytes const& sender_pdh, Bytes const& session, uint32_t policy, uint32_t* error = nullptr)
+{
+    Host& h = dst.h;
+    Hva pdh = h.user_buffer(sender_pdh), blob = h.user_buffer(session);
+    kvm_sev_receive_start r { 0, policy, pdh.value, uint32_t(sender_pdh.size()), blob.value, uint32_t(session.size()) };
+    Hva at = h.user_struct(r);
+    int ret = op(dst.vm, KVM_SEV_RECEIVE_START, at, error);
+    if (ret == 0)
+        CHECK(h.read_struct<kvm_sev_receive_start>(at).handle == dst.vm.sev().handle);
+    return ret;
+}
+
+} // namespace
+
+TEST_CASE("an SEV guest migrates between two hosts through the KVM layer", "[vmm][migration]")
+{
+    TempPlatform pa, pb;
+    Host a(pa.dir), b(pb.dir);
+    GuestVm src(a), dst(b);
+    Bytes image = pattern(kPages * kPageSize, 11);
+    uint32_t policy = fw::policy::NODBG | fw::policy::NOKS;
+    launch(src, image, policy);
+
+    Bytes session = send_start(src, b, policy);
+    CHECK(src.state() == uint32_t(fw::GuestState::SUPDATE));
+    std::vector<Packet> packets;
+    for (uint32_t i = 0; i < kPages; ++i)
+        packets.push_back(send_page(src, i));
+    REQUIRE(op(src.vm, KVM_SEV_SEND_FINISH, Hva(0)) == 0);
+    CHECK(src.state() == uint32_t(fw::GuestState::SENT));
+    for (auto const& pk : packets)
+        CHECK(std::search(pk.trans.begin(), pk.trans.end(), image.begin() + 64, image.begin() + 96) == pk.trans.end());
+
+    uint32_t error = 0;
+    REQUIRE(receive_start(dst, a.export_pdh(), session, policy, &error) == 0);
+    CHECK(dst.state() == uint32_t(fw::GuestState::RUPDATE));
+    Bytes before = dst.raw();
+
+    // A changed packet: -EIO with BAD_MEASUREMENT, and the target's page is untouched.
+    Packet bad = packets[1];
+    bad.trans[7] ^= 0x40;
+    CHECK(receive_page(dst, 1, bad, &error) == -EIO);
+    CHECK(error == uint32_t(fw::Status::BAD_MEASUREMENT));
+    CHECK(dst.raw() == before);
+
+    for (uint32_t i = 0; i < kPages; ++i)
+        REQUIRE(receive_page(dst, i, packets[i], &error) == 0);
+    REQUIRE(op(dst.vm, KVM_SEV_RECEIVE_FINISH, Hva(0)) == 0);
+    CHECK(dst.state() == uint32_t(fw::GuestState::RUNNING));
+    CHECK(dst.plaintext() == image);
+    CHECK(dst.raw() != image);
+}
+
+TEST_CASE("SEND_CANCEL leaves the source running and able to migrate again", "[vmm][migration]")
+{
+    TempPlatform pa, pb;
+    Host a(pa.dir), b(pb.dir);
+    REQUIRE(b.psp->platform_init().has_value()); // the target's ccp driver has INITed its PSP
+    GuestVm src(a);
+    Bytes image = pattern(kPages * kPageSize, 5);
+    launch(src, image, 0);
+    (void)send_start(src, b, 0);
+    (void)send_page(src, 0);
+    REQUIRE(op(src.vm, KVM_SEV_SEND_CANCEL, Hva(0)) == 0);
+    CHECK(src.state() == uint32_t(fw::GuestState::RUNNING));
+    CHECK(src.plaintext() == image);
+    (void)send_start(src, b, 0);
+    CHECK(src.state() == uint32_t(fw::GuestState::SUPDATE));
+}
+
+TEST_CASE("KVM's conventions for the migration commands", "[vmm][migration]")
+{
+    TempPlatform pa;
+    Host a(pa.dir);
+    uint32_t error = 0;
+    SECTION("not an SEV guest")
+    {
+        Vm plain(*a.sev, KVM_X86_DEFAULT_VM);
+        kvm_sev_send_start s {};
+        CHECK(op(plain, KVM_SEV_SEND_START, a.user_struct(s)) == -ENOTTY);
+        CHECK(op(plain, KVM_SEV_SEND_FINISH, Hva(0)) == -ENOTTY);
+        CHECK(op(plain, KVM_SEV_SEND_CANCEL, Hva(0)) == -ENOTTY);
+        CHECK(op(plain, KVM_SEV_RECEIVE_START, a.user_struct(kvm_sev_receive_start {})) == -ENOTTY);
+        CHECK(op(plain, KVM_SEV_RECEIVE_UPDATE_DATA, a.user_struct(kvm_sev_receive_update_data {})) == -EINVAL);
+        CHECK(op(plain, KVM_SEV_RECEIVE_FINISH, Hva(0)) == -ENOTTY);
+    }
+    SECTION("the VMSA migration commands are not KVM ioctls")
+    {
+        GuestVm g(a);
+        CHECK(op(g.vm, KVM_SEV_SEND_UPDATE_VMSA, Hva(0)) == -EINVAL);
+        CHECK(op(g.vm, KVM_SEV_RECEIVE_UPDATE_VMSA, Hva(0)) == -EINVAL);
+    }
+    SECTION("bad parameters")
+    {
+        GuestVm g(a);
+        launch(g, pattern(kPages * kPageSize, 1), fw::policy::NOSEND);
+        // Missing PDH or session: -EINVAL before the firmware is asked.
+        kvm_sev_send_start s {};
+        s.session_len = 0x80;
+        CHECK(op(g.vm, KVM_SEV_SEND_START, a.user_struct(s)) == -EINVAL);
+        // A NOSEND guest: the firmware refuses with POLICY_FAILURE.
+        Bytes pdh = a.export_pdh(), plat(3 * 0x824, 0), amd(1664, 0);
+        s.pdh_cert_uaddr = a.user_buffer(pdh).value;
+        s.pdh_cert_len = 0x824;
+        s.plat_certs_uaddr = a.user_buffer(plat).value;
+        s.plat_certs_len = uint32_t(plat.size());
+        s.amd_certs_uaddr = a.user_buffer(amd).value;
+        s.amd_certs_len = uint32_t(amd.size());
+        s.session_uaddr = a.user_buffer({}, 0x80).value;
+        CHECK(op(g.vm, KVM_SEV_SEND_START, a.user_struct(s), &error) == -EIO);
+        CHECK(error == uint32_t(fw::Status::POLICY_FAILURE));
+        CHECK(g.state() == uint32_t(fw::GuestState::RUNNING));
+        // SEND_UPDATE_DATA on a RUNNING guest: INVALID_GUEST_STATE; crossing a page: -EINVAL.
+        Hva hdr = a.user_buffer({}, 0x34), trans = a.user_buffer({}, kPageSize);
+        kvm_sev_send_update_data u { hdr.value, 0x34, g.uaddr(0), uint32_t(kPageSize), trans.value, uint32_t(kPageSize) };
+        CHECK(op(g.vm, KVM_SEV_SEND_UPDATE_DATA, a.user_struct(u), &error) == -EIO);
+        CHECK(error == uint32_t(fw::Status::INVALID_GUEST_STATE));
+        u.guest_uaddr += 16;
+        CHECK(op(g.vm, KVM_SEV_SEND_UPDATE_DATA, a.user_struct(u)) == -EINVAL);
+        // RECEIVE_START with a session of the wrong size: the firmware's INVALID_LEN.
+        CHECK(receive_start(g, pdh, Bytes(0x70, 0), 0, &error) == -EIO);
+        CHECK(error == uint32_t(fw::Status::INVALID_LEN));
+        CHECK(receive_start(g, pdh, {}, 0) == -EINVAL);
+    }
+}
