@@ -178,7 +178,6 @@ Result<void, Status> Firmware::cmd_send_start(SendStartBuf& b)
     }
     Bytes pdh_bytes;
     TRY(validate_send_target(b, *g, pdh_bytes));
-    TRY(check_range(b.session_paddr, kSessionBlobSize));
 
     // AMD-ASPFW sev_channel.c sev_channel_open_client: our PDH key pair, the target PDH's body
     // (usage PDH, ECDH_SHA256, P-384 on the curve: an invalid-curve point would leak our PDH key).
@@ -201,6 +200,8 @@ Result<void, Status> Firmware::cmd_send_start(SendStartBuf& b)
     secure_zero(z->data(), z->size());
     if (!session)
         return make_unexpected(Status::HWERROR_PLATFORM);
+    // The session goes out after the channel is made (AMD-ASPFW copy_to_x86 at that point): a bad
+    // session address is INVALID_ADDRESS, and nothing has changed yet.
     auto bytes = session_blob_bytes(*session);
     if (auto w = write_dram(b.session_paddr, bytes, mmu::KeyId::none()); !w) {
         secure_zero(&keys, sizeof keys);

@@ -365,6 +365,9 @@ TEST_CASE("Migration between two platforms: every page arrives, the wire carries
     auto has = [&](std::string_view s) {
         return std::any_of(lines.begin(), lines.end(), [&](auto const& l) { return l.find(s) != std::string::npos; });
     };
+    auto src_lines = src.trace.captured();
+    for (std::string_view step : { "SEND_START", "SEND_UPDATE_DATA", "SEND_FINISH" })
+        CHECK(std::any_of(src_lines.begin(), src_lines.end(), [&](auto const& l) { return l.find(step) != std::string::npos; }));
     CHECK(has("RECEIVE_START"));
     CHECK(has("RECEIVE_UPDATE_DATA"));
     CHECK(has("RECEIVE_FINISH"));
@@ -526,6 +529,19 @@ TEST_CASE("SEND_* and RECEIVE_* states, length queries and policies", "[firmware
         CHECK(src.peek(TestPlatform::kGuest, pages.size(), mmu::KeyId::slot(140)) == pages);
         REQUIRE(send_start(src, sh, t) == 0);
         CHECK(send_page(src, sh, 0, pk) == 0);
+    }
+    SECTION("a session address outside DRAM is INVALID_ADDRESS and nothing changes")
+    {
+        uint32_t sh = launch(src, 0, 140, pages);
+        src.poke(kPdhAt, t.pdh);
+        SendStartBuf b {};
+        b.handle = sh;
+        b.pdh_cert_paddr = kPdhAt;
+        b.pdh_cert_len = 0x824;
+        b.session_paddr = TestPlatform::kDramSize + 0x1000;
+        b.session_len = 0x80;
+        CHECK(src.run(CommandId::SEND_START, b) == st(Status::INVALID_ADDRESS));
+        CHECK(src.guest_status(sh).state == uint8_t(GuestState::RUNNING));
     }
     SECTION("NOSEND refuses SEND_START")
     {
