@@ -22,8 +22,10 @@ namespace sevemu::firmware {
 
 namespace {
 
-// AMD-ASPFW amd_cert.c amd_cert_chain_length_is_valid: ASK || ARK with 2048- or 4096-bit keys.
-// The ASK's signature is as wide as the ARK's modulus, hence 2 * ASK + 4 * ARK key bytes.
+// AMD-ASPFW amd_cert.c amd_cert_chain_length_is_valid: ASK || ARK with 2048- or 4096-bit keys, the
+// four lengths 2 * 0x40 + 2 * ASK + 4 * ARK key bytes. For equal sizes that is the two certificates'
+// real size (0x40 + 3 * key bytes each, amd_cert_get_size); a mixed pair passes this check and then
+// fails to parse, in AMD-ASPFW too.
 bool amd_chain_length_valid(uint32_t len)
 {
     for (uint32_t ask : { 256u, 512u })
