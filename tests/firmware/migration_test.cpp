@@ -641,3 +641,47 @@ TEST_CASE("Policy SEV: the target's chain must lead to this platform's AMD root"
     // And the good chain is accepted.
     CHECK(send_start(src, sh, good) == 0);
 }
+
+TEST_CASE("An SEV-ES guest's VMSA page moves with SEND/RECEIVE_UPDATE_VMSA", "[firmware][migration]")
+{
+    TestPlatform src, dst;
+    REQUIRE(src.probe(kInitFlagEs) == 0);
+    REQUIRE(dst.probe(kInitFlagEs) == 0);
+    uint32_t h = 0;
+    REQUIRE(src.launch_start(policy::ES, h) == 0);
+    REQUIRE(src.activate(h, 10) == 0); // SEV-ES ASIDs are below min_sev_asid (100)
+    Bytes vmsa = guest_pages(77);
+    vmsa.resize(4096);
+    src.poke(TestPlatform::kGuest, vmsa);
+    LaunchUpdateBuf lu {};
+    lu.handle = h;
+    lu.paddr = TestPlatform::kGuest;
+    lu.length = 4096;
+    REQUIRE(src.run(CommandId::LAUNCH_UPDATE_VMSA, lu) == 0);
+    REQUIRE(src.measure(h) == 0);
+    REQUIRE(src.finish(h) == 0);
+    Target t { export_certs(dst).pdh, Bytes(3 * 0x824, 0), Bytes(1664, 0) };
+    REQUIRE(send_start(src, h, t) == 0);
+    TransportBuf b {};
+    b.handle = h;
+    b.hdr_paddr = kHdrAt;
+    b.hdr_len = 0x34;
+    b.guest_paddr = TestPlatform::kGuest;
+    b.guest_len = 4096;
+    b.trans_paddr = kTransAt;
+    b.trans_len = 4096;
+    REQUIRE(src.run(CommandId::SEND_UPDATE_VMSA, b) == 0);
+    Packet pk { src.peek(kHdrAt, 0x34), src.peek(kTransAt, 4096) };
+    CHECK(pk.trans != vmsa);
+
+    uint32_t th = 0;
+    REQUIRE(receive_start(dst, policy::ES, export_certs(src).pdh, src.peek(kSessionAt, 0x80), th) == 0);
+    REQUIRE(dst.activate(th, 11) == 0);
+    dst.poke(kHdrAt, pk.hdr);
+    dst.poke(kTransAt, pk.trans);
+    b.handle = th;
+    // A DATA command would accept the packet too (AMD-ASPFW uses MAC context 0x02 for both).
+    REQUIRE(dst.run(CommandId::RECEIVE_UPDATE_VMSA, b) == 0);
+    REQUIRE(handle_cmd(dst, CommandId::RECEIVE_FINISH, th) == 0);
+    CHECK(dst.peek(TestPlatform::kGuest, 4096, mmu::KeyId::slot(11)) == vmsa);
+}
