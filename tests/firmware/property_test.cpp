@@ -79,7 +79,7 @@ TEST_CASE("Random command buffers never crash and never change state on failure"
     setup();
 
     static constexpr uint32_t kIds[] = { 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E,
-        0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x40, 0x41, 0x50, 0x60, 0x61, 0x81 };
+        0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x40, 0x41, 0x42, 0x43, 0x44, 0x50, 0x51, 0x52, 0x53, 0x60, 0x61, 0x81 };
     int failures = 0, successes = 0;
     State before;
     for (int iter = 0; iter < 1500; ++iter) {
@@ -87,23 +87,23 @@ TEST_CASE("Random command buffers never crash and never change state on failure"
         // Rarely-useful but state-resetting commands are kept rare so the guests live on.
         if ((id == 0x02 || id == 0x03 || id == 0x05) && rng() % 4)
             id = 0x04;
-        Bytes buf(64);
+        Bytes buf(68); // the largest buffer, SEND_START's
         for (auto& x : buf)
             x = uint8_t(rng());
         // Make the fields plausible half of the time: handles, addresses and lengths from
         // interesting sets at the offsets the layouts use.
         if (rng() % 2) {
             store_le(buf, rng() % 5, 4);
-            for (size_t off : { 8u, 0x10u, 0x18u, 0x28u })
+            for (size_t off : { 8u, 0x10u, 0x18u, 0x28u, 0x38u })
                 if (rng() % 2)
                     store_le(std::span(buf).subspan(off), pick_address(rng), 8);
-            for (size_t off : { 4u, 0x10u, 0x20u, 0x30u })
+            for (size_t off : { 4u, 0x10u, 0x20u, 0x30u, 0x40u })
                 if (rng() % 2)
                     store_le(std::span(buf).subspan(off), pick_length(rng), 4);
         }
         uint64_t at = rng() % 10 == 0 ? pick_address(rng) : TestPlatform::kCmdBuf;
         before = capture(p); // (capture itself uses the command buffer page)
-        if (at + 64 <= TestPlatform::kDramSize && at < TestPlatform::kDramSize)
+        if (at + 68 <= TestPlatform::kDramSize && at < TestPlatform::kDramSize)
             p.poke(at, buf);
         before.guest_memory = p.peek(TestPlatform::kGuest, 0x3000); // the host's own write is not the firmware's
         INFO("iteration " << iter << " command 0x" << std::hex << id);
