@@ -543,6 +543,20 @@ TEST_CASE("SEND_* and RECEIVE_* states, length queries and policies", "[firmware
         CHECK(src.run(CommandId::SEND_START, b) == st(Status::INVALID_ADDRESS));
         CHECK(src.guest_status(sh).state == uint8_t(GuestState::RUNNING));
     }
+    SECTION("RECEIVE_START refuses a policy above its API version, or with reserved bits (after the MAC)")
+    {
+        // LAUNCH_START without a session checks neither (AMD-ASPFW), so such guests can exist.
+        for (uint32_t pol : { 2u << 16, 1u << 6 }) {
+            INFO("policy " << pol);
+            TestPlatform s2;
+            REQUIRE(s2.probe() == 0);
+            uint32_t sh = launch(s2, pol, 140, pages);
+            REQUIRE(send_start(s2, sh, t) == 0);
+            uint32_t th = 0;
+            CHECK(receive_start(dst, pol, export_certs(s2).pdh, s2.peek(kSessionAt, 0x80), th) == st(Status::POLICY_FAILURE));
+            CHECK(dst.fw->guest_count() == 0);
+        }
+    }
     SECTION("NOSEND refuses SEND_START")
     {
         uint32_t sh = launch(src, policy::NOSEND, 140, pages);
