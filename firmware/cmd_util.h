@@ -1,4 +1,4 @@
-// sevemu — small helpers shared by the command handlers (cmd_platform.cpp, cmd_guest.cpp);
+// sevemu — small helpers shared by the command handlers (cmd_platform.cpp, cmd_guest.cpp, cmd_migration.cpp);
 // internal to firmware/.
 #pragma once
 

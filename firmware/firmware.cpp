@@ -1,5 +1,6 @@
 // sevemu — firmware core: the dispatch table, the mailbox entry point, the state machine and the
-// firmware's door to DRAM. Command handlers live in cmd_platform.cpp and cmd_guest.cpp.
+// firmware's door to DRAM. Command handlers live in cmd_platform.cpp, cmd_guest.cpp
+// and cmd_migration.cpp.
 #include "firmware/firmware.h"
 
 #include "firmware/platform_store.h"

@@ -142,7 +142,8 @@ private:
     template <Result<void, Status> (Firmware::*H)()>
     static Result<void, Status> thunk0(Firmware&, std::span<uint8_t>);
 
-    // --- Handlers, one per command (firmware/cmd_platform.cpp, firmware/cmd_guest.cpp).
+    // --- Handlers, one per command (firmware/cmd_platform.cpp, firmware/cmd_guest.cpp,
+    // firmware/cmd_migration.cpp).
     Result<void, Status> cmd_init(InitBuf&);
     Result<void, Status> cmd_init_ex(InitExBuf&);
     Result<void, Status> cmd_shutdown();
