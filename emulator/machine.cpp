@@ -200,8 +200,6 @@ Result<void, MachineError> Machine::build()
     // --- Validate the typed configuration (the CLI has already named bad syntax).
     if (c.smp == 0 || c.smp > kMaxVcpus)
         return fail(fmt::format("-smp {}: unsupported: 1 to {} vCPUs", c.smp, kMaxVcpus));
-    if (c.smp != 1 && c.confidential_guest)
-        return fail(fmt::format("-smp {}: unsupported: an SEV guest has 1 vCPU for now", c.smp));
     if (c.memory_size < kMinMemory)
         return fail(fmt::format("-m {}: too little memory (at least 2 MiB)", size_text(c.memory_size)));
     if (c.memory_size > kMaxMemory)
@@ -519,7 +517,8 @@ Result<void, MachineError> Machine::load_kernel()
         m_sev = TRY(SevRuntime::create(c, std::move(inputs), *m_memory, *sp, m_host_mmio, m_trace));
         if (m_sev->linux_boot())
             apply_firmware_mtrrs_to_vcpus(); // the core's MTRRs are the SEV guest's (vmm/vcpu.cpp)
-        m_vcpus.front().attach_sev(&m_sev->vcpu());
+        for (auto& v : m_vcpus)
+            v.attach_sev(&m_sev->vcpu(v.index()));
         m_boot = m_sev->boot();
         m_linux_boot = m_sev->linux_boot();
         m_boot_ranges = m_sev->measured_ranges();
@@ -702,6 +701,15 @@ void Machine::skip_time(int64_t ns)
 void Machine::apply_apic_events(size_t i)
 {
     auto& lapic = *m_lapics[i];
+    if (m_vcpus[i].sev()) {
+        // An SEV vCPU (plain SEV, not ES): the hypervisor resets and starts its VMCB as KVM does
+        // (vmm::Vcpu::init_event, deliver_sipi); the core under it stays the host's.
+        if (lapic.take_init())
+            m_vcpus[i].sev_init();
+        if (auto vector = lapic.take_sipi())
+            m_vcpus[i].sev_sipi(*vector);
+        return;
+    }
     auto& cpu = m_vcpus[i].cpu();
     if (lapic.take_init()) {
         // INIT (APM vol 2 §14.1.3; SDM vol 3 Table 9-1): the processor state of RESET, except

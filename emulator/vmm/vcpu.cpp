@@ -37,6 +37,28 @@ constexpr uint32_t kPassThrough[] = {
 };
 
 void set_intercept(VmcbControlArea& c, Intercept i) { c.intercepts[unsigned(i) / 32] |= 1u << (unsigned(i) % 32); }
+
+// Power-on (and INIT) register state of a vCPU (KVM's kvm_vcpu_reset via init_vmcb; APM vol 2
+// §14.1.3 Table 14-1): real mode at F000:FFF0.
+void set_power_on_registers(VmcbSaveArea& s)
+{
+    auto seg = [](uint16_t sel, uint64_t base, uint16_t attrib) { return VmcbSeg { sel, attrib, 0xFFFF, base }; };
+    s.cs = seg(0xF000, 0xFFFF0000, seg_attrib::P | seg_attrib::S | 0xB);
+    s.ds = s.es = s.fs = s.gs = s.ss = seg(0, 0, seg_attrib::P | seg_attrib::S | 0x3);
+    s.gdtr = { 0, 0, 0xFFFF, 0 };
+    s.idtr = { 0, 0, 0xFFFF, 0 };
+    s.ldtr = seg(0, 0, seg_attrib::P | 0x2);
+    s.tr = seg(0, 0, seg_attrib::P | 0x3);
+    s.cpl = 0;
+    s.cr0 = 0x60000010; // CD | NW | ET
+    s.cr2 = s.cr3 = s.cr4 = 0;
+    s.efer = 1u << 12;  // EFER.SVME, which VMRUN requires of the guest EFER
+    s.rflags = 2;
+    s.rip = 0xFFF0;
+    s.rsp = s.rax = 0;
+    s.dr6 = 0xFFFF0FF0;
+    s.dr7 = 0x400;
+}
 } // namespace
 
 Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
@@ -80,22 +102,8 @@ Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
     }
     c.tlb_ctl = tlb_control::FLUSH_ASID;
 
-    // Power-on state of a vCPU (KVM's kvm_vcpu_reset via init_vmcb): real mode at F000:FFF0.
-    auto& s = v->m_vmcb.save;
-    auto seg = [](uint16_t sel, uint64_t base, uint16_t attrib) { return VmcbSeg { sel, attrib, 0xFFFF, base }; };
-    s.cs = seg(0xF000, 0xFFFF0000, seg_attrib::P | seg_attrib::S | 0xB);
-    s.ds = s.es = s.fs = s.gs = s.ss = seg(0, 0, seg_attrib::P | seg_attrib::S | 0x3);
-    s.gdtr = { 0, 0, 0xFFFF, 0 };
-    s.idtr = { 0, 0, 0xFFFF, 0 };
-    s.ldtr = seg(0, 0, seg_attrib::P | 0x2);
-    s.tr = seg(0, 0, seg_attrib::P | 0x3);
-    s.cr0 = 0x60000010; // CD | NW | ET
-    s.efer = 1u << 12;  // EFER.SVME, which VMRUN requires of the guest EFER
-    s.rflags = 2;
-    s.rip = 0xFFF0;
-    s.dr6 = 0xFFFF0FF0;
-    s.dr7 = 0x400;
-    s.g_pat = 0x0007040600070406ull;
+    set_power_on_registers(v->m_vmcb.save);
+    v->m_vmcb.save.g_pat = 0x0007040600070406ull;
     return v;
 }
 
@@ -187,6 +195,38 @@ bool Vcpu::inject_interrupt(uint8_t vector)
     m_vmcb.control.event_inj = encode_event(Event { vector, EventType::INTR, std::nullopt });
     m_vmcb.control.event_inj_err = 0;
     return true;
+}
+
+void Vcpu::init_event()
+{
+    set_power_on_registers(m_vmcb.save);
+    // The general-purpose registers: zero, except RDX = the processor signature (CPUID 1 EAX),
+    // as KVM's kvm_vcpu_reset writes it from the vCPU's CPUID table.
+    m_gprs = {};
+    for (auto const& e : m_cpuid)
+        if (e.function == 1)
+            m_gprs[RDX] = e.eax;
+    // Nothing the INIT interrupted survives: no event being injected, no interrupt shadow, no
+    // interrupt window asked for, no I/O or MMIO read waiting for the VMM (KVM clears them in
+    // kvm_vcpu_reset and init_vmcb).
+    auto& c = m_vmcb.control;
+    c.event_inj = c.event_inj_err = 0;
+    c.int_state = 0;
+    c.int_ctl &= ~(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | int_ctl::V_INTR_PRIO_MASK);
+    c.intercepts[unsigned(Intercept::VINTR) / 32] &= ~(1u << (unsigned(Intercept::VINTR) % 32));
+    m_irq_window = false;
+    m_pending_in.reset();
+    m_pending_mmio.reset();
+    // The translations the guest had are gone with CR0/CR3/CR4 (KVM_REQ_TLB_FLUSH_GUEST).
+    request_tlb_flush();
+}
+
+void Vcpu::deliver_sipi(uint8_t vector)
+{
+    // Only CS and RIP change; the rest is INIT's state (SDM vol 3 §9.4.4; APM vol 2 §16.5).
+    m_vmcb.save.cs.selector = uint16_t(vector) << 8;
+    m_vmcb.save.cs.base = uint64_t(vector) << 12;
+    m_vmcb.save.rip = 0;
 }
 
 // RAX and RSP live in the VMCB save area, the others beside VMRUN (GuestGprs).

@@ -104,6 +104,15 @@ public:
     // hypervisor needs it after changing translations the guest may have cached.
     void request_tlb_flush() { m_vmcb.control.tlb_ctl = cpu::svm::tlb_control::FLUSH_ASID; }
 
+    // The local APIC's INIT and start-up IPIs for a vCPU whose state the hypervisor can write
+    // (not SEV-ES: a plain SEV guest's VMCB save area is not encrypted), as KVM does from
+    // kvm_apic_accept_events(). INIT: kvm_vcpu_reset(init_event) through svm_vcpu_reset and
+    // init_vmcb — the registers of power-on (real mode at F000:FFF0, RDX = CPUID 1 EAX) except
+    // what INIT keeps (the MSRs held in the save area: STAR..SYSENTER_*, PAT), nothing pending.
+    // SIPI: kvm_vcpu_deliver_sipi_vector — CS = vector << 8 with base vector << 12, IP = 0.
+    void init_event();
+    void deliver_sipi(uint8_t vector);
+
     // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
     // VMCB for re-entry, returns nullopt) or names the exit for the VMM.
     std::optional<VcpuExit> handle_exit(cpu::svm::Vmcb& vmcb);
