@@ -170,6 +170,63 @@ TEST_CASE("exits are handled from the VMCB image alone", "[vmm][vcpu]")
     }
 }
 
+TEST_CASE("INIT and SIPI reset and start a vCPU's VMCB as KVM does for a non-ES guest", "[vmm][vcpu]")
+{
+    Guest g;
+    REQUIRE(op(g.vm, KVM_SEV_LAUNCH_START, g.h.user_struct(kvm_sev_launch_start {})) == 0);
+    auto made = Vcpu::create(g.vm, 1);
+    REQUIRE(made.has_value());
+    Vcpu& v = **made;
+    v.set_cpuid({ { 1, 0xFFFFFFFFu, 0x00A00F11, 0x01020800, 0, 0 } });
+    // A vCPU in the middle of 64-bit code, with an interrupt being injected and a window asked for.
+    auto& s = v.state();
+    s.cr0 = 0x80050033;
+    s.cr3 = 0x1000;
+    s.cr4 = 0x6F0;
+    s.efer = 0x1D01;
+    s.cs = VmcbSeg { 0x10, seg_attrib::P | seg_attrib::S | seg_attrib::L | 0xB, 0xFFFFFFFF, 0 };
+    s.rip = 0xFFFFFFFF81000000ull;
+    s.rsp = 0x1234;
+    s.rflags = 0x246;
+    s.star = 0x0023001000000000ull;
+    s.lstar = 0xFFFFFFFF81A00000ull;
+    s.g_pat = 0x0407050600070106ull;
+    v.gprs()[3] = 77;
+    REQUIRE(v.inject_interrupt(0x30));
+    v.request_interrupt_window();
+
+    // INIT (SDM vol 3 Table 9-1; APM vol 2 §14.1.3): real mode at F000:FFF0 with CS base
+    // FFFF0000, CR0 = 60000010, EFER only SVME (VMRUN's requirement), RDX = CPUID 1 EAX, the
+    // other registers zero; the MSRs in the save area stay; nothing is left to inject.
+    v.init_event();
+    CHECK(s.cs.selector == 0xF000);
+    CHECK(s.cs.base == 0xFFFF0000);
+    CHECK(s.rip == 0xFFF0);
+    CHECK(s.cr0 == 0x60000010);
+    CHECK(s.cr3 == 0);
+    CHECK(s.cr4 == 0);
+    CHECK(s.efer == 1u << 12);
+    CHECK(s.rflags == 2);
+    CHECK(s.rsp == 0);
+    CHECK(v.gprs()[2] == 0x00A00F11);
+    CHECK(v.gprs()[3] == 0);
+    CHECK(s.star == 0x0023001000000000ull);
+    CHECK(s.lstar == 0xFFFFFFFF81A00000ull);
+    CHECK(s.g_pat == 0x0407050600070106ull);
+    CHECK(v.vmcb().control.event_inj == 0);
+    CHECK(v.ready_for_interrupt_injection() == false); // RFLAGS.IF = 0 after INIT
+    CHECK(v.vmcb().control.tlb_ctl == tlb_control::FLUSH_ASID);
+
+    // SIPI with vector 0x9A: CS = 0x9A00, base 0x9A000, IP = 0; the VMCB passes VMRUN's checks.
+    v.deliver_sipi(0x9A);
+    CHECK(s.cs.selector == 0x9A00);
+    CHECK(s.cs.base == 0x9A000);
+    CHECK(s.cs.limit == 0xFFFF);
+    CHECK(s.rip == 0);
+    CHECK(s.cr0 == 0x60000010);
+    CHECK(vmrun_consistency_check(v.vmcb(), sev_host(g.h), *g.h.mc).has_value());
+}
+
 TEST_CASE("IN completes into RAX with x86 register-width rules", "[vmm][vcpu]")
 {
     Guest g(false);
