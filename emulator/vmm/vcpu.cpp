@@ -80,7 +80,11 @@ Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
         msrpm[base + bit / 8] &= uint8_t(~(3u << (bit % 8)));
     }
     TRY(host.copy_to(direct_map(v->m_msrpm), msrpm));
-    TRY(v->build_nested_page_tables());
+    v->m_npt = vm.shared_nested_page_tables().lock();
+    if (!v->m_npt) {
+        v->m_npt = TRY(NestedPageTables::build(vm));
+        vm.shared_nested_page_tables() = v->m_npt;
+    }
 
     auto& c = v->m_vmcb.control;
     for (Intercept i : { Intercept::CPUID, Intercept::HLT, Intercept::IOIO_PROT, Intercept::MSR_PROT, Intercept::SHUTDOWN,
@@ -90,7 +94,7 @@ Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
     c.iopm_base_pa = v->m_iopm.value;
     c.msrpm_base_pa = v->m_msrpm.value;
     c.nested_ctl = nested_ctl::NP_ENABLE;
-    c.nested_cr3 = v->m_ncr3;
+    c.nested_cr3 = v->m_npt->root();
     auto const& sev = vm.sev();
     if (sev.active) {
         // The SEV enable bit and the VM's ASID (sev_init_vmcb); the key slot is the firmware's.
@@ -110,23 +114,28 @@ Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
 Vcpu::~Vcpu()
 {
     auto& host = m_vm.host().psp().host();
-    for (Spa p : m_npt_pages)
-        host.free_pages(p, 1);
     host.free_pages(m_vmcb_page, 1);
     host.free_pages(m_hsave_page, 1);
     host.free_pages(m_iopm, kIopmPages);
     host.free_pages(m_msrpm, kMsrpmPages);
 }
 
+NestedPageTables::~NestedPageTables()
+{
+    for (Spa p : m_pages)
+        m_host.free_pages(p, 1);
+}
+
 // Nested page tables for every memory slot: GPA -> SPA, 4 KiB leaves, all accesses user
 // (APM vol 2 §15.25.5), the nested C-bit clear (host memory is not SME-encrypted; QUIRKS.md).
-Result<void, int> Vcpu::build_nested_page_tables()
+Result<std::shared_ptr<NestedPageTables>, int> NestedPageTables::build(Vm& vm)
 {
-    auto& host = m_vm.host().psp().host();
+    auto& host = vm.host().psp().host();
     auto& mc = host.memory();
+    std::shared_ptr<NestedPageTables> npt(new NestedPageTables(host));
     auto new_table = [&]() -> Result<Spa, int> {
         Spa t = TRY(host.alloc_pages(1));
-        m_npt_pages.push_back(t);
+        npt->m_pages.push_back(t);
         return t;
     };
     auto entry = [&](Spa table, unsigned index) -> Result<uint64_t, int> {
@@ -147,8 +156,8 @@ Result<void, int> Vcpu::build_nested_page_tables()
         return {};
     };
     Spa root = TRY(new_table());
-    m_ncr3 = root.value;
-    for (auto const& [slot, r] : m_vm.memory_slots()) {
+    npt->m_root = root.value;
+    for (auto const& [slot, r] : vm.memory_slots()) {
         for (uint64_t off = 0; off < r.memory_size; off += kPageSize) {
             uint64_t gpa = r.guest_phys_addr + off;
             auto spa = host.to_spa(Hva(r.userspace_addr + off), kPageSize);
@@ -169,7 +178,7 @@ Result<void, int> Vcpu::build_nested_page_tables()
             TRY(set_entry(table, (gpa >> 12) & 0x1FF, leaf));
         }
     }
-    return {};
+    return npt;
 }
 
 void Vcpu::inject_gp(Vmcb& vmcb)

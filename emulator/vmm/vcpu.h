@@ -10,6 +10,7 @@
 #include "emulator/vmm/vm.h"
 
 #include <array>
+#include <memory>
 #include <string>
 #include <variant>
 #include <vector>
@@ -71,8 +72,29 @@ struct CpuidEntry {
 // private and shared; KVM forwards it to the VMM as KVM_EXIT_HYPERCALL.
 inline constexpr uint64_t KVM_HC_MAP_GPA_RANGE = 12;
 
+// The nested page tables of a VM's memory slots (GPA -> SPA, 4 KiB leaves), built when its
+// first vCPU is created and shared by every vCPU of the VM, as KVM's TDP MMU shares one root
+// among them: N vCPUs cost one set of tables (about 2 MiB of host memory per GiB of guest RAM),
+// not N. Freed with the last vCPU.
+class NestedPageTables {
+public:
+    static Result<std::shared_ptr<NestedPageTables>, int> build(Vm&);
+    ~NestedPageTables();
+    NestedPageTables(NestedPageTables const&) = delete;
+    NestedPageTables& operator=(NestedPageTables const&) = delete;
+    uint64_t root() const { return m_root; }
+
+private:
+    explicit NestedPageTables(HostMemory& host) : m_host(host) {}
+    HostMemory& m_host;
+    std::vector<Spa> m_pages;
+    uint64_t m_root {};
+};
+
 class Vcpu {
 public:
+    // KVM_CREATE_VCPU: the VMCB, the I/O and MSR permission maps, and the VM's nested page
+    // tables (shared with its other vCPUs).
     static Result<std::unique_ptr<Vcpu>, int> create(Vm&, uint32_t id);
     ~Vcpu();
 
@@ -118,20 +140,18 @@ public:
     std::optional<VcpuExit> handle_exit(cpu::svm::Vmcb& vmcb);
 
     Spa vmcb_address() const { return m_vmcb_page; }
-    uint64_t nested_cr3() const { return m_ncr3; }
+    uint64_t nested_cr3() const { return m_npt->root(); }
     cpu::svm::Vmcb const& vmcb() const { return m_vmcb; }
 
 private:
     Vcpu(Vm& vm, uint32_t id) : m_vm(vm), m_id(id) {}
-    Result<void, int> build_nested_page_tables();
     void inject_gp(cpu::svm::Vmcb&);
 
     Vm& m_vm;
     uint32_t m_id;
     cpu::svm::Vmcb m_vmcb {};
     Spa m_vmcb_page, m_hsave_page, m_iopm, m_msrpm;
-    uint64_t m_ncr3 {};
-    std::vector<Spa> m_npt_pages;
+    std::shared_ptr<NestedPageTables> m_npt;
     std::vector<CpuidEntry> m_cpuid;
     GuestGprs m_gprs {};
     std::optional<ExitIo> m_pending_in;

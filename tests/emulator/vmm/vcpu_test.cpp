@@ -90,6 +90,21 @@ TEST_CASE("nested page tables map every slot page to its host page", "[vmm][vcpu
     auto miss = npt_walk(*g.h.mc, ctx, Gpa(600 * kPageSize), NptAccess {});
     REQUIRE_FALSE(miss.has_value());
     CHECK((miss.error().exit_info_1 & npf::P) == 0);
+
+    // The VM's other vCPUs share these tables (KVM's TDP MMU root): a second vCPU costs its VMCB,
+    // host save area and permission maps (1 + 1 + 3 + 2 pages), not another set of tables.
+    uint64_t free_before = g.h.host->free_page_count();
+    auto second = Vcpu::create(g.vm, 1);
+    REQUIRE(second.has_value());
+    CHECK((*second)->nested_cr3() == (*vcpu)->nested_cr3());
+    CHECK((*second)->vmcb().control.nested_cr3 == ctx.n_cr3);
+    CHECK(free_before - g.h.host->free_page_count() == 7);
+    // They go with the last vCPU.
+    second->reset();
+    CHECK(g.h.host->free_page_count() == free_before);
+    uint64_t with_tables = g.h.host->free_page_count();
+    vcpu->reset();
+    CHECK(g.h.host->free_page_count() > with_tables + 7);
 }
 
 TEST_CASE("exits are handled from the VMCB image alone", "[vmm][vcpu]")
