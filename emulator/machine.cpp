@@ -517,8 +517,12 @@ Result<void, MachineError> Machine::load_kernel()
         m_sev = TRY(SevRuntime::create(c, std::move(inputs), *m_memory, *sp, m_host_mmio, m_trace));
         if (m_sev->linux_boot())
             apply_firmware_mtrrs_to_vcpus(); // the core's MTRRs are the SEV guest's (vmm/vcpu.cpp)
-        for (auto& v : m_vcpus)
+        // Each hypervisor vCPU on its own core; its IA32_APIC_BASE starts as its LAPIC's
+        // (QEMU's KVM_SET_SREGS apic_base from the userspace APIC).
+        for (auto& v : m_vcpus) {
             v.attach_sev(&m_sev->vcpu(v.index()));
+            v.sev()->set_apic_base(m_lapics[v.index()]->apic_base_msr());
+        }
         m_boot = m_sev->boot();
         m_linux_boot = m_sev->linux_boot();
         m_boot_ranges = m_sev->measured_ranges();
@@ -1016,6 +1020,12 @@ std::optional<RunOutcome> Machine::run_slice(Vcpu& vcpu, uint64_t slice, uint64_
     for (;;) {
         uint64_t used = vcpu.instructions() - start;
         VcpuExit exit = used < slice ? vcpu.run(slice - used, *m_lapics[vcpu.index()]) : VcpuExit { vmm::ExitIntr {} };
+        if (auto* sev = vcpu.sev(); sev && sev->apic_base() != m_lapics[vcpu.index()]->apic_base_msr()) {
+            // The guest wrote IA32_APIC_BASE (checked by the hypervisor): the LAPIC follows, as
+            // QEMU's userspace APIC does from kvm_run::apic_base (kvm_arch_post_run).
+            if (!m_lapics[vcpu.index()]->write_msr(0x1B, sev->apic_base()))
+                sev->set_apic_base(m_lapics[vcpu.index()]->apic_base_msr());
+        }
         Step step = handle_exit(vcpu, exit);
         // A device that ends the run (isa-debug-exit, power-off) did so during the access just
         // completed: it is this vCPU's exit now.

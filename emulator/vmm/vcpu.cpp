@@ -2,6 +2,7 @@
 // VM's memory slots, and exit handling (svm_invoke_exit_handler and its handlers).
 #include "emulator/vmm/vcpu.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <fmt/format.h>
 
@@ -14,6 +15,8 @@ constexpr uint64_t kPresent = 1, kWrite = 2, kUser = 4;
 constexpr uint64_t kAddrMask = 0x000F'FFFF'FFFF'F000ull;
 constexpr size_t kIopmPages = 3, kMsrpmPages = 2;
 constexpr unsigned RAX = 0, RCX = 1, RDX = 2, RBX = 3;
+constexpr uint32_t kMsrApicBase = 0x1B;
+constexpr uint64_t kApicBaseExtd = 1u << 10;
 
 // MSRs that live in the VMCB save area (or are the CPU's own, like SEV_STATUS): the guest reads
 // and writes them directly; everything else is intercepted. KVM passes through a similar set
@@ -37,6 +40,44 @@ constexpr uint32_t kPassThrough[] = {
 };
 
 void set_intercept(VmcbControlArea& c, Intercept i) { c.intercepts[unsigned(i) / 32] |= 1u << (unsigned(i) % 32); }
+
+// The AMD platform MSRs KVM answers in its common code (Linux 6.1 arch/x86/kvm/x86.c
+// kvm_get_msr_common / kvm_set_msr_common) for a guest with the default (zero) HWCR: reads of 0
+// and ignored writes, so that a guest kernel's unguarded rdmsr/wrmsr of them (Linux's
+// early_init_amd reads SYSCFG, bsp_init_amd HWCR, amd_bus_cpu_online writes NB_CFG on every
+// CPU) behaves as on a KVM host instead of taking #GP.
+bool reads_as_zero(uint32_t msr)
+{
+    switch (msr) {
+    case 0xC0010010: // SYSCFG
+    case 0xC0010015: // HWCR (KVM's msr_hwcr, 0 until the VMM sets it)
+    case 0xC001001F: // NB_CFG
+    case 0xC0010055: // INT_PENDING_MSG
+    case 0xC0010058: // MMIO_CONF_BASE (family 10h)
+    case 0xC0010112: // TSEG_ADDR
+    case 0xC0010113: // TSEG_MASK
+    case 0xC0011022: // DC_CFG
+    case 0xC001102A: // BU_CFG2
+    case 0xC001102C: // EX_CFG (family 15h)
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool ignores_write(uint32_t msr)
+{
+    switch (msr) {
+    case 0xC001001F: // NB_CFG
+    case 0xC0010020: // PATCH_LOADER
+    case 0xC0011022: // DC_CFG
+    case 0xC001102A: // BU_CFG2
+    case 0xC001102C: // EX_CFG
+        return true;
+    default:
+        return false;
+    }
+}
 
 // Power-on (and INIT) register state of a vCPU (KVM's kvm_vcpu_reset via init_vmcb; APM vol 2
 // §14.1.3 Table 14-1): real mode at F000:FFF0.
@@ -238,6 +279,16 @@ void Vcpu::deliver_sipi(uint8_t vector)
     m_vmcb.save.rip = 0;
 }
 
+// The guest's MAXPHYADDR: CPUID 8000_0008 EAX[7:0] from its table (KVM's cpuid_maxphyaddr), 36
+// when the table lacks the leaf.
+unsigned Vcpu::guest_phys_bits() const
+{
+    for (auto const& e : m_cpuid)
+        if (e.function == 0x80000008u && (e.eax & 0xFF))
+            return std::min(e.eax & 0xFF, 63u);
+    return 36;
+}
+
 // RAX and RSP live in the VMCB save area, the others beside VMRUN (GuestGprs).
 uint64_t Vcpu::get_gpr(Vmcb const& vmcb, unsigned index) const
 {
@@ -357,11 +408,41 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
         s.rip = c.exit_info_2; // the next RIP
         return io;
     }
-    case exitcode::SVM_EXIT_MSR:
-        // Every intercepted MSR is one KVM's in-kernel set does not emulate here: #GP, as KVM
-        // does for unknown MSRs (ignore_msrs=0).
+    case exitcode::SVM_EXIT_MSR: {
+        // EXITINFO1 = 0 for RDMSR, 1 for WRMSR; ECX names the MSR (APM vol 2 §15.11).
+        uint32_t msr = uint32_t(m_gprs[RCX]);
+        bool write = c.exit_info_1 & 1;
+        if (msr == kMsrApicBase) {
+            if (!write) {
+                s.rax = uint32_t(m_apic_base);
+                m_gprs[RDX] = m_apic_base >> 32;
+            } else {
+                // kvm_set_apic_base(): bits 0-7 and 9 reserved, EXTD too without x2APIC in the
+                // guest's CPUID, and the address bits above MAXPHYADDR.
+                uint64_t value = uint32_t(s.rax) | (m_gprs[RDX] << 32);
+                uint64_t reserved = 0x2FF | kApicBaseExtd | ~((1ull << guest_phys_bits()) - 1);
+                if (value & reserved) {
+                    inject_gp(vmcb);
+                    return std::nullopt;
+                }
+                m_apic_base = value;
+            }
+            s.rip = c.next_rip;
+            return std::nullopt;
+        }
+        if (write ? ignores_write(msr) : reads_as_zero(msr)) {
+            if (!write) {
+                s.rax = 0;
+                m_gprs[RDX] = 0;
+            }
+            s.rip = c.next_rip;
+            return std::nullopt;
+        }
+        // Any other intercepted MSR is one KVM does not emulate: #GP, as KVM does for unknown
+        // MSRs (ignore_msrs=0).
         inject_gp(vmcb);
         return std::nullopt;
+    }
     case exitcode::SVM_EXIT_HLT:
         s.rip = c.next_rip;
         return ExitHlt {};

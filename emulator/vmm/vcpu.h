@@ -135,6 +135,14 @@ public:
     void init_event();
     void deliver_sipi(uint8_t vector);
 
+    // IA32_APIC_BASE (MSR 0x1B), which KVM keeps in the kernel even when the local APIC is the
+    // VMM's (vcpu->arch.apic_base): the guest's RDMSR reads it, its WRMSR is checked as
+    // kvm_set_apic_base() checks it (reserved bits, and EXTD: x2APIC is not offered to these
+    // guests) and stored. The VMM sets it (KVM_SET_SREGS' apic_base) and reads it back after
+    // each exit to update its LAPIC (kvm_run::apic_base, QEMU's kvm_arch_post_run).
+    uint64_t apic_base() const { return m_apic_base; }
+    void set_apic_base(uint64_t value) { m_apic_base = value; }
+
     // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
     // VMCB for re-entry, returns nullopt) or names the exit for the VMM.
     std::optional<VcpuExit> handle_exit(cpu::svm::Vmcb& vmcb);
@@ -146,6 +154,7 @@ public:
 private:
     Vcpu(Vm& vm, uint32_t id) : m_vm(vm), m_id(id) {}
     void inject_gp(cpu::svm::Vmcb&);
+    unsigned guest_phys_bits() const;
 
     Vm& m_vm;
     uint32_t m_id;
@@ -159,6 +168,7 @@ private:
     std::optional<VcpuExit> emulate_mmio(cpu::svm::Vmcb&, uint64_t gpa);
     uint64_t get_gpr(cpu::svm::Vmcb const&, unsigned index) const;
     void set_gpr(cpu::svm::Vmcb&, unsigned index, uint64_t value);
+    uint64_t m_apic_base { 0xFEE00000 | (1u << 11) };
     bool m_first_run { true };
     bool m_irq_window {};
 };

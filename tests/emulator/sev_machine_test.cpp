@@ -612,6 +612,11 @@ TEST_CASE("sev machine: -smp 2: INIT-SIPI-SIPI starts the AP from encrypted memo
     CHECK(sev->vcpu(1).state().cs.selector == 0x08);
     CHECK(sev->vcpu(1).state().rip == 0x805D);
     CHECK(m->lapic(1).apic_id() == 1);
+    // IA32_APIC_BASE as each vCPU reads it: its LAPIC's, the BSP flag only on vCPU 0.
+    CHECK(sev->vcpu(0).apic_base() == m->lapic(0).apic_base_msr());
+    CHECK(sev->vcpu(1).apic_base() == m->lapic(1).apic_base_msr());
+    CHECK((sev->vcpu(0).apic_base() & 0x100) != 0);
+    CHECK((sev->vcpu(1).apic_base() & 0x100) == 0);
 }
 
 // --- Linux kernels (bzImage, PVH vmlinux) through the same loader entry: the launch measures

@@ -154,6 +154,69 @@ TEST_CASE("exits are handled from the VMCB image alone", "[vmm][vcpu]")
         REQUIRE(e.has_value());
         CHECK(std::get<ExitInternalError>(*e).reason.find("string I/O") != std::string::npos);
     }
+    SECTION("the AMD platform MSRs KVM answers itself: reads of 0, ignored writes; others #GP")
+    {
+        // Linux 6.1 arch/x86/kvm/x86.c kvm_get_msr_common / kvm_set_msr_common.
+        vmcb.control.exit_code = exitcode::SVM_EXIT_MSR;
+        vmcb.control.next_rip = 0x3002;
+        for (uint32_t msr : { 0xC0010010u, 0xC0010015u, 0xC001001Fu, 0xC0011022u }) {
+            vmcb.control.exit_info_1 = 0; // RDMSR
+            v.gprs()[1] = msr;
+            vmcb.save.rax = 0x1111;
+            v.gprs()[2] = 0x2222;
+            vmcb.save.rip = 0x3000;
+            CHECK_FALSE(v.handle_exit(vmcb).has_value());
+            CHECK(vmcb.save.rax == 0);
+            CHECK(v.gprs()[2] == 0);
+            CHECK(vmcb.save.rip == 0x3002);
+            CHECK(vmcb.control.event_inj == 0);
+        }
+        vmcb.control.exit_info_1 = 1; // WRMSR NB_CFG (Linux's amd_bus_cpu_online): ignored
+        v.gprs()[1] = 0xC001001F;
+        vmcb.save.rip = 0x3000;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rip == 0x3002);
+        CHECK(vmcb.control.event_inj == 0);
+        v.gprs()[1] = 0xC0010010; // WRMSR SYSCFG: KVM has no such write: #GP, RIP unchanged
+        vmcb.save.rip = 0x3000;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rip == 0x3000);
+        CHECK(vmcb.control.event_inj == (evtinj::VALID | evtinj::VALID_ERR | (3u << evtinj::TYPE_SHIFT) | 13));
+    }
+    SECTION("IA32_APIC_BASE is the kernel's: read, written with kvm_set_apic_base()'s checks")
+    {
+        v.set_cpuid({ { 0x80000008, 0xFFFFFFFFu, 0x3030, 0, 0, 0 } }); // MAXPHYADDR 48
+        v.set_apic_base(0xFEE00900);
+        vmcb.control.exit_code = exitcode::SVM_EXIT_MSR;
+        vmcb.control.next_rip = 0x4002;
+        v.gprs()[1] = 0x1B;
+        vmcb.control.exit_info_1 = 0;
+        vmcb.save.rip = 0x4000;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rax == 0xFEE00900);
+        CHECK(v.gprs()[2] == 0);
+        CHECK(vmcb.save.rip == 0x4002);
+        // A move of the APIC page (and the enable bit off) is taken.
+        vmcb.control.exit_info_1 = 1;
+        vmcb.save.rax = 0xFED00100;
+        v.gprs()[2] = 0;
+        vmcb.save.rip = 0x4000;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(v.apic_base() == 0xFED00100);
+        CHECK(vmcb.control.event_inj == 0);
+        // EXTD (x2APIC is not offered), a reserved low bit, an address above MAXPHYADDR: #GP,
+        // nothing stored, RIP stays.
+        for (uint64_t bad : { 0xFEE00D00ull, 0xFEE00901ull, 0x1'0000'FEE0'0900ull }) {
+            vmcb.control.event_inj = 0;
+            vmcb.save.rax = uint32_t(bad);
+            v.gprs()[2] = bad >> 32;
+            vmcb.save.rip = 0x4000;
+            CHECK_FALSE(v.handle_exit(vmcb).has_value());
+            CHECK(v.apic_base() == 0xFED00100);
+            CHECK(vmcb.save.rip == 0x4000);
+            CHECK(vmcb.control.event_inj == (evtinj::VALID | evtinj::VALID_ERR | (3u << evtinj::TYPE_SHIFT) | 13));
+        }
+    }
     SECTION("an unknown MSR injects #GP; HLT, SHUTDOWN, hypercalls and failed entries reach the VMM")
     {
         vmcb.control.exit_code = exitcode::SVM_EXIT_MSR;
