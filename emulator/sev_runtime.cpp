@@ -105,7 +105,7 @@ std::vector<CpuidEntry> guest_cpuid(CpuModel model, SevGuestConfig const& g, uin
     // What a guest of a KVM host sees (cpu_model.h CpuidView::Guest: the hypervisor bit, the KVM
     // leaves), for this vCPU: its APIC ID (1 EBX[31:24], 0xB EDX, 8000_001E) is its index, as in
     // the MADT and its LAPIC's ID register, out of vcpu_count (QEMU sets KVM_SET_CPUID2 per vCPU
-    // the same way). The LAPIC behind an SEV guest's MSR exits is not wired (QUIRKS.md), so
+    // the same way). The LAPIC's x2APIC and TSC_DEADLINE MSRs are not wired to MSR exits (QUIRKS.md), so
     // x2APIC and TSC-deadline are not advertised.
     cpu::CpuidContext const ctx { .view = cpu::CpuidView::Guest, .apic_id = apic_id, .vcpu_count = vcpu_count };
     auto add_leaf = [&](uint32_t leaf) {
