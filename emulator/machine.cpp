@@ -200,8 +200,6 @@ Result<void, MachineError> Machine::build()
     // --- Validate the typed configuration (the CLI has already named bad syntax).
     if (c.smp == 0 || c.smp > kMaxVcpus)
         return fail(fmt::format("-smp {}: unsupported: 1 to {} vCPUs", c.smp, kMaxVcpus));
-    if (c.smp != 1 && c.confidential_guest)
-        return fail(fmt::format("-smp {}: unsupported: an SEV guest has 1 vCPU for now", c.smp));
     if (c.memory_size < kMinMemory)
         return fail(fmt::format("-m {}: too little memory (at least 2 MiB)", size_text(c.memory_size)));
     if (c.memory_size > kMaxMemory)
@@ -519,7 +517,12 @@ Result<void, MachineError> Machine::load_kernel()
         m_sev = TRY(SevRuntime::create(c, std::move(inputs), *m_memory, *sp, m_host_mmio, m_trace));
         if (m_sev->linux_boot())
             apply_firmware_mtrrs_to_vcpus(); // the core's MTRRs are the SEV guest's (vmm/vcpu.cpp)
-        m_vcpus.front().attach_sev(&m_sev->vcpu());
+        // Each hypervisor vCPU on its own core; its IA32_APIC_BASE starts as its LAPIC's
+        // (QEMU's KVM_SET_SREGS apic_base from the userspace APIC).
+        for (auto& v : m_vcpus) {
+            v.attach_sev(&m_sev->vcpu(v.index()));
+            v.sev()->set_apic_base(m_lapics[v.index()]->apic_base_msr());
+        }
         m_boot = m_sev->boot();
         m_linux_boot = m_sev->linux_boot();
         m_boot_ranges = m_sev->measured_ranges();
@@ -702,6 +705,15 @@ void Machine::skip_time(int64_t ns)
 void Machine::apply_apic_events(size_t i)
 {
     auto& lapic = *m_lapics[i];
+    if (m_vcpus[i].sev()) {
+        // An SEV vCPU (plain SEV, not ES): the hypervisor resets and starts its VMCB as KVM does
+        // (vmm::Vcpu::init_event, deliver_sipi); the core under it stays the host's.
+        if (lapic.take_init())
+            m_vcpus[i].sev_init();
+        if (auto vector = lapic.take_sipi())
+            m_vcpus[i].sev_sipi(*vector);
+        return;
+    }
     auto& cpu = m_vcpus[i].cpu();
     if (lapic.take_init()) {
         // INIT (APM vol 2 §14.1.3; SDM vol 3 Table 9-1): the processor state of RESET, except
@@ -1008,6 +1020,12 @@ std::optional<RunOutcome> Machine::run_slice(Vcpu& vcpu, uint64_t slice, uint64_
     for (;;) {
         uint64_t used = vcpu.instructions() - start;
         VcpuExit exit = used < slice ? vcpu.run(slice - used, *m_lapics[vcpu.index()]) : VcpuExit { vmm::ExitIntr {} };
+        if (auto* sev = vcpu.sev(); sev && sev->apic_base() != m_lapics[vcpu.index()]->apic_base_msr()) {
+            // The guest wrote IA32_APIC_BASE (checked by the hypervisor): the LAPIC follows, as
+            // QEMU's userspace APIC does from kvm_run::apic_base (kvm_arch_post_run).
+            if (!m_lapics[vcpu.index()]->write_msr(0x1B, sev->apic_base()))
+                sev->set_apic_base(m_lapics[vcpu.index()]->apic_base_msr());
+        }
         Step step = handle_exit(vcpu, exit);
         // A device that ends the run (isa-debug-exit, power-off) did so during the access just
         // completed: it is this vCPU's exit now.

@@ -95,7 +95,7 @@ Result<Bytes, MachineError> read_base64_file(std::string const& what, std::strin
 // model: every leaf the model answers, SVM hidden (no nested virtualisation), and leaf
 // 8000_001F as QEMU's cpu_x86_cpuid() fills it for SEV: EAX = SEV (and SEV-ES when the policy
 // asks), EBX = the sev-guest object's cbitpos and reduced-phys-bits, ECX = EDX = 0.
-std::vector<CpuidEntry> guest_cpuid(CpuModel model, SevGuestConfig const& g)
+std::vector<CpuidEntry> guest_cpuid(CpuModel model, SevGuestConfig const& g, uint32_t apic_id, uint32_t vcpu_count)
 {
     // Leaves whose subleaf (ECX) selects the answer (KVM_CPUID_FLAG_SIGNIFCANT_INDEX).
     constexpr uint32_t kIndexed[] = { 0x4, 0x7, 0xB, 0xD, 0xF, 0x10, 0x12, 0x14, 0x17, 0x18, 0x1D, 0x1E, 0x1F, 0x24,
@@ -103,9 +103,11 @@ std::vector<CpuidEntry> guest_cpuid(CpuModel model, SevGuestConfig const& g)
     constexpr uint32_t kAnyIndex = 0xFFFFFFFFu;
     std::vector<CpuidEntry> out;
     // What a guest of a KVM host sees (cpu_model.h CpuidView::Guest: the hypervisor bit, the KVM
-    // leaves), for the one vCPU (APIC ID 0). The LAPIC behind an SEV guest's MSR exits is not
-    // wired (QUIRKS.md), so x2APIC and TSC-deadline are not advertised.
-    cpu::CpuidContext const ctx { .view = cpu::CpuidView::Guest, .apic_id = 0, .vcpu_count = 1 };
+    // leaves), for this vCPU: its APIC ID (1 EBX[31:24], 0xB EDX, 8000_001E) is its index, as in
+    // the MADT and its LAPIC's ID register, out of vcpu_count (QEMU sets KVM_SET_CPUID2 per vCPU
+    // the same way). The LAPIC's x2APIC and TSC_DEADLINE MSRs are not wired to MSR exits (QUIRKS.md), so
+    // x2APIC and TSC-deadline are not advertised.
+    cpu::CpuidContext const ctx { .view = cpu::CpuidView::Guest, .apic_id = apic_id, .vcpu_count = vcpu_count };
     auto add_leaf = [&](uint32_t leaf) {
         bool indexed = std::find(std::begin(kIndexed), std::end(kIndexed), leaf) != std::end(kIndexed);
         if (!indexed) {
@@ -218,7 +220,7 @@ SevRuntime::~SevRuntime()
 {
     // KVM's VM teardown (DEACTIVATE, DECOMMISSION) still talks to the PSP: the vCPU and VM go
     // before the driver (the AMD-SP is the board's and outlives this).
-    m_vcpu.reset();
+    m_vcpus.clear();
     m_vm.reset();
     m_sev_host.reset();
     m_psp.reset();
@@ -247,7 +249,7 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConf
     std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, sp, host_mmio, trace));
     TRY(rt->build_host());
     TRY(rt->launch(in));
-    TRY(rt->create_vcpu(in.loaded.kernel.entry));
+    TRY(rt->create_vcpus(in.loaded.kernel.entry, c.smp));
     return rt;
 }
 
@@ -411,17 +413,27 @@ Result<void, MachineError> SevRuntime::launch(LaunchInputs& in)
     return {};
 }
 
-// The vCPU in the loader's entry state (emulator/boot.h), as the plain machine's CPU gets it:
-// the segments, descriptor tables, control registers, RFLAGS, RIP and RAX/RSP into the VMCB
-// save area (KVM_SET_SREGS/KVM_SET_REGS), the other GPRs beside it.
-Result<void, MachineError> SevRuntime::create_vcpu(BootEntryState const& entry)
+// The vCPUs, as QEMU creates them (KVM_CREATE_VCPU and KVM_SET_CPUID2 for each, then the
+// registers). The BSP gets the loader's entry state (emulator/boot.h), as the plain machine's
+// CPU does: the segments, descriptor tables, control registers, RFLAGS, RIP and RAX/RSP into the
+// VMCB save area (KVM_SET_SREGS/KVM_SET_REGS), the other GPRs beside it. An AP is in INIT's
+// state and runs only after its LAPIC got a start-up IPI (the Machine delivers INIT and SIPI to
+// the VMCB, vmm::Vcpu::init_event/deliver_sipi). Plain SEV measures no register state (the
+// VMSA is neither encrypted nor measured before SEV-ES), so -smp changes the launch digest only
+// through the MADT the loader wrote (README, "What a -kernel launch measures").
+Result<void, MachineError> SevRuntime::create_vcpus(BootEntryState const& entry, uint32_t count)
 {
-    auto v = vmm::Vcpu::create(*m_vm, 0);
-    if (!v)
-        return fail(fmt::format("sev-guest '{}': cannot create the vCPU: {}", m_config.id, std::strerror(-v.error())));
-    m_vcpu = std::move(*v);
-    m_vcpu->set_cpuid(guest_cpuid(m_model, m_config));
-    auto& s = m_vcpu->state();
+    for (uint32_t id = 0; id < count; ++id) {
+        auto v = vmm::Vcpu::create(*m_vm, id);
+        if (!v)
+            return fail(fmt::format("sev-guest '{}': cannot create vCPU {}: {}", m_config.id, id, std::strerror(-v.error())));
+        (*v)->set_cpuid(guest_cpuid(m_model, m_config, id, count));
+        if (id > 0)
+            (*v)->init_event();
+        m_vcpus.push_back(std::move(*v));
+    }
+    auto& bsp = *m_vcpus.front();
+    auto& s = bsp.state();
     using cpu::svm::VmcbSeg;
     auto seg = [](cpu::Segment const& g) { return VmcbSeg { g.selector, g.attr, g.limit, g.base }; };
     s.es = seg(entry.seg[cpu::ES]);
@@ -441,7 +453,7 @@ Result<void, MachineError> SevRuntime::create_vcpu(BootEntryState const& entry)
     s.rip = entry.rip;
     s.rsp = entry.gpr[cpu::RSP];
     s.rax = entry.gpr[cpu::RAX];
-    auto& gprs = m_vcpu->gprs();
+    auto& gprs = bsp.gprs();
     gprs = entry.gpr;
     gprs[cpu::RAX] = gprs[cpu::RSP] = 0; // unused: RAX and RSP live in the VMCB
     return {};

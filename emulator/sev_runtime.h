@@ -10,7 +10,8 @@
 // LAUNCH_START (with the owner's dh-cert-file and session-file, base64 as QEMU reads them),
 // LAUNCH_UPDATE_DATA over exactly the pages the kernel loader wrote (emulator/boot.h; README
 // "What a -kernel launch measures": the same scratch load as kernel_launch_digest(), so an
-// owner's digest matches), LAUNCH_MEASURE, and the vCPU in the loader's entry state. The guest
+// owner's digest matches), LAUNCH_MEASURE, and the vCPUs: the BSP in the loader's entry state,
+// the APs (-smp N) in INIT's state waiting for their start-up IPI. The guest
 // is then in "launch-secret": the QMP SEV commands can read the measurement and inject a secret
 // until launch_finish(), which the Machine calls when the guest first runs (QEMU's
 // sev_vm_state_change).
@@ -143,7 +144,9 @@ public:
     bool read_guest_physical(uint64_t gpa, std::span<uint8_t> out) const;
 
     vmm::Vm& vm() { return *m_vm; }
-    vmm::Vcpu& vcpu() { return *m_vcpu; }
+    // The hypervisor's vCPUs, one per -smp vCPU (vCPU i has APIC ID i; vCPU 0 is the BSP).
+    vmm::Vcpu& vcpu(size_t index = 0) { return *m_vcpus.at(index); }
+    size_t vcpu_count() const { return m_vcpus.size(); }
     void note_gpa_range_change(GpaRangeChange c) { m_gpa_changes.push_back(c); }
     std::vector<GpaRangeChange> const& gpa_range_changes() const { return m_gpa_changes; }
 
@@ -151,7 +154,7 @@ private:
     SevRuntime(MachineConfig const&, mmu::MemoryController&, devices::AmdSp&, devices::Bus& host_mmio, Trace&);
     Result<void, MachineError> build_host();
     Result<void, MachineError> launch(LaunchInputs&);
-    Result<void, MachineError> create_vcpu(BootEntryState const&);
+    Result<void, MachineError> create_vcpus(BootEntryState const&, uint32_t count);
     // KVM_MEMORY_ENCRYPT_OP with the command's structure copied in and out of host memory.
     template <class T>
     int encrypt_op(uint32_t id, T* data, uint32_t& fw_error);
@@ -171,7 +174,7 @@ private:
     std::unique_ptr<vmm::PspDriver> m_psp;
     std::unique_ptr<vmm::SevHost> m_sev_host;
     std::unique_ptr<vmm::Vm> m_vm;
-    std::unique_ptr<vmm::Vcpu> m_vcpu;
+    std::vector<std::unique_ptr<vmm::Vcpu>> m_vcpus;
 
     SevState m_state { SevState::Uninit };
     Bytes m_measurement; // LAUNCH_MEASURE's output (48 bytes)

@@ -52,6 +52,18 @@ VcpuExit Vcpu::run(uint64_t budget, devices::InterruptController& ic)
     return std::visit([](auto&& e) -> VcpuExit { return std::move(e); }, m_sev->run(executor));
 }
 
+void Vcpu::sev_init()
+{
+    m_sev->init_event();
+    m_halted = false;
+}
+
+void Vcpu::sev_sipi(uint8_t vector)
+{
+    m_sev->deliver_sipi(vector);
+    m_halted = false;
+}
+
 uint64_t Vcpu::instructions() const { return m_cpu->stats().instructions; }
 
 bool Vcpu::halted() const { return m_sev ? m_halted : m_cpu->halted(); }

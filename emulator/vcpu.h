@@ -65,6 +65,11 @@ public:
     // — run() gives ExitHlt again without entering the guest until an interrupt is pending (KVM's
     // KVM_MP_STATE_HALTED). A plain guest's CPU keeps this state itself.
     void set_halted() { m_halted = true; }
+    // An SEV vCPU's INIT and start-up IPI from its local APIC, done by the hypervisor on the
+    // VMCB (vmm::Vcpu::init_event, deliver_sipi); either ends its HLT. A plain vCPU's core is
+    // reset by the Machine instead.
+    void sev_init();
+    void sev_sipi(uint8_t vector);
     // In HLT (the guest's, for an SEV vCPU).
     bool halted() const;
 

@@ -2,6 +2,7 @@
 // VM's memory slots, and exit handling (svm_invoke_exit_handler and its handlers).
 #include "emulator/vmm/vcpu.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <fmt/format.h>
 
@@ -14,6 +15,8 @@ constexpr uint64_t kPresent = 1, kWrite = 2, kUser = 4;
 constexpr uint64_t kAddrMask = 0x000F'FFFF'FFFF'F000ull;
 constexpr size_t kIopmPages = 3, kMsrpmPages = 2;
 constexpr unsigned RAX = 0, RCX = 1, RDX = 2, RBX = 3;
+constexpr uint32_t kMsrApicBase = 0x1B;
+constexpr uint64_t kApicBaseExtd = 1u << 10;
 
 // MSRs that live in the VMCB save area (or are the CPU's own, like SEV_STATUS): the guest reads
 // and writes them directly; everything else is intercepted. KVM passes through a similar set
@@ -37,6 +40,66 @@ constexpr uint32_t kPassThrough[] = {
 };
 
 void set_intercept(VmcbControlArea& c, Intercept i) { c.intercepts[unsigned(i) / 32] |= 1u << (unsigned(i) % 32); }
+
+// The AMD platform MSRs KVM answers in its common code (Linux 6.1 arch/x86/kvm/x86.c
+// kvm_get_msr_common / kvm_set_msr_common) for a guest with the default (zero) HWCR: reads of 0
+// and ignored writes, so that a guest kernel's unguarded rdmsr/wrmsr of them (Linux's
+// early_init_amd reads SYSCFG, bsp_init_amd HWCR, amd_bus_cpu_online writes NB_CFG on every
+// CPU) behaves as on a KVM host instead of taking #GP.
+bool reads_as_zero(uint32_t msr)
+{
+    switch (msr) {
+    case 0xC0010010: // SYSCFG
+    case 0xC0010015: // HWCR (KVM's msr_hwcr, 0 until the VMM sets it)
+    case 0xC001001F: // NB_CFG
+    case 0xC0010055: // INT_PENDING_MSG
+    case 0xC0010058: // MMIO_CONF_BASE (family 10h)
+    case 0xC0010112: // TSEG_ADDR
+    case 0xC0010113: // TSEG_MASK
+    case 0xC0011022: // DC_CFG
+    case 0xC001102A: // BU_CFG2
+    case 0xC001102C: // EX_CFG (family 15h)
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool ignores_write(uint32_t msr)
+{
+    switch (msr) {
+    case 0xC001001F: // NB_CFG
+    case 0xC0010020: // PATCH_LOADER
+    case 0xC0011022: // DC_CFG
+    case 0xC001102A: // BU_CFG2
+    case 0xC001102C: // EX_CFG
+        return true;
+    default:
+        return false;
+    }
+}
+
+// Power-on (and INIT) register state of a vCPU (KVM's kvm_vcpu_reset via init_vmcb; APM vol 2
+// §14.1.3 Table 14-1): real mode at F000:FFF0.
+void set_power_on_registers(VmcbSaveArea& s)
+{
+    auto seg = [](uint16_t sel, uint64_t base, uint16_t attrib) { return VmcbSeg { sel, attrib, 0xFFFF, base }; };
+    s.cs = seg(0xF000, 0xFFFF0000, seg_attrib::P | seg_attrib::S | 0xB);
+    s.ds = s.es = s.fs = s.gs = s.ss = seg(0, 0, seg_attrib::P | seg_attrib::S | 0x3);
+    s.gdtr = { 0, 0, 0xFFFF, 0 };
+    s.idtr = { 0, 0, 0xFFFF, 0 };
+    s.ldtr = seg(0, 0, seg_attrib::P | 0x2);
+    s.tr = seg(0, 0, seg_attrib::P | 0x3);
+    s.cpl = 0;
+    s.cr0 = 0x60000010; // CD | NW | ET
+    s.cr2 = s.cr3 = s.cr4 = 0;
+    s.efer = 1u << 12;  // EFER.SVME, which VMRUN requires of the guest EFER
+    s.rflags = 2;
+    s.rip = 0xFFF0;
+    s.rsp = s.rax = 0;
+    s.dr6 = 0xFFFF0FF0;
+    s.dr7 = 0x400;
+}
 } // namespace
 
 Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
@@ -58,7 +121,11 @@ Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
         msrpm[base + bit / 8] &= uint8_t(~(3u << (bit % 8)));
     }
     TRY(host.copy_to(direct_map(v->m_msrpm), msrpm));
-    TRY(v->build_nested_page_tables());
+    v->m_npt = vm.shared_nested_page_tables().lock();
+    if (!v->m_npt) {
+        v->m_npt = TRY(NestedPageTables::build(vm));
+        vm.shared_nested_page_tables() = v->m_npt;
+    }
 
     auto& c = v->m_vmcb.control;
     for (Intercept i : { Intercept::CPUID, Intercept::HLT, Intercept::IOIO_PROT, Intercept::MSR_PROT, Intercept::SHUTDOWN,
@@ -68,7 +135,7 @@ Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
     c.iopm_base_pa = v->m_iopm.value;
     c.msrpm_base_pa = v->m_msrpm.value;
     c.nested_ctl = nested_ctl::NP_ENABLE;
-    c.nested_cr3 = v->m_ncr3;
+    c.nested_cr3 = v->m_npt->root();
     auto const& sev = vm.sev();
     if (sev.active) {
         // The SEV enable bit and the VM's ASID (sev_init_vmcb); the key slot is the firmware's.
@@ -80,45 +147,36 @@ Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
     }
     c.tlb_ctl = tlb_control::FLUSH_ASID;
 
-    // Power-on state of a vCPU (KVM's kvm_vcpu_reset via init_vmcb): real mode at F000:FFF0.
-    auto& s = v->m_vmcb.save;
-    auto seg = [](uint16_t sel, uint64_t base, uint16_t attrib) { return VmcbSeg { sel, attrib, 0xFFFF, base }; };
-    s.cs = seg(0xF000, 0xFFFF0000, seg_attrib::P | seg_attrib::S | 0xB);
-    s.ds = s.es = s.fs = s.gs = s.ss = seg(0, 0, seg_attrib::P | seg_attrib::S | 0x3);
-    s.gdtr = { 0, 0, 0xFFFF, 0 };
-    s.idtr = { 0, 0, 0xFFFF, 0 };
-    s.ldtr = seg(0, 0, seg_attrib::P | 0x2);
-    s.tr = seg(0, 0, seg_attrib::P | 0x3);
-    s.cr0 = 0x60000010; // CD | NW | ET
-    s.efer = 1u << 12;  // EFER.SVME, which VMRUN requires of the guest EFER
-    s.rflags = 2;
-    s.rip = 0xFFF0;
-    s.dr6 = 0xFFFF0FF0;
-    s.dr7 = 0x400;
-    s.g_pat = 0x0007040600070406ull;
+    set_power_on_registers(v->m_vmcb.save);
+    v->m_vmcb.save.g_pat = 0x0007040600070406ull;
     return v;
 }
 
 Vcpu::~Vcpu()
 {
     auto& host = m_vm.host().psp().host();
-    for (Spa p : m_npt_pages)
-        host.free_pages(p, 1);
     host.free_pages(m_vmcb_page, 1);
     host.free_pages(m_hsave_page, 1);
     host.free_pages(m_iopm, kIopmPages);
     host.free_pages(m_msrpm, kMsrpmPages);
 }
 
+NestedPageTables::~NestedPageTables()
+{
+    for (Spa p : m_pages)
+        m_host.free_pages(p, 1);
+}
+
 // Nested page tables for every memory slot: GPA -> SPA, 4 KiB leaves, all accesses user
 // (APM vol 2 §15.25.5), the nested C-bit clear (host memory is not SME-encrypted; QUIRKS.md).
-Result<void, int> Vcpu::build_nested_page_tables()
+Result<std::shared_ptr<NestedPageTables>, int> NestedPageTables::build(Vm& vm)
 {
-    auto& host = m_vm.host().psp().host();
+    auto& host = vm.host().psp().host();
     auto& mc = host.memory();
+    std::shared_ptr<NestedPageTables> npt(new NestedPageTables(host));
     auto new_table = [&]() -> Result<Spa, int> {
         Spa t = TRY(host.alloc_pages(1));
-        m_npt_pages.push_back(t);
+        npt->m_pages.push_back(t);
         return t;
     };
     auto entry = [&](Spa table, unsigned index) -> Result<uint64_t, int> {
@@ -139,8 +197,8 @@ Result<void, int> Vcpu::build_nested_page_tables()
         return {};
     };
     Spa root = TRY(new_table());
-    m_ncr3 = root.value;
-    for (auto const& [slot, r] : m_vm.memory_slots()) {
+    npt->m_root = root.value;
+    for (auto const& [slot, r] : vm.memory_slots()) {
         for (uint64_t off = 0; off < r.memory_size; off += kPageSize) {
             uint64_t gpa = r.guest_phys_addr + off;
             auto spa = host.to_spa(Hva(r.userspace_addr + off), kPageSize);
@@ -161,7 +219,7 @@ Result<void, int> Vcpu::build_nested_page_tables()
             TRY(set_entry(table, (gpa >> 12) & 0x1FF, leaf));
         }
     }
-    return {};
+    return npt;
 }
 
 void Vcpu::inject_gp(Vmcb& vmcb)
@@ -187,6 +245,48 @@ bool Vcpu::inject_interrupt(uint8_t vector)
     m_vmcb.control.event_inj = encode_event(Event { vector, EventType::INTR, std::nullopt });
     m_vmcb.control.event_inj_err = 0;
     return true;
+}
+
+void Vcpu::init_event()
+{
+    set_power_on_registers(m_vmcb.save);
+    // The general-purpose registers: zero, except RDX = the processor signature (CPUID 1 EAX),
+    // as KVM's kvm_vcpu_reset writes it from the vCPU's CPUID table.
+    m_gprs = {};
+    for (auto const& e : m_cpuid)
+        if (e.function == 1)
+            m_gprs[RDX] = e.eax;
+    // Nothing the INIT interrupted survives: no event being injected, no interrupt shadow, no
+    // interrupt window asked for, no I/O or MMIO read waiting for the VMM (KVM clears them in
+    // kvm_vcpu_reset and init_vmcb).
+    auto& c = m_vmcb.control;
+    c.event_inj = c.event_inj_err = 0;
+    c.int_state = 0;
+    c.int_ctl &= ~(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | int_ctl::V_INTR_PRIO_MASK);
+    c.intercepts[unsigned(Intercept::VINTR) / 32] &= ~(1u << (unsigned(Intercept::VINTR) % 32));
+    m_irq_window = false;
+    m_pending_in.reset();
+    m_pending_mmio.reset();
+    // The translations the guest had are gone with CR0/CR3/CR4 (KVM_REQ_TLB_FLUSH_GUEST).
+    request_tlb_flush();
+}
+
+void Vcpu::deliver_sipi(uint8_t vector)
+{
+    // Only CS and RIP change; the rest is INIT's state (SDM vol 3 §9.4.4; APM vol 2 §16.5).
+    m_vmcb.save.cs.selector = uint16_t(vector) << 8;
+    m_vmcb.save.cs.base = uint64_t(vector) << 12;
+    m_vmcb.save.rip = 0;
+}
+
+// The guest's MAXPHYADDR: CPUID 8000_0008 EAX[7:0] from its table (KVM's cpuid_maxphyaddr), 36
+// when the table lacks the leaf.
+unsigned Vcpu::guest_phys_bits() const
+{
+    for (auto const& e : m_cpuid)
+        if (e.function == 0x80000008u && (e.eax & 0xFF))
+            return std::min(e.eax & 0xFF, 63u);
+    return 36;
 }
 
 // RAX and RSP live in the VMCB save area, the others beside VMRUN (GuestGprs).
@@ -308,11 +408,41 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
         s.rip = c.exit_info_2; // the next RIP
         return io;
     }
-    case exitcode::SVM_EXIT_MSR:
-        // Every intercepted MSR is one KVM's in-kernel set does not emulate here: #GP, as KVM
-        // does for unknown MSRs (ignore_msrs=0).
+    case exitcode::SVM_EXIT_MSR: {
+        // EXITINFO1 = 0 for RDMSR, 1 for WRMSR; ECX names the MSR (APM vol 2 §15.11).
+        uint32_t msr = uint32_t(m_gprs[RCX]);
+        bool write = c.exit_info_1 & 1;
+        if (msr == kMsrApicBase) {
+            if (!write) {
+                s.rax = uint32_t(m_apic_base);
+                m_gprs[RDX] = m_apic_base >> 32;
+            } else {
+                // kvm_set_apic_base(): bits 0-7 and 9 reserved, EXTD too without x2APIC in the
+                // guest's CPUID, and the address bits above MAXPHYADDR.
+                uint64_t value = uint32_t(s.rax) | (m_gprs[RDX] << 32);
+                uint64_t reserved = 0x2FF | kApicBaseExtd | ~((1ull << guest_phys_bits()) - 1);
+                if (value & reserved) {
+                    inject_gp(vmcb);
+                    return std::nullopt;
+                }
+                m_apic_base = value;
+            }
+            s.rip = c.next_rip;
+            return std::nullopt;
+        }
+        if (write ? ignores_write(msr) : reads_as_zero(msr)) {
+            if (!write) {
+                s.rax = 0;
+                m_gprs[RDX] = 0;
+            }
+            s.rip = c.next_rip;
+            return std::nullopt;
+        }
+        // Any other intercepted MSR is one KVM does not emulate: #GP, as KVM does for unknown
+        // MSRs (ignore_msrs=0).
         inject_gp(vmcb);
         return std::nullopt;
+    }
     case exitcode::SVM_EXIT_HLT:
         s.rip = c.next_rip;
         return ExitHlt {};

@@ -10,6 +10,7 @@
 #include "emulator/vmm/vm.h"
 
 #include <array>
+#include <memory>
 #include <string>
 #include <variant>
 #include <vector>
@@ -71,8 +72,29 @@ struct CpuidEntry {
 // private and shared; KVM forwards it to the VMM as KVM_EXIT_HYPERCALL.
 inline constexpr uint64_t KVM_HC_MAP_GPA_RANGE = 12;
 
+// The nested page tables of a VM's memory slots (GPA -> SPA, 4 KiB leaves), built when its
+// first vCPU is created and shared by every vCPU of the VM, as KVM's TDP MMU shares one root
+// among them: N vCPUs cost one set of tables (about 2 MiB of host memory per GiB of guest RAM),
+// not N. Freed with the last vCPU.
+class NestedPageTables {
+public:
+    static Result<std::shared_ptr<NestedPageTables>, int> build(Vm&);
+    ~NestedPageTables();
+    NestedPageTables(NestedPageTables const&) = delete;
+    NestedPageTables& operator=(NestedPageTables const&) = delete;
+    uint64_t root() const { return m_root; }
+
+private:
+    explicit NestedPageTables(HostMemory& host) : m_host(host) {}
+    HostMemory& m_host;
+    std::vector<Spa> m_pages;
+    uint64_t m_root {};
+};
+
 class Vcpu {
 public:
+    // KVM_CREATE_VCPU: the VMCB, the I/O and MSR permission maps, and the VM's nested page
+    // tables (shared with its other vCPUs).
     static Result<std::unique_ptr<Vcpu>, int> create(Vm&, uint32_t id);
     ~Vcpu();
 
@@ -104,25 +126,41 @@ public:
     // hypervisor needs it after changing translations the guest may have cached.
     void request_tlb_flush() { m_vmcb.control.tlb_ctl = cpu::svm::tlb_control::FLUSH_ASID; }
 
+    // The local APIC's INIT and start-up IPIs for a vCPU whose state the hypervisor can write
+    // (not SEV-ES: a plain SEV guest's VMCB save area is not encrypted), as KVM does from
+    // kvm_apic_accept_events(). INIT: kvm_vcpu_reset(init_event) through svm_vcpu_reset and
+    // init_vmcb — the registers of power-on (real mode at F000:FFF0, RDX = CPUID 1 EAX) except
+    // what INIT keeps (the MSRs held in the save area: STAR..SYSENTER_*, PAT), nothing pending.
+    // SIPI: kvm_vcpu_deliver_sipi_vector — CS = vector << 8 with base vector << 12, IP = 0.
+    void init_event();
+    void deliver_sipi(uint8_t vector);
+
+    // IA32_APIC_BASE (MSR 0x1B), which KVM keeps in the kernel even when the local APIC is the
+    // VMM's (vcpu->arch.apic_base): the guest's RDMSR reads it, its WRMSR is checked as
+    // kvm_set_apic_base() checks it (reserved bits, and EXTD: x2APIC is not offered to these
+    // guests) and stored. The VMM sets it (KVM_SET_SREGS' apic_base) and reads it back after
+    // each exit to update its LAPIC (kvm_run::apic_base, QEMU's kvm_arch_post_run).
+    uint64_t apic_base() const { return m_apic_base; }
+    void set_apic_base(uint64_t value) { m_apic_base = value; }
+
     // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
     // VMCB for re-entry, returns nullopt) or names the exit for the VMM.
     std::optional<VcpuExit> handle_exit(cpu::svm::Vmcb& vmcb);
 
     Spa vmcb_address() const { return m_vmcb_page; }
-    uint64_t nested_cr3() const { return m_ncr3; }
+    uint64_t nested_cr3() const { return m_npt->root(); }
     cpu::svm::Vmcb const& vmcb() const { return m_vmcb; }
 
 private:
     Vcpu(Vm& vm, uint32_t id) : m_vm(vm), m_id(id) {}
-    Result<void, int> build_nested_page_tables();
     void inject_gp(cpu::svm::Vmcb&);
+    unsigned guest_phys_bits() const;
 
     Vm& m_vm;
     uint32_t m_id;
     cpu::svm::Vmcb m_vmcb {};
     Spa m_vmcb_page, m_hsave_page, m_iopm, m_msrpm;
-    uint64_t m_ncr3 {};
-    std::vector<Spa> m_npt_pages;
+    std::shared_ptr<NestedPageTables> m_npt;
     std::vector<CpuidEntry> m_cpuid;
     GuestGprs m_gprs {};
     std::optional<ExitIo> m_pending_in;
@@ -130,6 +168,7 @@ private:
     std::optional<VcpuExit> emulate_mmio(cpu::svm::Vmcb&, uint64_t gpa);
     uint64_t get_gpr(cpu::svm::Vmcb const&, unsigned index) const;
     void set_gpr(cpu::svm::Vmcb&, unsigned index, uint64_t value);
+    uint64_t m_apic_base { 0xFEE00000 | (1u << 11) };
     bool m_first_run { true };
     bool m_irq_window {};
 };

@@ -13,10 +13,13 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
 namespace sevemu::vmm {
+
+class NestedPageTables; // vcpu.h
 
 struct SevHostConfig {
     uint32_t max_asid { 509 };     // CPUID 8000_001F ECX
@@ -76,6 +79,9 @@ public:
 
     // vCPU creation bookkeeping (KVM refuses SEV init after the first vCPU).
     void note_vcpu_created() { ++m_created_vcpus; }
+    // The nested page tables the VM's vCPUs share while any of them lives (vcpu.h; KVM's TDP MMU
+    // gives the vCPUs of a VM one root).
+    std::weak_ptr<NestedPageTables>& shared_nested_page_tables() { return m_npt; }
 
     // The SEV context as KVM keeps it (struct kvm_sev_info).
     struct SevInfo {
@@ -125,6 +131,7 @@ private:
     SevHost& m_host;
     KvmVmType m_type;
     uint32_t m_created_vcpus {};
+    std::weak_ptr<NestedPageTables> m_npt;
     std::map<uint32_t, kvm_userspace_memory_region> m_slots;
     std::vector<kvm_enc_region> m_enc_regions;
     SevInfo m_sev;

@@ -9,6 +9,7 @@
 //
 // Argument (compile-time): SEV_GUEST, the path of guest-sev.elf.
 #include "cpu/cpu_model.h"
+#include "devices/lapic.h"
 #include "emulator/machine.h"
 #include "emulator/sev_launch.h"
 #include "emulator/sev_runtime.h"
@@ -497,6 +498,127 @@ TEST_CASE("sev machine: every EPYC model launches and runs the SEV guest", "[sev
     }
 }
 
+// --- -smp 2: the AP of an SEV guest, started the PC way (Intel SDM vol 3 §9.4.4 "MP
+// Initialization Example"; APM vol 2 §16.5) — through the BSP's xAPIC ICR (MMIO, so #NPF and
+// the hypervisor's emulation), in real mode from memory encrypted with the guest's key (paging
+// off: every access private, APM vol 2 §15.34.5). The code below was assembled with GNU as
+// (source in the comments) and is written into guest RAM with the guest's key, as the guest
+// itself would have written it.
+namespace {
+
+// The AP's trampoline at 0x8000 (SIPI vector 8), ".code16" then ".code32":
+//   cli; lgdtl %cs:0x90; mov %cr0,%eax; or $1,%eax; mov %eax,%cr0; ljmpl $0x08,$0x801a
+//   0x801a: mov $0x10,%ax; mov %ax,%ds/%es/%ss; mov $0x9800,%esp; lidtl 0x8096
+//           movl $0x1ff,0xfee000f0            ; its own LAPIC: software-enabled
+//           mov 0xfee00020,%eax; mov %eax,0x9008 ; its own LAPIC ID register
+//           mov $1,%eax; cpuid; mov %ebx,0x900c   ; its own CPUID leaf 1
+//           movl $0x12345678,0x9000; sti; 1: hlt; jmp 1b
+//   0x805f (vector 0x40): movl $0xcafef00d,0x9004; movl $0,0xfee000b0 (EOI); iret
+//   0x8078: GDT (null, flat code 0x08, flat data 0x10); 0x8090: GDTR; 0x8096: IDTR (0x8800, 0x207)
+//   0x8a00: the interrupt gate of vector 0x40 -> 0x08:0x805f
+constexpr uint8_t kApCode[] = { 0xFA, 0x2E, 0x66, 0x0F, 0x01, 0x16, 0x90, 0x00, 0x0F, 0x20, 0xC0, 0x66, 0x83, 0xC8,
+    0x01, 0x0F, 0x22, 0xC0, 0x66, 0xEA, 0x1A, 0x80, 0x00, 0x00, 0x08, 0x00, 0x66, 0xB8, 0x10, 0x00, 0x8E, 0xD8, 0x8E,
+    0xC0, 0x8E, 0xD0, 0xBC, 0x00, 0x98, 0x00, 0x00, 0x0F, 0x01, 0x1D, 0x96, 0x80, 0x00, 0x00, 0xC7, 0x05, 0xF0, 0x00,
+    0xE0, 0xFE, 0xFF, 0x01, 0x00, 0x00, 0xA1, 0x20, 0x00, 0xE0, 0xFE, 0xA3, 0x08, 0x90, 0x00, 0x00, 0xB8, 0x01, 0x00,
+    0x00, 0x00, 0x0F, 0xA2, 0x89, 0x1D, 0x0C, 0x90, 0x00, 0x00, 0xC7, 0x05, 0x00, 0x90, 0x00, 0x00, 0x78, 0x56, 0x34,
+    0x12, 0xFB, 0xF4, 0xEB, 0xFD, 0xC7, 0x05, 0x04, 0x90, 0x00, 0x00, 0x0D, 0xF0, 0xFE, 0xCA, 0xC7, 0x05, 0xB0, 0x00,
+    0xE0, 0xFE, 0x00, 0x00, 0x00, 0x00, 0xCF, 0x8D, 0x74, 0x26, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xFF, 0xFF, 0x00, 0x00, 0x00, 0x9A, 0xCF, 0x00, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x92, 0xCF, 0x00, 0x17, 0x00, 0x78,
+    0x80, 0x00, 0x00, 0x07, 0x02, 0x00, 0x88, 0x00, 0x00 };
+constexpr uint8_t kApGate[] = { 0x5F, 0x80, 0x08, 0x00, 0x00, 0x8E, 0x00, 0x00 };
+// The BSP's code at 0x20000 (32-bit, paging off, as the Multiboot hand-off leaves it):
+//   movl $0x1ff,0xfee000f0; movl $0x01000000,0xfee00310 (ICR high: APIC ID 1)
+//   movl $0x4500,0xfee00300 (INIT, assert); movl $0x4608,0xfee00300 (SIPI 8), twice
+//   1: cmpl $0x12345678,0x9000; jne 1b
+//   movl $0x01000000,0xfee00310; movl $0x4040,0xfee00300 (fixed IPI, vector 0x40)
+//   2: cmpl $0xcafef00d,0x9004; jne 2b
+//   mov $0x21,%al; out %al,$0xf4 (isa-debug-exit: status 67)
+constexpr uint8_t kBspCode[] = { 0xC7, 0x05, 0xF0, 0x00, 0xE0, 0xFE, 0xFF, 0x01, 0x00, 0x00, 0xC7, 0x05, 0x10, 0x03,
+    0xE0, 0xFE, 0x00, 0x00, 0x00, 0x01, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE, 0x00, 0x45, 0x00, 0x00, 0xC7, 0x05, 0x00,
+    0x03, 0xE0, 0xFE, 0x08, 0x46, 0x00, 0x00, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE, 0x08, 0x46, 0x00, 0x00, 0x81, 0x3D,
+    0x00, 0x90, 0x00, 0x00, 0x78, 0x56, 0x34, 0x12, 0x75, 0xF4, 0xC7, 0x05, 0x10, 0x03, 0xE0, 0xFE, 0x00, 0x00, 0x00,
+    0x01, 0xC7, 0x05, 0x00, 0x03, 0xE0, 0xFE, 0x40, 0x40, 0x00, 0x00, 0x81, 0x3D, 0x04, 0x90, 0x00, 0x00, 0x0D, 0xF0,
+    0xFE, 0xCA, 0x75, 0xF4, 0xB0, 0x21, 0xE6, 0xF4 };
+
+void write_private(Machine& m, uint64_t gpa, std::span<uint8_t const> bytes)
+{
+    REQUIRE(m.memory().write(Spa(SevRuntime::kGuestRamBase + gpa), bytes, mmu::KeyId::slot(m.sev()->asid())).has_value());
+}
+
+uint32_t read_private32(Machine& m, uint64_t gpa)
+{
+    uint8_t b[4];
+    REQUIRE(m.memory().read(Spa(SevRuntime::kGuestRamBase + gpa), b, mmu::KeyId::slot(m.sev()->asid())).has_value());
+    return uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
+}
+
+vmm::CpuidEntry leaf1(vmm::Vcpu const& v)
+{
+    for (auto const& e : v.cpuid_entries())
+        if (e.function == 1)
+            return e;
+    FAIL("no CPUID leaf 1");
+    return {};
+}
+
+} // namespace
+
+TEST_CASE("sev machine: -smp 2: INIT-SIPI-SIPI starts the AP from encrypted memory; its LAPIC, CPUID and IPIs are its own",
+    "[sev][run][smp]")
+{
+    auto c = sev_config();
+    c.smp = 2;
+    c.max_instructions = 20'000'000; // an AP that never starts ends the run instead of hanging it
+    auto m = make(std::move(c));
+    auto* sev = m->sev();
+    REQUIRE(sev->vcpu_count() == 2);
+    REQUIRE(m->vcpus().size() == 2);
+    CHECK(m->vcpus()[0].sev() == &sev->vcpu(0));
+    CHECK(m->vcpus()[1].sev() == &sev->vcpu(1));
+    // The AP waits for its SIPI in INIT's state (real mode at F000:FFF0, RDX = CPUID 1 EAX).
+    CHECK(m->lapic(1).waiting_for_sipi());
+    CHECK_FALSE(m->lapic(0).waiting_for_sipi());
+    auto const& ap = sev->vcpu(1).state();
+    CHECK(ap.cs.selector == 0xF000);
+    CHECK(ap.cs.base == 0xFFFF0000);
+    CHECK(ap.rip == 0xFFF0);
+    CHECK(ap.cr0 == 0x60000010);
+    CHECK(sev->vcpu(1).gprs()[2] == leaf1(sev->vcpu(1)).eax);
+    // Each vCPU's CPUID table (KVM_SET_CPUID2) has its own APIC ID; both count 2 processors.
+    CHECK(leaf1(sev->vcpu(0)).ebx >> 24 == 0);
+    CHECK(leaf1(sev->vcpu(1)).ebx >> 24 == 1);
+    CHECK(((leaf1(sev->vcpu(0)).ebx >> 16) & 0xFF) == 2);
+
+    write_private(*m, 0x8000, kApCode);
+    write_private(*m, 0x8A00, kApGate);
+    write_private(*m, 0x20000, kBspCode);
+    sev->vcpu(0).state().rip = 0x20000;
+    auto out = m->run();
+    INFO(out.message);
+    CHECK(out.reason == RunOutcome::Reason::DebugExit);
+    CHECK(out.exit_status == 67);
+    // What the AP wrote, with the guest's key: its marker, the IPI handler's word, its LAPIC's
+    // ID register (APIC ID 1 in bits 31:24: the MMIO exit went to its own LAPIC) and its CPUID.
+    CHECK(read_private32(*m, 0x9000) == 0x12345678);
+    CHECK(read_private32(*m, 0x9004) == 0xCAFEF00D);
+    CHECK(read_private32(*m, 0x9008) == 0x01000000);
+    CHECK(read_private32(*m, 0x900C) >> 24 == 1);
+    // The hypervisor sees ciphertext there: the AP's real-mode and protected-mode writes were private.
+    Bytes seen(4);
+    REQUIRE(sev->read_guest_physical(0x9000, seen));
+    CHECK(seen != Bytes { 0x78, 0x56, 0x34, 0x12 });
+    // The AP went back to HLT after the IPI's handler, in protected mode with its own GDT.
+    CHECK(m->vcpus()[1].halted());
+    CHECK(sev->vcpu(1).state().cs.selector == 0x08);
+    CHECK(sev->vcpu(1).state().rip == 0x805D);
+    CHECK(m->lapic(1).apic_id() == 1);
+    // IA32_APIC_BASE as each vCPU reads it: its LAPIC's, the BSP flag only on vCPU 0.
+    CHECK(sev->vcpu(0).apic_base() == m->lapic(0).apic_base_msr());
+    CHECK(sev->vcpu(1).apic_base() == m->lapic(1).apic_base_msr());
+    CHECK((sev->vcpu(0).apic_base() & 0x100) != 0);
+    CHECK((sev->vcpu(1).apic_base() & 0x100) == 0);
+}
+
 // --- Linux kernels (bzImage, PVH vmlinux) through the same loader entry: the launch measures
 // what load_kernel_image wrote, and `sevemu-owner measurement digest` (the program, run as an
 // owner runs it) prints the digest the firmware signs in the attestation report.
@@ -534,10 +656,11 @@ std::string quoted(std::string const& s) { return "'" + s + "'"; }
 // digest the firmware attests is the owner's: kernel_launch_digest() in-process and the
 // sevemu-owner program; the HMAC verifies with the TIK.
 void check_linux_launch(std::string const& kernel, std::string const& initrd, std::string const& append, uint64_t mem,
-    LoadedKernel::Protocol protocol)
+    LoadedKernel::Protocol protocol, uint32_t smp = 1)
 {
     auto o = owner_session(0x1, "linux");
     auto c = with_session(o);
+    c.smp = smp;
     c.kernel = kernel;
     c.initrd = initrd;
     c.append = append;
@@ -575,7 +698,7 @@ void check_linux_launch(std::string const& kernel, std::string const& initrd, st
     REQUIRE(info.has_value());
     auto measurement = sev->launch_measurement();
     REQUIRE(measurement.has_value());
-    auto digest = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, 1 });
+    auto digest = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, smp });
     REQUIRE(digest.has_value());
     CHECK(digest->ranges == sev->measured_ranges());
     auto ok = owner::verify_measurement(o.session.keys.tik, *measurement, version_of(*info), 0x1, digest->digest);
@@ -597,15 +720,26 @@ void check_linux_launch(std::string const& kernel, std::string const& initrd, st
     if (!initrd.empty())
         args += " --initrd " + quoted(initrd);
     args += " --append " + quoted(append);
+    if (smp != 1)
+        args += fmt::format(" --smp {}", smp);
     CHECK(owner_digest(args) == to_hex(verified->launch_digest));
     // Another command line or another vCPU count (the MADT) is another digest.
-    auto other = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append + " quiet", 1 });
+    auto other = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append + " quiet", smp });
     REQUIRE(other.has_value());
     CHECK(other->digest != digest->digest);
-    auto two = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, 2 });
+    uint32_t other_smp = smp == 1 ? 2 : 1;
+    auto two = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, other_smp });
     REQUIRE(two.has_value());
     CHECK(two->digest != digest->digest);
-    CHECK(owner_digest(args + " --smp 2") == to_hex(two->digest));
+    if (smp == 1)
+        CHECK(owner_digest(args + " --smp 2") == to_hex(two->digest));
+    // One hypervisor vCPU per -smp vCPU; the APs wait for their SIPI in INIT's state.
+    REQUIRE(sev->vcpu_count() == smp);
+    for (uint32_t i = 1; i < smp; ++i) {
+        CHECK(m->lapic(i).waiting_for_sipi());
+        CHECK(sev->vcpu(i).state().rip == 0xFFF0);
+        CHECK(sev->vcpu(i).state().cs.selector == 0xF000);
+    }
 }
 
 } // namespace
@@ -619,6 +753,9 @@ TEST_CASE("sev machine: a synthetic bzImage's launch digest is sevemu-owner's", 
     auto initrd_path = write_bytes("initrd.img", initrd);
     check_linux_launch(kernel, initrd_path, "console=ttyS0 panic=-1", 64ull << 20, LoadedKernel::Protocol::LinuxBzImage);
     check_linux_launch(kernel, "", "", 32ull << 20, LoadedKernel::Protocol::LinuxBzImage);
+    // -smp 2: the MADT lists two LAPICs; the launch digest is still the owner's (plain SEV
+    // measures no vCPU state).
+    check_linux_launch(kernel, initrd_path, "console=ttyS0", 64ull << 20, LoadedKernel::Protocol::LinuxBzImage, 2);
 }
 
 TEST_CASE("sev machine: a synthetic PVH vmlinux's launch digest is sevemu-owner's", "[sev][linux]")

@@ -90,6 +90,21 @@ TEST_CASE("nested page tables map every slot page to its host page", "[vmm][vcpu
     auto miss = npt_walk(*g.h.mc, ctx, Gpa(600 * kPageSize), NptAccess {});
     REQUIRE_FALSE(miss.has_value());
     CHECK((miss.error().exit_info_1 & npf::P) == 0);
+
+    // The VM's other vCPUs share these tables (KVM's TDP MMU root): a second vCPU costs its VMCB,
+    // host save area and permission maps (1 + 1 + 3 + 2 pages), not another set of tables.
+    uint64_t free_before = g.h.host->free_page_count();
+    auto second = Vcpu::create(g.vm, 1);
+    REQUIRE(second.has_value());
+    CHECK((*second)->nested_cr3() == (*vcpu)->nested_cr3());
+    CHECK((*second)->vmcb().control.nested_cr3 == ctx.n_cr3);
+    CHECK(free_before - g.h.host->free_page_count() == 7);
+    // They go with the last vCPU.
+    second->reset();
+    CHECK(g.h.host->free_page_count() == free_before);
+    uint64_t with_tables = g.h.host->free_page_count();
+    vcpu->reset();
+    CHECK(g.h.host->free_page_count() > with_tables + 7);
 }
 
 TEST_CASE("exits are handled from the VMCB image alone", "[vmm][vcpu]")
@@ -139,6 +154,69 @@ TEST_CASE("exits are handled from the VMCB image alone", "[vmm][vcpu]")
         REQUIRE(e.has_value());
         CHECK(std::get<ExitInternalError>(*e).reason.find("string I/O") != std::string::npos);
     }
+    SECTION("the AMD platform MSRs KVM answers itself: reads of 0, ignored writes; others #GP")
+    {
+        // Linux 6.1 arch/x86/kvm/x86.c kvm_get_msr_common / kvm_set_msr_common.
+        vmcb.control.exit_code = exitcode::SVM_EXIT_MSR;
+        vmcb.control.next_rip = 0x3002;
+        for (uint32_t msr : { 0xC0010010u, 0xC0010015u, 0xC001001Fu, 0xC0011022u }) {
+            vmcb.control.exit_info_1 = 0; // RDMSR
+            v.gprs()[1] = msr;
+            vmcb.save.rax = 0x1111;
+            v.gprs()[2] = 0x2222;
+            vmcb.save.rip = 0x3000;
+            CHECK_FALSE(v.handle_exit(vmcb).has_value());
+            CHECK(vmcb.save.rax == 0);
+            CHECK(v.gprs()[2] == 0);
+            CHECK(vmcb.save.rip == 0x3002);
+            CHECK(vmcb.control.event_inj == 0);
+        }
+        vmcb.control.exit_info_1 = 1; // WRMSR NB_CFG (Linux's amd_bus_cpu_online): ignored
+        v.gprs()[1] = 0xC001001F;
+        vmcb.save.rip = 0x3000;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rip == 0x3002);
+        CHECK(vmcb.control.event_inj == 0);
+        v.gprs()[1] = 0xC0010010; // WRMSR SYSCFG: KVM has no such write: #GP, RIP unchanged
+        vmcb.save.rip = 0x3000;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rip == 0x3000);
+        CHECK(vmcb.control.event_inj == (evtinj::VALID | evtinj::VALID_ERR | (3u << evtinj::TYPE_SHIFT) | 13));
+    }
+    SECTION("IA32_APIC_BASE is the kernel's: read, written with kvm_set_apic_base()'s checks")
+    {
+        v.set_cpuid({ { 0x80000008, 0xFFFFFFFFu, 0x3030, 0, 0, 0 } }); // MAXPHYADDR 48
+        v.set_apic_base(0xFEE00900);
+        vmcb.control.exit_code = exitcode::SVM_EXIT_MSR;
+        vmcb.control.next_rip = 0x4002;
+        v.gprs()[1] = 0x1B;
+        vmcb.control.exit_info_1 = 0;
+        vmcb.save.rip = 0x4000;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(vmcb.save.rax == 0xFEE00900);
+        CHECK(v.gprs()[2] == 0);
+        CHECK(vmcb.save.rip == 0x4002);
+        // A move of the APIC page (and the enable bit off) is taken.
+        vmcb.control.exit_info_1 = 1;
+        vmcb.save.rax = 0xFED00100;
+        v.gprs()[2] = 0;
+        vmcb.save.rip = 0x4000;
+        CHECK_FALSE(v.handle_exit(vmcb).has_value());
+        CHECK(v.apic_base() == 0xFED00100);
+        CHECK(vmcb.control.event_inj == 0);
+        // EXTD (x2APIC is not offered), a reserved low bit, an address above MAXPHYADDR: #GP,
+        // nothing stored, RIP stays.
+        for (uint64_t bad : { 0xFEE00D00ull, 0xFEE00901ull, 0x1'0000'FEE0'0900ull }) {
+            vmcb.control.event_inj = 0;
+            vmcb.save.rax = uint32_t(bad);
+            v.gprs()[2] = bad >> 32;
+            vmcb.save.rip = 0x4000;
+            CHECK_FALSE(v.handle_exit(vmcb).has_value());
+            CHECK(v.apic_base() == 0xFED00100);
+            CHECK(vmcb.save.rip == 0x4000);
+            CHECK(vmcb.control.event_inj == (evtinj::VALID | evtinj::VALID_ERR | (3u << evtinj::TYPE_SHIFT) | 13));
+        }
+    }
     SECTION("an unknown MSR injects #GP; HLT, SHUTDOWN, hypercalls and failed entries reach the VMM")
     {
         vmcb.control.exit_code = exitcode::SVM_EXIT_MSR;
@@ -168,6 +246,63 @@ TEST_CASE("exits are handled from the VMCB image alone", "[vmm][vcpu]")
         vmcb.control.exit_code = 0x1234;
         CHECK(std::holds_alternative<ExitInternalError>(*v.handle_exit(vmcb)));
     }
+}
+
+TEST_CASE("INIT and SIPI reset and start a vCPU's VMCB as KVM does for a non-ES guest", "[vmm][vcpu]")
+{
+    Guest g;
+    REQUIRE(op(g.vm, KVM_SEV_LAUNCH_START, g.h.user_struct(kvm_sev_launch_start {})) == 0);
+    auto made = Vcpu::create(g.vm, 1);
+    REQUIRE(made.has_value());
+    Vcpu& v = **made;
+    v.set_cpuid({ { 1, 0xFFFFFFFFu, 0x00A00F11, 0x01020800, 0, 0 } });
+    // A vCPU in the middle of 64-bit code, with an interrupt being injected and a window asked for.
+    auto& s = v.state();
+    s.cr0 = 0x80050033;
+    s.cr3 = 0x1000;
+    s.cr4 = 0x6F0;
+    s.efer = 0x1D01;
+    s.cs = VmcbSeg { 0x10, seg_attrib::P | seg_attrib::S | seg_attrib::L | 0xB, 0xFFFFFFFF, 0 };
+    s.rip = 0xFFFFFFFF81000000ull;
+    s.rsp = 0x1234;
+    s.rflags = 0x246;
+    s.star = 0x0023001000000000ull;
+    s.lstar = 0xFFFFFFFF81A00000ull;
+    s.g_pat = 0x0407050600070106ull;
+    v.gprs()[3] = 77;
+    REQUIRE(v.inject_interrupt(0x30));
+    v.request_interrupt_window();
+
+    // INIT (SDM vol 3 Table 9-1; APM vol 2 §14.1.3): real mode at F000:FFF0 with CS base
+    // FFFF0000, CR0 = 60000010, EFER only SVME (VMRUN's requirement), RDX = CPUID 1 EAX, the
+    // other registers zero; the MSRs in the save area stay; nothing is left to inject.
+    v.init_event();
+    CHECK(s.cs.selector == 0xF000);
+    CHECK(s.cs.base == 0xFFFF0000);
+    CHECK(s.rip == 0xFFF0);
+    CHECK(s.cr0 == 0x60000010);
+    CHECK(s.cr3 == 0);
+    CHECK(s.cr4 == 0);
+    CHECK(s.efer == 1u << 12);
+    CHECK(s.rflags == 2);
+    CHECK(s.rsp == 0);
+    CHECK(v.gprs()[2] == 0x00A00F11);
+    CHECK(v.gprs()[3] == 0);
+    CHECK(s.star == 0x0023001000000000ull);
+    CHECK(s.lstar == 0xFFFFFFFF81A00000ull);
+    CHECK(s.g_pat == 0x0407050600070106ull);
+    CHECK(v.vmcb().control.event_inj == 0);
+    CHECK(v.ready_for_interrupt_injection() == false); // RFLAGS.IF = 0 after INIT
+    CHECK(v.vmcb().control.tlb_ctl == tlb_control::FLUSH_ASID);
+
+    // SIPI with vector 0x9A: CS = 0x9A00, base 0x9A000, IP = 0; the VMCB passes VMRUN's checks.
+    v.deliver_sipi(0x9A);
+    CHECK(s.cs.selector == 0x9A00);
+    CHECK(s.cs.base == 0x9A000);
+    CHECK(s.cs.limit == 0xFFFF);
+    CHECK(s.rip == 0);
+    CHECK(s.cr0 == 0x60000010);
+    CHECK(vmrun_consistency_check(v.vmcb(), sev_host(g.h), *g.h.mc).has_value());
 }
 
 TEST_CASE("IN completes into RAX with x86 register-width rules", "[vmm][vcpu]")
