@@ -1080,15 +1080,12 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
             return Next::Resume;
         },
         [&](vmm::ExitHypercall const& hc) -> Step {
-            // KVM_HC_MAP_GPA_RANGE (gpa, pages, attributes): recorded; SEV needs no change to
-            // the nested page tables, the guest's C-bit picks the key.
+            // KVM_HC_MAP_GPA_RANGE (gpa, pages, attributes): checked and recorded in the VM's
+            // shared-regions list; SEV needs no change to the nested page tables, the guest's
+            // C-bit picks the key.
             if (!vcpu.sev() || !m_sev)
                 return needs_sev("hypercall");
-            m_sev->note_gpa_range_change({ hc.args[0], hc.args[1], hc.args[2] });
-            if (m_trace.enabled("sev"))
-                m_trace.emit("sev", fmt::format("KVM_HC_MAP_GPA_RANGE gpa {:#x} pages {} attributes {:#x}",
-                    hc.args[0], hc.args[1], hc.args[2]));
-            vcpu.sev()->complete_hypercall(0);
+            vcpu.sev()->complete_hypercall(m_sev->map_gpa_range({ hc.args[0], hc.args[1], hc.args[2] }));
             return Next::Resume;
         },
         // The time slice is over, or a request is waiting.

@@ -138,6 +138,12 @@ std::vector<CpuidEntry> guest_cpuid(CpuModel model, SevGuestConfig const& g, uin
     for (uint32_t leaf = 0x80000000u; leaf <= max_ext && leaf < 0x80000100u; ++leaf)
         add_leaf(leaf);
     for (auto& e : out) {
+        // KVM_FEATURE_MIGRATION_CONTROL: the hypervisor keeps the shared-regions list and the
+        // migration MSR for SEV guests (the SEV live-migration series; QEMU's SEV migration
+        // patches set it for an SEV guest), so Linux reports its shared pages with
+        // KVM_HC_MAP_GPA_RANGE and writes KVM_MIGRATION_READY (arch/x86/kernel/kvm.c).
+        if (e.function == cpu::kKvmCpuidFeatures)
+            e.eax |= 1u << vmm::KVM_FEATURE_MIGRATION_CONTROL;
         if (e.function == 0x80000001u)
             e.ecx &= ~(1u << 2); // SVM (APM vol 3 Appendix E.4.2): not offered to the guest
         if (e.function == 0x8000000Au)
@@ -612,6 +618,22 @@ Result<void, SevError> SevRuntime::launch_finish()
     set_state(SevState::Running);
     return {};
 }
+
+uint64_t SevRuntime::map_gpa_range(GpaRangeChange c)
+{
+    uint64_t page_size = c.attributes & 0xF;
+    bool bad = (c.attributes & ~(0xFull | KVM_MAP_GPA_RANGE_ENCRYPTED)) || page_size > KVM_MAP_GPA_RANGE_PAGE_SZ_1G;
+    if (m_trace.enabled("sev"))
+        m_trace.emit("sev", fmt::format("KVM_HC_MAP_GPA_RANGE gpa {:#x} pages {} attributes {:#x}{}", c.gpa, c.pages,
+            c.attributes, bad ? ": -KVM_EINVAL" : ""));
+    if (bad)
+        return uint64_t(-int64_t(KVM_EINVAL));
+    m_gpa_changes.push_back(c);
+    m_vm->map_gpa_range(c.gpa >> kPageShift, c.pages, c.attributes & KVM_MAP_GPA_RANGE_ENCRYPTED);
+    return 0;
+}
+
+bool SevRuntime::migration_ready() const { return m_vm->migration_control() & KVM_MIGRATION_READY; }
 
 bool SevRuntime::read_guest_physical(uint64_t gpa, std::span<uint8_t> out) const
 {

@@ -78,8 +78,9 @@ struct SevCapabilities {
 };
 
 // A KVM_HC_MAP_GPA_RANGE request from the guest (Linux's kvm_para.h): pages made shared or
-// private again. sevemu records them; the nested page tables need no change for SEV (the
-// guest's own C-bit picks the key).
+// private again. sevemu records them and keeps the VM's shared-regions list (vmm::Vm), which
+// migration uses; the nested page tables need no change for SEV (the guest's own C-bit picks
+// the key).
 struct GpaRangeChange {
     uint64_t gpa;
     uint64_t pages;
@@ -147,7 +148,13 @@ public:
     // The hypervisor's vCPUs, one per -smp vCPU (vCPU i has APIC ID i; vCPU 0 is the BSP).
     vmm::Vcpu& vcpu(size_t index = 0) { return *m_vcpus.at(index); }
     size_t vcpu_count() const { return m_vcpus.size(); }
-    void note_gpa_range_change(GpaRangeChange c) { m_gpa_changes.push_back(c); }
+    // The VMM's half of KVM_HC_MAP_GPA_RANGE (the kernel already refused unaligned, empty and
+    // wrapping ranges): the attributes must name a page size (4K, 2M, 1G) and nothing but the
+    // encryption bit beside it, else -KVM_EINVAL and nothing changes. Returns the guest's RAX.
+    uint64_t map_gpa_range(GpaRangeChange);
+    // The guest wrote KVM_MIGRATION_READY to MSR_KVM_MIGRATION_CONTROL (QEMU's SEV migration
+    // series refuses `migrate` until then: the guest has not reported its shared pages yet).
+    bool migration_ready() const;
     std::vector<GpaRangeChange> const& gpa_range_changes() const { return m_gpa_changes; }
 
 private:

@@ -172,6 +172,40 @@ struct kvm_sev_receive_update_data {
 };
 static_assert(sizeof(kvm_sev_receive_update_data) == 48);
 
+// The guest's side of live migration (Linux arch/x86/include/uapi/asm/kvm_para.h, merged in
+// 5.16 from the SEV live-migration series): the guest learns from CPUID 0x40000001 EAX bit
+// KVM_FEATURE_MIGRATION_CONTROL that it may tell the hypervisor, by writing KVM_MIGRATION_READY
+// to MSR_KVM_MIGRATION_CONTROL, that its shared pages are all reported (KVM_HC_MAP_GPA_RANGE)
+// and it can be migrated.
+inline constexpr uint32_t KVM_FEATURE_MIGRATION_CONTROL = 17;
+inline constexpr uint32_t MSR_KVM_MIGRATION_CONTROL = 0x4b564d08;
+inline constexpr uint64_t KVM_MIGRATION_READY = 1ull << 0;
+// KVM_HC_MAP_GPA_RANGE's attributes: bits 3:0 the page size, bit 4 the encryption status.
+inline constexpr uint64_t KVM_MAP_GPA_RANGE_PAGE_SZ_4K = 0;
+inline constexpr uint64_t KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1;
+inline constexpr uint64_t KVM_MAP_GPA_RANGE_PAGE_SZ_1G = 2;
+inline constexpr uint64_t KVM_MAP_GPA_RANGE_ENCRYPTED = 1ull << 4;
+// Hypercall return values (include/uapi/linux/kvm_para.h: KVM_ENOSYS 1000, KVM_EINVAL = EINVAL).
+inline constexpr uint64_t KVM_ENOSYS = 1000;
+inline constexpr uint64_t KVM_EINVAL = 22;
+
+// KVM_GET_SHARED_PAGES_LIST / KVM_SET_SHARED_PAGES_LIST (the SEV live-migration series v10,
+// "KVM: x86: Introduce KVM_GET_SHARED_PAGES_LIST ioctl"): the pages the guest made shared, as
+// sorted, non-overlapping, merged runs of guest frame numbers. sevemu's entry is the run's first
+// gfn and its length in pages.
+struct kvm_shared_region {
+    uint64_t gfn_start;
+    uint64_t npages;
+};
+static_assert(sizeof(kvm_shared_region) == 16);
+
+struct kvm_shared_pages_list {
+    uint64_t pnents;  // Hva of a uint32_t: the number of entries (GET writes it, SET reads it)
+    uint64_t buffer;  // Hva of the entries
+    uint32_t size;    // the buffer's size in bytes
+};
+static_assert(sizeof(kvm_shared_pages_list) == 24);
+
 struct kvm_enc_region {
     uint64_t addr;
     uint64_t size;

@@ -279,6 +279,15 @@ void Vcpu::deliver_sipi(uint8_t vector)
     m_vmcb.save.rip = 0;
 }
 
+// A KVM paravirtual feature (CPUID 0x40000001 EAX) in the guest's table (KVM's guest_pv_has).
+bool Vcpu::has_pv_feature(unsigned bit) const
+{
+    for (auto const& e : m_cpuid)
+        if (e.function == 0x40000001u)
+            return (e.eax >> bit) & 1;
+    return false;
+}
+
 // The guest's MAXPHYADDR: CPUID 8000_0008 EAX[7:0] from its table (KVM's cpuid_maxphyaddr), 36
 // when the table lacks the leaf.
 unsigned Vcpu::guest_phys_bits() const
@@ -430,6 +439,28 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
             s.rip = c.next_rip;
             return std::nullopt;
         }
+        if (msr == MSR_KVM_MIGRATION_CONTROL) {
+            // The guest's "ready to migrate" (the SEV live-migration series' svm_get_msr /
+            // svm_set_msr): a VM-wide value; #GP when the guest's CPUID does not offer
+            // KVM_FEATURE_MIGRATION_CONTROL, and for a write of any bit but KVM_MIGRATION_READY.
+            if (!has_pv_feature(KVM_FEATURE_MIGRATION_CONTROL)) {
+                inject_gp(vmcb);
+                return std::nullopt;
+            }
+            if (!write) {
+                s.rax = uint32_t(m_vm.migration_control());
+                m_gprs[RDX] = m_vm.migration_control() >> 32;
+            } else {
+                uint64_t value = uint32_t(s.rax) | (m_gprs[RDX] << 32);
+                if (value & ~KVM_MIGRATION_READY) {
+                    inject_gp(vmcb);
+                    return std::nullopt;
+                }
+                m_vm.set_migration_control(value);
+            }
+            s.rip = c.next_rip;
+            return std::nullopt;
+        }
         if (write ? ignores_write(msr) : reads_as_zero(msr)) {
             if (!write) {
                 s.rax = 0;
@@ -451,9 +482,19 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
     case exitcode::SVM_EXIT_VMMCALL: {
         uint64_t nr = s.rax;
         s.rip = c.next_rip;
-        if (nr == KVM_HC_MAP_GPA_RANGE)
-            return ExitHypercall { nr, { m_gprs[RBX], m_gprs[RCX], m_gprs[RDX] } };
-        s.rax = uint64_t(-1000); // -KVM_ENOSYS
+        if (nr == KVM_HC_MAP_GPA_RANGE) {
+            // kvm_emulate_hypercall(), case KVM_HC_MAP_GPA_RANGE: the kernel refuses a GPA
+            // that is not page-aligned, zero pages, and a range whose last gfn wraps, with
+            // -KVM_EINVAL to the guest and no exit; the attributes are the VMM's to check.
+            uint64_t gpa = m_gprs[RBX], npages = m_gprs[RCX];
+            uint64_t gfn = gpa >> kPageShift;
+            if ((gpa & kPageMask) || npages == 0 || gfn + npages <= gfn) {
+                s.rax = uint64_t(-int64_t(KVM_EINVAL));
+                return std::nullopt;
+            }
+            return ExitHypercall { nr, { gpa, npages, m_gprs[RDX] } };
+        }
+        s.rax = uint64_t(-int64_t(KVM_ENOSYS));
         return std::nullopt;
     }
     case exitcode::SVM_EXIT_INTR:

@@ -155,6 +155,7 @@ private:
     Vcpu(Vm& vm, uint32_t id) : m_vm(vm), m_id(id) {}
     void inject_gp(cpu::svm::Vmcb&);
     unsigned guest_phys_bits() const;
+    bool has_pv_feature(unsigned bit) const;
 
     Vm& m_vm;
     uint32_t m_id;

@@ -83,6 +83,24 @@ public:
     // gives the vCPUs of a VM one root).
     std::weak_ptr<NestedPageTables>& shared_nested_page_tables() { return m_npt; }
 
+    // --- The guest's live-migration ABI (kvm_sev.h; emulator/vmm/vm_shared_regions.cpp).
+    // MSR_KVM_MIGRATION_CONTROL, one per VM as in the series (sev->live_migration_enabled):
+    // the vCPU's WRMSR stores it, the VMM reads it before it migrates an SEV guest.
+    uint64_t migration_control() const { return m_migration_control; }
+    void set_migration_control(uint64_t value) { m_migration_control = value; }
+    // The effect of a validated KVM_HC_MAP_GPA_RANGE: gfns [gfn, gfn + npages) become private
+    // (encrypted) or shared; the list stays sorted and merged.
+    void map_gpa_range(uint64_t gfn, uint64_t npages, bool encrypted);
+    std::vector<kvm_shared_region> const& shared_regions() const { return m_shared; }
+    bool is_shared(uint64_t gfn) const;
+    // KVM_GET_SHARED_PAGES_LIST: -EINVAL for a zero size, -E2BIG (with *pnents = the count)
+    // when the buffer is too small, -EFAULT for bad addresses.
+    int get_shared_pages_list(kvm_shared_pages_list const&) const;
+    // KVM_SET_SHARED_PAGES_LIST (the target, before it runs): replaces the list with the given
+    // entries, sorted and merged; -EINVAL for an empty run, a run that wraps, or a size that
+    // does not hold the entries; the list is unchanged on any error.
+    int set_shared_pages_list(kvm_shared_pages_list const&);
+
     // The SEV context as KVM keeps it (struct kvm_sev_info).
     struct SevInfo {
         bool active {}, es_active {}, need_init {};
@@ -135,6 +153,8 @@ private:
     std::map<uint32_t, kvm_userspace_memory_region> m_slots;
     std::vector<kvm_enc_region> m_enc_regions;
     SevInfo m_sev;
+    uint64_t m_migration_control {};
+    std::vector<kvm_shared_region> m_shared;
 };
 
 } // namespace sevemu::vmm

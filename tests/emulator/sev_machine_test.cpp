@@ -429,6 +429,20 @@ TEST_CASE("sev machine: the SEV-aware guest runs encrypted and prints the owner'
     CHECK(sev->gpa_range_changes()[0].gpa == 0x900000);
     CHECK(sev->gpa_range_changes()[0].pages == 1);
     CHECK(sev->gpa_range_changes()[0].attributes == 0);
+    // ... which the VM keeps in its shared-regions list (gfn 0x900, one page), and the guest's
+    // entry said it is ready to migrate (MSR_KVM_MIGRATION_CONTROL, offered in CPUID 0x40000001).
+    REQUIRE(sev->vm().shared_regions().size() == 1);
+    CHECK(sev->vm().shared_regions()[0].gfn_start == 0x900);
+    CHECK(sev->vm().shared_regions()[0].npages == 1);
+    CHECK(sev->migration_ready());
+    CHECK(sev->vm().migration_control() == vmm::KVM_MIGRATION_READY);
+    // The VMM's checks of the attributes: a page size beyond 1G or a bit beside the encryption
+    // bit is -KVM_EINVAL and changes nothing; a good one updates the list.
+    CHECK(sev->map_gpa_range({ 0x901000, 1, 3 }) == uint64_t(-22));
+    CHECK(sev->map_gpa_range({ 0x901000, 1, 0x20 }) == uint64_t(-22));
+    CHECK(sev->vm().shared_regions().size() == 1);
+    CHECK(sev->map_gpa_range({ 0x900000, 1, vmm::KVM_MAP_GPA_RANGE_ENCRYPTED }) == 0);
+    CHECK(sev->vm().shared_regions().empty());
     // What the hypervisor sees: the shared page in plaintext, the private page as ciphertext.
     std::string shared_msg = "sevemu shared page: hello, hypervisor";
     std::string private_msg = "sevemu private page: the hypervisor sees only ciphertext here";

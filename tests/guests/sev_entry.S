@@ -133,6 +133,28 @@ long_mode:
     movl %eax, %ss
     movabsq $stack_top, %rsp
     xorl %ebp, %ebp
+
+    /* --- Ready to migrate, as Linux's kvm_init_platform() (arch/x86/kernel/kvm.c) says it: an
+     * SEV guest of a KVM host offering KVM_FEATURE_MIGRATION_CONTROL (CPUID 0x40000001 EAX[17])
+     * writes KVM_MIGRATION_READY (bit 0) to MSR_KVM_MIGRATION_CONTROL (0x4b564d08). This guest's
+     * only shared page is reported by the core when it shares it (KVM_HC_MAP_GPA_RANGE). */
+    cmpl $0, sev_active(%rip)
+    je 8f
+    movl $0x40000000, %eax
+    cpuid
+    cmpl $0x4b4d564b, %ebx                          /* "KVMK" of "KVMKVMKVM" */
+    jne 8f
+    cmpl $0x40000001, %eax
+    jb 8f
+    movl $0x40000001, %eax
+    cpuid
+    btl $17, %eax
+    jnc 8f
+    movl $0x4b564d08, %ecx
+    movl $1, %eax
+    xorl %edx, %edx
+    wrmsr
+8:
     call guest_main
     movl %eax, %edi
     call guest_exit
