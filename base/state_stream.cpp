@@ -4,6 +4,7 @@
 #include <boost/crc.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cstring>
 #include <string>
@@ -19,6 +20,21 @@ constexpr size_t kHeaderSize = kMagicSize + 4 + 4;
 constexpr size_t kEndSize = 1 + 4 + 4;
 
 uint32_t crc32(std::span<uint8_t const> b) { return snapshot_crc32(b); }
+
+// The stream CRC computed piece by piece: a raw CRC-32 register (before the final XOR), as
+// boost::crc_optimal continues from a remainder.
+uint32_t crc_update(uint32_t state, std::span<uint8_t const> b)
+{
+    boost::crc_optimal<32, 0x04C11DB7, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc(state);
+    crc.process_bytes(b.data(), b.size());
+    return crc.get_interim_remainder();
+}
+uint32_t crc_final(uint32_t state) { return state ^ 0xFFFFFFFFu; }
+
+bool repeatable(uint32_t stream_version, std::string_view name)
+{
+    return stream_version >= 2 && name == kRamPagesSection;
+}
 
 void put_le(std::vector<uint8_t>& out, uint64_t v, unsigned n)
 {
@@ -199,20 +215,23 @@ Result<void, StateError> StateReader::finish() const
 
 // ---------------------------------------------------------------- SnapshotWriter
 
-SnapshotWriter::SnapshotWriter()
+SnapshotWriter::SnapshotWriter(uint32_t stream_version)
+    : m_version(stream_version)
 {
+    assert(stream_version == kSnapshotStreamVersionV1 || stream_version == kSnapshotStreamVersion);
     m_bytes.reserve(4096);
     for (size_t k = 0; k < kMagicSize; ++k)
         m_bytes.push_back(uint8_t(kSnapshotMagic[k]));
-    put_le(m_bytes, kSnapshotStreamVersion, 4);
+    put_le(m_bytes, stream_version, 4);
     put_le(m_bytes, 0, 4); // flags
 }
 
 void SnapshotWriter::add(std::string_view name, uint32_t version, std::span<uint8_t const> payload)
 {
     assert(valid_name(name));
-    assert(std::find(m_names.begin(), m_names.end(), name) == m_names.end());
-    m_names.emplace_back(name);
+    assert(repeatable(m_version, name) || std::find(m_names.begin(), m_names.end(), name) == m_names.end());
+    if (!repeatable(m_version, name))
+        m_names.emplace_back(name);
     size_t start = m_bytes.size();
     m_bytes.push_back(kSectionTag);
     m_bytes.push_back(uint8_t(name.size()));
@@ -224,11 +243,20 @@ void SnapshotWriter::add(std::string_view name, uint32_t version, std::span<uint
     ++m_sections;
 }
 
+std::vector<uint8_t> SnapshotWriter::take()
+{
+    m_crc_state = crc_update(m_crc_state, m_bytes);
+    std::vector<uint8_t> out;
+    out.swap(m_bytes);
+    return out;
+}
+
 std::vector<uint8_t> SnapshotWriter::finish()
 {
     m_bytes.push_back(kEndTag);
     put_le(m_bytes, m_sections, 4);
-    put_le(m_bytes, crc32(m_bytes), 4);
+    put_le(m_bytes, crc_final(crc_update(m_crc_state, m_bytes)), 4);
+    m_crc_state = 0xFFFFFFFFu;
     m_sections = 0;
     m_names.clear();
     return std::move(m_bytes);
@@ -248,8 +276,8 @@ Result<std::vector<SnapshotSection>, StateError> parse_snapshot(std::span<uint8_
     if (s.size() < kHeaderSize)
         return err("", "truncated header");
     auto version = uint32_t(get_le(s.data() + kMagicSize, 4));
-    if (version != kSnapshotStreamVersion)
-        return err("", "unsupported stream version " + num(version) + " (this build reads version " + num(kSnapshotStreamVersion) + ")");
+    if (version != kSnapshotStreamVersionV1 && version != kSnapshotStreamVersion)
+        return err("", "unsupported stream version " + num(version) + " (this build reads versions 1 and 2)");
     auto flags = uint32_t(get_le(s.data() + kMagicSize + 4, 4));
     if (flags != 0)
         return err("", "unsupported stream flags " + hex(flags));
@@ -292,7 +320,7 @@ Result<std::vector<SnapshotSection>, StateError> parse_snapshot(std::span<uint8_
         if (crc32(s.subspan(pos, crc_at - pos)) != stored)
             return err(name, "CRC mismatch");
         // The name after the CRC check: a corrupted name is a CRC mismatch, not a duplicate.
-        if (std::any_of(out.begin(), out.end(), [&](auto const& x) { return x.name == name; }))
+        if (!repeatable(version, name) && std::any_of(out.begin(), out.end(), [&](auto const& x) { return x.name == name; }))
             return err(name, "duplicate section");
         out.push_back({ std::move(name), sec_version, s.subspan(payload_at, size_t(len)) });
         pos = crc_at + 4;
@@ -308,6 +336,88 @@ Result<std::vector<SnapshotSection>, StateError> parse_snapshot(std::span<uint8_
     if (s.size() != pos + kEndSize)
         return err("", num(s.size() - pos - kEndSize) + " bytes after the end record");
     return out;
+}
+
+// ---------------------------------------------------------------- SnapshotStreamReader
+
+Result<void, StateError> SnapshotStreamReader::get(std::span<uint8_t> b, std::string const& section)
+{
+    if (auto r = m_read(b); !r) {
+        std::string where = m_last.empty() ? std::string("after the header") : "after section '" + m_last + "'";
+        if (m_bytes == 0)
+            where = "before the header";
+        return make_unexpected(StateError { section, "the stream ended early, " + where + ": " + r.error() });
+    }
+    m_crc_state = crc_update(m_crc_state, b);
+    m_section_state = crc_update(m_section_state, b);
+    m_bytes += b.size();
+    return {};
+}
+
+Result<uint32_t, StateError> SnapshotStreamReader::read_header()
+{
+    std::array<uint8_t, kHeaderSize> h {};
+    TRY(get(h, ""));
+    if (!std::equal(h.begin(), h.begin() + kMagicSize, kSnapshotMagic))
+        return make_unexpected(StateError { "", "not a sevemu snapshot (bad magic)" });
+    m_version = uint32_t(get_le(h.data() + kMagicSize, 4));
+    if (m_version != kSnapshotStreamVersionV1 && m_version != kSnapshotStreamVersion)
+        return make_unexpected(StateError { "", "unsupported stream version " + num(m_version) + " (this build reads versions 1 and 2)" });
+    auto flags = uint32_t(get_le(h.data() + kMagicSize + 4, 4));
+    if (flags != 0)
+        return make_unexpected(StateError { "", "unsupported stream flags " + hex(flags) });
+    return m_version;
+}
+
+Result<std::optional<OwnedSection>, StateError> SnapshotStreamReader::next(uint64_t max_payload)
+{
+    m_section_state = 0xFFFFFFFFu; // a section's CRC starts at its tag
+    uint8_t tag = 0;
+    TRY(get(std::span(&tag, 1), ""));
+    if (tag == kEndTag) {
+        std::array<uint8_t, 8> e {};
+        TRY(get(std::span(e).first(4), ""));
+        uint32_t interim = m_crc_state;
+        TRY(get(std::span(e).last(4), ""));
+        auto count = uint32_t(get_le(e.data(), 4));
+        auto stored = uint32_t(get_le(e.data() + 4, 4));
+        if (crc_final(interim) != stored)
+            return make_unexpected(StateError { "", "stream CRC mismatch" });
+        if (count != m_names.size())
+            return make_unexpected(StateError { "", "end record counts " + num(count) + " sections, the stream held " + num(m_names.size()) });
+        return std::optional<OwnedSection> {};
+    }
+    if (tag != kSectionTag)
+        return make_unexpected(StateError { "", "bad record tag " + hex(tag, 2) + " at offset " + num(m_bytes - 1) });
+    uint8_t name_len = 0;
+    TRY(get(std::span(&name_len, 1), ""));
+    if (name_len == 0 || name_len > kMaxSectionName)
+        return make_unexpected(StateError { "", "bad section name length " + num(name_len) + " at offset " + num(m_bytes - 2) });
+    std::vector<uint8_t> name_bytes(name_len);
+    TRY(get(name_bytes, ""));
+    std::string name(name_bytes.begin(), name_bytes.end());
+    if (!valid_name(name))
+        return make_unexpected(StateError { "", "bad section name '" + printable(name_bytes) + "'" });
+    std::array<uint8_t, 12> vl {};
+    TRY(get(vl, name));
+    OwnedSection sec;
+    sec.version = uint32_t(get_le(vl.data(), 4));
+    uint64_t len = get_le(vl.data() + 4, 8);
+    if (len > max_payload)
+        return make_unexpected(StateError { name, "payload of " + num(len) + " bytes, more than the " + num(max_payload) + " allowed" });
+    sec.payload.resize(size_t(len));
+    TRY(get(sec.payload, name));
+    uint32_t section_crc = crc_final(m_section_state); // tag to payload end
+    std::array<uint8_t, 4> c {};
+    TRY(get(c, name));
+    if (uint32_t(get_le(c.data(), 4)) != section_crc)
+        return make_unexpected(StateError { name, "CRC mismatch" });
+    if (!repeatable(m_version, name) && std::find(m_names.begin(), m_names.end(), name) != m_names.end())
+        return make_unexpected(StateError { name, "duplicate section" });
+    m_names.push_back(name);
+    m_last = name;
+    sec.name = std::move(name);
+    return std::optional<OwnedSection>(std::move(sec));
 }
 
 } // namespace sevemu
