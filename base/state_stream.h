@@ -137,7 +137,7 @@ private:
     std::vector<uint8_t> m_bytes;
     uint32_t m_version;
     uint32_t m_sections { 0 };
-    uint32_t m_crc_state { 0xFFFFFFFFu }; // the stream CRC over what take() handed out
+    uint32_t m_crc {}; // CRC-32 of everything written so far
     std::vector<std::string> m_names; // for the no-two-alike assertion
 };
 
@@ -167,8 +167,9 @@ private:
     Result<void, StateError> get(std::span<uint8_t>, std::string const& section);
     ReadFn m_read;
     uint32_t m_version {};
-    uint32_t m_crc_state { 0xFFFFFFFFu };    // the stream CRC's register
-    uint32_t m_section_state { 0xFFFFFFFFu }; // the current section's
+    uint32_t m_crc {};                        // CRC-32 of the records read before the current one
+    uint32_t m_section_state { 0xFFFFFFFFu }; // the current record's CRC register
+    uint64_t m_section_bytes {};
     uint64_t m_bytes {};
     std::vector<std::string> m_names;
     std::string m_last; // the last section's name, for messages
