@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -34,6 +35,12 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 namespace {
+
+// The proxy and the QMP clients write to sockets whose peer may be gone (a killed target):
+// EPIPE, not SIGPIPE.
+struct IgnoreSigpipe {
+    IgnoreSigpipe() { std::signal(SIGPIPE, SIG_IGN); }
+} const ignore_sigpipe;
 
 std::string const& scratch()
 {
@@ -473,6 +480,10 @@ TEST_CASE("live migration: -incoming defer + migrate-incoming tcp:, and bad tcp:
     CHECK(bad["error"]["desc"] == "error parsing address '127.0.0.1'");
     bad = src.execute("migrate", { { "uri", "tcp:[::1:4444" } });
     CHECK(bad["error"]["desc"] == "error parsing IPv6 address '[::1:4444'");
+    // Each refused URI went setup → failed, as in QEMU.
+    CHECK(src.migration_until({ "failed" }) == std::vector<std::string> { "setup", "failed" });
+    CHECK(src.migration_until({ "failed" }) == std::vector<std::string> { "setup", "failed" });
+    CHECK(src.status() == "running");
     src.ok("migrate", { { "uri", "tcp:127.0.0.1:" + port } });
     auto seen = src.migration_until({ "completed", "failed", "cancelled" });
     CHECK(seen.back() == "completed");
