@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <deque>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <future>
@@ -838,6 +839,8 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 constexpr unsigned kChunkPages = 256;                  // pages per "ram-pages" section (1 MiB)
+constexpr unsigned kChunksPerRequest = 4;              // sections made per request to the machine
+constexpr size_t kApplyDepth = 4;                      // RAM sections the target has in flight
 constexpr uint64_t kMaxSectionPayload = 64ull << 20;   // the target's bound on one section
 constexpr size_t kMaxReply = 4096;                     // the target's answer line
 constexpr int64_t kReplyTimeoutMs = 60'000;
@@ -1091,6 +1094,7 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
     std::function<Chunk(Machine&)> make_chunk = [live](Machine& m) {
         Chunk c;
         StateWriter w;
+        w.data().reserve(8 + size_t(kChunkPages) * (8 + 1 + kPageSize));
         w.u32(live->pass);
         w.u32(0); // the count, patched below
         uint32_t count = 0;
@@ -1121,19 +1125,36 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
         }
         return c;
     };
-    // Sends the current pass's pages; the next chunk is made while this one goes out.
-    auto send_pass = [&]() -> std::string {
-        auto next = post_async<Chunk>(m_machine, make_chunk);
-        while (next) {
-            Chunk c = next->get();
-            if (!c.error.empty())
-                return c.error;
-            if (c.payload.empty())
+    // A few chunks per request: each request is two thread hand-offs, which a loaded host can
+    // delay by a scheduling quantum.
+    std::function<std::vector<Chunk>(Machine&)> make_batch = [make_chunk](Machine& m) {
+        std::vector<Chunk> out;
+        for (unsigned i = 0; i < kChunksPerRequest; ++i) {
+            out.push_back(make_chunk(m));
+            if (!out.back().error.empty() || out.back().payload.empty())
                 break;
-            next = cancelled() ? std::nullopt : post_async<Chunk>(m_machine, make_chunk);
-            writer.add(kRamPagesSection, 1, c.payload);
-            auto e = send(writer.take());
-            {
+        }
+        return out;
+    };
+    // Sends the current pass's pages; the next batch is made while this one goes out.
+    auto send_pass = [&]() -> std::string {
+        auto next = post_async<std::vector<Chunk>>(m_machine, make_batch);
+        bool pass_over = false;
+        while (next && !pass_over) {
+            auto batch = next->get();
+            next.reset();
+            for (auto const& c : batch)
+                if (!c.error.empty())
+                    return c.error;
+            pass_over = batch.empty() || batch.back().payload.empty();
+            if (!pass_over && !cancelled())
+                next = post_async<std::vector<Chunk>>(m_machine, make_batch);
+            std::string e;
+            for (auto const& c : batch) {
+                if (c.payload.empty())
+                    break;
+                writer.add(kRamPagesSection, 1, c.payload);
+                e = send(writer.take());
                 std::lock_guard lock(m_mutex);
                 m_ram.duplicate += c.zero;
                 m_ram.normal += c.normal;
@@ -1142,6 +1163,8 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
                 double secs = std::max(double(ms_since(m_start)), 1.0) / 1000.0;
                 m_ram.mbps = double(m_ram.transferred) * 8.0 / 1e6 / secs;
                 m_ram.pages_per_second = uint64_t(double(m_ram.normal + m_ram.duplicate) / secs);
+                if (!e.empty() || cancelled())
+                    break;
             }
             if (!e.empty() || cancelled()) {
                 if (next)
@@ -1157,7 +1180,7 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
                 std::fflush(stderr);
             }
         }
-        if (!next && !cancelled())
+        if (!pass_over && !cancelled())
             return "the machine has stopped";
         return {};
     };
@@ -1337,13 +1360,17 @@ void Migration::run_tcp_target(std::shared_ptr<Job> job, std::string origin)
         return refuse("the machine has stopped");
     std::vector<OwnedSection> kept;
     bool have_machine = false;
-    std::optional<std::future<std::string>> applying; // the previous RAM section, being applied
-    auto wait_applied = [&]() -> std::string {
-        if (!applying)
-            return {};
-        auto e = applying->get();
-        applying.reset();
-        return e;
+    std::deque<std::future<std::string>> applying; // RAM sections posted to the machine, oldest first
+    // Waits until at most `keep` are in flight; the first error of those finished.
+    auto wait_applied = [&](size_t keep = 0) -> std::string {
+        std::string first;
+        while (applying.size() > keep) {
+            auto e = applying.front().get();
+            applying.pop_front();
+            if (first.empty())
+                first = e;
+        }
+        return first;
     };
     for (;;) {
         auto next = reader.next(kMaxSectionPayload);
@@ -1370,10 +1397,12 @@ void Migration::run_tcp_target(std::shared_ptr<Job> job, std::string origin)
         if (sec->name == kRamPagesSection) {
             if (sec->version != 1)
                 return refuse(StateError { sec->name, fmt::format("unsupported version {} (this build reads version 1)", sec->version) }.text());
-            if (auto e = wait_applied(); !e.empty())
+            if (auto e = wait_applied(kApplyDepth - 1); !e.empty()) {
+                wait_applied();
                 return refuse(e);
+            }
             auto dec = *decoder;
-            applying = post_async<std::string>(m_machine, [sec, dec](Machine& m) -> std::string {
+            auto posted = post_async<std::string>(m_machine, [sec, dec](Machine& m) -> std::string {
                 Machine::PageDecoder decode;
                 if (dec)
                     decode = [&m, dec](uint64_t spa, uint8_t kind, std::span<uint8_t const> data) {
@@ -1382,8 +1411,11 @@ void Migration::run_tcp_target(std::shared_ptr<Job> job, std::string origin)
                 auto r = m.load_ram_pages(sec->payload, decode);
                 return r ? std::string() : r.error().message;
             });
-            if (!applying)
+            if (!posted) {
+                wait_applied();
                 return refuse("the machine has stopped");
+            }
+            applying.push_back(std::move(*posted));
             continue;
         }
         if (*decoder && (*decoder)->claims(sec->name)) {
