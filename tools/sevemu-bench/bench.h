@@ -38,6 +38,7 @@ int suite_memcrypt(Report&);
 #ifdef SEVEMU_BENCH_HAVE_CPU
 int suite_cpu(Report&); // needs the Machine (and so the CPU library)
 int suite_sev(Report&); // the cpu workloads as SEV guests vs plain guests
+int suite_migration(Report&); // a live migration of a 512 MiB guest over loopback TCP
 #endif
 
 } // namespace sevemu::bench
