@@ -157,11 +157,20 @@ Result<std::unique_ptr<Machine>, MachineError> Machine::create(MachineConfig con
 
 Result<std::unique_ptr<Machine>, MachineError> Machine::create_incoming(MachineConfig config)
 {
-    if (config.confidential_guest)
-        return fail("-incoming: an SEV guest cannot be restored from a snapshot (SEV: Migration is not implemented)");
     std::unique_ptr<Machine> m(new Machine(std::move(config)));
     m->m_incoming = true;
     TRY(m->build());
+    if (m->m_config.confidential_guest) {
+        // The target of an SEV migration: the host and an SEV VM without a launch; the guest
+        // comes with RECEIVE_START / RECEIVE_UPDATE_DATA / RECEIVE_FINISH from the stream
+        // (emulator/sev_migration.cpp).
+        auto* sp = TRY(m->amd_sp());
+        m->m_sev = TRY(SevRuntime::create_incoming(m->m_config, *m->m_memory, *sp, m->m_host_mmio, m->m_trace));
+        for (auto& v : m->m_vcpus) {
+            v.attach_sev(&m->m_sev->vcpu(v.index()));
+            v.sev()->set_apic_base(m->m_lapics[v.index()]->apic_base_msr());
+        }
+    }
     return m;
 }
 

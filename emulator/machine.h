@@ -204,10 +204,12 @@ public:
     // versions and the load's order are in emulator/machine_state.cpp's header comment). On
     // the machine's thread between time slices: in a request while paused, or before or after
     // run().
-    // Why this machine cannot be snapshotted, if it cannot (QEMU's migration blockers: an SEV
-    // guest's pages are ciphertext under a key that never leaves the AMD-SP; "SEV: Migration is
-    // not implemented" as QEMU 7.2 says it).
-    std::optional<std::string> migration_blocker() const;
+    // Why this machine cannot be snapshotted (`live` false: file:, exec:) or migrated live
+    // (`live`: tcp:), if it cannot (QEMU's migration blockers). An SEV guest's pages are
+    // ciphertext under a key that never leaves the AMD-SP: it is never snapshotted, and migrates
+    // live only through the firmware's SEND_* commands, once the guest set KVM_MIGRATION_READY
+    // and migrate-set-sev-info gave the target's certificates (emulator/sev_migration.cpp).
+    std::optional<std::string> migration_blocker(bool live = false) const;
     Result<std::vector<uint8_t>, MachineError> save_snapshot();
     // Only into a machine from create_incoming() that has not run. The whole stream is checked
     // before anything is applied; on failure the message names the section ("snapshot section

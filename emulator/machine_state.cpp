@@ -281,11 +281,27 @@ Result<std::vector<PageRecord>, MachineError> parse_ram_pages(std::span<uint8_t 
 }
 } // namespace
 
-std::optional<std::string> Machine::migration_blocker() const
+std::optional<std::string> Machine::migration_blocker(bool live) const
 {
-    // QEMU 7.2 target/i386/sev.c, sev_kvm_init(): error_setg(&sev_mig_blocker, ...).
-    if (m_sev)
-        return std::string("SEV: Migration is not implemented");
+    if (m_sev && !awaiting_snapshot()) {
+        if (!live)
+            return std::string("SEV: an SEV guest is migrated live only (migrate tcp:HOST:PORT); its memory cannot be "
+                               "saved to a snapshot");
+        if (m_sev->state() == SevState::Sent)
+            return std::string("SEV: the guest was migrated to another machine (SEND_FINISH): it cannot be migrated "
+                               "again from here");
+        if (m_sev->state() != SevState::Running)
+            return fmt::format("SEV: the guest is in state '{}'; it migrates once it runs", sev_state_name(m_sev->state()));
+        // QEMU's SEV migration series keeps its migration blocker until the guest writes
+        // KVM_MIGRATION_READY: before that its shared pages are not all reported.
+        if (!m_sev->migration_ready())
+            return std::string("SEV: the guest has not enabled live migration (it never wrote KVM_MIGRATION_READY to "
+                               "MSR_KVM_MIGRATION_CONTROL)");
+        if (!m_sev->has_migration_target())
+            return std::string("SEV: the target's PDH and certificate chain are not set (migrate-set-sev-info with "
+                               "the target's query-sev-capabilities)");
+        return std::nullopt; // the AMD-SP keeps its own state: the guest's keys travel in the session
+    }
     if (awaiting_snapshot())
         return std::string("the machine is waiting for an incoming snapshot and has no guest to save");
     if (m_amd_sp)
@@ -565,7 +581,12 @@ Result<void, MachineError> Machine::load_sections(std::span<SnapshotSection cons
         }
         auto const& sec = *by_name["ram"];
         StateReader r(sec.name, sec.payload);
-        m_memory->load_dram_layout(r);
+        // An SEV target keeps its own host key and layout (the guest's key slot is in use); its
+        // guest RAM came through the SEV decoder.
+        if (!m_sev)
+            m_memory->load_dram_layout(r);
+        else
+            (void)r.raw(r.remaining());
         if (auto ok = r.finish(); !ok) {
             roll_back();
             return fail(ok.error());
@@ -598,7 +619,7 @@ Result<void, MachineError> Machine::load_sections(std::span<SnapshotSection cons
 
 Result<void, MachineError> Machine::save_live_prologue(SnapshotWriter& out)
 {
-    if (auto b = migration_blocker())
+    if (auto b = migration_blocker(true))
         return fail(*b);
     write_machine_section(out);
     StateWriter w;
@@ -609,7 +630,8 @@ Result<void, MachineError> Machine::save_live_prologue(SnapshotWriter& out)
 
 Result<void, MachineError> Machine::save_live_epilogue(SnapshotWriter& out)
 {
-    if (auto b = migration_blocker())
+    // An SEV guest is in SEND_UPDATE here (its blocker would say so): the encoder checked it.
+    if (auto b = m_sev ? std::nullopt : migration_blocker(true))
         return fail(*b);
     if (m_in_slice)
         return fail("internal: save_live_epilogue() inside a vCPU's time slice");
@@ -631,7 +653,9 @@ Result<void, MachineError> Machine::save_live_epilogue(SnapshotWriter& out)
     for (auto const& d : m_devices)
         section(d.device->name(), d.device->state_version(), [&](StateWriter& w) { d.device->save(w); });
     section("amd-sp", devices::AmdSp::kStateVersion, [&](StateWriter& w) {
-        if (m_amd_sp)
+        // An SEV machine's AMD-SP stays: the target has its own platform, and the guest's keys
+        // went in the SEV session (an empty payload: nothing to load).
+        if (m_amd_sp && !m_sev)
             m_amd_sp->save(w);
     });
     return {};
@@ -651,6 +675,12 @@ Result<void, MachineError> Machine::load_ram_pages(std::span<uint8_t const> payl
     if (!awaiting_snapshot())
         return fail("RAM pages are loaded only into an incoming machine that has not run");
     auto records = TRY(parse_ram_pages(payload, *m_memory, bool(decode)));
+    // An SEV target's DRAM below guest RAM is its hypervisor's (VMCBs, page tables, PSP
+    // buffers): a stream may not write there.
+    if (m_sev)
+        for (auto const& rec : records)
+            if (rec.spa < SevRuntime::kGuestRamBase || rec.spa - SevRuntime::kGuestRamBase >= m_sev->guest_ram_size())
+                return fail(StateError { kRamPagesSection, fmt::format("page {:#x} is not guest RAM of this SEV machine", rec.spa) });
     for (auto const& rec : records) {
         if (rec.kind == kPageZero || rec.kind == kPageRaw) {
             m_memory->store_dram_page(rec.spa >> kPageShift, rec.kind == kPageRaw ? rec.data.data() : nullptr);

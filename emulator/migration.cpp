@@ -2,6 +2,7 @@
 
 #include "base/state_stream.h"
 #include "emulator/machine.h"
+#include "emulator/sev_runtime.h"
 #include "mmu/memory_controller.h"
 
 #include <boost/asio.hpp>
@@ -376,7 +377,7 @@ MigrationInfo Migration::info() const
     // machine still waiting for its own snapshot has none (QEMU's migrate gives "Guest is
     // waiting for an incoming migration" there instead).
     if (m_run_state != MigrationRunState::InMigrate)
-        if (auto b = m_machine.migration_blocker())
+        if (auto b = m_machine.migration_blocker(true))
             info.blocked_reasons.push_back(*b);
     info.status = m_status;
     if (!m_outgoing) {
@@ -424,7 +425,7 @@ Result<void, std::string> Migration::migrate(std::string_view uri_text)
         return Unexpected(std::string("Guest is waiting for an incoming migration"));
     if (m_run_state == MigrationRunState::PostMigrate)
         return Unexpected(std::string("Can't migrate the vm that was paused due to previous migration"));
-    if (auto b = m_machine.migration_blocker())
+    if (auto b = m_machine.migration_blocker(starts_with(uri_text, "tcp:")))
         return Unexpected(*b);
 
     if (m_job && m_job->thread.joinable())
@@ -813,6 +814,11 @@ Result<void, std::string> Migration::cont()
         return Unexpected(std::string("Migration is not finalized yet"));
     case MigrationRunState::PostMigrate:
     case MigrationRunState::None:
+        // SEND_FINISH made the SEV guest's context SENT: the firmware would refuse to ACTIVATE
+        // it again, and the guest runs on the target now.
+        if (m_machine.sev() && m_machine.sev()->state() == SevState::Sent)
+            return Unexpected(std::string("SEV: the guest was migrated to another machine (SEND_FINISH): it cannot run "
+                                          "here again"));
         m_run_state = MigrationRunState::None;
         m_machine.resume();
         return {};
@@ -927,14 +933,19 @@ bool wait_readable(int fd, int64_t timeout_ms, std::atomic<bool> const& cancel)
 
 } // namespace
 
-std::unique_ptr<RamPageEncoder> make_ram_page_encoder(Machine&)
+std::unique_ptr<RamPageEncoder> make_ram_page_encoder(Machine& m)
 {
-    // The SEV path returns its encoder here for a machine with an SEV guest (SEND_* commands);
-    // until then migration_blocker() refuses such a machine before this is reached.
+    if (m.sev())
+        return make_sev_ram_page_encoder(); // SEND_* through the KVM layer
     return std::make_unique<PlainRamEncoder>();
 }
 
-std::unique_ptr<RamPageDecoder> make_ram_page_decoder(Machine&) { return nullptr; }
+std::unique_ptr<RamPageDecoder> make_ram_page_decoder(Machine& m)
+{
+    if (m.sev())
+        return make_sev_ram_page_decoder(); // RECEIVE_*
+    return nullptr;
+}
 
 // The source's pre-copy state. The bitmaps, cursor and encoder are touched on the machine's
 // thread only (inside posted requests); the job's thread reads the counts they return.
@@ -975,12 +986,15 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
     auto end = [&](MigrationStatus status, std::string error) {
         if (progress)
             std::fputc('\n', stderr);
-        if (status != MigrationStatus::Completed)
-            on_machine<bool>(m_machine, [live](Machine& m) {
-                if (live->encoder)
+        on_machine<bool>(m_machine, [live, status](Machine& m) {
+            if (live->encoder) {
+                if (status == MigrationStatus::Completed)
+                    live->encoder->complete(m);
+                else
                     live->encoder->abort(m);
-                return true;
-            });
+            }
+            return true;
+        });
         {
             std::lock_guard lock(m_mutex);
             m_total_ms = ms_since(m_start);
@@ -1055,7 +1069,7 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
     // of DRAM.
     SnapshotWriter writer(kSnapshotStreamVersion);
     auto opened = on_machine<std::string>(m_machine, [this, live, &writer](Machine& m) -> std::string {
-        if (auto b = m.migration_blocker())
+        if (auto b = m.migration_blocker(true))
             return *b;
         live->encoder = make_ram_page_encoder(m);
         if (auto r = m.save_live_prologue(writer); !r)
@@ -1067,8 +1081,11 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
         live->to_send.assign((live->frames + 63) / 64, 0);
         uint64_t total = 0;
         for (auto const& r : mc.ranges())
-            for (uint64_t pfn = r.base.pfn(); pfn < r.base.pfn() + r.size / kPageSize; ++pfn, ++total)
-                live->to_send[pfn / 64] |= 1ull << (pfn % 64);
+            for (uint64_t pfn = r.base.pfn(); pfn < r.base.pfn() + r.size / kPageSize; ++pfn)
+                if (live->encoder->wants(m, pfn << kPageShift)) {
+                    live->to_send[pfn / 64] |= 1ull << (pfn % 64);
+                    ++total;
+                }
         live->left = total;
         mc.start_dirty_log();
         live->last_sync = Clock::now();
@@ -1108,6 +1125,8 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
             uint64_t pfn = live->cursor++;
             live->to_send[pfn / 64] &= ~(1ull << (pfn % 64));
             --live->left;
+            if (!live->encoder->wants(m, pfn << kPageShift))
+                continue; // a dirty page the encoder keeps back (the SEV hypervisor's own)
             w.u64(pfn << kPageShift);
             auto kind = live->encoder->encode_page(m, pfn << kPageShift, w);
             if (!kind) {

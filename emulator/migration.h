@@ -142,6 +142,11 @@ public:
     // The migration ended without completing: cancel, failure, lost connection, refusal (SEV:
     // SEND_CANCEL). The guest runs on.
     virtual void abort(Machine&) = 0;
+    // Whether the page at `spa` goes into the stream at all (SEV: only guest RAM; the
+    // hypervisor's own pages stay with it).
+    virtual bool wants(Machine&, uint64_t /*spa*/) const { return true; }
+    // The target confirmed the migration (SEV: SEND_FINISH; the source's guest is SENT).
+    virtual void complete(Machine&) { }
 };
 // The target's side: the encoder's sections and records.
 class RamPageDecoder {
@@ -156,10 +161,13 @@ public:
     // After the end record and the state's load, before the guest starts (SEV: RECEIVE_FINISH).
     virtual Result<void, std::string> finish(Machine&) = 0;
 };
-// The codec for this machine: plain today (pages as DRAM holds them, no decoder); the SEV helper
-// returns its own for a machine with an SEV guest (which migration_blocker() refuses until then).
+// The codec for this machine: plain (pages as DRAM holds them, no decoder), or the SEV path's for
+// a machine with an SEV guest.
 std::unique_ptr<RamPageEncoder> make_ram_page_encoder(Machine&);
 std::unique_ptr<RamPageDecoder> make_ram_page_decoder(Machine&);
+// The SEV guest's (emulator/sev_migration.cpp, which documents its sections and records).
+std::unique_ptr<RamPageEncoder> make_sev_ram_page_encoder();
+std::unique_ptr<RamPageDecoder> make_sev_ram_page_decoder();
 
 // Live migration's tuning, QEMU's defaults (qapi/migration.json MigrationParameters).
 inline constexpr int64_t kDowntimeLimitMs = 300; // downtime-limit

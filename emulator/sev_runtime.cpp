@@ -166,6 +166,12 @@ SevState from_firmware_state(uint8_t s)
         return SevState::LaunchSecret;
     case fw::GuestState::RUNNING:
         return SevState::Running;
+    case fw::GuestState::SUPDATE:
+        return SevState::SendUpdate;
+    case fw::GuestState::RUPDATE:
+        return SevState::ReceiveUpdate;
+    case fw::GuestState::SENT:
+        return SevState::Sent;
     default:
         return SevState::Uninit;
     }
@@ -184,6 +190,12 @@ std::string_view sev_state_name(SevState s)
         return "launch-secret";
     case SevState::Running:
         return "running";
+    case SevState::SendUpdate:
+        return "send-update";
+    case SevState::ReceiveUpdate:
+        return "receive-update";
+    case SevState::Sent:
+        return "sent";
     }
     return "uninit";
 }
@@ -286,6 +298,24 @@ Result<void, MachineError> SevRuntime::build_host()
     return {};
 }
 
+Result<void, MachineError> SevRuntime::init_vm()
+{
+    std::string what = fmt::format("sev-guest '{}'", m_config.id);
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_INIT, nullptr, fw_error))
+        return fail(fmt::format("{}: KVM_SEV_INIT failed: {}", what, op_error(r, fw_error)));
+
+    // Guest RAM: one contiguous range of DRAM above the host reserve, memory slot 0 at GPA 0.
+    Hva ram = direct_map(Spa(kGuestRamBase));
+    kvm_userspace_memory_region slot { 0, 0, 0, m_ram_size, ram.value };
+    if (int r = m_vm->set_user_memory_region(slot))
+        return fail(fmt::format("{}: KVM_SET_USER_MEMORY_REGION for {} MiB of guest RAM failed: {}", what,
+            m_ram_size >> 20, std::strerror(-r)));
+    if (int r = m_vm->memory_encrypt_reg_region({ ram.value, m_ram_size }))
+        return fail(fmt::format("{}: KVM_MEMORY_ENCRYPT_REG_REGION failed: {}", what, std::strerror(-r)));
+    return {};
+}
+
 template <class T>
 int SevRuntime::encrypt_op(uint32_t id, T* data, uint32_t& fw_error)
 {
@@ -324,18 +354,9 @@ Result<void, MachineError> SevRuntime::launch(LaunchInputs& in)
     auto const& dh_cert = in.dh_cert;
     auto const& session = in.session;
 
+    TRY(init_vm());
     uint32_t fw_error = 0;
-    if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_INIT, nullptr, fw_error))
-        return fail(fmt::format("{}: KVM_SEV_INIT failed: {}", what, op_error(r, fw_error)));
-
-    // Guest RAM: one contiguous range of DRAM above the host reserve, memory slot 0 at GPA 0.
     Hva ram = direct_map(Spa(kGuestRamBase));
-    kvm_userspace_memory_region slot { 0, 0, 0, m_ram_size, ram.value };
-    if (int r = m_vm->set_user_memory_region(slot))
-        return fail(fmt::format("{}: KVM_SET_USER_MEMORY_REGION for {} MiB of guest RAM failed: {}", what,
-            m_ram_size >> 20, std::strerror(-r)));
-    if (int r = m_vm->memory_encrypt_reg_region({ ram.value, m_ram_size }))
-        return fail(fmt::format("{}: KVM_MEMORY_ENCRYPT_REG_REGION failed: {}", what, std::strerror(-r)));
 
     // LAUNCH_START (SEV-KM API 55766 §6.2): the owner's GODH certificate and session blob, or
     // none (the firmware then makes up its own transport keys, as QEMU without the files).
@@ -610,7 +631,8 @@ Result<Bytes, SevError> SevRuntime::attestation_report(std::span<uint8_t const> 
 
 Result<void, SevError> SevRuntime::launch_finish()
 {
-    if (m_state == SevState::Running)
+    // Nothing to finish once the launch is over (running, or migrating in either direction).
+    if (m_state >= SevState::Running)
         return {};
     uint32_t fw_error = 0;
     if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_LAUNCH_FINISH, nullptr, fw_error))
@@ -634,6 +656,224 @@ uint64_t SevRuntime::map_gpa_range(GpaRangeChange c)
 }
 
 bool SevRuntime::migration_ready() const { return m_vm->migration_control() & KVM_MIGRATION_READY; }
+
+// ---------------------------------------------------------------- live migration
+// QEMU's out-of-tree SEV migration series (target/i386/sev.c): sev_save_setup() issues
+// SEND_START with the target's PDH and chains from migrate-set-sev-info, sev_save_outgoing_page()
+// one SEND_UPDATE_DATA per private page, sev_save_finish/SEND_FINISH at the stop, and the target
+// sev_load_incoming_page() / RECEIVE_* the other way. Every step goes through the KVM layer and
+// the firmware; nothing is encrypted on the side.
+
+Result<void, SevError> SevRuntime::set_migration_target(Bytes pdh, Bytes plat_cert, Bytes amd_cert)
+{
+    // The firmware's buffers: a PDH certificate, the PEK, OCA and CEK, the ASK and ARK
+    // (sev_cert.h sizes); the firmware checks them at SEND_START, here only their presence.
+    if (pdh.empty() || plat_cert.empty() || amd_cert.empty())
+        return sev_fail("SEV: migrate-set-sev-info needs pdh, plat-cert and amd-cert");
+    if (pdh.size() > SEV_FW_BLOB_MAX_SIZE || plat_cert.size() > SEV_FW_BLOB_MAX_SIZE || amd_cert.size() > SEV_FW_BLOB_MAX_SIZE)
+        return sev_fail(fmt::format("SEV: a certificate of migrate-set-sev-info exceeds {} bytes", SEV_FW_BLOB_MAX_SIZE));
+    m_target_pdh = std::move(pdh);
+    m_target_plat = std::move(plat_cert);
+    m_target_amd = std::move(amd_cert);
+    return {};
+}
+
+Result<Bytes, SevError> SevRuntime::platform_pdh()
+{
+    auto cap = TRY(capabilities());
+    return std::move(cap.pdh);
+}
+
+Result<Bytes, SevError> SevRuntime::send_start()
+{
+    if (m_state != SevState::Running)
+        return sev_fail(fmt::format("SEV: cannot start sending a guest in state '{}'", sev_state_name(m_state)));
+    if (!has_migration_target())
+        return sev_fail("SEV: the target's certificates are not set (use migrate-set-sev-info with the target's "
+                        "query-sev-capabilities)");
+    uint32_t fw_error = 0;
+    kvm_sev_send_start q {};
+    int r = encrypt_op(KVM_SEV_SEND_START, &q, fw_error);
+    if (r != -EIO || fw_error != uint16_t(fw::Status::INVALID_LEN) || q.session_len == 0 || q.session_len > kPageSize)
+        return sev_fail(fmt::format("SEV: SEND_START did not report the session length: {}", op_error(r, fw_error)));
+    auto pdh = HostBuffer::create(*m_host, m_target_pdh);
+    auto plat = HostBuffer::create(*m_host, m_target_plat);
+    auto amd = HostBuffer::create(*m_host, m_target_amd);
+    auto session = HostBuffer::create(*m_host, {}, q.session_len);
+    if (!pdh || !plat || !amd || !session)
+        return sev_fail("SEV: out of host memory");
+    kvm_sev_send_start s {};
+    s.pdh_cert_uaddr = pdh->hva().value;
+    s.pdh_cert_len = uint32_t(m_target_pdh.size());
+    s.plat_certs_uaddr = plat->hva().value;
+    s.plat_certs_len = uint32_t(m_target_plat.size());
+    s.amd_certs_uaddr = amd->hva().value;
+    s.amd_certs_len = uint32_t(m_target_amd.size());
+    s.session_uaddr = session->hva().value;
+    s.session_len = q.session_len;
+    if ((r = encrypt_op(KVM_SEV_SEND_START, &s, fw_error))) {
+        std::string hint;
+        if (fw_error == uint16_t(fw::Status::POLICY_FAILURE))
+            hint = m_config.policy & fw::policy::NOSEND ? " (the guest's policy has NOSEND: it may never be migrated)"
+                                                         : " (the guest's policy does not allow this target)";
+        else if (fw_error == uint16_t(fw::Status::INVALID_CERTIFICATE))
+            hint = " (the target's PDH does not verify against plat-cert and amd-cert)";
+        return sev_fail(fmt::format("SEV: SEND_START failed: {}{}", op_error(r, fw_error), hint));
+    }
+    auto blob = session->read(q.session_len);
+    if (!blob)
+        return sev_fail("SEV: SEND_START output unreadable");
+    set_state(SevState::SendUpdate);
+    return std::move(*blob);
+}
+
+Result<SevRuntime::Packet, SevError> SevRuntime::send_page(uint64_t gpa)
+{
+    if (m_state != SevState::SendUpdate)
+        return sev_fail(fmt::format("SEV: SEND_UPDATE_DATA in state '{}'", sev_state_name(m_state)));
+    if ((gpa & kPageMask) || gpa >= m_ram_size)
+        return sev_fail(fmt::format("SEV: GPA {:#x} is not a page of guest RAM", gpa));
+    // The header's size is fixed by the firmware (0x34: SEV-KM API 55766 §6.15's packet
+    // header); QEMU asks once per migration, sevemu too (the first call).
+    if (m_packet_header_len == 0) {
+        uint32_t fw_error = 0;
+        kvm_sev_send_update_data q {};
+        int r = encrypt_op(KVM_SEV_SEND_UPDATE_DATA, &q, fw_error);
+        if (r != -EIO || fw_error != uint16_t(fw::Status::INVALID_LEN) || q.hdr_len == 0 || q.hdr_len > kPageSize)
+            return sev_fail(fmt::format("SEV: SEND_UPDATE_DATA did not report the header length: {}", op_error(r, fw_error)));
+        m_packet_header_len = q.hdr_len;
+    }
+    auto hdr = HostBuffer::create(*m_host, {}, m_packet_header_len);
+    auto trans = HostBuffer::create(*m_host, {}, kPageSize);
+    if (!hdr || !trans)
+        return sev_fail("SEV: out of host memory");
+    kvm_sev_send_update_data u { hdr->hva().value, m_packet_header_len, direct_map(Spa(kGuestRamBase + gpa)).value,
+        uint32_t(kPageSize), trans->hva().value, uint32_t(kPageSize) };
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op(KVM_SEV_SEND_UPDATE_DATA, &u, fw_error))
+        return sev_fail(fmt::format("SEV: SEND_UPDATE_DATA of GPA {:#x} failed: {}", gpa, op_error(r, fw_error)));
+    auto h = hdr->read(m_packet_header_len);
+    auto d = trans->read(kPageSize);
+    if (!h || !d)
+        return sev_fail("SEV: SEND_UPDATE_DATA output unreadable");
+    return Packet { std::move(*h), std::move(*d) };
+}
+
+Result<void, SevError> SevRuntime::send_finish()
+{
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_SEND_FINISH, nullptr, fw_error))
+        return sev_fail(fmt::format("SEV: SEND_FINISH failed: {}", op_error(r, fw_error)));
+    set_state(SevState::Sent);
+    return {};
+}
+
+Result<void, SevError> SevRuntime::send_cancel()
+{
+    if (m_state != SevState::SendUpdate)
+        return {};
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_SEND_CANCEL, nullptr, fw_error))
+        return sev_fail(fmt::format("SEV: SEND_CANCEL failed: {}", op_error(r, fw_error)));
+    set_state(SevState::Running);
+    return {};
+}
+
+Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create_incoming(MachineConfig const& c,
+    mmu::MemoryController& mc, devices::AmdSp& sp, devices::Bus& host_mmio, Trace& trace)
+{
+    TRY(check_config(c));
+    std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, sp, host_mmio, trace));
+    TRY(rt->build_host());
+    TRY(rt->init_vm());
+    // The vCPUs' registers come from the stream; each starts like an AP until then.
+    TRY(rt->create_vcpus(BootEntryState {}, c.smp));
+    rt->m_vcpus.front()->init_event();
+    return rt;
+}
+
+Result<void, SevError> SevRuntime::receive_start(uint32_t policy, std::span<uint8_t const> sender_pdh,
+    std::span<uint8_t const> session)
+{
+    if (m_state != SevState::Uninit)
+        return sev_fail(fmt::format("SEV: RECEIVE_START in state '{}'", sev_state_name(m_state)));
+    // The target's own -object sev-guest names the policy it expects; the firmware checks the
+    // session against the policy it is given (a changed policy breaks the session's MAC).
+    if (policy != uint32_t(m_config.policy))
+        return sev_fail(fmt::format("SEV: the incoming guest's policy {:#x} differs from this sev-guest's {:#x}", policy,
+            uint32_t(m_config.policy)));
+    if (sender_pdh.empty() || session.empty() || sender_pdh.size() > SEV_FW_BLOB_MAX_SIZE || session.size() > SEV_FW_BLOB_MAX_SIZE)
+        return sev_fail("SEV: RECEIVE_START needs the sender's PDH and session");
+    auto pdh = HostBuffer::create(*m_host, sender_pdh);
+    auto blob = HostBuffer::create(*m_host, session);
+    if (!pdh || !blob)
+        return sev_fail("SEV: out of host memory");
+    kvm_sev_receive_start r {};
+    r.handle = 0;
+    r.policy = policy;
+    r.pdh_uaddr = pdh->hva().value;
+    r.pdh_len = uint32_t(sender_pdh.size());
+    r.session_uaddr = blob->hva().value;
+    r.session_len = uint32_t(session.size());
+    uint32_t fw_error = 0;
+    if (int ret = encrypt_op(KVM_SEV_RECEIVE_START, &r, fw_error))
+        return sev_fail(fmt::format("SEV: RECEIVE_START failed: {}", op_error(ret, fw_error)));
+    set_state(SevState::ReceiveUpdate);
+    return {};
+}
+
+Result<void, SevError> SevRuntime::receive_page(uint64_t gpa, std::span<uint8_t const> header, std::span<uint8_t const> data)
+{
+    if (m_state != SevState::ReceiveUpdate)
+        return sev_fail(fmt::format("SEV: RECEIVE_UPDATE_DATA in state '{}'", sev_state_name(m_state)));
+    if ((gpa & kPageMask) || gpa >= m_ram_size)
+        return sev_fail(fmt::format("SEV: GPA {:#x} is not a page of guest RAM", gpa));
+    if (header.empty() || header.size() > kPageSize || data.size() != kPageSize)
+        return sev_fail(fmt::format("SEV: a packet for GPA {:#x} must be a header and one page", gpa));
+    auto hdr = HostBuffer::create(*m_host, header);
+    auto trans = HostBuffer::create(*m_host, data);
+    if (!hdr || !trans)
+        return sev_fail("SEV: out of host memory");
+    kvm_sev_receive_update_data u { hdr->hva().value, uint32_t(header.size()), direct_map(Spa(kGuestRamBase + gpa)).value,
+        uint32_t(kPageSize), trans->hva().value, uint32_t(kPageSize) };
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op(KVM_SEV_RECEIVE_UPDATE_DATA, &u, fw_error))
+        return sev_fail(fmt::format("SEV: RECEIVE_UPDATE_DATA of GPA {:#x} failed: {}", gpa, op_error(r, fw_error)));
+    return {};
+}
+
+Result<void, SevError> SevRuntime::write_shared_page(uint64_t gpa, std::span<uint8_t const> data)
+{
+    if ((gpa & kPageMask) || gpa >= m_ram_size || data.size() != kPageSize)
+        return sev_fail(fmt::format("SEV: GPA {:#x} is not a page of guest RAM", gpa));
+    if (!m_mc.write(Spa(kGuestRamBase + gpa), data, mmu::KeyId::none()))
+        return sev_fail(fmt::format("SEV: GPA {:#x} is not DRAM", gpa));
+    return {};
+}
+
+Result<void, SevError> SevRuntime::set_shared_regions(std::span<kvm_shared_region const> regions)
+{
+    uint32_t count = uint32_t(regions.size());
+    auto n = HostBuffer::create(*m_host, { reinterpret_cast<uint8_t const*>(&count), sizeof count });
+    auto buf = HostBuffer::create(*m_host, { reinterpret_cast<uint8_t const*>(regions.data()), regions.size_bytes() });
+    if (!n || !buf)
+        return sev_fail("SEV: out of host memory");
+    kvm_shared_pages_list list { n->hva().value, buf->hva().value, uint32_t(regions.size_bytes()) };
+    if (int r = m_vm->set_shared_pages_list(list))
+        return sev_fail(fmt::format("SEV: KVM_SET_SHARED_PAGES_LIST failed: {}", std::strerror(-r)));
+    return {};
+}
+
+Result<void, SevError> SevRuntime::receive_finish()
+{
+    if (m_state != SevState::ReceiveUpdate)
+        return sev_fail(fmt::format("SEV: RECEIVE_FINISH in state '{}'", sev_state_name(m_state)));
+    uint32_t fw_error = 0;
+    if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_RECEIVE_FINISH, nullptr, fw_error))
+        return sev_fail(fmt::format("SEV: RECEIVE_FINISH failed: {}", op_error(r, fw_error)));
+    set_state(SevState::Running);
+    return {};
+}
 
 bool SevRuntime::read_guest_physical(uint64_t gpa, std::span<uint8_t> out) const
 {

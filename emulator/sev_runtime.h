@@ -56,8 +56,10 @@ struct SevError {
 };
 
 // QEMU's SevState (qapi/misc-target.json), as QEMU tracks it across the launch.
-enum class SevState : uint8_t { Uninit, LaunchUpdate, LaunchSecret, Running };
-std::string_view sev_state_name(SevState); // "uninit", "launch-update", "launch-secret", "running"
+// Migration adds QEMU's SEV migration series' "send-update" and "receive-update", and sevemu's
+// "sent": the source after SEND_FINISH, which can never run again (QUIRKS.md).
+enum class SevState : uint8_t { Uninit, LaunchUpdate, LaunchSecret, Running, SendUpdate, ReceiveUpdate, Sent };
+std::string_view sev_state_name(SevState); // "uninit", "launch-update", "launch-secret", "running", ...
 
 // query-sev: the platform's API version and build (PLATFORM_STATUS) and the guest's handle,
 // policy and state (GUEST_STATUS), read from the firmware at the time of the query.
@@ -140,6 +142,43 @@ public:
     // KVM_SEV_LAUNCH_FINISH; the state becomes "running". Nothing to do when already running.
     Result<void, SevError> launch_finish();
 
+    // --- Live migration (QEMU's out-of-tree SEV migration series, target/i386/sev.c:
+    // sev_save_setup, sev_save_outgoing_page, sev_load_incoming_page; emulator/
+    // sev_runtime_migration.cpp). The target's PDH, its platform chain (PEK, OCA, CEK) and the
+    // AMD chain (ASK, ARK), as QMP migrate-set-sev-info gives them (decoded from base64).
+    Result<void, SevError> set_migration_target(Bytes pdh, Bytes plat_cert, Bytes amd_cert);
+    bool has_migration_target() const { return !m_target_pdh.empty(); }
+    // SEND_START toward the target (the length query, then the call): the 0x80-byte session
+    // (wrapped transport keys) for the target's RECEIVE_START. The state becomes "send-update".
+    Result<Bytes, SevError> send_start();
+    // SEND_UPDATE_DATA of one 4 KiB page of guest RAM: the packet header and the page
+    // re-encrypted under the transport key.
+    struct Packet {
+        Bytes header, data;
+    };
+    Result<Packet, SevError> send_page(uint64_t gpa);
+    // SEND_FINISH: the source is "sent" and never runs again.
+    Result<void, SevError> send_finish();
+    // SEND_CANCEL: back to "running" (the migration failed or was cancelled).
+    Result<void, SevError> send_cancel();
+    // The policy the guest was launched with, and this platform's PDH (the target's
+    // RECEIVE_START needs the sender's).
+    uint32_t policy() const { return uint32_t(m_config.policy); }
+    Result<Bytes, SevError> platform_pdh();
+
+    // The target: a runtime built for an incoming guest (create_incoming) has no launch; it
+    // receives the guest with RECEIVE_START (the source's policy, PDH and session),
+    // RECEIVE_UPDATE_DATA per private page, and RECEIVE_FINISH (then "running").
+    Result<void, SevError> receive_start(uint32_t policy, std::span<uint8_t const> sender_pdh, std::span<uint8_t const> session);
+    Result<void, SevError> receive_page(uint64_t gpa, std::span<uint8_t const> header, std::span<uint8_t const> data);
+    Result<void, SevError> receive_finish();
+    // A shared page arrives in the clear: written as the hypervisor writes it (no key).
+    Result<void, SevError> write_shared_page(uint64_t gpa, std::span<uint8_t const> data);
+    // KVM_SET_SHARED_PAGES_LIST on the target, from the source's list.
+    Result<void, SevError> set_shared_regions(std::span<vmm::kvm_shared_region const>);
+    static Result<std::unique_ptr<SevRuntime>, MachineError> create_incoming(MachineConfig const&,
+        mmu::MemoryController&, devices::AmdSp&, devices::Bus& host_mmio, Trace&);
+
     // Guest-physical memory as the hypervisor sees it (through the memory slots, no key):
     // ciphertext for private pages, plaintext for shared ones. False when not all of it is RAM.
     bool read_guest_physical(uint64_t gpa, std::span<uint8_t> out) const;
@@ -162,6 +201,9 @@ private:
     Result<void, MachineError> build_host();
     Result<void, MachineError> launch(LaunchInputs&);
     Result<void, MachineError> create_vcpus(BootEntryState const&, uint32_t count);
+    // KVM_SEV_INIT and guest RAM's memory slot (and encrypted region): the part of the launch a
+    // migration target also does.
+    Result<void, MachineError> init_vm();
     // KVM_MEMORY_ENCRYPT_OP with the command's structure copied in and out of host memory.
     template <class T>
     int encrypt_op(uint32_t id, T* data, uint32_t& fw_error);
@@ -190,6 +232,8 @@ private:
     std::vector<E820Entry> m_memory_map;
     std::vector<MeasuredRange> m_ranges;
     std::vector<GpaRangeChange> m_gpa_changes;
+    Bytes m_target_pdh, m_target_plat, m_target_amd; // migrate-set-sev-info
+    uint32_t m_packet_header_len {};
 };
 
 } // namespace sevemu::emulator

@@ -279,6 +279,32 @@ void Vcpu::deliver_sipi(uint8_t vector)
     m_vmcb.save.rip = 0;
 }
 
+Vcpu::MigrationState Vcpu::migration_state() const
+{
+    auto const& c = m_vmcb.control;
+    return { m_vmcb.save, c.event_inj, c.event_inj_err, c.int_state, c.int_ctl, m_gprs, m_apic_base, m_irq_window };
+}
+
+void Vcpu::set_migration_state(MigrationState const& st)
+{
+    auto& c = m_vmcb.control;
+    m_vmcb.save = st.save;
+    c.event_inj = st.event_inj;
+    c.event_inj_err = st.event_inj_err;
+    c.int_state = st.int_state;
+    // Only the guest's virtual-interrupt bits; the VINTR intercept follows V_IRQ as run() sets it.
+    uint32_t const virq = int_ctl::V_IRQ | int_ctl::V_IGN_TPR | int_ctl::V_INTR_PRIO_MASK;
+    c.int_ctl = (c.int_ctl & ~virq) | (st.int_ctl & virq);
+    if (st.int_ctl & int_ctl::V_IRQ)
+        set_intercept(c, Intercept::VINTR);
+    m_gprs = st.gprs;
+    m_apic_base = st.apic_base;
+    m_irq_window = st.irq_window;
+    m_pending_in.reset();
+    m_pending_mmio.reset();
+    request_tlb_flush();
+}
+
 // A KVM paravirtual feature (CPUID 0x40000001 EAX) in the guest's table (KVM's guest_pv_has).
 bool Vcpu::has_pv_feature(unsigned bit) const
 {

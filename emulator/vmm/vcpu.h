@@ -143,6 +143,21 @@ public:
     uint64_t apic_base() const { return m_apic_base; }
     void set_apic_base(uint64_t value) { m_apic_base = value; }
 
+    // What migration carries of a vCPU (QEMU's KVM_GET_REGS/SREGS/MSRS/VCPU_EVENTS for a plain
+    // SEV guest, whose VMCB save area is not encrypted): the save area, the event being
+    // injected, the interrupt shadow and virtual-interrupt state, the other GPRs, IA32_APIC_BASE
+    // and whether an interrupt window was asked for. Nothing host-specific (ASID, nested CR3,
+    // permission maps) travels: the target's vCPU keeps its own.
+    struct MigrationState {
+        cpu::svm::VmcbSaveArea save;
+        uint32_t event_inj, event_inj_err, int_state, int_ctl;
+        GuestGprs gprs;
+        uint64_t apic_base;
+        bool irq_window;
+    };
+    MigrationState migration_state() const;
+    void set_migration_state(MigrationState const&);
+
     // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
     // VMCB for re-entry, returns nullopt) or names the exit for the VMM.
     std::optional<VcpuExit> handle_exit(cpu::svm::Vmcb& vmcb);

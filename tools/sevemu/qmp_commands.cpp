@@ -334,6 +334,31 @@ qmp::CommandTable machine_commands(emulator::Machine& machine, emulator::Migrati
                 { "reduced-phys-bits", cap->reduced_phys_bits } };
         });
     });
+    // QEMU's out-of-tree SEV migration series (qapi/migration.json): { 'command':
+    // 'migrate-set-sev-info', 'data': { 'pdh': 'str', 'plat-cert': 'str', 'amd-cert': 'str' } },
+    // base64 each: the target's PDH (its query-sev-capabilities "pdh"), its PEK, OCA and
+    // ASK-signed CEK, and the ASK and ARK (`sevemu-host export --full` on the target's platform).
+    // The series also named it migrate-sev-set-info; both are accepted.
+    for (char const* name : { "migrate-set-sev-info", "migrate-sev-set-info" }) {
+        t.add(name, { { "pdh", Str, true }, { "plat-cert", Str, true }, { "amd-cert", Str, true } },
+            [&m](Json const& a) -> Result<Json, Error> {
+            std::string pdh = TRY(qmp::arg_string(a, "pdh"));
+            std::string plat = TRY(qmp::arg_string(a, "plat-cert"));
+            std::string amd = TRY(qmp::arg_string(a, "amd-cert"));
+            return on_machine(m, [=](emulator::Machine& mm) -> Result<Json, Error> {
+                auto* sev = mm.sev();
+                if (!sev)
+                    return make_unexpected(sev_not_enabled());
+                auto pdh_b = from_base64(pdh), plat_b = from_base64(plat), amd_b = from_base64(amd);
+                if (!pdh_b || !plat_b || !amd_b)
+                    return make_unexpected(qmp::generic_error(fmt::format("SEV: failed to decode {} (base64 expected)",
+                        !pdh_b ? "pdh" : !plat_b ? "plat-cert" : "amd-cert")));
+                if (auto r = sev->set_migration_target(std::move(*pdh_b), std::move(*plat_b), std::move(*amd_b)); !r)
+                    return make_unexpected(sev_error(r.error()));
+                return Json::object();
+            });
+        });
+    }
     t.add("query-sev-launch-measure", [&m](Json const&) -> Result<Json, Error> {
         return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
             auto* sev = mm.sev();
