@@ -8,7 +8,6 @@
 //                            wrapped for the target's PDH); the target does RECEIVE_START with them
 //   "ram-pages" records      only pages of guest RAM (the hypervisor's own pages below it, VMCBs,
 //                            nested page tables, PSP buffers, never leave the source):
-//                              kind 0  a page DRAM holds as zeros (never written by the guest)
 //                              kind 1  a page of the guest's shared-regions list, in the clear
 //                              kind 2  a private page: u32 length, then u32 header length H, the
 //                                      SEND_UPDATE_DATA packet header (H bytes), and the page
@@ -41,7 +40,7 @@ namespace sevemu::emulator {
 
 namespace {
 
-constexpr uint8_t kPageZero = 0, kPageClear = 1, kPagePacket = 2;
+constexpr uint8_t kPageClear = 1, kPagePacket = 2;
 constexpr uint32_t kSevSectionVersion = 1;
 constexpr char kSessionSection[] = "sev-session";
 constexpr char kSharedSection[] = "sev-shared-regions";
@@ -91,18 +90,9 @@ public:
             w.raw(m_page);
             return kPageClear;
         }
-        uint64_t acc = 0;
-        for (size_t i = 0; i < kPageSize; i += 8) {
-            uint64_t v;
-            std::memcpy(&v, m_page.data() + i, 8);
-            acc |= v;
-        }
-        if (acc == 0) {
-            // A private page is never all zeros in DRAM once the guest wrote it (it is
-            // ciphertext): this one was never written, and says nothing about the guest.
-            w.u8(kPageZero);
-            return kPageZero;
-        }
+        // Every private page goes through the firmware, even one DRAM holds as zeros: the guest
+        // reads such a page as the zeros' decryption under its key, which only RECEIVE_UPDATE_DATA
+        // reproduces on the target (zeros in the target's DRAM would decrypt to other bytes).
         auto packet = sev->send_page(gpa);
         if (!packet)
             return err(sev_text(packet.error()));
