@@ -339,6 +339,11 @@ Result<void, MachineError> Machine::build()
         auto* l = lapic.get();
         l->connect_bus(&m_apic_router);
         l->connect_pic(m_pic);
+        // An NMI ends its vCPU's slice, so that the machine hands it over at once (apply_apic_events).
+        l->connect_nmi_notify([this, i] {
+            if (i < m_vcpus.size())
+                m_vcpus[i].cpu().request_stop();
+        });
         m_apic_router.attach(*l);
         m_lapics.push_back(l);
         TRY(add_device(std::move(lapic), {}));
@@ -622,6 +627,14 @@ void Machine::request_reset()
     stop_vcpus();
 }
 
+void Machine::inject_nmi()
+{
+    for (auto* l : m_lapics) {
+        l->set_lint(1, true); // an edge on LINT1 (QEMU's apic_local_deliver(s, APIC_LVT_LINT1))
+        l->set_lint(1, false);
+    }
+}
+
 void Machine::raise_board_stop(VcpuExit exit)
 {
     // The first isa-debug-exit write wins; it also wins over a power-off (QEMU exits at once).
@@ -728,7 +741,10 @@ void Machine::apply_apic_events(size_t i)
         s.halted = false;
         cpu.set_state(s);
     }
-    // NMIs stay pending in the LAPIC: the interpreter has no NMI input yet (QUIRKS.md).
+    // NMI (an NMI message or LINT1): to the vCPU's NMI input, which holds it while an NMI
+    // handler runs (until IRET).
+    if (lapic.take_nmi())
+        m_vcpus[i].inject_nmi();
 }
 
 bool Machine::runnable(size_t i)
@@ -740,7 +756,7 @@ bool Machine::runnable(size_t i)
     Vcpu& v = m_vcpus[i];
     if (!v.halted())
         return true;
-    return v.guest_interrupts_enabled() && lapic.interrupt_pending();
+    return v.nmi_deliverable() || (v.guest_interrupts_enabled() && lapic.interrupt_pending());
 }
 
 // No vCPU can run: every one is halted (or waits for a SIPI). Skip virtual time to the next

@@ -174,6 +174,10 @@ public:
     // fault): after the current instruction, system_reset(ResetCause::Guest) (with -no-reboot:
     // the run ends, ResetShutdown).
     void request_reset();
+    // QMP inject-nmi: an NMI to every vCPU as QEMU's x86_nmi (hw/i386/x86.c) gives it, through
+    // each LAPIC's LINT1 (apic_deliver_nmi), so the LVT decides (masked: nothing; disabled
+    // APIC: the NMI pin). On the machine's thread.
+    void inject_nmi();
 
     // --- Control from other threads (QMP). A request runs on the machine's thread between
     // run slices, and also while the machine is paused. Returns false once run() has returned
