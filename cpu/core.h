@@ -136,6 +136,9 @@ struct Core {
     Insn const* block_first {}; // the current block's first instruction (see IcountNow)
     bool halted {};
     bool irq_shadow {};
+    // The NMI pin (APM vol 2 §8.2.3): an NMI latched by Cpu::inject_nmi(), and the blocking
+    // its delivery sets until the next IRET (§8.9.5 / SDM vol 3 §6.7.1).
+    bool nmi_pending {}, nmi_blocked {};
     std::atomic<bool> stop_requested {};
     bool pending_shutdown {};
 

@@ -73,7 +73,7 @@ void Core::reset()
     fsw = 0;
     ftag_empty = 0xFF;
     tsc_offset = 0;
-    halted = irq_shadow = pending_shutdown = false;
+    halted = irq_shadow = pending_shutdown = nmi_pending = nmi_blocked = false;
     stop_requested = false;
     update_mode();
     update_paging();
@@ -490,6 +490,20 @@ RunResult Cpu::run(uint64_t max_instructions)
                 ++events;
                 continue;
             }
+        } else if (SEVEMU_UNLIKELY(c.nmi_pending) && !c.nmi_blocked && c.gif && !c.irq_shadow && !c.host_vmrun) {
+            // NMI (APM vol 2 §8.2.3): vector 2 whatever RFLAGS.IF, before INTR; further NMIs
+            // are held until IRET. The STI/MOV SS shadow holds it for one instruction too (SDM
+            // vol 3 §6.8.3, Table 25-3's "blocking by MOV SS"; KVM's svm_nmi_blocked).
+            c.nmi_pending = false;
+            c.nmi_blocked = true;
+            c.halted = false;
+            try {
+                c.deliver_event(NMI, false, 0, false, c.rip);
+            } catch (GuestFault const& f) {
+                c.exception(f);
+            }
+            ++events;
+            continue;
         } else if (c.gif && (c.flags & IF) && !c.irq_shadow && !c.host_vmrun && c.io.interrupt_pending()) {
             uint8_t v = c.io.acknowledge_interrupt();
             c.halted = false;
@@ -550,6 +564,10 @@ RunResult Cpu::run(uint64_t max_instructions)
 }
 
 void Cpu::request_stop() { m_core->stop_requested.store(true, std::memory_order_relaxed); }
+
+void Cpu::inject_nmi() { m_core->nmi_pending = true; }
+
+bool Cpu::nmi_deliverable() const { return m_core->nmi_pending && !m_core->nmi_blocked; }
 
 CpuState Cpu::state() const { return m_core->get_full_state(); }
 

@@ -150,6 +150,8 @@ CpuState Core::get_full_state()
     s.interrupt_shadow = irq_shadow;
     s.gif = gif;
     s.pending_shutdown = pending_shutdown;
+    s.nmi_pending = nmi_pending;
+    s.nmi_blocked = nmi_blocked;
     s.instructions = icount;
     if (guest)
         s.svm_guest = guest_state_of(*guest);
@@ -175,6 +177,8 @@ void Core::put_full_state(CpuState const& s)
     irq_shadow = s.interrupt_shadow;
     gif = s.gif;
     pending_shutdown = s.pending_shutdown;
+    nmi_pending = s.nmi_pending;
+    nmi_blocked = s.nmi_blocked;
     flush_jump_cache();
     brk = true;
 }
@@ -385,6 +389,29 @@ void Core::deliver_guest_interrupt(uint8_t vec)
 bool Core::check_guest_interrupts()
 {
     auto& g = *guest;
+    // A physical NMI (§15.12: intercepted, it is a #VMEXIT and stays pending until the host
+    // sets GIF again; otherwise the guest takes it through its IDT). An SEV guest's NMIs come
+    // by EVENTINJ from the VMM, never by this pin (host_vmrun).
+    if (SEVEMU_UNLIKELY(nmi_pending) && !host_vmrun && gif && !nmi_blocked) {
+        if (g.intercepts(Intercept::NMI)) {
+            do_vmexit({ ec::SVM_EXIT_NMI, 0, 0, std::nullopt, 0 });
+            return true;
+        }
+        if (!irq_shadow) {
+            nmi_pending = false;
+            nmi_blocked = true;
+            halted = false;
+            delivering = svm::Event { NMI, svm::EventType::NMI, std::nullopt };
+            try {
+                deliver_event(NMI, false, 0, false, rip);
+            } catch (GuestFault const& f) {
+                delivering.reset();
+                exception(f);
+            }
+            delivering.reset();
+            return true;
+        }
+    }
     // A physical INTR (§15.21.1). The built-in hypervisor (host_vmrun) owns no interrupt
     // controller of its own: the devices behind `io` are its guest's, injected by the VMM.
     if (!host_vmrun && gif && io.interrupt_pending()) {
