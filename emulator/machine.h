@@ -181,7 +181,9 @@ public:
     // --- Control from other threads (QMP). A request runs on the machine's thread between
     // run slices, and also while the machine is paused. Returns false once run() has returned
     // (the request then never runs). Thread-safe.
-    bool post(std::function<void(Machine&)> request);
+    // `interrupt` false: the running vCPU finishes its time slice first (a background job, live
+    // migration's RAM copy, that must not starve the guest by cutting every slice short).
+    bool post(std::function<void(Machine&)> request, bool interrupt = true);
     // On the machine's thread (inside a request, or before run()):
     void pause();                  // QMP stop; -S starts paused ("prelaunch")
     void resume();                 // QMP cont
