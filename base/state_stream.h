@@ -2,14 +2,15 @@
 // `migrate` to file:/exec:, `sevemu -incoming`). The machine's parts each write one section;
 // emulator/machine_state.cpp lists the sections a machine writes and their versions.
 //
-// Byte layout, stream version 1 (every integer little-endian):
+// Byte layout, stream versions 1 and 2 (every integer little-endian):
 //
 //   header   16 bytes  magic "SEVEMU-SNAPSHOT\n"
-//             4 bytes  stream version (1)
+//             4 bytes  stream version (1 or 2)
 //             4 bytes  flags (0; any other value is refused)
 //   section   1 byte   tag 0x01
 //             1 byte   name length N (1..64)
 //             N bytes  name: lowercase ASCII letters, digits, '-', '.', no two sections alike
+//                      (version 2: except "ram-pages", which may come any number of times)
 //             4 bytes  section version (what the part that wrote it calls its layout)
 //             8 bytes  payload length L
 //             L bytes  payload (the part's own encoding, see StateWriter)
@@ -18,6 +19,11 @@
 //   end       1 byte   tag 0xFF
 //             4 bytes  section count
 //             4 bytes  CRC-32 of the whole stream before this field
+//
+// Version 2 (live migration, emulator/migration.cpp) differs from version 1 only in that rule:
+// guest RAM can travel in many "ram-pages" sections (the pre-copy passes), written while the
+// guest still runs, each checked by its own CRC before its pages are applied; the end record's
+// stream CRC then covers all of them. A version-1 stream is a valid version-2 stream.
 //
 // parse_snapshot() checks all of it — magic, versions, every CRC, the end record, nothing after
 // it — before any part sees a byte, so a truncated or corrupted stream is refused whole, with a
@@ -34,6 +40,8 @@
 #include "base/result.h"
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -42,7 +50,9 @@
 namespace sevemu {
 
 inline constexpr char kSnapshotMagic[] = "SEVEMU-SNAPSHOT\n";
-inline constexpr uint32_t kSnapshotStreamVersion = 1;
+inline constexpr uint32_t kSnapshotStreamVersion = 2;  // what this build writes for a live migration
+inline constexpr uint32_t kSnapshotStreamVersionV1 = 1; // what save_snapshot() writes (no repeated sections)
+inline constexpr char kRamPagesSection[] = "ram-pages"; // the section version 2 lets repeat
 inline constexpr size_t kMaxSectionName = 64;
 
 // One line for the user: "snapshot section 'pit': truncated payload".
@@ -114,16 +124,55 @@ struct SnapshotSection {
 // Builds a stream: the header at construction, add() per section, finish() for the end record.
 class SnapshotWriter {
 public:
-    SnapshotWriter();
+    explicit SnapshotWriter(uint32_t stream_version = kSnapshotStreamVersionV1);
     // name must follow the rules above (a programming error otherwise: asserted).
     void add(std::string_view name, uint32_t version, std::span<uint8_t const> payload);
     std::vector<uint8_t> finish();
     uint64_t size() const { return m_bytes.size(); }
+    // A live stream goes out piece by piece: take() hands over what was written since the last
+    // take() (header and whole sections), while the running CRC and the section count go on.
+    std::vector<uint8_t> take();
 
 private:
     std::vector<uint8_t> m_bytes;
+    uint32_t m_version;
     uint32_t m_sections { 0 };
+    uint32_t m_crc {}; // CRC-32 of everything written so far
     std::vector<std::string> m_names; // for the no-two-alike assertion
+};
+
+// A section read off a live stream, owning its payload.
+struct OwnedSection {
+    std::string name;
+    uint32_t version {};
+    std::vector<uint8_t> payload;
+};
+
+// Reads a stream as it arrives (a socket): the header, then one record at a time, with the same
+// checks as parse_snapshot() — each section's CRC before its payload is handed out, the end
+// record's count and stream CRC before next() says the stream is complete. `read` fills its
+// span exactly or returns why it could not (the connection closed); that message becomes the
+// error's.
+class SnapshotStreamReader {
+public:
+    using ReadFn = std::function<Result<void, std::string>(std::span<uint8_t>)>;
+    explicit SnapshotStreamReader(ReadFn read) : m_read(std::move(read)) {}
+    Result<uint32_t, StateError> read_header(); // the stream version
+    // The next section, or nullopt once the end record has been read and checked. A payload
+    // longer than max_payload is refused before anything is allocated.
+    Result<std::optional<OwnedSection>, StateError> next(uint64_t max_payload);
+    uint64_t bytes_read() const { return m_bytes; }
+
+private:
+    Result<void, StateError> get(std::span<uint8_t>, std::string const& section);
+    ReadFn m_read;
+    uint32_t m_version {};
+    uint32_t m_crc {};                        // CRC-32 of the records read before the current one
+    uint32_t m_section_state { 0xFFFFFFFFu }; // the current record's CRC register
+    uint64_t m_section_bytes {};
+    uint64_t m_bytes {};
+    std::vector<std::string> m_names;
+    std::string m_last; // the last section's name, for messages
 };
 
 // The stream's CRC-32 (ISO-HDLC: reflected polynomial 0x04C11DB7, initial value and final XOR

@@ -655,7 +655,7 @@ void Machine::stop_vcpus()
 
 int64_t Machine::now_ns() const { return m_clock ? m_clock->now_ns() : 0; }
 
-bool Machine::post(std::function<void(Machine&)> request)
+bool Machine::post(std::function<void(Machine&)> request, bool interrupt)
 {
     {
         std::lock_guard lock(m_requests_mutex);
@@ -664,9 +664,10 @@ bool Machine::post(std::function<void(Machine&)> request)
         m_requests.push_back(std::move(request));
     }
     m_requests_cv.notify_all();
-    // A running CPU finishes its slice early so the request is served promptly; a machine
-    // waiting for serial input in HLT wakes up.
-    stop_vcpus();
+    // A running CPU finishes its slice early so the request is served promptly (unless the
+    // request is background work); a machine waiting for serial input in HLT wakes up.
+    if (interrupt)
+        stop_vcpus();
     if (m_wake_fd >= 0) {
         uint64_t one = 1;
         [[maybe_unused]] auto n = ::write(m_wake_fd, &one, sizeof one);

@@ -65,6 +65,11 @@ class I8042;
 class PciHost;
 }
 
+namespace sevemu {
+class SnapshotWriter;
+struct SnapshotSection;
+} // namespace sevemu
+
 namespace sevemu::emulator {
 
 class MachineClock;
@@ -182,7 +187,9 @@ public:
     // --- Control from other threads (QMP). A request runs on the machine's thread between
     // run slices, and also while the machine is paused. Returns false once run() has returned
     // (the request then never runs). Thread-safe.
-    bool post(std::function<void(Machine&)> request);
+    // `interrupt` false: the running vCPU finishes its time slice first (a background job, live
+    // migration's RAM copy, that must not starve the guest by cutting every slice short).
+    bool post(std::function<void(Machine&)> request, bool interrupt = true);
     // On the machine's thread (inside a request, or before run()):
     void pause();                  // QMP stop; -S starts paused ("prelaunch")
     void resume();                 // QMP cont
@@ -218,6 +225,25 @@ public:
     // 'pit': ...") and the machine is as it was (still awaiting a snapshot).
     Result<void, MachineError> load_snapshot(std::span<uint8_t const> stream);
     bool incoming() const { return m_incoming; }
+
+    // --- Live migration (emulator/migration.cpp): the same sections in a version-2 stream, RAM
+    // in repeated "ram-pages" sections while the guest runs (machine_state.cpp's comment).
+    // Source, between time slices: the sections that open the stream ("machine", and "ram" at
+    // version 2: the layout and the host key), and those that close it once the vCPUs are
+    // stopped, after the last RAM pass ("clock", the vCPUs, the devices, "amd-sp").
+    Result<void, MachineError> save_live_prologue(SnapshotWriter&);
+    Result<void, MachineError> save_live_epilogue(SnapshotWriter&);
+    // Target: the "machine" section checked against this machine as soon as it arrives.
+    Result<void, MachineError> check_snapshot_machine(SnapshotSection const&) const;
+    // Target: one CRC-checked "ram-pages" payload, checked whole and then written into DRAM.
+    // Only while awaiting a snapshot (the guest never runs before load_live_state succeeds).
+    // Page kinds other than zero and raw go to `decode` (the SEV path's packets); without one
+    // they are refused.
+    using PageDecoder = std::function<Result<void, std::string>(uint64_t spa, uint8_t kind, std::span<uint8_t const> data)>;
+    Result<void, MachineError> load_ram_pages(std::span<uint8_t const> payload, PageDecoder const& decode = {});
+    // Target, once the end record is verified: every other section, as load_snapshot() loads them
+    // ("ram" at version 2; its pages are in DRAM already).
+    Result<void, MachineError> load_live_state(std::span<SnapshotSection const> sections, uint64_t stream_bytes);
     // An incoming machine whose snapshot has not been loaded yet: run() serves requests but
     // runs no guest code (QEMU's "inmigrate") until load_snapshot() succeeds.
     bool awaiting_snapshot() const { return m_incoming && !m_restored; }
@@ -243,6 +269,10 @@ private:
     explicit Machine(MachineConfig config);
     Result<void, MachineError> build();
     Result<void, MachineError> load_kernel();
+    // load_snapshot()'s work after the stream's own checks (machine_state.cpp).
+    Result<void, MachineError> load_sections(std::span<SnapshotSection const>, uint64_t stream_bytes, bool pages_in_dram);
+    void write_machine_section(SnapshotWriter&) const;
+    Result<void, MachineError> check_ram_pages(SnapshotSection const&, PageDecoder const&);
     void apply_firmware_mtrrs_to_vcpus();
     void serial_out(uint8_t byte);
     void flush_serial();

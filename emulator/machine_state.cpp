@@ -31,6 +31,28 @@
 //                   never opened its AMD-SP (a plain guest never needs it: the part is in its
 //                   power-on state and its platform directory was not touched)
 //
+// A live migration (emulator/migration.cpp; stream version 2) writes the same sections in
+// another order, and guest RAM differently:
+//
+//   "machine"  [2]  as above, first, so that the target can refuse another configuration at once
+//   "ram"      [2]  the DRAM layout and the host key only (mmu/memory_controller.h,
+//                   save_dram_layout: u32 range count R, R × (u64 base, u64 size), u8 key length
+//                   (32 or 64), the key); the pages follow in:
+//   "ram-pages" [1] any number of times, the pre-copy passes while the guest runs and then the
+//                   last pass with the vCPUs stopped (a page can come many times: the last copy
+//                   wins); payload: u32 pass number (1 = every page, 2.. = the pages written
+//                   since the pass before), u32 record count P (1..kMaxPagesPerSection), then
+//                   P × (u64 SPA of a 4 KiB page of DRAM, u8 kind, and by kind:
+//                     0  a zero page, nothing follows
+//                     1  4096 bytes: the page as DRAM holds it (ciphertext if written under a key)
+//                     2..255  an encoder's record: u32 length L (at most kMaxPageRecord), L
+//                        bytes — reserved for the SEV path (SEND_UPDATE_DATA packets); a machine
+//                        without a decoder for the kind refuses the section)
+//   then, once the vCPUs have stopped: "clock", "cpu0".., the devices, "amd-sp" as above.
+// The target applies each "ram-pages" section as soon as its CRC and all its records are checked
+// (into the DRAM of a machine that has not run), and everything else only after the end record
+// and its stream CRC are verified; the guest starts only then.
+//
 // A load checks the whole stream first (parse_snapshot: magic, versions, CRCs, end record),
 // then that every section above is there and no other, that each has a version this build
 // reads, and that the "machine" section matches this machine's configuration ("snapshot is of
@@ -62,6 +84,10 @@ constexpr uint64_t kMaxBootRanges = 64;
 constexpr uint64_t kMaxMemoryMap = 128; // the zero page's e820_table holds 128 entries
 constexpr uint64_t kMaxPlacements = 64;
 constexpr uint64_t kMaxDevices = 256;
+constexpr uint32_t kRamPagesVersion = 1;
+constexpr uint32_t kMaxPagesPerSection = 4096;
+constexpr uint32_t kMaxPageRecord = 64 * 1024;
+constexpr uint8_t kPageZero = 0, kPageRaw = 1;
 
 Unexpected<MachineError> fail(std::string msg) { return Unexpected<MachineError>(MachineError { std::move(msg) }); }
 Unexpected<MachineError> fail(StateError const& e) { return fail(e.text()); }
@@ -126,6 +152,133 @@ bool printable_name(std::string const& s)
     return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7F; });
 }
 
+// The "machine" section's fields, read and checked for shape (not yet against this machine).
+Result<void, MachineError> read_machine_section(SnapshotSection const& sec, SavedMachine& saved)
+{
+    StateReader r(sec.name, sec.payload);
+    saved.memory_size = r.u64();
+    saved.cpu_model = as_string(r.bytes(64));
+    if (r.ok() && !printable_name(saved.cpu_model))
+        r.fail("the CPU model's name is not printable text");
+    saved.smp = r.u32();
+    uint32_t ndev = r.u32();
+    if (r.ok() && ndev > kMaxDevices)
+        r.fail(fmt::format("{} devices (at most {})", ndev, kMaxDevices));
+    for (uint32_t i = 0; r.ok() && i < ndev; ++i) {
+        SavedDevice d;
+        d.name = as_string(r.bytes(kMaxSectionName));
+        if (r.ok() && !printable_name(d.name))
+            r.fail(fmt::format("device {}'s name is not printable text", i));
+        uint32_t np = r.u32();
+        if (r.ok() && np > kMaxPlacements)
+            r.fail(fmt::format("device '{}' has {} placements (at most {})", d.name, np, kMaxPlacements));
+        for (uint32_t k = 0; r.ok() && k < np; ++k) {
+            SavedPlacement p;
+            p.space = r.u8();
+            p.base = r.u64();
+            p.length = r.u64();
+            if (r.ok() && p.space > 1)
+                r.fail(fmt::format("device '{}': bad bus space {}", d.name, p.space));
+            d.placements.push_back(p);
+        }
+        saved.devices.push_back(std::move(d));
+    }
+    if (r.boolean()) {
+        MultibootBoot b {};
+        for (uint32_t* f : { &b.entry, &b.info_addr, &b.mem_lower_kib, &b.mem_upper_kib, &b.info_flags, &b.load_low,
+                 &b.load_high, &b.buffer_end })
+            *f = r.u32();
+        saved.boot = b;
+    }
+    uint32_t nranges = r.u32();
+    if (r.ok() && nranges > kMaxBootRanges)
+        r.fail(fmt::format("{} boot ranges (at most {})", nranges, kMaxBootRanges));
+    for (uint32_t i = 0; r.ok() && i < nranges; ++i) {
+        GuestRange g { r.u64(), 0 };
+        g.size = r.u64();
+        saved.ranges.push_back(g);
+    }
+    if (r.ok() && r.boolean()) {
+        LinuxBoot l {};
+        uint8_t protocol = r.u8();
+        if (r.ok() && protocol > 1)
+            r.fail(fmt::format("bad Linux boot protocol {}", protocol));
+        l.protocol = protocol == 0 ? LinuxBoot::Protocol::BzImage : LinuxBoot::Protocol::Pvh;
+        for (uint64_t* f : { &l.entry.rip, &l.boot_info, &l.cmdline_addr, &l.initrd_addr, &l.initrd_size, &l.kernel_low,
+                 &l.kernel_high, &l.acpi_base, &l.rsdp })
+            *f = r.u64();
+        l.written = saved.ranges;
+        saved.linux_boot = l;
+    }
+    uint32_t nmap = r.u32();
+    if (r.ok() && nmap > kMaxMemoryMap)
+        r.fail(fmt::format("{} memory-map entries (at most {})", nmap, kMaxMemoryMap));
+    for (uint32_t i = 0; r.ok() && i < nmap; ++i) {
+        E820Entry e {};
+        e.base = r.u64();
+        e.length = r.u64();
+        e.type = r.u32();
+        saved.memory_map.push_back(e);
+    }
+    if (saved.linux_boot)
+        saved.linux_boot->e820 = saved.memory_map;
+    if (auto ok = r.finish(); !ok)
+        return fail(ok.error());
+
+return {};
+}
+
+
+// One "ram-pages" record.
+struct PageRecord {
+    uint64_t spa;
+    uint8_t kind;
+    std::span<uint8_t const> data; // 4096 bytes (raw), empty (zero), or an encoder's record
+};
+
+// A "ram-pages" payload read whole and checked (every page DRAM, page-aligned, a known kind)
+// before any of it is applied.
+Result<std::vector<PageRecord>, MachineError> parse_ram_pages(std::span<uint8_t const> payload, mmu::MemoryController& mc,
+    bool have_decoder)
+{
+    StateReader r(kRamPagesSection, payload);
+    std::vector<PageRecord> out;
+    uint32_t pass = r.u32();
+    uint32_t count = r.u32();
+    if (r.ok() && pass == 0)
+        r.fail("pass number 0 (passes count from 1)");
+    if (r.ok() && (count == 0 || count > kMaxPagesPerSection))
+        r.fail(fmt::format("{} page records (1 to {})", count, kMaxPagesPerSection));
+    if (r.ok())
+        out.reserve(count);
+    for (uint32_t i = 0; r.ok() && i < count; ++i) {
+        PageRecord rec {};
+        rec.spa = r.u64();
+        rec.kind = r.u8();
+        if (!r.ok())
+            break;
+        if ((rec.spa & kPageMask) || !mc.is_dram(Spa(rec.spa), kPageSize)) {
+            r.fail(fmt::format("page record {} of pass {}: {:#x} is not a page of this machine's DRAM", i, pass, rec.spa));
+            break;
+        }
+        if (rec.kind == kPageRaw) {
+            rec.data = r.raw(kPageSize);
+        } else if (rec.kind != kPageZero) {
+            uint32_t len = r.u32();
+            if (r.ok() && len > kMaxPageRecord)
+                r.fail(fmt::format("page {:#x}: a kind-{} record of {} bytes (at most {})", rec.spa, rec.kind, len, kMaxPageRecord));
+            rec.data = r.raw(len);
+            if (r.ok() && !have_decoder)
+                r.fail(fmt::format("page {:#x}: kind {} is an encrypted-page packet (the SEV path), which this machine cannot "
+                                   "decode: SEV migration is unsupported (QUIRKS.md)",
+                    rec.spa, rec.kind));
+        }
+        out.push_back(rec);
+    }
+    if (auto ok = r.finish(); !ok)
+        return Unexpected<MachineError>(MachineError { ok.error().text() });
+    return out;
+}
 } // namespace
 
 std::optional<std::string> Machine::migration_blocker() const
@@ -143,28 +296,10 @@ std::optional<std::string> Machine::migration_blocker() const
     return std::nullopt;
 }
 
-Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
+void Machine::write_machine_section(SnapshotWriter& out) const
 {
-    if (auto b = migration_blocker())
-        return fail(*b);
-    if (m_in_slice)
-        return fail("internal: save_snapshot() inside a vCPU's time slice (a snapshot is taken between slices)");
-    // The vCPUs first: the one part that can still refuse (a CPU between two halves of an event).
-    std::vector<cpu::CpuState> cpus;
-    for (auto& v : m_vcpus) {
-        auto st = v.cpu().snapshot_state();
-        if (!st)
-            return fail(fmt::format("snapshot of vCPU {}: {}", v.index(), st.error()));
-        cpus.push_back(std::move(*st));
-    }
-
-    SnapshotWriter out;
-    auto section = [&](std::string_view name, uint32_t version, auto&& write) {
-        StateWriter w;
-        write(w);
-        out.add(name, version, w.data());
-    };
-    section("machine", kMachineStateVersion, [&](StateWriter& w) {
+    StateWriter w;
+    {
         w.u64(m_config.memory_size);
         auto model = cpu_model_name(m_config.cpu_model);
         w.bytes({ reinterpret_cast<uint8_t const*>(model.data()), model.size() });
@@ -206,7 +341,32 @@ Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
             w.u64(e.length);
             w.u32(e.type);
         }
-    });
+    }
+    out.add("machine", kMachineStateVersion, w.data());
+}
+
+Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
+{
+    if (auto b = migration_blocker())
+        return fail(*b);
+    if (m_in_slice)
+        return fail("internal: save_snapshot() inside a vCPU's time slice (a snapshot is taken between slices)");
+    // The vCPUs first: the one part that can still refuse (a CPU between two halves of an event).
+    std::vector<cpu::CpuState> cpus;
+    for (auto& v : m_vcpus) {
+        auto st = v.cpu().snapshot_state();
+        if (!st)
+            return fail(fmt::format("snapshot of vCPU {}: {}", v.index(), st.error()));
+        cpus.push_back(std::move(*st));
+    }
+
+    SnapshotWriter out;
+    auto section = [&](std::string_view name, uint32_t version, auto&& write) {
+        StateWriter w;
+        write(w);
+        out.add(name, version, w.data());
+    };
+    write_machine_section(out);
     section("clock", kClockStateVersion, [&](StateWriter& w) { m_clock->save(w); });
     section("ram", mmu::MemoryController::kDramStateVersion, [&](StateWriter& w) { m_memory->save_dram(w); });
     for (size_t i = 0; i < cpus.size(); ++i)
@@ -220,6 +380,41 @@ Result<std::vector<uint8_t>, MachineError> Machine::save_snapshot()
     return out.finish();
 }
 
+Result<void, MachineError> Machine::check_snapshot_machine(SnapshotSection const& sec) const
+{
+    if (sec.version != kMachineStateVersion)
+        return fail(StateError { "machine", fmt::format("unsupported version {} (this build reads version {})",
+                                                 sec.version, kMachineStateVersion) });
+    SavedMachine saved;
+    TRY(read_machine_section(sec, saved));
+    auto mismatch = [&](std::string msg) { return fail(StateError { "machine", std::move(msg) }); };
+    if (saved.memory_size != m_config.memory_size)
+        return mismatch(fmt::format("snapshot is of a {} machine; this one has {} (-m)", size_text(saved.memory_size),
+            size_text(m_config.memory_size)));
+    if (saved.cpu_model != cpu_model_name(m_config.cpu_model))
+        return mismatch(fmt::format("snapshot is of an {} machine; this one is {} (-cpu)", saved.cpu_model,
+            cpu_model_name(m_config.cpu_model)));
+    if (saved.smp != m_vcpus.size())
+        return mismatch(fmt::format("snapshot has {} vCPU(s); this machine has {} (-smp)", saved.smp, m_vcpus.size()));
+    std::vector<std::string> theirs, ours;
+    for (auto const& d : saved.devices)
+        theirs.push_back(d.name);
+    for (auto const& d : m_devices)
+        ours.push_back(std::string(d.device->name()));
+    if (theirs != ours)
+        return mismatch(fmt::format("snapshot's devices are {}; this machine's are {} (-device)", names_text(theirs),
+            names_text(ours)));
+    for (size_t i = 0; i < m_devices.size(); ++i) {
+        std::vector<SavedPlacement> mine;
+        for (auto const& p : m_devices[i].placements)
+            mine.push_back({ uint8_t(p.space == DevicePlacement::Space::Pio ? 0 : 1), p.base, p.length });
+        if (mine != saved.devices[i].placements)
+            return mismatch(fmt::format("snapshot has {} at {}; this machine has it at {} (-device)", ours[i],
+                placement_text(saved.devices[i].placements), placement_text(mine)));
+    }
+    return {};
+}
+
 Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> stream)
 {
     if (!m_incoming)
@@ -231,13 +426,40 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
     auto parsed = parse_snapshot(stream);
     if (!parsed)
         return fail(parsed.error());
+    return load_sections(*parsed, stream.size(), false);
+}
 
+Result<void, MachineError> Machine::load_live_state(std::span<SnapshotSection const> sections, uint64_t stream_bytes)
+{
+    if (!m_incoming)
+        return fail("a snapshot is loaded only into a machine built to receive one (-incoming)");
+    if (m_restored || m_started)
+        return fail("this machine has already received a snapshot or run; a snapshot loads into a fresh -incoming machine");
+    return load_sections(sections, stream_bytes, true);
+}
+
+Result<void, MachineError> Machine::load_sections(std::span<SnapshotSection const> parsed_sections, uint64_t stream_bytes,
+    bool pages_in_dram)
+{
+    auto const* parsed = &parsed_sections;
     // 2. The sections this machine has (each exactly once, no other, in a version it reads:
-    // checked after the machine section).
+    // checked after the machine section). RAM is either one "ram" section of version 1 (the
+    // whole of DRAM) or, from a live migration, "ram" of version 2 (layout and key) and its
+    // "ram-pages" sections.
+    std::vector<SnapshotSection const*> page_sections;
+    uint32_t ram_version = mmu::MemoryController::kDramStateVersion;
+    for (auto const& sec : *parsed) {
+        if (sec.name == "ram" && sec.version == mmu::MemoryController::kDramLayoutStateVersion)
+            ram_version = sec.version;
+        if (sec.name == kRamPagesSection)
+            page_sections.push_back(&sec);
+    }
     std::vector<std::pair<std::string, uint32_t>> expected;
     expected.emplace_back("machine", kMachineStateVersion);
     expected.emplace_back("clock", kClockStateVersion);
-    expected.emplace_back("ram", mmu::MemoryController::kDramStateVersion);
+    expected.emplace_back("ram", ram_version);
+    if (ram_version == mmu::MemoryController::kDramLayoutStateVersion)
+        expected.emplace_back(kRamPagesSection, kRamPagesVersion);
     for (auto const& v : m_vcpus)
         expected.emplace_back(cpu_name(v.index()), cpu::kCpuStateVersion);
     for (auto const& d : m_devices)
@@ -245,7 +467,7 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
     expected.emplace_back("amd-sp", devices::AmdSp::kStateVersion);
     std::map<std::string, SnapshotSection const*> by_name;
     for (auto const& sec : *parsed)
-        by_name[sec.name] = &sec; // parse_snapshot() refuses two sections of one name
+        by_name[sec.name] = &sec; // parse_snapshot() refuses two sections of one name (but "ram-pages")
     // The machine section first: a snapshot of another configuration is named as such, rather
     // than by the first part this machine lacks.
     if (!by_name.count("machine"))
@@ -255,105 +477,9 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
                                                  by_name["machine"]->version, kMachineStateVersion) });
 
     // 3. The machine section: the configuration must match.
+    TRY(check_snapshot_machine(*by_name["machine"]));
     SavedMachine saved;
-    {
-        auto const& sec = *by_name["machine"];
-        StateReader r(sec.name, sec.payload);
-        saved.memory_size = r.u64();
-        saved.cpu_model = as_string(r.bytes(64));
-        if (r.ok() && !printable_name(saved.cpu_model))
-            r.fail("the CPU model's name is not printable text");
-        saved.smp = r.u32();
-        uint32_t ndev = r.u32();
-        if (r.ok() && ndev > kMaxDevices)
-            r.fail(fmt::format("{} devices (at most {})", ndev, kMaxDevices));
-        for (uint32_t i = 0; r.ok() && i < ndev; ++i) {
-            SavedDevice d;
-            d.name = as_string(r.bytes(kMaxSectionName));
-            if (r.ok() && !printable_name(d.name))
-                r.fail(fmt::format("device {}'s name is not printable text", i));
-            uint32_t np = r.u32();
-            if (r.ok() && np > kMaxPlacements)
-                r.fail(fmt::format("device '{}' has {} placements (at most {})", d.name, np, kMaxPlacements));
-            for (uint32_t k = 0; r.ok() && k < np; ++k) {
-                SavedPlacement p;
-                p.space = r.u8();
-                p.base = r.u64();
-                p.length = r.u64();
-                if (r.ok() && p.space > 1)
-                    r.fail(fmt::format("device '{}': bad bus space {}", d.name, p.space));
-                d.placements.push_back(p);
-            }
-            saved.devices.push_back(std::move(d));
-        }
-        if (r.boolean()) {
-            MultibootBoot b {};
-            for (uint32_t* f : { &b.entry, &b.info_addr, &b.mem_lower_kib, &b.mem_upper_kib, &b.info_flags, &b.load_low,
-                     &b.load_high, &b.buffer_end })
-                *f = r.u32();
-            saved.boot = b;
-        }
-        uint32_t nranges = r.u32();
-        if (r.ok() && nranges > kMaxBootRanges)
-            r.fail(fmt::format("{} boot ranges (at most {})", nranges, kMaxBootRanges));
-        for (uint32_t i = 0; r.ok() && i < nranges; ++i) {
-            GuestRange g { r.u64(), 0 };
-            g.size = r.u64();
-            saved.ranges.push_back(g);
-        }
-        if (r.ok() && r.boolean()) {
-            LinuxBoot l {};
-            uint8_t protocol = r.u8();
-            if (r.ok() && protocol > 1)
-                r.fail(fmt::format("bad Linux boot protocol {}", protocol));
-            l.protocol = protocol == 0 ? LinuxBoot::Protocol::BzImage : LinuxBoot::Protocol::Pvh;
-            for (uint64_t* f : { &l.entry.rip, &l.boot_info, &l.cmdline_addr, &l.initrd_addr, &l.initrd_size, &l.kernel_low,
-                     &l.kernel_high, &l.acpi_base, &l.rsdp })
-                *f = r.u64();
-            l.written = saved.ranges;
-            saved.linux_boot = l;
-        }
-        uint32_t nmap = r.u32();
-        if (r.ok() && nmap > kMaxMemoryMap)
-            r.fail(fmt::format("{} memory-map entries (at most {})", nmap, kMaxMemoryMap));
-        for (uint32_t i = 0; r.ok() && i < nmap; ++i) {
-            E820Entry e {};
-            e.base = r.u64();
-            e.length = r.u64();
-            e.type = r.u32();
-            saved.memory_map.push_back(e);
-        }
-        if (saved.linux_boot)
-            saved.linux_boot->e820 = saved.memory_map;
-        if (auto ok = r.finish(); !ok)
-            return fail(ok.error());
-
-        auto mismatch = [&](std::string msg) { return fail(StateError { "machine", std::move(msg) }); };
-        if (saved.memory_size != m_config.memory_size)
-            return mismatch(fmt::format("snapshot is of a {} machine; this one has {} (-m)", size_text(saved.memory_size),
-                size_text(m_config.memory_size)));
-        if (saved.cpu_model != cpu_model_name(m_config.cpu_model))
-            return mismatch(fmt::format("snapshot is of an {} machine; this one is {} (-cpu)", saved.cpu_model,
-                cpu_model_name(m_config.cpu_model)));
-        if (saved.smp != m_vcpus.size())
-            return mismatch(fmt::format("snapshot has {} vCPU(s); this machine has {} (-smp)", saved.smp, m_vcpus.size()));
-        std::vector<std::string> theirs, ours;
-        for (auto const& d : saved.devices)
-            theirs.push_back(d.name);
-        for (auto const& d : m_devices)
-            ours.push_back(std::string(d.device->name()));
-        if (theirs != ours)
-            return mismatch(fmt::format("snapshot's devices are {}; this machine's are {} (-device)", names_text(theirs),
-                names_text(ours)));
-        for (size_t i = 0; i < m_devices.size(); ++i) {
-            std::vector<SavedPlacement> mine;
-            for (auto const& p : m_devices[i].placements)
-                mine.push_back({ uint8_t(p.space == DevicePlacement::Space::Pio ? 0 : 1), p.base, p.length });
-            if (mine != saved.devices[i].placements)
-                return mismatch(fmt::format("snapshot has {} at {}; this machine has it at {} (-device)", ours[i],
-                    placement_text(saved.devices[i].placements), placement_text(mine)));
-        }
-    }
+    TRY(read_machine_section(*by_name["machine"], saved));
     for (auto const& sec : *parsed) {
         auto it = std::find_if(expected.begin(), expected.end(), [&](auto const& e) { return e.first == sec.name; });
         if (it == expected.end())
@@ -364,7 +490,7 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
                                                    sec.version, it->second) });
     }
     for (auto const& [name, version] : expected)
-        if (!by_name.count(name))
+        if (!by_name.count(name) && !(name == kRamPagesSection && pages_in_dram))
             return fail(StateError { name, "missing from the snapshot" });
 
     // 4. The parts that are read whole before anything is applied: the vCPUs and the clock.
@@ -418,7 +544,7 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
         }
         TRY(load_part(**sp, sec));
     }
-    {
+    if (ram_version == mmu::MemoryController::kDramStateVersion) {
         auto const& sec = *by_name["ram"];
         StateReader r(sec.name, sec.payload);
         m_memory->load_dram(r);
@@ -426,6 +552,27 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
             roll_back();
             return fail(ok.error());
         }
+    } else {
+        // A live stream: every "ram-pages" section is checked before the first one is applied
+        // (pages already in DRAM came in one by one, each checked before it was written).
+        if (!pages_in_dram) {
+            for (auto const* sec : page_sections) {
+                if (auto ok = check_ram_pages(*sec, {}); !ok) {
+                    roll_back();
+                    return fail(ok.error().message);
+                }
+            }
+        }
+        auto const& sec = *by_name["ram"];
+        StateReader r(sec.name, sec.payload);
+        m_memory->load_dram_layout(r);
+        if (auto ok = r.finish(); !ok) {
+            roll_back();
+            return fail(ok.error());
+        }
+        if (!pages_in_dram)
+            for (auto const* sec : page_sections)
+                (void)load_ram_pages(sec->payload); // checked above: cannot fail
     }
 
     // 6. The vCPUs (whose caches go: DRAM changed under them) and the clock, which reads the
@@ -443,7 +590,74 @@ Result<void, MachineError> Machine::load_snapshot(std::span<uint8_t const> strea
     m_restored = true;
     if (m_trace.enabled("machine"))
         m_trace.emit("machine", fmt::format("snapshot restored: {} sections, {} bytes, virtual time {} ns", parsed->size(),
-            stream.size(), clock_now));
+            stream_bytes, clock_now));
+    return {};
+}
+
+// ---------------------------------------------------------------- live migration
+
+Result<void, MachineError> Machine::save_live_prologue(SnapshotWriter& out)
+{
+    if (auto b = migration_blocker())
+        return fail(*b);
+    write_machine_section(out);
+    StateWriter w;
+    m_memory->save_dram_layout(w);
+    out.add("ram", mmu::MemoryController::kDramLayoutStateVersion, w.data());
+    return {};
+}
+
+Result<void, MachineError> Machine::save_live_epilogue(SnapshotWriter& out)
+{
+    if (auto b = migration_blocker())
+        return fail(*b);
+    if (m_in_slice)
+        return fail("internal: save_live_epilogue() inside a vCPU's time slice");
+    std::vector<cpu::CpuState> cpus;
+    for (auto& v : m_vcpus) {
+        auto st = v.cpu().snapshot_state();
+        if (!st)
+            return fail(fmt::format("snapshot of vCPU {}: {}", v.index(), st.error()));
+        cpus.push_back(std::move(*st));
+    }
+    auto section = [&](std::string_view name, uint32_t version, auto&& write) {
+        StateWriter w;
+        write(w);
+        out.add(name, version, w.data());
+    };
+    section("clock", kClockStateVersion, [&](StateWriter& w) { m_clock->save(w); });
+    for (size_t i = 0; i < cpus.size(); ++i)
+        section(cpu_name(unsigned(i)), cpu::kCpuStateVersion, [&](StateWriter& w) { cpu::save_cpu_state(w, cpus[i]); });
+    for (auto const& d : m_devices)
+        section(d.device->name(), d.device->state_version(), [&](StateWriter& w) { d.device->save(w); });
+    section("amd-sp", devices::AmdSp::kStateVersion, [&](StateWriter& w) {
+        if (m_amd_sp)
+            m_amd_sp->save(w);
+    });
+    return {};
+}
+
+Result<void, MachineError> Machine::check_ram_pages(SnapshotSection const& sec, PageDecoder const& decode)
+{
+    if (sec.version != kRamPagesVersion)
+        return fail(StateError { sec.name, fmt::format("unsupported version {} (this build reads version {})", sec.version,
+                                               kRamPagesVersion) });
+    TRY(parse_ram_pages(sec.payload, *m_memory, bool(decode)));
+    return {};
+}
+
+Result<void, MachineError> Machine::load_ram_pages(std::span<uint8_t const> payload, PageDecoder const& decode)
+{
+    if (!awaiting_snapshot())
+        return fail("RAM pages are loaded only into an incoming machine that has not run");
+    auto records = TRY(parse_ram_pages(payload, *m_memory, bool(decode)));
+    for (auto const& rec : records) {
+        if (rec.kind == kPageZero || rec.kind == kPageRaw) {
+            m_memory->store_dram_page(rec.spa >> kPageShift, rec.kind == kPageRaw ? rec.data.data() : nullptr);
+        } else if (auto r = decode(rec.spa, rec.kind, rec.data); !r) {
+            return fail(StateError { kRamPagesSection, fmt::format("page {:#x}: {}", rec.spa, r.error()) });
+        }
+    }
     return {};
 }
 

@@ -1,16 +1,23 @@
 #include "emulator/migration.h"
 
+#include "base/state_stream.h"
 #include "emulator/machine.h"
 #include "mmu/memory_controller.h"
+
+#include <boost/asio.hpp>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <deque>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <future>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -31,14 +38,46 @@ int64_t ms_since(Clock::time_point t)
 
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
-// QEMU's network and fd transports: valid URIs to QEMU that sevemu does not offer (yet).
+// QEMU's other network and fd transports: valid URIs to QEMU that sevemu does not offer.
 std::optional<std::string> unsupported_transport(std::string_view uri)
 {
-    for (std::string_view p : { "tcp:", "unix:", "vsock:", "fd:", "rdma:" })
+    for (std::string_view p : { "unix:", "vsock:", "fd:", "rdma:" })
         if (starts_with(uri, p))
-            return fmt::format("migration over {} is unsupported: sevemu writes snapshots to file:PATH or exec:CMD (QUIRKS.md)",
+            return fmt::format("migration over {} is unsupported: sevemu migrates over tcp:HOST:PORT and writes snapshots to "
+                               "file:PATH or exec:CMD (QUIRKS.md)",
                 p.substr(0, p.size() - 1));
     return std::nullopt;
+}
+
+// "tcp:HOST:PORT", "tcp:[IPV6]:PORT"; QEMU 7.2 util/qemu-sockets.c inet_parse()'s message for
+// an address it cannot split. An empty host listens on every address (incoming only).
+std::optional<Result<MigrationUri, std::string>> tcp_uri(std::string_view uri, bool incoming)
+{
+    if (!starts_with(uri, "tcp:"))
+        return std::nullopt;
+    std::string_view rest = uri.substr(4);
+    auto bad = [&] { return Unexpected(fmt::format("error parsing address '{}'", rest)); };
+    std::string host;
+    std::string_view port;
+    if (starts_with(rest, "[")) {
+        auto close = rest.find(']');
+        if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':')
+            return Unexpected(fmt::format("error parsing IPv6 address '{}'", rest));
+        host = std::string(rest.substr(1, close - 1));
+        port = rest.substr(close + 2);
+    } else {
+        auto colon = rest.rfind(':');
+        if (colon == std::string_view::npos)
+            return bad();
+        host = std::string(rest.substr(0, colon));
+        port = rest.substr(colon + 1);
+    }
+    if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return bad();
+    unsigned long n = std::stoul(std::string(port));
+    if (n > 65535 || (!incoming && n == 0) || (!incoming && host.empty()))
+        return bad();
+    return MigrationUri { MigrationUri::Kind::Tcp, host, uint16_t(n) };
 }
 
 std::optional<MigrationUri> offline_uri(std::string_view uri)
@@ -149,6 +188,8 @@ Result<MigrationUri, std::string> parse_outgoing_uri(std::string_view uri)
 {
     if (auto u = offline_uri(uri))
         return *u;
+    if (auto t = tcp_uri(uri, false))
+        return *t;
     if (auto why = unsupported_transport(uri))
         return Unexpected(*why);
     // QEMU 7.2 qmp_migrate(): QERR_INVALID_PARAMETER_VALUE, "uri", "a valid migration protocol".
@@ -159,6 +200,8 @@ Result<MigrationUri, std::string> parse_incoming_uri(std::string_view uri)
 {
     if (auto u = offline_uri(uri))
         return *u;
+    if (auto t = tcp_uri(uri, true))
+        return *t;
     if (auto why = unsupported_transport(uri))
         return Unexpected(*why);
     // QEMU 7.2 qemu_start_incoming_migration().
@@ -237,13 +280,28 @@ std::span<char const* const> migration_capability_names()
 struct Migration::Job {
     std::thread thread;
     std::atomic<bool> cancel { false };
-    std::mutex mutex; // guards child
+    std::mutex mutex; // guards child, socket
     pid_t child { -1 };
+    int socket { -1 }; // the TCP connection or listener the thread blocks on
+    // -incoming tcp: the listener, bound before run() so that a bad address is a start-up error.
+    boost::asio::io_context io;
+    std::optional<boost::asio::ip::tcp::acceptor> acceptor;
     void kill_child()
     {
         std::lock_guard lock(mutex);
         if (child > 0)
             ::kill(-child, SIGKILL); // the command's process group (spawn_shell)
+        // A blocked connect, read, write or accept returns at once (shutdown() is the one
+        // thread-safe way to end another thread's blocking socket call).
+        if (socket >= 0)
+            ::shutdown(socket, SHUT_RDWR);
+    }
+    void set_socket(int fd)
+    {
+        std::lock_guard lock(mutex);
+        socket = fd;
+        if (cancel && fd >= 0)
+            ::shutdown(fd, SHUT_RDWR);
     }
 };
 
@@ -322,7 +380,9 @@ MigrationInfo Migration::info() const
             info.blocked_reasons.push_back(*b);
     info.status = m_status;
     if (!m_outgoing) {
-        // fill_destination_migration_info(): the status only.
+        // fill_destination_migration_info(): the status, and the listening address of a
+        // tcp: incoming migration.
+        info.socket_address = m_listen_address;
         return info;
     }
     switch (m_status) {
@@ -334,7 +394,8 @@ MigrationInfo Migration::info() const
     case MigrationStatus::Cancelling:
         info.setup_time_ms = m_setup_ms;
         info.total_time_ms = ms_since(m_start);
-        info.expected_downtime_ms = 300; // QEMU's default downtime-limit, its initial estimate
+        // QEMU's initial estimate is the downtime limit; a live migration measures its own.
+        info.expected_downtime_ms = m_expected_downtime_ms;
         info.ram = m_ram;
         break;
     case MigrationStatus::Completed:
@@ -371,6 +432,8 @@ Result<void, std::string> Migration::migrate(std::string_view uri_text)
     {
         std::lock_guard lock(m_mutex);
         m_outgoing = true;
+        m_live = starts_with(uri_text, "tcp:");
+        m_expected_downtime_ms = m_downtime_limit_ms;
         m_start = Clock::now();
         m_ram = {};
         m_error.clear();
@@ -393,6 +456,14 @@ Result<void, std::string> Migration::migrate(std::string_view uri_text)
         return Unexpected(uri.error());
     }
     auto job = std::make_shared<Job>();
+    if (uri->kind == MigrationUri::Kind::Tcp) {
+        // Live: the guest runs on; the job's thread connects, and its status goes on from
+        // "setup" (QEMU: setup lasts until the connection is up and the first sync is done).
+        m_vm_was_running = !m_machine.paused();
+        m_job = job;
+        job->thread = std::thread([this, job, u = *uri] { run_tcp_source(job, u); });
+        return {};
+    }
     int fd = -1;
     if (uri->kind == MigrationUri::Kind::File) {
         // QEMU 8.2 migration/file.c: the file is created or truncated, mode 0666 less the umask.
@@ -526,19 +597,29 @@ void Migration::finish_outgoing(MigrationStatus end, std::string error)
         MigrationStatus s = end;
         {
             std::lock_guard lock(m_mutex);
-            if (m_status == MigrationStatus::Cancelling)
-                s = MigrationStatus::Cancelled; // a cancel that came after the last byte wins
+            // A cancel that came after the last byte wins, except over a live migration whose
+            // target has confirmed: it runs the guest now, so the source must not.
+            if (m_status == MigrationStatus::Cancelling && !(m_live && s == MigrationStatus::Completed))
+                s = MigrationStatus::Cancelled;
             if (s == MigrationStatus::Completed)
                 m_ram.remaining = 0;
             if (s == MigrationStatus::Failed)
                 m_error = error;
         }
+        if (m.memory().dirty_logging())
+            m.memory().stop_dirty_log();
         set_status(s);
-        if (s != MigrationStatus::Completed && m_vm_was_running) {
-            m_run_state = MigrationRunState::None;
-            m.resume();
-        } else {
+        // QEMU 7.2 migration_iteration_finish(): a failed or cancelled migration restarts a guest
+        // that ran before the stop; one that never stopped it (live pre-copy) leaves it alone.
+        if (s == MigrationStatus::Completed) {
             m_run_state = MigrationRunState::PostMigrate;
+        } else if (m_run_state == MigrationRunState::FinishMigrate) {
+            if (m_vm_was_running) {
+                m_run_state = MigrationRunState::None;
+                m.resume();
+            } else {
+                m_run_state = MigrationRunState::PostMigrate;
+            }
         }
     });
     if (!posted) {
@@ -562,7 +643,7 @@ void Migration::cancel()
     set_status(MigrationStatus::Cancelling);
     if (m_job) {
         m_job->cancel = true;
-        m_job->kill_child();
+        m_job->kill_child(); // and shuts a live migration's connection down
     }
 }
 
@@ -597,8 +678,43 @@ Result<void, std::string> Migration::start_incoming(std::string_view uri_text, b
         return Unexpected(uri.error());
     if (uri->kind == MigrationUri::Kind::File && ::access(uri->target.c_str(), R_OK) != 0)
         return Unexpected(fmt::format("Unable to open {}: {}", uri->target, std::strerror(errno)));
-    m_incoming_started = true;
     std::string origin = fmt::format("{} {}", from_qmp ? "migrate-incoming" : "-incoming", uri_text);
+    if (uri->kind == MigrationUri::Kind::Tcp) {
+        // Bound and listening before this returns, so that a client (a test, the source) can
+        // connect as soon as QMP answers; one connection is accepted (QEMU
+        // socket_start_incoming_migration, which then stops listening).
+        auto job = std::make_shared<Job>();
+        namespace asio = boost::asio;
+        using tcp = asio::ip::tcp;
+        boost::system::error_code ec;
+        tcp::resolver resolver(job->io);
+        auto eps = resolver.resolve(uri->target.empty() ? std::string("0.0.0.0") : uri->target, std::to_string(uri->port),
+            tcp::resolver::passive, ec);
+        if (ec || eps.empty())
+            return Unexpected(fmt::format("address resolution failed for {}:{}: {}", uri->target, uri->port, ec.message()));
+        auto ep = eps.begin()->endpoint();
+        job->acceptor.emplace(job->io);
+        job->acceptor->open(ep.protocol(), ec);
+        if (!ec)
+            job->acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+        if (!ec)
+            job->acceptor->bind(ep, ec);
+        if (!ec)
+            job->acceptor->listen(1, ec);
+        if (ec)
+            return Unexpected(fmt::format("Failed to bind socket {}:{}: {}", uri->target, uri->port, ec.message()));
+        auto local = job->acceptor->local_endpoint(ec);
+        {
+            std::lock_guard lock(m_mutex);
+            m_listen_address = std::make_pair(local.address().to_string(), local.port());
+        }
+        job->set_socket(job->acceptor->native_handle());
+        m_incoming_started = true;
+        m_job = job;
+        job->thread = std::thread([this, job, origin] { run_tcp_target(job, origin); });
+        return {};
+    }
+    m_incoming_started = true;
     // A snapshot holds at most the guest's RAM and the state of its parts: twice the RAM is a
     // generous bound that still keeps a runaway command from filling the host's memory.
     uint64_t limit = 2 * m_machine.config().memory_size + (64ull << 20);
@@ -650,6 +766,39 @@ void Migration::load(std::vector<uint8_t> stream, std::string origin)
 
 std::optional<std::string> Migration::incoming_error() const { return m_incoming_error; }
 
+int64_t Migration::downtime_limit_ms() const
+{
+    std::lock_guard lock(m_mutex);
+    return m_downtime_limit_ms;
+}
+
+uint64_t Migration::max_bandwidth() const
+{
+    std::lock_guard lock(m_mutex);
+    return m_max_bandwidth;
+}
+
+Result<void, std::string> Migration::set_max_bandwidth(uint64_t bytes_per_second)
+{
+    // QEMU 7.2 migrate_params_check(): at most SIZE_MAX / 1000 bytes per second.
+    if (bytes_per_second > UINT64_MAX / 1000)
+        return Unexpected(fmt::format("Parameter 'max_bandwidth' expects an integer in the range of 0 to {} bytes/second",
+            UINT64_MAX / 1000));
+    std::lock_guard lock(m_mutex);
+    m_max_bandwidth = bytes_per_second;
+    return {};
+}
+
+Result<void, std::string> Migration::set_downtime_limit_ms(int64_t ms)
+{
+    // QEMU 7.2 migrate_params_check(): MAX_MIGRATE_DOWNTIME is 2000 seconds.
+    if (ms < 0 || ms > 2'000'000)
+        return Unexpected(std::string("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 milliseconds"));
+    std::lock_guard lock(m_mutex);
+    m_downtime_limit_ms = ms;
+    return {};
+}
+
 MigrationRunState Migration::run_state() const { return m_run_state; }
 
 bool Migration::loaded() const { return m_loaded; }
@@ -680,6 +829,647 @@ void Migration::stop()
     if (m_run_state == MigrationRunState::PostMigrate)
         return; // already stopped; QEMU's vm_stop() leaves the state as it is when not running
     m_machine.pause();
+}
+
+// ---------------------------------------------------------------- live migration over TCP
+
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+constexpr unsigned kChunkPages = 256;                  // pages per "ram-pages" section (1 MiB)
+constexpr unsigned kChunksPerRequest = 8;              // sections made per request to the machine
+constexpr size_t kApplyDepth = 4;                      // RAM sections the target has in flight
+constexpr uint64_t kMaxSectionPayload = 64ull << 20;   // the target's bound on one section
+constexpr size_t kMaxReply = 4096;                     // the target's answer line
+constexpr int64_t kReplyTimeoutMs = 60'000;
+
+// Plain guests: a page as DRAM holds it (zero pages as a kind only, as QEMU sends them as a
+// flag, migration/ram.c save_zero_page).
+class PlainRamEncoder final : public RamPageEncoder {
+public:
+    Result<void, std::string> begin(Machine&, SnapshotWriter&) override { return {}; }
+    Result<uint8_t, std::string> encode_page(Machine& m, uint64_t spa, StateWriter& w) override
+    {
+        if (!m.memory().copy_dram_page(spa >> kPageShift, m_page))
+            return Unexpected(fmt::format("page {:#x} is not DRAM", spa));
+        uint64_t acc = 0;
+        for (size_t i = 0; i < kPageSize; i += 8) {
+            uint64_t v;
+            std::memcpy(&v, m_page.data() + i, 8);
+            acc |= v;
+        }
+        if (acc == 0) {
+            w.u8(0);
+            return uint8_t(0);
+        }
+        w.u8(1);
+        w.raw(m_page);
+        return uint8_t(1);
+    }
+    Result<void, std::string> finish(Machine&, SnapshotWriter&) override { return {}; }
+    void abort(Machine&) override { }
+
+private:
+    std::array<uint8_t, kPageSize> m_page {};
+};
+
+// Runs `f` on the machine's thread and hands its result back (nullopt: the machine has stopped
+// for good). The job's thread waits; the machine serves the request between time slices.
+// `background`: served at the end of the running vCPU's time slice rather than by cutting it
+// short, so that a pass's stream of requests leaves the guest its time (QEMU's vCPUs run on their
+// own threads beside the migration thread; sevemu's share the machine's thread with it).
+template <class R>
+std::optional<std::future<R>> post_async(Machine& m, std::function<R(Machine&)> f, bool background = false)
+{
+    auto p = std::make_shared<std::promise<R>>();
+    auto fut = p->get_future();
+    if (!m.post([p, f = std::move(f)](Machine& mm) { p->set_value(f(mm)); }, !background))
+        return std::nullopt;
+    return fut;
+}
+template <class R>
+std::optional<R> on_machine(Machine& m, std::function<R(Machine&)> f)
+{
+    auto fut = post_async<R>(m, std::move(f));
+    if (!fut)
+        return std::nullopt;
+    return fut->get();
+}
+
+uint64_t popcount(std::vector<uint64_t> const& bits)
+{
+    uint64_t n = 0;
+    for (uint64_t w : bits)
+        n += uint64_t(__builtin_popcountll(w));
+    return n;
+}
+
+std::string error_text(boost::system::error_code const& ec)
+{
+    if (ec == asio::error::eof)
+        return "connection closed by the peer";
+    return ec.message();
+}
+
+// Blocks until `fd` can be read or `timeout_ms` passes (false), checking `cancel` every 100 ms.
+bool wait_readable(int fd, int64_t timeout_ms, std::atomic<bool> const& cancel)
+{
+    auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (!cancel && Clock::now() < until) {
+        pollfd p { fd, POLLIN, 0 };
+        int r = ::poll(&p, 1, 100);
+        if (r > 0)
+            return true;
+        if (r < 0 && errno != EINTR)
+            return true; // the read that follows reports it
+    }
+    return false;
+}
+
+} // namespace
+
+std::unique_ptr<RamPageEncoder> make_ram_page_encoder(Machine&)
+{
+    // The SEV path returns its encoder here for a machine with an SEV guest (SEND_* commands);
+    // until then migration_blocker() refuses such a machine before this is reached.
+    return std::make_unique<PlainRamEncoder>();
+}
+
+std::unique_ptr<RamPageDecoder> make_ram_page_decoder(Machine&) { return nullptr; }
+
+// The source's pre-copy state. The bitmaps, cursor and encoder are touched on the machine's
+// thread only (inside posted requests); the job's thread reads the counts they return.
+struct Migration::LiveSource {
+    std::unique_ptr<RamPageEncoder> encoder;
+    std::vector<uint64_t> to_send; // frames still to go in this pass
+    uint64_t cursor {};
+    uint64_t frames {};
+    uint32_t pass { 1 };
+    uint64_t left {}; // set bits in to_send at or after the cursor
+    Clock::time_point last_sync;
+};
+
+namespace {
+
+struct Chunk {
+    std::vector<uint8_t> payload; // a "ram-pages" payload; empty when the pass is over
+    uint64_t zero {}, normal {}, left {};
+    std::string error;
+};
+
+} // namespace
+
+void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
+{
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
+
+    auto live = std::make_shared<LiveSource>();
+    bool const progress = ::isatty(STDERR_FILENO) == 1;
+    Clock::time_point last_progress {};
+    bool stopped = false; // the vCPUs are stopped (stop-and-copy)
+    Clock::time_point stopped_at {};
+
+    // The end: on the machine's thread, the encoder's abort unless completed, then the status.
+    auto end = [&](MigrationStatus status, std::string error) {
+        if (progress)
+            std::fputc('\n', stderr);
+        if (status != MigrationStatus::Completed)
+            on_machine<bool>(m_machine, [live](Machine& m) {
+                if (live->encoder)
+                    live->encoder->abort(m);
+                return true;
+            });
+        {
+            std::lock_guard lock(m_mutex);
+            m_total_ms = ms_since(m_start);
+            if (stopped)
+                m_downtime_ms = ms_since(stopped_at);
+            double secs = std::max(double(m_total_ms), 1.0) / 1000.0;
+            m_ram.mbps = double(m_ram.transferred) * 8.0 / 1e6 / secs;
+            m_ram.pages_per_second = uint64_t(double(m_ram.normal + m_ram.duplicate) / secs);
+        }
+        finish_outgoing(status, std::move(error));
+    };
+    auto cancelled = [&] { return job->cancel.load(); };
+
+    // --- Setup: connect (QEMU migration/socket.c socket_start_outgoing_migration).
+    asio::io_context io;
+    tcp::socket sock(io);
+    boost::system::error_code ec;
+    tcp::resolver resolver(io);
+    auto eps = resolver.resolve(uri.target, std::to_string(uri.port), ec);
+    if (ec)
+        return end(MigrationStatus::Failed, fmt::format("address resolution failed for {}:{}: {}", uri.target, uri.port, ec.message()));
+    for (auto const& e : eps) {
+        sock.open(e.endpoint().protocol(), ec);
+        if (ec)
+            continue;
+        job->set_socket(sock.native_handle());
+        sock.connect(e.endpoint(), ec);
+        if (!ec)
+            break;
+        job->set_socket(-1);
+        sock.close();
+    }
+    if (cancelled())
+        return end(MigrationStatus::Cancelled, {});
+    if (ec || !sock.is_open())
+        return end(MigrationStatus::Failed, fmt::format("Failed to connect to '{}:{}': {}", uri.target, uri.port, ec.message()));
+    sock.set_option(tcp::no_delay(true), ec);
+    auto const connected_at = Clock::now();
+
+    auto send = [&](std::vector<uint8_t> const& bytes) -> std::string {
+        if (bytes.empty())
+            return {};
+        asio::write(sock, asio::buffer(bytes), ec);
+        if (ec)
+            return cancelled() ? std::string() : "Unable to write to the migration stream: " + error_text(ec);
+        uint64_t limit, sent;
+        {
+            std::lock_guard lock(m_mutex);
+            m_ram.transferred += bytes.size();
+            (stopped ? m_ram.downtime_bytes : m_ram.precopy_bytes) += bytes.size();
+            limit = m_max_bandwidth;
+            sent = m_ram.precopy_bytes;
+        }
+        // max-bandwidth (QEMU's rate limit, bytes per second) holds the pre-copy back; the
+        // stop-and-copy goes at full speed, as QEMU lifts the limit for it.
+        if (limit && !stopped) {
+            auto due = connected_at + std::chrono::microseconds(uint64_t(double(sent) / double(limit) * 1e6));
+            while (!cancelled() && Clock::now() < due)
+                std::this_thread::sleep_for(std::min<Clock::duration>(due - Clock::now(), std::chrono::milliseconds(50)));
+        }
+        return {};
+    };
+    auto fail_or_cancel = [&](std::string error) {
+        job->set_socket(-1);
+        sock.close(ec);
+        if (cancelled())
+            return end(MigrationStatus::Cancelled, {});
+        return end(MigrationStatus::Failed, std::move(error));
+    };
+
+    // The stream's opening, the first sync (the dirty log starts) and pass 1's set: every frame
+    // of DRAM.
+    SnapshotWriter writer(kSnapshotStreamVersion);
+    auto opened = on_machine<std::string>(m_machine, [this, live, &writer](Machine& m) -> std::string {
+        if (auto b = m.migration_blocker())
+            return *b;
+        live->encoder = make_ram_page_encoder(m);
+        if (auto r = m.save_live_prologue(writer); !r)
+            return r.error().message;
+        if (auto r = live->encoder->begin(m, writer); !r)
+            return r.error();
+        auto& mc = m.memory();
+        live->frames = mc.frame_limit();
+        live->to_send.assign((live->frames + 63) / 64, 0);
+        uint64_t total = 0;
+        for (auto const& r : mc.ranges())
+            for (uint64_t pfn = r.base.pfn(); pfn < r.base.pfn() + r.size / kPageSize; ++pfn, ++total)
+                live->to_send[pfn / 64] |= 1ull << (pfn % 64);
+        live->left = total;
+        mc.start_dirty_log();
+        live->last_sync = Clock::now();
+        std::lock_guard lock(m_mutex);
+        m_ram.total = total * kPageSize;
+        m_ram.remaining = m_ram.total;
+        m_ram.dirty_sync_count = 1;
+        return {};
+    });
+    if (!opened)
+        return fail_or_cancel("the machine has stopped");
+    if (!opened->empty())
+        return fail_or_cancel(*opened);
+    if (auto e = send(writer.take()); !e.empty() || cancelled())
+        return fail_or_cancel(e);
+    {
+        std::lock_guard lock(m_mutex);
+        m_setup_ms = ms_since(m_start);
+    }
+    set_status(MigrationStatus::Active);
+
+    // One chunk of the current pass, made on the machine's thread between time slices.
+    std::function<Chunk(Machine&)> make_chunk = [live](Machine& m) {
+        Chunk c;
+        StateWriter w;
+        w.data().reserve(8 + size_t(kChunkPages) * (8 + 1 + kPageSize));
+        w.u32(live->pass);
+        w.u32(0); // the count, patched below
+        uint32_t count = 0;
+        while (live->cursor < live->frames && count < kChunkPages) {
+            uint64_t word = live->to_send[live->cursor / 64] >> (live->cursor % 64);
+            if (word == 0) {
+                live->cursor = (live->cursor / 64 + 1) * 64;
+                continue;
+            }
+            live->cursor += uint64_t(__builtin_ctzll(word));
+            uint64_t pfn = live->cursor++;
+            live->to_send[pfn / 64] &= ~(1ull << (pfn % 64));
+            --live->left;
+            w.u64(pfn << kPageShift);
+            auto kind = live->encoder->encode_page(m, pfn << kPageShift, w);
+            if (!kind) {
+                c.error = kind.error();
+                return c;
+            }
+            ++(*kind == 0 ? c.zero : c.normal);
+            ++count;
+        }
+        c.left = live->left;
+        if (count) {
+            for (int k = 0; k < 4; ++k)
+                w.data()[4 + k] = uint8_t(count >> (8 * k));
+            c.payload = w.take();
+        }
+        return c;
+    };
+    // A few chunks per request: each request is two thread hand-offs, which a loaded host can
+    // delay by a scheduling quantum.
+    std::function<std::vector<Chunk>(Machine&)> make_batch = [make_chunk](Machine& m) {
+        std::vector<Chunk> out;
+        for (unsigned i = 0; i < kChunksPerRequest; ++i) {
+            out.push_back(make_chunk(m));
+            if (!out.back().error.empty() || out.back().payload.empty())
+                break;
+        }
+        return out;
+    };
+    // Sends the current pass's pages; the next batch is made while this one goes out.
+    auto send_pass = [&]() -> std::string {
+        auto next = post_async<std::vector<Chunk>>(m_machine, make_batch, true);
+        bool pass_over = false;
+        while (next && !pass_over) {
+            auto batch = next->get();
+            next.reset();
+            for (auto const& c : batch)
+                if (!c.error.empty())
+                    return c.error;
+            pass_over = batch.empty() || batch.back().payload.empty();
+            if (!pass_over && !cancelled())
+                next = post_async<std::vector<Chunk>>(m_machine, make_batch, true);
+            std::string e;
+            for (auto const& c : batch) {
+                if (c.payload.empty())
+                    break;
+                writer.add(kRamPagesSection, 1, c.payload);
+                e = send(writer.take());
+                std::lock_guard lock(m_mutex);
+                m_ram.duplicate += c.zero;
+                m_ram.normal += c.normal;
+                m_ram.normal_bytes = m_ram.normal * kPageSize;
+                m_ram.remaining = c.left * kPageSize;
+                double secs = std::max(double(ms_since(m_start)), 1.0) / 1000.0;
+                m_ram.mbps = double(m_ram.transferred) * 8.0 / 1e6 / secs;
+                m_ram.pages_per_second = uint64_t(double(m_ram.normal + m_ram.duplicate) / secs);
+                if (!e.empty() || cancelled())
+                    break;
+            }
+            if (!e.empty() || cancelled()) {
+                if (next)
+                    next->wait(); // the request must not outlive what it refers to
+                return e;
+            }
+            if (progress && Clock::now() - last_progress > std::chrono::milliseconds(200)) {
+                last_progress = Clock::now();
+                std::lock_guard lock(m_mutex);
+                std::fprintf(stderr, "\rsevemu: migration pass %u: %llu pages sent, dirty rate %llu pages/s, expected downtime %lld ms   ",
+                    live->pass, (unsigned long long)(m_ram.normal + m_ram.duplicate), (unsigned long long)m_ram.dirty_pages_rate,
+                    (long long)m_expected_downtime_ms);
+                std::fflush(stderr);
+            }
+        }
+        if (!pass_over && !cancelled())
+            return "the machine has stopped";
+        return {};
+    };
+
+    // --- Pre-copy: pass after pass while the guest runs.
+    for (;;) {
+        auto pass_start = Clock::now();
+        uint64_t bytes_before;
+        {
+            std::lock_guard lock(m_mutex);
+            bytes_before = m_ram.transferred;
+        }
+        if (auto e = send_pass(); !e.empty() || cancelled())
+            return fail_or_cancel(e);
+        // The sync: what the guest wrote meanwhile is the next pass (migration_bitmap_sync).
+        auto dirty = on_machine<std::pair<uint64_t, double>>(m_machine, [live](Machine& m) {
+            live->to_send = m.memory().sync_dirty_log();
+            live->cursor = 0;
+            live->left = popcount(live->to_send);
+            double secs = std::chrono::duration<double>(Clock::now() - live->last_sync).count();
+            live->last_sync = Clock::now();
+            ++live->pass;
+            return std::make_pair(live->left, secs);
+        });
+        if (!dirty)
+            return fail_or_cancel("the machine has stopped");
+        double pass_secs = std::max(std::chrono::duration<double>(Clock::now() - pass_start).count(), 1e-3);
+        uint64_t pass_bytes;
+        int64_t expected;
+        {
+            std::lock_guard lock(m_mutex);
+            pass_bytes = m_ram.transferred - bytes_before;
+            ++m_ram.dirty_sync_count;
+            m_ram.dirty_pages_rate = uint64_t(double(dirty->first) / std::max(dirty->second, 1e-3));
+            m_ram.remaining = dirty->first * kPageSize;
+            // QEMU migration_update_counters(): expected downtime = what is dirty / bandwidth.
+            double bandwidth = double(pass_bytes) / pass_secs; // bytes per second
+            expected = int64_t(double(dirty->first * (kPageSize + 9)) / std::max(bandwidth, 1.0) * 1000.0);
+            m_expected_downtime_ms = expected;
+        }
+        if (expected <= downtime_limit_ms() || live->pass > kMaxPasses)
+            break;
+    }
+
+    // --- Stop and copy: the vCPUs stop between slices; the last dirty pages, the encoder's end,
+    // the vCPU, clock and device state and the end record go in one piece.
+    stopped_at = Clock::now();
+    auto final_bytes = on_machine<std::pair<std::vector<uint8_t>, std::string>>(m_machine,
+        [this, live, &writer, &stopped, make_chunk](Machine& m) -> std::pair<std::vector<uint8_t>, std::string> {
+            m_vm_was_running = !m.paused();
+            m.pause();
+            m_run_state = MigrationRunState::FinishMigrate;
+            stopped = true;
+            // The last sync: the pages of the interrupted pass and the ones written since.
+            auto more = m.memory().sync_dirty_log();
+            for (size_t i = 0; i < more.size(); ++i)
+                live->to_send[i] |= more[i];
+            live->cursor = 0;
+            live->left = popcount(live->to_send);
+            {
+                std::lock_guard lock(m_mutex);
+                ++m_ram.dirty_sync_count;
+            }
+            uint64_t zero = 0, normal = 0;
+            for (;;) {
+                Chunk c = make_chunk(m);
+                if (!c.error.empty())
+                    return { {}, c.error };
+                if (c.payload.empty())
+                    break;
+                zero += c.zero;
+                normal += c.normal;
+                writer.add(kRamPagesSection, 1, c.payload);
+            }
+            if (auto r = live->encoder->finish(m, writer); !r)
+                return { {}, r.error() };
+            if (auto r = m.save_live_epilogue(writer); !r)
+                return { {}, r.error().message };
+            auto bytes = writer.take();
+            auto tail = writer.finish();
+            bytes.insert(bytes.end(), tail.begin(), tail.end());
+            std::lock_guard lock(m_mutex);
+            m_ram.duplicate += zero;
+            m_ram.normal += normal;
+            m_ram.normal_bytes = m_ram.normal * kPageSize;
+            return { std::move(bytes), {} };
+        });
+    if (!final_bytes)
+        return fail_or_cancel("the machine has stopped");
+    if (!final_bytes->second.empty())
+        return fail_or_cancel(final_bytes->second);
+    if (auto e = send(final_bytes->first); !e.empty() || cancelled())
+        return fail_or_cancel(e);
+
+    // --- The target's answer: "OK" once it has loaded everything, or why it refused.
+    std::string reply;
+    while (reply.size() < kMaxReply && (reply.empty() || reply.back() != '\n')) {
+        if (!wait_readable(sock.native_handle(), kReplyTimeoutMs, job->cancel))
+            return fail_or_cancel(cancelled() ? std::string() : "the destination did not confirm the migration in time");
+        char buf[256];
+        size_t n = sock.read_some(asio::buffer(buf), ec);
+        if (ec)
+            return fail_or_cancel(fmt::format("the destination closed the connection before confirming the migration ({})",
+                error_text(ec)));
+        reply.append(buf, n);
+    }
+    job->set_socket(-1);
+    sock.close(ec);
+    if (reply == "OK\n")
+        return end(MigrationStatus::Completed, {});
+    if (reply.size() > 4 && reply.substr(0, 4) == "ERR ")
+        return end(MigrationStatus::Failed, "the destination refused the migration: " + reply.substr(4, reply.size() - 5));
+    return end(MigrationStatus::Failed, "the destination answered something other than OK");
+}
+
+void Migration::fail_incoming(std::string message)
+{
+    m_machine.post([this, message](Machine&) {
+        m_incoming_error = message;
+        set_status(MigrationStatus::Failed);
+        m_machine.quit();
+    });
+}
+
+void Migration::run_tcp_target(std::shared_ptr<Job> job, std::string origin)
+{
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
+
+    boost::system::error_code ec;
+    tcp::socket sock(job->io);
+    job->acceptor->accept(sock, ec);
+    job->set_socket(-1);
+    job->acceptor->close();
+    {
+        std::lock_guard lock(m_mutex);
+        m_listen_address.reset();
+    }
+    if (ec || job->cancel) {
+        if (!job->cancel)
+            fail_incoming(fmt::format("{}: accept: {}", origin, ec.message()));
+        return;
+    }
+    job->set_socket(sock.native_handle());
+    // process_incoming_migration_co(): the stream begins.
+    set_status(MigrationStatus::Active);
+
+    auto refuse = [&](std::string why) {
+        // The source hears why (best effort: it may be gone), then this process ends with the
+        // reason; its guest never ran.
+        std::string line = "ERR " + why + "\n";
+        for (auto& ch : line)
+            if (ch == '\n' && &ch != &line.back())
+                ch = ' ';
+        asio::write(sock, asio::buffer(line), ec);
+        job->set_socket(-1);
+        sock.close(ec);
+        fail_incoming(fmt::format("{}: {}", origin, why));
+    };
+
+    SnapshotStreamReader reader([&](std::span<uint8_t> out) -> Result<void, std::string> {
+        asio::read(sock, asio::buffer(out.data(), out.size()), ec);
+        if (ec)
+            return Unexpected(job->cancel ? std::string("cancelled") : error_text(ec));
+        return {};
+    });
+    if (auto h = reader.read_header(); !h)
+        return refuse(h.error().text());
+    else if (*h != kSnapshotStreamVersion)
+        return refuse(fmt::format("a version-{} stream over tcp: (a live migration writes version {})", *h, kSnapshotStreamVersion));
+
+    auto decoder = on_machine<std::shared_ptr<RamPageDecoder>>(m_machine,
+        [](Machine& m) { return std::shared_ptr<RamPageDecoder>(make_ram_page_decoder(m)); });
+    if (!decoder)
+        return refuse("the machine has stopped");
+    std::vector<OwnedSection> kept;
+    bool have_machine = false;
+    std::deque<std::future<std::string>> applying; // RAM sections posted to the machine, oldest first
+    // Waits until at most `keep` are in flight; the first error of those finished.
+    auto wait_applied = [&](size_t keep = 0) -> std::string {
+        std::string first;
+        while (applying.size() > keep) {
+            auto e = applying.front().get();
+            applying.pop_front();
+            if (first.empty())
+                first = e;
+        }
+        return first;
+    };
+    for (;;) {
+        auto next = reader.next(kMaxSectionPayload);
+        if (!next) {
+            wait_applied();
+            return refuse(next.error().text());
+        }
+        if (!*next)
+            break;
+        auto sec = std::make_shared<OwnedSection>(std::move(**next));
+        if (sec->name == "machine") {
+            auto r = on_machine<std::string>(m_machine, [sec](Machine& m) -> std::string {
+                auto ok = m.check_snapshot_machine(SnapshotSection { sec->name, sec->version, sec->payload });
+                return ok ? std::string() : ok.error().message;
+            });
+            if (!r || !r->empty())
+                return refuse(r ? *r : "the machine has stopped");
+            have_machine = true;
+            kept.push_back(std::move(*sec));
+            continue;
+        }
+        if (!have_machine)
+            return refuse(StateError { "machine", "missing from the start of the stream" }.text());
+        if (sec->name == kRamPagesSection) {
+            if (sec->version != 1)
+                return refuse(StateError { sec->name, fmt::format("unsupported version {} (this build reads version 1)", sec->version) }.text());
+            if (auto e = wait_applied(kApplyDepth - 1); !e.empty()) {
+                wait_applied();
+                return refuse(e);
+            }
+            auto dec = *decoder;
+            auto posted = post_async<std::string>(m_machine, [sec, dec](Machine& m) -> std::string {
+                Machine::PageDecoder decode;
+                if (dec)
+                    decode = [&m, dec](uint64_t spa, uint8_t kind, std::span<uint8_t const> data) {
+                        return dec->decode_page(m, spa, kind, data);
+                    };
+                auto r = m.load_ram_pages(sec->payload, decode);
+                return r ? std::string() : r.error().message;
+            });
+            if (!posted) {
+                wait_applied();
+                return refuse("the machine has stopped");
+            }
+            applying.push_back(std::move(*posted));
+            continue;
+        }
+        if (*decoder && (*decoder)->claims(sec->name)) {
+            if (auto e = wait_applied(); !e.empty())
+                return refuse(e);
+            auto dec = *decoder;
+            auto r = on_machine<std::string>(m_machine, [sec, dec](Machine& m) -> std::string {
+                auto ok = dec->session_section(m, sec->name, sec->version, sec->payload);
+                return ok ? std::string() : StateError { sec->name, ok.error() }.text();
+            });
+            if (!r || !r->empty())
+                return refuse(r ? *r : "the machine has stopped");
+            continue;
+        }
+        kept.push_back(std::move(*sec));
+    }
+    if (auto e = wait_applied(); !e.empty())
+        return refuse(e);
+
+    // The end record and the stream CRC are verified: the rest loads, and the guest may start.
+    uint64_t total = reader.bytes_read();
+    auto dec = *decoder;
+    auto loaded = on_machine<std::string>(m_machine, [&kept, total, dec](Machine& m) -> std::string {
+        std::vector<SnapshotSection> views;
+        for (auto const& k : kept)
+            views.push_back(SnapshotSection { k.name, k.version, k.payload });
+        if (auto r = m.load_live_state(views, total); !r)
+            return r.error().message;
+        if (dec)
+            if (auto r = dec->finish(m); !r)
+                return r.error();
+        return {};
+    });
+    if (!loaded || !loaded->empty())
+        return refuse(loaded ? *loaded : "the machine has stopped");
+    static constexpr char kOk[] = "OK\n";
+    asio::write(sock, asio::buffer(kOk, 3), ec);
+    job->set_socket(-1);
+    sock.close();
+    if (ec) {
+        // The source cannot know that this side has the guest: it keeps its own running.
+        fail_incoming(fmt::format("{}: the source went away before the migration was confirmed ({})", origin, error_text(ec)));
+        return;
+    }
+    m_machine.post([this](Machine&) {
+        set_status(MigrationStatus::Completed);
+        m_loaded = true;
+        m_run_state = MigrationRunState::None;
+        if (m_autostart)
+            m_machine.resume();
+    });
 }
 
 } // namespace sevemu::emulator

@@ -3,11 +3,29 @@
 // (`-incoming file:|exec:|defer`, QMP `migrate-incoming`), the migration capabilities and the
 // run states QEMU shows around a migration ("inmigrate", "finish-migrate", "postmigrate").
 //
-// A migration of a plain guest is an offline snapshot: the machine stops, Machine::save_snapshot()
-// writes the whole stream (base/state_stream.h) into memory, and a writer thread of this job
-// copies it to the file or to the command's stdin, so that neither the machine nor QMP waits on a
-// slow consumer. Everything that touches the machine runs on its thread (Machine::post); the
-// writer and reader threads touch only the job's own state, under its mutex.
+// To file: and exec: a migration of a plain guest is an offline snapshot: the machine stops,
+// Machine::save_snapshot() writes the whole stream (base/state_stream.h) into memory, and a
+// writer thread of this job copies it to the file or to the command's stdin, so that neither the
+// machine nor QMP waits on a slow consumer.
+//
+// Over tcp:HOST:PORT it is a live migration with iterative pre-copy, as QEMU's
+// (migration/ram.c): the stream (version 2) opens with the "machine" and "ram" (layout, host key)
+// sections; pass 1 sends every page of DRAM in "ram-pages" sections while the guest runs, with
+// the memory controller's dirty-page log on; each later pass sends the pages written during the
+// one before; once the pages left would go in less than the downtime limit (300 ms, QEMU's
+// default downtime-limit) at the throughput measured so far, or after kMaxPasses passes, the
+// vCPUs stop and the last dirty pages, the vCPU, clock and device state and the end record go.
+// The target applies each RAM section once its CRC and records are checked (into a machine that
+// has not run) and everything else only after the end record and stream CRC, then answers one
+// line on the same connection ("OK" or why it refused) before its guest starts; the source
+// completes (and stays in "postmigrate") only on that "OK": otherwise its guest runs on.
+// A cancel, a lost connection or a refusal at any point leaves the source's guest running.
+// The job's thread does the networking (Boost.Asio, blocking sockets, in migration.cpp only); it
+// asks the machine's thread for each chunk of pages (Machine::post), so the guest runs between
+// chunks, and QMP keeps answering throughout.
+//
+// Everything that touches the machine runs on its thread (Machine::post); the writer and reader
+// threads touch only the job's own state, under its mutex.
 //
 // Status changes follow QEMU 7.2 (migration/migration.c): outgoing none → setup → active →
 // completed | failed | cancelling → cancelled; incoming setup → active → completed | failed. A
@@ -20,6 +38,7 @@
 #include "base/result.h"
 
 #include <atomic>
+#include <memory>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -32,6 +51,11 @@
 #include <thread>
 #include <vector>
 
+namespace sevemu {
+class SnapshotWriter;
+class StateWriter;
+} // namespace sevemu
+
 namespace sevemu::emulator {
 
 class Machine;
@@ -42,10 +66,14 @@ std::string_view migration_status_name(MigrationStatus);
 
 // A migration URI of the offline forms: "file:PATH" (QEMU 8.2+) or "exec:CMD" (run as
 // `/bin/sh -c CMD`, QEMU migration/exec.c).
+// "tcp:HOST:PORT" (QEMU migration/socket.c; HOST may be a name, an IPv4 address or an IPv6
+// address in brackets). Port 0 on -incoming takes any free port (query-migrate's socket-address
+// on the target says which).
 struct MigrationUri {
-    enum class Kind : uint8_t { File, Exec };
+    enum class Kind : uint8_t { File, Exec, Tcp };
     Kind kind {};
-    std::string target; // the path, or the shell command
+    std::string target; // the path, the shell command, or the host
+    uint16_t port {};   // tcp
 };
 // Outgoing (QMP migrate): QEMU 7.2 qmp_migrate()'s "Parameter 'uri' expects a valid migration
 // protocol" for what no version of QEMU knows, and an "unsupported" line for QEMU's network forms.
@@ -77,6 +105,7 @@ struct MigrationRamStats {
     uint64_t pages_per_second {};
     uint64_t precopy_bytes {};  // bytes sent while the guest ran: 0 (the guest is stopped first)
     uint64_t downtime_bytes {}; // bytes sent while the guest was stopped: the whole stream
+    uint64_t dirty_pages_rate {}; // pages written per second by the guest, measured at the last sync
 };
 
 // What query-migrate reports (QEMU 7.2 fill_source_migration_info / fill_destination_migration_info).
@@ -89,7 +118,52 @@ struct MigrationInfo {
     std::optional<MigrationRamStats> ram;
     std::optional<std::string> error_desc;
     std::vector<std::string> blocked_reasons; // reported when non-empty
+    // The target's listening address (QEMU 7.2 fill_destination_migration_info: socket-address).
+    std::optional<std::pair<std::string, uint16_t>> socket_address;
 };
+
+// --- The SEV path's hook. How guest RAM goes into a live stream's "ram-pages" records and what a
+// session adds around them (emulator/machine_state.cpp documents the records: kind 0 zero page,
+// 1 raw page, 2..255 an encoder's own, as u32 length + bytes). A plain guest's encoder writes
+// pages as DRAM holds them; the SEV encoder will write private pages as SEND_UPDATE_DATA packets
+// and shared ones in the clear, its session data (SEND_START) in sections of its own.
+class RamPageEncoder {
+public:
+    virtual ~RamPageEncoder() = default;
+    // Before pass 1, on the machine's thread, after the "machine" and "ram" sections (SEV:
+    // SEND_START with the target's PDH; the session goes into `out` as a section).
+    virtual Result<void, std::string> begin(Machine&, SnapshotWriter& out) = 0;
+    // One page (its SPA) as a record's kind and data, into `w` (u8 kind, then the kind's
+    // bytes). Returns the kind, for query-migrate's "duplicate" and "normal" counts.
+    virtual Result<uint8_t, std::string> encode_page(Machine&, uint64_t spa, StateWriter& w) = 0;
+    // At the stop, after the last pages and before the vCPU and device sections (SEV:
+    // SEND_UPDATE_VMSA, SEND_FINISH).
+    virtual Result<void, std::string> finish(Machine&, SnapshotWriter& out) = 0;
+    // The migration ended without completing: cancel, failure, lost connection, refusal (SEV:
+    // SEND_CANCEL). The guest runs on.
+    virtual void abort(Machine&) = 0;
+};
+// The target's side: the encoder's sections and records.
+class RamPageDecoder {
+public:
+    virtual ~RamPageDecoder() = default;
+    // Whether a section of this name is the session's (handed to session_section, not to the
+    // Machine's load).
+    virtual bool claims(std::string_view section) const = 0;
+    virtual Result<void, std::string> session_section(Machine&, std::string_view name, uint32_t version,
+        std::span<uint8_t const> payload) = 0;
+    virtual Result<void, std::string> decode_page(Machine&, uint64_t spa, uint8_t kind, std::span<uint8_t const> data) = 0;
+    // After the end record and the state's load, before the guest starts (SEV: RECEIVE_FINISH).
+    virtual Result<void, std::string> finish(Machine&) = 0;
+};
+// The codec for this machine: plain today (pages as DRAM holds them, no decoder); the SEV helper
+// returns its own for a machine with an SEV guest (which migration_blocker() refuses until then).
+std::unique_ptr<RamPageEncoder> make_ram_page_encoder(Machine&);
+std::unique_ptr<RamPageDecoder> make_ram_page_decoder(Machine&);
+
+// Live migration's tuning, QEMU's defaults (qapi/migration.json MigrationParameters).
+inline constexpr int64_t kDowntimeLimitMs = 300; // downtime-limit
+inline constexpr unsigned kMaxPasses = 30;        // then stop-and-copy whatever is left
 
 // QEMU 7.2's MigrationCapability names (qapi/migration.json), in its order. sevemu implements
 // `events`; the others can be queried and set to false, and setting one to true is refused
@@ -122,6 +196,15 @@ public:
     // Checks them all before setting any: an unknown name, one sevemu does not implement set to
     // true, or a migration in progress is an error and nothing changes.
     Result<void, std::string> set_capabilities(std::vector<std::pair<std::string, bool>> const&);
+
+    // --- Parameters (migrate-set-parameters / query-migrate-parameters): downtime-limit, the
+    // longest stop a live migration aims at (QEMU's default 300 ms). Any thread.
+    int64_t downtime_limit_ms() const;
+    Result<void, std::string> set_downtime_limit_ms(int64_t);
+    // max-bandwidth: the pre-copy's rate limit in bytes per second; 0 (sevemu's default) is
+    // none (QEMU 7.2's default is 128 MiB/s: QUIRKS.md).
+    uint64_t max_bandwidth() const;
+    Result<void, std::string> set_max_bandwidth(uint64_t bytes_per_second);
 
     // --- Outgoing. On the machine's thread.
     // QEMU's migrate_prepare() checks, then the job: stops the machine, saves it, and starts the
@@ -157,9 +240,14 @@ public:
 
 private:
     struct Job;
+    struct LiveSource;
     void set_status(MigrationStatus);
     void finish_outgoing(MigrationStatus end, std::string error);
     void load(std::vector<uint8_t> stream, std::string origin);
+    // Live migration over TCP (the job's thread).
+    void run_tcp_source(std::shared_ptr<Job>, MigrationUri);
+    void run_tcp_target(std::shared_ptr<Job>, std::string origin);
+    void fail_incoming(std::string message);
 
     Machine& m_machine;
     EventSink m_emit;
@@ -172,6 +260,10 @@ private:
     MigrationRamStats m_ram;
     std::string m_error;
     bool m_outgoing { false }; // the status is the source's (else the destination's)
+    bool m_live { false };     // the outgoing job is a live (tcp:) migration
+    int64_t m_expected_downtime_ms { kDowntimeLimitMs };
+    int64_t m_downtime_limit_ms { kDowntimeLimitMs };
+    uint64_t m_max_bandwidth { 0 };
 
     // Machine-thread state.
     MigrationRunState m_run_state { MigrationRunState::None };
@@ -184,6 +276,7 @@ private:
     std::optional<std::string> m_incoming_error;
 
     std::shared_ptr<Job> m_job; // the writer or reader thread and its channel
+    std::optional<std::pair<std::string, uint16_t>> m_listen_address; // -incoming tcp:, once bound
 };
 
 } // namespace sevemu::emulator

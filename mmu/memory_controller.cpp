@@ -61,6 +61,8 @@ Result<std::unique_ptr<MemoryController>, MemError> MemoryController::create(Mem
         mc->m_free_frames.push_back(f);
     uint64_t top_pfn = (mc->m_ranges.back().base.value + mc->m_ranges.back().size) >> kPageShift;
     mc->m_raw_exposed.assign((top_pfn + 63) / 64, 0);
+    mc->m_frame_limit = top_pfn;
+    mc->m_write_exposed.assign((top_pfn + 63) / 64, 0);
     mc->m_slots.resize(config.key_slots);
     mc->m_key_port.reset(new KeySlotPort(*mc));
 
@@ -249,6 +251,12 @@ Result<uint8_t*, MemError> MemoryController::page_pointer(Spa page, KeyId key, A
     uint8_t* dram = dram_page(pfn);
     if (!dram)
         return make_unexpected(MemError::OutOfRange);
+    if (access == Access::Write) {
+        // The holder may store through the pointer until the page is invalidated: the page is
+        // dirty now, and a write-protect must reach this pointer (start_dirty_log).
+        m_write_exposed[pfn / 64] |= 1ull << (pfn % 64);
+        mark_written(pfn);
+    }
     if (key.is_none()) {
         make_raw(pfn);
         m_raw_exposed[pfn / 64] |= 1ull << (pfn % 64);
@@ -297,6 +305,7 @@ Result<void, MemError> MemoryController::write(Spa spa, std::span<uint8_t const>
         } else {
             page = TRY(cached_page(at.pfn(), key, true));
         }
+        mark_written(at.pfn());
         std::memcpy(page + at.page_offset(), in.data() + done, chunk);
         done += chunk;
     }
@@ -509,6 +518,149 @@ void MemoryController::load_dram(StateReader& r)
         m_raw_exposed[word] = 0;
     }
     ++m_generation;
+}
+
+// ---------------------------------------------------------------- live migration
+
+void MemoryController::save_dram_layout(StateWriter& w) const
+{
+    w.u32(uint32_t(m_ranges.size()));
+    for (auto const& r : m_ranges) {
+        w.u64(r.base.value);
+        w.u64(r.size);
+    }
+    w.u8(m_host_key_len);
+    w.raw(std::span<uint8_t const>(m_host_key.data(), m_host_key_len));
+}
+
+void MemoryController::load_dram_layout(StateReader& r)
+{
+    uint32_t count = r.u32();
+    if (!r.ok())
+        return;
+    if (count > kMaxRanges)
+        return r.fail("RAM layout has " + std::to_string(count) + " ranges");
+    std::vector<std::pair<uint64_t, uint64_t>> theirs, ours;
+    for (uint32_t i = 0; i < count; ++i) {
+        uint64_t base = r.u64();
+        uint64_t size = r.u64();
+        theirs.emplace_back(base, size);
+    }
+    if (!r.ok())
+        return;
+    for (auto const& range : m_ranges)
+        ours.emplace_back(range.base.value, range.size);
+    if (theirs != ours)
+        return r.fail("RAM layout differs: stream has " + describe_layout(theirs) + ", this machine "
+            + describe_layout(ours));
+    uint8_t key_len = r.u8();
+    if (!r.ok())
+        return;
+    if (key_len != 32 && key_len != 64)
+        return r.fail("host key of " + std::to_string(key_len) + " bytes (32 or 64 expected)");
+    std::array<uint8_t, 64> key {};
+    auto key_bytes = r.raw(key_len);
+    if (!r.ok())
+        return;
+    if (r.remaining() != 0)
+        return r.fail(std::to_string(r.remaining()) + " trailing bytes after the payload's last field");
+    std::copy(key_bytes.begin(), key_bytes.end(), key.begin());
+    auto cipher = XtsCipher::create(std::span<uint8_t const>(key.data(), key_len), m_config.aes_path);
+    if (!cipher) {
+        secure_zero(key.data(), key.size());
+        return r.fail("host key is not a valid AES-XTS key");
+    }
+    for (uint32_t slot = 1; slot < m_slots.size(); ++slot) {
+        if (m_slots[slot]) {
+            secure_zero(key.data(), key.size());
+            return r.fail("this machine's memory key slot " + std::to_string(slot)
+                + " is in use (an SEV guest): its memory cannot be replaced");
+        }
+    }
+    // Nothing is cached under the old host key in a machine that has not run; write back and
+    // drop whatever is, so no plaintext of the old key survives the change.
+    wbinvd();
+    m_slots[0] = std::move(*cipher);
+    secure_zero(m_host_key.data(), m_host_key.size());
+    std::copy(key.begin(), key.begin() + key_len, m_host_key.begin());
+    m_host_key_len = key_len;
+    secure_zero(key.data(), key.size());
+    ++m_generation;
+}
+
+void MemoryController::write_protect_exposed()
+{
+    for (size_t word = 0; word < m_write_exposed.size(); ++word) {
+        uint64_t bits = m_write_exposed[word];
+        m_write_exposed[word] = 0;
+        for (; bits; bits &= bits - 1)
+            invalidate(word * 64 + uint64_t(__builtin_ctzll(bits)));
+    }
+}
+
+void MemoryController::start_dirty_log()
+{
+    m_dirty.assign(m_write_exposed.size(), 0);
+    m_dirty_logging = true;
+    write_protect_exposed();
+}
+
+void MemoryController::stop_dirty_log()
+{
+    m_dirty_logging = false;
+    m_dirty.clear();
+    m_dirty.shrink_to_fit();
+}
+
+std::vector<uint64_t> MemoryController::sync_dirty_log()
+{
+    std::vector<uint64_t> taken(m_write_exposed.size(), 0);
+    if (!m_dirty_logging)
+        return taken;
+    taken.swap(m_dirty);
+    write_protect_exposed();
+    return taken;
+}
+
+uint64_t MemoryController::dirty_page_count() const
+{
+    uint64_t n = 0;
+    for (uint64_t w : m_dirty)
+        n += uint64_t(__builtin_popcountll(w));
+    return n;
+}
+
+bool MemoryController::copy_dram_page(uint64_t pfn, std::span<uint8_t, kPageSize> out)
+{
+    uint8_t* dram = dram_page(pfn);
+    if (!dram)
+        return false;
+    auto it = m_cache.find(pfn);
+    if (it != m_cache.end() && it->second.dirty) {
+        // What the write-back would put in DRAM, computed without writing back (the cache and
+        // its pointers stay as they are).
+        auto c = cipher_for(it->second.key);
+        assert(c.has_value());
+        (*c)->encrypt_page(m_arena + uint64_t(it->second.frame) * kPageSize, out.data(), pfn);
+        return true;
+    }
+    std::memcpy(out.data(), dram, kPageSize);
+    return true;
+}
+
+bool MemoryController::store_dram_page(uint64_t pfn, uint8_t const* bytes)
+{
+    uint8_t* dram = dram_page(pfn);
+    if (!dram)
+        return false;
+    make_raw(pfn);
+    if (bytes)
+        std::memcpy(dram, bytes, kPageSize);
+    else if (!page_is_zero(dram))
+        std::memset(dram, 0, kPageSize); // a page never touched stays unbacked
+    if (uint64_t& word = m_raw_exposed[pfn / 64]; word & (1ull << (pfn % 64)))
+        invalidate(pfn);
+    return true;
 }
 
 } // namespace sevemu::mmu

@@ -145,6 +145,36 @@ public:
     // page pointer handed out is invalidated (listeners hear each page that had one,
     // generation() changes).
     void load_dram(StateReader&);
+    // The live stream's "ram" section (version 2, emulator/machine_state.cpp): the layout and the
+    // host key only; the pages travel in "ram-pages" sections. load_dram_layout() checks the
+    // layout against this machine's and the key before it changes anything (the error is then
+    // on the reader), and on success programs slot 0 with the key.
+    static constexpr uint32_t kDramLayoutStateVersion = 2;
+    void save_dram_layout(StateWriter&) const;
+    void load_dram_layout(StateReader&);
+
+    // --- Dirty-page logging (live migration's pre-copy, emulator/migration.cpp). While it is on,
+    // every way a DRAM page gets new contents marks the page in a bitmap: write() (DMA, devices,
+    // firmware, loaders, the page-table walker's A/D bits) marks what it writes, and
+    // page_pointer(Access::Write) marks the page whose pointer it hands out, because the holder
+    // (a vCPU's TLB) then stores through it without coming back. To catch the first store after
+    // a sync, sync_dirty_log() (and start_dirty_log()) invalidates every page a write pointer was
+    // handed out for since the last one (the listeners drop their TLB entries, as KVM
+    // write-protects pages when it clears its dirty log), so the CPU's store path itself is not
+    // changed. Bit N of the bitmap is page frame N (SPA >> 12); frames in MMIO holes stay clear.
+    void start_dirty_log();
+    void stop_dirty_log();
+    bool dirty_logging() const { return m_dirty_logging; }
+    // The pages marked since the last sync (or the start), and a fresh empty bitmap.
+    std::vector<uint64_t> sync_dirty_log();
+    uint64_t dirty_page_count() const;
+    uint64_t frame_limit() const { return m_frame_limit; } // bitmaps cover frames [0, frame_limit)
+    // A page's bytes as DRAM holds them once the plaintext cache is written back (ciphertext
+    // for a page cached dirty under a key), without changing the cache. False if not DRAM.
+    bool copy_dram_page(uint64_t pfn, std::span<uint8_t, kPageSize> out);
+    // Replaces a page's DRAM bytes (raw, as copy_dram_page gave them); null = a zero page.
+    // For an incoming machine that has not run (the caller flushes decoded code afterwards).
+    bool store_dram_page(uint64_t pfn, uint8_t const* bytes);
 
     // --- Statistics (benchmarks, tests).
     struct Stats {
@@ -188,6 +218,20 @@ private:
     std::vector<uint32_t> m_free_frames;
     uint32_t m_clock_hand {};
     std::vector<uint64_t> m_raw_exposed; // bitmap: raw pointer handed out for this DRAM page
+
+    // Dirty-page logging (see start_dirty_log). m_write_exposed: a write pointer was handed out
+    // for the page since the last write-protect (kept whether logging is on or not: it is set on
+    // page_pointer's slow path only).
+    void mark_written(uint64_t pfn)
+    {
+        if (m_dirty_logging)
+            m_dirty[pfn / 64] |= 1ull << (pfn % 64);
+    }
+    void write_protect_exposed();
+    uint64_t m_frame_limit {};
+    bool m_dirty_logging { false };
+    std::vector<uint64_t> m_dirty;
+    std::vector<uint64_t> m_write_exposed;
 
     uint64_t m_generation { 1 };
     std::vector<InvalidationListener> m_listeners;

@@ -3,6 +3,7 @@
 // truncation and every single-bit corruption.
 #include "base/state_stream.h"
 
+#include <boost/crc.hpp>
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <limits>
@@ -302,8 +303,8 @@ TEST_CASE("parse_snapshot: header, names, duplicates, end record", "[base][snaps
     }
     SECTION("unknown stream version, non-zero flags")
     {
-        CHECK(parse_error(hand_stream(sections, 2)) == "snapshot: unsupported stream version 2 (this build reads version 1)");
-        CHECK(parse_error(hand_stream(sections, 0)) == "snapshot: unsupported stream version 0 (this build reads version 1)");
+        CHECK(parse_error(hand_stream(sections, 3)) == "snapshot: unsupported stream version 3 (this build reads versions 1 and 2)");
+        CHECK(parse_error(hand_stream(sections, 0)) == "snapshot: unsupported stream version 0 (this build reads versions 1 and 2)");
         CHECK(parse_error(hand_stream(sections, 1, 1)) == "snapshot: unsupported stream flags 0x1");
         CHECK(parse_error(hand_stream(sections, 1, 0x80000000u)) == "snapshot: unsupported stream flags 0x80000000");
     }
@@ -350,4 +351,117 @@ TEST_CASE("parse_snapshot: header, names, duplicates, end record", "[base][snaps
         s[where[0].end - 5] ^= 0x10; // the last payload byte of cpu0
         CHECK(parse_error(s) == "snapshot section 'cpu0': CRC mismatch");
     }
+}
+
+// --- Stream version 2 (live migration): repeated "ram-pages", a writer that hands its bytes out
+// piece by piece, and the reader that checks a stream as it arrives.
+
+TEST_CASE("snapshot CRC: the sliced CRC-32 equals Boost's bytewise one on every length and alignment", "[base][snapshot]")
+{
+    Bytes data(4096 + 64);
+    uint32_t x = 12345;
+    for (auto& b : data) {
+        x = x * 1103515245u + 12345u;
+        b = uint8_t(x >> 16);
+    }
+    for (size_t off : { 0, 1, 3, 7 })
+        for (size_t len : { 0, 1, 7, 8, 9, 63, 64, 1000, 4096 }) {
+            boost::crc_32_type ref;
+            ref.process_bytes(data.data() + off, len);
+            CHECK(snapshot_crc32(std::span(data).subspan(off, len)) == ref.checksum());
+        }
+}
+
+TEST_CASE("stream version 2: ram-pages repeats, other names do not; version 1 repeats nothing", "[base][snapshot]")
+{
+    std::vector<RawSection> v2 { { "machine", 2, { 1 } }, { "ram-pages", 1, { 2 } }, { "ram-pages", 1, { 3 } } };
+    auto parsed = parse_snapshot(hand_stream(v2, 2));
+    REQUIRE(parsed);
+    REQUIRE(parsed->size() == 3);
+    CHECK(parsed->at(2).payload[0] == 3);
+    CHECK(parse_error(hand_stream(v2, 1)) == "snapshot section 'ram-pages': duplicate section");
+    v2.push_back({ "machine", 2, { 4 } });
+    CHECK(parse_error(hand_stream(v2, 2)) == "snapshot section 'machine': duplicate section");
+}
+
+namespace {
+
+// The writer's pieces (take()) joined, then the end record: byte for byte the hand-built stream.
+Bytes written_v2(std::vector<RawSection> const& sections)
+{
+    SnapshotWriter w(2);
+    Bytes out;
+    for (auto const& s : sections) {
+        w.add(s.name, s.version, s.payload);
+        auto piece = w.take();
+        out.insert(out.end(), piece.begin(), piece.end());
+    }
+    auto end = w.finish();
+    out.insert(out.end(), end.begin(), end.end());
+    return out;
+}
+
+// Reads `stream` through SnapshotStreamReader, a few bytes at a time as a socket gives them.
+std::string read_all(Bytes const& stream, std::vector<OwnedSection>* sections = nullptr)
+{
+    size_t pos = 0;
+    SnapshotStreamReader r([&](std::span<uint8_t> out) -> Result<void, std::string> {
+        if (stream.size() - pos < out.size())
+            return make_unexpected(std::string("connection closed"));
+        std::memcpy(out.data(), stream.data() + pos, out.size());
+        pos += out.size();
+        return {};
+    });
+    if (auto h = r.read_header(); !h)
+        return h.error().text();
+    for (;;) {
+        auto sec = r.next(1 << 20);
+        if (!sec)
+            return sec.error().text();
+        if (!*sec)
+            break;
+        if (sections)
+            sections->push_back(std::move(**sec));
+    }
+    return pos == stream.size() ? "ok" : "bytes after the end record";
+}
+
+} // namespace
+
+TEST_CASE("stream version 2: the writer's pieces make the documented stream, which the incremental reader accepts", "[base][snapshot]")
+{
+    auto sections = sample_sections();
+    sections.push_back({ "ram-pages", 1, { 9, 9 } });
+    sections.push_back({ "ram-pages", 1, Bytes(5000, 0x5A) });
+    auto stream = written_v2(sections);
+    CHECK(stream == hand_stream(sections, 2));
+    std::vector<OwnedSection> got;
+    CHECK(read_all(stream, &got) == "ok");
+    REQUIRE(got.size() == sections.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+        CHECK(got[i].name == sections[i].name);
+        CHECK(got[i].version == sections[i].version);
+        CHECK(got[i].payload == sections[i].payload);
+    }
+}
+
+TEST_CASE("stream version 2: the incremental reader refuses every truncation and every flipped bit", "[base][snapshot]")
+{
+    auto sections = sample_sections();
+    sections.push_back({ "ram-pages", 1, Bytes(100, 0x11) });
+    auto stream = written_v2(sections);
+    for (size_t n = 0; n < stream.size(); ++n) {
+        Bytes cut(stream.begin(), stream.begin() + n);
+        auto e = read_all(cut);
+        INFO(n << ": " << e);
+        CHECK(e.find("the stream ended early") != std::string::npos);
+    }
+    size_t refused = 0;
+    for (size_t off = 0; off < stream.size(); ++off)
+        for (int bit = 0; bit < 8; ++bit) {
+            Bytes bad = stream;
+            bad[off] ^= uint8_t(1 << bit);
+            refused += read_all(bad) != "ok";
+        }
+    CHECK(refused == stream.size() * 8);
 }

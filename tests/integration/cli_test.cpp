@@ -214,7 +214,7 @@ TEST_CASE("cli: options that arrive with later issues")
     // -S and -qmp work now (tests/integration/qmp_cli_test.cpp); a bad -qmp address is one line.
     check_one_error_line(run_sevemu(with_kernel({ "-qmp", "unix:/tmp/q.sock" })), "-qmp");
     // -incoming works (tests/integration/snapshot_test.cpp); a transport sevemu lacks is one line.
-    check_one_error_line(run_sevemu(with_kernel({ "-incoming", "tcp:127.0.0.1:4444" })), "-incoming");
+    check_one_error_line(run_sevemu(with_kernel({ "-incoming", "unix:/tmp/sevemu-migration.sock" })), "-incoming");
     check_one_error_line(run_sevemu(with_kernel({ "-incoming", "nonsense" })), "unknown migration protocol");
     check_one_error_line(run_sevemu(with_kernel({ "-bios", "OVMF.fd" })), "-bios");
     check_one_error_line(run_sevemu(with_kernel({ "-enable-kvm" })), "-enable-kvm");

@@ -492,7 +492,7 @@ TEST_CASE("snapshot: QEMU's texts for bad URIs and misplaced migration commands"
     CHECK(r.status == 1);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK(r.err.rfind("sevemu: -kernel /nonexistent/guest.elf", 0) == 0);
-    r = cli({ "-incoming", "tcp:127.0.0.1:4444" });
+    r = cli({ "-incoming", "unix:/tmp/sevemu-migration.sock" });
     CHECK(r.status == 1);
     CHECK(r.err.find("unsupported") != std::string::npos);
 

@@ -44,6 +44,7 @@ int suite_boot(Report&); // Linux boots of sevemu and QEMU as child processes (s
 #ifdef SEVEMU_BENCH_HAVE_CPU
 int suite_cpu(Report&); // needs the Machine (and so the CPU library)
 int suite_sev(Report&); // the cpu workloads as SEV guests vs plain guests
+int suite_migration(Report&); // a live migration of a 512 MiB guest over loopback TCP
 #endif
 
 } // namespace sevemu::bench

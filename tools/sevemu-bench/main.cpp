@@ -33,7 +33,11 @@ static constexpr SuiteEntry kSuites[] = {
     { "sev", nullptr },
 #endif
     { "psp", nullptr },
+#ifdef SEVEMU_BENCH_HAVE_CPU
+    { "migration", suite_migration },
+#else
     { "migration", nullptr },
+#endif
     { "boot", suite_boot },
 };
 

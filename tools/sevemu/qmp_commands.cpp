@@ -41,6 +41,12 @@ Json migration_info_json(emulator::MigrationInfo const& info)
     Json j = Json::object();
     if (!info.blocked_reasons.empty())
         j["blocked-reasons"] = info.blocked_reasons;
+    // fill_destination_migration_info(): the addresses a tcp: incoming migration listens on
+    // whatever the status
+    // (qapi/sockets.json SocketAddress, type "inet"; the port as a string).
+    if (info.socket_address)
+        j["socket-address"] = Json::array({ Json { { "type", "inet" }, { "host", info.socket_address->first },
+            { "port", std::to_string(info.socket_address->second) } } });
     if (info.status == emulator::MigrationStatus::None)
         return j;
     j["status"] = std::string(emulator::migration_status_name(info.status));
@@ -60,7 +66,7 @@ Json migration_info_json(emulator::MigrationInfo const& info)
         auto const& r = *info.ram;
         j["ram"] = Json { { "transferred", r.transferred }, { "remaining", r.remaining }, { "total", r.total },
             { "duplicate", r.duplicate }, { "skipped", 0 }, { "normal", r.normal }, { "normal-bytes", r.normal_bytes },
-            { "dirty-pages-rate", 0 }, { "mbps", r.mbps }, { "dirty-sync-count", r.dirty_sync_count },
+            { "dirty-pages-rate", r.dirty_pages_rate }, { "mbps", r.mbps }, { "dirty-sync-count", r.dirty_sync_count },
             { "postcopy-requests", 0 }, { "page-size", r.page_size }, { "multifd-bytes", 0 },
             { "pages-per-second", r.pages_per_second }, { "precopy-bytes", r.precopy_bytes },
             { "downtime-bytes", r.downtime_bytes }, { "postcopy-bytes", 0 }, { "dirty-sync-missed-zero-copy", 0 } };
@@ -214,6 +220,27 @@ qmp::CommandTable machine_commands(emulator::Machine& machine, emulator::Migrati
         if (auto r = mig.set_capabilities(caps); !r)
             return make_unexpected(qmp::generic_error(r.error()));
         return Json::object();
+    });
+    // { 'command': 'migrate-set-parameters', 'data': 'MigrateSetParameters' }: sevemu has one of
+    // QEMU 7.2's parameters, downtime-limit (ms); any other member is refused as unexpected.
+    t.add("migrate-set-parameters", { { "downtime-limit", Int, false }, { "max-bandwidth", U64, false } },
+        [&mig](Json const& a) -> Result<Json, Error> {
+            // Both checked before either is set (QEMU migrate_params_check, then apply).
+            if (a.contains("downtime-limit")) {
+                int64_t v = a["downtime-limit"].get<int64_t>();
+                if (v < 0 || v > 2'000'000)
+                    return make_unexpected(qmp::generic_error(
+                        "Parameter 'downtime_limit' expects an integer in the range of 0 to 2000000 milliseconds"));
+            }
+            if (a.contains("max-bandwidth"))
+                if (auto r = mig.set_max_bandwidth(a["max-bandwidth"].get<uint64_t>()); !r)
+                    return make_unexpected(qmp::generic_error(r.error()));
+            if (a.contains("downtime-limit"))
+                (void)mig.set_downtime_limit_ms(a["downtime-limit"].get<int64_t>());
+            return Json::object();
+        });
+    t.add("query-migrate-parameters", [&mig](Json const&) -> Result<Json, Error> {
+        return Json { { "downtime-limit", mig.downtime_limit_ms() }, { "max-bandwidth", mig.max_bandwidth() } };
     });
     t.add("query-migrate-capabilities", [&mig](Json const&) -> Result<Json, Error> {
         Json list = Json::array();

@@ -1,0 +1,253 @@
+// sevemu-bench migration: a live migration of a guest with 512 MiB of touched memory between two
+// machines over loopback TCP (emulator/migration.cpp: the stream, the pre-copy, the target's
+// load and answer, all as `migrate tcp:` runs them), beside plain memcpy and loopback TCP
+// throughput measured in the same run.
+//
+// The two machines run in this process, each on its own thread as sevemu runs one (Machine::run),
+// with the Migration objects sevemu's QMP drives; the source is a 1 GiB machine whose guest spins
+// in a loop (`pause; jmp` written over the Multiboot entry of bench-trivial.elf: a running vCPU
+// that writes no memory, the "idle guest" of issue 12's downtime figure) and whose RAM from
+// 64 MiB up holds 512 MiB of pseudo-random bytes, written before it starts (incompressible and
+// never zero, so every page travels whole). Rows: total time, stream throughput (against
+// loopback TCP and against memcpy), downtime (against QEMU's default downtime-limit, 300 ms).
+// SEV rows come with the SEV path (QUIRKS.md).
+#include "bench.h"
+
+#include "emulator/machine.h"
+#include "emulator/migration.h"
+#include "mmu/memory_controller.h"
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace sevemu::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kTouched = 512ull << 20;
+constexpr uint64_t kTouchedBase = 64ull << 20;
+constexpr uint64_t kMachineMemory = 1ull << 30;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string guest_dir()
+{
+    if (char const* root = std::getenv("SEVEMU_BUILD_ROOT"); root && *root)
+        return std::string(root) + "/tests/guests/bench";
+    char exe[PATH_MAX];
+    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return "tests/guests/bench";
+    std::string dir(exe, size_t(n));
+    for (int up = 0; up < 3; ++up)
+        dir = dir.substr(0, dir.rfind('/'));
+    return dir + "/tests/guests/bench";
+}
+
+// memcpy of kTouched bytes between two buffers already faulted in: best of three, MB/s.
+double memcpy_mbps()
+{
+    std::vector<uint8_t> a(kTouched, 1), b(kTouched, 2);
+    double best = 0;
+    for (int i = 0; i < 3; ++i) {
+        auto t = Clock::now();
+        std::memcpy(b.data(), a.data(), a.size());
+        double s = seconds_since(t);
+        best = std::max(best, double(a.size()) / s / 1e6);
+        a[size_t(i)] = b[size_t(i + 1)]; // the copies are used
+    }
+    return best;
+}
+
+// One TCP connection over 127.0.0.1 carrying 1 GiB in 1 MiB writes, MB/s (sender's first byte
+// to the receiver's last).
+double loopback_tcp_mbps()
+{
+    constexpr uint64_t kBytes = 1ull << 30;
+    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a {};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listener, 1) != 0) {
+        ::close(listener);
+        return 0;
+    }
+    socklen_t len = sizeof a;
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
+    std::promise<double> done;
+    auto result = done.get_future();
+    std::thread receiver([&] {
+        int s = ::accept(listener, nullptr, nullptr);
+        std::vector<uint8_t> buf(1 << 20);
+        uint64_t got = 0;
+        while (got < kBytes) {
+            ssize_t n = ::read(s, buf.data(), buf.size());
+            if (n <= 0)
+                break;
+            got += uint64_t(n);
+        }
+        ::close(s);
+        done.set_value(double(got));
+    });
+    int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    std::vector<uint8_t> buf(1 << 20, 0x5A);
+    auto t = Clock::now();
+    if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+        for (uint64_t sent = 0; sent < kBytes;) {
+            ssize_t n = ::write(s, buf.data(), buf.size());
+            if (n <= 0)
+                break;
+            sent += uint64_t(n);
+        }
+    }
+    ::close(s);
+    double got = result.get();
+    double secs = seconds_since(t);
+    receiver.join();
+    ::close(listener);
+    return got / secs / 1e6;
+}
+
+template <class R> R on(emulator::Machine& m, std::function<R(emulator::Machine&)> f)
+{
+    auto p = std::make_shared<std::promise<R>>();
+    auto fut = p->get_future();
+    m.post([p, f](emulator::Machine& mm) { p->set_value(f(mm)); });
+    return fut.get();
+}
+
+struct Result {
+    bool ok {};
+    std::string error;
+    emulator::MigrationInfo info;
+};
+
+Result migrate_idle_guest(std::string const& kernel)
+{
+    auto config = [&] {
+        emulator::MachineConfig c;
+        c.kernel = kernel;
+        c.memory_size = kMachineMemory;
+        c.serial.kind = emulator::SerialConfig::Kind::Callback;
+        c.serial.callback = [](uint8_t) {};
+        return c;
+    };
+    auto src = emulator::Machine::create(config());
+    if (!src)
+        return { false, "source: " + src.error().message, {} };
+    auto dst = emulator::Machine::create_incoming(config());
+    if (!dst)
+        return { false, "target: " + dst.error().message, {} };
+    auto& sm = **src;
+    auto& dm = **dst;
+    // The idle guest: `pause; jmp .-2` at the entry.
+    uint8_t const spin[] = { 0xF3, 0x90, 0xEB, 0xFC };
+    if (!sm.multiboot() || !sm.memory().write(Spa(sm.multiboot()->entry), spin, mmu::KeyId::none()))
+        return { false, "cannot place the idle loop at the guest's entry", {} };
+    // 512 MiB of pseudo-random bytes (xorshift64*), never a zero page.
+    std::vector<uint8_t> chunk(1 << 20);
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (uint64_t off = 0; off < kTouched; off += chunk.size()) {
+        for (size_t i = 0; i < chunk.size(); i += 8) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            uint64_t v = x * 0x2545F4914F6CDD1Dull;
+            std::memcpy(chunk.data() + i, &v, 8);
+        }
+        if (!sm.memory().write(Spa(kTouchedBase + off), chunk, mmu::KeyId::none()))
+            return { false, "cannot fill the guest's RAM", {} };
+    }
+
+    emulator::Migration smig(sm, nullptr), dmig(dm, nullptr);
+    dmig.expect_incoming(false, true);
+    if (auto r = dmig.start_incoming("tcp:127.0.0.1:0", false); !r)
+        return { false, "target: " + r.error(), {} };
+    auto port = dmig.info().socket_address->second;
+    std::thread st([&] { sm.run(); });
+    std::thread dt([&] { dm.run(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200)); // the guest runs
+    std::string uri = "tcp:127.0.0.1:" + std::to_string(port);
+    auto started = on<std::string>(sm, [&](emulator::Machine&) {
+        auto r = smig.migrate(uri);
+        return r ? std::string() : r.error();
+    });
+    Result out;
+    if (!started.empty()) {
+        out.error = "migrate: " + started;
+    } else {
+        for (;;) {
+            auto info = on<emulator::MigrationInfo>(sm, [&](emulator::Machine&) { return smig.info(); });
+            using S = emulator::MigrationStatus;
+            if (info.status == S::Completed || info.status == S::Failed || info.status == S::Cancelled) {
+                out.info = info;
+                out.ok = info.status == S::Completed;
+                if (!out.ok)
+                    out.error = info.error_desc.value_or("migration did not complete");
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    }
+    if (out.ok) {
+        // The target runs the guest now.
+        for (int i = 0; i < 200; ++i) {
+            auto running = on<bool>(dm, [&](emulator::Machine& m) { return !m.paused() && !m.awaiting_snapshot(); });
+            if (running)
+                break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+    }
+    sm.post([](emulator::Machine& m) { m.quit(); });
+    dm.post([](emulator::Machine& m) { m.quit(); });
+    st.join();
+    dt.join();
+    smig.shutdown();
+    dmig.shutdown();
+    return out;
+}
+
+} // namespace
+
+int suite_migration(Report& report)
+{
+    std::string kernel = guest_dir() + "/bench-trivial.elf";
+    struct stat sb {};
+    if (::stat(kernel.c_str(), &sb) != 0) {
+        std::fprintf(stderr, "sevemu-bench migration: %s not found (build the tree, or set SEVEMU_BUILD_ROOT)\n", kernel.c_str());
+        return 1;
+    }
+    double tcp = loopback_tcp_mbps();
+    double copy = memcpy_mbps();
+    auto r = migrate_idle_guest(kernel);
+    if (!r.ok) {
+        std::fprintf(stderr, "sevemu-bench migration: the migration failed: %s\n", r.error.c_str());
+        return 1;
+    }
+    auto const& i = r.info;
+    double total_ms = double(i.total_time_ms.value_or(0));
+    double mbps = i.ram ? double(i.ram->transferred) / (std::max(total_ms, 1.0) / 1000.0) / 1e6 : 0;
+    std::string name = "plain, idle, 512 MiB touched";
+    report.add({ "migration", name + ": total time", "ms", total_ms, "", 0, false });
+    report.add({ "migration", name + ": throughput", "MB/s", mbps, "loopback TCP", tcp, true });
+    report.add({ "migration", name + ": throughput", "MB/s", mbps, "memcpy", copy, true });
+    report.add({ "migration", name + ": downtime", "ms", double(i.downtime_ms.value_or(0)), "downtime-limit 300 ms", 300, false });
+    if (i.ram)
+        report.add({ "migration", name + ": pre-copy passes (syncs)", "count", double(i.ram->dirty_sync_count), "", 0, true });
+    return 0;
+}
+
+} // namespace sevemu::bench
