@@ -91,9 +91,13 @@ template <int S> using SI = typename UT<S>::ST;
 
 inline constexpr uint64_t kAsizeMask[3] = { 0xFFFF, 0xFFFFFFFF, ~0ull };
 
+// 4096 entries per privilege bank: a Linux boot's working set (the bzImage decompressor's
+// dictionary reads, page-table set-up) thrashed 512.
+using CoreTlb = mmu::Tlb<4096>;
+
 struct JumpEntry {
     uint64_t lin { ~0ull };
-    uint8_t mode {};
+    uint32_t tag {};   // decode mode | TLB bank << 2 | flush epoch << 8
     Block* block {};
 };
 
@@ -116,7 +120,8 @@ struct Core {
     uint64_t seg_lo[6] {}, seg_hi[6] {};
     uint8_t seg_acc[6] {};     // 1 readable, 2 writable; 0 unusable
 
-    mmu::Tlb<512> tlb;
+    // The running context's TLB (heap-held, so that a world switch parks it by moving a pointer).
+    std::unique_ptr<CoreTlb> tlb { std::make_unique<CoreTlb>() };
 
     // ---- Architectural state (cold)
     Segment seg[6] {};
@@ -149,12 +154,12 @@ struct Core {
     // The TLB is tagged by ASID (APM vol 2 §15.16): `tlb` holds the running context's entries,
     // the other contexts' are parked here until their ASID runs again. keep_tlb: a world switch
     // is reloading the registers, which must not flush.
-    std::unordered_map<uint32_t, std::unique_ptr<mmu::Tlb<512>>> parked_tlbs;
+    std::unordered_map<uint32_t, std::unique_ptr<CoreTlb>> parked_tlbs;
     bool keep_tlb {};
     void switch_tlb(uint32_t asid);
     template <class F> void for_each_tlb(F f)
     {
-        f(tlb);
+        f(*tlb);
         for (auto& [asid, t] : parked_tlbs)
             f(*t);
     }
@@ -199,6 +204,9 @@ struct Core {
     static constexpr size_t kJumpEntries = 4096;
     static constexpr size_t kMaxBlocks = 1u << 17;
     std::unique_ptr<JumpEntry[]> jc { new JumpEntry[kJumpEntries] };
+    // flush_jump_cache() moves to a new epoch instead of clearing the table: it runs at every
+    // TLB flush, INVLPG, code invalidation and world switch.
+    uint32_t jc_epoch { 1 };
     std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;   // key: spa << 2 | mode
     std::unordered_map<uint64_t, std::vector<uint64_t>> code_pages; // pfn -> block keys
     std::vector<std::unique_ptr<Block>> graveyard;
@@ -327,7 +335,7 @@ struct Core {
     // ---- Memory by linear address
     template <class T> T rd(uint64_t a)
     {
-        auto& e = tlb.entry(bank, a);
+        auto& e = tlb->entry(bank, a);
         if (SEVEMU_LIKELY(e.tag_read == (a >> 12) && (a & 0xFFF) <= 0x1000 - sizeof(T))) {
             T v;
             std::memcpy(&v, e.host + (a & 0xFFF), sizeof(T));
@@ -339,7 +347,7 @@ struct Core {
     }
     template <class T> void wr(uint64_t a, T v)
     {
-        auto& e = tlb.entry(bank, a);
+        auto& e = tlb->entry(bank, a);
         if (SEVEMU_LIKELY(e.tag_write == (a >> 12) && (a & 0xFFF) <= 0x1000 - sizeof(T))) {
             std::memcpy(e.host + (a & 0xFFF), &v, sizeof(T));
             return;

@@ -61,9 +61,9 @@ void Core::flush_tlb(bool include_global)
     if (keep_tlb) {
         // A world switch reloads CR3/CR4/EFER without flushing the tagged TLB.
     } else if (include_global)
-        tlb.flush_all();
+        tlb->flush_all();
     else
-        tlb.flush_non_global();
+        tlb->flush_non_global();
     flush_jump_cache();
     brk = true;
 }
@@ -343,7 +343,7 @@ template <int S, int M> void invlpg(Core& c, Insn const& i)
     need_cpl0(c);
     uint64_t a = c.mode64 ? c.ea(i) + c.seg_base[i.seg] : uint32_t(c.ea(i) + c.seg_base[i.seg]);
     if (c.intercepted(svm::Intercept::INVLPG)) c.intercept(svm::Intercept::INVLPG, a); // decode assist: the address
-    c.tlb.flush_page(a);
+    c.tlb->flush_page(a);
     c.flush_jump_cache();
     end(c);
 }
