@@ -124,7 +124,7 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
             x.host = *p;
     }
     if (x.host && !implicit_sup && !(user == false && t->user && pctx.smap)) {
-        auto& e = tlb->fill(user ? 1 : 0, a);
+        auto& e = tlb->fill(user ? 1 : 0, a, page);
         uint64_t lpn = a >> 12;
         if (e.lpn != lpn || e.host != x.host) {
             e.tag_read = e.tag_write = e.tag_fetch = mmu::TlbEntry::kInvalid;

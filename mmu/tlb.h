@@ -45,7 +45,8 @@ public:
     static size_t index(uint64_t lin) { return ((lin >> kPageShift) ^ (lin >> (kPageShift + std::countr_zero(N)))) & (N - 1); }
     TlbEntry const& entry(unsigned bank, uint64_t lin) const { return m_e[bank][index(lin)]; }
     // The entry for `lin` in `bank`, to be (re)filled by the caller.
-    TlbEntry& fill(unsigned bank, uint64_t lin)
+    // The entry for `lin` in `bank`, to be (re)filled by the caller with the frame `spa_page`.
+    TlbEntry& fill(unsigned bank, uint64_t lin, uint64_t spa_page)
     {
         size_t k = index(lin);
         TlbEntry& e = m_e[bank][k];
@@ -53,6 +54,7 @@ public:
             e.listed = true;
             m_used.push_back(uint32_t(bank * N + k));
         }
+        note_frame(spa_page);
         return e;
     }
 
@@ -61,16 +63,20 @@ public:
         for (uint32_t u : m_used)
             at(u) = TlbEntry {};
         m_used.clear();
+        m_frames.fill(0);
     }
     void flush_non_global()
     {
         size_t keep = 0;
+        m_frames.fill(0);
         for (uint32_t u : m_used) {
             TlbEntry& e = at(u);
-            if (e.global && e.lpn != TlbEntry::kInvalid)
+            if (e.global && e.lpn != TlbEntry::kInvalid) {
                 m_used[keep++] = u;
-            else
+                note_frame(e.spa_page);
+            } else {
                 e = TlbEntry {};
+            }
         }
         m_used.resize(keep);
     }
@@ -84,6 +90,8 @@ public:
     }
     void flush_spa(uint64_t spa_page)
     {
+        if (!may_hold_frame(spa_page))
+            return;
         for (uint32_t u : m_used) {
             TlbEntry& e = at(u);
             if (e.lpn != TlbEntry::kInvalid && e.spa_page == spa_page)
@@ -92,6 +100,8 @@ public:
     }
     void drop_write(uint64_t spa_page)
     {
+        if (!may_hold_frame(spa_page))
+            return;
         for (uint32_t u : m_used) {
             TlbEntry& e = at(u);
             if (e.spa_page == spa_page)
@@ -113,6 +123,20 @@ public:
 
 private:
     TlbEntry& at(uint32_t u) { return m_e[u / N][u % N]; }
+    // A filter over the frames the entries map (a bit per frame number modulo its size, set at
+    // fill, rebuilt at flushes): the memory controller's page invalidations and the code
+    // cache's write drops name one frame, and most name one this TLB has never mapped.
+    static constexpr size_t kFrameBits = 1u << 16;
+    void note_frame(uint64_t spa_page)
+    {
+        uint64_t f = (spa_page >> kPageShift) % kFrameBits;
+        m_frames[f / 64] |= 1ull << (f % 64);
+    }
+    bool may_hold_frame(uint64_t spa_page) const
+    {
+        uint64_t f = (spa_page >> kPageShift) % kFrameBits;
+        return (m_frames[f / 64] >> (f % 64)) & 1;
+    }
     static void clear(TlbEntry& e)
     {
         e = TlbEntry {};
@@ -121,6 +145,7 @@ private:
 
     std::array<std::array<TlbEntry, N>, kBanks> m_e {};
     std::vector<uint32_t> m_used;
+    std::array<uint64_t, kFrameBits / 64> m_frames {};
     uint32_t m_asid {};
 };
 
