@@ -370,7 +370,9 @@ struct Core {
     void write_slow(uint64_t a, void const* in, unsigned n);
     void sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_user = false);
     struct Xlate { uint64_t spa; uint8_t* host; mmu::KeyId key; };
-    Xlate translate(uint64_t a, bool write, bool fetch, bool implicit_sup = false);
+    // map=false: the walk and its checks only, no page pointer (x.host stays null) and no TLB
+    // fill — for CLFLUSH, which names a frame but must not pull it into the plaintext cache.
+    Xlate translate(uint64_t a, bool write, bool fetch, bool implicit_sup = false, bool map = true);
     size_t fetch_bytes(uint64_t a, uint8_t* out, size_t n); // stops at a faulting page
 
     // ---- Stack
@@ -432,6 +434,7 @@ struct Core {
 
     // ---- Decoded code (cpu.cpp)
     Block* lookup_block();
+    [[gnu::noinline]] Block* lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e);
     Block* decode_block(uint64_t lin, uint64_t spa);
     void invalidate_code_page(uint64_t pfn); // this core's and the peers'
     void invalidate_own_code_page(uint64_t pfn);

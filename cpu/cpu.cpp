@@ -85,7 +85,7 @@ namespace {
 bool canonical(uint64_t a) { return uint64_t(int64_t(a << 16) >> 16) == a; }
 }
 
-Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_sup)
+Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_sup, bool map)
 {
     if ((efer & efer::LMA) && !canonical(a)) raise(GP, 0);
     bool user = !implicit_sup && cpl == 3;
@@ -113,7 +113,7 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
         key = pctx.mode == mmu::PagingMode::None ? mmu::KeyId::none() : mmu::key_for(pctx, t->encrypted);
     }
     Xlate x { page | (a & 0xFFF), nullptr, key };
-    if (mc.is_dram(Spa(page))) {
+    if (map && mc.is_dram(Spa(page))) {
         auto p = mc.page_pointer(Spa(page), key, write ? mmu::Access::Write : mmu::Access::Read);
         if (!p) {
             // The key slot is unusable (never programmed): the access sees raw DRAM (QUIRKS.md).
@@ -379,7 +379,8 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
     return raw;
 }
 
-Block* Core::lookup_block()
+// The jump-cache hit is inlined into run(); a miss decodes (or finds the block by frame).
+inline Block* Core::lookup_block()
 {
     uint64_t lin;
     if (mode64) {
@@ -392,6 +393,11 @@ Block* Core::lookup_block()
     JumpEntry& e = jc[(lin ^ (lin >> 12)) & (kJumpEntries - 1)];
     if (SEVEMU_LIKELY(e.lin == lin && e.tag == tag))
         return e.block;
+    return lookup_block_miss(lin, tag, e);
+}
+
+Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e)
+{
     Block* b = decode_block(lin, 0);
     if (b->cached) {
         e.lin = lin;

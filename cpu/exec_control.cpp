@@ -501,7 +501,9 @@ template <int INVD, int S, int M> void wbinvd(Core& c, Insn const&)
 template <int S, int M> void clflush(Core& c, Insn const& i)
 {
     uint64_t a = c.lin(i, 1, false);
-    auto x = c.translate(a, false, false);
+    // Without mapping the page: Linux flushes a range line by line (clflush_cache_range), and a
+    // mapping would decrypt the page into the plaintext cache again before each line's flush.
+    auto x = c.translate(a, false, false, false, false);
     if (c.mc.is_dram(Spa(x.spa))) c.mc.clflush(Spa(x.spa));
     end(c);
 }
