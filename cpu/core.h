@@ -333,7 +333,8 @@ struct Core {
     uint64_t lin(Insn const& i, unsigned size, bool write) { return seg_lin(i.seg, ea(i), size, write); }
 
     // ---- Memory by linear address
-    template <class T> T rd(uint64_t a)
+    // Inlined into the handlers: a call per memory access cost more than the access (profile).
+    template <class T> [[gnu::always_inline]] T rd(uint64_t a)
     {
         auto& e = tlb->entry(bank, a);
         if (SEVEMU_LIKELY(e.tag_read == (a >> 12) && (a & 0xFFF) <= 0x1000 - sizeof(T))) {
@@ -345,7 +346,7 @@ struct Core {
         read_slow(a, &v, sizeof(T), false);
         return v;
     }
-    template <class T> void wr(uint64_t a, T v)
+    template <class T> [[gnu::always_inline]] void wr(uint64_t a, T v)
     {
         auto& e = tlb->entry(bank, a);
         if (SEVEMU_LIKELY(e.tag_write == (a >> 12) && (a & 0xFFF) <= 0x1000 - sizeof(T))) {
