@@ -91,9 +91,13 @@ template <int S> using SI = typename UT<S>::ST;
 
 inline constexpr uint64_t kAsizeMask[3] = { 0xFFFF, 0xFFFFFFFF, ~0ull };
 
+// 4096 entries per privilege bank: a Linux boot's working set (the bzImage decompressor's
+// dictionary reads, page-table set-up) thrashed 512.
+using CoreTlb = mmu::Tlb<4096>;
+
 struct JumpEntry {
     uint64_t lin { ~0ull };
-    uint8_t mode {};
+    uint32_t tag {};   // decode mode | TLB bank << 2 | flush epoch << 8
     Block* block {};
 };
 
@@ -116,7 +120,8 @@ struct Core {
     uint64_t seg_lo[6] {}, seg_hi[6] {};
     uint8_t seg_acc[6] {};     // 1 readable, 2 writable; 0 unusable
 
-    mmu::Tlb<512> tlb;
+    // The running context's TLB (heap-held, so that a world switch parks it by moving a pointer).
+    std::unique_ptr<CoreTlb> tlb { std::make_unique<CoreTlb>() };
 
     // ---- Architectural state (cold)
     Segment seg[6] {};
@@ -136,6 +141,9 @@ struct Core {
     Insn const* block_first {}; // the current block's first instruction (see IcountNow)
     bool halted {};
     bool irq_shadow {};
+    // The NMI pin (APM vol 2 §8.2.3): an NMI latched by Cpu::inject_nmi(), and the blocking
+    // its delivery sets until the next IRET (§8.9.5 / SDM vol 3 §6.7.1).
+    bool nmi_pending {}, nmi_blocked {};
     std::atomic<bool> stop_requested {};
     bool pending_shutdown {};
 
@@ -149,12 +157,12 @@ struct Core {
     // The TLB is tagged by ASID (APM vol 2 §15.16): `tlb` holds the running context's entries,
     // the other contexts' are parked here until their ASID runs again. keep_tlb: a world switch
     // is reloading the registers, which must not flush.
-    std::unordered_map<uint32_t, std::unique_ptr<mmu::Tlb<512>>> parked_tlbs;
+    std::unordered_map<uint32_t, std::unique_ptr<CoreTlb>> parked_tlbs;
     bool keep_tlb {};
     void switch_tlb(uint32_t asid);
     template <class F> void for_each_tlb(F f)
     {
-        f(tlb);
+        f(*tlb);
         for (auto& [asid, t] : parked_tlbs)
             f(*t);
     }
@@ -199,6 +207,9 @@ struct Core {
     static constexpr size_t kJumpEntries = 4096;
     static constexpr size_t kMaxBlocks = 1u << 17;
     std::unique_ptr<JumpEntry[]> jc { new JumpEntry[kJumpEntries] };
+    // flush_jump_cache() moves to a new epoch instead of clearing the table: it runs at every
+    // TLB flush, INVLPG, code invalidation and world switch.
+    uint32_t jc_epoch { 1 };
     std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;   // key: spa << 2 | mode
     std::unordered_map<uint64_t, std::vector<uint64_t>> code_pages; // pfn -> block keys
     std::vector<std::unique_ptr<Block>> graveyard;
@@ -325,9 +336,10 @@ struct Core {
     uint64_t lin(Insn const& i, unsigned size, bool write) { return seg_lin(i.seg, ea(i), size, write); }
 
     // ---- Memory by linear address
-    template <class T> T rd(uint64_t a)
+    // Inlined into the handlers: a call per memory access cost more than the access (profile).
+    template <class T> [[gnu::always_inline]] T rd(uint64_t a)
     {
-        auto& e = tlb.entry(bank, a);
+        auto& e = tlb->entry(bank, a);
         if (SEVEMU_LIKELY(e.tag_read == (a >> 12) && (a & 0xFFF) <= 0x1000 - sizeof(T))) {
             T v;
             std::memcpy(&v, e.host + (a & 0xFFF), sizeof(T));
@@ -337,9 +349,9 @@ struct Core {
         read_slow(a, &v, sizeof(T), false);
         return v;
     }
-    template <class T> void wr(uint64_t a, T v)
+    template <class T> [[gnu::always_inline]] void wr(uint64_t a, T v)
     {
-        auto& e = tlb.entry(bank, a);
+        auto& e = tlb->entry(bank, a);
         if (SEVEMU_LIKELY(e.tag_write == (a >> 12) && (a & 0xFFF) <= 0x1000 - sizeof(T))) {
             std::memcpy(e.host + (a & 0xFFF), &v, sizeof(T));
             return;
@@ -362,7 +374,9 @@ struct Core {
     void write_slow(uint64_t a, void const* in, unsigned n);
     void sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_user = false);
     struct Xlate { uint64_t spa; uint8_t* host; mmu::KeyId key; };
-    Xlate translate(uint64_t a, bool write, bool fetch, bool implicit_sup = false);
+    // map=false: the walk and its checks only, no page pointer (x.host stays null) and no TLB
+    // fill — for CLFLUSH, which names a frame but must not pull it into the plaintext cache.
+    Xlate translate(uint64_t a, bool write, bool fetch, bool implicit_sup = false, bool map = true);
     size_t fetch_bytes(uint64_t a, uint8_t* out, size_t n); // stops at a faulting page
 
     // ---- Stack
@@ -424,6 +438,7 @@ struct Core {
 
     // ---- Decoded code (cpu.cpp)
     Block* lookup_block();
+    [[gnu::noinline]] Block* lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e);
     Block* decode_block(uint64_t lin, uint64_t spa);
     void invalidate_code_page(uint64_t pfn); // this core's and the peers'
     void invalidate_own_code_page(uint64_t pfn);

@@ -73,7 +73,7 @@ void Core::reset()
     fsw = 0;
     ftag_empty = 0xFF;
     tsc_offset = 0;
-    halted = irq_shadow = pending_shutdown = false;
+    halted = irq_shadow = pending_shutdown = nmi_pending = nmi_blocked = false;
     stop_requested = false;
     update_mode();
     update_paging();
@@ -85,7 +85,7 @@ namespace {
 bool canonical(uint64_t a) { return uint64_t(int64_t(a << 16) >> 16) == a; }
 }
 
-Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_sup)
+Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_sup, bool map)
 {
     if ((efer & efer::LMA) && !canonical(a)) raise(GP, 0);
     bool user = !implicit_sup && cpl == 3;
@@ -113,7 +113,7 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
         key = pctx.mode == mmu::PagingMode::None ? mmu::KeyId::none() : mmu::key_for(pctx, t->encrypted);
     }
     Xlate x { page | (a & 0xFFF), nullptr, key };
-    if (mc.is_dram(Spa(page))) {
+    if (map && mc.is_dram(Spa(page))) {
         auto p = mc.page_pointer(Spa(page), key, write ? mmu::Access::Write : mmu::Access::Read);
         if (!p) {
             // The key slot is unusable (never programmed): the access sees raw DRAM (QUIRKS.md).
@@ -124,10 +124,10 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
             x.host = *p;
     }
     if (x.host && !implicit_sup && !(user == false && t->user && pctx.smap)) {
-        auto& e = tlb.entry(user ? 1 : 0, a);
+        auto& e = tlb->fill(user ? 1 : 0, a, page);
         uint64_t lpn = a >> 12;
         if (e.lpn != lpn || e.host != x.host) {
-            e = mmu::TlbEntry {};
+            e.tag_read = e.tag_write = e.tag_fetch = mmu::TlbEntry::kInvalid;
             e.lpn = lpn;
             e.host = x.host;
             e.spa_page = page;
@@ -146,6 +146,16 @@ void Core::read_slow(uint64_t a, void* out, unsigned n, bool fetch)
     uint8_t* o = static_cast<uint8_t*>(out);
     while (n) {
         unsigned chunk = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
+        // A page the TLB maps for this access (the halves of a page-crossing read, the bytes
+        // of an instruction that crosses into the next page) needs no walk.
+        auto const& te = tlb->entry(bank, a);
+        if ((fetch ? te.tag_fetch : te.tag_read) == (a >> 12)) {
+            std::memcpy(o, te.host + (a & 0xFFF), chunk);
+            o += chunk;
+            n -= chunk;
+            a = (efer & efer::LMA) ? a + chunk : uint32_t(a + chunk);
+            continue;
+        }
         Xlate x = translate(a, false, fetch);
         if (x.host) {
             std::memcpy(o, x.host + (a & 0xFFF), chunk);
@@ -169,6 +179,16 @@ void Core::write_slow(uint64_t a, void const* in, unsigned n)
     // Translate every page first, so a fault on the second page leaves memory untouched.
     unsigned first = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
     uint64_t a2 = (efer & efer::LMA) ? a + first : uint32_t(a + first);
+    if (first < n) {
+        // Both pages writable in the TLB (so neither holds decoded code): no walk.
+        auto const& e1 = tlb->entry(bank, a);
+        auto const& e2 = tlb->entry(bank, a2);
+        if (e1.tag_write == (a >> 12) && e2.tag_write == (a2 >> 12)) {
+            std::memcpy(e1.host + (a & 0xFFF), s, first);
+            std::memcpy(e2.host + (a2 & 0xFFF), s + first, n - first);
+            return;
+        }
+    }
     Xlate x1 = translate(a, true, false);
     Xlate x2 { 0, nullptr, mmu::KeyId::none() };
     if (first < n) {
@@ -231,8 +251,11 @@ void Core::sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_use
 
 void Core::flush_jump_cache()
 {
+    if (++jc_epoch < (1u << 24))
+        return;
     for (size_t k = 0; k < kJumpEntries; ++k)
         jc[k] = JumpEntry {};
+    jc_epoch = 1;
 }
 
 void Core::invalidate_code_page(uint64_t pfn)
@@ -271,7 +294,10 @@ void Core::invalidate_own_code_page(uint64_t pfn)
 
 Block* Core::decode_block(uint64_t lin, uint64_t)
 {
-    Xlate x = translate(lin, false, true);
+    // A jump-cache miss on a page the TLB already maps for execution needs no walk.
+    auto const& te = tlb->entry(bank, lin);
+    Xlate x = SEVEMU_LIKELY(te.tag_fetch == (lin >> 12)) ? Xlate { te.spa_page | (lin & 0xFFF), te.host, te.key }
+                                                         : translate(lin, false, true);
     uint64_t pfn = x.spa >> 12;
     // The same frame decrypts differently under another key (an SEV guest's private code vs the
     // hypervisor's view): the key is part of the block's identity.
@@ -353,7 +379,8 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
     return raw;
 }
 
-Block* Core::lookup_block()
+// The jump-cache hit is inlined into run(); a miss decodes (or finds the block by frame).
+inline Block* Core::lookup_block()
 {
     uint64_t lin;
     if (mode64) {
@@ -362,14 +389,19 @@ Block* Core::lookup_block()
         if (rip > seg[CS].limit && (cr0 & cr0::PE)) raise(GP, 0);
         lin = uint32_t(seg[CS].base + rip);
     }
-    uint8_t tag = uint8_t(mode | (bank << 2));
+    uint32_t tag = mode | (uint32_t(bank) << 2) | (jc_epoch << 8);
     JumpEntry& e = jc[(lin ^ (lin >> 12)) & (kJumpEntries - 1)];
-    if (SEVEMU_LIKELY(e.lin == lin && e.mode == tag))
+    if (SEVEMU_LIKELY(e.lin == lin && e.tag == tag))
         return e.block;
+    return lookup_block_miss(lin, tag, e);
+}
+
+Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e)
+{
     Block* b = decode_block(lin, 0);
     if (b->cached) {
         e.lin = lin;
-        e.mode = tag;
+        e.tag = tag;
         e.block = b;
     }
     return b;
@@ -490,6 +522,20 @@ RunResult Cpu::run(uint64_t max_instructions)
                 ++events;
                 continue;
             }
+        } else if (SEVEMU_UNLIKELY(c.nmi_pending) && !c.nmi_blocked && c.gif && !c.irq_shadow && !c.host_vmrun) {
+            // NMI (APM vol 2 §8.2.3): vector 2 whatever RFLAGS.IF, before INTR; further NMIs
+            // are held until IRET. The STI/MOV SS shadow holds it for one instruction too (SDM
+            // vol 3 §6.8.3, Table 25-3's "blocking by MOV SS"; KVM's svm_nmi_blocked).
+            c.nmi_pending = false;
+            c.nmi_blocked = true;
+            c.halted = false;
+            try {
+                c.deliver_event(NMI, false, 0, false, c.rip);
+            } catch (GuestFault const& f) {
+                c.exception(f);
+            }
+            ++events;
+            continue;
         } else if (c.gif && (c.flags & IF) && !c.irq_shadow && !c.host_vmrun && c.io.interrupt_pending()) {
             uint8_t v = c.io.acknowledge_interrupt();
             c.halted = false;
@@ -550,6 +596,10 @@ RunResult Cpu::run(uint64_t max_instructions)
 }
 
 void Cpu::request_stop() { m_core->stop_requested.store(true, std::memory_order_relaxed); }
+
+void Cpu::inject_nmi() { m_core->nmi_pending = true; }
+
+bool Cpu::nmi_deliverable() const { return m_core->nmi_pending && !m_core->nmi_blocked; }
 
 CpuState Cpu::state() const { return m_core->get_full_state(); }
 

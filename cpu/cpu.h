@@ -96,6 +96,15 @@ public:
     // block, so a device's request takes effect at once). Thread-safe (an atomic flag); a
     // request made while run() is not executing makes the next run() return at once.
     void request_stop();
+    // The NMI input (APM vol 2 §8.2.3; the LAPIC's LINT1 in NMI mode or an NMI message): one
+    // NMI is latched and taken as vector 2 at the next instruction boundary whatever RFLAGS.IF,
+    // unless NMIs are blocked — from an NMI's delivery until the next IRET — or GIF is clear.
+    // A second NMI while one is latched is the same NMI. Machine thread only (not atomic).
+    // With an SVM guest running (plain VMRUN), it is the host's NMI: #VMEXIT(NMI) when
+    // intercepted. An SEV guest gets its NMIs by injection (EVENTINJ), not through this pin.
+    void inject_nmi();
+    // An NMI is latched and not blocked: it would be taken now (a halted CPU wakes up for it).
+    bool nmi_deliverable() const;
 
     // All the architectural state (flags materialised), run state and SVM guest mode included.
     CpuState state() const;

@@ -115,6 +115,8 @@ template <class A> void layout(A& a, CpuState& s)
     a.boolean(s.interrupt_shadow);
     a.boolean(s.gif);
     a.boolean(s.pending_shutdown);
+    a.boolean(s.nmi_pending);
+    a.boolean(s.nmi_blocked);
     a.u64(s.instructions);
     if (a.present(s.svm_guest.has_value())) {
         if (!s.svm_guest) s.svm_guest.emplace();

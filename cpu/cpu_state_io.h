@@ -1,6 +1,6 @@
-// sevemu — a CPU's state in a snapshot section (base/state_stream.h), section version 1.
+// sevemu — a CPU's state in a snapshot section (base/state_stream.h), section version 2.
 //
-// Payload layout, version 1 (StateWriter encoding: little-endian, booleans one byte 0/1), in
+// Payload layout, version 2 (version 1 had no NMI fields) (StateWriter encoding: little-endian, booleans one byte 0/1), in
 // CpuState's order (cpu/state.h):
 //   16 x u64   GPRs RAX..R15
 //   u64 RIP, u64 RFLAGS
@@ -14,7 +14,8 @@
 //         tsc_aux apic_base pat mtrr_def_type, 16 x u64 mtrr_var, 11 x u64 mtrr_fix, u64 syscfg
 //         hwcr vm_cr vm_hsave_pa sev_status tsc_ratio misc_enable
 //   x87: 8 x 10 bytes R0..R7 (80-bit format), u16 FCW, u16 FSW, u8 abridged tag
-//   bool halted, bool interrupt shadow, bool GIF, bool pending shutdown, u64 instructions
+//   bool halted, bool interrupt shadow, bool GIF, bool pending shutdown, bool NMI pending,
+//   bool NMI blocked, u64 instructions
 //   bool in SVM guest mode; if so: u64 vmcb, u32 vmcb key, u64 hsave, u32 hsave key,
 //        0x400 bytes control area, u32 asid, bool np sev sev_es vte, u64 vmsa, u64 n_cr3,
 //        bool npt_nxe npt_sme, u8 npt_c_bit npt_phys_bits, u8 tlb_flush, u32 event_inj,
@@ -29,10 +30,10 @@
 
 namespace sevemu::cpu {
 
-inline constexpr uint32_t kCpuStateVersion = 1;
+inline constexpr uint32_t kCpuStateVersion = 2;
 
 void save_cpu_state(StateWriter&, CpuState const&);
-// Reads a whole version-1 payload into a local CpuState, checks it (the checks, each with the
+// Reads a whole version-2 payload into a local CpuState, checks it (the checks, each with the
 // manual's section, are in cpu_state_io.cpp) and only then writes `out`; on any failure the
 // reader holds the message (StateReader::finish()) and `out` is untouched. The payload must end
 // with the state: trailing bytes are a failure too.

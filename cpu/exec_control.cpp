@@ -61,9 +61,9 @@ void Core::flush_tlb(bool include_global)
     if (keep_tlb) {
         // A world switch reloads CR3/CR4/EFER without flushing the tagged TLB.
     } else if (include_global)
-        tlb.flush_all();
+        tlb->flush_all();
     else
-        tlb.flush_non_global();
+        tlb->flush_non_global();
     flush_jump_cache();
     brk = true;
 }
@@ -343,7 +343,7 @@ template <int S, int M> void invlpg(Core& c, Insn const& i)
     need_cpl0(c);
     uint64_t a = c.mode64 ? c.ea(i) + c.seg_base[i.seg] : uint32_t(c.ea(i) + c.seg_base[i.seg]);
     if (c.intercepted(svm::Intercept::INVLPG)) c.intercept(svm::Intercept::INVLPG, a); // decode assist: the address
-    c.tlb.flush_page(a);
+    c.tlb->flush_page(a);
     c.flush_jump_cache();
     end(c);
 }
@@ -501,7 +501,9 @@ template <int INVD, int S, int M> void wbinvd(Core& c, Insn const&)
 template <int S, int M> void clflush(Core& c, Insn const& i)
 {
     uint64_t a = c.lin(i, 1, false);
-    auto x = c.translate(a, false, false);
+    // Without mapping the page: Linux flushes a range line by line (clflush_cache_range), and a
+    // mapping would decrypt the page into the plaintext cache again before each line's flush.
+    auto x = c.translate(a, false, false, false, false);
     if (c.mc.is_dram(Spa(x.spa))) c.mc.clflush(Spa(x.spa));
     end(c);
 }

@@ -11,6 +11,7 @@ using namespace sys;
 
 void Core::iret(unsigned osize)
 {
+    nmi_blocked = false; // IRET ends NMI blocking (APM vol 2 §8.2.3)
     materialize();
     if (!(cr0 & cr0::PE)) {
         uint64_t ip = pop_n(osize);
@@ -309,7 +310,14 @@ template <int S, int M> void into(Core& c, Insn const&)
 {
     if (c.get_of()) { c.deliver_event(OF_, false, 0, true, c.r[kRegNext]); end(c); }
 }
-template <int S, int M> void iret_op(Core& c, Insn const&) { c.iret(S == 1 ? 2 : S); end(c); }
+template <int S, int M> void iret_op(Core& c, Insn const&)
+{
+    // The IRET intercept (APM vol 2 §15.9, checked before the instruction executes): how a
+    // hypervisor learns that its guest's NMI handler returned (KVM's iret_interception).
+    if (SEVEMU_UNLIKELY(c.intercepted(svm::Intercept::IRET))) c.intercept(svm::Intercept::IRET);
+    c.iret(S == 1 ? 2 : S);
+    end(c);
+}
 template <int S, int M> void ud(Core& c, Insn const&) { c.raise(UD); }
 
 } // namespace

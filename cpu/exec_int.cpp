@@ -734,7 +734,7 @@ template <int K, int S> uint64_t rep_fast(Core& c, Insn const& i, uint64_t n)
     // Host pointers: from the TLB, or from a translation (which may fault: nothing is written
     // yet). A generation change means a page pointer went away meanwhile: take the slow path.
     uint64_t gen = c.mc.generation();
-    auto& de = c.tlb.entry(c.bank, dl);
+    auto& de = c.tlb->entry(c.bank, dl);
     uint8_t* dbase = de.tag_write == (dl >> 12) ? de.host : nullptr;
     if (!dbase) {
         auto x = c.translate(dl, true, false);
@@ -743,7 +743,7 @@ template <int K, int S> uint64_t rep_fast(Core& c, Insn const& i, uint64_t n)
     }
     uint8_t* dp = dbase + (dl & 0xFFF);
     if constexpr (K == 0) {
-        auto& se = c.tlb.entry(c.bank, sl);
+        auto& se = c.tlb->entry(c.bank, sl);
         uint8_t const* sbase = se.tag_read == (sl >> 12) ? se.host : nullptr;
         if (!sbase) {
             auto x = c.translate(sl, false, false);

@@ -46,7 +46,7 @@ void Core::put_state(CpuState const& s)
 {
     if (!keep_tlb) { // a state from outside: no context's entries can be trusted
         parked_tlbs.clear();
-        tlb.adopt_context(0);
+        tlb->adopt_context(0);
     }
     for (int k = 0; k < 16; ++k) r[k] = s.gpr[k];
     rip = s.rip;
@@ -150,6 +150,8 @@ CpuState Core::get_full_state()
     s.interrupt_shadow = irq_shadow;
     s.gif = gif;
     s.pending_shutdown = pending_shutdown;
+    s.nmi_pending = nmi_pending;
+    s.nmi_blocked = nmi_blocked;
     s.instructions = icount;
     if (guest)
         s.svm_guest = guest_state_of(*guest);
@@ -170,11 +172,13 @@ void Core::put_full_state(CpuState const& s)
     delivering.reset();
     put_state(s); // drops every ASID's TLB entries (keep_tlb is false here)
     // The TLB now belongs to the running context: the guest's ASID in guest mode (§15.16).
-    tlb.adopt_context(guest ? guest->asid : 0);
+    tlb->adopt_context(guest ? guest->asid : 0);
     halted = s.halted;
     irq_shadow = s.interrupt_shadow;
     gif = s.gif;
     pending_shutdown = s.pending_shutdown;
+    nmi_pending = s.nmi_pending;
+    nmi_blocked = s.nmi_blocked;
     flush_jump_cache();
     brk = true;
 }
@@ -191,20 +195,24 @@ svm::SvmCpuView Core::svm_view()
 
 void Core::switch_tlb(uint32_t asid)
 {
-    uint32_t cur = tlb.asid();
+    uint32_t cur = tlb->asid();
     if (cur == asid)
         return;
-    auto& park = parked_tlbs[cur];
-    if (!park)
-        park = std::make_unique<mmu::Tlb<512>>();
-    *park = tlb;
+    // Park the running context's TLB and take the target's, by pointer (a TLB is large).
+    std::unique_ptr<CoreTlb> next;
     if (auto it = parked_tlbs.find(asid); it != parked_tlbs.end()) {
-        tlb = *it->second;
+        next = std::move(it->second);
         parked_tlbs.erase(it);
-    } else {
-        tlb.flush_all();
     }
-    tlb.adopt_context(asid);
+    auto& park = parked_tlbs[cur];
+    std::unique_ptr<CoreTlb> spare = std::move(park); // a stale parked copy of cur, if any
+    park = std::move(tlb);
+    if (!next) {
+        next = spare ? std::move(spare) : std::make_unique<CoreTlb>();
+        next->flush_all();
+    }
+    tlb = std::move(next);
+    tlb->adopt_context(asid);
 }
 
 void Core::svm_apply(svm::SvmCpuView const& v)
@@ -359,8 +367,8 @@ void Core::do_vmrun(uint64_t next_rip)
     switch_tlb(guest->asid);
     switch (guest->tlb_flush) {
     case svm::TlbFlush::AllAsids: for_each_tlb([](auto& t) { t.flush_all(); }); break;
-    case svm::TlbFlush::ThisAsid: tlb.flush_all(); break;
-    case svm::TlbFlush::ThisAsidNonGlobal: tlb.flush_non_global(); break;
+    case svm::TlbFlush::ThisAsid: tlb->flush_all(); break;
+    case svm::TlbFlush::ThisAsidNonGlobal: tlb->flush_non_global(); break;
     case svm::TlbFlush::None: break;
     }
     if (guest->inject)
@@ -385,6 +393,29 @@ void Core::deliver_guest_interrupt(uint8_t vec)
 bool Core::check_guest_interrupts()
 {
     auto& g = *guest;
+    // A physical NMI (§15.12: intercepted, it is a #VMEXIT and stays pending until the host
+    // sets GIF again; otherwise the guest takes it through its IDT). An SEV guest's NMIs come
+    // by EVENTINJ from the VMM, never by this pin (host_vmrun).
+    if (SEVEMU_UNLIKELY(nmi_pending) && !host_vmrun && gif && !nmi_blocked) {
+        if (g.intercepts(Intercept::NMI)) {
+            do_vmexit({ ec::SVM_EXIT_NMI, 0, 0, std::nullopt, 0 });
+            return true;
+        }
+        if (!irq_shadow) {
+            nmi_pending = false;
+            nmi_blocked = true;
+            halted = false;
+            delivering = svm::Event { NMI, svm::EventType::NMI, std::nullopt };
+            try {
+                deliver_event(NMI, false, 0, false, rip);
+            } catch (GuestFault const& f) {
+                delivering.reset();
+                exception(f);
+            }
+            delivering.reset();
+            return true;
+        }
+    }
     // A physical INTR (§15.21.1). The built-in hypervisor (host_vmrun) owns no interrupt
     // controller of its own: the devices behind `io` are its guest's, injected by the VMM.
     if (!host_vmrun && gif && io.interrupt_pending()) {
@@ -473,8 +504,8 @@ template <int S, int M> void invlpga_op(Core& c, Insn const& i)
     if (c.guest) c.intercept(Intercept::INVLPGA);
     uint64_t a = c.r[RAX] & kAsizeMask[i.asize];
     uint32_t asid = uint32_t(c.r[RCX]);
-    if (svm::invlpga_hits(c.tlb.asid(), asid)) {
-        c.tlb.flush_page(a);
+    if (svm::invlpga_hits(c.tlb->asid(), asid)) {
+        c.tlb->flush_page(a);
         c.flush_jump_cache();
     } else if (auto it = c.parked_tlbs.find(asid); it != c.parked_tlbs.end()) {
         it->second->flush_page(a); // the page in a parked ASID's entries

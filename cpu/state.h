@@ -150,6 +150,8 @@ struct CpuState {
     bool interrupt_shadow {};       // the instruction before was STI or MOV SS (APM vol 2 §8.1.3)
     bool gif { true };              // global interrupt flag (APM vol 2 §15.17)
     bool pending_shutdown {};       // a triple fault happened (run() keeps returning Shutdown)
+    bool nmi_pending {};            // an NMI is latched on the NMI input (Cpu::inject_nmi)
+    bool nmi_blocked {};            // an NMI was delivered and no IRET since (APM vol 2 §8.2.3)
     // Retired instructions since the CPU was built: the TSC's source (TSC = instructions +
     // an offset, so set_state() with `tsc` continues RDTSC exactly) and CpuStats::instructions,
     // which set_state() sets to it. A state built from scratch restarts the count at 0; keep it

@@ -138,7 +138,10 @@ void CmosRtc::write_register(uint8_t index, uint8_t v)
                     hour += 12;
             }
             int64_t secs = days * 86400 + hour * 3600 + decode(m_cmos[kMinutes]) * 60 + decode(m_cmos[kSeconds]);
-            m_offset_ns = secs * 1'000'000'000 - m_clock() - m_epoch_ns;
+            // A date far outside what 64-bit nanoseconds hold (invalid BCD digits, a year 16665)
+            // wraps, as guest_now_ns() does: a meaningless time for meaningless registers,
+            // never undefined behaviour (tests/emulator/device_fuzz_test.cpp found it).
+            m_offset_ns = int64_t(uint64_t(secs) * 1'000'000'000ull - uint64_t(m_clock()) - uint64_t(m_epoch_ns));
         }
         return;
     }
@@ -182,7 +185,7 @@ void CmosRtc::save(StateWriter& w) const
     w.boolean(m_nmi_masked);
     // The guest's clock at machine time 0: with the machine's clock restored, the guest reads
     // the time it would have read had the run gone on.
-    w.i64(m_epoch_ns + m_offset_ns);
+    w.i64(int64_t(uint64_t(m_epoch_ns) + uint64_t(m_offset_ns)));
 }
 
 void CmosRtc::load(StateReader& r)

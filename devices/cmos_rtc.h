@@ -56,7 +56,7 @@ public:
     void save(StateWriter&) const override;
     void load(StateReader&) override;
     // The guest's current time in Unix nanoseconds.
-    int64_t guest_now_ns() const { return m_epoch_ns + m_clock() + m_offset_ns; }
+    int64_t guest_now_ns() const { return int64_t(uint64_t(m_epoch_ns) + uint64_t(m_clock()) + uint64_t(m_offset_ns)); } // wraps
 
     // PC memory-size bytes (QEMU hw/i386/pc.c pc_cmos_init): base memory, extended memory
     // above 1 MiB (KiB), above 16 MiB (64 KiB units), above 4 GiB (64 KiB units), CPU count.

@@ -145,6 +145,13 @@ bool LocalApic::take_nmi()
     return r;
 }
 
+void LocalApic::accept_nmi()
+{
+    m_regs.nmi_pending = true;
+    if (m_nmi_notify)
+        m_nmi_notify();
+}
+
 bool LocalApic::take_init()
 {
     bool r = m_regs.init_pending;
@@ -202,7 +209,7 @@ void LocalApic::set_lint(unsigned pin, bool level)
     stored = level;
     if (!enabled()) {
         if (pin == 1 && level && !old)
-            m_regs.nmi_pending = true; // LINT1 is the NMI pin while the APIC is disabled
+            accept_nmi(); // LINT1 is the NMI pin while the APIC is disabled
         return;
     }
     uint32_t& lvt = m_regs.lvt[kLvtLint0Index + pin];
@@ -224,7 +231,7 @@ void LocalApic::set_lint(unsigned pin, bool level)
         break;
     case ApicDeliveryMode::Nmi:
         if (asserted && !was)
-            m_regs.nmi_pending = true;
+            accept_nmi();
         break;
     case ApicDeliveryMode::Init:
         if (asserted && !was)

@@ -42,7 +42,9 @@
 //   At reset the BSP's LVT0 is ExtINT unmasked (0x700), as QEMU's apic_reset_common sets it in
 //   place of the BIOS, so a guest that never touches its APIC keeps getting 8259 interrupts;
 //   the APs' LVT0 are masked (QUIRKS.md).
-// - LINT1 (NMI mode, as the MADT's LAPIC NMI entry says) and NMI messages make take_nmi() true.
+// - LINT1 (NMI mode, as the MADT's LAPIC NMI entry says) and NMI messages make take_nmi() true
+//   and call the NMI notification (connect_nmi_notify); the machine moves the NMI to its vCPU
+//   (cpu::Cpu::inject_nmi, or EVENTINJ for an SEV guest), which holds further ones until IRET.
 // - INIT (not the level de-assert form) resets the APIC's registers except the ID and base
 //   MSR (SDM §11.4.7.3 / APM §16.4.5) and, on an AP, enters wait-for-SIPI; the vCPU owner
 //   polls take_init() and resets the vCPU. A SIPI is taken only in wait-for-SIPI (further ones
@@ -136,6 +138,9 @@ public:
     void connect_bus(ApicBus* bus) { m_bus = bus; }
     // The 8259 pair behind LINT0 (ExtINT) and the INTR pin when the APIC is disabled.
     void connect_pic(InterruptController* pic) { m_pic = pic; }
+    // Called whenever an NMI becomes pending (an NMI message, LINT1): the vCPU's owner ends
+    // the vCPU's time slice so that it takes the NMI (take_nmi) at once.
+    void connect_nmi_notify(std::function<void()> notify) { m_nmi_notify = std::move(notify); }
 
     // --- the vCPU side ---
     // InterruptController (devices/device.h): maskable interrupts, polled with RFLAGS.IF set.
@@ -180,7 +185,7 @@ public:
     bool matches_destination(ApicMessage const& m) const;
     uint8_t arbitration_priority() const { return compute_apr(); }
     void accept_fixed(uint8_t vector, bool level_triggered);
-    void accept_nmi() { m_regs.nmi_pending = true; }
+    void accept_nmi();
     void accept_init();
     void accept_sipi(uint8_t vector);
     void accept_extint() { m_regs.extint_requested = true; }
@@ -242,6 +247,7 @@ private:
     Clock m_clock;
     ApicBus* m_bus {};
     InterruptController* m_pic {};
+    std::function<void()> m_nmi_notify;
     uint64_t m_base {};
     Regs m_regs;
 };

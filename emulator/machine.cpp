@@ -346,6 +346,11 @@ Result<void, MachineError> Machine::build()
         auto* l = lapic.get();
         l->connect_bus(&m_apic_router);
         l->connect_pic(m_pic);
+        // An NMI ends its vCPU's slice, so that the machine hands it over at once (apply_apic_events).
+        l->connect_nmi_notify([this, i] {
+            if (i < m_vcpus.size())
+                m_vcpus[i].cpu().request_stop();
+        });
         m_apic_router.attach(*l);
         m_lapics.push_back(l);
         TRY(add_device(std::move(lapic), {}));
@@ -634,6 +639,14 @@ void Machine::request_reset()
     stop_vcpus();
 }
 
+void Machine::inject_nmi()
+{
+    for (auto* l : m_lapics) {
+        l->set_lint(1, true); // an edge on LINT1 (QEMU's apic_local_deliver(s, APIC_LVT_LINT1))
+        l->set_lint(1, false);
+    }
+}
+
 void Machine::raise_board_stop(VcpuExit exit)
 {
     // The first isa-debug-exit write wins; it also wins over a power-off (QEMU exits at once).
@@ -651,7 +664,7 @@ void Machine::stop_vcpus()
 
 int64_t Machine::now_ns() const { return m_clock ? m_clock->now_ns() : 0; }
 
-bool Machine::post(std::function<void(Machine&)> request)
+bool Machine::post(std::function<void(Machine&)> request, bool interrupt)
 {
     {
         std::lock_guard lock(m_requests_mutex);
@@ -660,9 +673,10 @@ bool Machine::post(std::function<void(Machine&)> request)
         m_requests.push_back(std::move(request));
     }
     m_requests_cv.notify_all();
-    // A running CPU finishes its slice early so the request is served promptly; a machine
-    // waiting for serial input in HLT wakes up.
-    stop_vcpus();
+    // A running CPU finishes its slice early so the request is served promptly (unless the
+    // request is background work); a machine waiting for serial input in HLT wakes up.
+    if (interrupt)
+        stop_vcpus();
     if (m_wake_fd >= 0) {
         uint64_t one = 1;
         [[maybe_unused]] auto n = ::write(m_wake_fd, &one, sizeof one);
@@ -749,7 +763,10 @@ void Machine::apply_apic_events(size_t i)
         s.halted = false;
         cpu.set_state(s);
     }
-    // NMIs stay pending in the LAPIC: the interpreter has no NMI input yet (QUIRKS.md).
+    // NMI (an NMI message or LINT1): to the vCPU's NMI input, which holds it while an NMI
+    // handler runs (until IRET).
+    if (lapic.take_nmi())
+        m_vcpus[i].inject_nmi();
 }
 
 bool Machine::runnable(size_t i)
@@ -761,7 +778,7 @@ bool Machine::runnable(size_t i)
     Vcpu& v = m_vcpus[i];
     if (!v.halted())
         return true;
-    return v.guest_interrupts_enabled() && lapic.interrupt_pending();
+    return v.nmi_deliverable() || (v.guest_interrupts_enabled() && lapic.interrupt_pending());
 }
 
 // No vCPU can run: every one is halted (or waits for a SIPI). Skip virtual time to the next
@@ -807,7 +824,7 @@ Machine::Wake Machine::sleep_until_interrupt()
     return can_wake ? Wake::Interrupt : Wake::Never;
 }
 
-Result<void, MachineError> Machine::system_reset()
+Result<void, MachineError> Machine::system_reset(ResetCause cause)
 {
     if (m_sev)
         return fail("system_reset is unsupported for SEV guests: sevemu cannot relaunch an encrypted guest (QUIRKS.md)");
@@ -833,8 +850,10 @@ Result<void, MachineError> Machine::system_reset()
         v.cpu().flush_code_cache(); // the loader wrote the image behind the CPU's back
     bool ended = m_guest_ended.has_value();
     m_guest_ended.reset();
+    // QEMU's qemu_system_reset(): the RESET event names who asked (guest-reset for a triple
+    // fault, the i8042 or 0xCF9; host-qmp-system-reset for QMP).
     if (m_event_sink)
-        m_event_sink(Event::Reset);
+        m_event_sink(cause == ResetCause::Guest ? Event::GuestReset : Event::Reset);
     if (ended)
         pause(); // QEMU: a reset out of "shutdown" leaves the VM in "prelaunch" until cont
     return {};
@@ -994,7 +1013,7 @@ RunOutcome Machine::run()
         }
         if (m_reset_requested) {
             m_reset_requested = false;
-            if (auto r = system_reset(); !r)
+            if (auto r = system_reset(ResetCause::Guest); !r)
                 return done(finish(RunOutcome::Reason::HostError, 1, r.error().message));
             continue;
         }
@@ -1110,11 +1129,20 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
             return Next::EndSlice;
         },
         [&](vmm::ExitShutdown const&) -> Step {
-            // Triple fault (APM vol 2 §8.2.9): the platform resets. With -no-reboot QEMU exits;
-            // without it QEMU reboots the guest; sevemu stops in both cases (QUIRKS.md).
-            return outcome(RunOutcome::Reason::TripleFault, 1,
-                fmt::format("guest triple fault (shutdown) at rip {:#x}{}", rip,
-                    m_config.no_reboot ? "" : "; rebooting is not supported, stopping"));
+            // Triple fault (APM vol 2 §8.2.9): the processor enters shutdown and the platform
+            // resets it. QEMU (target/i386/tcg/excp_helper.c check_exception) makes it
+            // qemu_system_reset_request(SHUTDOWN_CAUSE_GUEST_RESET): a reboot, or with
+            // -no-reboot (reboot action "shutdown", softmmu/runstate.c) a shutdown whose
+            // SHUTDOWN event says "guest-reset" and after which QEMU exits with status 0.
+            if (m_config.no_reboot)
+                return outcome(RunOutcome::Reason::TripleFault, 0, fmt::format("guest triple fault (shutdown) at rip {:#x}", rip));
+            if (m_sev) // an encrypted guest cannot be launched again (QUIRKS.md)
+                return outcome(RunOutcome::Reason::TripleFault, 1,
+                    fmt::format("guest triple fault (shutdown) at rip {:#x}; an SEV guest cannot be relaunched, stopping", rip));
+            if (m_trace.enabled("machine"))
+                m_trace.emit("machine", fmt::format("guest triple fault (shutdown) at rip {:#x}: system reset", rip));
+            request_reset(); // the run loop resets the machine after this round, as for the i8042
+            return Next::EndSlice;
         },
         [&](vmm::ExitFailEntry const& f) -> Step {
             return outcome(RunOutcome::Reason::HostError, 1,

@@ -86,7 +86,8 @@ struct RunOutcome {
         DebugExit,        // isa-debug-exit: status (V << 1) | 1
         PowerOff,         // the guest turned the machine off (ACPI S5): status 0
         HaltedForever,    // HLT with nothing that could wake it: status 0 (QUIRKS.md)
-        TripleFault,      // shutdown: a message and status 1 (QUIRKS.md: QEMU exits 0 with -no-reboot)
+        TripleFault,      // shutdown with -no-reboot: status 0, as QEMU; an SEV guest (which
+                          // cannot be relaunched) also ends here without it: status 1
         InstructionLimit, // MachineConfig::max_instructions reached: status 1
         Quit,             // QMP quit (or the embedder's request_quit): status 0
         ResetShutdown,    // QMP system_reset with -no-reboot: status 0
@@ -174,14 +175,21 @@ public:
 
     // Asks run() to end the guest with a power-off (status 0) after the current instruction.
     void request_power_off();
-    // A guest's reset request (i8042 command 0xFE, a write of 0x06/0x0E to 0xCF9): after the
-    // current instruction, system_reset() (with -no-reboot: the run ends, ResetShutdown).
+    // A guest's reset request (i8042 command 0xFE, a write of 0x06/0x0E to 0xCF9, a triple
+    // fault): after the current instruction, system_reset(ResetCause::Guest) (with -no-reboot:
+    // the run ends, ResetShutdown).
     void request_reset();
+    // QMP inject-nmi: an NMI to every vCPU as QEMU's x86_nmi (hw/i386/x86.c) gives it, through
+    // each LAPIC's LINT1 (apic_deliver_nmi), so the LVT decides (masked: nothing; disabled
+    // APIC: the NMI pin). On the machine's thread.
+    void inject_nmi();
 
     // --- Control from other threads (QMP). A request runs on the machine's thread between
     // run slices, and also while the machine is paused. Returns false once run() has returned
     // (the request then never runs). Thread-safe.
-    bool post(std::function<void(Machine&)> request);
+    // `interrupt` false: the running vCPU finishes its time slice first (a background job, live
+    // migration's RAM copy, that must not starve the guest by cutting every slice short).
+    bool post(std::function<void(Machine&)> request, bool interrupt = true);
     // On the machine's thread (inside a request, or before run()):
     void pause();                  // QMP stop; -S starts paused ("prelaunch")
     void resume();                 // QMP cont
@@ -193,7 +201,10 @@ public:
     // option ROM does); RAM keeps its other contents. A machine that had ended (-no-shutdown)
     // comes back paused, as QEMU's goes to "prelaunch". With -no-reboot a reset is a shutdown:
     // run() returns Reason::ResetShutdown. SEV guests cannot be relaunched: an error.
-    Result<void, MachineError> system_reset();
+    // `cause` only picks the event: Event::Reset for the host's (QMP), Event::GuestReset for the
+    // guest's (QEMU's SHUTDOWN_CAUSE_HOST_QMP_SYSTEM_RESET / SHUTDOWN_CAUSE_GUEST_RESET).
+    enum class ResetCause : uint8_t { Host, Guest };
+    Result<void, MachineError> system_reset(ResetCause cause = ResetCause::Host);
     // With -no-shutdown: how the guest ended (power-off, triple fault, or a halt nothing can
     // wake) while the machine stays up; the guest never runs again. A shut-down machine is
     // paused (QEMU's "shutdown" run state: cont needs a reset).
@@ -251,7 +262,9 @@ public:
     // State changes, for QMP events (called on the machine's thread). Shutdown: the guest ended
     // under -no-shutdown (guest_ended() says how: a SHUTDOWN event unless it merely halted);
     // without -no-shutdown run() returns instead.
-    enum class Event : uint8_t { Stop, Resume, Shutdown, Reset };
+    // Reset: a system_reset() the host asked for (QMP RESET "host-qmp-system-reset");
+    // GuestReset: one the guest caused (a triple fault, i8042, 0xCF9: "guest-reset").
+    enum class Event : uint8_t { Stop, Resume, Shutdown, Reset, GuestReset };
     void set_event_sink(std::function<void(Event)> sink) { m_event_sink = std::move(sink); }
 
 private:

@@ -21,7 +21,7 @@
 //                   (version 2 added the Linux fields and the memory map)
 //   "clock"    [1]  the machine's clock (emulator/clock.h)
 //   "ram"      [1]  DRAM and the host key (mmu/memory_controller.h, save_dram)
-//   "cpu0"     [1]  vCPU 0 (cpu/cpu_state_io.h); "cpu1" ... "cpuN-1" with -smp N
+//   "cpu0"     [2]  vCPU 0 (cpu/cpu_state_io.h; version 2 added the NMI latch and blocking); "cpu1" ... "cpuN-1" with -smp N
 //   one section per device of the device list, in list order, named by the device, with the
 //              device's own version and layout (devices/*.h): today "pic" [1], "pit" [1],
 //              "rtc" [1], "acpi-pm" [2], "com1" [1], "post" [1], "ioapic" [1], "i8042" [1],

@@ -845,7 +845,7 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 constexpr unsigned kChunkPages = 256;                  // pages per "ram-pages" section (1 MiB)
-constexpr unsigned kChunksPerRequest = 4;              // sections made per request to the machine
+constexpr unsigned kChunksPerRequest = 8;              // sections made per request to the machine
 constexpr size_t kApplyDepth = 4;                      // RAM sections the target has in flight
 constexpr uint64_t kMaxSectionPayload = 64ull << 20;   // the target's bound on one section
 constexpr size_t kMaxReply = 4096;                     // the target's answer line
@@ -883,12 +883,15 @@ private:
 
 // Runs `f` on the machine's thread and hands its result back (nullopt: the machine has stopped
 // for good). The job's thread waits; the machine serves the request between time slices.
+// `background`: served at the end of the running vCPU's time slice rather than by cutting it
+// short, so that a pass's stream of requests leaves the guest its time (QEMU's vCPUs run on their
+// own threads beside the migration thread; sevemu's share the machine's thread with it).
 template <class R>
-std::optional<std::future<R>> post_async(Machine& m, std::function<R(Machine&)> f)
+std::optional<std::future<R>> post_async(Machine& m, std::function<R(Machine&)> f, bool background = false)
 {
     auto p = std::make_shared<std::promise<R>>();
     auto fut = p->get_future();
-    if (!m.post([p, f = std::move(f)](Machine& mm) { p->set_value(f(mm)); }))
+    if (!m.post([p, f = std::move(f)](Machine& mm) { p->set_value(f(mm)); }, !background))
         return std::nullopt;
     return fut;
 }
@@ -1157,7 +1160,7 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
     };
     // Sends the current pass's pages; the next batch is made while this one goes out.
     auto send_pass = [&]() -> std::string {
-        auto next = post_async<std::vector<Chunk>>(m_machine, make_batch);
+        auto next = post_async<std::vector<Chunk>>(m_machine, make_batch, true);
         bool pass_over = false;
         while (next && !pass_over) {
             auto batch = next->get();
@@ -1167,7 +1170,7 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
                     return c.error;
             pass_over = batch.empty() || batch.back().payload.empty();
             if (!pass_over && !cancelled())
-                next = post_async<std::vector<Chunk>>(m_machine, make_batch);
+                next = post_async<std::vector<Chunk>>(m_machine, make_batch, true);
             std::string e;
             for (auto const& c : batch) {
                 if (c.payload.empty())

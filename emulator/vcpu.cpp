@@ -35,10 +35,13 @@ VcpuExit Vcpu::run(uint64_t budget, devices::InterruptController& ic)
         return vmm::ExitIntr {};
     }
     if (m_halted) {
-        if (!ic.interrupt_pending())
+        if (!ic.interrupt_pending() && !nmi_deliverable())
             return vmm::ExitHlt {};
         m_halted = false;
     }
+    // An NMI first (KVM's inject_pending_event order: NMI before INTR).
+    if (m_nmi_pending && m_sev->inject_nmi())
+        m_nmi_pending = false;
     // The guest's interrupt controller is the machine's, in userspace as with QEMU's
     // -machine kernel_irqchip=off: inject when the guest can take it (KVM_INTERRUPT), else ask
     // for the interrupt window.
@@ -56,12 +59,28 @@ void Vcpu::sev_init()
 {
     m_sev->init_event();
     m_halted = false;
+    m_nmi_pending = false; // kvm_vcpu_reset clears a pending NMI
 }
 
 void Vcpu::sev_sipi(uint8_t vector)
 {
     m_sev->deliver_sipi(vector);
     m_halted = false;
+}
+
+void Vcpu::inject_nmi()
+{
+    if (m_sev)
+        m_nmi_pending = true;
+    else
+        m_cpu->inject_nmi();
+}
+
+bool Vcpu::nmi_deliverable() const
+{
+    if (m_sev)
+        return m_nmi_pending && !m_sev->nmi_masked();
+    return m_cpu->nmi_deliverable();
 }
 
 uint64_t Vcpu::instructions() const { return m_cpu->stats().instructions; }

@@ -72,9 +72,16 @@ public:
     void sev_sipi(uint8_t vector);
     // In HLT (the guest's, for an SEV vCPU).
     bool halted() const;
+    // An NMI for the guest (from its LAPIC, or QMP inject-nmi): a plain guest's core latches
+    // it (cpu::Cpu::inject_nmi); an SEV guest's is held here and injected (EVENTINJ type NMI)
+    // at the next run() in which the guest can take it. One pending NMI at most, as on the pin.
+    void inject_nmi();
+    // An NMI is pending and could be taken now (it wakes a halted vCPU whatever RFLAGS.IF).
+    bool nmi_deliverable() const;
 
 private:
     bool m_halted { false };
+    bool m_nmi_pending { false }; // SEV: not injected yet
     uint32_t m_index;
     std::unique_ptr<cpu::Cpu> m_cpu;
     vmm::Vcpu* m_sev { nullptr };

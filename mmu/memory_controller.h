@@ -218,6 +218,10 @@ private:
     std::vector<uint32_t> m_free_frames;
     uint32_t m_clock_hand {};
     std::vector<uint64_t> m_raw_exposed; // bitmap: raw pointer handed out for this DRAM page
+    // Bitmap: this DRAM page is in m_cache. Page walks read table entries with no key (host and
+    // nested tables) at every TLB miss; the bit spares them a hash lookup.
+    std::vector<uint64_t> m_cached;
+    bool is_cached(uint64_t pfn) const { return (m_cached[pfn / 64] >> (pfn % 64)) & 1; }
 
     // Dirty-page logging (see start_dirty_log). m_write_exposed: a write pointer was handed out
     // for the page since the last write-protect (kept whether logging is on or not: it is set on

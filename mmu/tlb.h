@@ -11,7 +11,9 @@
 #include "mmu/memory_controller.h"
 
 #include <array>
+#include <bit>
 #include <cstdint>
+#include <vector>
 
 namespace sevemu::mmu {
 
@@ -25,8 +27,13 @@ struct TlbEntry {
     uint64_t lpn { kInvalid };       // linear page number (for INVLPG / global handling)
     KeyId key { KeyId::none() };
     bool global {};
+    bool listed {};                  // on the Tlb's used list (internal to Tlb)
 };
 
+// Entries are only ever made through fill(), which records them on a used list: a flush then
+// touches the entries the context filled, not the whole array. That keeps a flush (every CR3
+// write, INVLPG, world switch) cheap however large N is, and N large enough that a kernel's
+// working set (the bzImage decompressor's dictionary, a page-table-heavy boot) stays mapped.
 template <size_t N>
 class Tlb {
     static_assert((N & (N - 1)) == 0);
@@ -35,43 +42,71 @@ public:
     static constexpr size_t kBanks = 2; // 0 = supervisor, 1 = user (CPL 3)
     // Index: the linear page number folded once, so regions a power-of-two apart (stack vs heap,
     // source vs destination of a copy) do not all land on the same entry.
-    static size_t index(uint64_t lin) { return ((lin >> kPageShift) ^ (lin >> (kPageShift + 9))) & (N - 1); }
-    TlbEntry& entry(unsigned bank, uint64_t lin) { return m_e[bank][index(lin)]; }
+    static size_t index(uint64_t lin) { return ((lin >> kPageShift) ^ (lin >> (kPageShift + std::countr_zero(N)))) & (N - 1); }
+    TlbEntry const& entry(unsigned bank, uint64_t lin) const { return m_e[bank][index(lin)]; }
+    // The entry for `lin` in `bank`, to be (re)filled by the caller.
+    // The entry for `lin` in `bank`, to be (re)filled by the caller with the frame `spa_page`.
+    TlbEntry& fill(unsigned bank, uint64_t lin, uint64_t spa_page)
+    {
+        size_t k = index(lin);
+        TlbEntry& e = m_e[bank][k];
+        if (!e.listed) {
+            e.listed = true;
+            m_used.push_back(uint32_t(bank * N + k));
+        }
+        note_frame(spa_page);
+        return e;
+    }
 
     void flush_all()
     {
-        for (auto& b : m_e)
-            for (auto& e : b)
-                e = TlbEntry {};
+        for (uint32_t u : m_used)
+            at(u) = TlbEntry {};
+        m_used.clear();
+        m_frames.fill(0);
     }
     void flush_non_global()
     {
-        for (auto& b : m_e)
-            for (auto& e : b)
-                if (!e.global)
-                    e = TlbEntry {};
+        size_t keep = 0;
+        m_frames.fill(0);
+        for (uint32_t u : m_used) {
+            TlbEntry& e = at(u);
+            if (e.global && e.lpn != TlbEntry::kInvalid) {
+                m_used[keep++] = u;
+                note_frame(e.spa_page);
+            } else {
+                e = TlbEntry {};
+            }
+        }
+        m_used.resize(keep);
     }
     void flush_page(uint64_t lin)
     {
         for (auto& b : m_e) {
             auto& e = b[index(lin)];
             if (e.lpn == (lin >> kPageShift))
-                e = TlbEntry {};
+                clear(e);
         }
     }
     void flush_spa(uint64_t spa_page)
     {
-        for (auto& b : m_e)
-            for (auto& e : b)
-                if (e.lpn != TlbEntry::kInvalid && e.spa_page == spa_page)
-                    e = TlbEntry {};
+        if (!may_hold_frame(spa_page))
+            return;
+        for (uint32_t u : m_used) {
+            TlbEntry& e = at(u);
+            if (e.lpn != TlbEntry::kInvalid && e.spa_page == spa_page)
+                clear(e);
+        }
     }
     void drop_write(uint64_t spa_page)
     {
-        for (auto& b : m_e)
-            for (auto& e : b)
-                if (e.spa_page == spa_page)
-                    e.tag_write = TlbEntry::kInvalid;
+        if (!may_hold_frame(spa_page))
+            return;
+        for (uint32_t u : m_used) {
+            TlbEntry& e = at(u);
+            if (e.spa_page == spa_page)
+                e.tag_write = TlbEntry::kInvalid;
+        }
     }
 
     // The context the entries belong to (ASID 0 = host). set_context flushes on change.
@@ -87,7 +122,30 @@ public:
     void adopt_context(uint32_t asid) { m_asid = asid; }
 
 private:
+    TlbEntry& at(uint32_t u) { return m_e[u / N][u % N]; }
+    // A filter over the frames the entries map (a bit per frame number modulo its size, set at
+    // fill, rebuilt at flushes): the memory controller's page invalidations and the code
+    // cache's write drops name one frame, and most name one this TLB has never mapped.
+    static constexpr size_t kFrameBits = 1u << 16;
+    void note_frame(uint64_t spa_page)
+    {
+        uint64_t f = (spa_page >> kPageShift) % kFrameBits;
+        m_frames[f / 64] |= 1ull << (f % 64);
+    }
+    bool may_hold_frame(uint64_t spa_page) const
+    {
+        uint64_t f = (spa_page >> kPageShift) % kFrameBits;
+        return (m_frames[f / 64] >> (f % 64)) & 1;
+    }
+    static void clear(TlbEntry& e)
+    {
+        e = TlbEntry {};
+        e.listed = true; // still on the used list
+    }
+
     std::array<std::array<TlbEntry, N>, kBanks> m_e {};
+    std::vector<uint32_t> m_used;
+    std::array<uint64_t, kFrameBits / 64> m_frames {};
     uint32_t m_asid {};
 };
 

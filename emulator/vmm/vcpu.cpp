@@ -267,6 +267,7 @@ void Vcpu::init_event()
     m_irq_window = false;
     m_pending_in.reset();
     m_pending_mmio.reset();
+    m_nmi_masked = false; // kvm_vcpu_reset: set_nmi_mask(vcpu, false)
     // The translations the guest had are gone with CR0/CR3/CR4 (KVM_REQ_TLB_FLUSH_GUEST).
     request_tlb_flush();
 }
@@ -322,6 +323,24 @@ unsigned Vcpu::guest_phys_bits() const
         if (e.function == 0x80000008u && (e.eax & 0xFF))
             return std::min(e.eax & 0xFF, 63u);
     return 36;
+}
+
+bool Vcpu::ready_for_nmi_injection() const
+{
+    auto const& c = m_vmcb.control;
+    return !m_nmi_masked && !(c.int_state & int_state::INTERRUPT_SHADOW) && !(c.event_inj & evtinj::VALID);
+}
+
+bool Vcpu::inject_nmi()
+{
+    if (!ready_for_nmi_injection())
+        return false;
+    // APM vol 2 §15.20: EVENTINJ TYPE 2 (NMI), vector 2.
+    m_vmcb.control.event_inj = encode_event(Event { 2, EventType::NMI, std::nullopt });
+    m_vmcb.control.event_inj_err = 0;
+    m_nmi_masked = true;
+    set_intercept(m_vmcb.control, Intercept::IRET);
+    return true;
 }
 
 // RAX and RSP live in the VMCB save area, the others beside VMRUN (GuestGprs).
@@ -405,7 +424,19 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
         c.event_inj = c.exit_int_info;
         c.event_inj_err = c.exit_int_info_err;
     }
+    // The guest's NMI handler returned: its IRET was intercepted and has now run (KVM's
+    // svm_complete_interrupts: NMIs are unmasked once RIP differs from the IRET's).
+    if (m_nmi_iret_rip && s.rip != *m_nmi_iret_rip) {
+        m_nmi_iret_rip.reset();
+        m_nmi_masked = false;
+    }
     switch (c.exit_code) {
+    case exitcode::SVM_EXIT_IRET:
+        // The end of an NMI handler (iret_interception): drop the intercept and let the IRET
+        // run; NMIs stay masked until it has completed (above).
+        c.intercepts[unsigned(Intercept::IRET) / 32] &= ~(1u << (unsigned(Intercept::IRET) % 32));
+        m_nmi_iret_rip = uint64_t(s.rip);
+        return std::nullopt;
     case exitcode::SVM_EXIT_VINTR:
         // The interrupt window is open (svm_enable_irq_window's V_IRQ was taken): drop the
         // virtual interrupt and the intercept, and let the VMM inject the real one.

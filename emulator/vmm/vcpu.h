@@ -122,6 +122,13 @@ public:
     // Asks for an ExitIrqWindowOpen as soon as the guest can take an interrupt (V_IRQ with the
     // VINTR intercept); cleared when that exit is reported.
     void request_interrupt_window() { m_irq_window = true; }
+    // NMIs, as KVM_NMI does on SVM (KVM's svm_inject_nmi / svm_nmi_blocked / iret_interception):
+    // injected with EVENTINJ type NMI; from then on NMIs are masked and IRET is intercepted;
+    // the mask is lifted at the first exit after that IRET completed (the guest's RIP has moved
+    // on from it). Ready: not masked, no interrupt shadow, nothing already being injected.
+    bool ready_for_nmi_injection() const;
+    bool inject_nmi(); // false if not ready
+    bool nmi_masked() const { return m_nmi_masked; }
     // KVM_REQ_TLB_FLUSH: the next entry flushes this guest's TLB entries (TLB_CONTROL 3); the
     // hypervisor needs it after changing translations the guest may have cached.
     void request_tlb_flush() { m_vmcb.control.tlb_ctl = cpu::svm::tlb_control::FLUSH_ASID; }
@@ -187,6 +194,8 @@ private:
     uint64_t m_apic_base { 0xFEE00000 | (1u << 11) };
     bool m_first_run { true };
     bool m_irq_window {};
+    bool m_nmi_masked {};
+    std::optional<uint64_t> m_nmi_iret_rip; // the intercepted IRET's RIP, until it completes
 };
 
 } // namespace sevemu::vmm

@@ -5,6 +5,7 @@
 #include "mmu/tlb.h"
 
 #include <catch2/catch.hpp>
+#include <memory>
 
 using namespace sevemu;
 using namespace sevemu::mmu;
@@ -173,7 +174,7 @@ TEST_CASE("paging: SME C-bit is stripped and selects the host key", "[cpu][pagin
 TEST_CASE("tlb: direct-mapped entries, per-page and global flushes, context switch", "[cpu][tlb]")
 {
     Tlb<256> tlb;
-    auto& e = tlb.entry(0, 0x12345000);
+    auto& e = tlb.fill(0, 0x12345000, 0x5000);
     e.lpn = 0x12345;
     e.tag_read = 0x12345;
     e.spa_page = 0x5000;
@@ -182,11 +183,46 @@ TEST_CASE("tlb: direct-mapped entries, per-page and global flushes, context swit
     CHECK(tlb.entry(0, 0x12345000).tag_read == 0x12345);
     tlb.flush_page(0x12345678);
     CHECK(tlb.entry(0, 0x12345000).tag_read == TlbEntry::kInvalid);
-    tlb.entry(1, 0x1000) = TlbEntry { 1, 1, 1, nullptr, 0x7000, 1, KeyId::none(), false };
+    auto& f = tlb.fill(1, 0x1000, 0x7000);
+    f.tag_read = f.tag_write = f.tag_fetch = f.lpn = 1;
+    f.spa_page = 0x7000;
     tlb.drop_write(0x7000);
     CHECK(tlb.entry(1, 0x1000).tag_write == TlbEntry::kInvalid);
     CHECK(tlb.entry(1, 0x1000).tag_read == 1);
     tlb.set_context(5);
     CHECK(tlb.entry(1, 0x1000).tag_read == TlbEntry::kInvalid);
     CHECK(tlb.asid() == 5);
+}
+
+TEST_CASE("tlb: flushes reach every filled entry through the used list", "[cpu][tlb]")
+{
+    auto tlb = std::make_unique<Tlb<4096>>();
+    // Fill every entry of both banks, some global; refill some twice (one list slot each).
+    for (unsigned bank = 0; bank < 2; ++bank) {
+        for (uint64_t p = 0; p < 4096; ++p) {
+            for (int twice = 0; twice < 2; ++twice) {
+                auto& e = tlb->fill(bank, p << 12, p << 12);
+                e.lpn = e.tag_read = e.tag_write = e.tag_fetch = p;
+                e.spa_page = p << 12;
+                e.global = (p % 3) == 0;
+            }
+        }
+    }
+    tlb->flush_page(5 << 12); // cleared but still listed: a refill must not list it again
+    auto& r = tlb->fill(0, 5 << 12, 5 << 12);
+    r.lpn = r.tag_read = 5;
+    tlb->flush_non_global();
+    tlb->flush_non_global();
+    for (unsigned bank = 0; bank < 2; ++bank)
+        for (uint64_t p = 0; p < 4096; ++p)
+            CHECK(tlb->entry(bank, p << 12).tag_read == ((p % 3) == 0 ? p : TlbEntry::kInvalid));
+    tlb->drop_write(3 << 12);
+    CHECK(tlb->entry(1, 3 << 12).tag_write == TlbEntry::kInvalid);
+    CHECK(tlb->entry(1, 6 << 12).tag_write == 6);
+    tlb->flush_spa(6 << 12);
+    CHECK(tlb->entry(1, 6 << 12).tag_read == TlbEntry::kInvalid);
+    tlb->flush_all();
+    for (unsigned bank = 0; bank < 2; ++bank)
+        for (uint64_t p = 0; p < 4096; ++p)
+            CHECK(tlb->entry(bank, p << 12).lpn == TlbEntry::kInvalid);
 }

@@ -382,6 +382,8 @@ std::vector<std::string> diff_states(CpuState const& a, CpuState const& b)
     cmp("interrupt_shadow", a.interrupt_shadow, b.interrupt_shadow);
     cmp("gif", a.gif, b.gif);
     cmp("pending_shutdown", a.pending_shutdown, b.pending_shutdown);
+    cmp("nmi_pending", a.nmi_pending, b.nmi_pending);
+    cmp("nmi_blocked", a.nmi_blocked, b.nmi_blocked);
     cmp("instructions", a.instructions, b.instructions);
     cmp("svm_guest present", a.svm_guest.has_value(), b.svm_guest.has_value());
     if (a.svm_guest && b.svm_guest && !(*a.svm_guest == *b.svm_guest)) d.push_back("svm_guest: differ");
@@ -570,8 +572,8 @@ TEST_CASE("cpu state: every truncation of a section is refused and the output un
     CHECK(r2.finish().error().text() == "snapshot section 'cpu0': 1 trailing bytes after the CPU state");
     CHECK(out == sentinel);
     // A section of another version is refused before a byte is read.
-    SnapshotSection sec { "cpu0", 2, payload };
-    CHECK(load_cpu_section(sec).error().text() == "snapshot section 'cpu0': unsupported CPU state version 2 (this build reads version 1)");
+    SnapshotSection sec { "cpu0", kCpuStateVersion + 1, payload };
+    CHECK(load_cpu_section(sec).error().text() == "snapshot section 'cpu0': unsupported CPU state version 3 (this build reads version 2)");
 }
 
 TEST_CASE("cpu state: impossible values are refused with the reason, the output untouched", "[cpu][snapshot]")

@@ -1,6 +1,7 @@
 // Machine: building from a MachineConfig (validation errors as values), the PC memory map, the
 // Multiboot hand-off state (QEMU's option ROM state), and a whole guest run to isa-debug-exit.
 #include "cpu/cpu.h"
+#include "devices/lapic.h"
 #include "devices/pic8259.h"
 #include "devices/uart16550.h"
 #include "emulator/machine.h"
@@ -230,17 +231,21 @@ std::string write_kernel(std::string const& name, std::vector<uint8_t> const& co
     return path;
 }
 
-RunOutcome run_code(std::string const& name, std::vector<uint8_t> const& code, uint64_t limit = 1'000'000)
+RunOutcome run_code(std::string const& name, std::vector<uint8_t> const& code, uint64_t limit = 1'000'000, bool no_reboot = false)
 {
     MachineConfig c;
+    c.no_reboot = no_reboot;
     c.memory_size = 16ull << 20;
     c.kernel = write_kernel(name, code);
     c.debug_exit = devices::DebugExitConfig { 0xF4, 4 };
     c.max_instructions = limit;
     auto m = Machine::create(c);
-    std::remove(c.kernel.c_str());
+    if (!m)
+        std::remove(c.kernel.c_str());
     REQUIRE(m.has_value());
-    return (*m)->run();
+    auto out = (*m)->run(); // a reboot loads -kernel again
+    std::remove(c.kernel.c_str());
+    return out;
 }
 
 } // namespace
@@ -265,11 +270,16 @@ TEST_CASE("machine: run outcomes and their exit statuses")
     CHECK(spin.exit_status == 1);
     CHECK(spin.instructions == 5000);
 
-    // lidt [zero-limit descriptor at 0x100080]; ud2  ->  #UD, #DF, shutdown.
-    auto tf = run_code("triple", { 0x0F, 0x01, 0x1D, 0x80, 0x00, 0x10, 0x00, 0x0F, 0x0B });
+    // lidt [zero-limit descriptor at 0x100080]; ud2  ->  #UD, #DF, shutdown. With -no-reboot
+    // that ends the run with status 0 (QEMU's shutdown); without it the machine resets and the
+    // same code faults again, boot after boot, until the instruction limit.
+    std::vector<uint8_t> triple = { 0x0F, 0x01, 0x1D, 0x80, 0x00, 0x10, 0x00, 0x0F, 0x0B };
+    auto tf = run_code("triple", triple, 1'000'000, true);
     CHECK(tf.reason == RunOutcome::Reason::TripleFault);
-    CHECK(tf.exit_status != 0);
+    CHECK(tf.exit_status == 0);
     CHECK(tf.message.find("triple fault") != std::string::npos);
+    auto again = run_code("triple-reboot", triple, 1000);
+    CHECK(again.reason == RunOutcome::Reason::InstructionLimit);
 }
 
 TEST_CASE("machine: HLT with IF=1 and the timer's IRQ masked cannot wake up")
@@ -463,4 +473,51 @@ TEST_CASE("machine: a -kernel in no known format is one line naming the formats 
     CHECK(msg.find("Multiboot") != std::string::npos);
     std::remove(kernel.c_str());
     std::remove(nonote.c_str());
+}
+
+TEST_CASE("machine: QMP inject-nmi is an edge on every LINT1, so the LVT decides (QEMU's x86_nmi)")
+{
+    // 32-bit code at 0x100060 (write_kernel): the IDT's vector 2 -> a handler that leaves
+    // through isa-debug-exit with 0x2a; main spins with IF=0.
+    auto program = [](bool lint1_nmi) {
+        std::vector<uint8_t> code(0x70, 0x90);
+        // mov [SVR], 0x1FF (software enable: LVT masks stay set while disabled); mov [LVT LINT1], 0x400 (NMI)
+        std::vector<uint8_t> set_lvt = { 0xC7, 0x05, 0xF0, 0x00, 0xE0, 0xFE, 0xFF, 0x01, 0x00, 0x00,
+            0xC7, 0x05, 0x60, 0x03, 0xE0, 0xFE, 0x00, 0x04, 0x00, 0x00 };
+        std::vector<uint8_t> main = { 0x0F, 0x01, 0x1D, 0x80, 0x00, 0x10, 0x00, 0xEB, 0xFE }; // lidt [0x100080]; jmp $
+        if (!lint1_nmi)
+            std::fill(set_lvt.begin() + 10, set_lvt.end(), 0x90); // LINT1 stays masked, as reset leaves it
+        std::copy(set_lvt.begin(), set_lvt.end(), code.begin());
+        std::copy(main.begin(), main.end(), code.begin() + 20);
+        std::vector<uint8_t> idtr = { 0x17, 0x00, 0x90, 0x00, 0x10, 0x00 }; // 3 gates at 0x100090
+        std::copy(idtr.begin(), idtr.end(), code.begin() + 0x20);
+        std::vector<uint8_t> gate = { 0xC0, 0x00, 0x08, 0x00, 0x00, 0x8E, 0x10, 0x00 }; // vector 2 -> 0x1000C0
+        std::fill(code.begin() + 0x30, code.begin() + 0x40, 0);
+        std::copy(gate.begin(), gate.end(), code.begin() + 0x40);
+        std::vector<uint8_t> handler = { 0xB0, 0x2A, 0xE6, 0xF4, 0xEB, 0xFE }; // mov al, 0x2a; out 0xf4, al; jmp $
+        std::copy(handler.begin(), handler.end(), code.begin() + 0x60);
+        return code;
+    };
+    for (bool lint1_nmi : { true, false }) {
+        INFO("LINT1 in NMI mode: " << lint1_nmi);
+        MachineConfig c;
+        c.memory_size = 16ull << 20;
+        c.kernel = write_kernel("inject-nmi", program(lint1_nmi));
+        c.debug_exit = devices::DebugExitConfig { 0xF4, 4 };
+        c.max_instructions = 5000;
+        auto m = Machine::create(c);
+        std::remove(c.kernel.c_str());
+        REQUIRE(m.has_value());
+        auto spin = (*m)->run();
+        CHECK(spin.reason == RunOutcome::Reason::InstructionLimit);
+        CHECK((*m)->lapic(0).reg(devices::LocalApic::kLvtLint1) == (lint1_nmi ? 0x400u : 0x10000u));
+        (*m)->inject_nmi();
+        auto out = (*m)->run();
+        if (lint1_nmi) {
+            CHECK(out.reason == RunOutcome::Reason::DebugExit);
+            CHECK(out.exit_status == 85);
+        } else {
+            CHECK(out.reason == RunOutcome::Reason::InstructionLimit); // masked LVT: no NMI
+        }
+    }
 }

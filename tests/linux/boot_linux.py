@@ -10,11 +10,142 @@ sha256 of a file (the expected value computed on the host by the asset script), 
 online CPUs, then powers off through ACPI S5: sevemu must exit with status 0. dmesg must show the
 CPUs brought up and, for SEV, "Memory Encryption Features active: AMD SEV". Exits 77 (skip) with a
 clear line when the assets are missing.
+
+An SEV guest is launched as its owner would have it: the platform's certificates exported with
+sevemu-host, a launch session from sevemu-owner (policy 0x1), sevemu started paused (-S) with a
+QMP socket; the launch measurement (query-sev-launch-measure) must verify with
+`sevemu-owner measurement verify` for exactly this kernel, initrd, command line, -m and -smp (and
+must not for another command line); then `cont` boots it. sevemu-owner and sevemu-host are found
+beside sevemu in the build tree (tools/sevemu-owner/, tools/sevemu-host/), or in $SEVEMU_OWNER
+and $SEVEMU_HOST.
 """
+import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+
+MEMORY = "512M"
+APPEND = "console=ttyS0"
+
+
+def sibling_tool(sevemu, name, env):
+    if os.environ.get(env):
+        return os.environ[env]
+    tools = os.path.dirname(os.path.dirname(os.path.abspath(sevemu)))
+    return os.path.join(tools, name, name)
+
+
+class Qmp:
+    """A minimal QMP client over a Unix socket: one JSON object per line."""
+
+    def __init__(self, path, proc):
+        deadline = time.time() + 60
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"no QMP socket at {path} (sevemu exit status {proc.poll()})")
+                time.sleep(0.05)
+        self.sock.settimeout(600)
+        self.file = self.sock.makefile("rb")
+        self.events = []
+        self.read()  # greeting
+        self.execute("qmp_capabilities")
+
+    def read(self):
+        line = self.file.readline()
+        if not line:
+            return None
+        return json.loads(line)
+
+    def execute(self, command, arguments=None):
+        msg = {"execute": command}
+        if arguments is not None:
+            msg["arguments"] = arguments
+        self.sock.sendall(json.dumps(msg).encode())
+        while True:
+            r = self.read()
+            if r is None:
+                raise RuntimeError(f"QMP closed while waiting for the reply to {command}")
+            if "event" in r:
+                self.events.append(r)
+                continue
+            if "error" in r:
+                raise RuntimeError(f"QMP {command}: {r['error']}")
+            return r["return"]
+
+    def drain(self):
+        """Every event until sevemu closes the socket."""
+        while True:
+            try:
+                r = self.read()
+            except (OSError, ValueError):
+                return
+            if r is None:
+                return
+            if "event" in r:
+                self.events.append(r)
+
+
+def run(cmd, what):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"{what}: {' '.join(cmd)} exited {r.returncode}: {r.stderr.decode(errors='replace')}")
+    return r
+
+
+def sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, failures):
+    """Starts the SEV guest paused, verifies its launch measurement as the owner, continues it.
+    Returns (returncode, sevemu's output)."""
+    owner = sibling_tool(sevemu, "sevemu-owner", "SEVEMU_OWNER")
+    host = sibling_tool(sevemu, "sevemu-host", "SEVEMU_HOST")
+    for t in (owner, host):
+        if not os.access(t, os.X_OK):
+            raise RuntimeError(f"{t} is missing: build the tools (ninja) or set $SEVEMU_OWNER/$SEVEMU_HOST")
+    platform = os.path.join(tmp, "platform")
+    certs = os.path.join(tmp, "certs")
+    name = os.path.join(tmp, "owner")
+    run([host, "--platform", platform, "export", certs], "sevemu-host export")
+    run([owner, "session", "--pdh", os.path.join(certs, "pdh.cert"), "--policy", "1", "--name", name], "sevemu-owner session")
+    sock = os.path.join(tmp, "qmp.sock")
+    cmd = cmd + ["-machine", "confidential-guest-support=sev0",
+                 "-object", "sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1,"
+                 f"dh-cert-file={name}_godh.b64,session-file={name}_session.b64",
+                 "--platform", platform, "-S", "-qmp", f"unix:{sock},server=on,wait=off"]
+    print("running:", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        qmp = Qmp(sock, proc)
+        info = qmp.execute("query-sev")
+        measurement = qmp.execute("query-sev-launch-measure")["data"]
+        print(f"launch measurement {measurement} (api {info['api-major']}.{info['api-minor']} build {info['build-id']})")
+        verify = [owner, "measurement", "verify", "--tik", name + "_tik.bin", "--measurement", measurement,
+                  "--api-major", str(info["api-major"]), "--api-minor", str(info["api-minor"]),
+                  "--build", str(info["build-id"]), "--policy", "1", "-m", MEMORY, "--smp", str(smp),
+                  "--kernel", kernel, "--initrd", initrd, "--append", APPEND]
+        ok = subprocess.run(verify, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+        print("sevemu-owner:", ok.stdout.decode(errors="replace").strip())
+        if ok.returncode != 0 or b"measurement matches" not in ok.stdout:
+            failures.append(f"the launch measurement does not verify with sevemu-owner (status {ok.returncode})")
+        # Another command line is another launch: the owner must refuse the same measurement.
+        other = verify[:-1] + [APPEND + " quiet"]
+        if subprocess.run(other, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600).returncode != 1:
+            failures.append("sevemu-owner accepted the measurement for another command line")
+        qmp.execute("cont")
+        qmp.drain()
+        out, _ = proc.communicate(timeout=1500)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.returncode, out
 
 
 def main():
@@ -30,22 +161,22 @@ def main():
     want_hash = open(want_hash_file).read().split()[0]
     with tempfile.TemporaryDirectory() as tmp:
         serial = os.path.join(tmp, "serial.txt")
-        cmd = [sevemu, "-m", "512M", "-smp", str(smp), "-display", "none", "-no-reboot",
-               "-serial", "file:" + serial, "-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0"]
+        cmd = [sevemu, "-m", MEMORY, "-smp", str(smp), "-display", "none", "-no-reboot",
+               "-serial", "file:" + serial, "-kernel", kernel, "-initrd", initrd, "-append", APPEND]
+        failures = []
         if sev:
-            cmd += ["-machine", "confidential-guest-support=sev0",
-                    "-object", "sev-guest,id=sev0,cbitpos=51,reduced-phys-bits=1",
-                    "--platform", os.path.join(tmp, "platform")]
-        print("running:", " ".join(cmd), flush=True)
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1500)
+            returncode, stdout = sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, failures)
+        else:
+            print("running:", " ".join(cmd), flush=True)
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1500)
+            returncode, stdout = r.returncode, r.stdout
         out = open(serial, errors="replace").read() if os.path.exists(serial) else ""
     print(out[-6000:])
-    print("sevemu:", r.stdout.decode(errors="replace")[-2000:])
-    failures = []
+    print("sevemu:", stdout.decode(errors="replace")[-2000:])
     def need(cond, what):
         if not cond:
             failures.append(what)
-    need(r.returncode == 0, f"sevemu exit status {r.returncode}, want 0 (ACPI S5 power-off)")
+    need(returncode == 0, f"sevemu exit status {returncode}, want 0 (ACPI S5 power-off)")
     need("SEVEMU-INIT-MARKER" in out, "the init marker")
     need(f"SEVEMU-SHA256 {want_hash}" in out, f"the file's sha256 {want_hash}")
     need(f"SEVEMU-CPUS {smp}" in out, f"{smp} CPU(s) online in userspace")

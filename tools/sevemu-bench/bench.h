@@ -23,9 +23,14 @@ class Report {
 public:
     void add(Row row) { m_rows.push_back(std::move(row)); }
     std::vector<Row> const& rows() const { return m_rows; }
+    // `--runs N`: how often a suite that honours it repeats each case (it then reports the
+    // median); 0 = the suite's own default.
+    int runs() const { return m_runs; }
+    void set_runs(int runs) { m_runs = runs; }
 
 private:
     std::vector<Row> m_rows;
+    int m_runs {};
 };
 
 double ratio_of(Row const&);
@@ -35,6 +40,7 @@ double ratio_of(Row const&);
 using SuiteFn = int (*)(Report&);
 
 int suite_memcrypt(Report&);
+int suite_boot(Report&); // Linux boots of sevemu and QEMU as child processes (suite_boot.cpp)
 #ifdef SEVEMU_BENCH_HAVE_CPU
 int suite_cpu(Report&); // needs the Machine (and so the CPU library)
 int suite_sev(Report&); // the cpu workloads as SEV guests vs plain guests

@@ -38,7 +38,7 @@ static constexpr SuiteEntry kSuites[] = {
 #else
     { "migration", nullptr },
 #endif
-    { "boot", nullptr },
+    { "boot", suite_boot },
 };
 
 } // namespace sevemu::bench
@@ -55,6 +55,8 @@ static int run(int argc, char** argv)
     bool json = false;
     std::vector<std::string> names;
     app.add_flag("--json", json, "one JSON object per line instead of a table");
+    int runs = 0;
+    app.add_option("--runs", runs, "boot: boots of each case (the median is reported; default 1)")->check(CLI::Range(1, 100));
     app.add_option("suites", names, "suites to run: memcrypt, cpu, sev, psp, migration, boot (default: every available one)");
     CLI11_PARSE(app, argc, argv);
 
@@ -81,6 +83,7 @@ static int run(int argc, char** argv)
 
     int status = 0;
     Report report;
+    report.set_runs(runs);
     for (auto const* s : chosen)
         if (s->fn(report) != 0)
             status = 1;

@@ -115,8 +115,9 @@ static int run(int argc, char** argv)
     servers = std::move(started);
     m.set_event_sink([&emit, &m](emulator::Machine::Event e) {
         using Event = emulator::Machine::Event;
-        if (e == Event::Reset) {
-            emit("RESET", qmp::Json { { "guest", false }, { "reason", "host-qmp-system-reset" } });
+        if (e == Event::Reset || e == Event::GuestReset) {
+            bool guest = e == Event::GuestReset; // a triple fault, the i8042 or 0xCF9
+            emit("RESET", qmp::Json { { "guest", guest }, { "reason", guest ? "guest-reset" : "host-qmp-system-reset" } });
             return;
         }
         if (e != Event::Shutdown) {

@@ -261,6 +261,13 @@ qmp::CommandTable machine_commands(emulator::Machine& machine, emulator::Migrati
             return Json::object();
         });
     });
+    // qapi/misc.json: { 'command': 'inject-nmi' } — every vCPU's LINT1 (Machine::inject_nmi).
+    t.add("inject-nmi", [&m](Json const&) {
+        return on_machine(m, [](emulator::Machine& mm) -> Result<Json, Error> {
+            mm.inject_nmi();
+            return Json::object();
+        });
+    });
     t.add("system_powerdown", [](Json const&) -> Result<Json, Error> {
         return make_unexpected(qmp::generic_error("system_powerdown is not supported yet: there is no ACPI power button (QUIRKS.md)"));
     });

@@ -455,3 +455,48 @@ TEST_CASE("the TLB is tagged by ASID: entries survive #VMEXIT and VMRUN until TL
     CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0x2222);
     CHECK(expect_exit<ExitIo>(v.run(exec)).value == 0x2222);
 }
+
+TEST_CASE("NMIs from the VMM: EVENTINJ type NMI whatever IF, masked until the handler's IRET", "[vmm][vcpu][run][sev]")
+{
+    Host h;
+    NoIo io;
+    cpu::Cpu cpu(*h.mc, CpuModel::Milan, io);
+    Guest g(h, true);
+    // 32-bit IDT at 0x3000: vector 2 (NMI) -> 0x1800, a 32-bit interrupt gate.
+    uint64_t gate = 0x1800 | (uint64_t(0x08) << 16) | (uint64_t(0x8E) << 40);
+    Bytes idt(8);
+    for (int i = 0; i < 8; ++i) idt[i] = uint8_t(gate >> (8 * i));
+    g.write(0x3000 + 2 * 8, idt);
+    Bytes gdt = { 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0, 0, 0x9B, 0xCF, 0, 0xFF, 0xFF, 0, 0, 0, 0x93, 0xCF, 0 };
+    g.write(0x3800, gdt);
+    // Handler at 0x1800: out 0x81, al; out 0x85, al; iret
+    g.write(0x1800, Bytes { 0xE6, 0x81, 0xE6, 0x85, 0xCF });
+    // Main at 0x1000: cli; out 0x80, al; out 0x84, al; out 0x86, al; hlt
+    g.write(kCode, Bytes { 0xFA, 0xE6, 0x80, 0xE6, 0x84, 0xE6, 0x86, 0xF4 });
+    g.launch();
+    Vcpu& v = g.make_vcpu();
+    protected_mode(v, kCode);
+    v.state().idtr = VmcbSeg { 0, 0, 0x7FF, 0x3000 };
+    v.state().gdtr = VmcbSeg { 0, 0, 0x17, 0x3800 };
+    v.state().rsp = 0x8000;
+    CpuExecutor exec(cpu);
+
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x80);
+    CHECK_FALSE(v.ready_for_interrupt_injection()); // IF=0
+    REQUIRE(v.ready_for_nmi_injection());          // an NMI does not care
+    REQUIRE(v.inject_nmi());
+    CHECK_FALSE(v.inject_nmi()); // one event at a time
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x81); // the NMI handler runs
+    CHECK(v.nmi_masked());
+    CHECK_FALSE(v.inject_nmi()); // a second NMI waits for the IRET
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x85);
+    CHECK_FALSE(v.ready_for_nmi_injection());
+    // The IRET is intercepted inside run() and then completes: back in main, unmasked.
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x84);
+    CHECK_FALSE(v.nmi_masked());
+    REQUIRE(v.inject_nmi());
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x81);
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x85);
+    CHECK(expect_exit<ExitIo>(v.run(exec)).port == 0x86);
+    expect_exit<ExitHlt>(v.run(exec));
+}
