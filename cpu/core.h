@@ -193,6 +193,20 @@ struct Core {
     CpuModel model;
     CpuModelInfo const& info;
     IoHandler& io;
+    // INTR is polled (io.interrupt_pending()) only when it may have changed since it last read
+    // false: the interrupt controllers change only inside a call into the machine (port I/O,
+    // MMIO, an APIC MSR, an INTA cycle: all go through dev()) or between run() calls (timers
+    // fire by the machine's clock between time slices, other vCPUs' IPIs, the QMP/migration
+    // requests). The answer is the same as polling before every block, at a fraction of the
+    // cost (the LAPIC's priority scan was ~5 % of a Linux boot, perf).
+    bool intr_poll { true };
+    IoHandler& dev() { intr_poll = true; return io; }
+    bool poll_intr()
+    {
+        bool pending = io.interrupt_pending();
+        intr_poll = pending;
+        return pending;
+    }
     // CPUID's fixed inputs (Cpu::set_topology, set_cpuid_view, set_apic_caps); osxsave and
     // apic_enabled are filled from CR4/APIC_BASE at each CPUID.
     CpuidContext cpuid_ctx { .view = CpuidView::Guest };
