@@ -258,6 +258,16 @@ void Core::flush_jump_cache()
     jc_epoch = 1;
 }
 
+void Core::drop_jump_cache()
+{
+    flush_jump_cache();
+    if (++code_epoch != 0)
+        return;
+    for (size_t k = 0; k < kJumpEntries; ++k)
+        jc[k] = JumpEntry {};
+    code_epoch = 1;
+}
+
 void Core::invalidate_code_page(uint64_t pfn)
 {
     invalidate_own_code_page(pfn);
@@ -287,7 +297,7 @@ void Core::invalidate_own_code_page(uint64_t pfn)
         }
     }
     code_pages.erase(it);
-    flush_jump_cache();
+    drop_jump_cache();
     ++stats.code_invalidations;
     brk = true;
 }
@@ -309,6 +319,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
         if (it != blocks.end()) {
             graveyard.push_back(std::move(it->second));
             blocks.erase(it);
+            drop_jump_cache(); // the jump cache may hold it under its other linear address
         }
     }
     unsigned off = unsigned(lin & 0xFFF);
@@ -327,6 +338,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
     blk->spa = x.spa;
     blk->mode = mode;
     blk->cached = x.host != nullptr;
+    blk->key = x.key;
     unsigned pos = 0;
     while (pos < avail && blk->insns.size() < 256) {
         Insn insn;
@@ -362,7 +374,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
             graveyard.push_back(std::move(b));
         blocks.clear();
         code_pages.clear();
-        flush_jump_cache();
+        drop_jump_cache();
         for_each_tlb([](auto& t) { t.flush_all(); });
     }
     Block* raw = blk.get();
@@ -398,10 +410,22 @@ inline Block* Core::lookup_block()
 
 Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e)
 {
+    // The entry's block is alive (same code epoch) and was made in this mode and bank; only
+    // the translation may have changed since: the TLB says whether lin still fetches from the
+    // block's frame under its key.
+    if (e.lin == lin && ((e.tag ^ tag) & 0xFF) == 0 && e.code_epoch == code_epoch) {
+        Block* b = e.block;
+        auto const& te = tlb->entry(bank, lin);
+        if (te.tag_fetch == (lin >> 12) && te.spa_page == (b->spa & ~0xFFFull) && te.key == b->key) {
+            e.tag = tag;
+            return b;
+        }
+    }
     Block* b = decode_block(lin, 0);
     if (b->cached) {
         e.lin = lin;
         e.tag = tag;
+        e.code_epoch = code_epoch;
         e.block = b;
     }
     return b;
