@@ -59,6 +59,7 @@ struct Block {
     uint64_t spa {};   // its system-physical address
     uint8_t mode {};   // 0/1/2: 16/32/64-bit default sizes
     bool cached {};    // false for the scratch block of a page-crossing instruction
+    mmu::KeyId key { mmu::KeyId::none() }; // the key its bytes were read under
     std::vector<Insn> insns;
 };
 
@@ -97,7 +98,8 @@ using CoreTlb = mmu::Tlb<4096>;
 
 struct JumpEntry {
     uint64_t lin { ~0ull };
-    uint32_t tag {};   // decode mode | TLB bank << 2 | flush epoch << 8
+    uint32_t tag {};        // decode mode | TLB bank << 2 | flush epoch << 8
+    uint32_t code_epoch {}; // Core::code_epoch when made: the block is alive while it matches
     Block* block {};
 };
 
@@ -193,6 +195,20 @@ struct Core {
     CpuModel model;
     CpuModelInfo const& info;
     IoHandler& io;
+    // INTR is polled (io.interrupt_pending()) only when it may have changed since it last read
+    // false: the interrupt controllers change only inside a call into the machine (port I/O,
+    // MMIO, an APIC MSR, an INTA cycle: all go through dev()) or between run() calls (timers
+    // fire by the machine's clock between time slices, other vCPUs' IPIs, the QMP/migration
+    // requests). The answer is the same as polling before every block, at a fraction of the
+    // cost (the LAPIC's priority scan was ~5 % of a Linux boot, perf).
+    bool intr_poll { true };
+    IoHandler& dev() { intr_poll = true; return io; }
+    bool poll_intr()
+    {
+        bool pending = io.interrupt_pending();
+        intr_poll = pending;
+        return pending;
+    }
     // CPUID's fixed inputs (Cpu::set_topology, set_cpuid_view, set_apic_caps); osxsave and
     // apic_enabled are filled from CR4/APIC_BASE at each CPUID.
     CpuidContext cpuid_ctx { .view = CpuidView::Guest };
@@ -210,6 +226,12 @@ struct Core {
     // flush_jump_cache() moves to a new epoch instead of clearing the table: it runs at every
     // TLB flush, INVLPG, code invalidation and world switch.
     uint32_t jc_epoch { 1 };
+    // Moved on by drop_jump_cache() when blocks are freed (code invalidation, the cache bound,
+    // a block replaced by its alias). An entry of an older flush epoch but this code epoch
+    // still points to a live block: it is taken again if the TLB maps its linear page for
+    // fetch to the block's frame and key (lookup_block_miss), which spares the block map's
+    // lookup after every CR3 write, INVLPG and SVM world switch.
+    uint32_t code_epoch { 1 };
     std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;   // key: spa << 2 | mode
     std::unordered_map<uint64_t, std::vector<uint64_t>> code_pages; // pfn -> block keys
     std::vector<std::unique_ptr<Block>> graveyard;
@@ -447,7 +469,8 @@ struct Core {
         return code_pages.count(pfn) != 0 || (SEVEMU_UNLIKELY(peers != nullptr) && peer_code_page(pfn));
     }
     bool peer_code_page(uint64_t pfn) const;
-    void flush_jump_cache();
+    void flush_jump_cache();  // translations changed
+    void drop_jump_cache();   // blocks freed
 
     void reset();
 };

@@ -161,11 +161,11 @@ void Core::read_slow(uint64_t a, void* out, unsigned n, bool fetch)
             std::memcpy(o, x.host + (a & 0xFFF), chunk);
         } else if (chunk == 1 || chunk == 2 || chunk == 4 || chunk == 8) {
             brk = true; // a device may have asked the CPU to stop or raised an interrupt
-            uint64_t v = io.mmio_read(Spa(x.spa), uint8_t(chunk));
+            uint64_t v = dev().mmio_read(Spa(x.spa), uint8_t(chunk));
             std::memcpy(o, &v, chunk);
         } else {
             for (unsigned k = 0; k < chunk; ++k)
-                o[k] = uint8_t(io.mmio_read(Spa(x.spa + k), 1));
+                o[k] = uint8_t(dev().mmio_read(Spa(x.spa + k), 1));
         }
         o += chunk;
         n -= chunk;
@@ -205,10 +205,10 @@ void Core::write_slow(uint64_t a, void const* in, unsigned n)
             brk = true;
             uint64_t v = 0;
             std::memcpy(&v, src, len);
-            io.mmio_write(Spa(x.spa), uint8_t(len), v);
+            dev().mmio_write(Spa(x.spa), uint8_t(len), v);
         } else {
             for (unsigned k = 0; k < len; ++k)
-                io.mmio_write(Spa(x.spa + k), 1, src[k]);
+                dev().mmio_write(Spa(x.spa + k), 1, src[k]);
         }
     };
     put(x1, a, s, first);
@@ -237,8 +237,8 @@ void Core::sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_use
             }
         } else {
             for (unsigned k = 0; k < chunk; ++k) {
-                if (write) io.mmio_write(Spa(x.spa + k), 1, b[k]);
-                else b[k] = uint8_t(io.mmio_read(Spa(x.spa + k), 1));
+                if (write) dev().mmio_write(Spa(x.spa + k), 1, b[k]);
+                else b[k] = uint8_t(dev().mmio_read(Spa(x.spa + k), 1));
             }
         }
         b += chunk;
@@ -256,6 +256,16 @@ void Core::flush_jump_cache()
     for (size_t k = 0; k < kJumpEntries; ++k)
         jc[k] = JumpEntry {};
     jc_epoch = 1;
+}
+
+void Core::drop_jump_cache()
+{
+    flush_jump_cache();
+    if (++code_epoch != 0)
+        return;
+    for (size_t k = 0; k < kJumpEntries; ++k)
+        jc[k] = JumpEntry {};
+    code_epoch = 1;
 }
 
 void Core::invalidate_code_page(uint64_t pfn)
@@ -287,7 +297,7 @@ void Core::invalidate_own_code_page(uint64_t pfn)
         }
     }
     code_pages.erase(it);
-    flush_jump_cache();
+    drop_jump_cache();
     ++stats.code_invalidations;
     brk = true;
 }
@@ -309,6 +319,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
         if (it != blocks.end()) {
             graveyard.push_back(std::move(it->second));
             blocks.erase(it);
+            drop_jump_cache(); // the jump cache may hold it under its other linear address
         }
     }
     unsigned off = unsigned(lin & 0xFFF);
@@ -319,7 +330,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
         src = x.host + off;
     } else {
         for (unsigned k = 0; k < avail; ++k)
-            mmio_buf[k] = uint8_t(io.mmio_read(Spa(x.spa + k), 1));
+            mmio_buf[k] = uint8_t(dev().mmio_read(Spa(x.spa + k), 1));
         src = mmio_buf;
     }
     auto blk = std::make_unique<Block>();
@@ -327,6 +338,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
     blk->spa = x.spa;
     blk->mode = mode;
     blk->cached = x.host != nullptr;
+    blk->key = x.key;
     unsigned pos = 0;
     while (pos < avail && blk->insns.size() < 256) {
         Insn insn;
@@ -362,7 +374,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
             graveyard.push_back(std::move(b));
         blocks.clear();
         code_pages.clear();
-        flush_jump_cache();
+        drop_jump_cache();
         for_each_tlb([](auto& t) { t.flush_all(); });
     }
     Block* raw = blk.get();
@@ -398,10 +410,22 @@ inline Block* Core::lookup_block()
 
 Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e)
 {
+    // The entry's block is alive (same code epoch) and was made in this mode and bank; only
+    // the translation may have changed since: the TLB says whether lin still fetches from the
+    // block's frame under its key.
+    if (e.lin == lin && ((e.tag ^ tag) & 0xFF) == 0 && e.code_epoch == code_epoch) {
+        Block* b = e.block;
+        auto const& te = tlb->entry(bank, lin);
+        if (te.tag_fetch == (lin >> 12) && te.spa_page == (b->spa & ~0xFFFull) && te.key == b->key) {
+            e.tag = tag;
+            return b;
+        }
+    }
     Block* b = decode_block(lin, 0);
     if (b->cached) {
         e.lin = lin;
         e.tag = tag;
+        e.code_epoch = code_epoch;
         e.block = b;
     }
     return b;
@@ -482,6 +506,7 @@ RunResult Cpu::run(uint64_t max_instructions)
 {
     Core& c = *m_core;
     uint64_t done = 0, events = 0;
+    c.intr_poll = true; // the machine ran between calls
     auto vmexit = [&c](SvmExit const& e) {
         c.brk = false;
         c.do_vmexit(e.info);
@@ -511,12 +536,19 @@ RunResult Cpu::run(uint64_t max_instructions)
         // External interrupts (APM vol 2 §8.1.3): sampled at instruction boundaries when IF=1
         // and not in the shadow of STI / MOV SS.
         if (SEVEMU_UNLIKELY(c.guest.has_value())) {
-            bool acted;
-            try {
-                acted = c.check_guest_interrupts();
-            } catch (SvmExit const& e) {
-                vmexit(e);
-                acted = true;
+            // check_guest_interrupts() acts only on a latched NMI, a physical INTR that may be
+            // pending (not under host_vmrun) or V_IRQ: skip the call when none can be (an SEV
+            // guest's every block).
+            bool maybe = c.nmi_pending || (!c.host_vmrun && c.gif && c.intr_poll)
+                || (c.guest->control.int_ctl & svm::int_ctl::V_IRQ);
+            bool acted = false;
+            if (maybe) {
+                try {
+                    acted = c.check_guest_interrupts();
+                } catch (SvmExit const& e) {
+                    vmexit(e);
+                    acted = true;
+                }
             }
             if (acted) {
                 ++events;
@@ -536,8 +568,8 @@ RunResult Cpu::run(uint64_t max_instructions)
             }
             ++events;
             continue;
-        } else if (c.gif && (c.flags & IF) && !c.irq_shadow && !c.host_vmrun && c.io.interrupt_pending()) {
-            uint8_t v = c.io.acknowledge_interrupt();
+        } else if (c.gif && (c.flags & IF) && !c.irq_shadow && !c.host_vmrun && c.intr_poll && c.poll_intr()) {
+            uint8_t v = c.dev().acknowledge_interrupt();
             c.halted = false;
             try {
                 c.deliver_event(v, false, 0, false, c.rip);

@@ -186,7 +186,7 @@ bool Core::random_u64(uint64_t& out)
 bool Core::rdmsr(uint32_t idx, uint64_t& v)
 {
     if (SEVEMU_UNLIKELY(msr::is_apic_msr(idx))) {
-        auto r = io.apic_msr_read(idx);
+        auto r = dev().apic_msr_read(idx);
         if (!r)
             return false;
         v = *r;
@@ -232,7 +232,7 @@ bool Core::wrmsr(uint32_t idx, uint64_t v)
 {
     uint64_t phys_mask = (1ull << info.phys_addr_bits) - 1;
     if (SEVEMU_UNLIKELY(msr::is_apic_msr(idx)))
-        return io.apic_msr_write(idx, v).value_or(false);
+        return dev().apic_msr_write(idx, v).value_or(false);
     switch (idx) {
     case msr::TSC: tsc_offset = int64_t(v - icount); return true;
     case msr::APIC_BASE: {
@@ -241,7 +241,7 @@ bool Core::wrmsr(uint32_t idx, uint64_t v)
         // §16.3.1, §16.11.1). The LAPIC, if any, may refuse a transition (x2APIC -> xAPIC).
         uint64_t ok_bits = 0x900ull | (cpuid_ctx.x2apic ? 0x400ull : 0);
         if (v & ~(phys_mask & ~0xFFFull) & ~ok_bits) return false;
-        if (auto r = io.apic_msr_write(idx, v); r && !*r) return false;
+        if (auto r = dev().apic_msr_write(idx, v); r && !*r) return false;
         msr.apic_base = v;
         return true;
     }

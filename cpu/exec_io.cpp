@@ -42,7 +42,7 @@ template <int A, int S, int M> void in_op(Core& c, Insn const& i)
     constexpr unsigned n = S > 4 ? 4 : S;
     if (!c.io_allowed(port, n)) c.raise(GP, 0);
     io_intercept(c, i, port, n, true, false);
-    c.setr<(S > 4 ? 4 : S)>(0, c.io.port_in(port, n));
+    c.setr<(S > 4 ? 4 : S)>(0, c.dev().port_in(port, n));
     end(c);
 }
 template <int A, int S, int M> void out_op(Core& c, Insn const& i)
@@ -51,7 +51,7 @@ template <int A, int S, int M> void out_op(Core& c, Insn const& i)
     constexpr unsigned n = S > 4 ? 4 : S;
     if (!c.io_allowed(port, n)) c.raise(GP, 0);
     io_intercept(c, i, port, n, false, false);
-    c.io.port_out(port, n, uint32_t(c.r[RAX]) & (n == 4 ? 0xFFFFFFFFu : (1u << (8 * n)) - 1));
+    c.dev().port_out(port, n, uint32_t(c.r[RAX]) & (n == 4 ? 0xFFFFFFFFu : (1u << (8 * n)) - 1));
     end(c);
 }
 template <int A, int S, int M> void ins_outs(Core& c, Insn const& i)
@@ -72,13 +72,13 @@ template <int A, int S, int M> void ins_outs(Core& c, Insn const& i)
     for (uint64_t k = 0; k < cnt; ++k) {
         if (A == 0) { // INS: ES:rDI
             uint64_t a = c.seg_lin(ES, c.r[RDI] & am, n, true);
-            uint32_t v = c.io.port_in(port, n);
+            uint32_t v = c.dev().port_in(port, n);
             if (n == 1) c.wr<uint8_t>(a, uint8_t(v)); else if (n == 2) c.wr<uint16_t>(a, uint16_t(v)); else c.wr<uint32_t>(a, v);
             adv(RDI, d);
         } else {
             uint64_t a = c.seg_lin(i.seg, c.r[RSI] & am, n, false);
             uint32_t v = n == 1 ? c.rd<uint8_t>(a) : n == 2 ? c.rd<uint16_t>(a) : c.rd<uint32_t>(a);
-            c.io.port_out(port, n, v);
+            c.dev().port_out(port, n, v);
             adv(RSI, d);
         }
         if (rep) adv(RCX, -1);

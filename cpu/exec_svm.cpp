@@ -418,14 +418,14 @@ bool Core::check_guest_interrupts()
     }
     // A physical INTR (§15.21.1). The built-in hypervisor (host_vmrun) owns no interrupt
     // controller of its own: the devices behind `io` are its guest's, injected by the VMM.
-    if (!host_vmrun && gif && io.interrupt_pending()) {
+    if (!host_vmrun && gif && intr_poll && poll_intr()) {
         bool enabled = g.v_intr_masking() ? g.host_if : bool(flags & IF);
         if (enabled && g.intercepts(Intercept::INTR)) {
             do_vmexit({ ec::SVM_EXIT_INTR, 0, 0, std::nullopt, 0 });
             return true;
         }
         if (enabled && (flags & IF) && !irq_shadow) {
-            deliver_guest_interrupt(io.acknowledge_interrupt());
+            deliver_guest_interrupt(dev().acknowledge_interrupt());
             return true;
         }
     }
