@@ -296,6 +296,8 @@ TEST_CASE("every command refuses an argument it does not declare, and does not r
             args["capabilities"] = json::array();
         if (name == "replay-break")
             args["icount"] = 1000;
+        if (name == "migrate-set-sev-info" || name == "migrate-sev-set-info")
+            args.update({ { "pdh", "" }, { "plat-cert", "" }, { "amd-cert", "" } });
         auto r = vm.execute({ { "execute", name }, { "arguments", args }, { "id", name } });
         INFO(name);
         CHECK(r["error"]["class"] == "GenericError");

@@ -594,11 +594,13 @@ TEST_CASE("snapshot: an SEV guest's migrate is refused with QEMU's blocker and t
     argv.insert(argv.end(), { "-S", "-kernel", elf });
     Vm vm(argv, path("sev.sock"), path("sev.err"));
     vm.ok("migrate-set-capabilities", { { "capabilities", json::array({ { { "capability", "events" }, { "state", true } } }) } });
-    CHECK(vm.ok("query-migrate")["blocked-reasons"] == json::array({ "SEV: Migration is not implemented" }));
+    // Before it runs (launch-secret) an SEV guest cannot migrate at all; afterwards only live.
+    CHECK(vm.ok("query-migrate")["blocked-reasons"] == json::array({ "SEV: the guest is in state 'launch-secret'; it migrates once it runs" }));
     // Running: cont, then at once migrate (the guest is far from its end: a breakpoint at 3/4).
     vm.ok("replay-break", { { "icount", ref.instructions * 3 / 4 } });
     vm.ok("cont");
-    CHECK(vm.error("migrate", { { "uri", "file:" + path("sev.bin") } }) == "SEV: Migration is not implemented");
+    CHECK(vm.error("migrate", { { "uri", "file:" + path("sev.bin") } })
+        == "SEV: an SEV guest is migrated live only (migrate tcp:HOST:PORT); its memory cannot be saved to a snapshot");
     auto st = vm.ok("query-status");
     // Still running, unless it already reached the breakpoint (then it stopped there, and only there).
     if (st["status"] != "running") {
