@@ -366,28 +366,36 @@ int Vm::launch_start(kvm_sev_cmd& cmd)
         cleanup();
         return ret;
     }
-    // sev_bind_asid(): ACTIVATE the new handle on this VM's ASID.
-    firmware::ActivateBuf act { start.handle, m_sev.asid };
-    ret = issue(CommandId::ACTIVATE, &act, cmd.error);
-    if (ret) {
-        firmware::HandleBuf h { start.handle };
+    ret = adopt_context(cmd, start.handle, params);
+    cleanup();
+    return ret;
+}
+
+// What sev_launch_start() and sev_receive_start() do once the firmware made a context: bind it
+// to this VM's ASID (sev_bind_asid: ACTIVATE; DECOMMISSION when that fails), hand the handle back
+// to the VMM in its parameters (on a failed copy the context is unbound again: -EFAULT), and keep
+// handle and policy.
+template <class Params>
+int Vm::adopt_context(kvm_sev_cmd& cmd, uint32_t handle, Params& params)
+{
+    firmware::ActivateBuf act { handle, m_sev.asid };
+    if (int ret = issue(CommandId::ACTIVATE, &act, cmd.error)) {
+        firmware::HandleBuf h { handle };
         uint32_t ignored = 0;
         (void)issue(CommandId::DECOMMISSION, &h, ignored);
-        cleanup();
         return ret;
     }
-    params.handle = start.handle;
-    if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params })) {
-        m_sev.handle = start.handle;
+    params.handle = handle;
+    m_sev.handle = handle;
+    if (!m_host.psp().host().copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params })) {
         unbind_asid();
-        cleanup();
         return -EFAULT;
     }
     m_sev.policy = params.policy;
-    m_sev.handle = start.handle;
-    cleanup();
     return 0;
 }
+template int Vm::adopt_context(kvm_sev_cmd&, uint32_t, kvm_sev_launch_start&);
+template int Vm::adopt_context(kvm_sev_cmd&, uint32_t, kvm_sev_receive_start&);
 
 int Vm::launch_update_data(kvm_sev_cmd& cmd)
 {

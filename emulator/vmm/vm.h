@@ -134,6 +134,8 @@ private:
     int dbg_encrypt_user(Spa src, uint64_t src_uaddr, Spa dst, uint64_t dst_uaddr, uint32_t size, uint32_t& error);
     int get_attestation_report(kvm_sev_cmd&);
     void unbind_asid();
+    template <class Params>
+    int adopt_context(kvm_sev_cmd&, uint32_t handle, Params&);
 
     // Live migration, KVM_SEV_SEND_* / KVM_SEV_RECEIVE_* (emulator/vmm/vm_migration.cpp).
     int send_start(kvm_sev_cmd&);

@@ -248,27 +248,9 @@ int Vm::receive_start(kvm_sev_cmd& cmd)
         cleanup();
         return ret;
     }
-    // sev_bind_asid(); on failure sev_decommission().
-    firmware::ActivateBuf act { start.handle, m_sev.asid };
-    ret = issue(CommandId::ACTIVATE, &act, cmd.error);
-    if (ret) {
-        firmware::HandleBuf h { start.handle };
-        uint32_t ignored = 0;
-        (void)issue(CommandId::DECOMMISSION, &h, ignored);
-        cleanup();
-        return ret;
-    }
-    params.handle = start.handle;
-    if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params })) {
-        m_sev.handle = start.handle;
-        unbind_asid();
-        cleanup();
-        return -EFAULT;
-    }
-    m_sev.handle = start.handle;
-    m_sev.policy = params.policy;
+    ret = adopt_context(cmd, start.handle, params); // sev_bind_asid(), as LAUNCH_START
     cleanup();
-    return 0;
+    return ret;
 }
 
 // sev_receive_update_data(): one packet in; the firmware checks its MAC before it writes the
