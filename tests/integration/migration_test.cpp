@@ -10,7 +10,7 @@
 // four seconds, so a migration happens while it writes memory, and pre-copy has dirty pages to
 // send again. Compile-time paths: SEVEMU_BIN, MEMORY_GUEST.
 #include "base/subprocess.h"
-#include "tests/integration/unix_connect.h"
+#include "tests/integration/qmp_connection.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -100,12 +100,9 @@ Reference const& reference()
 }
 
 // A sevemu in the background with a QMP socket.
-struct Vm {
+struct Vm : sevemu::testing::QmpConnection {
     std::string serial, err;
     sevemu::Process proc;
-    int fd { -1 };
-    std::string pending;
-    std::vector<json> events;
 
     static sevemu::Process start(std::vector<std::string> const& extra, std::string const& name)
     {
@@ -119,52 +116,8 @@ struct Vm {
         , err(path(name + ".err"))
         , proc(start(extra, name))
     {
-        fd = sevemu::testing::connect_unix(path(name + ".sock"), 400, 60);
-        REQUIRE(fd >= 0);
-        REQUIRE(line().contains("QMP"));
-        ok("qmp_capabilities");
+        open(path(name + ".sock"), 60);
         ok("migrate-set-capabilities", { { "capabilities", json::array({ { { "capability", "events" }, { "state", true } } }) } });
-    }
-    ~Vm()
-    {
-        if (fd >= 0)
-            ::close(fd);
-    }
-    json line()
-    {
-        for (;;) {
-            auto pos = pending.find("\r\n");
-            if (pos != std::string::npos) {
-                auto text = pending.substr(0, pos);
-                pending.erase(0, pos + 2);
-                return json::parse(text);
-            }
-            char buf[4096];
-            ssize_t n = ::read(fd, buf, sizeof buf);
-            REQUIRE(n > 0);
-            pending.append(buf, size_t(n));
-        }
-    }
-    json execute(std::string const& name, json args = nullptr)
-    {
-        json req = { { "execute", name } };
-        if (!args.is_null())
-            req["arguments"] = args;
-        std::string text = req.dump();
-        REQUIRE(::write(fd, text.data(), text.size()) == ssize_t(text.size()));
-        for (;;) {
-            json r = line();
-            if (!r.contains("event"))
-                return r;
-            events.push_back(r);
-        }
-    }
-    json ok(std::string const& name, json args = nullptr)
-    {
-        json r = execute(name, args);
-        INFO(name << " " << args.dump() << " -> " << r.dump());
-        REQUIRE(r.contains("return"));
-        return r["return"];
     }
     // The MIGRATION statuses seen up to one of `last` (QMP keeps answering meanwhile); the
     // events up to there are consumed.

@@ -9,7 +9,7 @@
 // Compile-time paths: SEVEMU_BIN (the emulator) and GUEST_DIR (build/tests/guests).
 #include "base/state_stream.h"
 #include "base/subprocess.h"
-#include "tests/integration/unix_connect.h"
+#include "tests/integration/qmp_connection.h"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -124,73 +124,18 @@ Reference reference_run(std::string const& elf, std::vector<std::string> extra =
 }
 
 // A sevemu in the background with a QMP socket, as a QMP client drives it.
-struct Vm {
+struct Vm : sevemu::testing::QmpConnection {
     sevemu::Process proc;
-    int fd { -1 };
-    std::string pending;
-    std::vector<json> events;
 
     explicit Vm(std::vector<std::string> argv, std::string const& sock, std::string const& err_file)
         : proc(start(argv, sock, err_file))
     {
-        fd = sevemu::testing::connect_unix(sock, 400, 30);
-        REQUIRE(fd >= 0);
-        REQUIRE(line().contains("QMP"));
-        REQUIRE(execute("qmp_capabilities").contains("return"));
+        open(sock, 30);
     }
     static sevemu::Process start(std::vector<std::string> argv, std::string const& sock, std::string const& err_file)
     {
         argv.insert(argv.end(), { "-qmp", "unix:" + sock + ",server=on,wait=off" });
         return sevemu::Process::spawn(argv, {}, err_file);
-    }
-    ~Vm()
-    {
-        if (fd >= 0)
-            ::close(fd);
-    }
-    json line()
-    {
-        for (;;) {
-            auto pos = pending.find("\r\n");
-            if (pos != std::string::npos) {
-                auto text = pending.substr(0, pos);
-                pending.erase(0, pos + 2);
-                return json::parse(text);
-            }
-            char buf[4096];
-            ssize_t n = ::read(fd, buf, sizeof buf);
-            REQUIRE(n > 0);
-            pending.append(buf, size_t(n));
-        }
-    }
-    json execute(std::string const& name, json args = nullptr)
-    {
-        json req = { { "execute", name } };
-        if (!args.is_null())
-            req["arguments"] = args;
-        std::string text = req.dump();
-        REQUIRE(::write(fd, text.data(), text.size()) == ssize_t(text.size()));
-        for (;;) {
-            json r = line();
-            if (!r.contains("event"))
-                return r;
-            events.push_back(r);
-        }
-    }
-    json ok(std::string const& name, json args = nullptr)
-    {
-        json r = execute(name, args);
-        INFO(name << " " << args.dump() << " -> " << r.dump());
-        REQUIRE(r.contains("return"));
-        return r["return"];
-    }
-    std::string error(std::string const& name, json args = nullptr)
-    {
-        json r = execute(name, args);
-        INFO(name << " " << args.dump() << " -> " << r.dump());
-        REQUIRE(r.contains("error"));
-        CHECK(r["error"]["class"] == "GenericError");
-        return r["error"]["desc"];
     }
     // Waits for the event; returns it and removes it (and those before it) from `events`.
     json wait_event(std::string const& name, std::vector<json>* before = nullptr)
