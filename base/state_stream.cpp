@@ -6,6 +6,7 @@
 #include <cassert>
 #include <cstring>
 #include <string>
+#include <zlib.h>
 
 namespace sevemu {
 
@@ -19,87 +20,23 @@ constexpr size_t kEndSize = 1 + 4 + 4;
 
 uint32_t crc32(std::span<uint8_t const> b) { return snapshot_crc32(b); }
 
-// CRC-32/ISO-HDLC, slicing by 8 (eight 256-entry tables, eight bytes per step: the textbook
-// speed-up of the table-driven CRC, Intel's "slicing-by-8", Kounavis and Berry 2005), so that a
-// live migration's stream is checked at memory speed. crc_update() works on the raw register
-// (initial value 0xFFFFFFFF, no final XOR); crc_final() applies the final XOR. Checked against
-// boost::crc_32_type in tests/base/state_stream_test.cpp.
-struct CrcTables {
-    uint32_t t[8][256];
-    CrcTables()
-    {
-        for (uint32_t i = 0; i < 256; ++i) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; ++k)
-                c = (c & 1) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
-            t[0][i] = c;
-        }
-        for (uint32_t i = 0; i < 256; ++i)
-            for (int k = 1; k < 8; ++k)
-                t[k][i] = (t[k - 1][i] >> 8) ^ t[0][t[k - 1][i] & 0xFF];
-    }
-};
-CrcTables const kCrc;
+// CRC-32/ISO-HDLC through zlib (crc32_z, crc32_combine): Debian's zlib computes it with its
+// braided word-at-a-time method, so that a live migration's stream is checked at memory speed.
+// crc_update() keeps the raw register (initial value 0xFFFFFFFF, no final XOR), crc_final()
+// applies the final XOR; zlib's functions take and give finished CRCs, hence the XORs. Checked
+// against boost::crc_32_type in tests/base/state_stream_test.cpp.
+uint32_t crc_update(uint32_t reg, std::span<uint8_t const> b)
+{
+    if (b.empty()) // zlib answers a null buffer with its initial value, whatever the CRC so far
+        return reg;
+    return uint32_t(::crc32_z(reg ^ 0xFFFFFFFFu, b.data(), b.size())) ^ 0xFFFFFFFFu;
+}
+uint32_t crc_final(uint32_t reg) { return reg ^ 0xFFFFFFFFu; }
 
-uint32_t crc_update(uint32_t c, std::span<uint8_t const> b)
-{
-    uint8_t const* p = b.data();
-    size_t n = b.size();
-    while (n >= 8) {
-        uint32_t lo, hi;
-        std::memcpy(&lo, p, 4);
-        std::memcpy(&hi, p + 4, 4);
-        lo ^= c; // little-endian host (x86-64, as sevemu requires)
-        c = kCrc.t[7][lo & 0xFF] ^ kCrc.t[6][(lo >> 8) & 0xFF] ^ kCrc.t[5][(lo >> 16) & 0xFF] ^ kCrc.t[4][lo >> 24]
-            ^ kCrc.t[3][hi & 0xFF] ^ kCrc.t[2][(hi >> 8) & 0xFF] ^ kCrc.t[1][(hi >> 16) & 0xFF] ^ kCrc.t[0][hi >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = (c >> 8) ^ kCrc.t[0][(c ^ *p++) & 0xFF];
-    return c;
-}
-uint32_t crc_final(uint32_t state) { return state ^ 0xFFFFFFFFu; }
-
-// crc32(A || B) from crc32(A), crc32(B) and |B| (zlib's crc32_combine, by the same math: the
-// register after |B| zero bytes is a linear map of the register before, applied here as powers
-// of the one-zero-bit operator by repeated squaring over GF(2)).
-uint32_t gf2_times(uint32_t const* mat, uint32_t vec)
-{
-    uint32_t sum = 0;
-    for (int i = 0; vec; vec >>= 1, ++i)
-        if (vec & 1)
-            sum ^= mat[i];
-    return sum;
-}
-void gf2_square(uint32_t* square, uint32_t const* mat)
-{
-    for (int n = 0; n < 32; ++n)
-        square[n] = gf2_times(mat, mat[n]);
-}
+// crc32(A || B) from crc32(A), crc32(B) and |B|.
 uint32_t crc_combine(uint32_t crc1, uint32_t crc2, uint64_t len2)
 {
-    if (len2 == 0)
-        return crc1;
-    uint32_t even[32], odd[32];
-    odd[0] = 0xEDB88320u; // the operator for one zero bit
-    for (int n = 1, row = 1; n < 32; ++n, row <<= 1)
-        odd[n] = uint32_t(row);
-    gf2_square(even, odd); // two zero bits
-    gf2_square(odd, even); // four
-    do {
-        gf2_square(even, odd); // first time: one zero byte
-        if (len2 & 1)
-            crc1 = gf2_times(even, crc1);
-        len2 >>= 1;
-        if (!len2)
-            break;
-        gf2_square(odd, even);
-        if (len2 & 1)
-            crc1 = gf2_times(odd, crc1);
-        len2 >>= 1;
-    } while (len2);
-    return crc1 ^ crc2;
+    return uint32_t(::crc32_combine64(crc1, crc2, z_off64_t(len2)));
 }
 
 bool repeatable(uint32_t stream_version, std::string_view name)

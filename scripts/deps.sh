@@ -3,7 +3,7 @@
 # Uses sudo when not root. Does nothing (and needs no network) when everything is present.
 set -euo pipefail
 pkgs=(g++ meson ninja-build pkg-config cmake libssl-dev libboost-dev catch2 libcli11-dev
-      nlohmann-json3-dev libzydis-dev libfmt-dev)
+      nlohmann-json3-dev libzydis-dev libfmt-dev zlib1g-dev)
 # make bench and make test: QEMU is the reference measured beside sevemu (bench) and the QMP
 # conformance test's oracle (test; it skips visibly without it).
 if [ "${1:-}" = "--bench" ] || [ "${1:-}" = "--test" ]; then pkgs+=(qemu-system-x86); fi
