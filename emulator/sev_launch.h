@@ -11,13 +11,15 @@
 //      loader's buffer above the kernel (bss, module list, command lines, boot loader name,
 //      modules), rounded up;
 // pages in both sets are measured once. For Linux (emulator/linux_boot.h): low memory
-// [0, 0xA0000) with the GDT, zero page or PVH start info and command line; the kernel; the
+// [0, 0xA0000) with the GDT, zero page or PVH start info, the identity page tables of an
+// SEV vmlinux's 64-bit entry, and command line; the kernel; the
 // initrd; the 64 KiB ACPI region. The firmware's launch digest is SHA-256 over the measured
 // bytes in that order (SEV-KM API 55766 §6.3: LD is extended with each update's data).
 #pragma once
 
 #include "base/result.h"
 #include "emulator/machine.h"
+#include "base/epyc_model.h"
 #include "firmware/crypto.h"
 
 #include <cstdint>
@@ -36,6 +38,9 @@ struct KernelLaunch {
     std::string initrd;                    // -initrd
     std::string append;                    // -append
     unsigned smp { 1 };                    // -smp: the Linux MADT lists one LAPIC per vCPU
+    // sev-guest cbitpos (the CPU model's C-bit; sevemu refuses any other): an ELF vmlinux is
+    // entered at startup_64 on identity tables with this C-bit (linux_boot.h), which are measured.
+    unsigned cbitpos { cpu_model_info(CpuModel::Milan).c_bit }; // the default -cpu, EPYC-Milan
 };
 
 struct LaunchDigest {
