@@ -2,7 +2,8 @@
 // expected launch digest without sevemu's firmware (README "What a -kernel launch measures").
 //
 // sevemu loads a kernel exactly as `sevemu -kernel` does without SEV, through the one loader
-// entry (load_kernel_image: Multiboot, Linux bzImage or Linux PVH), then LAUNCH_UPDATE_DATA
+// entry (load_kernel_image: Multiboot, Linux bzImage or Linux vmlinux — which an SEV guest
+// enters at startup_64 with the 64-bit boot protocol, not PVH), then LAUNCH_UPDATE_DATA
 // encrypts and measures, in ascending guest-physical order, the ranges the loader reports it
 // wrote (emulator/boot.h). For Multiboot, multiboot_written_ranges():
 //   1. the page at 0x9000 (memory map at 0x9000, information structure at 0x9500, boot GDT at
@@ -11,9 +12,8 @@
 //      loader's buffer above the kernel (bss, module list, command lines, boot loader name,
 //      modules), rounded up;
 // pages in both sets are measured once. For Linux (emulator/linux_boot.h): low memory
-// [0, 0xA0000) with the GDT, zero page or PVH start info, the identity page tables of an
-// SEV vmlinux's 64-bit entry, and command line; the kernel; the
-// initrd; the 64 KiB ACPI region. The firmware's launch digest is SHA-256 over the measured
+// [0, 0xA0000) with the GDT, the zero page, the identity page tables of a vmlinux's 64-bit
+// entry, and the command line; the kernel; the initrd; the 64 KiB ACPI region. The firmware's launch digest is SHA-256 over the measured
 // bytes in that order (SEV-KM API 55766 §6.3: LD is extended with each update's data).
 #pragma once
 

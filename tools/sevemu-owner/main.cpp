@@ -304,7 +304,7 @@ int run(int argc, char** argv)
         c->add_option("-m", o.memory, "guest memory size, as sevemu -m (default 128M)");
         c->add_option("--cpu,-c", o.cpu_model, "CPU model, as sevemu -cpu (default EPYC-Milan)");
         c->add_option("--kernel", o.kernel,
-            "the kernel (Multiboot, Linux bzImage or PVH vmlinux), named exactly as on sevemu's command line");
+            "the kernel (Multiboot, Linux bzImage or vmlinux), named exactly as on sevemu's command line");
         c->add_option("--initrd", o.initrd, "as sevemu -initrd");
         c->add_option("--append", o.append, "as sevemu -append");
         c->add_option("--smp", o.smp, "vCPU count, as sevemu -smp (a Linux kernel's MADT lists one LAPIC each; default 1)");
