@@ -33,6 +33,7 @@ struct BootEntryState {
     std::array<cpu::Segment, 6> seg {}; // by cpu::SegReg index
     cpu::DescriptorTable gdtr {}, idtr {};
     uint64_t cr0 {}, cr3 {}, cr4 {};
+    uint64_t efer {}; // LME|LMA for an entry in long mode (Linux's 64-bit boot protocol)
 };
 
 // Applies an entry state to a CPU state that is at reset.
@@ -47,6 +48,7 @@ inline void apply_boot_entry(BootEntryState const& e, cpu::CpuState& st)
     st.cr0 = e.cr0;
     st.cr3 = e.cr3;
     st.cr4 = e.cr4;
+    st.efer = e.efer;
 }
 
 // The MTRRs as a PC's firmware leaves them before it starts an OS (SeaBIOS src/fw/mtrr.c

@@ -108,6 +108,31 @@ BootEntryState flat32_entry(uint64_t rip)
     return e;
 }
 
+// The zero page's loader-owned fields (zero-page.rst, boot.rst "THE REAL-MODE KERNEL HEADER"),
+// the same for a bzImage (after its setup header was copied in) and an SEV vmlinux.
+void put_zero_page(std::vector<uint8_t>& low, std::vector<E820Entry> const& e820, uint64_t initrd_addr,
+    uint64_t initrd_size, uint64_t rsdp)
+{
+    size_t zp = kLinuxZeroPageAddr;
+    low[zp + bp::kTypeOfLoader] = kLinuxLoaderType;
+    put32(low, zp + bp::kCmdLinePtr, uint32_t(kLinuxCmdlineAddr));
+    put32(low, zp + bp::kExtCmdLinePtr, 0);
+    put32(low, zp + bp::kRamdiskImage, uint32_t(initrd_addr));
+    put32(low, zp + bp::kRamdiskSize, uint32_t(initrd_size));
+    put32(low, zp + bp::kExtRamdiskImage, 0);
+    put32(low, zp + bp::kExtRamdiskSize, 0);
+    put32(low, zp + bp::kHardwareSubarch, 0); // X86_SUBARCH_PC
+    put64(low, zp + bp::kSetupData, 0);
+    put64(low, zp + bp::kAcpiRsdpAddr, rsdp);
+    low[zp + bp::kE820Entries] = uint8_t(e820.size());
+    for (size_t n = 0; n < e820.size(); ++n) {
+        size_t at = zp + bp::kE820Table + n * bp::kE820EntrySize;
+        put64(low, at, e820[n].base);
+        put64(low, at + 8, e820[n].length);
+        put32(low, at + 16, e820[n].type);
+    }
+}
+
 std::vector<GuestRange> merge_ranges(std::vector<GuestRange> r)
 {
     std::sort(r.begin(), r.end(), [](auto const& a, auto const& b) { return a.gpa < b.gpa; });
@@ -280,6 +305,7 @@ Result<PvhImage, LoadError> parse_pvh_elf(std::span<uint8_t const> f)
                 return fail(fmt::format("ELF kernel: segments at {:#x} and {:#x} overlap", x.paddr, y.paddr));
         }
     img.entry = uint32_t(*entry);
+    img.elf_entry = le64(f, 24);
     return img;
 }
 
@@ -323,23 +349,7 @@ Result<LinuxBoot, LoadError> load_bzimage(mmu::MemoryController& mc, BzImageHead
     // wipes acpi_rsdp_addr and the ext_* fields.
     size_t zp = kLinuxZeroPageAddr;
     std::memcpy(low.data() + zp + bp::kSetupSects, file.data() + bp::kSetupSects, h.header_end - bp::kSetupSects);
-    low[zp + bp::kTypeOfLoader] = kLinuxLoaderType;
-    put32(low, zp + bp::kCmdLinePtr, uint32_t(kLinuxCmdlineAddr));
-    put32(low, zp + bp::kExtCmdLinePtr, 0);
-    put32(low, zp + bp::kRamdiskImage, uint32_t(initrd_addr));
-    put32(low, zp + bp::kRamdiskSize, uint32_t(p.initrd.size()));
-    put32(low, zp + bp::kExtRamdiskImage, 0);
-    put32(low, zp + bp::kExtRamdiskSize, 0);
-    put32(low, zp + bp::kHardwareSubarch, 0); // X86_SUBARCH_PC
-    put64(low, zp + bp::kSetupData, 0);
-    put64(low, zp + bp::kAcpiRsdpAddr, acpi.rsdp);
-    low[zp + bp::kE820Entries] = uint8_t(e820.size());
-    for (size_t n = 0; n < e820.size(); ++n) {
-        size_t at = zp + bp::kE820Table + n * bp::kE820EntrySize;
-        put64(low, at, e820[n].base);
-        put64(low, at + 8, e820[n].length);
-        put32(low, at + 16, e820[n].type);
-    }
+    put_zero_page(low, e820, initrd_addr, p.initrd.size(), acpi.rsdp);
     std::memcpy(low.data() + kLinuxCmdlineAddr, p.cmdline.data(), p.cmdline.size());
 
     TRY(write_guest(mc, 0, low, "low memory (zero page, command line, GDT)"));
@@ -390,6 +400,17 @@ Result<LinuxBoot, LoadError> load_pvh(mmu::MemoryController& mc, PvhImage const&
             return fail(fmt::format("ELF kernel segment at {:#x}-{:#x} does not fit in guest RAM below the ACPI tables at {:#x} "
                                     "(see -m)", s.paddr, s.paddr + s.mem_size - 1, l.acpi_base));
     }
+    bool startup64 = p.sev_c_bit.has_value();
+    if (startup64) {
+        if (*p.sev_c_bit < 32 || *p.sev_c_bit > 63)
+            return fail(fmt::format("C-bit position {} is not between 32 and 63", *p.sev_c_bit));
+        if (img.elf_entry < img.load_low || img.elf_entry >= img.load_high)
+            return fail(fmt::format("ELF kernel's entry (e_entry {:#x}, startup_64) is outside its loaded segments {:#x}-{:#x}: "
+                                    "an SEV guest enters a vmlinux there (the PVH entry cannot run encrypted)",
+                img.elf_entry, img.load_low, img.load_high - 1));
+        if (e820.size() > bp::kE820Max)
+            return fail("E820 map has too many entries for the zero page");
+    }
     uint64_t kernel_low = page_down(img.load_low), kernel_high = page_up(img.load_high);
     uint64_t initrd_addr = 0;
     if (!p.initrd.empty())
@@ -400,38 +421,70 @@ Result<LinuxBoot, LoadError> load_pvh(mmu::MemoryController& mc, PvhImage const&
 
     std::vector<uint8_t> low(kLinuxLowEnd, 0);
     put_gdt(low);
-    // struct hvm_start_info (Xen include/public/arch-x86/hvm/start_info.h; Linux
-    // include/xen/interface/hvm/start_info.h): magic, version 1, flags, nr_modules,
-    // modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr, memmap_entries, reserved.
-    size_t si = kPvhStartInfoAddr;
-    put32(low, si + 0, kPvhStartMagic);
-    put32(low, si + 4, 1); // version 1: the memory map fields are valid (Linux needs them
-                           // outside Xen: arch/x86/platform/pvh/enlighten.c init_pvh_bootparams)
-    put32(low, si + 8, 0);
-    put32(low, si + 12, p.initrd.empty() ? 0 : 1);
-    put64(low, si + 16, p.initrd.empty() ? 0 : kPvhModlistAddr);
-    put64(low, si + 24, kLinuxCmdlineAddr);
-    put64(low, si + 32, acpi.rsdp);
-    put64(low, si + 40, kPvhMemmapAddr);
-    put32(low, si + 48, uint32_t(e820.size()));
-    if (!p.initrd.empty()) {
-        // struct hvm_modlist_entry: paddr, size, cmdline_paddr, reserved. Linux takes the first
-        // module as the initrd (enlighten.c).
-        put64(low, kPvhModlistAddr + 0, initrd_addr);
-        put64(low, kPvhModlistAddr + 8, p.initrd.size());
-    }
-    if (kPvhMemmapAddr + e820.size() * 24 > kPvhStartInfoAddr + 0x1000)
-        return fail("E820 map has too many entries for the PVH start page");
-    for (size_t n = 0; n < e820.size(); ++n) {
-        // struct hvm_memmap_table_entry: addr, size, type (E820 values), reserved.
-        size_t at = kPvhMemmapAddr + n * 24;
-        put64(low, at, e820[n].base);
-        put64(low, at + 8, e820[n].length);
-        put32(low, at + 16, e820[n].type);
+    if (startup64) {
+        // boot.rst "64-bit BOOT PROTOCOL": __BOOT_CS is a flat 64-bit code segment (L set, D clear).
+        put64(low, kLinuxGdtAddr + 0x10, 0x00AF9B000000FFFFull);
+        // The zero page as a boot loader builds it for a kernel without its setup code
+        // (Firecracker's configure_system does the same): the header fields a bzImage would
+        // bring — boot_flag 0xAA55, "HdrS", the protocol version, LOADED_HIGH, the alignment —
+        // then the loader's own fields as for a bzImage. head64.c copy_bootdata reads
+        // cmd_line_ptr, setup.c the ramdisk fields and the E820 table.
+        size_t zp = kLinuxZeroPageAddr;
+        low[zp + bp::kBootFlag] = 0x55;
+        low[zp + bp::kBootFlag + 1] = 0xAA;
+        std::memcpy(low.data() + zp + bp::kHeader, "HdrS", 4);
+        low[zp + bp::kVersion] = uint8_t(kLinuxVmlinuxVersion);
+        low[zp + bp::kVersion + 1] = uint8_t(kLinuxVmlinuxVersion >> 8);
+        low[zp + bp::kLoadflags] = bp::kLoadedHigh;
+        put32(low, zp + bp::kKernelAlignment, 0x100'0000); // CONFIG_PHYSICAL_ALIGN's default, 16 MiB
+        put32(low, zp + bp::kCmdlineSize, 2047);           // COMMAND_LINE_SIZE - 1 (asm/setup.h)
+        put_zero_page(low, e820, initrd_addr, p.initrd.size(), acpi.rsdp);
+        // The identity map of [0, 4 GiB) — the kernel, zero page, command line and initrd all
+        // lie below the ACPI tables under 4 GiB — in 2 MiB pages, present and writable, each
+        // entry with the C-bit so that the kernel's first data accesses are private (APM vol 2
+        // §15.34.5: in long mode the guest's C-bit chooses).
+        uint64_t c = 1ull << *p.sev_c_bit;
+        put64(low, kLinuxPml4Addr, kLinuxPdptAddr | c | 0x3);
+        for (uint64_t g = 0; g < 4; ++g) {
+            put64(low, kLinuxPdptAddr + g * 8, (kLinuxPdAddr + g * 0x1000) | c | 0x3);
+            for (uint64_t n = 0; n < 512; ++n)
+                put64(low, kLinuxPdAddr + g * 0x1000 + n * 8, ((g << 30) | (n << 21)) | c | 0x83); // P, RW, PS
+        }
+    } else {
+        // struct hvm_start_info (Xen include/public/arch-x86/hvm/start_info.h; Linux
+        // include/xen/interface/hvm/start_info.h): magic, version 1, flags, nr_modules,
+        // modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr, memmap_entries, reserved.
+        size_t si = kPvhStartInfoAddr;
+        put32(low, si + 0, kPvhStartMagic);
+        put32(low, si + 4, 1); // version 1: the memory map fields are valid (Linux needs them
+                               // outside Xen: arch/x86/platform/pvh/enlighten.c init_pvh_bootparams)
+        put32(low, si + 8, 0);
+        put32(low, si + 12, p.initrd.empty() ? 0 : 1);
+        put64(low, si + 16, p.initrd.empty() ? 0 : kPvhModlistAddr);
+        put64(low, si + 24, kLinuxCmdlineAddr);
+        put64(low, si + 32, acpi.rsdp);
+        put64(low, si + 40, kPvhMemmapAddr);
+        put32(low, si + 48, uint32_t(e820.size()));
+        if (!p.initrd.empty()) {
+            // struct hvm_modlist_entry: paddr, size, cmdline_paddr, reserved. Linux takes the first
+            // module as the initrd (enlighten.c).
+            put64(low, kPvhModlistAddr + 0, initrd_addr);
+            put64(low, kPvhModlistAddr + 8, p.initrd.size());
+        }
+        if (kPvhMemmapAddr + e820.size() * 24 > kPvhStartInfoAddr + 0x1000)
+            return fail("E820 map has too many entries for the PVH start page");
+        for (size_t n = 0; n < e820.size(); ++n) {
+            // struct hvm_memmap_table_entry: addr, size, type (E820 values), reserved.
+            size_t at = kPvhMemmapAddr + n * 24;
+            put64(low, at, e820[n].base);
+            put64(low, at + 8, e820[n].length);
+            put32(low, at + 16, e820[n].type);
+        }
     }
     std::memcpy(low.data() + kLinuxCmdlineAddr, p.cmdline.data(), p.cmdline.size());
 
-    TRY(write_guest(mc, 0, low, "low memory (start info, command line, GDT)"));
+    TRY(write_guest(mc, 0, low, startup64 ? "low memory (zero page, page tables, command line, GDT)"
+                                          : "low memory (start info, command line, GDT)"));
     // The kernel span: segments at p_paddr, bss and every gap zeroed, so the measured span
     // [kernel_low, kernel_high) depends only on the file.
     std::vector<PvhSegment> segs = img.segments;
@@ -457,6 +510,22 @@ Result<LinuxBoot, LoadError> load_pvh(mmu::MemoryController& mc, PvhImage const&
     b.entry = flat32_entry(img.entry);
     b.entry.gpr[cpu::RBX] = kPvhStartInfoAddr;
     b.boot_info = kPvhStartInfoAddr;
+    if (startup64) {
+        // boot.rst "64-bit BOOT PROTOCOL": long mode (CR0 PE|PG, CR4 PAE, EFER LME|LMA), paging
+        // on the identity map above, CS __BOOT_CS 64-bit, DS/ES/SS __BOOT_DS, %rsi = the zero
+        // page, interrupts off. CR0.ET as the 32-bit entries; the kernel loads its own CR0, CR4,
+        // GDT, IDT and stack in head_64.S.
+        b.startup64 = true;
+        b.entry.rip = img.elf_entry;
+        b.entry.cr0 = 0x8000'0011;
+        b.entry.cr3 = kLinuxPml4Addr;
+        b.entry.cr4 = 0x20;
+        b.entry.efer = 0x500;
+        b.entry.seg[cpu::CS] = cpu::Segment { kBootCs, 0xA9B, 0xFFFFFFFF, 0 }; // L, not D
+        b.entry.gpr[cpu::RBX] = 0;
+        b.entry.gpr[cpu::RSI] = kLinuxZeroPageAddr;
+        b.boot_info = kLinuxZeroPageAddr;
+    }
     b.cmdline_addr = kLinuxCmdlineAddr;
     b.initrd_addr = initrd_addr;
     b.initrd_size = p.initrd.size();

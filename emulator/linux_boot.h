@@ -8,14 +8,29 @@
 // Free of Machine types, so `sevemu-owner measurement digest` can run the same load into a
 // scratch MemoryController and measure the same pages.
 //
-// Guest-physical layout (both protocols; the facts behind it: shared/spec/linux-boot.md):
+// An SEV guest given an ELF vmlinux is not entered through PVH: Linux's PVH entry
+// (arch/x86/platform/pvh/head.S) turns paging on with the kernel's static page tables, which carry
+// no C-bit, so its first data read of loader-written (encrypted) memory sees ciphertext. The same
+// file's ELF entry (e_entry, physical) is startup_64 (arch/x86/kernel/head_64.S), which takes the
+// 64-bit boot protocol (boot.rst "64-bit BOOT PROTOCOL") and handles SEV itself (sme_enable reads
+// SEV_STATUS, __startup_64 builds its tables with the C-bit, sev_verify_cbit): sevemu enters an SEV
+// guest's vmlinux there, in long mode on identity-mapped tables with the C-bit, as the bzImage's
+// own decompressor does (arch/x86/boot/compressed/head_64.S) and as Firecracker and
+// cloud-hypervisor boot a vmlinux. Plain guests keep PVH: it is what QEMU does with a vmlinux.
+//
+// Guest-physical layout (all protocols; the facts behind it: shared/spec/linux-boot.md):
 //   0x00000–0x9FFFF  zeroed and measured whole (uninitialised SEV memory reads as garbage; the
 //                    kernel reads the BDA at 0x40E/0x413), holding:
 //     0x06000        the boot GDT: null, null, 0x10 flat 4 GiB code, 0x18 flat 4 GiB data
-//     0x07000        bzImage: the zero page (struct boot_params);
+//     0x07000        bzImage and SEV vmlinux: the zero page (struct boot_params);
 //                    PVH: hvm_start_info (0x7000), its module list (0x7040), memory map (0x7080)
+//     0x09000        SEV vmlinux (64-bit entry) only: the identity map of [0, 4 GiB) in 2 MiB pages,
+//                    every entry with the C-bit: PML4 0x9000, PDPT 0xA000, PDs 0xB000-0xEFFF
+//                    (inside the E820 RAM below 640 KiB, which Linux 6.1 reserves whole —
+//                    arch/x86/realmode/init.c reserve_real_mode — and which head_64.S stops using
+//                    when it loads early_top_pgt, before any allocation)
 //     0x20000        the command line (QEMU's address, hw/i386/x86.c)
-//   0x100000         bzImage: the protected-mode code ("code32_start"); PVH: PT_LOAD at p_paddr
+//   0x100000         bzImage: the protected-mode code ("code32_start"); ELF: PT_LOAD at p_paddr
 //   high             the initrd: page aligned, ending below the ACPI region and the protocol's
 //                    limit (initrd_addr_max), as QEMU's x86_load_linux places it
 //   low_top - 64 KiB the ACPI tables (E820 type 3), low_top = RAM top below low_mem_top
@@ -30,6 +45,7 @@
 #include "emulator/multiboot.h" // LoadError, E820Entry
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -50,6 +66,10 @@ inline constexpr uint64_t kLinuxZeroPageAddr = 0x7000;
 inline constexpr uint64_t kPvhStartInfoAddr = 0x7000;
 inline constexpr uint64_t kPvhModlistAddr = 0x7040;
 inline constexpr uint64_t kPvhMemmapAddr = 0x7080;
+inline constexpr uint64_t kLinuxPml4Addr = 0x9000;  // SEV vmlinux: the entry's identity map
+inline constexpr uint64_t kLinuxPdptAddr = 0xA000;
+inline constexpr uint64_t kLinuxPdAddr = 0xB000;    // 4 pages: [0, 4 GiB) in 2 MiB pages
+inline constexpr uint16_t kLinuxVmlinuxVersion = 0x020F; // the boot protocol the vmlinux's zero page claims
 inline constexpr uint64_t kLinuxCmdlineAddr = 0x20000;
 inline constexpr uint64_t kLinuxKernelAddr = 0x100000;
 inline constexpr uint16_t kBootCs = 0x10, kBootDs = 0x18; // arch/x86/include/asm/segment.h __BOOT_CS/__BOOT_DS
@@ -82,6 +102,7 @@ struct PvhSegment {
 };
 struct PvhImage {
     uint32_t entry;
+    uint64_t elf_entry;           // e_entry: startup_64's physical address (vmlinux.lds.S ENTRY(phys_startup_64))
     uint64_t load_low, load_high; // span of the segments, bss included
     std::vector<PvhSegment> segments;
 };
@@ -100,15 +121,20 @@ struct LinuxLoadParams {
     uint64_t ram_size {};              // the machine's DRAM (MemoryConfig::dram_size)
     uint64_t low_mem_top { 0xC000'0000 }; // MemoryConfig::low_mem_top: DRAM above it is at 4 GiB
     AcpiConfig acpi;                   // cpu_count, IOAPIC or virtual wire, ...
+    // Set for an SEV guest: an ELF vmlinux is entered at e_entry (startup_64) through the 64-bit
+    // boot protocol, its identity map carrying this C-bit (the sev-guest object's cbitpos),
+    // instead of through PVH (see the top of this file). bzImages ignore it.
+    std::optional<unsigned> sev_c_bit;
 };
 
 struct LinuxBoot {
     enum class Protocol : uint8_t { BzImage, Pvh };
-    Protocol protocol;
+    Protocol protocol;               // Pvh: an ELF vmlinux, whichever its entry
+    bool startup64 {};               // an ELF vmlinux entered at startup_64 (64-bit boot protocol)
     BootEntryState entry;
     std::vector<GuestRange> written; // page aligned, ascending, merged
     std::vector<E820Entry> e820;     // as reported to the guest
-    uint64_t boot_info;              // zero page (bzImage) or hvm_start_info (PVH)
+    uint64_t boot_info;              // zero page (bzImage, startup64) or hvm_start_info (PVH)
     uint64_t cmdline_addr;
     uint64_t initrd_addr, initrd_size; // 0, 0 without an initrd
     uint64_t kernel_low, kernel_high;  // what was loaded from the image

@@ -402,9 +402,11 @@ namespace {
 
 // The Linux loaders' inputs from the controller's DRAM: its size, and where low RAM ends when
 // part of it was moved above 4 GiB (the memory controller's PC layout, MemoryConfig::low_mem_top).
-LinuxLoadParams linux_params(mmu::MemoryController const& mc, std::string const& append, unsigned cpu_count)
+LinuxLoadParams linux_params(mmu::MemoryController const& mc, std::string const& append, unsigned cpu_count,
+    std::optional<unsigned> sev_c_bit)
 {
     LinuxLoadParams p;
+    p.sev_c_bit = sev_c_bit;
     p.cmdline = append;
     p.low_mem_top = mmu::MemoryConfig {}.low_mem_top;
     bool high = false;
@@ -424,9 +426,10 @@ LinuxLoadParams linux_params(mmu::MemoryController const& mc, std::string const&
 }
 
 Result<LoadedKernel, MachineError> load_linux_image(mmu::MemoryController& mc, std::string const& kernel,
-    std::span<uint8_t const> file, std::string const& initrd, std::string const& append, unsigned cpu_count)
+    std::span<uint8_t const> file, std::string const& initrd, std::string const& append, unsigned cpu_count,
+    std::optional<unsigned> sev_c_bit)
 {
-    auto params = linux_params(mc, append, cpu_count);
+    auto params = linux_params(mc, append, cpu_count, sev_c_bit);
     // One initrd file (QEMU's x86_load_linux); a comma is part of its name.
     std::vector<uint8_t> initrd_bytes;
     if (!initrd.empty()) {
@@ -455,7 +458,8 @@ Result<LoadedKernel, MachineError> load_linux_image(mmu::MemoryController& mc, s
 } // namespace
 
 Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, std::vector<E820Entry> const& memory_map,
-    std::string const& kernel, std::string const& initrd, std::string const& append, unsigned cpu_count)
+    std::string const& kernel, std::string const& initrd, std::string const& append, unsigned cpu_count,
+    std::optional<unsigned> sev_c_bit)
 {
     if (kernel.empty())
         return fail("no -kernel given: nothing to run");
@@ -464,7 +468,7 @@ Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, 
     // a Multiboot header, then an ELF with a PVH note.
     auto kind = identify_kernel(file);
     if (kind == KernelKind::LinuxBzImage)
-        return load_linux_image(mc, kernel, file, initrd, append, cpu_count);
+        return load_linux_image(mc, kernel, file, initrd, append, cpu_count, sev_c_bit);
     if (kind == KernelKind::Unknown) {
         if (file.empty())
             return fail(fmt::format("-kernel {}: kernel file is empty", kernel));
@@ -473,7 +477,7 @@ Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController& mc, 
             if (auto pvh = parse_pvh_elf(file); !pvh)
                 return fail(fmt::format("-kernel {}: {} (sevemu boots a Linux bzImage, a Multiboot v1 image or an ELF64 "
                                         "vmlinux with a PVH note)", kernel, pvh.error().message));
-            return load_linux_image(mc, kernel, file, initrd, append, cpu_count);
+            return load_linux_image(mc, kernel, file, initrd, append, cpu_count, sev_c_bit);
         }
         return fail(fmt::format("-kernel {}: not a kernel sevemu boots: expected a Linux bzImage (\"HdrS\" at 0x202), a "
                                 "Multiboot v1 image (magic 0x1BADB002 in the first 8 KiB) or an ELF64 vmlinux with a PVH note",

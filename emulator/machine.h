@@ -396,8 +396,11 @@ struct LoadedKernel {
     LinuxBoot const* linux_boot() const { return std::get_if<LinuxBoot>(&details); }
 };
 std::string_view kernel_protocol_name(LoadedKernel::Protocol); // "multiboot", "linux-bzimage", "linux-pvh"
+// `sev_c_bit` is set for an SEV guest: a Linux ELF vmlinux is then entered at startup_64 with
+// identity tables carrying that C-bit, not through PVH (LinuxLoadParams::sev_c_bit).
 Result<LoadedKernel, MachineError> load_kernel_image(mmu::MemoryController&, std::vector<E820Entry> const& memory_map,
-    std::string const& kernel, std::string const& initrd, std::string const& append, unsigned cpu_count = 1);
+    std::string const& kernel, std::string const& initrd, std::string const& append, unsigned cpu_count = 1,
+    std::optional<unsigned> sev_c_bit = std::nullopt);
 
 // The PC memory map of a machine with this DRAM layout (what INT 15h E820 would report):
 // conventional memory up to the EBDA, the BIOS area reserved, RAM from 1 MiB, RAM above 4 GiB.

@@ -19,7 +19,8 @@ Result<LoadedLaunch, MachineError> load_kernel_launch(KernelLaunch const& launch
     LoadedLaunch out;
     out.scratch = std::move(*mc);
     out.memory_map = pc_memory_map(*out.scratch);
-    out.kernel = TRY(load_kernel_image(*out.scratch, out.memory_map, launch.kernel, launch.initrd, launch.append, launch.smp));
+    out.kernel = TRY(load_kernel_image(*out.scratch, out.memory_map, launch.kernel, launch.initrd, launch.append, launch.smp,
+        launch.cbitpos));
     out.memory_map = out.kernel.memory_map;
     out.ranges = out.kernel.ranges;
     return out;

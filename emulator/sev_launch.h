@@ -2,7 +2,8 @@
 // expected launch digest without sevemu's firmware (README "What a -kernel launch measures").
 //
 // sevemu loads a kernel exactly as `sevemu -kernel` does without SEV, through the one loader
-// entry (load_kernel_image: Multiboot, Linux bzImage or Linux PVH), then LAUNCH_UPDATE_DATA
+// entry (load_kernel_image: Multiboot, Linux bzImage or Linux vmlinux — which an SEV guest
+// enters at startup_64 with the 64-bit boot protocol, not PVH), then LAUNCH_UPDATE_DATA
 // encrypts and measures, in ascending guest-physical order, the ranges the loader reports it
 // wrote (emulator/boot.h). For Multiboot, multiboot_written_ranges():
 //   1. the page at 0x9000 (memory map at 0x9000, information structure at 0x9500, boot GDT at
@@ -11,13 +12,14 @@
 //      loader's buffer above the kernel (bss, module list, command lines, boot loader name,
 //      modules), rounded up;
 // pages in both sets are measured once. For Linux (emulator/linux_boot.h): low memory
-// [0, 0xA0000) with the GDT, zero page or PVH start info and command line; the kernel; the
-// initrd; the 64 KiB ACPI region. The firmware's launch digest is SHA-256 over the measured
+// [0, 0xA0000) with the GDT, the zero page, the identity page tables of a vmlinux's 64-bit
+// entry, and the command line; the kernel; the initrd; the 64 KiB ACPI region. The firmware's launch digest is SHA-256 over the measured
 // bytes in that order (SEV-KM API 55766 §6.3: LD is extended with each update's data).
 #pragma once
 
 #include "base/result.h"
 #include "emulator/machine.h"
+#include "base/epyc_model.h"
 #include "firmware/crypto.h"
 
 #include <cstdint>
@@ -36,6 +38,9 @@ struct KernelLaunch {
     std::string initrd;                    // -initrd
     std::string append;                    // -append
     unsigned smp { 1 };                    // -smp: the Linux MADT lists one LAPIC per vCPU
+    // sev-guest cbitpos (the CPU model's C-bit; sevemu refuses any other): an ELF vmlinux is
+    // entered at startup_64 on identity tables with this C-bit (linux_boot.h), which are measured.
+    unsigned cbitpos { cpu_model_info(CpuModel::Milan).c_bit }; // the default -cpu, EPYC-Milan
 };
 
 struct LaunchDigest {

@@ -252,7 +252,7 @@ Result<SevRuntime::LaunchInputs, MachineError> SevRuntime::read_launch_inputs(Ma
     auto const& g = *c.confidential_guest;
     std::string what = fmt::format("sev-guest '{}'", g.id);
     LaunchInputs in;
-    in.loaded = TRY(load_kernel_launch(KernelLaunch { c.memory_size, c.kernel, c.initrd, c.append, c.smp }));
+    in.loaded = TRY(load_kernel_launch(KernelLaunch { c.memory_size, c.kernel, c.initrd, c.append, c.smp, g.cbitpos }));
     if (!g.dh_cert_file.empty())
         in.dh_cert = TRY(read_base64_file(what + ": dh-cert-file", g.dh_cert_file));
     if (!g.session_file.empty())
@@ -475,7 +475,9 @@ Result<void, MachineError> SevRuntime::create_vcpus(BootEntryState const& entry,
     s.cr0 = entry.cr0;
     s.cr3 = entry.cr3;
     s.cr4 = entry.cr4;
-    // EFER keeps SVME, which Vcpu::create() set because VMRUN requires it of the guest EFER.
+    // EFER keeps SVME, which Vcpu::create() set because VMRUN requires it of the guest EFER;
+    // LME|LMA come from an entry in long mode (an ELF vmlinux at startup_64).
+    s.efer |= entry.efer;
     s.rflags = entry.rflags;
     s.rip = entry.rip;
     s.rsp = entry.gpr[cpu::RSP];

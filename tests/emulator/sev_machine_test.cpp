@@ -690,18 +690,47 @@ void check_linux_launch(std::string const& kernel, std::string const& initrd, st
     CHECK(m->memory_map()[3].base == mem - 0x10000);
     CHECK(m->memory_map()[3].type == 3);
     CHECK(lb.acpi_base == mem - 0x10000);
-    // The entry state in the VMCB: 32-bit protected mode, paging off, guest EFER.SVME.
+    // The entry state in the VMCB, guest EFER.SVME. A bzImage: 32-bit protected mode, paging
+    // off. A vmlinux: not PVH (it cannot run encrypted) but startup_64 through the 64-bit boot
+    // protocol — long mode on the loader's identity map at 0x9000, whose entries carry the C-bit.
     auto const& s = sev->vcpu().state();
-    CHECK(s.cr0 == 0x11);
     CHECK((s.efer & (1u << 12)) != 0);
     CHECK(s.cs.selector == 0x10);
     CHECK(s.ds.selector == 0x18);
     CHECK(s.rip == lb.entry.rip);
     CHECK(s.gdtr.base == 0x6000);
-    if (protocol == LoadedKernel::Protocol::LinuxPvh)
-        CHECK(sev->vcpu().gprs()[cpu::RBX] == 0x7000);
-    else
-        CHECK(sev->vcpu().gprs()[cpu::RSI] == 0x7000);
+    CHECK(sev->vcpu().gprs()[cpu::RSI] == 0x7000);
+    CHECK(lb.boot_info == 0x7000);
+    bool vmlinux = protocol == LoadedKernel::Protocol::LinuxPvh;
+    CHECK(lb.startup64 == vmlinux);
+    if (vmlinux) {
+        CHECK(s.cr0 == 0x80000011);
+        CHECK(s.cr3 == 0x9000);
+        CHECK(s.cr4 == 0x20);
+        CHECK((s.efer & 0x500) == 0x500);
+        CHECK(s.cs.attrib == 0xA9B);
+        CHECK(sev->vcpu().gprs()[cpu::RBX] == 0);
+        // The identity map in guest memory, read with the guest's key: PML4[0] → PDPT, PDPT[3]
+        // → the fourth PD, whose last entry maps 4 GiB - 2 MiB; all with C-bit 51.
+        auto q = [&](uint64_t gpa) {
+            Bytes v(8);
+            REQUIRE(m->memory().read(Spa(SevRuntime::kGuestRamBase + gpa), v, mmu::KeyId::slot(sev->asid())).has_value());
+            uint64_t x = 0;
+            for (int i = 7; i >= 0; --i)
+                x = x << 8 | v[size_t(i)];
+            return x;
+        };
+        uint64_t c = 1ull << 51;
+        CHECK(q(0x9000) == (0xA003 | c));
+        CHECK(q(0xA018) == (0xE003 | c));
+        CHECK(q(0xEFF8) == (0xFFE00083 | c));
+        CHECK(q(0xB000) == (0x83 | c));
+        // The zero page's header: boot_flag, "HdrS", version 2.15.
+        CHECK(q(0x7000 + 0x1FE) == (0xAA55 | uint64_t(0x53726448) << 32));
+        CHECK((q(0x7000 + 0x206) & 0xFFFF) == 0x020F);
+    } else {
+        CHECK(s.cr0 == 0x11);
+    }
     // Every measured range is the loader's, ascending, low memory first.
     REQUIRE_FALSE(sev->measured_ranges().empty());
     CHECK(sev->measured_ranges().front().gpa == 0);
@@ -712,7 +741,7 @@ void check_linux_launch(std::string const& kernel, std::string const& initrd, st
     REQUIRE(info.has_value());
     auto measurement = sev->launch_measurement();
     REQUIRE(measurement.has_value());
-    auto digest = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, smp });
+    auto digest = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, smp, 51 });
     REQUIRE(digest.has_value());
     CHECK(digest->ranges == sev->measured_ranges());
     auto ok = owner::verify_measurement(o.session.keys.tik, *measurement, version_of(*info), 0x1, digest->digest);
@@ -747,6 +776,12 @@ void check_linux_launch(std::string const& kernel, std::string const& initrd, st
     CHECK(two->digest != digest->digest);
     if (smp == 1)
         CHECK(owner_digest(args + " --smp 2") == to_hex(two->digest));
+    // Another C-bit (EPYC-Rome's 47) is another vmlinux digest (its page tables are measured),
+    // and the same bzImage digest.
+    auto rome = kernel_launch_digest(KernelLaunch { mem, kernel, initrd, append, smp, 47 });
+    REQUIRE(rome.has_value());
+    CHECK((rome->digest != digest->digest) == vmlinux);
+    CHECK(owner_digest(args + " --cpu EPYC-Rome") == to_hex(rome->digest));
     // One hypervisor vCPU per -smp vCPU; the APs wait for their SIPI in INIT's state.
     REQUIRE(sev->vcpu_count() == smp);
     for (uint32_t i = 1; i < smp; ++i) {
@@ -778,6 +813,22 @@ TEST_CASE("sev machine: a synthetic PVH vmlinux's launch digest is sevemu-owner'
     Bytes initrd(3 * 4096 + 1, 0xA7);
     auto initrd_path = write_bytes("pvh-initrd.img", initrd);
     check_linux_launch(kernel, initrd_path, "console=ttyS0", 64ull << 20, LoadedKernel::Protocol::LinuxPvh);
+}
+
+TEST_CASE("sev machine: an SEV vmlinux needs its ELF entry inside its segments and a C-bit in range", "[sev][linux]")
+{
+    // An SEV guest enters a vmlinux at e_entry (startup_64), not at the PVH note: an e_entry
+    // outside the loaded segments is refused with one line, and so is a C-bit the tables cannot hold.
+    auto bytes = test::synthetic_pvh();
+    test::put_le(bytes, 24, 0xFFFFFFFF81000000ull, 8); // a virtual address: not in the segments
+    auto kernel = write_bytes("vmlinux-bad-entry", bytes);
+    auto bad = kernel_launch_digest(KernelLaunch { 64ull << 20, kernel, "", "", 1, 51 });
+    REQUIRE_FALSE(bad.has_value());
+    CHECK(bad.error().message.find("e_entry 0xffffffff81000000, startup_64") != std::string::npos);
+    auto good = write_bytes("vmlinux-good", test::synthetic_pvh());
+    auto cbit = kernel_launch_digest(KernelLaunch { 64ull << 20, good, "", "", 1, 64 });
+    REQUIRE_FALSE(cbit.has_value());
+    CHECK(cbit.error().message.find("C-bit position 64 is not between 32 and 63") != std::string::npos);
 }
 
 TEST_CASE("sev machine: Debian's bzImage and vmlinux launch digests are sevemu-owner's", "[sev][linux]")

@@ -45,8 +45,8 @@ inline LinuxBytes synthetic_bzimage()
     return f;
 }
 
-// An ELF64 vmlinux with one PT_LOAD at 1 MiB (8 KiB of file, 12 KiB in memory) and the Xen
-// PVH note (XEN_ELFNOTE_PHYS32_ENTRY, 8-byte entry at 1 MiB + 0x40).
+// An ELF64 vmlinux with one PT_LOAD at 1 MiB (8 KiB of file, 12 KiB in memory), e_entry 1 MiB
+// and the Xen PVH note (XEN_ELFNOTE_PHYS32_ENTRY, 8-byte entry at 1 MiB + 0x40).
 inline LinuxBytes synthetic_pvh()
 {
     LinuxBytes f(0x3000, 0);
@@ -57,6 +57,7 @@ inline LinuxBytes synthetic_pvh()
     put_le(f, 16, 2, 2);    // ET_EXEC
     put_le(f, 18, 62, 2);   // EM_X86_64
     put_le(f, 20, 1, 4);
+    put_le(f, 24, 0x100000, 8); // e_entry: "startup_64", physical (an SEV guest's entry)
     put_le(f, 32, 64, 8);   // e_phoff
     put_le(f, 52, 64, 2);   // e_ehsize
     put_le(f, 54, 56, 2);   // e_phentsize

@@ -533,7 +533,7 @@ TEST_CASE("LAUNCH_MEASURE as the README spells it is what sevemu-owner verifies"
     std::filesystem::remove_all(dir);
 }
 
-// --- The Linux contract (README "Linux kernels: bzImage and PVH vmlinux"), from the README alone.
+// --- The Linux contract (README "Linux kernels: bzImage and vmlinux"), from the README alone.
 namespace {
 
 uint64_t le64(Bytes const& f, uint64_t off) { return le32(f, off) | uint64_t(le32(f, off + 4)) << 32; }
@@ -542,6 +542,8 @@ struct LinuxLaunch {
     uint64_t memory;
     std::string kernel, initrd, append;
     unsigned smp { 1 };
+    std::string cpu {};  // --cpu (empty: the default, EPYC-Milan)
+    unsigned c_bit { 51 }; // that model's C-bit (README "Inputs")
 };
 
 void put16(Bytes& b, size_t off, uint16_t v)
@@ -717,24 +719,32 @@ Measured readme_linux_digest(LinuxLaunch const& l)
             mem.write(s[0], file.data() + s[1], s[2]);
         if (!initrd.empty())
             I = (std::min<uint64_t>(0xFFFFFFFF, A - 1) - initrd.size()) & ~uint64_t(0xFFF);
-        size_t si = 0x7000;
-        put32(low, si + 0, 0x336EC578);
-        put32(low, si + 4, 1);
-        put32(low, si + 12, initrd.empty() ? 0 : 1);
-        put64(low, si + 16, initrd.empty() ? 0 : 0x7040);
-        put64(low, si + 24, 0x20000);
-        put64(low, si + 32, A);
-        put64(low, si + 40, 0x7080);
-        put32(low, si + 48, uint32_t(e820.size()));
-        if (!initrd.empty()) {
-            put64(low, 0x7040, I);
-            put64(low, 0x7048, initrd.size());
-        }
+        // L2: the 64-bit code descriptor; L6 (vmlinux): the zero page and the identity map.
+        put64(low, 0x6010, 0x00AF9B000000FFFFull);
+        size_t z = 0x7000;
+        put16(low, z + 0x1FE, 0xAA55);
+        put_str(low, z + 0x202, "HdrS");
+        put16(low, z + 0x206, 0x020F);
+        low[z + 0x211] = 1;
+        put32(low, z + 0x230, 0x1000000);
+        put32(low, z + 0x238, 2047);
+        low[z + 0x210] = 0xFF;
+        put32(low, z + 0x228, 0x20000);
+        put32(low, z + 0x218, uint32_t(I));
+        put32(low, z + 0x21C, uint32_t(initrd.size()));
+        put64(low, z + 0x070, A);
+        low[z + 0x1E8] = uint8_t(e820.size());
         for (size_t i = 0; i < e820.size(); ++i) {
-            put64(low, 0x7080 + 24 * i, e820[i].base);
-            put64(low, 0x7080 + 24 * i + 8, e820[i].len);
-            put32(low, 0x7080 + 24 * i + 16, e820[i].type);
+            put64(low, z + 0x2D0 + 20 * i, e820[i].base);
+            put64(low, z + 0x2D0 + 20 * i + 8, e820[i].len);
+            put32(low, z + 0x2D0 + 20 * i + 16, e820[i].type);
         }
+        uint64_t c = 1ull << l.c_bit;
+        put64(low, 0x9000, 0xA003 | c);
+        for (uint64_t g = 0; g < 4; ++g)
+            put64(low, 0xA000 + 8 * g, (0xB000 + 0x1000 * g) | 3 | c);
+        for (uint64_t n = 0; n < 2048; ++n)
+            put64(low, 0xB000 + 8 * n, n * 0x200000 | 0x83 | c);
     }
     mem.write(0, low);
     if (!initrd.empty())
@@ -775,6 +785,8 @@ void check_linux_contract(LinuxLaunch const& l)
     auto want = readme_linux_digest(l);
     std::string args = "measurement digest -m " + std::to_string(l.memory >> 20) + "M --kernel " + quote(l.kernel)
         + " --append " + quote(l.append) + " --smp " + std::to_string(l.smp);
+    if (!l.cpu.empty())
+        args += " --cpu " + l.cpu;
     if (!l.initrd.empty())
         args += " --initrd " + quote(l.initrd);
     auto r = run(args);
@@ -809,6 +821,8 @@ TEST_CASE("README contract: Linux bzImage and PVH digests from the README alone 
     check_linux_contract({ 128ull << 20, bz, initrd, "console=ttyS0", 4 });
     check_linux_contract({ 64ull << 20, pvh, initrd, "console=ttyS0", 1 });
     check_linux_contract({ 2048ull << 20, pvh, "", "x", 2 });
+    // The C-bit is in the vmlinux's measured page tables: EPYC-Rome's is 47.
+    check_linux_contract({ 64ull << 20, pvh, initrd, "console=ttyS0", 1, "EPYC-Rome", 47 });
     for (auto const& p : { bz, pvh, initrd })
         std::remove(p.c_str());
 }

@@ -141,7 +141,10 @@ Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<em
             + std::to_string(emulator::SevRuntime::kMaxGuestRam >> 20) + " MiB of RAM (QUIRKS.md)");
     if (o.smp < 1)
         return make_unexpected("--smp 0: a guest has at least one vCPU");
-    emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append, o.smp };
+    // The C-bit is the CPU model's (sevemu refuses any other cbitpos): it is in the identity
+    // tables an SEV vmlinux is entered on, so it is measured.
+    emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append, o.smp,
+        cpu_model_info(*cpu_model_from_name(o.cpu_model)).c_bit };
     auto d = emulator::kernel_launch_digest(launch);
     if (!d)
         return make_unexpected(d.error().message);
@@ -301,7 +304,7 @@ int run(int argc, char** argv)
         c->add_option("-m", o.memory, "guest memory size, as sevemu -m (default 128M)");
         c->add_option("--cpu,-c", o.cpu_model, "CPU model, as sevemu -cpu (default EPYC-Milan)");
         c->add_option("--kernel", o.kernel,
-            "the kernel (Multiboot, Linux bzImage or PVH vmlinux), named exactly as on sevemu's command line");
+            "the kernel (Multiboot, Linux bzImage or vmlinux), named exactly as on sevemu's command line");
         c->add_option("--initrd", o.initrd, "as sevemu -initrd");
         c->add_option("--append", o.append, "as sevemu -append");
         c->add_option("--smp", o.smp, "vCPU count, as sevemu -smp (a Linux kernel's MADT lists one LAPIC each; default 1)");
