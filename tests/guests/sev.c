@@ -23,6 +23,8 @@
 
 static const char kPrivateMessage[] = "sevemu private page: the hypervisor sees only ciphertext here";
 static const char kSharedMessage[] = "sevemu shared page: hello, hypervisor";
+/* Its presence makes sev_entry.S map SEV_SHARED_GPA with C=0 (the other SEV guests keep it private). */
+const char sev_shares_page[1] = { 1 };
 
 static void hex(const uint8_t* p, size_t n, char* out)
 {

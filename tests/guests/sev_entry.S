@@ -11,7 +11,8 @@
  *     (APM vol 2 §15.34.1 and §7.10.1, vol 3 CPUID Fn8000_001F).
  *  2. The identity map of 0..1 GiB carries the C-bit in every entry when SEV is active
  *     (APM vol 2 §15.34.5: in long mode a guest marks a page private with the C-bit of its
- *     page-table entry), except the 4 KiB page at 0x900000, the page shared with the hypervisor:
+ *     page-table entry), except the 4 KiB page at 0x900000, the page shared with the hypervisor
+ *     in a guest that defines sev_shares_page (sev.c; the others are private throughout):
  *     the 2 MiB region 0x800000-0x9FFFFF is mapped through a page table of 4 KiB entries so that
  *     this one page can have C=0. Without SEV there is no C-bit anywhere, same structure.
  *
@@ -96,9 +97,19 @@ no_sev:
     incl %ecx
     cmpl $512, %ecx
     jne 4b
-    /* The shared page: C=0, so that its contents are plaintext in DRAM. */
+    /* The shared page: C=0, so that its contents are plaintext in DRAM; only in a guest that
+     * shares it (sev.c defines sev_shares_page; the weak reference is 0 in every other guest).
+     * A guest that does not tell the hypervisor (KVM_HC_MAP_GPA_RANGE) must not have a shared
+     * page: its data there (bench-memory-sev's array spans 0x900000) would be plaintext in DRAM,
+     * which SEND_UPDATE_DATA reads as a private page through the guest's key, and the target's
+     * DRAM would then hold other bytes for it (the wrong checksum of tests/integration/migrate_sev.py). */
+    .weak sev_shares_page
+    movl $sev_shares_page, %eax
+    testl %eax, %eax
+    jz 7f
     movl $(SHARED_PAGE + 0x3), pt + 8 * ((SHARED_PAGE - SPLIT_REGION) >> 12)
     movl $0, pt + 4 + 8 * ((SHARED_PAGE - SPLIT_REGION) >> 12)
+7:
 
     /* --- SSE where CPUID has FXSR and SSE2 (Fn0000_0001 EDX[24], EDX[26]), as entry.S does:
      * CR4.OSFXSR/OSXMMEXCPT here, CR0.MP with EM clear below. */
