@@ -6,12 +6,20 @@ platform; the source gets them with migrate-set-sev-info and migrates while the 
 (bench-memory-sev: it rewrites 4 MiB for seconds) computes. Checked: the target finishes with the
 uninterrupted SEV run's output; the source ends SENT and refuses cont; and a NOSEND guest (policy
 bit 3) is refused by the firmware's SEND_START, after which it runs on and finishes right.
+The migration goes through a TCP proxy in this script that records the stream: the guest's array
+(a deterministic PRNG sequence) is never on the wire in the clear, while the same search finds it
+in a plain guest's stream. Faults: migrate_cancel of a bandwidth-limited migration (the source
+runs on and migrates again to a second target), a byte flipped in the page packets (the target
+refuses and never runs the guest; the source's guest finishes), and a guest paused with -S before
+its first instruction (so before it wrote KVM_MIGRATION_READY) is refused with the exact QMP error.
 
 usage: migrate_sev.py SEVEMU SEVEMU_HOST GUEST_ELF
+(the plain bench-memory.elf is taken from beside GUEST_ELF, bench-memory-sev.elf)
 """
-import base64, json, os, shutil, socket, subprocess, sys, tempfile, time
+import base64, json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time
 
 SEVEMU, HOST, GUEST = sys.argv[1:4]
+PLAIN = GUEST.replace('-sev.elf', '.elf')
 D = tempfile.mkdtemp(prefix='sevemu-migrate-sev-')
 procs = []
 
@@ -58,9 +66,11 @@ def qmp(path):
 
 def start(name, extra, plat, policy):
     argv = [SEVEMU, '-display', 'none', '-serial', 'file:%s/%s.out' % (D, name), '-device',
-            'isa-debug-exit,iobase=0xf4,iosize=0x04', '-m', '64', '-machine', 'confidential-guest-support=sev0',
-            '-object', 'sev-guest,id=sev0,policy=%s,cbitpos=51,reduced-phys-bits=1' % policy, '--platform', plat,
+            'isa-debug-exit,iobase=0xf4,iosize=0x04', '-m', '64',
             '-qmp', 'unix:%s/%s.sock,server=on,wait=off' % (D, name)] + extra
+    if plat:  # else a plain guest
+        argv += ['-machine', 'confidential-guest-support=sev0', '-object',
+                 'sev-guest,id=sev0,policy=%s,cbitpos=51,reduced-phys-bits=1' % policy, '--platform', plat]
     p = subprocess.Popen(argv, stderr=open('%s/%s.err' % (D, name), 'w'))
     procs.append(p)
     return p, qmp('%s/%s.sock' % (D, name))
@@ -79,6 +89,76 @@ def reference():
                         'sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1', '--platform', plat,
                         '-kernel', GUEST], timeout=300)
     return read('ref.out'), r.returncode
+
+
+class Proxy:
+    """One connection on loopback forwarded to the target both ways; the source-to-target bytes
+    are recorded, and the byte at offset flip_at (if given) is changed on its way (as the FlipProxy
+    of tests/integration/migration_test.cpp does)."""
+
+    def __init__(self, target_port, flip_at=None):
+        self.ls = socket.socket()
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(1)
+        self.port = self.ls.getsockname()[1]
+        self.target_port = int(target_port)
+        self.flip_at = flip_at
+        self.flipped = False
+        self.data = bytearray()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def pump(self, a, b, record):
+        try:
+            while True:
+                buf = a.recv(1 << 16)
+                if not buf:
+                    break
+                if record:
+                    if self.flip_at is not None and len(self.data) <= self.flip_at < len(self.data) + len(buf):
+                        buf = bytearray(buf)
+                        buf[self.flip_at - len(self.data)] ^= 0x10
+                        self.flipped = True
+                    self.data += buf
+                b.sendall(buf)
+        except OSError:
+            pass
+        for sock in (a, b):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def run(self):
+        c, _ = self.ls.accept()
+        t = socket.create_connection(('127.0.0.1', self.target_port))
+        back = threading.Thread(target=self.pump, args=(t, c, False), daemon=True)
+        back.start()
+        self.pump(c, t, True)
+        back.join(30)
+        c.close()
+        t.close()
+        self.ls.close()
+
+    def capture(self):
+        self.thread.join(60)
+        return bytes(self.data)
+
+
+def markers():
+    """bench-memory's a[i] = guest_rand(&state), state 0x243F6A8885A308D3 (tests/guests/bench/memory.c,
+    xorshift64* of tests/guests/guest.h): the odd i are never written again, so these 8-byte
+    little-endian values stay in the guest's memory for the whole run. 64 of them, spread over the
+    4 MiB array (i < 2^19)."""
+    m = (1 << 64) - 1
+    x, out = 0x243F6A8885A308D3, []
+    for i in range(1 << 19):
+        x ^= x >> 12
+        x = (x ^ (x << 25)) & m
+        x ^= x >> 27
+        if i % 8192 == 1:
+            out.append(struct.pack('<Q', (x * 0x2545F4914F6CDD1D) & m))
+    return out
 
 
 def target_info(plat, name):
@@ -119,7 +199,8 @@ def migrate_while_computing(ref_out, ref_status):
         fail('migrate-set-sev-info: ' + json.dumps(r))
     if s('query-status')['return']['status'] != 'running':
         fail('the guest is not computing when the migration starts')
-    r = s('migrate', uri='tcp:127.0.0.1:' + port)
+    proxy = Proxy(port)  # records the wire
+    r = s('migrate', uri='tcp:127.0.0.1:%d' % proxy.port)
     if r != {'return': {}}:
         fail('migrate: ' + json.dumps(r))
     q = wait_done(s)
@@ -127,6 +208,12 @@ def migrate_while_computing(ref_out, ref_status):
         fail('migration ' + json.dumps(q))
     if q['ram']['normal'] == 0:
         fail('no pages sent')
+    wire = proxy.capture()
+    if len(wire) < 4 << 20:
+        fail('the recorded stream has only %d bytes' % len(wire))
+    seen = [m.hex() for m in markers() if m in wire]
+    if seen:
+        fail('the SEV stream carries the guest\'s private plaintext: %s' % seen)
     sev = s('query-sev')['return']
     if sev['state'] != 'sent':
         fail('source SEV state ' + sev['state'])
@@ -141,6 +228,159 @@ def migrate_while_computing(ref_out, ref_status):
     sp.wait(30)
     print('PASS: SEV guest migrated while computing (%d pages through SEND_UPDATE_DATA, downtime %d ms) and '
           'finished on the target with the uninterrupted output' % (q['ram']['normal'], q['downtime']))
+    print('PASS: none of %d known 8-byte values of the guest\'s private array in the %d recorded bytes of the '
+          'stream' % (len(markers()), len(wire)))
+
+
+def plain_stream_has_markers():
+    """The control of the search: a plain guest's migration through the same proxy carries the array
+    in the clear, and every marker is found."""
+    if not os.path.exists(PLAIN):
+        fail('no plain guest ' + PLAIN)
+    tp, t = start('pdst', ['-kernel', PLAIN, '-incoming', 'tcp:127.0.0.1:0'], None, None)
+    port = t('query-migrate')['return']['socket-address'][0]['port']
+    sp, s = start('psrc', ['-kernel', PLAIN], None, None)
+    time.sleep(0.3)
+    proxy = Proxy(port)
+    r = s('migrate', uri='tcp:127.0.0.1:%d' % proxy.port)
+    if r != {'return': {}}:
+        fail('plain migrate: ' + json.dumps(r))
+    q = wait_done(s)
+    if q['status'] != 'completed':
+        fail('plain migration ' + json.dumps(q))
+    wire = proxy.capture()
+    missing = [m.hex() for m in markers() if m not in wire]
+    if missing:
+        fail('the plain stream (%d bytes) lacks %d of the markers: the search does not work' % (len(wire), len(missing)))
+    for p in (sp, tp):
+        p.kill()
+        p.wait(30)
+    print('PASS: all %d markers found in the plain guest\'s stream of %d bytes (the search works)'
+          % (len(markers()), len(wire)))
+
+
+def pair(tag):
+    """A source (running the SEV guest) and a target (-incoming) with its own platform; the source
+    has the target's PDH and chain."""
+    pa, pb = os.path.join(D, 'plat-%s-src' % tag), os.path.join(D, 'plat-%s-dst' % tag)
+    os.makedirs(pa)
+    os.makedirs(pb)
+    plat_cert, amd_cert = target_info(pb, tag)
+    tp, t = start(tag + '-dst', ['-kernel', GUEST, '-incoming', 'tcp:127.0.0.1:0'], pb, '0x1')
+    port = t('query-migrate')['return']['socket-address'][0]['port']
+    cap = t('query-sev-capabilities')['return']
+    return pa, tp, port, {'pdh': cap['pdh'], 'plat-cert': plat_cert, 'amd-cert': amd_cert}
+
+
+def cancel_then_migrate(ref_out, ref_status):
+    """migrate_cancel of an SEV migration held back by max-bandwidth: SEND_CANCEL returns the guest
+    to RUNNING, it computes on, and a second migration to another target completes and the guest
+    finishes there with the uninterrupted output."""
+    pa, tp1, port1, info1 = pair('c1')
+    _, tp2, port2, info2 = pair('c2')
+    sp, s = start('c-src', ['-kernel', GUEST], pa, '0x1')
+    time.sleep(0.3)
+    if s('migrate-set-sev-info', **info1) != {'return': {}}:
+        fail('migrate-set-sev-info')
+    if s('migrate-set-parameters', **{'max-bandwidth': 4 << 20}) != {'return': {}}:
+        fail('migrate-set-parameters max-bandwidth')
+    if s('migrate', uri='tcp:127.0.0.1:' + port1) != {'return': {}}:
+        fail('migrate to the first target')
+    for _ in range(300):
+        q = s('query-migrate')['return']
+        # Well into the page packets (1 MiB: a quarter second at 4 MiB/s) before the cancel.
+        if q.get('status') == 'active' and q.get('ram', {}).get('transferred', 0) > 1 << 20:
+            sent_before_cancel = q['ram']['transferred']
+            break
+        time.sleep(0.02)
+    else:
+        fail('the limited migration is not active: ' + json.dumps(q))
+    if s('query-sev')['return']['state'] != 'send-update':
+        fail('SEV state during the migration: ' + s('query-sev')['return']['state'])
+    if s('migrate_cancel') != {'return': {}}:
+        fail('migrate_cancel')
+    q = wait_done(s)
+    if q['status'] != 'cancelled':
+        fail('after migrate_cancel: ' + json.dumps(q))
+    sev = s('query-sev')['return']['state']
+    if sev != 'running' or s('query-status')['return']['status'] != 'running':
+        fail('after the cancel the source is %s / %s' % (sev, s('query-status')['return']['status']))
+    # The second migration, to another target, at full speed.
+    if s('migrate-set-sev-info', **info2) != {'return': {}}:
+        fail('migrate-set-sev-info for the second target')
+    s('migrate-set-parameters', **{'max-bandwidth': 0})
+    if s('migrate', uri='tcp:127.0.0.1:' + port2) != {'return': {}}:
+        fail('migrate to the second target')
+    q2 = wait_done(s)
+    if q2['status'] != 'completed':
+        fail('the second migration: ' + json.dumps(q2))
+    status = tp2.wait(300)
+    out = read('c-src.out') + read('c2-dst.out')
+    if out != ref_out or status != ref_status:
+        fail('after cancel + migration the guest printed %r (%d), expected %r (%d)' % (out, status, ref_out, ref_status))
+    if tp1.wait(30) == 0 or read('c1-dst.out'):
+        fail('the first target, whose stream was cancelled, exited 0 or ran the guest')
+    s('quit')
+    sp.wait(30)
+    print('PASS: migrate_cancel after %d bytes: the source is back to running (SEND_CANCEL), and the second '
+          'migration completed and the guest finished on the second target' % sent_before_cancel)
+
+
+def flipped_byte_refused(ref_out, ref_status):
+    """A byte changed in the page packets (300000 bytes in: past the header and the SEV session
+    section, inside the first pass's SEND_UPDATE_DATA packets): the target refuses the stream and
+    says why, never runs the guest; the source's guest runs on (SEND_CANCEL) and finishes right."""
+    pa, tp, port, info = pair('f')
+    sp, s = start('f-src', ['-kernel', GUEST], pa, '0x1')
+    time.sleep(0.3)
+    s('migrate-set-sev-info', **info)
+    proxy = Proxy(port, flip_at=300000)
+    if s('migrate', uri='tcp:127.0.0.1:%d' % proxy.port) != {'return': {}}:
+        fail('migrate through the flipping proxy')
+    q = wait_done(s)
+    if q['status'] != 'failed':
+        fail('a changed byte: ' + json.dumps(q))
+    if not proxy.flipped:
+        fail('the proxy never reached byte 300000')
+    tstatus = tp.wait(60)
+    err = read('f-dst.err').strip()
+    if tstatus == 0 or 'sevemu: -incoming' not in err:
+        fail('the target exited %d saying %r' % (tstatus, err))
+    if read('f-dst.out'):
+        fail('the target ran the guest from a tampered stream')
+    if s('query-sev')['return']['state'] != 'running':
+        fail('the source is not running after the refusal')
+    status = sp.wait(300)
+    if read('f-src.out') != ref_out or status != ref_status:
+        fail('the source\'s guest did not finish right after the refused migration')
+    print('PASS: a byte flipped at 300000 is refused by the target (exit %d: %s); the source\'s guest finished '
+          '(%s)' % (tstatus, err.splitlines()[-1], q.get('error-desc')))
+
+
+def not_ready_refused(ref_out, ref_status):
+    """A guest that has not yet run (so has not written KVM_MIGRATION_READY) is not migrated. Every
+    bundled SEV guest writes MSR_KVM_MIGRATION_CONTROL first thing (tests/guests/sev_entry.S), so
+    this one is held with -S before its first instruction: its launch is not finished (LAUNCH_FINISH
+    comes when it first runs, as in QEMU's sev_vm_state_change), and the migration blocker says so
+    with the SEV state. The refusal leaves it unharmed: cont, and it finishes right."""
+    pa, tp, port, info = pair('n')
+    sp, s = start('n-src', ['-kernel', GUEST, '-S'], pa, '0x1')
+    if s('migrate-set-sev-info', **info) != {'return': {}}:
+        fail('migrate-set-sev-info on a paused guest')
+    r = s('migrate', uri='tcp:127.0.0.1:' + port)
+    want = "SEV: the guest is in state 'launch-secret'; it migrates once it runs"
+    if r != {'error': {'class': 'GenericError', 'desc': want}}:
+        fail('migrate before the guest ran: ' + json.dumps(r))
+    if s('query-status')['return']['status'] != 'prelaunch' or s('query-sev')['return']['state'] != 'launch-secret':
+        fail('the refused guest is %s / %s' % (s('query-status')['return']['status'], s('query-sev')['return']['state']))
+    if s('cont') != {'return': {}}:
+        fail('cont after the refused migration')
+    status = sp.wait(300)
+    if read('n-src.out') != ref_out or status != ref_status:
+        fail('the guest refused before it ran did not finish right')
+    tp.kill()
+    tp.wait(30)
+    print('PASS: migrate of a guest held with -S (no KVM_MIGRATION_READY yet) refused: %s; after cont it finished' % want)
 
 
 def nosend_refused(ref_out, ref_status):
@@ -172,7 +412,11 @@ try:
     if 'checksum' not in ref_out:
         fail('reference run: ' + ref_out)
     migrate_while_computing(ref_out, ref_status)
+    plain_stream_has_markers()
     nosend_refused(ref_out, ref_status)
+    cancel_then_migrate(ref_out, ref_status)
+    flipped_byte_refused(ref_out, ref_status)
+    not_ready_refused(ref_out, ref_status)
 finally:
     for p in procs:
         if p.poll() is None:
