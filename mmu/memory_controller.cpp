@@ -446,14 +446,18 @@ void MemoryController::save_dram(StateWriter& w)
     }
 }
 
-void MemoryController::load_dram(StateReader& r)
+// The head of a "ram" section (layout, then the host key): the layout must be this machine's.
+// On success `key` holds the key (the caller zeroes it) and the key's length is returned; 0
+// after r.fail(). `source` names the input in messages ("snapshot", "stream").
+uint8_t MemoryController::read_layout_and_key(StateReader& r, std::array<uint8_t, 64>& key, char const* source) const
 {
-    // Pass 1: read and check everything, changing nothing.
     uint32_t count = r.u32();
     if (!r.ok())
-        return;
-    if (count > kMaxRanges)
-        return r.fail("RAM layout has " + std::to_string(count) + " ranges");
+        return 0;
+    if (count > kMaxRanges) {
+        r.fail("RAM layout has " + std::to_string(count) + " ranges");
+        return 0;
+    }
     std::vector<std::pair<uint64_t, uint64_t>> theirs, ours;
     for (uint32_t i = 0; i < count; ++i) {
         uint64_t base = r.u64();
@@ -461,23 +465,35 @@ void MemoryController::load_dram(StateReader& r)
         theirs.emplace_back(base, size);
     }
     if (!r.ok())
-        return;
+        return 0;
     for (auto const& range : m_ranges)
         ours.emplace_back(range.base.value, range.size);
-    if (theirs != ours)
-        return r.fail("RAM layout differs: snapshot has " + describe_layout(theirs) + ", this machine "
+    if (theirs != ours) {
+        r.fail(std::string("RAM layout differs: ") + source + " has " + describe_layout(theirs) + ", this machine "
             + describe_layout(ours));
-
+        return 0;
+    }
     uint8_t key_len = r.u8();
     if (!r.ok())
-        return;
-    if (key_len != 32 && key_len != 64)
-        return r.fail("host key of " + std::to_string(key_len) + " bytes (32 or 64 expected)");
-    std::array<uint8_t, 64> key {};
+        return 0;
+    if (key_len != 32 && key_len != 64) {
+        r.fail("host key of " + std::to_string(key_len) + " bytes (32 or 64 expected)");
+        return 0;
+    }
     auto key_bytes = r.raw(key_len);
     if (!r.ok())
-        return;
+        return 0;
     std::copy(key_bytes.begin(), key_bytes.end(), key.begin());
+    return key_len;
+}
+
+void MemoryController::load_dram(StateReader& r)
+{
+    // Pass 1: read and check everything, changing nothing.
+    std::array<uint8_t, 64> key {};
+    uint8_t key_len = read_layout_and_key(r, key, "snapshot");
+    if (!key_len)
+        return;
     auto cipher = XtsCipher::create(std::span<uint8_t const>(key.data(), key_len), m_config.aes_path);
     if (!cipher) {
         secure_zero(key.data(), key.size());
@@ -562,36 +578,14 @@ void MemoryController::save_dram_layout(StateWriter& w) const
 
 void MemoryController::load_dram_layout(StateReader& r)
 {
-    uint32_t count = r.u32();
-    if (!r.ok())
-        return;
-    if (count > kMaxRanges)
-        return r.fail("RAM layout has " + std::to_string(count) + " ranges");
-    std::vector<std::pair<uint64_t, uint64_t>> theirs, ours;
-    for (uint32_t i = 0; i < count; ++i) {
-        uint64_t base = r.u64();
-        uint64_t size = r.u64();
-        theirs.emplace_back(base, size);
-    }
-    if (!r.ok())
-        return;
-    for (auto const& range : m_ranges)
-        ours.emplace_back(range.base.value, range.size);
-    if (theirs != ours)
-        return r.fail("RAM layout differs: stream has " + describe_layout(theirs) + ", this machine "
-            + describe_layout(ours));
-    uint8_t key_len = r.u8();
-    if (!r.ok())
-        return;
-    if (key_len != 32 && key_len != 64)
-        return r.fail("host key of " + std::to_string(key_len) + " bytes (32 or 64 expected)");
     std::array<uint8_t, 64> key {};
-    auto key_bytes = r.raw(key_len);
-    if (!r.ok())
+    uint8_t key_len = read_layout_and_key(r, key, "stream");
+    if (!key_len)
         return;
-    if (r.remaining() != 0)
+    if (r.remaining() != 0) {
+        secure_zero(key.data(), key.size());
         return r.fail(std::to_string(r.remaining()) + " trailing bytes after the payload's last field");
-    std::copy(key_bytes.begin(), key_bytes.end(), key.begin());
+    }
     auto cipher = XtsCipher::create(std::span<uint8_t const>(key.data(), key_len), m_config.aes_path);
     if (!cipher) {
         secure_zero(key.data(), key.size());

@@ -183,6 +183,7 @@ public:
     Stats const& stats() const { return m_stats; }
 
 private:
+    uint8_t read_layout_and_key(StateReader&, std::array<uint8_t, 64>& key, char const* source) const;
     friend class KeySlotPort;
     explicit MemoryController(MemoryConfig const&);
     Result<void, MemError> program_slot(uint32_t slot, std::span<uint8_t const> key);
