@@ -256,16 +256,23 @@ Result<void, Status> Firmware::cmd_launch_finish(HandleBuf& b)
     TRY(check_platform_state());
     Guest* g = TRY(find_guest(b.handle));
     TRY(check_guest_state(*g));
-    if (g->activation == Activation::Pending) {
-        g->activation = Activation::Active;
-        set_asid(g->asid, AsidState::InUse, g->handle);
-    }
-    // The channel's keys and the digest context are erased: nothing more can be injected.
-    secure_zero(&g->keys, sizeof g->keys);
-    g->has_channel = false;
     g->launch_digest.reset();
-    transition(*g, GuestState::RUNNING);
+    open_for_running(*g);
     return {};
+}
+
+// What LAUNCH_FINISH and RECEIVE_FINISH end with (AMD-ASPFW sev_mcmd.c): a pending activation
+// becomes active, the channel's keys are erased (nothing more can be injected or received), and
+// the guest is RUNNING.
+void Firmware::open_for_running(Guest& g)
+{
+    if (g.activation == Activation::Pending) {
+        g.activation = Activation::Active;
+        set_asid(g.asid, AsidState::InUse, g.handle);
+    }
+    secure_zero(&g.keys, sizeof g.keys);
+    g.has_channel = false;
+    transition(g, GuestState::RUNNING);
 }
 
 // ATTESTATION (0x36), SEV API 55766 ATTESTATION, AMD-ASPFW sev_mcmd.c: the launch digest and policy, signed

@@ -367,13 +367,7 @@ Result<void, Status> Firmware::cmd_receive_finish(HandleBuf& b)
     TRY(check_platform_state());
     Guest* g = TRY(find_guest(b.handle));
     TRY(check_guest_state(*g));
-    if (g->activation == Activation::Pending) {
-        g->activation = Activation::Active;
-        set_asid(g->asid, AsidState::InUse, g->handle);
-    }
-    secure_zero(&g->keys, sizeof g->keys);
-    g->has_channel = false;
-    transition(*g, GuestState::RUNNING);
+    open_for_running(*g);
     return {};
 }
 

@@ -215,6 +215,7 @@ private:
     // The ONE place state changes: checks the transition is one the spec defines and traces it.
     void transition(PlatformState to);
     void transition(Guest&, GuestState to);
+    void open_for_running(Guest&); // the end of LAUNCH_FINISH and RECEIVE_FINISH
     // `trace` = false for the bulk changes of INIT and DF_FLUSH, which print one summary line.
     void set_asid(uint32_t asid, AsidState to, uint32_t owner, bool trace = true);
 
