@@ -10,7 +10,7 @@
 // 64 MiB up holds 512 MiB of pseudo-random bytes, written before it starts (incompressible and
 // never zero, so every page travels whole). Rows: total time, stream throughput (against
 // loopback TCP and against memcpy), downtime (against QEMU's default downtime-limit, 300 ms).
-// SEV rows come with the SEV path (QUIRKS.md).
+// SEV guests migrate (emulator/sev_migration.cpp, test migration-sev) but have no rows here yet (QUIRKS.md).
 #include "bench.h"
 
 #include "emulator/machine.h"
