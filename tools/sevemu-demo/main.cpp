@@ -547,6 +547,8 @@ static void migration_chapter(Paths const& paths, fs::path const& dir, fs::path 
     }
     exec(sq, "query-migrate", Json::object(), "source");
     std::printf("   <- blocked-reasons %s\n", blocked.dump().c_str());
+    check(blocked.size() == 1 && blocked[0].get<std::string>().find("migrate-set-sev-info") != std::string::npos,
+        "the guest enabled migration itself (it wrote KVM_MIGRATION_READY); only its destination is missing");
     wait_icount(sq, kPastTheFill);
     std::printf("   (the guest has run 30 million instructions: its array is filled, and it computes on)\n");
     std::printf("   source> {\"execute\": \"migrate-set-sev-info\", \"arguments\": {\"pdh\": \"%.12s...\", \"plat-cert\": \"%.12s...\",\n"
@@ -576,7 +578,7 @@ static void migration_chapter(Paths const& paths, fs::path const& dir, fs::path 
         cont ? "accepted" : cont.error().desc.c_str());
     check(sev_state == "sent" && run_state == "postmigrate" && !cont,
         "the source's copy can never run again (SEND_FINISH left it SENT)");
-    bool finished = wait_for_serial(dir / "target.txt", "checksum", 120);
+    bool finished = done.value("status", "") == "completed" && wait_for_serial(dir / "target.txt", "checksum", 120);
     auto target_end = target.wait(30000);
     std::printf("   the target's serial console:\n");
     indent(read_file(dir / "target.txt"), 4);
