@@ -564,7 +564,7 @@ static void migration_chapter(Paths const& paths, fs::path const& dir, fs::path 
     Json done = wait_migration(sq);
     exec(sq, "query-migrate", Json::object(), "source");
     Json ram = done.value("ram", Json::object());
-    std::printf("   <- %s: %llu passes, %llu pages (private ones as SEND_UPDATE_DATA packets), %s sent at %.0f Mbit/s;\n"
+    std::printf("   <- %s: dirty-sync-count %llu, %llu pages (the private ones as SEND_UPDATE_DATA packets), %s at %.0f Mbit/s;\n"
                 "      setup %lld ms, total %lld ms, downtime %lld ms\n",
         done.value("status", "?").c_str(), ram.value("dirty-sync-count", 0ull), ram.value("normal", 0ull),
         mib(ram.value("transferred", 0ull)).c_str(), ram.value("mbps", 0.0), done.value("setup-time", 0ll),
