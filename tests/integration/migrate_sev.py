@@ -507,7 +507,9 @@ def roots_and_identities(ref_out, ref_status):
         return {'pdh': b64(c['pdh']), 'plat-cert': b64(c['pek'] + c['oca'] + c['cek']),
                 'amd-cert': b64(amd if amd is not None else c['ask'] + c['ark'])}
 
-    sp, s = start('r-src', ['-kernel', GUEST], ps, hex(SEV_POLICY))
+    # -trace psp: the firmware's own account of each refusal (cmd_migration.cpp's notes).
+    trace = os.path.join(D, 'r-src.trace')
+    sp, s = start('r-src', ['-kernel', GUEST, '-trace', 'psp', '-D', trace], ps, hex(SEV_POLICY))
     # 1. A target under another root (a real sevemu target that would take the guest).
     xp, x = start('r-other', ['-kernel', GUEST, '-incoming', 'tcp:127.0.0.1:0'], px, hex(SEV_POLICY))
     xport = int(x('query-migrate')['return']['socket-address'][0]['port'])
@@ -515,6 +517,8 @@ def roots_and_identities(ref_out, ref_status):
         fail('the target\'s query-sev-capabilities PDH is not its exported PDH')
     time.sleep(0.3)
     desc = refused_send_start(s, info(other), xport, 'INVALID_CERTIFICATE', 'a target under another root')
+    if "ARK is not this platform's root" not in read('r-src.trace'):
+        fail('the source\'s -trace psp does not say why SEND_START refused the other root')
     xstatus = xp.wait(60)
     if xstatus == 0 or read('r-other.out'):
         fail('the target under another root exited %d or ran the guest' % xstatus)
@@ -525,6 +529,8 @@ def roots_and_identities(ref_out, ref_status):
     sink = Sink()
     desc = refused_send_start(s, info(other, src['ask'] + src['ark']), sink.port, 'BAD_SIGNATURE',
                               'genuine roots over another platform\'s CEK')
+    if 'ASK -> CEK: ' not in read('r-src.trace'):
+        fail('the source\'s -trace psp does not say that the ASK did not sign the CEK')
     print('PASS: policy SEV, the genuine ASK and ARK over another platform\'s CEK: %s; the source runs on' % desc)
     # 3. The genuine target: its own chain, the source's roots. The guest finishes there.
     gp, g = start('r-genuine', ['-kernel', GUEST, '-incoming', 'tcp:127.0.0.1:0'], pg, hex(SEV_POLICY))
