@@ -16,9 +16,13 @@
 // (MSR_KVM_MIGRATION_CONTROL) and shared its page (KVM_HC_MAP_GPA_RANGE); SEND_START toward the
 // fixed platform's PDH (fuzz_fixed.h: the harness's target) with its chain; pass 1 the guest-RAM
 // pages DRAM holds non-zero (the shared one in the clear, the others as SEND_UPDATE_DATA
-// packets), pass 2 two of them again, then "sev-shared-regions", "sev-vcpu0" and the epilogue.
-// The full SEV pass (every page of 16 MiB) would be 17 MiB; these few pages reach every record
-// kind and section, and the pages not sent stay as the target's RECEIVE_START left them.
+// packets), pass 2 two of them again, then "sev-shared-regions", "sev-vcpu0" and the epilogue
+// (seed "sev": the guest finishes on the target); "sev-few-pages" the same with three pages
+// (the shared one and two private ones: small, so that the fuzzer runs faster), and
+// "sev-no-vcpu-state" that one without the SEV sections of the stop (refused at the end). Each
+// is a migration of its own (SEND_START ... SEND_CANCEL). The full SEV pass (every page of
+// 16 MiB) would be 17 MiB; these pages reach every record kind and section, and the pages not
+// sent stay as the target's RECEIVE_START left them.
 // Run again only when the stream format changes.
 #include "fuzz_fixed.h"
 
@@ -174,32 +178,40 @@ void sev(std::string const& guest)
     if (auto r = rt->set_migration_target(ref.pdh.serialize(), plat, amd); !r)
         die(r.error().message);
 
-    SnapshotWriter w(kSnapshotStreamVersion);
-    if (auto r = m->save_live_prologue(w); !r)
-        die(r.error().message);
-    auto enc = make_ram_page_encoder(*m);
-    if (auto r = enc->begin(*m, w); !r)
-        die(r.error());
     std::vector<uint64_t> pages;
     for (uint64_t gpa = 0; gpa < kRam; gpa += kPageSize)
         if (!zero(page_of(*m, SevRuntime::kGuestRamBase + gpa)))
             pages.push_back(SevRuntime::kGuestRamBase + gpa);
-    if (pages.empty() || pages.size() > 64)
-        die("unexpected count of guest pages in use: " + std::to_string(pages.size()));
-    add_pages(w, *m, *enc, 1, pages);
-    add_pages(w, *m, *enc, 2, { pages.front(), pages.back() });
-    auto body = w; // the stream up to the stop, for the seed without vCPU state
-    if (auto r = enc->finish(*m, w); !r)
-        die(r.error());
-    if (auto r = m->save_live_epilogue(w); !r)
-        die(r.error().message);
-    put("sev", 1, w.finish());
-    // The same stream without the SEV sections of the stop: RECEIVE_FINISH is never reached (the
-    // decoder's finish refuses a stream without every vCPU).
-    if (auto r = m->save_live_epilogue(body); !r)
-        die(r.error().message);
-    put("sev-no-vcpu-state", 1, body.finish());
-    enc->abort(*m); // SEND_CANCEL: the source's guest back to running
+    uint64_t shared = SevRuntime::kGuestRamBase + 0x900000; // tests/guests/sev.c SEV_SHARED_GPA
+    if (pages.empty() || pages.size() > 64 || std::find(pages.begin(), pages.end(), shared) == pages.end())
+        die("unexpected guest pages in use: " + std::to_string(pages.size()));
+    // One stream per SEND_START: each seed is a migration of its own (SEND_CANCEL after it).
+    auto stream = [&](std::string const& name, std::vector<uint64_t> const& pass1, bool stop_sections) {
+        SnapshotWriter w(kSnapshotStreamVersion);
+        if (auto r = m->save_live_prologue(w); !r)
+            die(r.error().message);
+        auto enc = make_ram_page_encoder(*m);
+        if (auto r = enc->begin(*m, w); !r)
+            die(r.error());
+        add_pages(w, *m, *enc, 1, pass1);
+        add_pages(w, *m, *enc, 2, { pass1.front(), pass1.back() });
+        if (stop_sections)
+            if (auto r = enc->finish(*m, w); !r)
+                die(r.error());
+        if (auto r = m->save_live_epilogue(w); !r)
+            die(r.error().message);
+        put(name, 1, w.finish());
+        enc->abort(*m); // SEND_CANCEL: the source's guest back to running
+    };
+    // Every page in use: the guest finishes on the target.
+    stream("sev", pages, true);
+    // The shared page and two private ones: small, for the fuzzer's speed (the rest of guest RAM
+    // stays as RECEIVE_START left it).
+    std::vector<uint64_t> few { pages.front(), shared, pages.back() };
+    stream("sev-few-pages", few, true);
+    // Without the SEV sections of the stop: the decoder's finish refuses it (no vCPU state), so
+    // RECEIVE_FINISH is never reached.
+    stream("sev-no-vcpu-state", few, false);
     std::printf("SEV: %zu guest pages in pass 1\n", pages.size());
 }
 
