@@ -39,6 +39,7 @@
 #include "emulator/machine.h"
 #include "emulator/migration.h"
 #include "emulator/sev_runtime.h"
+#include "mmu/memory_controller.h"
 
 #include <algorithm>
 #include <cstring>
@@ -289,8 +290,12 @@ void check_stream(bool sev, std::span<uint8_t const> stream)
         FUZZ_CHECK(b.has_value() && *live_saved == *b, "the live receive and the offline load give the same machine");
     } else if (loaded) {
         auto parsed = parse_snapshot(stream);
+        // A live stream: version 2, "machine" first, RAM as its layout (version 2) and pages.
         bool live_shaped = parsed && !parsed->empty() && (*parsed)[0].name == "machine" && stream.size() >= 20
-            && stream[16] == kSnapshotStreamVersion && stream[17] == 0 && stream[18] == 0 && stream[19] == 0;
+            && stream[16] == kSnapshotStreamVersion && stream[17] == 0 && stream[18] == 0 && stream[19] == 0
+            && std::all_of(parsed->begin(), parsed->end(), [](SnapshotSection const& s) {
+                   return s.name != "ram" || s.version == mmu::MemoryController::kDramLayoutStateVersion;
+               });
         FUZZ_CHECK(!live_shaped, "the live receive refused a version-2 stream the offline load accepts: %s",
             got.result.error().c_str());
     }
