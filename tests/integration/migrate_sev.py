@@ -432,8 +432,8 @@ def nosend_refused(ref_out, ref_status):
 
 class Sink:
     """A listener that takes one connection and reads it until the peer closes it: the other end
-    for a source whose SEND_START is expected to refuse (the source connects and sends its first
-    sections before SEND_START, emulator/migration.cpp)."""
+    for a source whose SEND_START is expected to refuse (the source connects before it issues
+    SEND_START, emulator/migration.cpp, so a migration needs a listener to get that far)."""
 
     def __init__(self):
         self.ls = socket.socket()
