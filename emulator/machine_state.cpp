@@ -451,6 +451,15 @@ Result<void, MachineError> Machine::load_live_state(std::span<SnapshotSection co
         return fail("a snapshot is loaded only into a machine built to receive one (-incoming)");
     if (m_restored || m_started)
         return fail("this machine has already received a snapshot or run; a snapshot loads into a fresh -incoming machine");
+    // A live stream's RAM is the layout ("ram" version 2) and the "ram-pages" sections already
+    // in DRAM; a whole-DRAM image (version 1) beside them would silently overwrite those pages.
+    // No source writes that mix, and load_snapshot() refuses it (found by the `migration` fuzz
+    // harness: tests/fuzz/regressions/migration/ram-image-in-live-stream).
+    for (auto const& sec : sections)
+        if (sec.name == "ram" && sec.version != mmu::MemoryController::kDramLayoutStateVersion)
+            return fail(StateError { sec.name, fmt::format("version {} in a live migration stream (a live migration sends "
+                                                           "the RAM layout, version {}, and its pages in \"{}\" sections)",
+                                                   sec.version, mmu::MemoryController::kDramLayoutStateVersion, kRamPagesSection) });
     return load_sections(sections, stream_bytes, true);
 }
 

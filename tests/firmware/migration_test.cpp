@@ -624,6 +624,14 @@ TEST_CASE("Policy SEV: the target's chain must lead to this platform's AMD root"
     {
         CHECK(send_start(src, sh, target_of(stranger)) == st(Status::INVALID_CERTIFICATE));
     }
+    SECTION("the genuine ASK and ARK over another platform's ASK-signed CEK is BAD_SIGNATURE")
+    {
+        // The ARK is ours and the ASK verifies under it, but that ASK never signed the stranger's
+        // CEK (AMD-ASPFW sev_mcmd.c validate_platform: sev_cert_validate of the CEK with the ASK).
+        Target mixed = target_of(stranger);
+        mixed.amd = good.amd;
+        CHECK(send_start(src, sh, mixed) == st(Status::BAD_SIGNATURE));
+    }
     SECTION("the CEK as PDH_CERT_EXPORT gives it (not signed by the ASK)")
     {
         Target unsigned_cek = good;
@@ -654,6 +662,52 @@ TEST_CASE("Policy SEV: the target's chain must lead to this platform's AMD root"
     CHECK(src.guest_status(sh).state == uint8_t(GuestState::RUNNING));
     // And the good chain is accepted.
     CHECK(send_start(src, sh, good) == 0);
+}
+
+TEST_CASE("Without policy SEV the target's chain is not checked: a platform under another root receives the guest",
+    "[firmware][migration]")
+{
+    // AMD-ASPFW sev_mcmd.c sev_mcmd_send_start: validate_platform runs only under
+    // SEV_GUEST_POLICY_SEV_FLAG; otherwise only the PDH is copied. So the chains refused in the
+    // test case above are accepted here, and the guest's pages arrive on the stranger platform.
+    auto naples = FirmwareParams::for_model(CpuModel::Naples);
+    SharedRoots roots(CpuModel::Naples);
+    TestPlatform src(naples, roots.a.path), dst(naples, roots.b.path);
+    TestPlatform stranger(naples); // its own roots
+    REQUIRE(src.probe() == 0);
+    REQUIRE(dst.probe() == 0);
+    REQUIRE(stranger.probe() == 0);
+    Bytes pages = guest_pages(21);
+    uint32_t sh = launch(src, policy::NODBG, 5, pages);
+    Target other = target_of(stranger);
+    Target mixed = other;
+    mixed.amd = target_of(dst).amd; // the genuine roots over a CEK they never signed
+    Target no_chain { other.pdh, Bytes(3 * 0x824, 0), Bytes(0x40, 0) };
+    for (Target const* t : { &mixed, &no_chain }) {
+        REQUIRE(send_start(src, sh, *t) == 0);
+        REQUIRE(handle_cmd(src, CommandId::SEND_CANCEL, sh) == 0);
+    }
+    // The whole migration toward the stranger, policy NODBG: every page arrives.
+    SendStartBuf ss {};
+    REQUIRE(send_start(src, sh, other, &ss) == 0);
+    std::vector<Packet> packets(kPages);
+    for (uint32_t i = 0; i < kPages; ++i)
+        REQUIRE(send_page(src, sh, i, packets[i]) == 0);
+    REQUIRE(handle_cmd(src, CommandId::SEND_FINISH, sh) == 0);
+    uint32_t th = 0;
+    REQUIRE(receive_start(stranger, policy::NODBG, export_certs(src).pdh, src.peek(kSessionAt, 0x80), th) == 0);
+    REQUIRE(stranger.activate(th, 7) == 0);
+    for (uint32_t i = 0; i < kPages; ++i)
+        REQUIRE(receive_page(stranger, th, i, packets[i]) == 0);
+    REQUIRE(handle_cmd(stranger, CommandId::RECEIVE_FINISH, th) == 0);
+    CHECK(stranger.peek(TestPlatform::kGuest, pages.size(), mmu::KeyId::slot(7)) == pages);
+
+    // The same targets for a guest whose policy has SEV are refused: the chain is read and fails.
+    uint32_t checked = launch(src, policy::NODBG | policy::SEV, 6, pages);
+    CHECK(send_start(src, checked, other) == st(Status::INVALID_CERTIFICATE));
+    CHECK(send_start(src, checked, mixed) == st(Status::BAD_SIGNATURE));
+    CHECK(send_start(src, checked, no_chain) == st(Status::INVALID_LEN)); // 0x40 bytes are no ASK || ARK
+    CHECK(src.guest_status(checked).state == uint8_t(GuestState::RUNNING));
 }
 
 TEST_CASE("An SEV-ES guest's VMSA page moves with SEND/RECEIVE_UPDATE_VMSA", "[firmware][migration]")

@@ -13,12 +13,27 @@ runs on and migrates again to a second target), a byte flipped in the page packe
 refuses and never runs the guest; the source's guest finishes), and a guest paused with -S before
 its first instruction (so before it wrote KVM_MIGRATION_READY) is refused with the exact QMP error.
 
-usage: migrate_sev.py SEVEMU SEVEMU_HOST GUEST_ELF
+With the argument `roots` it runs the platform-identity cases instead (meson test
+migration-sev-roots): the source and the targets each have their own platform directory, so their
+own chip key and CEK, PEK, PDH (the target's chain differs from the source's); a genuine target's
+directory holds the same AMD roots as the source's (two chips of one generation: sevemu keeps its
+test ARK and ASK per platform directory, DIR/roots/MODEL, QUIRKS.md), another target's holds roots
+of its own (same key IDs, other keys). With the guest policy's SEV bit (bit 5, 0x20: SEV-KM API
+55766 "Guest policy"; firmware/sev_api.h policy::SEV) the source's SEND_START validates
+PDH <- PEK <- CEK <- ASK <- ARK and the ARK against its own root (AMD-ASPFW sev_mcmd.c
+validate_platform, called from sev_mcmd_send_start only under SEV_GUEST_POLICY_SEV_FLAG): the
+genuine target is accepted and the guest finishes there; the target under another root, and a chain
+that claims the source's roots over another platform's CEK, are refused with the firmware's status
+and the source's guest runs on. Without the SEV bit SEND_START reads only the PDH (AMD-ASPFW: the
+chain is not even copied), so the very chain refused before is accepted and the guest migrates.
+
+usage: migrate_sev.py SEVEMU SEVEMU_HOST GUEST_ELF [roots]
 (the plain bench-memory.elf is taken from beside GUEST_ELF, bench-memory-sev.elf)
 """
 import base64, json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time
 
 SEVEMU, HOST, GUEST = sys.argv[1:4]
+MODE = sys.argv[4] if len(sys.argv) > 4 else 'default'
 PLAIN = GUEST.replace('-sev.elf', '.elf')
 D = tempfile.mkdtemp(prefix='sevemu-migrate-sev-')
 procs = []
@@ -161,12 +176,20 @@ def markers():
     return out
 
 
-def target_info(plat, name):
+def export_full(plat, name):
+    """`sevemu-host export --full`: the platform's PDH, PEK, OCA, the ASK-signed CEK, ASK and ARK."""
     chain = os.path.join(D, name + '-chain')
     subprocess.run([HOST, '--platform', plat, 'export', '--full', chain], check=True, stdout=subprocess.DEVNULL)
-    rd = lambda n: open(os.path.join(chain, n), 'rb').read()
-    return (base64.b64encode(rd('pek.cert') + rd('oca.cert') + rd('cek.cert')).decode(),
-            base64.b64encode(rd('ask.cert') + rd('ark.cert')).decode())
+    return {n: open(os.path.join(chain, n + '.cert'), 'rb').read() for n in ('pdh', 'pek', 'oca', 'cek', 'ask', 'ark')}
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def target_info(plat, name):
+    c = export_full(plat, name)
+    return b64(c['pek'] + c['oca'] + c['cek']), b64(c['ask'] + c['ark'])
 
 
 def wait_done(s):
@@ -407,16 +430,166 @@ def nosend_refused(ref_out, ref_status):
     print('PASS: a NOSEND guest is refused by SEND_START (%s) and finishes on the source' % q['error-desc'])
 
 
+class Sink:
+    """A listener that takes one connection and reads it until the peer closes it: the other end
+    for a source whose SEND_START is expected to refuse (the source connects before it issues
+    SEND_START, emulator/migration.cpp, so a migration needs a listener to get that far)."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.bind(('127.0.0.1', 0))
+        self.ls.listen(1)
+        self.port = self.ls.getsockname()[1]
+        self.received = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        c, _ = self.ls.accept()
+        c.settimeout(60)
+        try:
+            while True:
+                buf = c.recv(1 << 16)
+                if not buf:
+                    break
+                self.received += len(buf)
+        except OSError:
+            pass
+        c.close()
+        self.ls.close()
+
+
+SEV_POLICY = 0x21  # NODBG | SEV (bit 5): send only to a platform whose chain leads to the AMD root
+
+
+def refused_send_start(s, info, port, want_status, what):
+    """migrate-set-sev-info + migrate toward `port`: the migration fails in SEND_START with the
+    firmware status `want_status`, and the source's guest runs on (query-status, query-sev)."""
+    if s('migrate-set-sev-info', **info) != {'return': {}}:
+        fail('migrate-set-sev-info (%s)' % what)
+    if s('migrate', uri='tcp:127.0.0.1:%d' % port) != {'return': {}}:
+        fail('migrate (%s)' % what)
+    q = wait_done(s)
+    desc = q.get('error-desc', '')
+    if q['status'] != 'failed' or 'SEND_START failed' not in desc or want_status not in desc:
+        fail('%s: expected a SEND_START refusal with %s, got %s' % (what, want_status, json.dumps(q)))
+    state, status = s('query-sev')['return']['state'], s('query-status')['return']['status']
+    if state != 'running' or status != 'running':
+        fail('%s: after the refusal the source is %s / %s' % (what, state, status))
+    return desc
+
+
+def roots_and_identities(ref_out, ref_status):
+    ps, pg, px = (os.path.join(D, n) for n in ('plat-r-src', 'plat-r-genuine', 'plat-r-other'))
+    for p in (ps, pg, px):
+        os.makedirs(p)
+    src = export_full(ps, 'r-src')  # makes the source's chip key and its AMD roots (DIR/roots/MODEL)
+    # The genuine target: a second chip of the same generation. AMD's ARK and ASK are the same on
+    # every part; its chip key, CEK, PEK and PDH are its own.
+    for gen in os.listdir(os.path.join(ps, 'roots')):
+        os.makedirs(os.path.join(pg, 'roots', gen))
+        for f in ('ark.pem', 'ask.pem', 'ark.cert', 'ask.cert'):
+            shutil.copy(os.path.join(ps, 'roots', gen, f), os.path.join(pg, 'roots', gen, f))
+    good = export_full(pg, 'r-genuine')
+    other = export_full(px, 'r-other')
+    for n in ('pdh', 'pek', 'cek'):
+        if good[n] == src[n] or other[n] == src[n]:
+            fail('the targets\' %s is the source\'s: the platforms do not have identities of their own' % n)
+    if good['ark'] != src['ark'] or good['ask'] != src['ask']:
+        fail('the genuine target does not share the source\'s AMD roots')
+    # AMD certificate: u32 version, then the 16-byte key ID (SEV-KM API 55766 appendix "AMD certificates").
+    if other['ark'] == src['ark'] or other['ark'][4:20] != src['ark'][4:20]:
+        fail('the other platform\'s ARK should be another key under the same key ID')
+    print('PASS: three platforms with identities of their own (PDH, PEK, CEK all differ); the genuine target shares '
+          'the source\'s ARK and ASK, the other has its own ARK under the same key ID %r' % src['ark'][4:19].decode())
+
+    def info(c, amd=None):
+        return {'pdh': b64(c['pdh']), 'plat-cert': b64(c['pek'] + c['oca'] + c['cek']),
+                'amd-cert': b64(amd if amd is not None else c['ask'] + c['ark'])}
+
+    # -trace psp: the firmware's own account of each refusal (cmd_migration.cpp's notes).
+    trace = os.path.join(D, 'r-src.trace')
+    sp, s = start('r-src', ['-kernel', GUEST, '-trace', 'psp', '-D', trace], ps, hex(SEV_POLICY))
+    # 1. A target under another root (a real sevemu target that would take the guest).
+    xp, x = start('r-other', ['-kernel', GUEST, '-incoming', 'tcp:127.0.0.1:0'], px, hex(SEV_POLICY))
+    xport = int(x('query-migrate')['return']['socket-address'][0]['port'])
+    if x('query-sev-capabilities')['return']['pdh'] != b64(other['pdh']):
+        fail('the target\'s query-sev-capabilities PDH is not its exported PDH')
+    time.sleep(0.3)
+    desc = refused_send_start(s, info(other), xport, 'INVALID_CERTIFICATE', 'a target under another root')
+    if "ARK is not this platform's root" not in read('r-src.trace'):
+        fail('the source\'s -trace psp does not say why SEND_START refused the other root')
+    xstatus = xp.wait(60)
+    if xstatus == 0 or read('r-other.out'):
+        fail('the target under another root exited %d or ran the guest' % xstatus)
+    print('PASS: policy SEV, target under another ARK: %s; the source runs on, the target never ran the guest '
+          '(exit %d: %s)' % (desc, xstatus, read('r-other.err').strip().splitlines()[-1]))
+    # 2. The source's own (genuine) ASK and ARK presented over the other platform's CEK, PEK, PDH:
+    # the ARK passes, the ASK does not sign that CEK.
+    sink = Sink()
+    desc = refused_send_start(s, info(other, src['ask'] + src['ark']), sink.port, 'BAD_SIGNATURE',
+                              'genuine roots over another platform\'s CEK')
+    if 'ASK -> CEK: ' not in read('r-src.trace'):
+        fail('the source\'s -trace psp does not say that the ASK did not sign the CEK')
+    print('PASS: policy SEV, the genuine ASK and ARK over another platform\'s CEK: %s; the source runs on' % desc)
+    # 3. The genuine target: its own chain, the source's roots. The guest finishes there.
+    gp, g = start('r-genuine', ['-kernel', GUEST, '-incoming', 'tcp:127.0.0.1:0'], pg, hex(SEV_POLICY))
+    gport = g('query-migrate')['return']['socket-address'][0]['port']
+    if s('migrate-set-sev-info', **info(good)) != {'return': {}}:
+        fail('migrate-set-sev-info (genuine)')
+    if s('migrate', uri='tcp:127.0.0.1:' + gport) != {'return': {}}:
+        fail('migrate (genuine)')
+    q = wait_done(s)
+    if q['status'] != 'completed':
+        fail('policy SEV, genuine target: ' + json.dumps(q))
+    if s('query-sev')['return']['state'] != 'sent':
+        fail('the source is not SENT after the migration to the genuine target')
+    gstatus = gp.wait(300)
+    out = read('r-src.out') + read('r-genuine.out')
+    if out != ref_out or gstatus != ref_status:
+        fail('policy SEV: the guest printed %r (status %d) across the migration, the uninterrupted run %r (%d)'
+             % (out, gstatus, ref_out, ref_status))
+    s('quit')
+    sp.wait(30)
+    print('PASS: policy SEV, genuine target (its own PDH/PEK/CEK under the source\'s ASK and ARK): SEND_START '
+          'accepted it, the guest migrated (%d pages) and finished on the target' % q['ram']['normal'])
+
+    # 4. Without the SEV bit the root is not checked: the chain refused in 2 is accepted, toward the
+    # platform under another root, and the guest finishes there.
+    sp2, s2 = start('r-src2', ['-kernel', GUEST], ps, '0x1')
+    xp2, x2 = start('r-other2', ['-kernel', GUEST, '-incoming', 'tcp:127.0.0.1:0'], px, '0x1')
+    x2port = x2('query-migrate')['return']['socket-address'][0]['port']
+    time.sleep(0.3)
+    if s2('migrate-set-sev-info', **info(other, src['ask'] + src['ark'])) != {'return': {}}:
+        fail('migrate-set-sev-info (no SEV bit)')
+    if s2('migrate', uri='tcp:127.0.0.1:' + x2port) != {'return': {}}:
+        fail('migrate (no SEV bit)')
+    q = wait_done(s2)
+    if q['status'] != 'completed':
+        fail('without the SEV bit, toward another root: ' + json.dumps(q))
+    x2status = xp2.wait(300)
+    out = read('r-src2.out') + read('r-other2.out')
+    if out != ref_out or x2status != ref_status:
+        fail('without the SEV bit the guest printed %r (%d), expected %r (%d)' % (out, x2status, ref_out, ref_status))
+    s2('quit')
+    sp2.wait(30)
+    print('PASS: without the SEV bit (policy 0x1) the same chain (another root, a CEK the ASK never signed) is not '
+          'checked: the guest migrated and finished on the platform under another root')
+
+
 try:
     ref_out, ref_status = reference()
     if 'checksum' not in ref_out:
         fail('reference run: ' + ref_out)
-    migrate_while_computing(ref_out, ref_status)
-    plain_stream_has_markers()
-    nosend_refused(ref_out, ref_status)
-    cancel_then_migrate(ref_out, ref_status)
-    flipped_byte_refused(ref_out, ref_status)
-    not_ready_refused(ref_out, ref_status)
+    if MODE == 'roots':
+        roots_and_identities(ref_out, ref_status)
+    else:
+        migrate_while_computing(ref_out, ref_status)
+        plain_stream_has_markers()
+        nosend_refused(ref_out, ref_status)
+        cancel_then_migrate(ref_out, ref_status)
+        flipped_byte_refused(ref_out, ref_status)
+        not_ready_refused(ref_out, ref_status)
 finally:
     for p in procs:
         if p.poll() is None:
