@@ -253,8 +253,11 @@ void Core::flush_jump_cache()
 {
     if (++jc_epoch < (1u << 24))
         return;
+    // The epoch starts over: no entry or link made under an old epoch may match again.
     for (size_t k = 0; k < kJumpEntries; ++k)
         jc[k] = JumpEntry {};
+    for (auto& [key, b] : blocks)
+        b->link[0] = b->link[1] = BlockLink {};
     jc_epoch = 1;
 }
 
@@ -392,7 +395,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
 }
 
 // The jump-cache hit is inlined into run(); a miss decodes (or finds the block by frame).
-inline Block* Core::lookup_block()
+inline Block* Core::lookup_block(Block* prev)
 {
     uint64_t lin;
     if (mode64) {
@@ -402,10 +405,19 @@ inline Block* Core::lookup_block()
         lin = uint32_t(seg[CS].base + rip);
     }
     uint32_t tag = mode | (uint32_t(bank) << 2) | (jc_epoch << 8);
+    if (prev) {
+        if (prev->link[0].lin == lin && prev->link[0].tag == tag)
+            return prev->link[0].block;
+        if (prev->link[1].lin == lin && prev->link[1].tag == tag)
+            return prev->link[1].block;
+    }
     JumpEntry& e = jc[(lin ^ (lin >> 12)) & (kJumpEntries - 1)];
-    if (SEVEMU_LIKELY(e.lin == lin && e.tag == tag))
-        return e.block;
-    return lookup_block_miss(lin, tag, e);
+    Block* b = SEVEMU_LIKELY(e.lin == lin && e.tag == tag) ? e.block : lookup_block_miss(lin, tag, e);
+    if (prev && b->cached) {
+        prev->link[prev->next_link] = BlockLink { lin, tag, b };
+        prev->next_link ^= 1;
+    }
+    return b;
 }
 
 Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e)
@@ -507,6 +519,10 @@ RunResult Cpu::run(uint64_t max_instructions)
     Core& c = *m_core;
     uint64_t done = 0, events = 0;
     c.intr_poll = true; // the machine ran between calls
+    // The block run last, while it is alive (the flush epoch is the one it was found under:
+    // every freed block moves the epoch on), for its links.
+    Block* prev = nullptr;
+    uint32_t prev_epoch = 0;
     auto vmexit = [&c](SvmExit const& e) {
         c.brk = false;
         c.do_vmexit(e.info);
@@ -588,7 +604,9 @@ RunResult Cpu::run(uint64_t max_instructions)
         bool single_step = c.flags & TF;
         uint64_t k = 0;
         try {
-            Block* b = c.lookup_block();
+            Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr);
+            prev = b->cached ? b : nullptr;
+            prev_epoch = c.jc_epoch;
             uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done - events);
             if (shadow || single_step) n = 1;
             Insn const* i = b->insns.data();
