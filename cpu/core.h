@@ -128,6 +128,13 @@ struct Core {
     uint64_t flags { 2 };      // RFLAGS; arithmetic bits valid only when lf_kind == LF_NONE
     uint64_t lf_a {}, lf_b {}, lf_res {};
     uint8_t lf_kind { LF_NONE }, lf_size { 1 }, lf_cf {};
+    // Threaded dispatch (ops.h chain<H>): each handler's wrapper calls the next instruction's
+    // handler itself until t_end, a block end (brk) or a throw; t_cur is the instruction
+    // running now (one past the last retired once the chain returns), so run() counts the
+    // instructions retired, faulting or not, as t_cur - block_first.
+    Insn const* t_cur {};
+    Insn const* t_end {};
+    uint64_t rip_mask {};      // the RIP width of the block being run
 
     uint8_t mode {};           // decode mode 0/1/2
     bool mode64 {};

@@ -603,27 +603,29 @@ RunResult Cpu::run(uint64_t max_instructions)
         // RFLAGS.TF at the start of an instruction: #DB trap after it (APM vol 2 §13.1.3.1).
         bool single_step = c.flags & TF;
         uint64_t k = 0;
+        Insn const* first = nullptr; // set once the block is found
         try {
             Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr);
             prev = b->cached ? b : nullptr;
             prev_epoch = c.jc_epoch;
             uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done - events);
             if (shadow || single_step) n = 1;
+            // n >= 1: the budget check above left at least one instruction.
             Insn const* i = b->insns.data();
             c.block_first = i;
-            uint64_t rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
-            for (; k < n; ++i) {
-                c.r[kRegNext] = (c.rip + i->len) & rip_mask;
-                i->fn(c, *i);
-                c.rip = c.r[kRegNext];
-                ++k;
-                if (SEVEMU_UNLIKELY(c.brk)) break;
-            }
+            c.t_end = i + n;
+            c.t_cur = i;
+            c.rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
+            c.r[kRegNext] = (c.rip + i->len) & c.rip_mask;
+            first = i;
+            i->fn(c, *i); // runs up to n instructions (ops.h chain)
+            k = uint64_t(c.t_cur - first);
             if (single_step && k == 1 && !c.halted) {
                 c.dr6 |= 1u << 14; // BS
                 c.deliver_event(DB, false, 0, false, c.rip);
             }
         } catch (GuestFault const& f) {
+            if (first) k = uint64_t(c.t_cur - first); // the instructions before the faulting one
             c.brk = false;
             try {
                 c.exception(f);
@@ -635,6 +637,7 @@ RunResult Cpu::run(uint64_t max_instructions)
             if (k == 0)
                 ++events;
         } catch (SvmExit const& e) { // an intercept: the instruction did not retire
+            if (first) k = uint64_t(c.t_cur - first);
             vmexit(e);
             if (k == 0)
                 ++events;
