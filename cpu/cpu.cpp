@@ -253,8 +253,11 @@ void Core::flush_jump_cache()
 {
     if (++jc_epoch < (1u << 24))
         return;
+    // The epoch starts over: no entry or link made under an old epoch may match again.
     for (size_t k = 0; k < kJumpEntries; ++k)
         jc[k] = JumpEntry {};
+    for (auto& [key, b] : blocks)
+        b->link[0] = b->link[1] = BlockLink {};
     jc_epoch = 1;
 }
 
@@ -392,7 +395,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
 }
 
 // The jump-cache hit is inlined into run(); a miss decodes (or finds the block by frame).
-inline Block* Core::lookup_block()
+inline Block* Core::lookup_block(Block* prev)
 {
     uint64_t lin;
     if (mode64) {
@@ -402,31 +405,60 @@ inline Block* Core::lookup_block()
         lin = uint32_t(seg[CS].base + rip);
     }
     uint32_t tag = mode | (uint32_t(bank) << 2) | (jc_epoch << 8);
-    JumpEntry& e = jc[(lin ^ (lin >> 12)) & (kJumpEntries - 1)];
-    if (SEVEMU_LIKELY(e.lin == lin && e.tag == tag))
-        return e.block;
-    return lookup_block_miss(lin, tag, e);
+    if (prev) {
+        if (prev->link[0].lin == lin && prev->link[0].tag == tag)
+            return prev->link[0].block;
+        if (prev->link[1].lin == lin && prev->link[1].tag == tag)
+            return prev->link[1].block;
+    }
+    // Two-way: the set is an even entry and the one after it (lookup_block_miss fills them).
+    JumpEntry* set = &jc[(lin ^ (lin >> 12)) & (kJumpEntries - 2)];
+    Block* b;
+    if (SEVEMU_LIKELY(set[0].lin == lin && set[0].tag == tag))
+        b = set[0].block;
+    else if (set[1].lin == lin && set[1].tag == tag)
+        b = set[1].block;
+    else
+        b = lookup_block_miss(lin, tag, set[0]);
+    if (prev && b->cached) {
+        prev->link[prev->next_link] = BlockLink { lin, tag, b };
+        prev->next_link ^= 1;
+    }
+    return b;
 }
 
-Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e)
+// set0: the first entry of lin's two-way set (the second follows it). Two ways, because in a
+// direct-mapped cache pairs of hot blocks evicted each other (perf: ~3/4 of the misses that
+// reached decode_block in a Linux boot were two addresses fighting over one entry).
+Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& set0)
 {
-    // The entry's block is alive (same code epoch) and was made in this mode and bank; only
-    // the translation may have changed since: the TLB says whether lin still fetches from the
-    // block's frame under its key.
-    if (e.lin == lin && ((e.tag ^ tag) & 0xFF) == 0 && e.code_epoch == code_epoch) {
-        Block* b = e.block;
-        auto const& te = tlb->entry(bank, lin);
-        if (te.tag_fetch == (lin >> 12) && te.spa_page == (b->spa & ~0xFFFull) && te.key == b->key) {
-            e.tag = tag;
-            return b;
+    JumpEntry* set = &set0;
+    // An entry for lin whose block is alive (same code epoch) and was made in this mode and
+    // bank; only the translation may have changed since: the TLB says whether lin still
+    // fetches from the block's frame under its key.
+    for (unsigned w = 0; w < 2; ++w) {
+        JumpEntry& e = set[w];
+        if (e.lin == lin && ((e.tag ^ tag) & 0xFF) == 0 && e.code_epoch == code_epoch) {
+            Block* b = e.block;
+            auto const& te = tlb->entry(bank, lin);
+            if (te.tag_fetch == (lin >> 12) && te.spa_page == (b->spa & ~0xFFFull) && te.key == b->key) {
+                e.tag = tag;
+                return b;
+            }
         }
     }
     Block* b = decode_block(lin, 0);
     if (b->cached) {
-        e.lin = lin;
-        e.tag = tag;
-        e.code_epoch = code_epoch;
-        e.block = b;
+        // Replace lin's stale entry if the set has one, else the older way (the newest goes first).
+        JumpEntry* e = set[1].lin == lin ? &set[1] : &set[0];
+        if (set[0].lin != lin && set[1].lin != lin) {
+            set[1] = set[0];
+            e = &set[0];
+        }
+        e->lin = lin;
+        e->tag = tag;
+        e->code_epoch = code_epoch;
+        e->block = b;
     }
     return b;
 }
@@ -507,6 +539,10 @@ RunResult Cpu::run(uint64_t max_instructions)
     Core& c = *m_core;
     uint64_t done = 0, events = 0;
     c.intr_poll = true; // the machine ran between calls
+    // The block run last, while it is alive (the flush epoch is the one it was found under:
+    // every freed block moves the epoch on), for its links.
+    Block* prev = nullptr;
+    uint32_t prev_epoch = 0;
     auto vmexit = [&c](SvmExit const& e) {
         c.brk = false;
         c.do_vmexit(e.info);
@@ -587,25 +623,29 @@ RunResult Cpu::run(uint64_t max_instructions)
         // RFLAGS.TF at the start of an instruction: #DB trap after it (APM vol 2 §13.1.3.1).
         bool single_step = c.flags & TF;
         uint64_t k = 0;
+        Insn const* first = nullptr; // set once the block is found
         try {
-            Block* b = c.lookup_block();
+            Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr);
+            prev = b->cached ? b : nullptr;
+            prev_epoch = c.jc_epoch;
             uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done - events);
             if (shadow || single_step) n = 1;
+            // n >= 1: the budget check above left at least one instruction.
             Insn const* i = b->insns.data();
             c.block_first = i;
-            uint64_t rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
-            for (; k < n; ++i) {
-                c.r[kRegNext] = (c.rip + i->len) & rip_mask;
-                i->fn(c, *i);
-                c.rip = c.r[kRegNext];
-                ++k;
-                if (SEVEMU_UNLIKELY(c.brk)) break;
-            }
+            c.t_end = i + n;
+            c.t_cur = i;
+            c.rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
+            c.r[kRegNext] = (c.rip + i->len) & c.rip_mask;
+            first = i;
+            i->fn(c, *i); // runs up to n instructions (ops.h chain)
+            k = uint64_t(c.t_cur - first);
             if (single_step && k == 1 && !c.halted) {
                 c.dr6 |= 1u << 14; // BS
                 c.deliver_event(DB, false, 0, false, c.rip);
             }
         } catch (GuestFault const& f) {
+            if (first) k = uint64_t(c.t_cur - first); // the instructions before the faulting one
             c.brk = false;
             try {
                 c.exception(f);
@@ -617,6 +657,7 @@ RunResult Cpu::run(uint64_t max_instructions)
             if (k == 0)
                 ++events;
         } catch (SvmExit const& e) { // an intercept: the instruction did not retire
+            if (first) k = uint64_t(c.t_cur - first);
             vmexit(e);
             if (k == 0)
                 ++events;

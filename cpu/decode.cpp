@@ -108,7 +108,7 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
         if (short_read)
             return 0;
         if (pos > 15) {
-            o.fn = op_gp_len<1, 0>;
+            o.fn = chain<op_gp_len<1, 0>>;
             o.len = 15;
             return 15;
         }
@@ -370,7 +370,7 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
     if (short_read)
         return 0;
     if (pos > 15) {
-        o.fn = op_gp_len<1, 0>;
+        o.fn = chain<op_gp_len<1, 0>>;
         o.len = 15;
         return 15;
     }
@@ -379,13 +379,13 @@ unsigned decode_one(uint8_t const* b, size_t avail, uint8_t mode, Insn& o)
     if (d >= &T.grp[0][0])
         o.op = uint16_t(kNumMaps * 256 + (d - &T.grp[0][0]));
     if (invalid) {
-        o.fn = op_ud<1, 0>;
+        o.fn = chain<op_ud<1, 0>>;
         o.op = 0xFFFF;
         o.pfx |= kPfxEnd;
         return unsigned(pos);
     }
     Handler h = d->h[size_index(osize)][o.mem];
-    o.fn = h ? h : op_ud<1, 0>;
+    o.fn = h ? h : chain<op_ud<1, 0>>;
     return unsigned(pos);
 }
 

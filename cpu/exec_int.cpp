@@ -4,6 +4,8 @@
 // produces them. Handlers are template <int S (bytes), int M (r/m is memory)>.
 #include "cpu/ops.h"
 
+#include <utility>
+
 namespace sevemu::cpu {
 
 namespace {
@@ -467,11 +469,11 @@ template <int S, int M> void cwd(Core& c, Insn const&)
 {
     if constexpr (S > 1) c.setr<S>(RDX * 8, (c.getr<S>(0) >> (S * 8 - 1)) ? ~0ull : 0);
 }
-template <int S, int M> void setcc(Core& c, Insn const& i) { rm_set<1, M>(c, i, c.cond(i.op & 0xF)); }
-template <int S, int M> void cmovcc(Core& c, Insn const& i)
+template <int CC, int S, int M> void setcc(Core& c, Insn const& i) { rm_set<1, M>(c, i, c.cond_c<CC>()); }
+template <int CC, int S, int M> void cmovcc(Core& c, Insn const& i)
 {
     U<S> v = rm_get<S, M>(c, i); // the source is read (and may fault) whatever the condition
-    if (c.cond(i.op & 0xF)) c.setr<S>(i.reg, v);
+    if (c.cond_c<CC>()) c.setr<S>(i.reg, v);
     else if constexpr (S == 4) c.setr<4>(i.reg, c.getr<4>(i.reg)); // 32-bit dest is zero-extended
 }
 template <int S, int M> void xadd(Core& c, Insn const& i)
@@ -656,9 +658,9 @@ template <int S> inline void go(Core& c, uint64_t target)
     c.r[kRegNext] = target & mask<S>();
     c.brk = true;
 }
-template <int S, int M> void jcc(Core& c, Insn const& i)
+template <int CC, int S, int M> void jcc(Core& c, Insn const& i)
 {
-    if (c.cond(i.op & 0xF)) go<S>(c, c.r[kRegNext] + i.imm);
+    if (c.cond_c<CC>()) go<S>(c, c.r[kRegNext] + i.imm);
 }
 template <int S, int M> void jmp_J(Core& c, Insn const& i) { go<S>(c, c.r[kRegNext] + i.imm); }
 template <int S, int M> void call_J(Core& c, Insn const& i)
@@ -1011,12 +1013,13 @@ void register_int_ops(OpTables& t)
         set_op(p[0xB8 + r], "mov", 0, Imm::V, SEVEMU_H(mov_RI));
         set_op(x[0xC8 + r], "bswap", 0, Imm::None, SEVEMU_H(bswap));
     }
-    for (int cc = 0; cc < 16; ++cc) {
-        set_op(p[0x70 + cc], "jcc", kDef64, Imm::Jb, SEVEMU_H(jcc));
-        set_op(x[0x80 + cc], "jcc", kDef64, Imm::Jz, SEVEMU_H(jcc));
-        set_op(x[0x90 + cc], "setcc", kModrm | kByte, Imm::None, SEVEMU_H(setcc));
-        set_op(x[0x40 + cc], "cmovcc", kModrm, Imm::None, SEVEMU_H(cmovcc));
-    }
+    // One handler per condition (cond_c<CC>).
+    [&]<int... CC>(std::integer_sequence<int, CC...>) {
+        ((set_op(p[0x70 + CC], "jcc", kDef64, Imm::Jb, SEVEMU_HA(jcc, CC)),
+          set_op(x[0x80 + CC], "jcc", kDef64, Imm::Jz, SEVEMU_HA(jcc, CC)),
+          set_op(x[0x90 + CC], "setcc", kModrm | kByte, Imm::None, SEVEMU_HA(setcc, CC)),
+          set_op(x[0x40 + CC], "cmovcc", kModrm, Imm::None, SEVEMU_HA(cmovcc, CC))), ...);
+    }(std::make_integer_sequence<int, 16> {});
     set_op(p[0x60], "pusha", kInv64, Imm::None, SEVEMU_H(pusha));
     set_op(p[0x61], "popa", kInv64, Imm::None, SEVEMU_H(popa));
     set_op(p[0x68], "push", kDef64, Imm::Z, SEVEMU_H(push_I));
