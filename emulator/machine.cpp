@@ -1156,6 +1156,18 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
         [&](vmm::ExitInternalError const& e) -> Step {
             return outcome(RunOutcome::Reason::HostError, 1, fmt::format("SEV guest stopped at rip {:#x}: {}", rip, e.reason));
         },
+        [&](vmm::ExitSevTerm const& t) -> Step {
+            // KVM_SYSTEM_EVENT_SEV_TERM: the SEV-ES guest gave up (QEMU: a guest panic).
+            return outcome(RunOutcome::Reason::HostError, 1,
+                fmt::format("SEV-ES guest requested termination (reason set {}, code {:#x}) at rip {:#x}", t.reason_set,
+                    t.reason_code, rip));
+        },
+        [&](vmm::ExitApResetHold const&) -> Step {
+            // KVM_EXIT_AP_RESET_HOLD: the AP waits for a SIPI (Vcpu::sev_sipi releases it).
+            if (vcpu.sev())
+                vcpu.set_halted();
+            return Next::EndSlice;
+        },
         [&](ExitDebugExit const& d) -> Step { return outcome(RunOutcome::Reason::DebugExit, d.status, {}); },
         [&](ExitPowerOff const&) -> Step { return outcome(RunOutcome::Reason::PowerOff, 0, {}); },
     }, exit);

@@ -91,8 +91,9 @@ uint64_t Vcpu::guest_rip() const { return m_sev ? m_sev->state().rip : m_cpu->ri
 
 bool Vcpu::guest_interrupts_enabled() const
 {
-    uint64_t flags = m_sev ? m_sev->state().rflags : m_cpu->state().rflags;
-    return flags & cpu::rflags::IF;
+    if (m_sev)
+        return m_sev->guest_interrupts_enabled(); // SEV-ES: from VMCB int_state, not the VMSA
+    return m_cpu->state().rflags & cpu::rflags::IF;
 }
 
 } // namespace sevemu::emulator
