@@ -4,13 +4,19 @@
 // throughput measured in the same run.
 //
 // The two machines run in this process, each on its own thread as sevemu runs one (Machine::run),
-// with the Migration objects sevemu's QMP drives; the source is a 1 GiB machine whose guest spins
-// in a loop (`pause; jmp` written over the Multiboot entry of bench-trivial.elf: a running vCPU
+// with the Migration objects sevemu's QMP drives, each side pinned to one of two cores (as two
+// hosts); the source is a 1 GiB machine whose guest spins in a loop (`pause; jmp`: a running vCPU
 // that writes no memory, the "idle guest" of issue 12's downtime figure) and whose RAM from
 // 64 MiB up holds 512 MiB of pseudo-random bytes, written before it starts (incompressible and
-// never zero, so every page travels whole). Rows: total time, stream throughput (against
-// loopback TCP and against memcpy), downtime (against QEMU's default downtime-limit, 300 ms).
-// SEV guests migrate (emulator/sev_migration.cpp, test migration-sev) but have no rows here yet (QUIRKS.md).
+// never zero, so every page travels whole). Two row sets: a plain guest (bench-trivial.elf, the
+// loop over its entry) and an SEV guest (bench-trivial-sev.elf, policy 0x1 as migrate_sev.py; the
+// loop written at guest_main and the 512 MiB written through its key, so that they are private
+// pages: every one goes through SEND_UPDATE_DATA on the source and RECEIVE_UPDATE_DATA on the
+// target, with the target's PDH and chain given as migrate-set-sev-info gives them). Rows: total
+// time, stream throughput (against loopback TCP and against memcpy), downtime (against QEMU's
+// default downtime-limit, 300 ms), the pre-copy's passes and the process's CPU time during the
+// migration (steadier than wall time on a shared host). SEVEMU_BENCH_MIGRATION_ONLY=plain|sev
+// runs one row set (profiling); SEVEMU_BENCH_MIGRATION_NOPIN leaves the threads unpinned.
 #include "bench.h"
 
 #include "base/epyc_model.h"
