@@ -5,6 +5,7 @@
 #include <array>
 #include <cassert>
 #include <cstring>
+#include <immintrin.h>
 #include <string>
 #include <zlib.h>
 
@@ -20,13 +21,70 @@ constexpr size_t kEndSize = 1 + 4 + 4;
 
 uint32_t crc32(std::span<uint8_t const> b) { return snapshot_crc32(b); }
 
-// CRC-32/ISO-HDLC through zlib (crc32_z, crc32_combine): Debian's zlib computes it with its
-// braided word-at-a-time method, so that a live migration's stream is checked at memory speed.
+// CRC-32/ISO-HDLC by carry-less multiplication (PCLMULQDQ), where the CPU has it: four 128-bit
+// lanes folded 64 bytes at a time, then folded into one, reduced to 64 and 32 bits and finished by
+// Barrett reduction — the method of Intel's "Fast CRC Computation for Generic Polynomials Using
+// PCLMULQDQ Instruction" (Gopal et al., 2009), in the bit-reflected domain. The constants are the
+// paper's for this polynomial (x^n mod P for the fold distances, P' and u' for Barrett), the same
+// that Linux arch/x86/crypto/crc32-pclmul_asm.S lists. Several times faster than zlib's braided
+// tables (Debian's zlib 1.2.13 has no PCLMUL path), which a live migration feels: both ends run
+// every byte of the stream through this. Takes and gives the raw register (see crc_update);
+// `n` is at least 64 and a multiple of 16.
+#define SEVEMU_CLMUL __attribute__((target("pclmul,sse4.1")))
+SEVEMU_CLMUL inline __m128i load128(uint8_t const* q) { return _mm_loadu_si128(reinterpret_cast<__m128i const*>(q)); }
+// lane * x^k: its low half times one constant, its high half times the other, plus the next lane.
+SEVEMU_CLMUL inline __m128i fold(__m128i lane, __m128i k, __m128i next)
+{
+    return _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(lane, k, 0x00), _mm_clmulepi64_si128(lane, k, 0x11)), next);
+}
+
+SEVEMU_CLMUL uint32_t crc_fold_clmul(uint32_t reg, uint8_t const* p, size_t n)
+{
+    __m128i const fold4 = _mm_set_epi64x(0x1c6e41596, 0x154442bd4); // x^(512+32), x^(512-32) mod P
+    __m128i const fold1 = _mm_set_epi64x(0x0ccaa009e, 0x1751997d0); // x^(128+32), x^(128-32) mod P
+    __m128i const fold32 = _mm_set_epi64x(0, 0x163cd6124);          // x^64 mod P
+    __m128i const barrett = _mm_set_epi64x(0x1f7011641, 0x1db710641); // u', P'
+    __m128i const low32 = _mm_setr_epi32(-1, 0, -1, 0);
+    __m128i lane[4];
+    for (int i = 0; i < 4; ++i)
+        lane[i] = load128(p + 16 * i);
+    lane[0] = _mm_xor_si128(lane[0], _mm_cvtsi32_si128(int(reg)));
+    p += 64;
+    n -= 64;
+    for (; n >= 64; p += 64, n -= 64)
+        for (int i = 0; i < 4; ++i)
+            lane[i] = fold(lane[i], fold4, load128(p + 16 * i));
+    __m128i x = lane[0];
+    for (int i = 1; i < 4; ++i)
+        x = fold(x, fold1, lane[i]);
+    for (; n >= 16; p += 16, n -= 16)
+        x = fold(x, fold1, load128(p));
+    // 128 -> 64 bits, 64 -> 32 bits.
+    x = _mm_xor_si128(_mm_srli_si128(x, 8), _mm_clmulepi64_si128(x, fold1, 0x10));
+    x = _mm_xor_si128(_mm_srli_si128(x, 4), _mm_clmulepi64_si128(_mm_and_si128(x, low32), fold32, 0x00));
+    // Barrett: the quotient by P from u', its product with P' cancels all but the remainder.
+    __m128i q = _mm_and_si128(_mm_clmulepi64_si128(_mm_and_si128(x, low32), barrett, 0x10), low32);
+    x = _mm_xor_si128(x, _mm_clmulepi64_si128(q, barrett, 0x00));
+    return uint32_t(_mm_extract_epi32(x, 1));
+}
+
+bool have_clmul()
+{
+    static bool const yes = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    return yes;
+}
+
+// CRC-32/ISO-HDLC: the folding above for the bulk, zlib (crc32_z, crc32_combine) for the rest.
 // crc_update() keeps the raw register (initial value 0xFFFFFFFF, no final XOR), crc_final()
 // applies the final XOR; zlib's functions take and give finished CRCs, hence the XORs. Checked
 // against boost::crc_32_type in tests/base/state_stream_test.cpp.
 uint32_t crc_update(uint32_t reg, std::span<uint8_t const> b)
 {
+    if (b.size() >= 64 && have_clmul()) {
+        size_t bulk = b.size() & ~size_t(15);
+        reg = crc_fold_clmul(reg, b.data(), bulk);
+        b = b.subspan(bulk);
+    }
     if (b.empty()) // zlib answers a null buffer with its initial value, whatever the CRC so far
         return reg;
     return uint32_t(::crc32_z(reg ^ 0xFFFFFFFFu, b.data(), b.size())) ^ 0xFFFFFFFFu;

@@ -82,10 +82,10 @@ public:
     {
         auto* sev = m.sev();
         uint64_t gpa = spa - SevRuntime::kGuestRamBase;
-        if (!m.memory().copy_dram_page(spa >> kPageShift, m_page))
-            return err(fmt::format("page {:#x} is not DRAM", spa));
         if (sev->vm().is_shared(gpa >> kPageShift)) {
             // A page the guest shared (KVM_HC_MAP_GPA_RANGE): plaintext in DRAM, sent as is.
+            if (!m.memory().copy_dram_page(spa >> kPageShift, m_page))
+                return err(fmt::format("page {:#x} is not DRAM", spa));
             w.u8(kPageClear);
             w.raw(m_page);
             return kPageClear;
@@ -93,14 +93,21 @@ public:
         // Every private page goes through the firmware, even one DRAM holds as zeros: the guest
         // reads such a page as the zeros' decryption under its key, which only RECEIVE_UPDATE_DATA
         // reproduces on the target (zeros in the target's DRAM would decrypt to other bytes).
-        auto packet = sev->send_page(gpa);
-        if (!packet)
-            return err(sev_text(packet.error()));
+        auto hdr_len = sev->packet_header_length();
+        if (!hdr_len)
+            return err(sev_text(hdr_len.error()));
         w.u8(kPagePacket);
-        w.u32(uint32_t(4 + packet->header.size() + packet->data.size()));
-        w.u32(uint32_t(packet->header.size()));
-        w.raw(packet->header);
-        w.raw(packet->data);
+        w.u32(uint32_t(4 + *hdr_len + kPageSize));
+        w.u32(*hdr_len);
+        // The packet goes straight into the record.
+        auto& bytes = w.data();
+        size_t at = bytes.size();
+        bytes.resize(at + *hdr_len + kPageSize);
+        auto out = std::span<uint8_t>(bytes).subspan(at);
+        if (auto s = sev->send_page(gpa, out.first(*hdr_len), out.subspan(*hdr_len)); !s) {
+            bytes.resize(at);
+            return err(sev_text(s.error()));
+        }
         return kPagePacket;
     }
 

@@ -238,6 +238,8 @@ SevRuntime::~SevRuntime()
 {
     // KVM's VM teardown (DEACTIVATE, DECOMMISSION) still talks to the PSP: the vCPU and VM go
     // before the driver (the AMD-SP is the board's and outlives this).
+    if (m_xfer && m_host)
+        m_host->free_pages(*m_xfer, 3);
     m_vcpus.clear();
     m_vm.reset();
     m_sev_host.reset();
@@ -729,15 +731,41 @@ Result<Bytes, SevError> SevRuntime::send_start()
     return std::move(*blob);
 }
 
-Result<SevRuntime::Packet, SevError> SevRuntime::send_page(uint64_t gpa)
+// The three pages of m_xfer: the kvm structure, the packet header, the packet.
+Result<Spa, SevError> SevRuntime::xfer_buffers()
 {
-    if (m_state != SevState::SendUpdate)
-        return sev_fail(fmt::format("SEV: SEND_UPDATE_DATA in state '{}'", sev_state_name(m_state)));
-    if ((gpa & kPageMask) || gpa >= m_ram_size)
-        return sev_fail(fmt::format("SEV: GPA {:#x} is not a page of guest RAM", gpa));
+    if (!m_xfer) {
+        auto spa = m_host->alloc_pages(3);
+        if (!spa)
+            return sev_fail("SEV: out of host memory");
+        m_xfer = *spa;
+    }
+    return *m_xfer;
+}
+
+// encrypt_op through the kept structure page.
+int SevRuntime::xfer_op(uint32_t id, void* data, size_t size, uint32_t& fw_error)
+{
+    Hva at = direct_map(*m_xfer);
+    if (!m_host->copy_to(at, { static_cast<uint8_t const*>(data), size }))
+        return -EFAULT;
+    kvm_sev_cmd cmd {};
+    cmd.id = id;
+    cmd.data = at.value;
+    int ret = m_vm->memory_encrypt_op(cmd);
+    fw_error = cmd.error;
+    if (!m_host->copy_from(at, { static_cast<uint8_t*>(data), size }))
+        return ret ? ret : -EFAULT;
+    return ret;
+}
+
+Result<uint32_t, SevError> SevRuntime::packet_header_length()
+{
     // The header's size is fixed by the firmware (0x34: SEV-KM API 55766 §6.15's packet
     // header); QEMU asks once per migration, sevemu too (the first call).
     if (m_packet_header_len == 0) {
+        if (m_state != SevState::SendUpdate)
+            return sev_fail(fmt::format("SEV: SEND_UPDATE_DATA in state '{}'", sev_state_name(m_state)));
         uint32_t fw_error = 0;
         kvm_sev_send_update_data q {};
         int r = encrypt_op(KVM_SEV_SEND_UPDATE_DATA, &q, fw_error);
@@ -745,20 +773,28 @@ Result<SevRuntime::Packet, SevError> SevRuntime::send_page(uint64_t gpa)
             return sev_fail(fmt::format("SEV: SEND_UPDATE_DATA did not report the header length: {}", op_error(r, fw_error)));
         m_packet_header_len = q.hdr_len;
     }
-    auto hdr = HostBuffer::create(*m_host, {}, m_packet_header_len);
-    auto trans = HostBuffer::create(*m_host, {}, kPageSize);
-    if (!hdr || !trans)
-        return sev_fail("SEV: out of host memory");
-    kvm_sev_send_update_data u { hdr->hva().value, m_packet_header_len, direct_map(Spa(kGuestRamBase + gpa)).value,
-        uint32_t(kPageSize), trans->hva().value, uint32_t(kPageSize) };
+    return m_packet_header_len;
+}
+
+Result<void, SevError> SevRuntime::send_page(uint64_t gpa, std::span<uint8_t> header, std::span<uint8_t> data)
+{
+    if (m_state != SevState::SendUpdate)
+        return sev_fail(fmt::format("SEV: SEND_UPDATE_DATA in state '{}'", sev_state_name(m_state)));
+    if ((gpa & kPageMask) || gpa >= m_ram_size)
+        return sev_fail(fmt::format("SEV: GPA {:#x} is not a page of guest RAM", gpa));
+    uint32_t hdr_len = TRY(packet_header_length());
+    if (header.size() != hdr_len || data.size() != kPageSize)
+        return sev_fail("SEV: SEND_UPDATE_DATA into buffers of the wrong size");
+    Spa xfer = TRY(xfer_buffers());
+    Hva hdr = direct_map(xfer + kPageSize), trans = direct_map(xfer + 2 * kPageSize);
+    kvm_sev_send_update_data u { hdr.value, hdr_len, direct_map(Spa(kGuestRamBase + gpa)).value, uint32_t(kPageSize),
+        trans.value, uint32_t(kPageSize) };
     uint32_t fw_error = 0;
-    if (int r = encrypt_op(KVM_SEV_SEND_UPDATE_DATA, &u, fw_error))
+    if (int r = xfer_op(KVM_SEV_SEND_UPDATE_DATA, &u, sizeof u, fw_error))
         return sev_fail(fmt::format("SEV: SEND_UPDATE_DATA of GPA {:#x} failed: {}", gpa, op_error(r, fw_error)));
-    auto h = hdr->read(m_packet_header_len);
-    auto d = trans->read(kPageSize);
-    if (!h || !d)
+    if (!m_host->copy_from(hdr, header) || !m_host->copy_from(trans, data))
         return sev_fail("SEV: SEND_UPDATE_DATA output unreadable");
-    return Packet { std::move(*h), std::move(*d) };
+    return {};
 }
 
 Result<void, SevError> SevRuntime::send_finish()
@@ -832,14 +868,14 @@ Result<void, SevError> SevRuntime::receive_page(uint64_t gpa, std::span<uint8_t 
         return sev_fail(fmt::format("SEV: GPA {:#x} is not a page of guest RAM", gpa));
     if (header.empty() || header.size() > kPageSize || data.size() != kPageSize)
         return sev_fail(fmt::format("SEV: a packet for GPA {:#x} must be a header and one page", gpa));
-    auto hdr = HostBuffer::create(*m_host, header);
-    auto trans = HostBuffer::create(*m_host, data);
-    if (!hdr || !trans)
+    Spa xfer = TRY(xfer_buffers());
+    Hva hdr = direct_map(xfer + kPageSize), trans = direct_map(xfer + 2 * kPageSize);
+    if (!m_host->copy_to(hdr, header) || !m_host->copy_to(trans, data))
         return sev_fail("SEV: out of host memory");
-    kvm_sev_receive_update_data u { hdr->hva().value, uint32_t(header.size()), direct_map(Spa(kGuestRamBase + gpa)).value,
-        uint32_t(kPageSize), trans->hva().value, uint32_t(kPageSize) };
+    kvm_sev_receive_update_data u { hdr.value, uint32_t(header.size()), direct_map(Spa(kGuestRamBase + gpa)).value,
+        uint32_t(kPageSize), trans.value, uint32_t(kPageSize) };
     uint32_t fw_error = 0;
-    if (int r = encrypt_op(KVM_SEV_RECEIVE_UPDATE_DATA, &u, fw_error))
+    if (int r = xfer_op(KVM_SEV_RECEIVE_UPDATE_DATA, &u, sizeof u, fw_error))
         return sev_fail(fmt::format("SEV: RECEIVE_UPDATE_DATA of GPA {:#x} failed: {}", gpa, op_error(r, fw_error)));
     return {};
 }

@@ -151,12 +151,11 @@ public:
     // SEND_START toward the target (the length query, then the call): the 0x80-byte session
     // (wrapped transport keys) for the target's RECEIVE_START. The state becomes "send-update".
     Result<Bytes, SevError> send_start();
-    // SEND_UPDATE_DATA of one 4 KiB page of guest RAM: the packet header and the page
-    // re-encrypted under the transport key.
-    struct Packet {
-        Bytes header, data;
-    };
-    Result<Packet, SevError> send_page(uint64_t gpa);
+    // SEND_UPDATE_DATA of one 4 KiB page of guest RAM: the packet header (packet_header_length()
+    // bytes) and the page re-encrypted under the transport key (4096 bytes), into the caller's
+    // buffers (the migration stream's record).
+    Result<uint32_t, SevError> packet_header_length();
+    Result<void, SevError> send_page(uint64_t gpa, std::span<uint8_t> header, std::span<uint8_t> data);
     // SEND_FINISH: the source is "sent" and never runs again.
     Result<void, SevError> send_finish();
     // SEND_CANCEL: back to "running" (the migration failed or was cancelled).
@@ -234,6 +233,12 @@ private:
     std::vector<GpaRangeChange> m_gpa_changes;
     Bytes m_target_pdh, m_target_plat, m_target_amd; // migrate-set-sev-info
     uint32_t m_packet_header_len {};
+    // The userspace buffers of SEND/RECEIVE_UPDATE_DATA, kept for the whole migration (QEMU
+    // allocates its page and header buffers once too): the kvm structure, the packet header and
+    // the packet, a page each.
+    std::optional<Spa> m_xfer;
+    Result<Spa, SevError> xfer_buffers();
+    int xfer_op(uint32_t id, void* data, size_t size, uint32_t& fw_error);
 };
 
 } // namespace sevemu::emulator

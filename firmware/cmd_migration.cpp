@@ -37,6 +37,16 @@ bool amd_chain_length_valid(uint32_t len)
 
 Status chain_status(CertError e) { return cert_status(e); }
 
+// The guest's transport contexts for its channel's current keys: made once per session rather
+// than once per packet (SEND_START gives new keys, and the contexts follow them).
+template <class G>
+TransportCrypto* transport_of(G& g)
+{
+    if (!g.transport || !g.transport->made_for(g.keys))
+        g.transport = TransportCrypto::create(g.keys);
+    return g.transport.get();
+}
+
 } // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -221,7 +231,8 @@ Result<void, Status> Firmware::cmd_send_start(SendStartBuf& b)
 // SEND_UPDATE_DATA (0x41) / SEND_UPDATE_VMSA (0x42): AMD-ASPFW sev_mcmd.c sev_mcmd_send_update.
 Result<void, Status> Firmware::send_update(TransportBuf& b, bool vmsa)
 {
-    note("handle=" + std::to_string(b.handle) + " guest=" + hex(b.guest_paddr) + " len=" + std::to_string(b.guest_len));
+    if (m_trace.enabled("psp"))
+        note("handle=" + std::to_string(b.handle) + " guest=" + hex(b.guest_paddr) + " len=" + std::to_string(b.guest_len));
     TRY(check_platform_state());
     // Checked before the handle, so hdr_len = 0 is a length query (KVM
     // __sev_send_update_data_query_lengths). AMD-ASPFW writes back hdr_len only; trans_len stays.
@@ -242,24 +253,26 @@ Result<void, Status> Firmware::send_update(TransportBuf& b, bool vmsa)
     TRY(check_range(b.guest_paddr, b.guest_len));
     TRY(check_range(b.trans_paddr, b.guest_len));
     TRY(check_range(b.hdr_paddr, kPacketHeaderSize));
+    TransportCrypto* tc = transport_of(*g);
+    if (!tc)
+        return make_unexpected(Status::HWERROR_PLATFORM);
 
-    // Compression is never used: the packet is exactly guest_len bytes (AMD-ASPFW CSF-832).
-    Bytes plain(b.guest_len);
-    TRY(read_dram(b.guest_paddr, plain, mmu::KeyId::slot(g->asid)));
+    // Compression is never used: the packet is exactly guest_len bytes (AMD-ASPFW CSF-832). The
+    // plaintext is encrypted where it was read, so no copy of it outlives this call.
+    Bytes packet(b.guest_len);
+    TRY(read_dram(b.guest_paddr, packet, mmu::KeyId::slot(g->asid)));
     PacketHeader hdr {};
     Iv128 iv {};
-    if (!random_bytes(iv)) {
-        secure_zero(plain.data(), plain.size());
+    if (!random_bytes(iv) || !tc->ctr(iv, packet, packet)) {
+        secure_zero(packet.data(), packet.size());
         return make_unexpected(Status::HWERROR_PLATFORM);
     }
-    auto cipher = aes128_ctr(g->keys.tek, iv, plain);
-    secure_zero(plain.data(), plain.size());
-    if (!cipher)
+    auto mac = tc->packet_mac(kContextTransport, hdr.flags, iv, b.guest_len, b.guest_len, packet);
+    if (!mac)
         return make_unexpected(Status::HWERROR_PLATFORM);
-    Mac256 mac = packet_mac(g->keys.tik, kContextTransport, hdr.flags, iv, b.guest_len, b.guest_len, *cipher, {});
     std::memcpy(hdr.iv, iv.data(), 16);
-    std::memcpy(hdr.mac, mac.data(), 32);
-    TRY(write_dram(b.trans_paddr, *cipher, mmu::KeyId::none()));
+    std::memcpy(hdr.mac, mac->data(), 32);
+    TRY(write_dram(b.trans_paddr, packet, mmu::KeyId::none()));
     TRY(write_dram(b.hdr_paddr, packet_header_bytes(hdr), mmu::KeyId::none()));
     b.hdr_len = kPacketHeaderSize;
     return {};
@@ -277,6 +290,7 @@ Result<void, Status> Firmware::cmd_send_finish(HandleBuf& b)
     Guest* g = TRY(find_guest(b.handle));
     TRY(check_guest_state(*g));
     secure_zero(&g->keys, sizeof g->keys);
+    g->transport.reset();
     g->has_channel = false;
     transition(*g, GuestState::SENT);
     return {};
@@ -289,6 +303,7 @@ Result<void, Status> Firmware::cmd_send_cancel(HandleBuf& b)
     Guest* g = TRY(find_guest(b.handle));
     TRY(check_guest_state(*g));
     secure_zero(&g->keys, sizeof g->keys);
+    g->transport.reset();
     g->has_channel = false;
     transition(*g, GuestState::RUNNING);
     return {};
@@ -317,7 +332,8 @@ Result<void, Status> Firmware::cmd_receive_start(LaunchStartBuf& b)
 // is refused with BAD_MEASUREMENT and the guest is left as it was.
 Result<void, Status> Firmware::receive_update(TransportBuf& b, bool vmsa)
 {
-    note("handle=" + std::to_string(b.handle) + " guest=" + hex(b.guest_paddr) + " len=" + std::to_string(b.guest_len));
+    if (m_trace.enabled("psp"))
+        note("handle=" + std::to_string(b.handle) + " guest=" + hex(b.guest_paddr) + " len=" + std::to_string(b.guest_len));
     TRY(check_platform_state());
     Guest* g = TRY(find_guest(b.handle));
     TRY(check_guest_state(*g));
@@ -338,20 +354,27 @@ Result<void, Status> Firmware::receive_update(TransportBuf& b, bool vmsa)
         return make_unexpected(Status::INVALID_LEN);
     if (hdr->flags & kPacketFlagCompressed)
         return make_unexpected(Status::UNSUPPORTED);
-    Bytes cipher(b.trans_len);
-    TRY(read_dram(b.trans_paddr, cipher, mmu::KeyId::none()));
+    Bytes packet(b.trans_len);
+    TRY(read_dram(b.trans_paddr, packet, mmu::KeyId::none()));
+    TransportCrypto* tc = transport_of(*g);
+    if (!tc)
+        return make_unexpected(Status::HWERROR_PLATFORM);
     Iv128 iv {};
     std::memcpy(iv.data(), hdr->iv, 16);
-    Mac256 mac = packet_mac(g->keys.tik, kContextTransport, hdr->flags, iv, b.trans_len, b.trans_len, cipher, {});
-    if (!equal_ct(mac, std::span<const uint8_t>(hdr->mac, 32))) {
+    auto mac = tc->packet_mac(kContextTransport, hdr->flags, iv, b.trans_len, b.trans_len, packet);
+    if (!mac)
+        return make_unexpected(Status::HWERROR_PLATFORM);
+    if (!equal_ct(*mac, std::span<const uint8_t>(hdr->mac, 32))) {
         note("(packet MAC mismatch)");
         return make_unexpected(Status::BAD_MEASUREMENT);
     }
-    auto plain = aes128_ctr(g->keys.tek, iv, cipher);
-    if (!plain)
+    // Decrypted in place; the plaintext is erased once it is in guest memory.
+    if (!tc->ctr(iv, packet, packet)) {
+        secure_zero(packet.data(), packet.size());
         return make_unexpected(Status::HWERROR_PLATFORM);
-    auto w = write_dram(b.guest_paddr, *plain, mmu::KeyId::slot(g->asid));
-    secure_zero(plain->data(), plain->size());
+    }
+    auto w = write_dram(b.guest_paddr, packet, mmu::KeyId::slot(g->asid));
+    secure_zero(packet.data(), packet.size());
     return w;
 }
 
@@ -367,6 +390,7 @@ Result<void, Status> Firmware::cmd_receive_finish(HandleBuf& b)
     TRY(check_platform_state());
     Guest* g = TRY(find_guest(b.handle));
     TRY(check_guest_state(*g));
+    g->transport.reset();
     open_for_running(*g);
     return {};
 }

@@ -736,4 +736,70 @@ Mac256 launch_secret_mac(Key128 const& tik, uint32_t flags, Iv128 const& iv, std
     return packet_mac(tik, kContextSecret, flags, iv, len, len, ciphertext, measure);
 }
 
+std::unique_ptr<TransportCrypto> TransportCrypto::create(TransportKeys const& keys)
+{
+    std::unique_ptr<TransportCrypto> t(new TransportCrypto());
+    t->m_keys = keys;
+    auto* cipher = EVP_CIPHER_CTX_new();
+    t->m_cipher = cipher;
+    EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    auto* mctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
+    EVP_MAC_free(mac); // the context holds its own reference
+    t->m_mac = mctx;
+    char digest_name[] = "SHA256";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (!cipher || !mctx || EVP_EncryptInit_ex(cipher, EVP_aes_128_ctr(), nullptr, keys.tek.data(), nullptr) != 1
+        || EVP_MAC_init(mctx, keys.tik.data(), keys.tik.size(), params) != 1)
+        return nullptr;
+    return t;
+}
+
+TransportCrypto::~TransportCrypto()
+{
+    EVP_CIPHER_CTX_free(static_cast<EVP_CIPHER_CTX*>(m_cipher)); // both free functions cleanse
+    EVP_MAC_CTX_free(static_cast<EVP_MAC_CTX*>(m_mac));
+    secure_zero(&m_keys, sizeof m_keys);
+}
+
+bool TransportCrypto::made_for(TransportKeys const& keys) const
+{
+    return CRYPTO_memcmp(&keys, &m_keys, sizeof keys) == 0;
+}
+
+bool TransportCrypto::ctr(Iv128 const& iv, std::span<const uint8_t> in, std::span<uint8_t> out)
+{
+    auto* ctx = static_cast<EVP_CIPHER_CTX*>(m_cipher);
+    int len = 0, fin = 0;
+    // A new IV on the keyed context restarts the counter (and the keystream position).
+    return in.size() == out.size() && in.size() <= size_t(INT32_MAX)
+        && EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, iv.data()) == 1
+        && EVP_EncryptUpdate(ctx, out.data(), &len, in.data(), int(in.size())) == 1
+        && EVP_EncryptFinal_ex(ctx, out.data() + len, &fin) == 1 && size_t(len + fin) == in.size();
+}
+
+std::optional<Mac256> TransportCrypto::packet_mac(uint8_t context, uint32_t flags, Iv128 const& iv, uint32_t guest_len,
+    uint32_t trans_len, std::span<const uint8_t> ciphertext)
+{
+    auto* ctx = static_cast<EVP_MAC_CTX*>(m_mac);
+    uint8_t head[1 + 4 + 16 + 4 + 4];
+    std::span<uint8_t> h(head);
+    h[0] = context;
+    store_le(h.subspan(1), flags, 4);
+    std::memcpy(head + 5, iv.data(), 16);
+    store_le(h.subspan(21), guest_len, 4);
+    store_le(h.subspan(25), trans_len, 4);
+    Mac256 out {};
+    size_t len = 0;
+    // EVP_MAC_init without a key starts a new MAC under the key already set (OpenSSL 3 HMAC).
+    bool ok = EVP_MAC_init(ctx, nullptr, 0, nullptr) == 1 && EVP_MAC_update(ctx, head, sizeof head) == 1
+        && EVP_MAC_update(ctx, ciphertext.data(), ciphertext.size()) == 1
+        && EVP_MAC_final(ctx, out.data(), &len, out.size()) == 1 && len == out.size();
+    if (!ok)
+        return std::nullopt;
+    return out;
+}
+
 } // namespace sevemu::firmware

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -265,6 +266,32 @@ inline constexpr uint8_t kContextTransport = 0x02;
 // `measure` is the 32-byte LAUNCH_MEASURE HMAC for LAUNCH_SECRET, empty for SEND/RECEIVE_UPDATE.
 Mac256 packet_mac(Key128 const& tik, uint8_t context, uint32_t flags, Iv128 const& iv, uint32_t guest_len,
     uint32_t trans_len, std::span<const uint8_t> ciphertext, std::span<const uint8_t> measure);
+
+// The transport channel of SEND_UPDATE_* / RECEIVE_UPDATE_*: AES-128-CTR under the TEK and the
+// packet MAC (as packet_mac, empty `measure`) under the TIK, with OpenSSL's key schedules made
+// once per session instead of once per packet (a migration sends every page of the guest
+// through it). The keys are kept to tell whether the guest's channel is still the one this was
+// made for; the destructor erases them and the contexts.
+class TransportCrypto {
+public:
+    static std::unique_ptr<TransportCrypto> create(TransportKeys const&);
+    ~TransportCrypto();
+    TransportCrypto(TransportCrypto const&) = delete;
+    TransportCrypto& operator=(TransportCrypto const&) = delete;
+
+    bool made_for(TransportKeys const&) const;
+    // AES-128-CTR(TEK, iv) of `in` into `out` (same size; they may be the same buffer).
+    bool ctr(Iv128 const& iv, std::span<const uint8_t> in, std::span<uint8_t> out);
+    // HMAC-SHA256(TIK, context || LE32(flags) || IV || LE32(guest_len) || LE32(trans_len) || ciphertext).
+    std::optional<Mac256> packet_mac(uint8_t context, uint32_t flags, Iv128 const& iv, uint32_t guest_len,
+        uint32_t trans_len, std::span<const uint8_t> ciphertext);
+
+private:
+    TransportCrypto() = default;
+    TransportKeys m_keys {};
+    void* m_cipher {}; // EVP_CIPHER_CTX, keyed with the TEK
+    void* m_mac {};    // EVP_MAC_CTX (HMAC-SHA256), keyed with the TIK
+};
 
 // LAUNCH_SECRET's MAC: packet_mac with context 0x01 and guest_len = trans_len = ciphertext size.
 Mac256 launch_secret_mac(Key128 const& tik, uint32_t flags, Iv128 const& iv, std::span<const uint8_t> ciphertext,

@@ -128,6 +128,9 @@ private:
         Sha256Stream launch_digest;        // GCTX.LD, running
         Sha256Digest ld {};                // LD saved at LAUNCH_MEASURE (ATTESTATION)
         Mac256 measure {};                 // MEASURE saved at LAUNCH_MEASURE (LAUNCH_SECRET)
+        // SEND/RECEIVE_UPDATE_*'s cipher and MAC contexts for `keys`, made at the first packet
+        // (firmware/cmd_migration.cpp transport_of) and dropped when the channel is erased.
+        std::shared_ptr<TransportCrypto> transport;
         bool es() const { return policy & policy::ES; }
         ~Guest();
     };

@@ -220,7 +220,7 @@ uint32_t MemoryController::allocate_frame()
     return f;
 }
 
-Result<uint8_t*, MemError> MemoryController::cached_page(uint64_t pfn, KeyId key, bool for_write)
+Result<uint8_t*, MemError> MemoryController::cached_page(uint64_t pfn, KeyId key, bool for_write, bool overwrite)
 {
     auto it = is_cached(pfn) ? m_cache.find(pfn) : m_cache.end();
     if (it != m_cache.end()) {
@@ -243,7 +243,8 @@ Result<uint8_t*, MemError> MemoryController::cached_page(uint64_t pfn, KeyId key
     }
     uint32_t frame = allocate_frame();
     uint8_t* plain = m_arena + uint64_t(frame) * kPageSize;
-    cipher->decrypt_page(dram, plain, pfn);
+    if (!overwrite)
+        cipher->decrypt_page(dram, plain, pfn);
     m_frame_owner[frame] = pfn + 1;
     m_cache.emplace(pfn, CacheEntry { key, frame, for_write });
     m_cached[pfn / 64] |= 1ull << (pfn % 64);
@@ -296,13 +297,22 @@ Result<void, MemError> MemoryController::read(Spa spa, std::span<uint8_t> out, K
     }
     if (!is_dram(spa, out.size()) && !out.empty())
         return make_unexpected(MemError::OutOfRange);
+    XtsCipher const* cipher = nullptr;
     if (!key.is_none())
-        TRY(cipher_for(key));
+        cipher = TRY(cipher_for(key));
     size_t done = 0;
     while (done < out.size()) {
         Spa at = spa + done;
         size_t chunk = std::min<size_t>(out.size() - done, kPageSize - at.page_offset());
         uint8_t* page;
+        if (cipher && chunk == kPageSize && !is_cached(at.pfn())) {
+            // A whole page under a key that no cache frame holds (a migration reads every page
+            // of the guest once): decrypted straight into the caller's buffer, not through a
+            // frame that would evict another page for it.
+            cipher->decrypt_page(dram_page(at.pfn()), out.data() + done, at.pfn());
+            done += chunk;
+            continue;
+        }
         if (key.is_none()) {
             make_raw(at.pfn());
             page = dram_page(at.pfn());
@@ -330,7 +340,7 @@ Result<void, MemError> MemoryController::write(Spa spa, std::span<uint8_t const>
             make_raw(at.pfn());
             page = dram_page(at.pfn());
         } else {
-            page = TRY(cached_page(at.pfn(), key, true));
+            page = TRY(cached_page(at.pfn(), key, true, chunk == kPageSize));
         }
         mark_written(at.pfn());
         std::memcpy(page + at.page_offset(), in.data() + done, chunk);

@@ -197,7 +197,9 @@ private:
 
     uint8_t* dram_page(uint64_t pfn); // nullptr if not DRAM
     Result<XtsCipher const*, MemError> cipher_for(KeyId key) const;
-    Result<uint8_t*, MemError> cached_page(uint64_t pfn, KeyId key, bool for_write);
+    // `overwrite`: the caller writes the whole page next, so DRAM's old contents are not
+    // decrypted into the frame (nor read: a never-touched page stays unmapped until write-back).
+    Result<uint8_t*, MemError> cached_page(uint64_t pfn, KeyId key, bool for_write, bool overwrite = false);
     void drop_entry(uint64_t pfn, CacheEntry& e, bool* ok = nullptr);
     void make_raw(uint64_t pfn);
     void invalidate(uint64_t pfn);

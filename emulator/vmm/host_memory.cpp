@@ -14,19 +14,22 @@ Result<Spa, int> HostMemory::alloc_pages(uint64_t count)
 {
     if (count == 0 || count > m_pages)
         return make_unexpected(-ENOMEM);
-    // First fit; the host allocates rarely (per VM, per command), never on a hot path.
+    // First fit, from the lowest page that may be free: the SEV migration commands allocate
+    // their buffers per page sent (as the kernel's kzalloc per ioctl), so this is on a hot path.
     uint64_t run = 0;
-    for (uint64_t i = 0; i < m_pages; ++i) {
+    for (uint64_t i = m_first_free; i < m_pages; ++i) {
         run = m_used[i] ? 0 : run + 1;
         if (run == count) {
             uint64_t first = i + 1 - count;
             for (uint64_t j = first; j <= i; ++j)
                 m_used[j] = true;
+            while (m_first_free < m_pages && m_used[m_first_free])
+                ++m_first_free;
             Spa spa = m_base + (first << kPageShift);
             // Fresh pages are zeroed, as the kernel's __GFP_ZERO allocations are.
-            std::vector<uint8_t> zero(kPageSize, 0);
+            static uint8_t const kZero[kPageSize] {};
             for (uint64_t p = 0; p < count; ++p)
-                if (!m_mc.write(spa + (p << kPageShift), zero, mmu::KeyId::none()))
+                if (!m_mc.write(spa + (p << kPageShift), kZero, mmu::KeyId::none()))
                     return make_unexpected(-EFAULT);
             return spa;
         }
@@ -39,6 +42,7 @@ void HostMemory::free_pages(Spa first, uint64_t count)
     if (first < m_base)
         return;
     uint64_t index = (first - m_base) >> kPageShift;
+    m_first_free = std::min(m_first_free, index);
     for (uint64_t j = index; j < index + count && j < m_pages; ++j)
         m_used[j] = false;
 }

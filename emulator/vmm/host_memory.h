@@ -47,6 +47,7 @@ private:
     Spa m_base;
     uint64_t m_pages;
     std::vector<bool> m_used;
+    uint64_t m_first_free {}; // every page below it is in use: first fit starts its search here
 };
 
 } // namespace sevemu::vmm

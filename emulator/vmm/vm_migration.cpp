@@ -14,6 +14,7 @@
 //     LAUNCH_START does.
 #include "emulator/vmm/vm.h"
 
+#include <array>
 #include <cerrno>
 #include <vector>
 
@@ -45,19 +46,24 @@ Result<void, int> kzalloc(HostMemory& host, uint32_t len, KernelBuffer& out)
     auto spa = host.alloc_pages(pages);
     if (!spa)
         return make_unexpected(-ENOMEM);
+    // HostMemory::alloc_pages hands out zeroed pages already (__GFP_ZERO).
     out.host = &host;
     out.spa = *spa;
     out.pages = pages;
-    std::vector<uint8_t> zeros(pages * kPageSize, 0);
-    if (!host.copy_to(direct_map(*spa), zeros))
-        return make_unexpected(-ENOMEM);
     return {};
 }
 
 // copy_to_user() of `len` bytes of a kernel buffer.
 int copy_buffer_to_user(HostMemory& host, Spa from, uint64_t uaddr, uint32_t len)
 {
-    std::vector<uint8_t> tmp(len);
+    // Page-sized packets (every SEND_UPDATE_DATA) go through the stack.
+    std::array<uint8_t, kPageSize> page;
+    std::vector<uint8_t> big;
+    std::span<uint8_t> tmp(page.data(), len);
+    if (len > page.size()) {
+        big.resize(len);
+        tmp = big;
+    }
     if (!host.copy_from(direct_map(from), tmp) || !host.copy_to(Hva(uaddr), tmp))
         return -EFAULT;
     return 0;

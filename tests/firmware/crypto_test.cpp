@@ -291,6 +291,47 @@ TEST_CASE("LAUNCH_SECRET: AES-CTR and packet MAC KAT, SEND_UPDATE MAC KAT", "[cr
     CHECK(to_hex(packet_mac(filled<16>(0x22), kContextTransport, 0, filled<16>(0x55), 32, 32, *ct, {})) == to_hex(send_ref));
 }
 
+TEST_CASE("TransportCrypto: kept contexts give the one-shot AES-CTR and packet MAC, packet after packet", "[crypto][kat]")
+{
+    TransportKeys keys {};
+    keys.tek = filled<16>(0x11);
+    keys.tik = filled<16>(0x22);
+    auto tc = TransportCrypto::create(keys);
+    REQUIRE(tc);
+    CHECK(tc->made_for(keys));
+    TransportKeys other = keys;
+    other.tik[15] ^= 1;
+    CHECK(!tc->made_for(other));
+    // The SEND_UPDATE KAT above, then pages with other IVs and contents: each packet restarts
+    // the counter and the MAC (a context left mid-stream would give other bytes).
+    std::string text = "0123456789abcdef0123456789abcdef";
+    Bytes plain(text.begin(), text.end());
+    Bytes ct(plain.size());
+    REQUIRE(tc->ctr(filled<16>(0x55), plain, ct));
+    CHECK(to_hex(ct) == "714a0fd53a9686be53ec6b029d7d9122993f1d7e0d37c7727541c9c3be937dec");
+    auto mac = tc->packet_mac(kContextTransport, 0, filled<16>(0x55), 32, 32, ct);
+    REQUIRE(mac);
+    CHECK(to_hex(*mac) == "8e07264d870ce9871fd5bd1176cb3769638cae2a581c7ad61fb80bfa8610f40f");
+    for (int i = 0; i < 3; ++i) {
+        Bytes iv(16, uint8_t(0x30 + i));
+        iv[15] = 0xfe; // the counter carries within the page
+        Bytes page(4096);
+        for (size_t k = 0; k < page.size(); ++k)
+            page[k] = uint8_t(k * 7 + i);
+        Bytes ref = ref_ctr(Bytes(16, 0x11), iv, page);
+        Iv128 iv128 {};
+        std::copy(iv.begin(), iv.end(), iv128.begin());
+        Bytes inplace = page;
+        REQUIRE(tc->ctr(iv128, inplace, inplace));
+        CHECK(inplace == ref);
+        auto m = tc->packet_mac(kContextTransport, uint32_t(i), iv128, 4096, 4096, inplace);
+        REQUIRE(m);
+        Bytes flags = { uint8_t(i), 0, 0, 0 };
+        CHECK(to_hex(*m) == to_hex(ref_hmac(Bytes(16, 0x22), cat({ hex("02"), flags, iv, hex("00100000"), hex("00100000"), ref }))));
+    }
+    CHECK(!tc->ctr(filled<16>(0x55), plain, std::span<uint8_t>(ct).first(16)));
+}
+
 TEST_CASE("AES-CTR uses the full 128-bit big-endian counter (carry across 64 bits)", "[crypto]")
 {
     Bytes iv = hex("00000000000000fffffffffffffffffe");
