@@ -720,6 +720,10 @@ Result<Bytes, SevError> SevRuntime::send_start()
     if (!has_migration_target())
         return sev_fail("SEV: the target's certificates are not set (use migrate-set-sev-info with the target's "
                         "query-sev-capabilities)");
+    // An SEV-ES guest's registers are in its encrypted VMSAs, which would have to travel with
+    // SEND_UPDATE_VMSA; the migration stream carries a vCPU's save area instead (QUIRKS.md).
+    if (m_config.policy & kPolicyEs)
+        return sev_fail("SEV: migrating an SEV-ES guest is unsupported yet (its VMSAs would need SEND_UPDATE_VMSA)");
     uint32_t fw_error = 0;
     kvm_sev_send_start q {};
     int r = encrypt_op(KVM_SEV_SEND_START, &q, fw_error);
@@ -812,6 +816,9 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create_incoming(Ma
     mmu::MemoryController& mc, devices::AmdSp& sp, devices::Bus& host_mmio, Trace& trace)
 {
     TRY(check_config(c));
+    if (c.confidential_guest->policy & kPolicyEs)
+        return fail(fmt::format("sev-guest '{}': -incoming with an SEV-ES policy is unsupported yet (the VMSAs would need "
+                                "RECEIVE_UPDATE_VMSA; QUIRKS.md)", c.confidential_guest->id));
     std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, sp, host_mmio, trace));
     TRY(rt->build_host());
     TRY(rt->init_vm());
@@ -826,6 +833,8 @@ Result<void, SevError> SevRuntime::receive_start(uint32_t policy, std::span<uint
 {
     if (m_state != SevState::Uninit)
         return sev_fail(fmt::format("SEV: RECEIVE_START in state '{}'", sev_state_name(m_state)));
+    if ((policy | m_config.policy) & kPolicyEs)
+        return sev_fail("SEV: receiving an SEV-ES guest is unsupported yet (its VMSAs would need RECEIVE_UPDATE_VMSA)");
     // The target's own -object sev-guest names the policy it expects; the firmware checks the
     // session against the policy it is given (a changed policy breaks the session's MAC).
     if (policy != uint32_t(m_config.policy))
