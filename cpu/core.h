@@ -143,6 +143,9 @@ struct Core {
     Insn const* block_first {}; // the current block's first instruction (see IcountNow)
     bool halted {};
     bool irq_shadow {};
+    // SEV_ES_GHCB (C001_0130): the guest's GHCB MSR, exchanged with VMCB 0x0A0 by an SEV-ES
+    // VMRUN/#VMEXIT (APM vol 2 §15.35.7); kept beside the MSR bank, not in CpuState.
+    uint64_t ghcb_msr {};
     // The NMI pin (APM vol 2 §8.2.3): an NMI latched by Cpu::inject_nmi(), and the blocking
     // its delivery sets until the next IRET (§8.9.5 / SDM vol 3 §6.7.1).
     bool nmi_pending {}, nmi_blocked {};

@@ -58,7 +58,8 @@ inline constexpr uint32_t TSC = 0x10, APIC_BASE = 0x1B, MTRRCAP = 0xFE, SYSENTER
                           SFMASK = 0xC0000084, FS_BASE = 0xC0000100, GS_BASE = 0xC0000101,
                           KERNEL_GS_BASE = 0xC0000102, TSC_AUX = 0xC0000103, TSC_RATIO = 0xC0000104,
                           SYSCFG = 0xC0010010, HWCR = 0xC0010015, NB_CFG = 0xC001001F, VM_CR = 0xC0010114,
-                          VM_HSAVE_PA = 0xC0010117, SEV_STATUS = 0xC0010131;
+                          VM_HSAVE_PA = 0xC0010117, SEV_STATUS = 0xC0010131,
+                          SEV_ES_GHCB = 0xC0010130;
 // The local APIC's MSRs, forwarded to IoHandler::apic_msr_read/write: APIC_BASE (0x1B),
 // TSC_DEADLINE (0x6E0, Intel SDM vol 3 §10.5.4.1; AMD PPR Fn0000_0001 ECX[24]) and the x2APIC
 // register range 0x800-0x8FF (APM vol 2 §16.11).

@@ -216,6 +216,7 @@ bool Core::rdmsr(uint32_t idx, uint64_t& v)
     case msr::VM_CR: v = msr.vm_cr; return true;
     case msr::VM_HSAVE_PA: v = msr.vm_hsave_pa; return true;
     case msr::SEV_STATUS: v = msr.sev_status; return true;
+    case msr::SEV_ES_GHCB: v = ghcb_msr; return true;
     // NB_CFG: reads 0 and writes are dropped, as KVM serves it (arch/x86/kvm/x86.c,
     // kvm_get_msr_common/kvm_set_msr_common MSR_AMD64_NB_CFG); Linux reads it in init_amd.
     case msr::NB_CFG: v = 0; return true;
@@ -291,6 +292,7 @@ bool Core::wrmsr(uint32_t idx, uint64_t v)
         if ((v & 0xFFF) || (v & ~phys_mask)) return false;
         msr.vm_hsave_pa = v;
         return true;
+    case msr::SEV_ES_GHCB: ghcb_msr = v; return true;
     default: break;
     }
     if (idx >= 0x200 && idx < 0x210) { msr.mtrr_var[idx - 0x200] = v; return true; }

@@ -190,6 +190,7 @@ svm::SvmCpuView Core::svm_view()
     v.cpl = cpl;
     v.gif = gif;
     v.interrupt_shadow = irq_shadow;
+    v.ghcb_msr = ghcb_msr;
     return v;
 }
 
@@ -224,6 +225,7 @@ void Core::svm_apply(svm::SvmCpuView const& v)
     bank = cpl == 3 ? 1 : 0;
     gif = v.gif;
     irq_shadow = v.interrupt_shadow;
+    ghcb_msr = v.ghcb_msr;
     flush_jump_cache();
     r[kRegNext] = rip;
     brk = true;
@@ -288,6 +290,13 @@ void Core::vmexit_now(uint64_t code, uint64_t info1, uint64_t info2, uint64_t nr
     // error code (§15.35.5); the guest's #VC handler talks to the hypervisor through the GHCB.
     if (guest->sev_es && !svm::is_automatic_exit(code, info1))
         raise(svm::kVcVector, uint32_t(code));
+    // The automatic exits that complete their instruction leave RIP past it in the VMSA, since
+    // the hypervisor cannot advance it (APM vol 2 §15.35.5 Table "automatic exits": PAUSE, HLT,
+    // IDLE_HLT, VMGEXIT "RIP advanced").
+    if (guest->sev_es && nrip &&
+        (code == ec::SVM_EXIT_PAUSE || code == ec::SVM_EXIT_HLT || code == ec::SVM_EXIT_IDLE_HLT ||
+            code == ec::SVM_EXIT_VMGEXIT))
+        rip = nrip;
     throw SvmExit { svm::ExitInfo { code, info1, info2, delivering, nrip } };
 }
 
@@ -467,8 +476,12 @@ template <int S, int M> void vmrun_op(Core& c, Insn const&)
     c.do_vmrun(c.r[kRegNext]);
     end(c);
 }
-template <int S, int M> void vmmcall_op(Core& c, Insn const&)
+template <int S, int M> void vmmcall_op(Core& c, Insn const& i)
 {
+    // VMGEXIT is VMMCALL with a REP prefix (F3 0F 01 D9; APM vol 3 VMGEXIT): in an SEV-ES guest an
+    // automatic #VMEXIT 0x403 whatever the intercepts, RIP past it (APM vol 2 §15.35.5); anywhere
+    // else it behaves as VMMCALL.
+    if ((i.pfx & kPfxRep) && c.guest && c.guest->sev_es) c.vmexit_now(ec::SVM_EXIT_VMGEXIT, 0, 0, c.r[kRegNext]);
     if (c.intercepted(Intercept::VMMCALL)) c.intercept(Intercept::VMMCALL);
     c.raise(UD); // not intercepted, or in the host (APM vol 3 VMMCALL)
 }

@@ -1194,7 +1194,10 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
                     t.reason_code, sev_termination_reason(t.reason_set, t.reason_code)));
         },
         [&](vmm::ExitApResetHold const&) -> Step {
-            // The AP parked itself until its next SIPI (runnable() keeps it off the CPU).
+            // KVM_EXIT_AP_RESET_HOLD: the AP parked itself until its next SIPI (runnable() keeps
+            // it off the CPU; Vcpu::sev_sipi releases it).
+            if (vcpu.sev())
+                vcpu.set_halted();
             return Next::EndSlice;
         },
         [&](ExitDebugExit const& d) -> Step { return outcome(RunOutcome::Reason::DebugExit, d.status, {}); },

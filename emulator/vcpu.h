@@ -36,7 +36,8 @@ struct ExitDebugExit {
 struct ExitPowerOff {};
 
 using VcpuExit = std::variant<vmm::ExitIo, vmm::ExitMmio, vmm::ExitHlt, vmm::ExitShutdown, vmm::ExitHypercall,
-    vmm::ExitFailEntry, vmm::ExitInternalError, vmm::ExitIntr, vmm::ExitIrqWindowOpen, ExitDebugExit, ExitPowerOff>;
+    vmm::ExitFailEntry, vmm::ExitInternalError, vmm::ExitIntr, vmm::ExitIrqWindowOpen, vmm::ExitSevTerm,
+    vmm::ExitApResetHold, ExitDebugExit, ExitPowerOff>;
 
 class Vcpu {
 public:

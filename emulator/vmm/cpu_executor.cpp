@@ -13,4 +13,6 @@ Result<void, std::string> CpuExecutor::vmrun(Spa vmcb, Spa host_save_area, Guest
     return {};
 }
 
+std::optional<uint64_t> CpuExecutor::host_tsc() const { return m_cpu.tsc(); }
+
 } // namespace sevemu::vmm

@@ -20,6 +20,7 @@ class CpuExecutor final : public SvmExecutor {
 public:
     explicit CpuExecutor(cpu::Cpu& cpu, uint64_t slice = 20'000'000) : m_cpu(cpu), m_slice(slice) {}
     Result<void, std::string> vmrun(Spa vmcb, Spa host_save_area, GuestGprs& gprs) override;
+    std::optional<uint64_t> host_tsc() const override;
     cpu::Cpu& cpu() { return m_cpu; }
 
 private:

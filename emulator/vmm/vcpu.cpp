@@ -30,6 +30,7 @@ constexpr uint32_t kPassThrough[] = {
     0x00000010, // TSC
     0xC0000103, // TSC_AUX
     0xC0010131, // SEV_STATUS
+    0xC0010130, // SEV_ES_GHCB: the guest's own (KVM's direct_access_msrs, always passed through)
     // The MTRRs (MTRRcap, the variable and fixed ranges, MTRRdefType). KVM emulates them in
     // software (arch/x86/kvm/mtrr.c); sevemu's host has no cache types to protect, so the guest
     // uses the core's own, which the boot layer sets as firmware would (emulator/boot.h).
@@ -149,12 +150,27 @@ Result<std::unique_ptr<Vcpu>, int> Vcpu::create(Vm& vm, uint32_t id)
 
     set_power_on_registers(v->m_vmcb.save);
     v->m_vmcb.save.g_pat = 0x0007040600070406ull;
+    if (sev.active && sev.es_active) {
+        // sev_es_vcpu_create(): a zeroed page of its own for the VMSA.
+        v->m_es = true;
+        v->m_vmsa_page = TRY(host.alloc_pages(1));
+        TRY(host.copy_to(direct_map(v->m_vmsa_page), std::vector<uint8_t>(kPageSize, 0)));
+        v->sev_es_init_vmcb();
+    }
+    vm.register_vcpu(v.get());
     return v;
 }
 
 Vcpu::~Vcpu()
 {
+    m_vm.unregister_vcpu(this);
     auto& host = m_vm.host().psp().host();
+    if (m_es && m_vmsa_page.value) {
+        // sev_free_vcpu(): lines the CPU wrote with the guest's key leave the cache first.
+        if (m_guest_state_protected)
+            m_vm.host().memory().clflush(m_vmsa_page);
+        host.free_pages(m_vmsa_page, 1);
+    }
     host.free_pages(m_vmcb_page, 1);
     host.free_pages(m_hsave_page, 1);
     host.free_pages(m_iopm, kIopmPages);
@@ -222,20 +238,74 @@ Result<std::shared_ptr<NestedPageTables>, int> NestedPageTables::build(Vm& vm)
     return npt;
 }
 
-void Vcpu::inject_gp(Vmcb& vmcb)
+bool NestedPageTables::map_mmio(Gpa gpa)
 {
-    Event e {};
-    e.vector = 13;
-    e.type = EventType::EXCEPTION;
-    e.error_code = 0;
-    vmcb.control.event_inj = encode_event(e);
-    vmcb.control.event_inj_err = 0;
+    // Bit 50: above the 48 physical-address bits sevemu's CPU models implement (and below the
+    // C-bit, 51), so reserved in every nested entry (APM vol 2 §5.3.5, §15.25.5) — as KVM's
+    // shadow_mmio_value uses a reserved physical-address bit.
+    constexpr uint64_t kMmioReserved = 1ull << 50;
+    if (gpa.value >> 48)
+        return false;
+    auto& mc = m_host.memory();
+    auto read = [&](Spa at) -> std::optional<uint64_t> {
+        uint8_t b[8];
+        if (!mc.read(at, b, mmu::KeyId::none()))
+            return std::nullopt;
+        uint64_t v = 0;
+        for (int i = 7; i >= 0; --i)
+            v = v << 8 | b[i];
+        return v;
+    };
+    auto write = [&](Spa at, uint64_t v) {
+        uint8_t b[8];
+        for (int i = 0; i < 8; ++i)
+            b[i] = uint8_t(v >> (8 * i));
+        return bool(mc.write(at, b, mmu::KeyId::none()));
+    };
+    Spa table(m_root);
+    for (int level = 3; level > 0; --level) {
+        Spa at = table + ((gpa.value >> (12 + 9 * level)) & 0x1FF) * 8;
+        auto e = read(at);
+        if (!e)
+            return false;
+        if (!(*e & kPresent)) {
+            auto next = m_host.alloc_pages(1);
+            if (!next)
+                return false;
+            m_pages.push_back(*next);
+            if (!m_host.copy_to(direct_map(*next), std::vector<uint8_t>(kPageSize, 0)))
+                return false;
+            *e = next->value | kPresent | kWrite | kUser;
+            if (!write(at, *e))
+                return false;
+        } else if (*e & kMmioReserved) {
+            return false;
+        }
+        table = Spa(*e & kAddrMask);
+    }
+    Spa leaf = table + ((gpa.value >> 12) & 0x1FF) * 8;
+    auto e = read(leaf);
+    if (!e || ((*e & kPresent) && !(*e & kMmioReserved)))
+        return false; // a RAM page: not MMIO
+    return write(leaf, kPresent | kWrite | kUser | kMmioReserved);
 }
+
+void Vcpu::inject_exception(Vmcb& vmcb, uint8_t vector, std::optional<uint32_t> error_code)
+{
+    vmcb.control.event_inj = encode_event(Event { vector, EventType::EXCEPTION, error_code });
+    vmcb.control.event_inj_err = error_code.value_or(0);
+}
+
+void Vcpu::inject_gp(Vmcb& vmcb) { inject_exception(vmcb, 13, 0u); }
 
 bool Vcpu::ready_for_interrupt_injection() const
 {
     auto const& c = m_vmcb.control;
-    return (m_vmcb.save.rflags & (1u << 9)) && !(c.int_state & int_state::INTERRUPT_SHADOW) && !(c.event_inj & evtinj::VALID);
+    // RFLAGS.IF: an SEV-ES guest's RFLAGS is in its encrypted VMSA; the CPU reports IF in
+    // int_state's GUEST_INTERRUPT_MASK bit at #VMEXIT instead (APM vol 2 §15.35.6; KVM's
+    // svm_interrupt_blocked reads that bit for SEV-ES guests).
+    bool if_set = m_es ? bool(c.int_state & int_state::GUEST_INTERRUPT_MASK) : bool(m_vmcb.save.rflags & (1u << 9));
+    return if_set && !(c.int_state & int_state::INTERRUPT_SHADOW) && !(c.event_inj & evtinj::VALID);
 }
 
 bool Vcpu::inject_interrupt(uint8_t vector)
@@ -249,6 +319,22 @@ bool Vcpu::inject_interrupt(uint8_t vector)
 
 void Vcpu::init_event()
 {
+    if (m_es && m_guest_state_protected) {
+        // The registers are the guest's, encrypted: INIT cannot reset them (KVM's INIT path for
+        // a protected vCPU writes nothing the hardware would load). What was pending goes.
+        auto& c = m_vmcb.control;
+        c.event_inj = c.event_inj_err = 0;
+        c.int_state = 0;
+        c.int_ctl &= ~(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | int_ctl::V_INTR_PRIO_MASK);
+        c.intercepts[unsigned(Intercept::VINTR) / 32] &= ~(1u << (unsigned(Intercept::VINTR) % 32));
+        m_irq_window = false;
+        m_pending_in.reset();
+        m_pending_mmio.reset();
+        m_es_pending.reset();
+        m_nmi_masked = false;
+        m_nmi_iret_rip.reset();
+        return;
+    }
     set_power_on_registers(m_vmcb.save);
     // The general-purpose registers: zero, except RDX = the processor signature (CPUID 1 EAX),
     // as KVM's kvm_vcpu_reset writes it from the vCPU's CPUID table.
@@ -274,6 +360,10 @@ void Vcpu::init_event()
 
 void Vcpu::deliver_sipi(uint8_t vector)
 {
+    if (m_es && m_guest_state_protected) {
+        deliver_sipi_es(); // sev_vcpu_deliver_sipi_vector: CS:IP are the guest's own
+        return;
+    }
     // Only CS and RIP change; the rest is INIT's state (SDM vol 3 §9.4.4; APM vol 2 §16.5).
     m_vmcb.save.cs.selector = uint16_t(vector) << 8;
     m_vmcb.save.cs.base = uint64_t(vector) << 12;
@@ -339,8 +429,61 @@ bool Vcpu::inject_nmi()
     m_vmcb.control.event_inj = encode_event(Event { 2, EventType::NMI, std::nullopt });
     m_vmcb.control.event_inj_err = 0;
     m_nmi_masked = true;
-    set_intercept(m_vmcb.control, Intercept::IRET);
+    // The end of the handler: an intercepted IRET, or for SEV-ES the guest's NMI_COMPLETE
+    // request (svm_set_iret_intercept leaves SEV-ES guests alone).
+    if (!m_es)
+        set_intercept(m_vmcb.control, Intercept::IRET);
     return true;
+}
+
+// kvm_emulate_cpuid(): the VMM's table (KVM_SET_CPUID2); a leaf it lacks reads as zeros.
+CpuidEntry Vcpu::cpuid_lookup(uint32_t fn, uint32_t index) const
+{
+    for (auto const& e : m_cpuid)
+        if (e.function == fn && (e.index == index || e.index == 0xFFFFFFFFu))
+            return e;
+    return CpuidEntry { fn, index, 0, 0, 0, 0 };
+}
+
+// The intercepted MSRs the layer emulates (kvm_get_msr / kvm_set_msr for them); false = #GP.
+bool Vcpu::emulate_msr(uint32_t msr, bool write, uint64_t& value)
+{
+    if (msr == kMsrApicBase) {
+        if (!write) {
+            value = m_apic_base;
+            return true;
+        }
+        // kvm_set_apic_base(): bits 0-7 and 9 reserved, EXTD too without x2APIC in the guest's
+        // CPUID, and the address bits above MAXPHYADDR.
+        uint64_t reserved = 0x2FF | kApicBaseExtd | ~((1ull << guest_phys_bits()) - 1);
+        if (value & reserved)
+            return false;
+        m_apic_base = value;
+        return true;
+    }
+    if (msr == MSR_KVM_MIGRATION_CONTROL) {
+        // The guest's "ready to migrate" (the SEV live-migration series' svm_get_msr /
+        // svm_set_msr): a VM-wide value; #GP when the guest's CPUID does not offer
+        // KVM_FEATURE_MIGRATION_CONTROL, and for a write of any bit but KVM_MIGRATION_READY.
+        if (!has_pv_feature(KVM_FEATURE_MIGRATION_CONTROL))
+            return false;
+        if (!write) {
+            value = m_vm.migration_control();
+            return true;
+        }
+        if (value & ~KVM_MIGRATION_READY)
+            return false;
+        m_vm.set_migration_control(value);
+        return true;
+    }
+    if (write ? ignores_write(msr) : reads_as_zero(msr)) {
+        if (!write)
+            value = 0;
+        return true;
+    }
+    // Any other intercepted MSR is one KVM does not emulate: #GP, as KVM does for unknown
+    // MSRs (ignore_msrs=0).
+    return false;
 }
 
 // RAX and RSP live in the VMCB save area, the others beside VMRUN (GuestGprs).
@@ -383,8 +526,21 @@ std::optional<VcpuExit> Vcpu::emulate_mmio(Vmcb& vmcb, uint64_t gpa)
     return ExitMmio { gpa, uint8_t(insn->size), false, 0 };
 }
 
+void Vcpu::complete_hypercall(uint64_t ret)
+{
+    if (m_es) {
+        (void)complete_es_hypercall(ret);
+        return;
+    }
+    m_vmcb.save.rax = ret;
+}
+
 void Vcpu::complete_mmio_read(uint64_t value)
 {
+    if (m_es) {
+        (void)complete_es_mmio_read(value);
+        return;
+    }
     if (!m_pending_mmio)
         return;
     unsigned r = *m_pending_mmio->reg;
@@ -395,6 +551,10 @@ void Vcpu::complete_mmio_read(uint64_t value)
 
 void Vcpu::complete_io_in(uint32_t value)
 {
+    if (m_es) {
+        (void)complete_es_io_in(value);
+        return;
+    }
     if (!m_pending_in)
         return;
     uint64_t rax = m_vmcb.save.rax;
@@ -426,10 +586,12 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
     }
     // The guest's NMI handler returned: its IRET was intercepted and has now run (KVM's
     // svm_complete_interrupts: NMIs are unmasked once RIP differs from the IRET's).
-    if (m_nmi_iret_rip && s.rip != *m_nmi_iret_rip) {
+    if (m_nmi_iret_rip && (m_es || s.rip != *m_nmi_iret_rip)) {
         m_nmi_iret_rip.reset();
         m_nmi_masked = false;
     }
+    if (m_es)
+        return handle_exit_es(vmcb);
     switch (c.exit_code) {
     case exitcode::SVM_EXIT_IRET:
         // The end of an NMI handler (iret_interception): drop the intercept and let the IRET
@@ -446,13 +608,7 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
         return ExitIrqWindowOpen {};
     case exitcode::SVM_EXIT_CPUID: {
         // kvm_emulate_cpuid(): the VMM's table (KVM_SET_CPUID2); a leaf it lacks reads as zeros.
-        uint32_t fn = uint32_t(s.rax), index = uint32_t(m_gprs[RCX]);
-        CpuidEntry found {};
-        for (auto const& e : m_cpuid)
-            if (e.function == fn && (e.index == index || e.index == 0xFFFFFFFFu)) {
-                found = e;
-                break;
-            }
+        CpuidEntry found = cpuid_lookup(uint32_t(s.rax), uint32_t(m_gprs[RCX]));
         s.rax = found.eax;
         m_gprs[RBX] = found.ebx;
         m_gprs[RCX] = found.ecx;
@@ -476,59 +632,17 @@ std::optional<VcpuExit> Vcpu::handle_exit(Vmcb& vmcb)
     }
     case exitcode::SVM_EXIT_MSR: {
         // EXITINFO1 = 0 for RDMSR, 1 for WRMSR; ECX names the MSR (APM vol 2 §15.11).
-        uint32_t msr = uint32_t(m_gprs[RCX]);
         bool write = c.exit_info_1 & 1;
-        if (msr == kMsrApicBase) {
-            if (!write) {
-                s.rax = uint32_t(m_apic_base);
-                m_gprs[RDX] = m_apic_base >> 32;
-            } else {
-                // kvm_set_apic_base(): bits 0-7 and 9 reserved, EXTD too without x2APIC in the
-                // guest's CPUID, and the address bits above MAXPHYADDR.
-                uint64_t value = uint32_t(s.rax) | (m_gprs[RDX] << 32);
-                uint64_t reserved = 0x2FF | kApicBaseExtd | ~((1ull << guest_phys_bits()) - 1);
-                if (value & reserved) {
-                    inject_gp(vmcb);
-                    return std::nullopt;
-                }
-                m_apic_base = value;
-            }
-            s.rip = c.next_rip;
+        uint64_t value = write ? (uint32_t(s.rax) | (m_gprs[RDX] << 32)) : 0;
+        if (!emulate_msr(uint32_t(m_gprs[RCX]), write, value)) {
+            inject_gp(vmcb);
             return std::nullopt;
         }
-        if (msr == MSR_KVM_MIGRATION_CONTROL) {
-            // The guest's "ready to migrate" (the SEV live-migration series' svm_get_msr /
-            // svm_set_msr): a VM-wide value; #GP when the guest's CPUID does not offer
-            // KVM_FEATURE_MIGRATION_CONTROL, and for a write of any bit but KVM_MIGRATION_READY.
-            if (!has_pv_feature(KVM_FEATURE_MIGRATION_CONTROL)) {
-                inject_gp(vmcb);
-                return std::nullopt;
-            }
-            if (!write) {
-                s.rax = uint32_t(m_vm.migration_control());
-                m_gprs[RDX] = m_vm.migration_control() >> 32;
-            } else {
-                uint64_t value = uint32_t(s.rax) | (m_gprs[RDX] << 32);
-                if (value & ~KVM_MIGRATION_READY) {
-                    inject_gp(vmcb);
-                    return std::nullopt;
-                }
-                m_vm.set_migration_control(value);
-            }
-            s.rip = c.next_rip;
-            return std::nullopt;
+        if (!write) {
+            s.rax = uint32_t(value);
+            m_gprs[RDX] = value >> 32;
         }
-        if (write ? ignores_write(msr) : reads_as_zero(msr)) {
-            if (!write) {
-                s.rax = 0;
-                m_gprs[RDX] = 0;
-            }
-            s.rip = c.next_rip;
-            return std::nullopt;
-        }
-        // Any other intercepted MSR is one KVM does not emulate: #GP, as KVM does for unknown
-        // MSRs (ignore_msrs=0).
-        inject_gp(vmcb);
+        s.rip = c.next_rip;
         return std::nullopt;
     }
     case exitcode::SVM_EXIT_HLT:
@@ -578,9 +692,28 @@ VcpuExit Vcpu::run(SvmExecutor& cpu)
         return ExitInternalError { "KVM_RUN before the pending IN was completed" };
     if (m_pending_mmio)
         return ExitInternalError { "KVM_RUN before the pending MMIO read was completed" };
+    if (m_es) {
+        // KVM runs an SEV-ES vCPU only with an encrypted VMSA (the VMCB's save area is not
+        // what VMRUN loads).
+        if (!m_guest_state_protected)
+            return ExitInternalError { "KVM_RUN on an SEV-ES vCPU before KVM_SEV_LAUNCH_UPDATE_VMSA" };
+        if (m_es_pending && m_es_pending->awaiting)
+            return ExitInternalError { "KVM_RUN before the pending GHCB request (IN or MMIO read) was completed" };
+    }
     if (m_first_run)
         m_vm.note_vcpu_created();
+    m_executor = &cpu;
+    struct ClearExecutor {
+        SvmExecutor*& p;
+        ~ClearExecutor() { p = nullptr; }
+    } clear_executor { m_executor };
     while (true) {
+        // The rest of a GHCB request that takes several exits (string I/O, MMIO > 8 bytes).
+        if (m_es_pending) {
+            if (auto exit = next_es_pending_exit())
+                return *exit;
+        }
+        unmap_ghcb();
         if (m_irq_window && !(m_vmcb.control.event_inj & evtinj::VALID)) {
             if (ready_for_interrupt_injection()) {
                 m_irq_window = false;

@@ -6,11 +6,14 @@
 #pragma once
 
 #include "cpu/svm/vmcb.h"
+#include "emulator/vmm/ghcb.h"
 #include "emulator/vmm/mmio_insn.h"
 #include "emulator/vmm/vm.h"
 
 #include <array>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -28,6 +31,8 @@ class SvmExecutor {
 public:
     virtual ~SvmExecutor() = default;
     virtual Result<void, std::string> vmrun(Spa vmcb, Spa host_save_area, GuestGprs& gprs) = 0;
+    // The host TSC now (for the GHCB's RDTSC/RDTSCP requests of an SEV-ES guest), if known.
+    virtual std::optional<uint64_t> host_tsc() const { return std::nullopt; }
 };
 
 // Exit reasons, named as kvm_run's KVM_EXIT_* are.
@@ -59,8 +64,22 @@ struct ExitIrqWindowOpen {};          // KVM_EXIT_IRQ_WINDOW_OPEN: the guest can
 struct ExitIntr {};                   // KVM_EXIT_INTR: the host took a physical interrupt (the
                                       // executor's time slice ended, or the VMM asked the vCPU to
                                       // stop); the VMM does its work and calls run() again
+// KVM_EXIT_SYSTEM_EVENT with type KVM_SYSTEM_EVENT_SEV_TERM (Linux include/uapi/linux/kvm.h;
+// arch/x86/kvm/svm/sev.c): an SEV-ES guest asked the hypervisor to terminate it, through the GHCB
+// MSR protocol (GHCBInfo 0x100) or the termination NAE event (0x8000_FFFE). The guest cannot run
+// on (QEMU treats it as a guest panic); running it again re-enters it where it asked.
+struct ExitSevTerm {
+    uint64_t ghcb_msr;   // system_event.data[0]: the GHCB MSR (or GHCB GPA) as the guest left it
+    uint8_t reason_set;  // GHCBData[15:12] / SW_EXITINFO1[3:0]
+    uint8_t reason_code; // GHCBData[23:16] / SW_EXITINFO1[11:4]
+};
+// KVM_EXIT_AP_RESET_HOLD (Linux include/uapi/linux/kvm.h; x86.c kvm_emulate_ap_reset_hold with a
+// userspace local APIC): an SEV-ES AP parked itself in AP reset hold (NAE 0x8000_0004, or GHCB MSR
+// protocol 0x006). The VMM keeps it stopped until a SIPI for it (Vcpu::deliver_sipi) releases it;
+// a run() before that re-enters the guest, which is told "not released" and asks again.
+struct ExitApResetHold {};
 using VcpuExit = std::variant<ExitIo, ExitHlt, ExitShutdown, ExitHypercall, ExitFailEntry, ExitInternalError, ExitIntr,
-    ExitIrqWindowOpen, ExitMmio>;
+    ExitIrqWindowOpen, ExitMmio, ExitSevTerm, ExitApResetHold>;
 
 // KVM_SET_CPUID2 entries.
 struct CpuidEntry {
@@ -83,6 +102,11 @@ public:
     NestedPageTables(NestedPageTables const&) = delete;
     NestedPageTables& operator=(NestedPageTables const&) = delete;
     uint64_t root() const { return m_root; }
+    // KVM's MMIO caching for a GPA outside every memory slot: a present leaf with a reserved
+    // address bit, so that the guest's next access takes #NPF with RSVD set (for an SEV-ES guest
+    // a #VC 0x400 the guest handles through its GHCB). False if the GPA is beyond the 4-level
+    // tables or a page cannot be allocated.
+    bool map_mmio(Gpa);
 
 private:
     explicit NestedPageTables(HostMemory& host) : m_host(host) {}
@@ -99,8 +123,36 @@ public:
     ~Vcpu();
 
     // The guest's register state lives in the VMCB save area (KVM_GET/SET_REGS, _SREGS).
+    // SEV-ES: these are the VMM's staging copy, which LAUNCH_UPDATE_VMSA turns into the VMSA
+    // (sev_es_sync_vmsa); once the state is protected they are neither read nor written by the
+    // guest (the real state is in the encrypted VMSA) — use get_registers()/set_registers(),
+    // which refuse then as KVM does.
     cpu::svm::VmcbSaveArea& state() { return m_vmcb.save; }
     GuestGprs& gprs() { return m_gprs; }
+    // KVM_GET_REGS/KVM_SET_REGS (and _SREGS) with KVM's guest_state_protected rule: -EINVAL for
+    // an SEV-ES vCPU whose VMSA was encrypted (x86.c kvm_arch_vcpu_ioctl_get_regs), else 0.
+    int get_registers(cpu::svm::VmcbSaveArea& save, GuestGprs& gprs) const;
+    int set_registers(cpu::svm::VmcbSaveArea const& save, GuestGprs const& gprs);
+
+    // --- SEV-ES (the VM was made with KVM_SEV_ES_INIT or KVM_SEV_INIT2 on a KVM_X86_SEV_ES_VM
+    // before this vCPU; emulator/vmm/vcpu_es.cpp).
+    bool sev_es() const { return m_es; }
+    // vcpu->arch.guest_state_protected: LAUNCH_UPDATE_VMSA encrypted this vCPU's VMSA.
+    bool guest_state_protected() const { return m_guest_state_protected; }
+    // The VMSA page (VMCB 0x108); its content is ciphertext once the state is protected.
+    Spa vmsa_address() const { return m_vmsa_page; }
+    // XCR0, PKRU, XSS (KVM_SET_XCRS, the PKRU in KVM_SET_XSAVE, MSR_IA32_XSS) as sev_es_sync_vmsa
+    // takes them; staging state like state().
+    VmsaSyncExtras& vmsa_extras() { return m_vmsa_extras; }
+    // The VMSA image LAUNCH_UPDATE_VMSA would encrypt now (sev_es_sync_vmsa of the staging state).
+    cpu::svm::Vmsa vmsa_image() const;
+    // Vm::memory_encrypt_op(KVM_SEV_LAUNCH_UPDATE_VMSA), per vCPU: writes vmsa_image() to the
+    // VMSA page in plaintext (-EINVAL when already protected or DR7 has bits beyond 0x400) ...
+    int sync_vmsa();
+    // ... and after the firmware encrypted it in place: the state is the guest's from now on.
+    void set_guest_state_protected() { m_guest_state_protected = true; }
+    // In AP reset hold (ExitApResetHold was reported and no SIPI has released it yet).
+    bool in_ap_reset_hold() const { return m_ap_reset_hold != ApResetHold::None; }
     void set_cpuid(std::vector<CpuidEntry> entries) { m_cpuid = std::move(entries); }
     std::vector<CpuidEntry> const& cpuid_entries() const { return m_cpuid; }
 
@@ -111,7 +163,7 @@ public:
     // For an MMIO read: the value read, written to the instruction's register before the next run().
     void complete_mmio_read(uint64_t value);
     // The VMM's answer to an ExitHypercall, returned to the guest in RAX (0 = success).
-    void complete_hypercall(uint64_t ret) { m_vmcb.save.rax = ret; }
+    void complete_hypercall(uint64_t ret);
 
     // Interrupts from a userspace interrupt controller, as with KVM_INTERRUPT and
     // kvm_run::request_interrupt_window (KVM's svm_set_irq / svm_enable_irq_window):
@@ -139,6 +191,10 @@ public:
     // init_vmcb — the registers of power-on (real mode at F000:FFF0, RDX = CPUID 1 EAX) except
     // what INIT keeps (the MSRs held in the save area: STAR..SYSENTER_*, PAT), nothing pending.
     // SIPI: kvm_vcpu_deliver_sipi_vector — CS = vector << 8 with base vector << 12, IP = 0.
+    // SEV-ES (KVM's sev_vcpu_deliver_sipi_vector and its INIT path): INIT leaves the encrypted
+    // state alone (only pending events and requests are dropped); the first SIPI starts the vCPU
+    // from its VMSA as launched, a later one releases it from AP reset hold (SW_EXITINFO2 = 1 in
+    // its GHCB, or a non-zero AP-reset-hold MSR response) and is ignored otherwise.
     void init_event();
     void deliver_sipi(uint8_t vector);
 
@@ -168,16 +224,25 @@ public:
     // The exit decoder on its own: given the VMCB after #VMEXIT, either handles it (updating the
     // VMCB for re-entry, returns nullopt) or names the exit for the VMM.
     std::optional<VcpuExit> handle_exit(cpu::svm::Vmcb& vmcb);
+    // SEV-ES #VMEXIT(VMGEXIT) on its own (KVM's sev_handle_vmgexit): the GHCB MSR protocol or the
+    // GHCB page named by VMCB 0x0A0, read through the VM's memory slots.
+    std::optional<VcpuExit> handle_vmgexit(cpu::svm::Vmcb& vmcb);
 
     Spa vmcb_address() const { return m_vmcb_page; }
     uint64_t nested_cr3() const { return m_npt->root(); }
     cpu::svm::Vmcb const& vmcb() const { return m_vmcb; }
 
+    uint32_t id() const { return m_id; }
+
 private:
     Vcpu(Vm& vm, uint32_t id) : m_vm(vm), m_id(id) {}
+    void sev_es_init_vmcb();
     void inject_gp(cpu::svm::Vmcb&);
     unsigned guest_phys_bits() const;
     bool has_pv_feature(unsigned bit) const;
+    CpuidEntry cpuid_lookup(uint32_t fn, uint32_t index) const;
+    bool emulate_msr(uint32_t msr, bool write, uint64_t& value);
+    void inject_exception(cpu::svm::Vmcb&, uint8_t vector, std::optional<uint32_t> error_code);
 
     Vm& m_vm;
     uint32_t m_id;
@@ -196,6 +261,56 @@ private:
     bool m_irq_window {};
     bool m_nmi_masked {};
     std::optional<uint64_t> m_nmi_iret_rip; // the intercepted IRET's RIP, until it completes
+
+    // SEV-ES state (KVM's struct vcpu_sev_es_state).
+    bool m_es {};
+    bool m_guest_state_protected {};
+    bool m_received_first_sipi {};
+    Spa m_vmsa_page;
+    VmsaSyncExtras m_vmsa_extras;
+    enum class ApResetHold : uint8_t { None, Nae, MsrProtocol };
+    ApResetHold m_ap_reset_hold { ApResetHold::None };
+    // The GHCB of the request being served, mapped (copied) from the guest until the next VMRUN
+    // (KVM's svm->sev_es.ghcb, unmapped by sev_es_unmap_ghcb).
+    struct MappedGhcb {
+        uint64_t gpa {};
+        Ghcb page {};
+        GuestGprs regs {};        // RAX..RSI as the request gave them, then the answers
+        bool regs_out {};         // the request was accepted: RAX/RBX/RCX/RDX go back
+        uint64_t scratch_gpa {};  // SW_SCRATCH (if valid)
+        std::vector<uint8_t> scratch;
+        bool scratch_in_ghcb {}, scratch_sync {};
+        size_t scratch_offset {};
+    };
+    std::optional<MappedGhcb> m_ghcb;
+    // A GHCB request that needs more than one VMM exit, or the VMM's answer.
+    struct EsPending {
+        enum class Kind : uint8_t { IoIn, StringIo, MmioRead, MmioWrite, Hypercall } kind {};
+        bool awaiting {};         // an IN / MMIO read exit was returned and not completed yet
+        uint16_t port {};
+        uint8_t size {};          // I/O element size, or the MMIO fragment being read
+        bool in {};
+        uint64_t gpa {};          // MMIO
+        uint32_t total {}, done {}; // string I/O: elements; MMIO: bytes
+    };
+    std::optional<EsPending> m_es_pending;
+    SvmExecutor* m_executor {};   // during run(), for the TSC of GHCB RDTSC
+    struct ScratchOutcome {
+        bool ok;
+        std::optional<VcpuExit> exit;
+    };
+    std::optional<VcpuExit> handle_exit_es(cpu::svm::Vmcb&);
+    std::optional<VcpuExit> handle_ghcb_msr_protocol(cpu::svm::Vmcb&);
+    std::optional<VcpuExit> handle_ghcb_nae(cpu::svm::Vmcb&);
+    ScratchOutcome setup_scratch(uint64_t len, bool sync);
+    std::optional<VcpuExit> next_es_pending_exit();
+    void unmap_ghcb();
+    bool complete_es_io_in(uint32_t);
+    bool complete_es_mmio_read(uint64_t);
+    bool complete_es_hypercall(uint64_t);
+    void deliver_sipi_es();
+    bool guest_read(uint64_t gpa, std::span<uint8_t>) const;
+    bool guest_write(uint64_t gpa, std::span<uint8_t const>);
 };
 
 } // namespace sevemu::vmm

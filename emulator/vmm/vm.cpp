@@ -1,5 +1,6 @@
 // The KVM SEV ioctls, each checked in the order arch/x86/kvm/svm/sev.c checks them.
 #include "emulator/vmm/vm.h"
+#include "emulator/vmm/vcpu.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -238,8 +239,7 @@ int Vm::memory_encrypt_op(kvm_sev_cmd& cmd)
     case KVM_SEV_GET_ATTESTATION_REPORT:
         return get_attestation_report(cmd);
     case KVM_SEV_LAUNCH_UPDATE_VMSA:
-        // Needs vCPUs with a VMSA (SEV-ES), which come with SVM: refused clearly (QUIRKS.md).
-        return m_sev.es_active ? -EOPNOTSUPP : -ENOTTY;
+        return launch_update_vmsa(cmd);
     case KVM_SEV_SEND_START:
         return send_start(cmd);
     case KVM_SEV_SEND_UPDATE_DATA:
@@ -396,6 +396,31 @@ int Vm::adopt_context(kvm_sev_cmd& cmd, uint32_t handle, Params& params)
 }
 template int Vm::adopt_context(kvm_sev_cmd&, uint32_t, kvm_sev_launch_start&);
 template int Vm::adopt_context(kvm_sev_cmd&, uint32_t, kvm_sev_receive_start&);
+
+// sev_launch_update_vmsa(): for each vCPU, sev_es_sync_vmsa() then LAUNCH_UPDATE_VMSA on its
+// VMSA page (the firmware measures the plaintext and encrypts it in place with the guest's key),
+// then the vCPU's state is protected. Stops at the first failure, as KVM does.
+int Vm::launch_update_vmsa(kvm_sev_cmd& cmd)
+{
+    if (!m_sev.active || !m_sev.es_active)
+        return -ENOTTY;
+    for (Vcpu* v : m_vcpus) {
+        if (int r = v->sync_vmsa(); r)
+            return r;
+        // The firmware rewrites the page with the guest's key: flush what the host wrote first
+        // (clflush_cache_range in __sev_launch_update_vmsa).
+        if (!m_host.config().sme_coherent)
+            m_host.memory().clflush(v->vmsa_address());
+        firmware::LaunchUpdateBuf data {};
+        data.handle = m_sev.handle;
+        data.paddr = v->vmsa_address().value;
+        data.length = uint32_t(kPageSize);
+        if (int r = issue(CommandId::LAUNCH_UPDATE_VMSA, &data, cmd.error); r)
+            return r;
+        v->set_guest_state_protected();
+    }
+    return 0;
+}
 
 int Vm::launch_update_data(kvm_sev_cmd& cmd)
 {

@@ -20,6 +20,7 @@
 namespace sevemu::vmm {
 
 class NestedPageTables; // vcpu.h
+class Vcpu;             // vcpu.h
 
 struct SevHostConfig {
     uint32_t max_asid { 509 };     // CPUID 8000_001F ECX
@@ -27,6 +28,8 @@ struct SevHostConfig {
     bool es_supported { true };
     bool sme_coherent { true };    // CPUID 8000_001F EAX[10]: no CLFLUSH needed around launches
     uint64_t supported_vmsa_features { SVM_SEV_FEAT_DEBUG_SWAP };
+    uint8_t sev_enc_bit { 51 };    // CPUID 8000_001F EBX[5:0] (KVM's sev_enc_bit), told to SEV-ES
+                                   // guests in the GHCB MSR protocol's SEV_INFO response
 };
 
 class SevHost {
@@ -79,6 +82,15 @@ public:
 
     // vCPU creation bookkeeping (KVM refuses SEV init after the first vCPU).
     void note_vcpu_created() { ++m_created_vcpus; }
+    // The VM's live vCPUs (kvm_for_each_vcpu), registered by Vcpu::create and removed by its
+    // destructor: KVM_SEV_LAUNCH_UPDATE_VMSA encrypts the VMSA of each, in creation order.
+    void register_vcpu(Vcpu* v) { m_vcpus.push_back(v); }
+    void unregister_vcpu(Vcpu* v) { std::erase(m_vcpus, v); }
+    std::vector<Vcpu*> const& vcpus() const { return m_vcpus; }
+    // The SEV-ES AP jump table (sev->ap_jump_table), set and read by the guest through the
+    // AP_JUMP_TABLE NAE event (0x8000_0005); the VMM reads it to start APs.
+    uint64_t ap_jump_table() const { return m_ap_jump_table; }
+    void set_ap_jump_table(uint64_t gpa) { m_ap_jump_table = gpa; }
     // The nested page tables the VM's vCPUs share while any of them lives (vcpu.h; KVM's TDP MMU
     // gives the vCPUs of a VM one root).
     std::weak_ptr<NestedPageTables>& shared_nested_page_tables() { return m_npt; }
@@ -123,6 +135,7 @@ private:
     int sev_init2(kvm_sev_cmd&);
     int launch_start(kvm_sev_cmd&);
     int launch_update_data(kvm_sev_cmd&);
+    int launch_update_vmsa(kvm_sev_cmd&);
     template <class Params, class Buf, class SetBlob, class GetLen>
     int blob_out_command(kvm_sev_cmd&, firmware::CommandId, Buf& data, SetBlob, GetLen);
     int launch_measure(kvm_sev_cmd&);
@@ -157,6 +170,8 @@ private:
     SevInfo m_sev;
     uint64_t m_migration_control {};
     std::vector<kvm_shared_region> m_shared;
+    std::vector<Vcpu*> m_vcpus;
+    uint64_t m_ap_jump_table {};
 };
 
 } // namespace sevemu::vmm
