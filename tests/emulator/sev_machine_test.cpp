@@ -561,6 +561,21 @@ TEST_CASE("sev-es machine: the SEV-ES guest runs; #VC and the GHCB serve its CPU
     CHECK(std::search(priv.begin(), priv.end(), private_msg.begin(), private_msg.end()) == priv.end());
 }
 
+TEST_CASE("sev-es machine: the guest's termination request ends the run with its reason and status 1",
+    "[sev][es][run]")
+{
+    std::string serial;
+    auto c = sev_es_config(1, &serial);
+    c.append = "sev-es-terminate";
+    auto m = make(c);
+    auto out = m->run();
+    INFO(serial);
+    CHECK(out.reason == RunOutcome::Reason::GuestPanic);
+    CHECK(out.exit_status == 1);
+    CHECK(out.message == "the SEV-ES guest asked to be terminated: reason set 0, code 0 (general termination request)");
+    CHECK(serial.find("sev-es: asking the hypervisor to terminate this guest\n") != std::string::npos);
+}
+
 TEST_CASE("sev-es machine: a plain SEV guest without a #VC handler cannot run as SEV-ES; the run ends cleanly",
     "[sev][es][run]")
 {

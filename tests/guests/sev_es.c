@@ -24,6 +24,7 @@ struct sev_es_vc_frame {
 extern uint64_t sev_status;      /* sev_entry.S: SEV_STATUS as read in 32-bit mode */
 extern uint32_t sev_cbit;        /* CPUID Fn8000_001F EBX[5:0] */
 extern uint32_t vc32_count;      /* CPUIDs the 32-bit #VC handler served */
+extern uint32_t mb_info;         /* the Multiboot information structure's address */
 
 #define MSR_SEV_ES_GHCB 0xC0010130u
 #define SEV_STATUS_SEV (1ull << 0)
@@ -287,7 +288,23 @@ void sev_es_vc_handler(struct sev_es_vc_frame* f)
     }
 }
 
-/* After guest_main(): what SEV-ES looked like from inside. Returns the guest's status. */
+/* The Multiboot command line (information structure +16, valid with flags bit 2) holds `word`. */
+static int cmdline_has(const char* word)
+{
+    const uint32_t* mbi = (const uint32_t*)(uintptr_t)mb_info;
+    if (!mbi || !(mbi[0] & (1u << 2)))
+        return 0;
+    const char* line = (const char*)(uintptr_t)mbi[4];
+    size_t n = strlen(word);
+    for (; *line; ++line)
+        if (strncmp(line, word, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* After guest_main(): what SEV-ES looked like from inside. Returns the guest's status. With
+ * "sev-es-terminate" on its command line the guest instead asks the hypervisor to end it
+ * (MSR protocol 0x100, reason set 0, code 0), which is how a test sees that path end to end. */
 int sev_es_report(int rc)
 {
     if ((sev_status & (SEV_STATUS_SEV | SEV_STATUS_ES)) != (SEV_STATUS_SEV | SEV_STATUS_ES)) {
@@ -304,6 +321,10 @@ int sev_es_report(int rc)
     if (hv_cbit != sev_cbit) {
         guest_printf("sev-es: the hypervisor's C-bit %u differs from CPUID's %u\n", hv_cbit, sev_cbit);
         rc = 1;
+    }
+    if (cmdline_has("sev-es-terminate")) {
+        guest_printf("sev-es: asking the hypervisor to terminate this guest\n");
+        terminate(TERM_GENERAL);
     }
     return rc;
 }
