@@ -91,13 +91,9 @@ uint64_t Vcpu::guest_rip() const { return m_sev ? m_sev->state().rip : m_cpu->ri
 
 bool Vcpu::guest_interrupts_enabled() const
 {
-    // An SEV-ES guest's RFLAGS is in its encrypted VMSA: the CPU copies RFLAGS.IF to the VMCB's
-    // GUEST_INTERRUPT_MASK (0x068 bit 1) at #VMEXIT for the hypervisor (APM vol 2 §15.35.7;
-    // KVM's svm_get_if_flag reads it there).
-    if (m_sev && m_sev->sev_es())
-        return m_sev->vmcb().control.int_state & cpu::svm::int_state::GUEST_INTERRUPT_MASK;
-    uint64_t flags = m_sev ? m_sev->state().rflags : m_cpu->state().rflags;
-    return flags & cpu::rflags::IF;
+    if (m_sev)
+        return m_sev->guest_interrupts_enabled(); // SEV-ES: from VMCB int_state, not the VMSA
+    return m_cpu->state().rflags & cpu::rflags::IF;
 }
 
 } // namespace sevemu::emulator

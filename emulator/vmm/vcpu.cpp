@@ -304,8 +304,12 @@ bool Vcpu::ready_for_interrupt_injection() const
     // RFLAGS.IF: an SEV-ES guest's RFLAGS is in its encrypted VMSA; the CPU reports IF in
     // int_state's GUEST_INTERRUPT_MASK bit at #VMEXIT instead (APM vol 2 §15.35.6; KVM's
     // svm_interrupt_blocked reads that bit for SEV-ES guests).
-    bool if_set = m_es ? bool(c.int_state & int_state::GUEST_INTERRUPT_MASK) : bool(m_vmcb.save.rflags & (1u << 9));
-    return if_set && !(c.int_state & int_state::INTERRUPT_SHADOW) && !(c.event_inj & evtinj::VALID);
+    return guest_interrupts_enabled() && !(c.int_state & int_state::INTERRUPT_SHADOW) && !(c.event_inj & evtinj::VALID);
+}
+
+bool Vcpu::guest_interrupts_enabled() const
+{
+    return m_es ? bool(m_vmcb.control.int_state & int_state::GUEST_INTERRUPT_MASK) : bool(m_vmcb.save.rflags & (1u << 9));
 }
 
 bool Vcpu::inject_interrupt(uint8_t vector)
@@ -373,7 +377,13 @@ void Vcpu::deliver_sipi(uint8_t vector)
 Vcpu::MigrationState Vcpu::migration_state() const
 {
     auto const& c = m_vmcb.control;
-    return { m_vmcb.save, c.event_inj, c.event_inj_err, c.int_state, c.int_ctl, m_gprs, m_apic_base, m_irq_window };
+    MigrationState st { m_vmcb.save, c.event_inj, c.event_inj_err, c.int_state, c.int_ctl, m_gprs, m_apic_base, m_irq_window };
+    st.ghcb_msr = c.ghcb_gpa;
+    st.guest_state_protected = m_guest_state_protected;
+    st.received_first_sipi = m_received_first_sipi;
+    st.ap_reset_hold = uint8_t(m_ap_reset_hold);
+    st.nmi_masked = m_nmi_masked;
+    return st;
 }
 
 void Vcpu::set_migration_state(MigrationState const& st)
@@ -393,6 +403,15 @@ void Vcpu::set_migration_state(MigrationState const& st)
     m_irq_window = st.irq_window;
     m_pending_in.reset();
     m_pending_mmio.reset();
+    if (m_es) {
+        c.ghcb_gpa = st.ghcb_msr;
+        m_guest_state_protected = st.guest_state_protected;
+        m_received_first_sipi = st.received_first_sipi;
+        m_ap_reset_hold = st.ap_reset_hold <= 2 ? ApResetHold(st.ap_reset_hold) : ApResetHold::None;
+        m_nmi_masked = st.nmi_masked;
+        m_es_pending.reset();
+        m_ghcb.reset();
+    }
     request_tlb_flush();
 }
 

@@ -169,6 +169,10 @@ public:
     // kvm_run::request_interrupt_window (KVM's svm_set_irq / svm_enable_irq_window):
     // ready: RFLAGS.IF=1, no interrupt shadow, nothing already being injected.
     bool ready_for_interrupt_injection() const;
+    // The guest's RFLAGS.IF as the hypervisor can know it: the save area's for a plain or SEV
+    // guest; for SEV-ES the GUEST_INTERRUPT_MASK bit of VMCB int_state the CPU wrote at the last
+    // #VMEXIT (APM vol 2 §15.35.6), since RFLAGS itself is in the encrypted VMSA.
+    bool guest_interrupts_enabled() const;
     // Queues vector as an external interrupt (EVENTINJ) for the next entry; false if not ready.
     bool inject_interrupt(uint8_t vector);
     // Asks for an ExitIrqWindowOpen as soon as the guest can take an interrupt (V_IRQ with the
@@ -217,6 +221,13 @@ public:
         GuestGprs gprs;
         uint64_t apic_base;
         bool irq_window;
+        // SEV-ES (the registers travel in the VMSA, SEND/RECEIVE_UPDATE_VMSA): the GHCB MSR as
+        // VMCB 0x0A0 holds it between runs, whether the state is protected, the SIPI and AP
+        // reset hold state of sev_vcpu_deliver_sipi_vector, the NMI mask.
+        uint64_t ghcb_msr {};
+        bool guest_state_protected {}, received_first_sipi {};
+        uint8_t ap_reset_hold {}; // 0 none, 1 NAE event, 2 MSR protocol
+        bool nmi_masked {};
     };
     MigrationState migration_state() const;
     void set_migration_state(MigrationState const&);

@@ -316,7 +316,7 @@ vc_events:
         mov rsp, 0x7FF0
         mov r15, 4
         /* IDT at 0x6000: vector 29 (#VC) -> vc_handler, a 64-bit interrupt gate */
-        mov rax, 0x1000 + vc_handler
+        lea rax, [rip + vc_handler]       /* its runtime address (the code runs at 0x1000) */
         mov word ptr [0x6000 + 29 * 16], ax
         mov word ptr [0x6000 + 29 * 16 + 2], 0x08
         mov word ptr [0x6000 + 29 * 16 + 4], 0x8E00
