@@ -364,8 +364,10 @@ void Vcpu::init_event()
 
 void Vcpu::deliver_sipi(uint8_t vector)
 {
-    if (m_es && m_guest_state_protected) {
-        deliver_sipi_es(); // sev_vcpu_deliver_sipi_vector: CS:IP are the guest's own
+    if (m_es) {
+        // svm_vcpu_deliver_sipi_vector -> sev_vcpu_deliver_sipi_vector for every SEV-ES vCPU:
+        // CS:IP are those of its VMSA (or the guest's own, after an AP reset hold).
+        deliver_sipi_es();
         return;
     }
     // Only CS and RIP change; the rest is INIT's state (SDM vol 3 §9.4.4; APM vol 2 §16.5).

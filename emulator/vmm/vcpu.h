@@ -3,6 +3,11 @@
 // in-kernel action (CPUID, MSR, re-entry) or an exit for the VMM, like kvm_run's exit reasons
 // (STYLE.md rule 8: Vcpu::run() returns an exit variant). Exit handling is a plain function of
 // the VMCB image, so it is tested without a CPU.
+//
+// An SEV-ES vCPU (the VM made with KVM_SEV_ES_INIT, or KVM_SEV_INIT2 on a KVM_X86_SEV_ES_VM) has
+// a VMSA page beside its VMCB: the VMM stages registers in state()/gprs() until
+// KVM_SEV_LAUNCH_UPDATE_VMSA encrypts them (ghcb.h sev_es_sync_vmsa), after which the hypervisor
+// sees only the automatic exits and what the guest puts in its GHCB (emulator/vmm/vcpu_es.cpp).
 #pragma once
 
 #include "cpu/svm/vmcb.h"

@@ -157,6 +157,24 @@ TEST_CASE("svm: VMMCALL in the host is #UD; STGI/CLGI outside SVME are #UD", "[c
     }
 }
 
+TEST_CASE("svm: VMGEXIT (F3 0F 01 D9) outside an SEV-ES guest behaves as VMMCALL", "[cpu][svm]")
+{
+    {
+        // In the host: #UD, as VMMCALL.
+        Machine m;
+        m.start(Mode::Long64, { 0xF3, 0x0F, 0x01, 0xD9 });
+        m.run();
+        CHECK(m.halted_vector() == 6);
+    }
+    // In a guest without SEV-ES: the VMMCALL intercept (0x81), not the automatic exit 0x403.
+    Machine m;
+    setup(m, guest_vmcb(), { 0xB8, 0x34, 0x12, 0x00, 0x00, 0xF3, 0x0F, 0x01, 0xD9 });
+    m.run();
+    REQUIRE(m.cpu->halted());
+    CHECK(m.cpu->state().gpr[RBX] == exitcode::SVM_EXIT_VMMCALL);
+    CHECK(vmcb_after(m).control.next_rip == kGuestCode + 9);
+}
+
 TEST_CASE("svm: the TASK_SWITCH intercept fires after the new TSS's checks", "[cpu][svm][task]")
 {
     Machine m;
