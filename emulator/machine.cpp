@@ -780,6 +780,10 @@ bool Machine::runnable(size_t i)
     if (lapic.waiting_for_sipi())
         return false;
     Vcpu& v = m_vcpus[i];
+    // An SEV-ES AP in AP reset hold runs again only when a SIPI releases it (KVM's
+    // KVM_MP_STATE_AP_RESET_HOLD; apply_apic_events above delivers the SIPI).
+    if (v.sev() && v.sev()->in_ap_reset_hold())
+        return false;
     if (!v.halted())
         return true;
     return v.nmi_deliverable() || (v.guest_interrupts_enabled() && lapic.interrupt_pending());
@@ -1076,6 +1080,31 @@ std::optional<RunOutcome> Machine::run_slice(Vcpu& vcpu, uint64_t slice, uint64_
     }
 }
 
+namespace {
+// The termination reasons of the GHCB specification (56421 §4.1.13: set 0) and Linux's own set 1
+// (arch/x86/include/asm/sev-common.h SEV_TERM_SET_LINUX, GHCB_TERM_*).
+char const* sev_termination_reason(unsigned set, unsigned code)
+{
+    if (set == 0) {
+        switch (code) {
+        case 0: return "general termination request";
+        case 1: return "SEV-ES / GHCB protocol range is not supported";
+        case 2: return "SEV-SNP features not supported";
+        }
+    } else if (set == 1) {
+        switch (code) {
+        case 0: return "Linux: GHCB registration failed";
+        case 1: return "Linux: page state change failed";
+        case 2: return "Linux: PVALIDATE failed";
+        case 3: return "Linux: not running at VMPL0";
+        case 4: return "Linux: CPUID validation failed";
+        case 5: return "Linux: CPUID failed in the hypervisor fallback";
+        }
+    }
+    return "unknown reason";
+}
+} // namespace
+
 // The one place where what a vCPU did becomes what the machine does, for plain and SEV guests
 // alike. One handler per exit kind (KVM's exit reasons and the board's stop causes), no
 // catch-all: a new kind of exit that is not handled here is a compile error (base/overloaded.h).
@@ -1157,13 +1186,16 @@ Machine::Step Machine::handle_exit(Vcpu& vcpu, VcpuExit& exit)
             return outcome(RunOutcome::Reason::HostError, 1, fmt::format("SEV guest stopped at rip {:#x}: {}", rip, e.reason));
         },
         [&](vmm::ExitSevTerm const& t) -> Step {
-            // KVM_SYSTEM_EVENT_SEV_TERM: the SEV-ES guest gave up (QEMU: a guest panic).
-            return outcome(RunOutcome::Reason::HostError, 1,
-                fmt::format("SEV-ES guest requested termination (reason set {}, code {:#x}) at rip {:#x}", t.reason_set,
-                    t.reason_code, rip));
+            // KVM_SYSTEM_EVENT_SEV_TERM: the guest gave up (GHCB MSR protocol 0x100 or NAE
+            // 0x8000_FFFE). QEMU makes it qemu_system_guest_panicked(); sevemu ends the run with
+            // the guest's reason (GHCB spec 56421 §4.1.13; Linux sev-common.h SEV_TERM_SET_*).
+            return outcome(RunOutcome::Reason::GuestPanic, 1,
+                fmt::format("the SEV-ES guest asked to be terminated: reason set {}, code {} ({})", t.reason_set,
+                    t.reason_code, sev_termination_reason(t.reason_set, t.reason_code)));
         },
         [&](vmm::ExitApResetHold const&) -> Step {
-            // KVM_EXIT_AP_RESET_HOLD: the AP waits for a SIPI (Vcpu::sev_sipi releases it).
+            // KVM_EXIT_AP_RESET_HOLD: the AP parked itself until its next SIPI (runnable() keeps
+            // it off the CPU; Vcpu::sev_sipi releases it).
             if (vcpu.sev())
                 vcpu.set_halted();
             return Next::EndSlice;

@@ -92,6 +92,8 @@ struct RunOutcome {
         Quit,             // QMP quit (or the embedder's request_quit): status 0
         ResetShutdown,    // QMP system_reset with -no-reboot: status 0
         HostError,        // the hypervisor could not go on (SEV: a failed VMRUN or launch): status 1
+        GuestPanic,       // an SEV-ES guest asked to be terminated (GHCB termination request):
+                          // status 1, as QEMU with -action panic=exit-failure (QUIRKS.md)
     };
     Reason reason;
     int exit_status;

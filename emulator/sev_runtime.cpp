@@ -207,9 +207,11 @@ Result<void, MachineError> SevRuntime::check_config(MachineConfig const& c)
     auto const& g = *c.confidential_guest;
     if (g.type == SevGuestConfig::Type::SevSnp)
         return fail(fmt::format("sev-snp-guest '{}': unsupported yet: sevemu runs SEV guests; SEV-SNP comes later", g.id));
-    if (g.policy & kPolicyEs)
-        return fail(fmt::format("sev-guest '{}': policy {:#x} asks for SEV-ES (bit 2), which sevemu does not run yet "
-                                "(QUIRKS.md)", g.id, g.policy));
+    // QEMU's sev_kvm_init: an ES policy on a host without SEV-ES (CPUID 8000_001F EAX[3]; the
+    // EPYC (Naples) model has none) is refused before anything is built.
+    if ((g.policy & kPolicyEs) && !(cpu::cpuid_query(c.cpu_model, 0x8000001F, 0).eax & (1u << 3)))
+        return fail(fmt::format("sev-guest '{}': guest policy requires SEV-ES, but host SEV-ES support unavailable "
+                                "(-cpu {} has no SEV-ES)", g.id, cpu_model_info(c.cpu_model).name));
     if (g.kernel_hashes)
         return fail(fmt::format("sev-guest '{}': kernel-hashes=on needs OVMF's hashes table; sevemu boots -kernel "
                                 "without guest firmware, and measures the loaded kernel itself (README)", g.id));
@@ -254,7 +256,8 @@ Result<SevRuntime::LaunchInputs, MachineError> SevRuntime::read_launch_inputs(Ma
     auto const& g = *c.confidential_guest;
     std::string what = fmt::format("sev-guest '{}'", g.id);
     LaunchInputs in;
-    in.loaded = TRY(load_kernel_launch(KernelLaunch { c.memory_size, c.kernel, c.initrd, c.append, c.smp, g.cbitpos }));
+    in.loaded = TRY(load_kernel_launch(KernelLaunch { c.memory_size, c.kernel, c.initrd, c.append, c.smp, g.cbitpos,
+        bool(g.policy & kPolicyEs), c.cpu_model }));
     if (!g.dh_cert_file.empty())
         in.dh_cert = TRY(read_base64_file(what + ": dh-cert-file", g.dh_cert_file));
     if (!g.session_file.empty())
@@ -268,8 +271,7 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create(MachineConf
     TRY(check_config(c));
     std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, sp, host_mmio, trace));
     TRY(rt->build_host());
-    TRY(rt->launch(in));
-    TRY(rt->create_vcpus(in.loaded.kernel.entry, c.smp));
+    TRY(rt->launch(in, c.smp));
     return rt;
 }
 
@@ -304,8 +306,11 @@ Result<void, MachineError> SevRuntime::init_vm()
 {
     std::string what = fmt::format("sev-guest '{}'", m_config.id);
     uint32_t fw_error = 0;
-    if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_INIT, nullptr, fw_error))
-        return fail(fmt::format("{}: KVM_SEV_INIT failed: {}", what, op_error(r, fw_error)));
+    // QEMU 7.2's sev_kvm_init: KVM_SEV_ES_INIT when the policy has ES, else KVM_SEV_INIT (on a
+    // default-type VM; KVM then gives the VM no VMSA features and no FPU state in its VMSAs).
+    bool es = m_config.policy & kPolicyEs;
+    if (int r = encrypt_op<kvm_sev_init>(es ? KVM_SEV_ES_INIT : KVM_SEV_INIT, nullptr, fw_error))
+        return fail(fmt::format("{}: {} failed: {}", what, es ? "KVM_SEV_ES_INIT" : "KVM_SEV_INIT", op_error(r, fw_error)));
 
     // Guest RAM: one contiguous range of DRAM above the host reserve, memory slot 0 at GPA 0.
     Hva ram = direct_map(Spa(kGuestRamBase));
@@ -348,7 +353,7 @@ void SevRuntime::set_state(SevState s)
 // QEMU: sev_kvm_init() (KVM_SEV_INIT, LAUNCH_START), the RAM block notifier
 // (KVM_MEMORY_ENCRYPT_REG_REGION), the loader's LAUNCH_UPDATE_DATA, and at machine-init-done
 // sev_launch_get_measure() (LAUNCH_MEASURE: length query, then the blob).
-Result<void, MachineError> SevRuntime::launch(LaunchInputs& in)
+Result<void, MachineError> SevRuntime::launch(LaunchInputs& in, uint32_t vcpu_count)
 {
     auto const& g = m_config;
     std::string what = fmt::format("sev-guest '{}'", g.id);
@@ -410,6 +415,28 @@ Result<void, MachineError> SevRuntime::launch(LaunchInputs& in)
         if (int r = encrypt_op(KVM_SEV_LAUNCH_UPDATE_DATA, &update, fw_error))
             return fail(fmt::format("{}: LAUNCH_UPDATE_DATA of GPA {:#x}-{:#x} failed: {}", what, range.gpa,
                 range.gpa + range.size - 1, op_error(r, fw_error)));
+    }
+
+    // The vCPUs (QEMU creates them before the launch's end), then for SEV-ES their registers:
+    // KVM_SEV_LAUNCH_UPDATE_VMSA syncs each vCPU's VMSA from them and has the firmware measure
+    // and encrypt it, in vCPU order, before LAUNCH_MEASURE (QEMU's sev_launch_get_measure).
+    TRY(create_vcpus(loaded.kernel.entry, vcpu_count));
+    if (g.policy & kPolicyEs) {
+        if (loaded.sev_es_vcpus.size() != m_vcpus.size())
+            return fail(fmt::format("{}: internal: {} SEV-ES launch states for {} vCPUs", what, loaded.sev_es_vcpus.size(),
+                m_vcpus.size()));
+        for (size_t i = 0; i < m_vcpus.size(); ++i) {
+            m_vcpus[i]->state() = loaded.sev_es_vcpus[i].save;
+            m_vcpus[i]->gprs() = loaded.sev_es_vcpus[i].gprs;
+        }
+        if (int r = encrypt_op<kvm_sev_init>(KVM_SEV_LAUNCH_UPDATE_VMSA, nullptr, fw_error))
+            return fail(fmt::format("{}: LAUNCH_UPDATE_VMSA failed: {}", what, op_error(r, fw_error)));
+        // The AP page's jump table (sev_launch.h), which the AP_JUMP_TABLE NAE event's GET
+        // reports until the guest sets another (OVMF reserves and reports its own the same way).
+        m_vm->set_ap_jump_table(kSevEsApPageGpa);
+        if (m_trace.enabled("sev"))
+            m_trace.emit("sev", fmt::format("{} VMSA(s) measured and encrypted; AP jump table at GPA {:#x}", m_vcpus.size(),
+                kSevEsApPageGpa));
     }
 
     // LAUNCH_MEASURE: the length first (the firmware answers INVALID_LEN with it), then the blob.
@@ -695,6 +722,10 @@ Result<Bytes, SevError> SevRuntime::send_start()
     if (!has_migration_target())
         return sev_fail("SEV: the target's certificates are not set (use migrate-set-sev-info with the target's "
                         "query-sev-capabilities)");
+    // An SEV-ES guest's registers are in its encrypted VMSAs, which would have to travel with
+    // SEND_UPDATE_VMSA; the migration stream carries a vCPU's save area instead (QUIRKS.md).
+    if (m_config.policy & kPolicyEs)
+        return sev_fail("SEV: migrating an SEV-ES guest is unsupported yet (its VMSAs would need SEND_UPDATE_VMSA)");
     uint32_t fw_error = 0;
     kvm_sev_send_start q {};
     int r = encrypt_op(KVM_SEV_SEND_START, &q, fw_error);
@@ -821,6 +852,9 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create_incoming(Ma
     mmu::MemoryController& mc, devices::AmdSp& sp, devices::Bus& host_mmio, Trace& trace)
 {
     TRY(check_config(c));
+    if (c.confidential_guest->policy & kPolicyEs)
+        return fail(fmt::format("sev-guest '{}': -incoming with an SEV-ES policy is unsupported yet (the VMSAs would need "
+                                "RECEIVE_UPDATE_VMSA; QUIRKS.md)", c.confidential_guest->id));
     std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, sp, host_mmio, trace));
     TRY(rt->build_host());
     TRY(rt->init_vm());
@@ -835,6 +869,8 @@ Result<void, SevError> SevRuntime::receive_start(uint32_t policy, std::span<uint
 {
     if (m_state != SevState::Uninit)
         return sev_fail(fmt::format("SEV: RECEIVE_START in state '{}'", sev_state_name(m_state)));
+    if ((policy | m_config.policy) & kPolicyEs)
+        return sev_fail("SEV: receiving an SEV-ES guest is unsupported yet (its VMSAs would need RECEIVE_UPDATE_VMSA)");
     // The target's own -object sev-guest names the policy it expects; the firmware checks the
     // session against the policy it is given (a changed policy breaks the session's MAC).
     if (policy != uint32_t(m_config.policy))

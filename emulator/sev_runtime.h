@@ -10,8 +10,10 @@
 // LAUNCH_START (with the owner's dh-cert-file and session-file, base64 as QEMU reads them),
 // LAUNCH_UPDATE_DATA over exactly the pages the kernel loader wrote (emulator/boot.h; README
 // "What a -kernel launch measures": the same scratch load as kernel_launch_digest(), so an
-// owner's digest matches), LAUNCH_MEASURE, and the vCPUs: the BSP in the loader's entry state,
-// the APs (-smp N) in INIT's state waiting for their start-up IPI. The guest
+// owner's digest matches), the vCPUs: the BSP in the loader's entry state, the APs (-smp N) in
+// INIT's state waiting for their start-up IPI — for SEV-ES (policy bit 2: KVM_SEV_ES_INIT) the
+// APs at the measured AP stub instead and every vCPU's VMSA measured and encrypted by
+// LAUNCH_UPDATE_VMSA (emulator/sev_launch.h) — then LAUNCH_MEASURE. The guest
 // is then in "launch-secret": the QMP SEV commands can read the measurement and inject a secret
 // until launch_finish(), which the Machine calls when the guest first runs (QEMU's
 // sev_vm_state_change).
@@ -198,7 +200,7 @@ public:
 private:
     SevRuntime(MachineConfig const&, mmu::MemoryController&, devices::AmdSp&, devices::Bus& host_mmio, Trace&);
     Result<void, MachineError> build_host();
-    Result<void, MachineError> launch(LaunchInputs&);
+    Result<void, MachineError> launch(LaunchInputs&, uint32_t vcpu_count);
     Result<void, MachineError> create_vcpus(BootEntryState const&, uint32_t count);
     // KVM_SEV_INIT and guest RAM's memory slot (and encrypted region): the part of the launch a
     // migration target also does.

@@ -373,8 +373,14 @@ TEST_CASE("sev machine: bad configurations are one clear error, nothing crashes"
     msg = create_error(c);
     CHECK(msg.find("LAUNCH_START failed") != std::string::npos);
 
-    c = sev_config(0x5); // NODBG | ES
-    CHECK(create_error(c).find("SEV-ES") != std::string::npos);
+    c = sev_config(0x5); // NODBG | ES, on a model without SEV-ES (EPYC, Naples)
+    c.cpu_model = CpuModel::Naples;
+    c.confidential_guest->cbitpos = cpu_model_info(CpuModel::Naples).c_bit;
+    CHECK(create_error(c).find("host SEV-ES support unavailable") != std::string::npos);
+    // An -incoming SEV-ES target: refused until the VMSAs can travel (QUIRKS.md).
+    auto incoming = Machine::create_incoming(sev_config(0x5));
+    REQUIRE_FALSE(incoming.has_value());
+    CHECK(incoming.error().message.find("SEV-ES") != std::string::npos);
     c = sev_config();
     c.confidential_guest->type = SevGuestConfig::Type::SevSnp;
     CHECK(create_error(c).find("SEV-SNP") != std::string::npos);
@@ -451,6 +457,136 @@ TEST_CASE("sev machine: the SEV-aware guest runs encrypted and prints the owner'
     REQUIRE(sev->read_guest_physical(0x901000, priv));
     CHECK(std::string(shared.begin(), shared.begin() + shared_msg.size()) == shared_msg);
     CHECK(std::search(priv.begin(), priv.end(), private_msg.begin(), private_msg.end()) == priv.end());
+}
+
+// --- SEV-ES (policy 0x5): the SEV-ES guest (tests/guests/sev_es.c), the VMSAs in the launch.
+namespace {
+MachineConfig sev_es_config(unsigned smp, std::string* serial = nullptr)
+{
+    MachineConfig c = sev_config(0x5, serial);
+    c.kernel = SEV_ES_GUEST;
+    c.smp = smp;
+    return c;
+}
+} // namespace
+
+TEST_CASE("sev-es machine: the launch measures one VMSA per vCPU; the owner's digest verifies; VMSAs are ciphertext",
+    "[sev][es]")
+{
+    for (unsigned smp : { 1u, 2u }) {
+        INFO("smp " << smp);
+        auto o = owner_session(0x5, "es" + std::to_string(smp));
+        auto c = with_session(o, 0x5);
+        c.kernel = SEV_ES_GUEST;
+        c.smp = smp;
+        auto m = make(c);
+        auto* sev = m->sev();
+        auto info = sev->query();
+        REQUIRE(info.has_value());
+        CHECK(info->policy == 0x5);
+        auto measurement = sev->launch_measurement();
+        REQUIRE(measurement.has_value());
+        // The owner's digest: the pages (the AP page at 0xFE000 among them) and the VMSAs.
+        KernelLaunch launch { 32ull << 20, SEV_ES_GUEST, "", "", smp };
+        launch.sev_es = true;
+        auto digest = kernel_launch_digest(launch);
+        REQUIRE(digest.has_value());
+        CHECK(digest->vmsas == smp);
+        CHECK(std::count_if(digest->ranges.begin(), digest->ranges.end(),
+                  [](MeasuredRange const& r) { return r.gpa == kSevEsApPageGpa && r.size == kPageSize; }) == 1);
+        auto ok = owner::verify_measurement(o.session.keys.tik, *measurement, version_of(*info), 0x5, digest->digest);
+        INFO((ok ? std::string() : ok.error().message));
+        CHECK(ok.has_value());
+        // The registers are measured: another vCPU count, or no VMSAs at all, is another digest.
+        launch.smp = smp + 1;
+        CHECK(kernel_launch_digest(launch)->digest != digest->digest);
+        launch.smp = smp;
+        launch.sev_es = false;
+        CHECK(kernel_launch_digest(launch)->digest != digest->digest);
+
+        // The hypervisor's view of each VMSA page is ciphertext; under the guest's key it is the
+        // launch image (the BSP at the Multiboot entry, an AP at the AP stub).
+        auto loaded = load_kernel_launch(KernelLaunch { 32ull << 20, SEV_ES_GUEST, "", "", smp, 51, true });
+        REQUIRE(loaded.has_value());
+        REQUIRE(loaded->sev_es_vcpus.size() == smp);
+        REQUIRE(sev->vcpu_count() == smp);
+        for (unsigned i = 0; i < smp; ++i) {
+            auto plain = sev_es_launch_vmsa(loaded->sev_es_vcpus[i]);
+            Bytes host(kPageSize), guest(kPageSize);
+            Spa at = sev->vcpu(i).vmsa_address();
+            REQUIRE(m->memory().read(at, host, mmu::KeyId::none()).has_value());
+            REQUIRE(m->memory().read(at, guest, mmu::KeyId::slot(sev->asid())).has_value());
+            CHECK(guest == Bytes(plain.begin(), plain.end()));
+            CHECK(host != guest);
+            uint64_t rip = 0;
+            std::memcpy(&rip, plain.data() + 0x178, 8);
+            CHECK(rip == (i == 0 ? 0x100020u : kSevEsApStubIp)); // guest-sev-es.elf's _start; the stub
+            // No 8-byte run of the plaintext's nonzero qwords (RIP, CR0, G_PAT, ...) shows through.
+            for (size_t off = 0; off < kPageSize; off += 8) {
+                uint64_t q = 0;
+                std::memcpy(&q, plain.data() + off, 8);
+                if (q > 0xFFFF)
+                    CHECK(std::search(host.begin(), host.end(), plain.begin() + off, plain.begin() + off + 8) == host.end());
+            }
+            CHECK(sev->vcpu(i).guest_state_protected());
+        }
+    }
+}
+
+TEST_CASE("sev-es machine: the SEV-ES guest runs; #VC and the GHCB serve its CPUID, I/O, MSR and hypercall",
+    "[sev][es][run]")
+{
+    std::string serial;
+    auto m = make(sev_es_config(1, &serial));
+    auto* sev = m->sev();
+    auto out = m->run();
+    INFO(serial);
+    INFO(out.message);
+    CHECK(out.reason == RunOutcome::Reason::DebugExit);
+    CHECK(out.exit_status == 33);
+    std::ifstream f(SEV_ES_EXPECTED, std::ios::binary);
+    std::string want((std::istreambuf_iterator<char>(f)), {});
+    CHECK(serial == want);
+    // The GHCB page (0x902000) is shared: the hypervisor reads the last request there in the
+    // clear (the IOIO of the guest's isa-debug-exit write: SW_EXITCODE 0x7B).
+    Bytes ghcb(kPageSize);
+    REQUIRE(sev->read_guest_physical(0x902000, ghcb));
+    uint64_t exit_code = 0;
+    std::memcpy(&exit_code, ghcb.data() + 0x390, 8);
+    CHECK(exit_code == 0x7B);
+    // The private page is ciphertext, as for SEV.
+    std::string private_msg = "sevemu private page: the hypervisor sees only ciphertext here";
+    Bytes priv(kPageSize);
+    REQUIRE(sev->read_guest_physical(0x901000, priv));
+    CHECK(std::search(priv.begin(), priv.end(), private_msg.begin(), private_msg.end()) == priv.end());
+}
+
+TEST_CASE("sev-es machine: the guest's termination request ends the run with its reason and status 1",
+    "[sev][es][run]")
+{
+    std::string serial;
+    auto c = sev_es_config(1, &serial);
+    c.append = "sev-es-terminate";
+    auto m = make(c);
+    auto out = m->run();
+    INFO(serial);
+    CHECK(out.reason == RunOutcome::Reason::GuestPanic);
+    CHECK(out.exit_status == 1);
+    CHECK(out.message == "the SEV-ES guest asked to be terminated: reason set 0, code 0 (general termination request)");
+    CHECK(serial.find("sev-es: asking the hypervisor to terminate this guest\n") != std::string::npos);
+}
+
+TEST_CASE("sev-es machine: a plain SEV guest without a #VC handler cannot run as SEV-ES; the run ends cleanly",
+    "[sev][es][run]")
+{
+    // guest-sev.elf's first CPUID raises #VC with no IDT: #DF, then shutdown. An encrypted guest
+    // cannot be relaunched, so the run ends with status 1 (no crash, no hang).
+    auto c = sev_config(0x5);
+    auto m = make(c);
+    auto out = m->run();
+    INFO(out.message);
+    CHECK(out.reason == RunOutcome::Reason::TripleFault);
+    CHECK(out.exit_status == 1);
 }
 
 TEST_CASE("sev machine: -no-shutdown keeps the machine up after the guest's power-off", "[sev][run]")

@@ -31,7 +31,8 @@ long sev_map_gpa_range(uint64_t gpa, uint64_t npages, uint64_t attrs)
 
 /* Walks the tables from CR3 and compares each entry with what sev_entry.S promises: identity
  * map of 0..1 GiB, 2 MiB pages except 4 KiB pages for 0x800000-0x9FFFFF, RW|P, the C-bit in
- * every entry when SEV is active except the PTE of the shared page, nothing else (the CPU's
+ * every entry when SEV is active except the PTEs of the shared page (and of the SEV-ES guest's
+ * GHCB), nothing else (the CPU's
  * accessed and dirty bits aside). The tables are private data like the rest of the image. */
 static int check_entry(const char* level, uint64_t va, uint64_t got, uint64_t want)
 {
@@ -40,6 +41,16 @@ static int check_entry(const char* level, uint64_t va, uint64_t got, uint64_t wa
     guest_printf("page tables: %s for 0x%llx is 0x%llx, want 0x%llx\n", level, (unsigned long long)va,
         (unsigned long long)got, (unsigned long long)want);
     return 1;
+}
+
+/* The pages sev_entry.S maps with C=0: the shared page, and the SEV-ES guest's GHCB. */
+static int is_shared(uint64_t page)
+{
+#ifdef SEV_ES_GUEST
+    if (page == SEV_ES_GHCB_GPA)
+        return 1;
+#endif
+    return page == SEV_SHARED_GPA;
 }
 
 int sev_check_page_tables(void)
@@ -67,7 +78,7 @@ int sev_check_page_tables(void)
         const uint64_t* pt = (const uint64_t*)(uintptr_t)(pd[i] & addr);
         for (uint64_t j = 0; j < 512; ++j) {
             uint64_t page = va + (j << 12);
-            bad |= check_entry("PTE", page, pt[j], page | (page == SEV_SHARED_GPA ? 0 : c) | 0x3);
+            bad |= check_entry("PTE", page, pt[j], page | (is_shared(page) ? 0 : c) | 0x3);
         }
     }
     return bad;

@@ -22,6 +22,22 @@
  * arch/x86/boot/compressed/head_64.S loads a 32-bit CR3 the same way).
  *
  * The guest is built -mgeneral-regs-only, so SSE is left off (unlike entry.S).
+ *
+ * Assembled with -DSEV_ES_GUEST it is the entry of the SEV-ES guest (guest-sev-es.elf), whose
+ * register state is encrypted and whose intercepted instructions (CPUID, IN/OUT, RDMSR/WRMSR,
+ * VMMCALL) raise #VC (vector 29) instead of exiting (APM vol 2 §15.35.5):
+ *  - in 32-bit mode, before the first CPUID, an IDT whose #VC gate answers CPUID through the
+ *    GHCB MSR protocol (GHCB spec 56421 §2.3.1: CPUID request 0x004 / response 0x005, one
+ *    register per VMGEXIT), as Linux's startup32_vc_handler does
+ *    (arch/x86/boot/compressed/head_64.S, sev_es_check_cpuid in mem_encrypt.S); any other #VC
+ *    asks the hypervisor to terminate the guest (MSR protocol 0x100);
+ *  - the GHCB page (SEV_ES_GHCB_PAGE, 0x902000) mapped with C=0 like the shared page;
+ *  - in long mode, first thing, a 64-bit IDT whose #VC gate calls sev_es_vc_handler()
+ *    (sev_es.c), which serves every #VC through the GHCB page, and sev_es_init() which
+ *    negotiates the protocol and registers that page; after guest_main(), sev_es_report().
+ * SEV_STATUS (C001_0131) is never intercepted (APM vol 2 §15.34.10), nor are EFER and the
+ * control registers of an SEV-ES guest (KVM's sev_es_init_vmcb clears those intercepts; their
+ * writes trap after the fact), so only CPUID needs the early handler.
  */
 #include "boot32.inc"
 
@@ -29,8 +45,23 @@
 #define MSR_EFER 0xC0000080
 #define SHARED_PAGE 0x900000
 #define SPLIT_REGION 0x800000 /* the 2 MiB region mapped with 4 KiB pages */
+#define SEV_ES_GHCB_PAGE 0x902000 /* SEV-ES: the GHCB, shared (sev.h SEV_ES_GHCB_GPA) */
+#define MSR_SEV_ES_GHCB 0xC0010130
+#define VC_VECTOR 29
 
     multiboot_header_and_start
+
+#ifdef SEV_ES_GUEST
+    /* --- The 32-bit IDT: only the #VC gate (32-bit interrupt gate, selector 0x08). Built here
+     * because a gate splits its handler's address in two 16-bit halves. */
+    movl $vc32, %eax
+    movw %ax, idt32 + 8 * VC_VECTOR
+    movw $0x08, idt32 + 8 * VC_VECTOR + 2
+    movw $0x8E00, idt32 + 8 * VC_VECTOR + 4
+    shrl $16, %eax
+    movw %ax, idt32 + 8 * VC_VECTOR + 6
+    lidt idt32_desc
+#endif
 
     /* --- SEV detection. %esi:%edi becomes the 64-bit C-bit mask (low:high), 0 without SEV. */
     xorl %esi, %esi
@@ -110,6 +141,11 @@ no_sev:
     movl $(SHARED_PAGE + 0x3), pt + 8 * ((SHARED_PAGE - SPLIT_REGION) >> 12)
     movl $0, pt + 4 + 8 * ((SHARED_PAGE - SPLIT_REGION) >> 12)
 7:
+#ifdef SEV_ES_GUEST
+    /* The GHCB: C=0, the hypervisor reads and writes it (GHCB spec 56421 §2.2). */
+    movl $(SEV_ES_GHCB_PAGE + 0x3), pt + 8 * ((SEV_ES_GHCB_PAGE - SPLIT_REGION) >> 12)
+    movl $0, pt + 4 + 8 * ((SEV_ES_GHCB_PAGE - SPLIT_REGION) >> 12)
+#endif
 
     /* --- SSE where CPUID has FXSR and SSE2 (Fn0000_0001 EDX[24], EDX[26]), as entry.S does:
      * CR4.OSFXSR/OSXMMEXCPT here, CR0.MP with EM clear below. */
@@ -144,6 +180,19 @@ long_mode:
     movl %eax, %ss
     movabsq $stack_top, %rsp
     xorl %ebp, %ebp
+#ifdef SEV_ES_GUEST
+    /* --- The 64-bit IDT: the #VC gate (64-bit interrupt gate, selector 0x18), then the GHCB. */
+    movabsq $vc64, %rax
+    movw %ax, idt64 + 16 * VC_VECTOR
+    movw $0x18, idt64 + 16 * VC_VECTOR + 2
+    movw $0x8E00, idt64 + 16 * VC_VECTOR + 4
+    shrq $16, %rax
+    movw %ax, idt64 + 16 * VC_VECTOR + 6
+    shrq $16, %rax
+    movl %eax, idt64 + 16 * VC_VECTOR + 8
+    lidt idt64_desc
+    call sev_es_init
+#endif
 
     /* --- Ready to migrate, as Linux's kvm_init_platform() (arch/x86/kernel/kvm.c) says it: an
      * SEV guest of a KVM host offering KVM_FEATURE_MIGRATION_CONTROL (CPUID 0x40000001 EAX[17])
@@ -167,13 +216,121 @@ long_mode:
     wrmsr
 8:
     call guest_main
+#ifdef SEV_ES_GUEST
+    movl %eax, %edi
+    call sev_es_report                              /* guest_main's status, or 1 */
+#endif
     movl %eax, %edi
     call guest_exit
 5:  cli
     hlt
     jmp 5b
 
+#ifdef SEV_ES_GUEST
+    /* --- #VC in 32-bit mode (no GHCB yet): CPUID through the GHCB MSR protocol. The stack holds
+     * the error code (the exit code: 0x72 for CPUID), EIP, CS, EFLAGS; EAX = leaf (the MSR
+     * protocol has no subleaf: 0 is implied, enough for the leaves this entry reads). */
+    .code32
+vc32:
+    cmpl $0x72, (%esp)
+    jne vc32_terminate
+    pushl %esi
+    pushl %edi
+    movl %eax, %esi                                 /* the leaf */
+    xorl %edi, %edi                                 /* 0 EAX, 1 EBX, 2 ECX, 3 EDX */
+1:  movl %edi, %eax
+    shll $30, %eax
+    orl $0x004, %eax                                /* CPUID request, register in [31:30] */
+    movl %esi, %edx                                 /* the function in [63:32] */
+    movl $MSR_SEV_ES_GHCB, %ecx
+    wrmsr
+    .byte 0xf3, 0x0f, 0x01, 0xd9                    /* VMGEXIT (rep vmmcall) */
+    movl $MSR_SEV_ES_GHCB, %ecx
+    rdmsr
+    andl $0xFFF, %eax
+    cmpl $0x005, %eax                               /* CPUID response */
+    jne vc32_terminate
+    movl %edx, vc32_cpuid(, %edi, 4)
+    incl %edi
+    cmpl $4, %edi
+    jne 1b
+    incl vc32_count
+    movl vc32_cpuid, %eax
+    movl vc32_cpuid + 4, %ebx
+    movl vc32_cpuid + 8, %ecx
+    movl vc32_cpuid + 12, %edx
+    popl %edi
+    popl %esi
+    addl $4, %esp                                   /* the error code */
+    addl $2, (%esp)                                 /* past CPUID (0F A2) */
+    iret
+    /* Anything else: the termination request (MSR protocol 0x100, reason set 0, code 0:
+     * general), then stop here for good. */
+vc32_terminate:
+    movl $MSR_SEV_ES_GHCB, %ecx
+    movl $0x100, %eax
+    xorl %edx, %edx
+    wrmsr
+    .byte 0xf3, 0x0f, 0x01, 0xd9
+2:  hlt
+    jmp 2b
+
+    /* --- #VC in long mode: the GPRs and the error code go to sev_es_vc_handler(struct
+     * sev_es_vc_frame*) (sev_es.c), which may change them and RIP; then back past the error code. */
+    .code64
+vc64:
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    movq %rsp, %rbx
+    andq $-16, %rsp                                 /* the ABI's stack alignment for the call */
+    call sev_es_vc_handler
+    movq %rbx, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $8, %rsp
+    iretq
+#endif
+
     boot_gdt
+
+#ifdef SEV_ES_GUEST
+    .section .rodata
+    .align 8
+idt32_desc:
+    .word 8 * 32 - 1
+    .long idt32
+    .align 8
+idt64_desc:
+    .word 16 * 32 - 1
+    .quad idt64
+#endif
 
     .section .data
     .align 8
@@ -184,6 +341,11 @@ sev_active: .long 0         /* 1 when SEV_STATUS[0] was set */
 sev_cbit: .long 0           /* CPUID Fn8000_001F EBX[5:0], when SEV is supported */
 sev_status: .quad 0         /* SEV_STATUS as read, when SEV is supported */
 sev_cbit_mask: .quad 0      /* 1 << sev_cbit when SEV is active, else 0 */
+#ifdef SEV_ES_GUEST
+    .globl vc32_count
+vc32_count: .long 0         /* CPUIDs served by the 32-bit #VC handler */
+vc32_cpuid: .long 0, 0, 0, 0
+#endif
 
     .section .bss
     .align 4096
@@ -193,4 +355,9 @@ pd:   .skip 4096
 pt:   .skip 4096
 stack: .skip 65536
 stack_top:
+#ifdef SEV_ES_GUEST
+    .align 16
+idt32: .skip 8 * 32
+idt64: .skip 16 * 32
+#endif
     .section .note.GNU-stack, "", @progbits

@@ -205,7 +205,7 @@ TEST_CASE("cli: -object sev-guest / sev-snp-guest with QEMU's checks")
         "dh-cert-file /tmp: is a directory");
     check_one_error_line(sev("sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1,session-file=/dev/zero"),
         "session-file /dev/zero: not a regular file");
-    check_one_error_line(sev("sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on"), "SEV-ES");
+    check_one_error_line(sev("sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on"), "kernel-hashes");
     check_one_error_line(sev("sev-snp-guest,id=sev0,policy=0x30000,cbitpos=51,reduced-phys-bits=1"), "unsupported yet");
 }
 

@@ -4,9 +4,11 @@
 //
 //   run-guest EMULATOR GUEST_ELF NATIVE_EXE | EXPECTED_FILE
 //             [--append TEXT] [--initrd TEXT] [--stdin TEXT] [--no-debug-exit yes] [--sev PLATFORM_DIR]
+//             [--sev-es PLATFORM_DIR]
 //
 // With --sev the guest runs as an SEV guest (-object sev-guest, no owner session) on the emulated
-// platform in PLATFORM_DIR (shared between tests: the platform store locks every update).
+// platform in PLATFORM_DIR (shared between tests: the platform store locks every update);
+// --sev-es likewise as an SEV-ES guest (policy 0x5: NODBG and ES).
 // With --no-debug-exit the guest powers off (ACPI S5) and the emulator must exit with 0.
 // For guests that only make sense on a machine (interrupts, devices), the known answer is a
 // file (NAME.expected, recorded from QEMU) instead of a native program.
@@ -44,9 +46,10 @@ int main(int argc, char** argv)
             stdin_text = argv[i + 1];
         else if (opt == "--no-debug-exit")
             with_debug_exit = false;
-        else if (opt == "--sev")
+        else if (opt == "--sev" || opt == "--sev-es")
             extra.insert(extra.end(), { "-machine", "confidential-guest-support=sev0", "-object",
-                "sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1", "--platform", argv[i + 1] });
+                std::string("sev-guest,id=sev0,policy=") + (opt == "--sev" ? "0x1" : "0x5") + ",cbitpos=51,reduced-phys-bits=1",
+                "--platform", argv[i + 1] });
         else {
             std::fprintf(stderr, "run-guest: unknown option %s\n", opt.c_str());
             return 2;

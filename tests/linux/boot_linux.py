@@ -4,15 +4,18 @@ scripts/linux-assets.sh builds, and checks what the guest printed:
 
     boot_linux.py SEVEMU ASSETS_DIR KIND SMP [SEV]
 
-KIND is `bzimage` or `pvh`; SEV is `sev` for an SEV guest. The command line is an ordinary one
+KIND is `bzimage` or `pvh`; SEV is `sev` for an SEV guest, `sev-es` for an SEV-ES guest (policy
+0x5: its registers encrypted in VMSAs that the launch measures, the APs started through the AP
+jump table). The command line is an ordinary one
 (`console=ttyS0`, nothing that works around sevemu). The guest's /init prints a marker, the
 sha256 of a file (the expected value computed on the host by the asset script), and the number of
 online CPUs, then powers off through ACPI S5: sevemu must exit with status 0. dmesg must show the
-CPUs brought up and, for SEV, "Memory Encryption Features active: AMD SEV". Exits 77 (skip) with a
+CPUs brought up and, for SEV, "Memory Encryption Features active: AMD SEV" (SEV-ES: "... AMD SEV
+SEV-ES"). Exits 77 (skip) with a
 clear line when the assets are missing.
 
 An SEV guest is launched as its owner would have it: the platform's certificates exported with
-sevemu-host, a launch session from sevemu-owner (policy 0x1), sevemu started paused (-S) with a
+sevemu-host, a launch session from sevemu-owner (policy 0x1, or 0x5 for SEV-ES), sevemu started paused (-S) with a
 QMP socket; the launch measurement (query-sev-launch-measure) must verify with
 `sevemu-owner measurement verify` for exactly this kernel, initrd, command line, -m and -smp (and
 must not for another command line); then `cont` boots it. sevemu-owner and sevemu-host are found
@@ -101,7 +104,7 @@ def run(cmd, what):
     return r
 
 
-def sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, failures):
+def sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, policy, failures):
     """Starts the SEV guest paused, verifies its launch measurement as the owner, continues it.
     Returns (returncode, sevemu's output)."""
     owner = sibling_tool(sevemu, "sevemu-owner", "SEVEMU_OWNER")
@@ -113,10 +116,11 @@ def sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, failures):
     certs = os.path.join(tmp, "certs")
     name = os.path.join(tmp, "owner")
     run([host, "--platform", platform, "export", certs], "sevemu-host export")
-    run([owner, "session", "--pdh", os.path.join(certs, "pdh.cert"), "--policy", "1", "--name", name], "sevemu-owner session")
+    run([owner, "session", "--pdh", os.path.join(certs, "pdh.cert"), "--policy", str(policy), "--name", name],
+        "sevemu-owner session")
     sock = os.path.join(tmp, "qmp.sock")
     cmd = cmd + ["-machine", "confidential-guest-support=sev0",
-                 "-object", "sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1,"
+                 "-object", f"sev-guest,id=sev0,policy={policy:#x},cbitpos=51,reduced-phys-bits=1,"
                  f"dh-cert-file={name}_godh.b64,session-file={name}_session.b64",
                  "--platform", platform, "-S", "-qmp", f"unix:{sock},server=on,wait=off"]
     print("running:", " ".join(cmd), flush=True)
@@ -128,7 +132,7 @@ def sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, failures):
         print(f"launch measurement {measurement} (api {info['api-major']}.{info['api-minor']} build {info['build-id']})")
         verify = [owner, "measurement", "verify", "--tik", name + "_tik.bin", "--measurement", measurement,
                   "--api-major", str(info["api-major"]), "--api-minor", str(info["api-minor"]),
-                  "--build", str(info["build-id"]), "--policy", "1", "-m", MEMORY, "--smp", str(smp),
+                  "--build", str(info["build-id"]), "--policy", str(policy), "-m", MEMORY, "--smp", str(smp),
                   "--kernel", kernel, "--initrd", initrd, "--append", APPEND]
         ok = subprocess.run(verify, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
         print("sevemu-owner:", ok.stdout.decode(errors="replace").strip())
@@ -150,7 +154,12 @@ def sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, failures):
 
 def main():
     sevemu, assets, kind, smp = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    sev = len(sys.argv) > 5 and sys.argv[5] == "sev"
+    mode = sys.argv[5] if len(sys.argv) > 5 else ""
+    if mode not in ("", "sev", "sev-es"):
+        print(f"boot_linux.py: unknown mode {mode!r} (sev or sev-es)")
+        return 2
+    sev = mode != ""
+    policy = 0x5 if mode == "sev-es" else 0x1
     kernel = os.path.join(assets, "bzImage" if kind == "bzimage" else "vmlinux")
     initrd = os.path.join(assets, "initramfs.cpio.gz")
     want_hash_file = os.path.join(assets, "data.sha256")
@@ -165,7 +174,7 @@ def main():
                "-serial", "file:" + serial, "-kernel", kernel, "-initrd", initrd, "-append", APPEND]
         failures = []
         if sev:
-            returncode, stdout = sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, failures)
+            returncode, stdout = sev_launch_and_verify(sevemu, cmd, tmp, kernel, initrd, smp, policy, failures)
         else:
             print("running:", " ".join(cmd), flush=True)
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1500)
@@ -183,8 +192,12 @@ def main():
     need("reboot: Power down" in out, "'reboot: Power down'")
     need(f"smp: Brought up 1 node, {smp} CPU" in out, f"'smp: Brought up 1 node, {smp} CPU(s)'")
     need("Kernel panic" not in out, "no kernel panic")
-    if sev:
+    if mode == "sev":
         need("Memory Encryption Features active: AMD SEV" in out, "'Memory Encryption Features active: AMD SEV'")
+        need("SEV-ES" not in out.split("Memory Encryption Features active:")[-1].split("\n")[0], "no SEV-ES without ES")
+    if mode == "sev-es":
+        need("Memory Encryption Features active: AMD SEV SEV-ES" in out,
+             "'Memory Encryption Features active: AMD SEV SEV-ES'")
     for f in failures:
         print("FAIL:", f)
     return 1 if failures else 0

@@ -163,7 +163,94 @@ struct Launch {
     std::string kernel; // as typed
     std::optional<std::string> append;
     std::vector<Module> modules;
+    bool sev_es {};     // README "SEV-ES: the AP page and the VMSAs" (policy 0x5)
+    unsigned smp { 1 }; // with SEV-ES: one VMSA per vCPU
 };
+
+// --- SEV-ES, from the README's table alone: the AP page (E1) and the VMSAs (E2).
+constexpr uint64_t kEsApPage = 0xFE000;
+constexpr uint8_t kEsApStub[] = { 0xfa, 0x2e, 0xa1, 0x00, 0x00, 0x2e, 0x0b, 0x06, 0x02, 0x00, 0x74, 0x05, 0x2e, 0xff,
+    0x2e, 0x00, 0x00, 0x66, 0xb9, 0x30, 0x01, 0x01, 0xc0, 0x66, 0xb8, 0x06, 0x00, 0x00, 0x00, 0x66, 0x31, 0xd2, 0x0f,
+    0x30, 0xf3, 0x0f, 0x01, 0xd9, 0xeb, 0xd9 };
+constexpr uint32_t kMilanCpuid1Eax = 0x00A00F11; // the README: RDX of an AP, EPYC-Milan
+
+struct EsSeg {
+    uint16_t selector, attributes;
+    uint32_t limit;
+    uint64_t base;
+};
+
+void put_es_seg(Bytes& v, size_t off, EsSeg s)
+{
+    v[off] = uint8_t(s.selector), v[off + 1] = uint8_t(s.selector >> 8);
+    v[off + 2] = uint8_t(s.attributes), v[off + 3] = uint8_t(s.attributes >> 8);
+    for (int i = 0; i < 4; ++i)
+        v[off + 4 + i] = uint8_t(s.limit >> (8 * i));
+    for (int i = 0; i < 8; ++i)
+        v[off + 8 + i] = uint8_t(s.base >> (8 * i));
+}
+
+// The fields every VMSA of the table has in common (LDTR, TR, EFER, DR7, DR6, RFLAGS, G_PAT, XCR0).
+Bytes es_vmsa_common()
+{
+    Bytes v(4096, 0);
+    auto put = [&](size_t off, uint64_t x) {
+        for (int i = 0; i < 8; ++i)
+            v[off + i] = uint8_t(x >> (8 * i));
+    };
+    put_es_seg(v, 0x070, { 0, 0x082, 0xFFFF, 0 });
+    put_es_seg(v, 0x090, { 0, 0x083, 0xFFFF, 0 });
+    put(0x0D0, 0x1000);
+    put(0x160, 0x400);
+    put(0x168, 0xFFFF0FF0);
+    put(0x170, 2);
+    put(0x268, 0x0007040600070406ull);
+    put(0x3E8, 1);
+    return v;
+}
+
+Bytes es_vmsa_ap()
+{
+    Bytes v = es_vmsa_common();
+    EsSeg data { 0, 0x093, 0xFFFF, 0 };
+    for (size_t off : { 0x000, 0x020, 0x030, 0x040, 0x050 })
+        put_es_seg(v, off, data);
+    put_es_seg(v, 0x010, { 0xFE00, 0x09B, 0xFFFF, 0xFE000 });
+    put_es_seg(v, 0x060, { 0, 0, 0xFFFF, 0 });
+    put_es_seg(v, 0x080, { 0, 0, 0xFFFF, 0 });
+    put64(v, 0x158, 0x60000010);
+    put64(v, 0x178, 0x10);
+    put64(v, 0x310, kMilanCpuid1Eax);
+    return v;
+}
+
+// The Multiboot BSP: the entry state of the README's table.
+Bytes es_vmsa_multiboot_bsp(uint32_t entry)
+{
+    Bytes v = es_vmsa_common();
+    EsSeg data { 0x10, 0xC93, 0xFFFFFFFF, 0 };
+    for (size_t off : { 0x000, 0x020, 0x030, 0x040, 0x050 })
+        put_es_seg(v, off, data);
+    put_es_seg(v, 0x010, { 0x08, 0xC9B, 0xFFFFFFFF, 0 });
+    put_es_seg(v, 0x060, { 0, 0, 39, 0x9600 });
+    put64(v, 0x158, 0x11);
+    put64(v, 0x178, entry);
+    put64(v, 0x1D8, 0x7000);     // RSP
+    put64(v, 0x1F8, 0x2BADB002); // RAX
+    put64(v, 0x318, 0x9500);     // RBX
+    put64(v, 0x308, entry);      // RCX
+    return v;
+}
+
+// The kernel's entry point: the a.out kludge's entry_addr (+28), else the ELF32 e_entry.
+uint32_t multiboot_entry(Bytes const& f)
+{
+    for (uint32_t i = 0; i + 32 <= std::min<size_t>(f.size(), 8192); i += 4)
+        if (le32(f, i) == 0x1BADB002 && uint32_t(le32(f, i) + le32(f, i + 4) + le32(f, i + 8)) == 0)
+            return (le32(f, i + 4) & (1u << 16)) ? le32(f, i + 28) : le32(f, 24);
+    FAIL("no Multiboot header");
+    return 0;
+}
 
 std::string to_hex(uint8_t const* p, size_t n)
 {
@@ -266,6 +353,15 @@ Measured contract_digest(Launch const& l)
     std::sort(r.begin(), r.end());
     if (r[0].second >= r[1].first)
         r = { { r[0].first, std::max(r[0].second, r[1].second) } };
+    if (l.sev_es) {
+        // E1: the AP page, zeros and the stub at +0x10, one more range in ascending order.
+        mem.zero(kEsApPage, kPage);
+        mem.write(kEsApPage + 0x10, kEsApStub, sizeof kEsApStub);
+        for (auto const& [from, to] : r)
+            REQUIRE((to <= kEsApPage || from >= kEsApPage + kPage)); // the README: such a kernel is refused
+        r.push_back({ kEsApPage, kEsApPage + kPage });
+        std::sort(r.begin(), r.end());
+    }
 
     Measured out;
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -277,6 +373,11 @@ Measured contract_digest(Launch const& l)
             auto page = mem.read_page(gpa);
             REQUIRE(EVP_DigestUpdate(ctx, page.data(), page.size()) == 1);
         }
+    }
+    // E2: the VMSAs after the pages, the BSP first.
+    for (unsigned n = 0; l.sev_es && n < l.smp; ++n) {
+        Bytes v = n == 0 ? es_vmsa_multiboot_bsp(multiboot_entry(file)) : es_vmsa_ap();
+        REQUIRE(EVP_DigestUpdate(ctx, v.data(), v.size()) == 1);
     }
     unsigned len = 0;
     REQUIRE(EVP_DigestFinal_ex(ctx, out.digest.data(), &len) == 1);
@@ -292,6 +393,8 @@ std::string quote(std::string const& s) { return "'" + s + "'"; } // test paths 
 std::string owner_args(Launch const& l)
 {
     std::string a = "-m " + std::to_string(l.memory >> 20) + "M --kernel " + quote(l.kernel);
+    if (l.sev_es)
+        a += " --policy 0x5 --smp " + std::to_string(l.smp);
     if (l.append)
         a += " --append " + quote(*l.append);
     if (!l.modules.empty()) {
@@ -434,6 +537,31 @@ TEST_CASE("the README's launch contract gives sevemu-owner's digest for the bund
                 }
     CHECK(seen.size() == kernels.size() * sizes.size() * 2 * module_sets.size());
     std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("README contract, SEV-ES: the AP page and one VMSA per vCPU give sevemu-owner's digest", "[owner][contract]")
+{
+    // The bundled guests (the SEV-ES guest among them), 1 to 3 vCPUs, with and without a
+    // command line: the README's pages plus its VMSA table, hashed with OpenSSL, equal
+    // `sevemu-owner measurement digest --policy 0x5 --smp N`.
+    std::map<std::string, std::string> seen;
+    for (std::string k : { std::string(SEVEMU_GUEST_SEV_ES), std::string(SEVEMU_GUEST_SEV), std::string(SEVEMU_GUEST_ELF32) })
+        for (unsigned smp : { 1u, 2u, 3u })
+            for (auto append : { std::optional<std::string> {}, std::optional<std::string> { "x=1" } }) {
+                Launch l { 128ull << 20, k, append, {}, true, smp };
+                INFO(owner_args(l));
+                std::string hex = to_hex(contract_digest(l).digest.data(), 32);
+                CHECK(hex == owner_digest(l));
+                CHECK(seen.emplace(hex, owner_args(l)).second); // each vCPU count is another launch
+                // Without ES the same command line measures neither the AP page nor registers.
+                Launch plain = l;
+                plain.sev_es = false;
+                CHECK(to_hex(contract_digest(plain).digest.data(), 32) != hex);
+            }
+    // The owner refuses what sevemu refuses: SEV-ES on a CPU model without it.
+    auto naples = run("measurement digest --policy 0x5 --cpu EPYC --kernel " + quote(SEVEMU_GUEST_SEV_ES));
+    CHECK(naples.code != 0);
+    CHECK(naples.out.find("SEV-ES") != std::string::npos);
 }
 
 TEST_CASE("the README's measured page set is the one sevemu-owner reports", "[owner][contract]")

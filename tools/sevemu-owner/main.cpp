@@ -127,7 +127,15 @@ OwnerResult<Bytes> decode_measurement(std::string const& b64)
 
 // The launch digest sevemu measures for `-m SIZE -kernel FILE [-initrd] [-append]`
 // (README "What a -kernel launch measures").
-Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<emulator::MeasuredRange>* ranges = nullptr)
+std::string hex_policy(uint32_t policy)
+{
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%x", policy);
+    return buf;
+}
+
+Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<emulator::MeasuredRange>* ranges = nullptr,
+    unsigned* vmsas = nullptr)
 {
     if (!cpu_model_from_name(o.cpu_model))
         return make_unexpected("-cpu " + o.cpu_model + ": unknown model (EPYC, EPYC-Rome, EPYC-Milan, EPYC-Genoa)");
@@ -143,27 +151,35 @@ Result<Sha256Digest, std::string> kernel_digest(Options const& o, std::vector<em
         return make_unexpected("--smp 0: a guest has at least one vCPU");
     // The C-bit is the CPU model's (sevemu refuses any other cbitpos): it is in the identity
     // tables an SEV vmlinux is entered on, so it is measured.
-    emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append, o.smp,
-        cpu_model_info(*cpu_model_from_name(o.cpu_model)).c_bit };
+    // SEV-ES (policy bit 2): the AP page and one VMSA per vCPU are measured too (README).
+    auto model = *cpu_model_from_name(o.cpu_model);
+    bool es = o.policy & firmware::policy::ES;
+    if (es && !(cpu::cpuid_query(model, 0x8000001F, 0).eax & (1u << 3)))
+        return make_unexpected("--policy " + hex_policy(o.policy) + " asks for SEV-ES, which -cpu " + o.cpu_model
+            + " does not have");
+    emulator::KernelLaunch launch { *size, o.kernel, o.initrd, o.append, o.smp, cpu_model_info(model).c_bit, es, model };
     auto d = emulator::kernel_launch_digest(launch);
     if (!d)
         return make_unexpected(d.error().message);
     if (ranges)
         *ranges = d->ranges;
+    if (vmsas)
+        *vmsas = d->vmsas;
     return d->digest;
 }
 
 int cmd_measurement_digest(Options const& o)
 {
     std::vector<emulator::MeasuredRange> ranges;
-    auto d = kernel_digest(o, &ranges);
+    unsigned vmsas = 0;
+    auto d = kernel_digest(o, &ranges, &vmsas);
     if (!d)
         return fail(d.error());
     if (o.json) {
         json r = json::array();
         for (auto const& m : ranges)
             r.push_back({ { "gpa", m.gpa }, { "size", m.size } });
-        print_json({ { "digest", to_hex(*d) }, { "measured", r } });
+        print_json({ { "digest", to_hex(*d) }, { "measured", r }, { "vmsas", vmsas } });
     } else {
         std::printf("%s\n", to_hex(*d).c_str());
     }
@@ -315,6 +331,8 @@ int run(int argc, char** argv)
         "print the launch digest sevemu measures for this -kernel command line (like sevctl measurement build)");
     launch_options(mdigest);
     mdigest->get_option("--kernel")->required();
+    mdigest->add_option("--policy", o.policy,
+        "guest policy, as -object sev-guest policy= (with SEV-ES, bit 2, the vCPUs' VMSAs are measured too; default 0)");
     mdigest->add_flag("--json", o.json, "print the digest and the measured ranges as JSON");
 
     auto* secret = app.add_subcommand("secret", "launch secret");

@@ -154,6 +154,7 @@ static int run(int argc, char** argv)
         : outcome.reason == Reason::ResetShutdown      ? "host-qmp-system-reset"
         : outcome.reason == Reason::HostError          ? "host-error"
         : outcome.reason == Reason::TripleFault        ? "guest-reset"
+        : outcome.reason == Reason::GuestPanic         ? "guest-panic" // QEMU's ShutdownCause
                                                        : "guest-shutdown";
     emit("SHUTDOWN", qmp::Json { { "guest", by_guest }, { "reason", reason } });
     // Each server gives its clients a bounded moment to take the event (and the reply to
