@@ -59,10 +59,15 @@ struct Block;
 // A block's remembered successor (block chaining): the block that ran after it at linear
 // address `lin` under `tag` (a JumpEntry's tag: mode, TLB bank, flush epoch). Valid exactly as
 // a jump-cache entry is: any TLB flush or freed block moves the flush epoch on.
+// The link also carries the block's instructions (first, count), so that run() reaches them
+// without touching the Block itself (perf: the load of the Block's fields was the second cache
+// miss at every block boundary, after the instruction array's).
 struct BlockLink {
     uint64_t lin { ~0ull };
     uint32_t tag {};
+    uint32_t count {};
     Block* block {};
+    Insn const* first {};
 };
 
 struct Block {
@@ -498,7 +503,9 @@ struct Core {
 
     // ---- Decoded code (cpu.cpp)
     // prev: the block that ran just before (its links are tried first), or null.
-    Block* lookup_block(Block* prev);
+    // Sets first/count to the block's instructions. The block is cached (may be linked) unless
+    // it is `scratch`.
+    Block* lookup_block(Block* prev, Insn const*& first, uint32_t& count);
     [[gnu::noinline]] Block* lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e);
     Block* decode_block(uint64_t lin, uint64_t spa);
     void invalidate_code_page(uint64_t pfn); // this core's and the peers'

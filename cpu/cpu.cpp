@@ -124,16 +124,16 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
             x.host = *p;
     }
     if (x.host && !implicit_sup && !(user == false && t->user && pctx.smap)) {
-        auto& e = tlb->fill(user ? 1 : 0, a, page);
+        auto [e, m] = tlb->fill(user ? 1 : 0, a, page);
         uint64_t lpn = a >> 12;
-        if (e.lpn != lpn || e.host != x.host) {
+        if (m.lpn != lpn || e.host != x.host) {
             e.tag_read = e.tag_write = e.tag_fetch = mmu::TlbEntry::kInvalid;
-            e.lpn = lpn;
+            m.lpn = lpn;
             e.host = x.host;
-            e.spa_page = page;
-            e.key = x.key;
+            m.spa_page = page;
+            m.key = x.key;
         }
-        e.global = t->global;
+        m.global = t->global;
         e.tag_read = lpn;
         if (fetch) e.tag_fetch = lpn;
         if (write && !is_code_page(page >> 12)) e.tag_write = lpn;
@@ -309,7 +309,8 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
 {
     // A jump-cache miss on a page the TLB already maps for execution needs no walk.
     auto const& te = tlb->entry(bank, lin);
-    Xlate x = SEVEMU_LIKELY(te.tag_fetch == (lin >> 12)) ? Xlate { te.spa_page | (lin & 0xFFF), te.host, te.key }
+    auto const& tm = tlb->meta(bank, lin);
+    Xlate x = SEVEMU_LIKELY(te.tag_fetch == (lin >> 12)) ? Xlate { tm.spa_page | (lin & 0xFFF), te.host, tm.key }
                                                          : translate(lin, false, true);
     uint64_t pfn = x.spa >> 12;
     // The same frame decrypts differently under another key (an SEV guest's private code vs the
@@ -395,7 +396,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
 }
 
 // The jump-cache hit is inlined into run(); a miss decodes (or finds the block by frame).
-inline Block* Core::lookup_block(Block* prev)
+inline Block* Core::lookup_block(Block* prev, Insn const*& first, uint32_t& count)
 {
     uint64_t lin;
     if (mode64) {
@@ -406,10 +407,13 @@ inline Block* Core::lookup_block(Block* prev)
     }
     uint32_t tag = mode | (uint32_t(bank) << 2) | (jc_epoch << 8);
     if (prev) {
-        if (prev->link[0].lin == lin && prev->link[0].tag == tag)
-            return prev->link[0].block;
-        if (prev->link[1].lin == lin && prev->link[1].tag == tag)
-            return prev->link[1].block;
+        for (BlockLink const& l : prev->link) {
+            if (l.lin == lin && l.tag == tag) {
+                first = l.first;
+                count = l.count;
+                return l.block;
+            }
+        }
     }
     // Two-way: the set is an even entry and the one after it (lookup_block_miss fills them).
     JumpEntry* set = &jc[(lin ^ (lin >> 12)) & (kJumpEntries - 2)];
@@ -420,8 +424,10 @@ inline Block* Core::lookup_block(Block* prev)
         b = set[1].block;
     else
         b = lookup_block_miss(lin, tag, set[0]);
-    if (prev && b->cached) {
-        prev->link[prev->next_link] = BlockLink { lin, tag, b };
+    first = b->insns.data();
+    count = uint32_t(b->insns.size());
+    if (prev && b != &scratch) {
+        prev->link[prev->next_link] = BlockLink { lin, tag, count, b, first };
         prev->next_link ^= 1;
     }
     return b;
@@ -441,7 +447,8 @@ Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& set0)
         if (e.lin == lin && ((e.tag ^ tag) & 0xFF) == 0 && e.code_epoch == code_epoch) {
             Block* b = e.block;
             auto const& te = tlb->entry(bank, lin);
-            if (te.tag_fetch == (lin >> 12) && te.spa_page == (b->spa & ~0xFFFull) && te.key == b->key) {
+            auto const& tm = tlb->meta(bank, lin);
+            if (te.tag_fetch == (lin >> 12) && tm.spa_page == (b->spa & ~0xFFFull) && tm.key == b->key) {
                 e.tag = tag;
                 return b;
             }
@@ -625,13 +632,14 @@ RunResult Cpu::run(uint64_t max_instructions)
         uint64_t k = 0;
         Insn const* first = nullptr; // set once the block is found
         try {
-            Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr);
-            prev = b->cached ? b : nullptr;
+            Insn const* i;
+            uint32_t count;
+            Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr, i, count);
+            prev = b != &c.scratch ? b : nullptr; // scratch: a page-crossing or MMIO block
             prev_epoch = c.jc_epoch;
-            uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done - events);
+            uint64_t n = std::min<uint64_t>(count, max_instructions - done - events);
             if (shadow || single_step) n = 1;
             // n >= 1: the budget check above left at least one instruction.
-            Insn const* i = b->insns.data();
             c.block_first = i;
             c.t_end = i + n;
             c.t_cur = i;
