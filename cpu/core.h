@@ -117,12 +117,18 @@ inline constexpr uint64_t kAsizeMask[3] = { 0xFFFF, 0xFFFFFFFF, ~0ull };
 // dictionary reads, page-table set-up) thrashed 512.
 using CoreTlb = mmu::Tlb<4096>;
 
-struct JumpEntry {
+// 32 bytes, a two-way set to a cache line. Like a BlockLink, it carries the block's
+// instructions (first, count: at most 256), so that a hit does not load the Block (perf: that
+// load missed the cache as often as the entry's own).
+struct alignas(32) JumpEntry {
     uint64_t lin { ~0ull };
     uint32_t tag {};        // decode mode | TLB bank << 2 | flush epoch << 8
-    uint32_t code_epoch {}; // Core::code_epoch when made: the block is alive while it matches
+    uint16_t code_epoch {}; // Core::code_epoch when made: the block is alive while it matches
+    uint16_t count {};
     Block* block {};
+    Insn const* first {};
 };
+static_assert(sizeof(JumpEntry) == 32);
 
 struct Core {
     Core(mmu::MemoryController& mc, CpuModel model, IoHandler& io);
@@ -259,7 +265,7 @@ struct Core {
     // still points to a live block: it is taken again if the TLB maps its linear page for
     // fetch to the block's frame and key (lookup_block_miss), which spares the block map's
     // lookup after every CR3 write, INVLPG and SVM world switch.
-    uint32_t code_epoch { 1 };
+    uint16_t code_epoch { 1 };
     std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks;   // key: spa << 2 | mode
     std::unordered_map<uint64_t, std::vector<uint64_t>> code_pages; // pfn -> block keys
     std::vector<std::unique_ptr<Block>> graveyard;

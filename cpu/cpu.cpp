@@ -418,14 +418,19 @@ inline Block* Core::lookup_block(Block* prev, Insn const*& first, uint32_t& coun
     // Two-way: the set is an even entry and the one after it (lookup_block_miss fills them).
     JumpEntry* set = &jc[(lin ^ (lin >> 12)) & (kJumpEntries - 2)];
     Block* b;
-    if (SEVEMU_LIKELY(set[0].lin == lin && set[0].tag == tag))
+    if (SEVEMU_LIKELY(set[0].lin == lin && set[0].tag == tag)) {
         b = set[0].block;
-    else if (set[1].lin == lin && set[1].tag == tag)
+        first = set[0].first;
+        count = set[0].count;
+    } else if (set[1].lin == lin && set[1].tag == tag) {
         b = set[1].block;
-    else
+        first = set[1].first;
+        count = set[1].count;
+    } else {
         b = lookup_block_miss(lin, tag, set[0]);
-    first = b->insns.data();
-    count = uint32_t(b->insns.size());
+        first = b->insns.data();
+        count = uint32_t(b->insns.size());
+    }
     if (prev && b != &scratch) {
         prev->link[prev->next_link] = BlockLink { lin, tag, count, b, first };
         prev->next_link ^= 1;
@@ -465,7 +470,9 @@ Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& set0)
         e->lin = lin;
         e->tag = tag;
         e->code_epoch = code_epoch;
+        e->count = uint16_t(b->insns.size());
         e->block = b;
+        e->first = b->insns.data();
     }
     return b;
 }
