@@ -264,7 +264,9 @@ struct Core {
     CpuStats stats;
 
     // ---- Decoded-code cache
-    static constexpr size_t kJumpEntries = 4096;
+    // 16384 (512 KiB): with 4096, a PVH boot's misses that fell through to the block map's
+    // lookup (decode_block) were ~4.5 % of its time (perf); A/B ~4 % less user CPU.
+    static constexpr size_t kJumpEntries = 16384;
     static constexpr size_t kMaxBlocks = 1u << 17;
     std::unique_ptr<JumpEntry[]> jc { new JumpEntry[kJumpEntries] };
     // flush_jump_cache() moves to a new epoch instead of clearing the table: it runs at every
