@@ -124,16 +124,16 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
             x.host = *p;
     }
     if (x.host && !implicit_sup && !(user == false && t->user && pctx.smap)) {
-        auto& e = tlb->fill(user ? 1 : 0, a, page);
+        auto [e, m] = tlb->fill(user ? 1 : 0, a, page);
         uint64_t lpn = a >> 12;
-        if (e.lpn != lpn || e.host != x.host) {
+        if (m.lpn != lpn || e.host != x.host) {
             e.tag_read = e.tag_write = e.tag_fetch = mmu::TlbEntry::kInvalid;
-            e.lpn = lpn;
+            m.lpn = lpn;
             e.host = x.host;
-            e.spa_page = page;
-            e.key = x.key;
+            m.spa_page = page;
+            m.key = x.key;
         }
-        e.global = t->global;
+        m.global = t->global;
         e.tag_read = lpn;
         if (fetch) e.tag_fetch = lpn;
         if (write && !is_code_page(page >> 12)) e.tag_write = lpn;
@@ -309,7 +309,8 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
 {
     // A jump-cache miss on a page the TLB already maps for execution needs no walk.
     auto const& te = tlb->entry(bank, lin);
-    Xlate x = SEVEMU_LIKELY(te.tag_fetch == (lin >> 12)) ? Xlate { te.spa_page | (lin & 0xFFF), te.host, te.key }
+    auto const& tm = tlb->meta(bank, lin);
+    Xlate x = SEVEMU_LIKELY(te.tag_fetch == (lin >> 12)) ? Xlate { tm.spa_page | (lin & 0xFFF), te.host, tm.key }
                                                          : translate(lin, false, true);
     uint64_t pfn = x.spa >> 12;
     // The same frame decrypts differently under another key (an SEV guest's private code vs the
@@ -395,7 +396,7 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
 }
 
 // The jump-cache hit is inlined into run(); a miss decodes (or finds the block by frame).
-inline Block* Core::lookup_block(Block* prev)
+inline Block* Core::lookup_block(Block* prev, Insn const*& first, uint32_t& count)
 {
     uint64_t lin;
     if (mode64) {
@@ -406,22 +407,32 @@ inline Block* Core::lookup_block(Block* prev)
     }
     uint32_t tag = mode | (uint32_t(bank) << 2) | (jc_epoch << 8);
     if (prev) {
-        if (prev->link[0].lin == lin && prev->link[0].tag == tag)
-            return prev->link[0].block;
-        if (prev->link[1].lin == lin && prev->link[1].tag == tag)
-            return prev->link[1].block;
+        for (BlockLink const& l : prev->link) {
+            if (l.lin == lin && l.tag == tag) {
+                first = l.first;
+                count = l.count;
+                return l.block;
+            }
+        }
     }
     // Two-way: the set is an even entry and the one after it (lookup_block_miss fills them).
     JumpEntry* set = &jc[(lin ^ (lin >> 12)) & (kJumpEntries - 2)];
     Block* b;
-    if (SEVEMU_LIKELY(set[0].lin == lin && set[0].tag == tag))
+    if (SEVEMU_LIKELY(set[0].lin == lin && set[0].tag == tag)) {
         b = set[0].block;
-    else if (set[1].lin == lin && set[1].tag == tag)
+        first = set[0].first;
+        count = set[0].count;
+    } else if (set[1].lin == lin && set[1].tag == tag) {
         b = set[1].block;
-    else
+        first = set[1].first;
+        count = set[1].count;
+    } else {
         b = lookup_block_miss(lin, tag, set[0]);
-    if (prev && b->cached) {
-        prev->link[prev->next_link] = BlockLink { lin, tag, b };
+        first = b->insns.data();
+        count = uint32_t(b->insns.size());
+    }
+    if (prev && b != &scratch) {
+        prev->link[prev->next_link] = BlockLink { lin, tag, count, b, first };
         prev->next_link ^= 1;
     }
     return b;
@@ -441,7 +452,8 @@ Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& set0)
         if (e.lin == lin && ((e.tag ^ tag) & 0xFF) == 0 && e.code_epoch == code_epoch) {
             Block* b = e.block;
             auto const& te = tlb->entry(bank, lin);
-            if (te.tag_fetch == (lin >> 12) && te.spa_page == (b->spa & ~0xFFFull) && te.key == b->key) {
+            auto const& tm = tlb->meta(bank, lin);
+            if (te.tag_fetch == (lin >> 12) && tm.spa_page == (b->spa & ~0xFFFull) && tm.key == b->key) {
                 e.tag = tag;
                 return b;
             }
@@ -458,9 +470,73 @@ Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& set0)
         e->lin = lin;
         e->tag = tag;
         e->code_epoch = code_epoch;
+        e->count = uint16_t(b->insns.size());
         e->block = b;
+        e->first = b->insns.data();
     }
     return b;
+}
+
+// The checks of run()'s loop between two blocks, in its order, each answered "nothing to do";
+// any other answer (or a successor the links do not know) returns to run(), which does it.
+// The counters move as run() moves them after a block, so that the machine's clock (the
+// retired-instruction count) reads the same in the next block's device accesses.
+Insn const* Core::chain_next()
+{
+    if (chain_hops == 0 || jc_epoch != chain_epoch || vmexit_done || pending_shutdown
+        || stop_requested.load(std::memory_order_relaxed) || halted || irq_shadow || (flags & TF))
+        return nullptr;
+    if (SEVEMU_UNLIKELY(guest.has_value())) {
+        if (nmi_pending || (!host_vmrun && gif && intr_poll) || (guest->control.int_ctl & svm::int_ctl::V_IRQ))
+            return nullptr;
+    } else if (nmi_pending || (gif && (flags & IF) && !host_vmrun && intr_poll)) {
+        return nullptr; // run() polls INTR (or delivers the NMI)
+    }
+    uint64_t lin;
+    if (mode64) {
+        lin = rip;
+    } else {
+        if (rip > seg[CS].limit && (cr0 & cr0::PE)) return nullptr; // run() raises the #GP
+        lin = uint32_t(seg[CS].base + rip);
+    }
+    uint32_t tag = mode | (uint32_t(bank) << 2) | (jc_epoch << 8);
+    Block* b = nullptr;
+    Insn const* first = nullptr;
+    uint32_t count = 0;
+    for (BlockLink const& l : chain_block->link) {
+        if (l.lin == lin && l.tag == tag) {
+            b = l.block;
+            first = l.first;
+            count = l.count;
+            break;
+        }
+    }
+    if (!b) {
+        // The jump cache's hits (lookup_block's), and the link run() would have made.
+        JumpEntry* set = &jc[(lin ^ (lin >> 12)) & (kJumpEntries - 2)];
+        JumpEntry* e = set[0].lin == lin && set[0].tag == tag ? &set[0] : set[1].lin == lin && set[1].tag == tag ? &set[1] : nullptr;
+        if (!e)
+            return nullptr;
+        b = e->block;
+        first = e->first;
+        count = e->count;
+        chain_block->link[chain_block->next_link] = BlockLink { lin, tag, count, b, first };
+        chain_block->next_link ^= 1;
+    }
+    uint64_t k = uint64_t(t_cur - block_first);
+    if (count > chain_left - k)
+        return nullptr; // run() runs the part the budget allows
+    chained += k;
+    icount += k;
+    stats.instructions += k;
+    chain_left -= k;
+    --chain_hops;
+    chain_block = b;
+    block_first = first;
+    t_cur = first;
+    t_end = first + count;
+    rip_mask = mode64 ? ~0ull : 0xFFFFFFFFull;
+    return first;
 }
 
 // ---------------------------------------------------------------- Cpu
@@ -624,28 +700,40 @@ RunResult Cpu::run(uint64_t max_instructions)
         bool single_step = c.flags & TF;
         uint64_t k = 0;
         Insn const* first = nullptr; // set once the block is found
+        // The blocks chained to (Core::chain_next) have been counted as run() counts a block
+        // (icount, stats); k is the last block's part, c.chained the earlier blocks'.
+        c.chained = 0;
+        c.chain_hops = 0;
+        c.chain_block = prev;
         try {
-            Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr);
-            prev = b->cached ? b : nullptr;
+            Insn const* i;
+            uint32_t count;
+            Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr, i, count);
+            c.chain_block = b != &c.scratch ? b : nullptr; // scratch: a page-crossing or MMIO block
             prev_epoch = c.jc_epoch;
-            uint64_t n = std::min<uint64_t>(b->insns.size(), max_instructions - done - events);
+            uint64_t left = max_instructions - done - events;
+            uint64_t n = std::min<uint64_t>(count, left);
             if (shadow || single_step) n = 1;
             // n >= 1: the budget check above left at least one instruction.
-            Insn const* i = b->insns.data();
             c.block_first = i;
             c.t_end = i + n;
             c.t_cur = i;
             c.rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
             c.r[kRegNext] = (c.rip + i->len) & c.rip_mask;
+            // Chaining only from a whole cached block; a bounded number of hops, so that the
+            // host stack stays bounded should a handler's tail call not be one.
+            c.chain_left = left;
+            c.chain_epoch = c.jc_epoch;
+            c.chain_hops = (n == count && c.chain_block) ? Core::kChainHops : 0;
             first = i;
-            i->fn(c, *i); // runs up to n instructions (ops.h chain)
-            k = uint64_t(c.t_cur - first);
+            i->fn(c, *i); // runs up to n instructions (ops.h chain), and the chained blocks
+            k = uint64_t(c.t_cur - c.block_first);
             if (single_step && k == 1 && !c.halted) {
                 c.dr6 |= 1u << 14; // BS
                 c.deliver_event(DB, false, 0, false, c.rip);
             }
         } catch (GuestFault const& f) {
-            if (first) k = uint64_t(c.t_cur - first); // the instructions before the faulting one
+            if (first) k = uint64_t(c.t_cur - c.block_first); // the instructions before the faulting one
             c.brk = false;
             try {
                 c.exception(f);
@@ -657,12 +745,13 @@ RunResult Cpu::run(uint64_t max_instructions)
             if (k == 0)
                 ++events;
         } catch (SvmExit const& e) { // an intercept: the instruction did not retire
-            if (first) k = uint64_t(c.t_cur - first);
+            if (first) k = uint64_t(c.t_cur - c.block_first);
             vmexit(e);
             if (k == 0)
                 ++events;
         }
-        done += k;
+        prev = c.chain_block;
+        done += c.chained + k;
         c.icount += k;
         c.stats.instructions += k;
     }

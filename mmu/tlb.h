@@ -17,17 +17,32 @@
 
 namespace sevemu::mmu {
 
-struct TlbEntry {
+// The hit path's part of an entry, 32 bytes (two to a cache line, the banks 256 KiB): every
+// guest load/store reads a tag and the host pointer, so the rest (TlbMeta) lives apart. With
+// the whole entry in one 56-byte record the TLB spanned 448 KiB and an entry could straddle two
+// lines (perf: the TLB entry's load was the hot spot of the memory handlers).
+struct alignas(32) TlbEntry {
     static constexpr uint64_t kInvalid = ~0ull;
     uint64_t tag_read { kInvalid };  // linear page number, when reads are allowed
     uint64_t tag_write { kInvalid };
     uint64_t tag_fetch { kInvalid };
     uint8_t* host {};                // page pointer from the memory controller
+};
+static_assert(sizeof(TlbEntry) == 32);
+
+// The rest of an entry: what fills, flushes and the code cache look at.
+struct TlbMeta {
     uint64_t spa_page {};            // SPA of the frame
-    uint64_t lpn { kInvalid };       // linear page number (for INVLPG / global handling)
+    uint64_t lpn { TlbEntry::kInvalid }; // linear page number (for INVLPG / global handling)
     KeyId key { KeyId::none() };
     bool global {};
     bool listed {};                  // on the Tlb's used list (internal to Tlb)
+};
+
+// An entry being (re)filled: its hot and cold parts.
+struct TlbSlot {
+    TlbEntry& e;
+    TlbMeta& m;
 };
 
 // Entries are only ever made through fill(), which records them on a used list: a flush then
@@ -44,24 +59,26 @@ public:
     // source vs destination of a copy) do not all land on the same entry.
     static size_t index(uint64_t lin) { return ((lin >> kPageShift) ^ (lin >> (kPageShift + std::countr_zero(N)))) & (N - 1); }
     TlbEntry const& entry(unsigned bank, uint64_t lin) const { return m_e[bank][index(lin)]; }
-    // The entry for `lin` in `bank`, to be (re)filled by the caller.
+    TlbMeta const& meta(unsigned bank, uint64_t lin) const { return m_m[bank][index(lin)]; }
     // The entry for `lin` in `bank`, to be (re)filled by the caller with the frame `spa_page`.
-    TlbEntry& fill(unsigned bank, uint64_t lin, uint64_t spa_page)
+    TlbSlot fill(unsigned bank, uint64_t lin, uint64_t spa_page)
     {
         size_t k = index(lin);
-        TlbEntry& e = m_e[bank][k];
-        if (!e.listed) {
-            e.listed = true;
+        TlbMeta& m = m_m[bank][k];
+        if (!m.listed) {
+            m.listed = true;
             m_used.push_back(uint32_t(bank * N + k));
         }
         note_frame(spa_page);
-        return e;
+        return { m_e[bank][k], m };
     }
 
     void flush_all()
     {
-        for (uint32_t u : m_used)
+        for (uint32_t u : m_used) {
             at(u) = TlbEntry {};
+            meta_at(u) = TlbMeta {};
+        }
         m_used.clear();
         m_frames.fill(0);
     }
@@ -70,22 +87,23 @@ public:
         size_t keep = 0;
         m_frames.fill(0);
         for (uint32_t u : m_used) {
-            TlbEntry& e = at(u);
-            if (e.global && e.lpn != TlbEntry::kInvalid) {
+            TlbMeta& m = meta_at(u);
+            if (m.global && m.lpn != TlbEntry::kInvalid) {
                 m_used[keep++] = u;
-                note_frame(e.spa_page);
+                note_frame(m.spa_page);
             } else {
-                e = TlbEntry {};
+                at(u) = TlbEntry {};
+                m = TlbMeta {};
             }
         }
         m_used.resize(keep);
     }
     void flush_page(uint64_t lin)
     {
-        for (auto& b : m_e) {
-            auto& e = b[index(lin)];
-            if (e.lpn == (lin >> kPageShift))
-                clear(e);
+        for (unsigned b = 0; b < kBanks; ++b) {
+            size_t k = index(lin);
+            if (m_m[b][k].lpn == (lin >> kPageShift))
+                clear(uint32_t(b * N + k));
         }
     }
     void flush_spa(uint64_t spa_page)
@@ -93,9 +111,9 @@ public:
         if (!may_hold_frame(spa_page))
             return;
         for (uint32_t u : m_used) {
-            TlbEntry& e = at(u);
-            if (e.lpn != TlbEntry::kInvalid && e.spa_page == spa_page)
-                clear(e);
+            TlbMeta const& m = meta_at(u);
+            if (m.lpn != TlbEntry::kInvalid && m.spa_page == spa_page)
+                clear(u);
         }
     }
     void drop_write(uint64_t spa_page)
@@ -103,9 +121,8 @@ public:
         if (!may_hold_frame(spa_page))
             return;
         for (uint32_t u : m_used) {
-            TlbEntry& e = at(u);
-            if (e.spa_page == spa_page)
-                e.tag_write = TlbEntry::kInvalid;
+            if (meta_at(u).spa_page == spa_page)
+                at(u).tag_write = TlbEntry::kInvalid;
         }
     }
 
@@ -123,6 +140,7 @@ public:
 
 private:
     TlbEntry& at(uint32_t u) { return m_e[u / N][u % N]; }
+    TlbMeta& meta_at(uint32_t u) { return m_m[u / N][u % N]; }
     // A filter over the frames the entries map (a bit per frame number modulo its size, set at
     // fill, rebuilt at flushes): the memory controller's page invalidations and the code
     // cache's write drops name one frame, and most name one this TLB has never mapped.
@@ -137,13 +155,15 @@ private:
         uint64_t f = (spa_page >> kPageShift) % kFrameBits;
         return (m_frames[f / 64] >> (f % 64)) & 1;
     }
-    static void clear(TlbEntry& e)
+    void clear(uint32_t u)
     {
-        e = TlbEntry {};
-        e.listed = true; // still on the used list
+        at(u) = TlbEntry {};
+        meta_at(u) = TlbMeta {};
+        meta_at(u).listed = true; // still on the used list
     }
 
     std::array<std::array<TlbEntry, N>, kBanks> m_e {};
+    std::array<std::array<TlbMeta, N>, kBanks> m_m {};
     std::vector<uint32_t> m_used;
     std::array<uint64_t, kFrameBits / 64> m_frames {};
     uint32_t m_asid {};

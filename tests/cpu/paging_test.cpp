@@ -174,18 +174,18 @@ TEST_CASE("paging: SME C-bit is stripped and selects the host key", "[cpu][pagin
 TEST_CASE("tlb: direct-mapped entries, per-page and global flushes, context switch", "[cpu][tlb]")
 {
     Tlb<256> tlb;
-    auto& e = tlb.fill(0, 0x12345000, 0x5000);
-    e.lpn = 0x12345;
+    auto [e, em] = tlb.fill(0, 0x12345000, 0x5000);
+    em.lpn = 0x12345;
     e.tag_read = 0x12345;
-    e.spa_page = 0x5000;
-    e.global = true;
+    em.spa_page = 0x5000;
+    em.global = true;
     tlb.flush_non_global();
     CHECK(tlb.entry(0, 0x12345000).tag_read == 0x12345);
     tlb.flush_page(0x12345678);
     CHECK(tlb.entry(0, 0x12345000).tag_read == TlbEntry::kInvalid);
-    auto& f = tlb.fill(1, 0x1000, 0x7000);
-    f.tag_read = f.tag_write = f.tag_fetch = f.lpn = 1;
-    f.spa_page = 0x7000;
+    auto [f, fm] = tlb.fill(1, 0x1000, 0x7000);
+    f.tag_read = f.tag_write = f.tag_fetch = fm.lpn = 1;
+    fm.spa_page = 0x7000;
     tlb.drop_write(0x7000);
     CHECK(tlb.entry(1, 0x1000).tag_write == TlbEntry::kInvalid);
     CHECK(tlb.entry(1, 0x1000).tag_read == 1);
@@ -201,16 +201,16 @@ TEST_CASE("tlb: flushes reach every filled entry through the used list", "[cpu][
     for (unsigned bank = 0; bank < 2; ++bank) {
         for (uint64_t p = 0; p < 4096; ++p) {
             for (int twice = 0; twice < 2; ++twice) {
-                auto& e = tlb->fill(bank, p << 12, p << 12);
-                e.lpn = e.tag_read = e.tag_write = e.tag_fetch = p;
-                e.spa_page = p << 12;
-                e.global = (p % 3) == 0;
+                auto [e, m] = tlb->fill(bank, p << 12, p << 12);
+                m.lpn = e.tag_read = e.tag_write = e.tag_fetch = p;
+                m.spa_page = p << 12;
+                m.global = (p % 3) == 0;
             }
         }
     }
     tlb->flush_page(5 << 12); // cleared but still listed: a refill must not list it again
-    auto& r = tlb->fill(0, 5 << 12, 5 << 12);
-    r.lpn = r.tag_read = 5;
+    auto [r, rm] = tlb->fill(0, 5 << 12, 5 << 12);
+    rm.lpn = r.tag_read = 5;
     tlb->flush_non_global();
     tlb->flush_non_global();
     for (unsigned bank = 0; bank < 2; ++bank)
@@ -224,5 +224,5 @@ TEST_CASE("tlb: flushes reach every filled entry through the used list", "[cpu][
     tlb->flush_all();
     for (unsigned bank = 0; bank < 2; ++bank)
         for (uint64_t p = 0; p < 4096; ++p)
-            CHECK(tlb->entry(bank, p << 12).lpn == TlbEntry::kInvalid);
+            CHECK(tlb->meta(bank, p << 12).lpn == TlbEntry::kInvalid);
 }
