@@ -146,16 +146,6 @@ struct Core {
     Insn const* t_cur {};
     Insn const* t_end {};
     uint64_t rip_mask {};      // the RIP width of the block being run
-    // Chaining across blocks (chain_next): the block being run, found under flush epoch
-    // chain_epoch; the instructions run() still allows from its start (chain_left), the blocks still
-    // allowed before run()'s loop looks again (chain_hops; 0: none), and the instructions
-    // retired in the blocks chained from since run() found its block (chained).
-    Block* chain_block {};
-    uint64_t chain_left {};
-    uint64_t chained {};
-    uint32_t chain_epoch {};
-    uint32_t chain_hops {};
-    static constexpr uint32_t kChainHops = 64;
 
     uint8_t mode {};           // decode mode 0/1/2
     bool mode64 {};
@@ -528,10 +518,6 @@ struct Core {
     // it is `scratch`.
     Block* lookup_block(Block* prev, Insn const*& first, uint32_t& count);
     [[gnu::noinline]] Block* lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e);
-    // At the end of a block (ops.h chain): the next block's first instruction when run()'s
-    // loop would do nothing but find that block by the current one's links and run it whole;
-    // null to return to run().
-    [[gnu::noinline]] Insn const* chain_next();
     Block* decode_block(uint64_t lin, uint64_t spa);
     void invalidate_code_page(uint64_t pfn); // this core's and the peers'
     void invalidate_own_code_page(uint64_t pfn);

@@ -477,68 +477,6 @@ Block* Core::lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& set0)
     return b;
 }
 
-// The checks of run()'s loop between two blocks, in its order, each answered "nothing to do";
-// any other answer (or a successor the links do not know) returns to run(), which does it.
-// The counters move as run() moves them after a block, so that the machine's clock (the
-// retired-instruction count) reads the same in the next block's device accesses.
-Insn const* Core::chain_next()
-{
-    if (chain_hops == 0 || jc_epoch != chain_epoch || vmexit_done || pending_shutdown
-        || stop_requested.load(std::memory_order_relaxed) || halted || irq_shadow || (flags & TF))
-        return nullptr;
-    if (SEVEMU_UNLIKELY(guest.has_value())) {
-        if (nmi_pending || (!host_vmrun && gif && intr_poll) || (guest->control.int_ctl & svm::int_ctl::V_IRQ))
-            return nullptr;
-    } else if (nmi_pending || (gif && (flags & IF) && !host_vmrun && intr_poll)) {
-        return nullptr; // run() polls INTR (or delivers the NMI)
-    }
-    uint64_t lin;
-    if (mode64) {
-        lin = rip;
-    } else {
-        if (rip > seg[CS].limit && (cr0 & cr0::PE)) return nullptr; // run() raises the #GP
-        lin = uint32_t(seg[CS].base + rip);
-    }
-    uint32_t tag = mode | (uint32_t(bank) << 2) | (jc_epoch << 8);
-    Block* b = nullptr;
-    Insn const* first = nullptr;
-    uint32_t count = 0;
-    for (BlockLink const& l : chain_block->link) {
-        if (l.lin == lin && l.tag == tag) {
-            b = l.block;
-            first = l.first;
-            count = l.count;
-            break;
-        }
-    }
-    if (!b) {
-        // The jump cache's hits (lookup_block's), and the link run() would have made.
-        JumpEntry* set = &jc[(lin ^ (lin >> 12)) & (kJumpEntries - 2)];
-        JumpEntry* e = set[0].lin == lin && set[0].tag == tag ? &set[0] : set[1].lin == lin && set[1].tag == tag ? &set[1] : nullptr;
-        if (!e)
-            return nullptr;
-        b = e->block;
-        first = e->first;
-        count = e->count;
-        chain_block->link[chain_block->next_link] = BlockLink { lin, tag, count, b, first };
-        chain_block->next_link ^= 1;
-    }
-    uint64_t k = uint64_t(t_cur - block_first);
-    if (count > chain_left - k)
-        return nullptr; // run() runs the part the budget allows
-    chained += k;
-    icount += k;
-    stats.instructions += k;
-    chain_left -= k;
-    --chain_hops;
-    chain_block = b;
-    block_first = first;
-    t_cur = first;
-    t_end = first + count;
-    rip_mask = mode64 ? ~0ull : 0xFFFFFFFFull;
-    return first;
-}
-
 // ---------------------------------------------------------------- Cpu
 
 Cpu::Cpu(mmu::MemoryController& mc, CpuModel model, IoHandler& io)
@@ -700,19 +638,13 @@ RunResult Cpu::run(uint64_t max_instructions)
         bool single_step = c.flags & TF;
         uint64_t k = 0;
         Insn const* first = nullptr; // set once the block is found
-        // The blocks chained to (Core::chain_next) have been counted as run() counts a block
-        // (icount, stats); k is the last block's part, c.chained the earlier blocks'.
-        c.chained = 0;
-        c.chain_hops = 0;
-        c.chain_block = prev;
         try {
             Insn const* i;
             uint32_t count;
             Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr, i, count);
-            c.chain_block = b != &c.scratch ? b : nullptr; // scratch: a page-crossing or MMIO block
+            prev = b != &c.scratch ? b : nullptr; // scratch: a page-crossing or MMIO block
             prev_epoch = c.jc_epoch;
-            uint64_t left = max_instructions - done - events;
-            uint64_t n = std::min<uint64_t>(count, left);
+            uint64_t n = std::min<uint64_t>(count, max_instructions - done - events);
             if (shadow || single_step) n = 1;
             // n >= 1: the budget check above left at least one instruction.
             c.block_first = i;
@@ -720,20 +652,15 @@ RunResult Cpu::run(uint64_t max_instructions)
             c.t_cur = i;
             c.rip_mask = c.mode64 ? ~0ull : 0xFFFFFFFFull;
             c.r[kRegNext] = (c.rip + i->len) & c.rip_mask;
-            // Chaining only from a whole cached block; a bounded number of hops, so that the
-            // host stack stays bounded should a handler's tail call not be one.
-            c.chain_left = left;
-            c.chain_epoch = c.jc_epoch;
-            c.chain_hops = (n == count && c.chain_block) ? Core::kChainHops : 0;
             first = i;
-            i->fn(c, *i); // runs up to n instructions (ops.h chain), and the chained blocks
-            k = uint64_t(c.t_cur - c.block_first);
+            i->fn(c, *i); // runs up to n instructions (ops.h chain)
+            k = uint64_t(c.t_cur - first);
             if (single_step && k == 1 && !c.halted) {
                 c.dr6 |= 1u << 14; // BS
                 c.deliver_event(DB, false, 0, false, c.rip);
             }
         } catch (GuestFault const& f) {
-            if (first) k = uint64_t(c.t_cur - c.block_first); // the instructions before the faulting one
+            if (first) k = uint64_t(c.t_cur - first); // the instructions before the faulting one
             c.brk = false;
             try {
                 c.exception(f);
@@ -745,13 +672,12 @@ RunResult Cpu::run(uint64_t max_instructions)
             if (k == 0)
                 ++events;
         } catch (SvmExit const& e) { // an intercept: the instruction did not retire
-            if (first) k = uint64_t(c.t_cur - c.block_first);
+            if (first) k = uint64_t(c.t_cur - first);
             vmexit(e);
             if (k == 0)
                 ++events;
         }
-        prev = c.chain_block;
-        done += c.chained + k;
+        done += k;
         c.icount += k;
         c.stats.instructions += k;
     }

@@ -656,9 +656,7 @@ template <int S> inline void go(Core& c, uint64_t target)
 {
     check_target<S>(c, target);
     c.r[kRegNext] = target & mask<S>();
-    // The block ends after this instruction (a Jcc or LOOP may sit mid-block), by its end
-    // rather than brk: ops.h chain then goes on into the target's block (Core::chain_next).
-    c.t_end = c.t_cur + 1;
+    c.brk = true;
 }
 template <int CC, int S, int M> void jcc(Core& c, Insn const& i)
 {

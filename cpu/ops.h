@@ -62,9 +62,7 @@ void register_x87_ops(OpTables&);
 // advanced, the end of the block), then a tail call to the next instruction's handler. Each
 // handler thus ends in an indirect jump of its own, which the host's predictor learns per
 // handler (the next opcode correlates with this one); the single call in run()'s loop was
-// mispredicted often (perf: the sample peak just after it, ~60 % of run()'s time). At the end
-// of a block, Core::chain_next() goes on into the next one when run() would only have looked
-// it up (perf: run()'s per-block work was ~20 % of a boot). Every
+// mispredicted often (perf: the sample peak just after it, ~60 % of run()'s time). Every
 // handler an Insn can hold is wrapped (the builders below; decode.cpp's #UD/#GP handlers).
 template <Handler H> void chain(Core& c, Insn const& i)
 {
@@ -72,9 +70,7 @@ template <Handler H> void chain(Core& c, Insn const& i)
     c.rip = c.r[kRegNext];
     Insn const* n = &i + 1;
     c.t_cur = n;
-    if (SEVEMU_UNLIKELY(c.brk))
-        return;
-    if (SEVEMU_UNLIKELY(n == c.t_end) && !(n = c.chain_next()))
+    if (SEVEMU_UNLIKELY(c.brk) || n == c.t_end)
         return;
     c.r[kRegNext] = (c.rip + n->len) & c.rip_mask;
     n->fn(c, *n);
