@@ -295,6 +295,7 @@ Result<void, MachineError> SevRuntime::build_host()
     hc.min_sev_asid = leaf.edx;
     hc.es_supported = cpu_has_es;
     hc.sme_coherent = leaf.eax & (1u << 10);
+    hc.sev_enc_bit = uint8_t(leaf.ebx & 0x3F); // the model's C-bit (Rome: 47), not the default 51
     m_sev_host = std::make_unique<SevHost>(*m_psp, m_mc, hc);
     // QEMU's default (legacy-vm-type=auto without INIT2-only options): a default-type VM
     // initialised with KVM_SEV_INIT.

@@ -78,6 +78,7 @@ struct GuestRun {
     double seconds {};
     uint64_t instructions {}; // sevemu only
     std::string checksum;     // the text after "checksum " on COM1
+    double loop_seconds {};   // sevemu, bench guest 'exits': its loop alone (run_sevemu)
 };
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -147,25 +148,51 @@ std::string read_file(std::string const& path)
 
 // ---- sevemu, in-process ----
 
-// sev_platform: run the image as an SEV guest (-object sev-guest, no owner session) on the
-// emulated platform in that directory.
-Result<GuestRun, BenchError> run_sevemu(std::string const& image, std::string const& sev_platform = {})
+// How run_sevemu runs an image: plain (no platform), or as an SEV guest with `policy` (0x1: SEV,
+// 0x5: SEV-ES) on the emulated platform in `platform` (-object sev-guest, no owner session).
+struct SevemuRun {
+    std::string platform;
+    uint32_t policy { 0x1 };
+    std::string append;                       // the Multiboot command line (-append)
+    CpuModel cpu_model { CpuModel::Naples };  // the same model QEMU gets (-cpu EPYC)
+};
+
+Result<GuestRun, BenchError> run_sevemu(std::string const& image, SevemuRun const& how = {})
 {
     std::string serial;
     emulator::MachineConfig config;
     config.kernel = image;
-    config.cpu_model = CpuModel::Naples; // the same model QEMU gets (-cpu EPYC)
-    if (!sev_platform.empty()) {
+    config.append = how.append;
+    config.cpu_model = how.cpu_model;
+    if (!how.platform.empty()) {
         emulator::SevGuestConfig sev;
         sev.id = "sev0";
-        sev.policy = 0x1;
+        sev.policy = how.policy;
         sev.cbitpos = cpu_model_info(config.cpu_model).c_bit;
         sev.reduced_phys_bits = 1;
         config.confidential_guest = sev;
-        config.platform_dir = sev_platform;
+        config.platform_dir = how.platform;
     }
+    // The lines "loop begin" and "loop end" (bench guest 'exits') are timestamped as their bytes
+    // reach COM1: from the newline of the first to the first byte of the second is the loop alone.
+    std::optional<Clock::time_point> loop_begin, loop_end;
+    Clock::time_point line_start {};
+    size_t line_at = 0;
     config.serial.kind = emulator::SerialConfig::Kind::Callback;
-    config.serial.callback = [&serial](uint8_t b) { serial.push_back(char(b)); };
+    config.serial.callback = [&](uint8_t b) {
+        auto now = Clock::now();
+        if (serial.size() == line_at)
+            line_start = now;
+        serial.push_back(char(b));
+        if (b != '\n')
+            return;
+        std::string_view line = std::string_view(serial).substr(line_at, serial.size() - 1 - line_at);
+        if (line == "loop begin")
+            loop_begin = now;
+        else if (line == "loop end")
+            loop_end = line_start;
+        line_at = serial.size();
+    };
     config.debug_exit = devices::DebugExitConfig { kDebugExitPort, 4 };
     config.no_reboot = true;
     config.max_instructions = kMaxInstructions;
@@ -184,7 +211,10 @@ Result<GuestRun, BenchError> run_sevemu(std::string const& image, std::string co
     auto sum = checksum_of(serial);
     if (!sum)
         return make_unexpected(BenchError { "sevemu: no checksum line on COM1; last line: " + last_line(serial) });
-    return GuestRun { seconds, out.instructions, *sum };
+    GuestRun run { seconds, out.instructions, *sum };
+    if (loop_begin && loop_end)
+        run.loop_seconds = std::chrono::duration<double>(*loop_end - *loop_begin).count();
+    return run;
 }
 
 // ---- QEMU, as a child process ----
@@ -343,18 +373,39 @@ private:
 } // namespace
 
 // The sev suite: the cpu workloads as SEV guests (nested paging, every access through the
-// guest's key, port I/O by #VMEXIT to the VMM) beside the same workloads as plain guests, both
-// on sevemu in the same run: the ratio is what SEV costs. The SEV images are the same cores
-// linked with the C-bit-aware entry (tests/guests/bench/bench-*-sev.elf).
+// guest's key, port I/O by #VMEXIT to the VMM) and as SEV-ES guests (registers in the encrypted
+// VMSA, swapped whole on every world switch; port I/O by #VC -> the guest's handler -> GHCB ->
+// VMGEXIT) beside the same workloads as plain guests, all on sevemu in the same run: the ratio
+// is what SEV or SEV-ES costs. The SEV images are the same cores linked with the C-bit-aware
+// entry (tests/guests/bench/bench-*-sev.elf), the SEV-ES images with that entry built for SEV-ES
+// and the #VC handler of tests/guests/sev_es.c (bench-*-sev-es.elf). Every case runs on the
+// EPYC-Rome model, the first with SEV-ES (EPYC/Naples has none).
+//
+// Then the cost of one exit, from bench guest 'exits' (a loop of N identical instructions
+// between two COM1 lines that run_sevemu timestamps, so launch and printing are outside it):
+//  - CPUID: #VC round trip of an SEV-ES guest (#VC, handler, GHCB, VMGEXIT, hypervisor, VMRUN,
+//    IRET) beside the intercepted CPUID of an SEV guest (#VMEXIT, hypervisor, VMRUN), and that
+//    beside a plain guest's CPUID (no exit at all: without SEV sevemu runs the guest on the
+//    interpreter with no hypervisor under it, which answers CPUID itself);
+//  - the state swap: VMGEXIT with a GHCB MSR-protocol request the hypervisor answers at once (an
+//    automatic exit: the whole register state saved to and loaded from the encrypted VMSA, no
+//    #VC) beside the SEV guest's intercepted CPUID (the non-ES world switch).
+// Each is the best of kRuns, in ns per iteration; the loop's own few instructions are included.
 int suite_sev(Report& report)
 {
     constexpr char const* kSev = "sev";
+    constexpr char const* kExits = "exits";
+    constexpr uint32_t kPolicySev = 0x1, kPolicySevEs = 0x5; // SEV; SEV + ES (SEV API §3, guest policy)
+    // Iterations per exit loop, each a fraction of a second here (2-core Xeon).
+    constexpr uint64_t kCpuidPlain = 2'000'000, kCpuidSev = 20'000, kCpuidSevEs = 5'000, kMsrProtocol = 10'000;
     std::string dir = bench_guest_dir();
     auto image_of = [&](std::string const& name) { return dir + "/bench-" + name + ".elf"; };
     std::vector<std::string> names(std::begin(kWorkloads), std::end(kWorkloads));
     names.push_back(kStartupGuest);
-    for (auto const& w : names)
-        for (auto const& img : { image_of(w), image_of(w + "-sev") })
+    std::vector<std::string> all = names;
+    all.push_back(kExits);
+    for (auto const& w : all)
+        for (auto const& img : { image_of(w), image_of(w + "-sev"), image_of(w + "-sev-es") })
             if (!is_file(img)) {
                 std::fprintf(stderr, "sevemu-bench: sev: bench guest %s is missing (build the tests/guests/bench targets)\n", img.c_str());
                 return 1;
@@ -365,16 +416,19 @@ int suite_sev(Report& report)
         return 1;
     }
     std::string platform = tmp.path() + "/platform";
+    SevemuRun plain_run { .cpu_model = CpuModel::Rome };
+    SevemuRun sev_run { .platform = platform, .policy = kPolicySev, .cpu_model = CpuModel::Rome };
+    SevemuRun es_run { .platform = platform, .policy = kPolicySevEs, .cpu_model = CpuModel::Rome };
     // The platform's first use creates its identity (RSA-4096 test roots): not part of a launch.
-    if (auto warm = run_sevemu(image_of(std::string(kStartupGuest) + "-sev"), platform); !warm) {
+    if (auto warm = run_sevemu(image_of(std::string(kStartupGuest) + "-sev"), sev_run); !warm) {
         std::fprintf(stderr, "sevemu-bench: sev: %s\n", warm.error().message.c_str());
         std::filesystem::remove_all(platform);
         return 1;
     }
-    auto best = [&](std::string const& image, std::string const& plat) -> Result<GuestRun, BenchError> {
+    auto best = [&](std::string const& image, SevemuRun const& how) -> Result<GuestRun, BenchError> {
         std::optional<GuestRun> b;
         for (int round = 0; round < kRuns; ++round) {
-            GuestRun r = TRY(run_sevemu(image, plat));
+            GuestRun r = TRY(run_sevemu(image, how));
             if (b && r.checksum != b->checksum)
                 return make_unexpected(BenchError { "runs differ in their checksum" });
             if (!b || r.seconds < b->seconds)
@@ -385,27 +439,70 @@ int suite_sev(Report& report)
     int status = 0;
     constexpr char const* kRef = "same image without SEV (sevemu)";
     for (auto const& w : names) {
-        auto plain = best(image_of(w), {});
-        auto sev = plain ? best(image_of(w + "-sev"), platform) : plain;
-        if (!plain || !sev) {
-            std::fprintf(stderr, "sevemu-bench: sev: %s: %s\n", w.c_str(), (!plain ? plain : sev).error().message.c_str());
+        auto plain = best(image_of(w), plain_run);
+        auto sev = plain ? best(image_of(w + "-sev"), sev_run) : plain;
+        auto es = sev ? best(image_of(w + "-sev-es"), es_run) : sev;
+        if (!plain || !sev || !es) {
+            std::fprintf(stderr, "sevemu-bench: sev: %s: %s%s\n", w.c_str(), !plain ? "" : !sev ? "as an SEV guest: " : "as an SEV-ES guest: ",
+                (!plain ? plain : !sev ? sev : es).error().message.c_str());
             status = 1;
             continue;
         }
-        if (plain->checksum != sev->checksum) {
-            std::fprintf(stderr, "sevemu-bench: sev: %s: checksum %s as an SEV guest, %s without\n", w.c_str(),
-                sev->checksum.c_str(), plain->checksum.c_str());
+        if (plain->checksum != sev->checksum || plain->checksum != es->checksum) {
+            std::fprintf(stderr, "sevemu-bench: sev: %s: checksum %s as an SEV guest, %s as an SEV-ES guest, %s without\n", w.c_str(),
+                sev->checksum.c_str(), es->checksum.c_str(), plain->checksum.c_str());
             status = 1;
             continue;
         }
         if (w == kStartupGuest) {
             report.add({ kSev, "launch + run + exit, trivial guest wall time", "ms", sev->seconds * 1e3, kRef,
                 plain->seconds * 1e3, false });
+            // LAUNCH_UPDATE_VMSA and the SEV-ES guest's #VC-served CPUIDs and COM1 output included.
+            report.add({ kSev, "launch + run + exit, trivial SEV-ES guest wall time", "ms", es->seconds * 1e3,
+                "the trivial SEV guest (policy 0x1)", sev->seconds * 1e3, false });
             continue;
         }
         report.add({ kSev, w + " SEV guest instr/s", "Minstr/s", double(sev->instructions) / sev->seconds / 1e6, kRef,
             double(plain->instructions) / plain->seconds / 1e6, true });
+        report.add({ kSev, w + " SEV-ES guest instr/s", "Minstr/s", double(es->instructions) / es->seconds / 1e6, kRef,
+            double(plain->instructions) / plain->seconds / 1e6, true });
     }
+
+    // The exit loops: ns per iteration; nullopt (and an error line) when a run failed.
+    auto per_iteration = [&](char const* what, std::string const& image, SevemuRun how, char const* op,
+                             uint64_t n) -> std::optional<double> {
+        how.append = std::string("op=") + op + " n=" + std::to_string(n);
+        std::optional<double> b;
+        for (int round = 0; round < kRuns; ++round) {
+            auto r = run_sevemu(image, how);
+            if (!r) {
+                std::fprintf(stderr, "sevemu-bench: sev: %s: %s\n", what, r.error().message.c_str());
+                status = 1;
+                return std::nullopt;
+            }
+            if (r->loop_seconds <= 0) {
+                std::fprintf(stderr, "sevemu-bench: sev: %s: no timed loop on COM1\n", what);
+                status = 1;
+                return std::nullopt;
+            }
+            b = std::min(b.value_or(r->loop_seconds), r->loop_seconds);
+        }
+        return *b * 1e9 / double(n);
+    };
+    auto cpuid_plain = per_iteration("CPUID, plain guest", image_of(kExits), plain_run, "cpuid", kCpuidPlain);
+    auto cpuid_sev = per_iteration("CPUID, SEV guest", image_of(std::string(kExits) + "-sev"), sev_run, "cpuid", kCpuidSev);
+    auto cpuid_es = per_iteration("CPUID, SEV-ES guest", image_of(std::string(kExits) + "-sev-es"), es_run, "cpuid", kCpuidSevEs);
+    auto msr_es = per_iteration("VMGEXIT, SEV-ES guest", image_of(std::string(kExits) + "-sev-es"), es_run, "ghcb-msr", kMsrProtocol);
+    constexpr char const* kSevWorldSwitch = "SEV guest: CPUID #VMEXIT + VMRUN (no #VC)";
+    if (cpuid_sev && cpuid_plain)
+        report.add({ kSev, "CPUID, SEV guest: intercept #VMEXIT + VMRUN", "ns/op", *cpuid_sev,
+            "plain guest: CPUID without an exit (interpreter)", *cpuid_plain, false });
+    if (cpuid_es && cpuid_sev)
+        report.add({ kSev, "CPUID, SEV-ES guest: #VC round trip (handler, GHCB, VMGEXIT, VMRUN)", "ns/op", *cpuid_es,
+            kSevWorldSwitch, *cpuid_sev, false });
+    if (msr_es && cpuid_sev)
+        report.add({ kSev, "SEV-ES state swap: VMGEXIT (GHCB MSR protocol) + VMRUN", "ns/op", *msr_es, kSevWorldSwitch,
+            *cpuid_sev, false });
     std::filesystem::remove_all(platform);
     return status;
 }
