@@ -17,7 +17,18 @@
 //   "sev-vcpu0".. [1]        at the stop, one per vCPU: the VMCB save area (0x2E8 bytes; not
 //                            encrypted for plain SEV), u32 EVENTINJ, u32 EVENTINJ error, u32
 //                            interrupt state, u32 int_ctl, 16 × u64 GPRs (RAX and RSP unused),
-//                            u64 IA32_APIC_BASE, bool interrupt window asked
+//                            u64 IA32_APIC_BASE, bool interrupt window asked; from version 2:
+//                            u64 the GHCB MSR (VMCB 0x0A0), bool state protected, bool first
+//                            SIPI received, u8 AP reset hold (0 none, 1 NAE event, 2 MSR
+//                            protocol), bool NMIs masked, bool VMSA packet present, and if so
+//                            u32 header length H, the SEND_UPDATE_VMSA packet header (H bytes)
+//                            and the VMSA page re-encrypted under the transport keys (4096
+//                            bytes). SEV-ES: the save area and GPRs are zeros (the registers are
+//                            only in the VMSA packet) and every vCPU must carry a VMSA packet,
+//                            which the target's RECEIVE_UPDATE_VMSA checks (MAC) before
+//                            RECEIVE_FINISH; a plain SEV guest's vCPU carries none.
+// Version 2 (SEV-ES migration) writes every SEV section with version 2; a version-1 stream
+// (no ES fields) is still read for a plain SEV guest.
 // The machine's "amd-sp" section is empty (the target's AMD-SP is its own: the guest's keys
 // travel only inside the session) and its "ram" layout section is not applied on the target.
 //
@@ -41,7 +52,8 @@ namespace sevemu::emulator {
 namespace {
 
 constexpr uint8_t kPageClear = 1, kPagePacket = 2;
-constexpr uint32_t kSevSectionVersion = 1;
+constexpr uint32_t kSevSectionVersion = 2;
+constexpr uint32_t kSevSectionVersionNoEs = 1;
 constexpr char kSessionSection[] = "sev-session";
 constexpr char kSharedSection[] = "sev-shared-regions";
 constexpr char kVcpuPrefix[] = "sev-vcpu";
@@ -136,6 +148,25 @@ public:
                 w.u64(g);
             w.u64(st.apic_base);
             w.boolean(st.irq_window);
+            w.u64(st.ghcb_msr);
+            w.boolean(st.guest_state_protected);
+            w.boolean(st.received_first_sipi);
+            w.u8(st.ap_reset_hold);
+            w.boolean(st.nmi_masked);
+            w.boolean(sev->sev_es());
+            if (sev->sev_es()) {
+                // SEND_UPDATE_VMSA, now that the vCPUs stopped: the packet straight into the record.
+                auto hdr_len = sev->packet_header_length();
+                if (!hdr_len)
+                    return err(sev_text(hdr_len.error()));
+                w.u32(*hdr_len);
+                auto& bytes = w.data();
+                size_t at = bytes.size();
+                bytes.resize(at + *hdr_len + kPageSize);
+                auto pkt = std::span<uint8_t>(bytes).subspan(at);
+                if (auto s = sev->send_vmsa(i, pkt.first(*hdr_len), pkt.subspan(*hdr_len)); !s)
+                    return err(sev_text(s.error()));
+            }
             out.add(fmt::format("{}{}", kVcpuPrefix, i), kSevSectionVersion, w.data());
         }
         return {};
@@ -172,8 +203,9 @@ public:
         std::span<uint8_t const> payload) override
     {
         auto* sev = m.sev();
-        if (version != kSevSectionVersion)
-            return err(fmt::format("unsupported version {} (this build reads version {})", version, kSevSectionVersion));
+        if (version != kSevSectionVersion && version != kSevSectionVersionNoEs)
+            return err(fmt::format("unsupported version {} (this build reads versions {} and {})", version,
+                kSevSectionVersionNoEs, kSevSectionVersion));
         StateReader r(name, payload);
         if (name == kSessionSection) {
             if (m_session)
@@ -227,8 +259,39 @@ public:
             g = r.u64();
         st.apic_base = r.u64();
         st.irq_window = r.boolean();
+        bool has_vmsa = false;
+        std::span<uint8_t const> vmsa_hdr, vmsa_page;
+        if (version >= kSevSectionVersion) {
+            st.ghcb_msr = r.u64();
+            st.guest_state_protected = r.boolean();
+            st.received_first_sipi = r.boolean();
+            st.ap_reset_hold = r.u8();
+            st.nmi_masked = r.boolean();
+            has_vmsa = r.boolean();
+            if (r.ok() && st.ap_reset_hold > 2)
+                r.fail(fmt::format("AP reset hold state {}", st.ap_reset_hold));
+            if (has_vmsa) {
+                uint32_t hdr_len = r.u32();
+                if (r.ok() && (hdr_len == 0 || hdr_len > 0x100))
+                    r.fail(fmt::format("a VMSA packet header of {} bytes", hdr_len));
+                vmsa_hdr = r.raw(hdr_len);
+                vmsa_page = r.raw(kPageSize);
+            }
+        }
         if (auto ok = r.finish(); !ok)
             return err(ok.error().message);
+        // An SEV-ES vCPU's registers exist only in its VMSA: it must come, protected, and only
+        // for an SEV-ES guest.
+        if (sev->sev_es() && (!has_vmsa || !st.guest_state_protected))
+            return err(fmt::format("vCPU {} of an SEV-ES guest without its VMSA", index));
+        if (!sev->sev_es() && (has_vmsa || st.guest_state_protected))
+            return err(fmt::format("vCPU {} carries SEV-ES state, but this sev-guest is not SEV-ES", index));
+        if (m_vcpus_loaded.size() == sev->vcpu_count() && m_vcpus_loaded[index])
+            return err(fmt::format("a second state for vCPU {}", index));
+        if (has_vmsa) {
+            if (auto s = sev->receive_vmsa(index, vmsa_hdr, vmsa_page); !s)
+                return err(s.error().message);
+        }
         std::memcpy(&st.save, save.data(), sizeof st.save);
         sev->vcpu(index).set_migration_state(st);
         m_vcpus_loaded.resize(sev->vcpu_count());

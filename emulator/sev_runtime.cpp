@@ -723,10 +723,6 @@ Result<Bytes, SevError> SevRuntime::send_start()
     if (!has_migration_target())
         return sev_fail("SEV: the target's certificates are not set (use migrate-set-sev-info with the target's "
                         "query-sev-capabilities)");
-    // An SEV-ES guest's registers are in its encrypted VMSAs, which would have to travel with
-    // SEND_UPDATE_VMSA; the migration stream carries a vCPU's save area instead (QUIRKS.md).
-    if (m_config.policy & kPolicyEs)
-        return sev_fail("SEV: migrating an SEV-ES guest is unsupported yet (its VMSAs would need SEND_UPDATE_VMSA)");
     uint32_t fw_error = 0;
     kvm_sev_send_start q {};
     int r = encrypt_op(KVM_SEV_SEND_START, &q, fw_error);
@@ -829,6 +825,30 @@ Result<void, SevError> SevRuntime::send_page(uint64_t gpa, std::span<uint8_t> he
     return {};
 }
 
+bool SevRuntime::sev_es() const { return m_config.policy & kPolicyEs; }
+
+// The VMSA packet of one vCPU (KVM_SEV_SEND_UPDATE_VMSA, vm_migration.cpp), through the same
+// transfer pages as send_page.
+Result<void, SevError> SevRuntime::send_vmsa(size_t index, std::span<uint8_t> header, std::span<uint8_t> data)
+{
+    if (m_state != SevState::SendUpdate)
+        return sev_fail(fmt::format("SEV: SEND_UPDATE_VMSA in state '{}'", sev_state_name(m_state)));
+    if (!sev_es() || index >= m_vcpus.size())
+        return sev_fail(fmt::format("SEV: SEND_UPDATE_VMSA of vCPU {}: not an SEV-ES vCPU of this guest", index));
+    uint32_t hdr_len = TRY(packet_header_length());
+    if (header.size() != hdr_len || data.size() != kPageSize)
+        return sev_fail("SEV: SEND_UPDATE_VMSA into buffers of the wrong size");
+    Spa xfer = TRY(xfer_buffers());
+    Hva hdr = direct_map(xfer + kPageSize), trans = direct_map(xfer + 2 * kPageSize);
+    kvm_sev_send_update_vmsa u { m_vcpus[index]->id(), hdr.value, hdr_len, trans.value, uint32_t(kPageSize) };
+    uint32_t fw_error = 0;
+    if (int r = xfer_op(KVM_SEV_SEND_UPDATE_VMSA, &u, sizeof u, fw_error))
+        return sev_fail(fmt::format("SEV: SEND_UPDATE_VMSA of vCPU {} failed: {}", index, op_error(r, fw_error)));
+    if (!m_host->copy_from(hdr, header) || !m_host->copy_from(trans, data))
+        return sev_fail("SEV: SEND_UPDATE_VMSA output unreadable");
+    return {};
+}
+
 Result<void, SevError> SevRuntime::send_finish()
 {
     uint32_t fw_error = 0;
@@ -853,9 +873,6 @@ Result<std::unique_ptr<SevRuntime>, MachineError> SevRuntime::create_incoming(Ma
     mmu::MemoryController& mc, devices::AmdSp& sp, devices::Bus& host_mmio, Trace& trace)
 {
     TRY(check_config(c));
-    if (c.confidential_guest->policy & kPolicyEs)
-        return fail(fmt::format("sev-guest '{}': -incoming with an SEV-ES policy is unsupported yet (the VMSAs would need "
-                                "RECEIVE_UPDATE_VMSA; QUIRKS.md)", c.confidential_guest->id));
     std::unique_ptr<SevRuntime> rt(new SevRuntime(c, mc, sp, host_mmio, trace));
     TRY(rt->build_host());
     TRY(rt->init_vm());
@@ -870,8 +887,6 @@ Result<void, SevError> SevRuntime::receive_start(uint32_t policy, std::span<uint
 {
     if (m_state != SevState::Uninit)
         return sev_fail(fmt::format("SEV: RECEIVE_START in state '{}'", sev_state_name(m_state)));
-    if ((policy | m_config.policy) & kPolicyEs)
-        return sev_fail("SEV: receiving an SEV-ES guest is unsupported yet (its VMSAs would need RECEIVE_UPDATE_VMSA)");
     // The target's own -object sev-guest names the policy it expects; the firmware checks the
     // session against the policy it is given (a changed policy breaks the session's MAC).
     if (policy != uint32_t(m_config.policy))
@@ -914,6 +929,28 @@ Result<void, SevError> SevRuntime::receive_page(uint64_t gpa, std::span<uint8_t 
     uint32_t fw_error = 0;
     if (int r = xfer_op(KVM_SEV_RECEIVE_UPDATE_DATA, &u, sizeof u, fw_error))
         return sev_fail(fmt::format("SEV: RECEIVE_UPDATE_DATA of GPA {:#x} failed: {}", gpa, op_error(r, fw_error)));
+    return {};
+}
+
+Result<void, SevError> SevRuntime::receive_vmsa(size_t index, std::span<uint8_t const> header, std::span<uint8_t const> data)
+{
+    if (m_state != SevState::ReceiveUpdate)
+        return sev_fail(fmt::format("SEV: RECEIVE_UPDATE_VMSA in state '{}'", sev_state_name(m_state)));
+    if (!sev_es() || index >= m_vcpus.size())
+        return sev_fail(fmt::format("SEV: RECEIVE_UPDATE_VMSA of vCPU {}: not an SEV-ES vCPU of this guest", index));
+    if (header.empty() || header.size() > kPageSize || data.size() != kPageSize)
+        return sev_fail(fmt::format("SEV: the VMSA packet of vCPU {} must be a header and one page", index));
+    if (m_vcpus[index]->guest_state_protected())
+        return sev_fail(fmt::format("SEV: vCPU {} already has its VMSA", index));
+    Spa xfer = TRY(xfer_buffers());
+    Hva hdr = direct_map(xfer + kPageSize), trans = direct_map(xfer + 2 * kPageSize);
+    if (!m_host->copy_to(hdr, header) || !m_host->copy_to(trans, data))
+        return sev_fail("SEV: out of host memory");
+    kvm_sev_receive_update_vmsa u { m_vcpus[index]->id(), hdr.value, uint32_t(header.size()), trans.value,
+        uint32_t(kPageSize) };
+    uint32_t fw_error = 0;
+    if (int r = xfer_op(KVM_SEV_RECEIVE_UPDATE_VMSA, &u, sizeof u, fw_error))
+        return sev_fail(fmt::format("SEV: RECEIVE_UPDATE_VMSA of vCPU {} failed: {}", index, op_error(r, fw_error)));
     return {};
 }
 

@@ -158,6 +158,11 @@ public:
     // buffers (the migration stream's record).
     Result<uint32_t, SevError> packet_header_length();
     Result<void, SevError> send_page(uint64_t gpa, std::span<uint8_t> header, std::span<uint8_t> data);
+    // SEV-ES, at the stop (the vCPUs never run again on this side unless the migration is
+    // cancelled): SEND_UPDATE_VMSA of vCPU `index`'s VMSA page into the caller's buffers (a
+    // header of packet_header_length() bytes and a 4096-byte packet).
+    bool sev_es() const;
+    Result<void, SevError> send_vmsa(size_t index, std::span<uint8_t> header, std::span<uint8_t> data);
     // SEND_FINISH: the source is "sent" and never runs again.
     Result<void, SevError> send_finish();
     // SEND_CANCEL: back to "running" (the migration failed or was cancelled).
@@ -172,6 +177,9 @@ public:
     // RECEIVE_UPDATE_DATA per private page, and RECEIVE_FINISH (then "running").
     Result<void, SevError> receive_start(uint32_t policy, std::span<uint8_t const> sender_pdh, std::span<uint8_t const> session);
     Result<void, SevError> receive_page(uint64_t gpa, std::span<uint8_t const> header, std::span<uint8_t const> data);
+    // SEV-ES: RECEIVE_UPDATE_VMSA into vCPU `index`'s VMSA page (before RECEIVE_FINISH); the
+    // vCPU then runs from it.
+    Result<void, SevError> receive_vmsa(size_t index, std::span<uint8_t const> header, std::span<uint8_t const> data);
     Result<void, SevError> receive_finish();
     // A shared page arrives in the clear: written as the hypervisor writes it (no key).
     Result<void, SevError> write_shared_page(uint64_t gpa, std::span<uint8_t const> data);

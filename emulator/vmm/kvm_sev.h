@@ -172,6 +172,21 @@ struct kvm_sev_receive_update_data {
 };
 static_assert(sizeof(kvm_sev_receive_update_data) == 48);
 
+// KVM_SEV_SEND_UPDATE_VMSA / KVM_SEV_RECEIVE_UPDATE_VMSA: upstream's uapi names the ids but
+// sev_mem_enc_ioctl has no handler. The out-of-tree SEV-ES (Hygon CSV2) migration series handles
+// them per vCPU: the vCPU's id and the header and packet buffers of SEND/RECEIVE_UPDATE_DATA; the
+// guest buffer is the vCPU's VMSA page, which only KVM knows (QUIRKS.md). A zero hdr_len or
+// trans_len asks for the lengths as with SEND_UPDATE_DATA.
+struct kvm_sev_send_update_vmsa {
+    uint32_t vcpu_id;
+    uint64_t hdr_uaddr;
+    uint32_t hdr_len;
+    uint64_t trans_uaddr;
+    uint32_t trans_len;
+};
+static_assert(sizeof(kvm_sev_send_update_vmsa) == 40);
+using kvm_sev_receive_update_vmsa = kvm_sev_send_update_vmsa;
+
 // The guest's side of live migration (Linux arch/x86/include/uapi/asm/kvm_para.h, merged in
 // 5.16 from the SEV live-migration series): the guest learns from CPUID 0x40000001 EAX bit
 // KVM_FEATURE_MIGRATION_CONTROL that it may tell the hypervisor, by writing KVM_MIGRATION_READY

@@ -380,6 +380,12 @@ Vcpu::MigrationState Vcpu::migration_state() const
 {
     auto const& c = m_vmcb.control;
     MigrationState st { m_vmcb.save, c.event_inj, c.event_inj_err, c.int_state, c.int_ctl, m_gprs, m_apic_base, m_irq_window };
+    if (m_es) {
+        // SEV-ES: the guest's registers are in its encrypted VMSA (SEND_UPDATE_VMSA carries it);
+        // the staging copy of the launch is not theirs and does not travel.
+        st.save = {};
+        st.gprs = {};
+    }
     st.ghcb_msr = c.ghcb_gpa;
     st.guest_state_protected = m_guest_state_protected;
     st.received_first_sipi = m_received_first_sipi;
@@ -391,7 +397,12 @@ Vcpu::MigrationState Vcpu::migration_state() const
 void Vcpu::set_migration_state(MigrationState const& st)
 {
     auto& c = m_vmcb.control;
-    m_vmcb.save = st.save;
+    // SEV-ES: the registers are the VMSA's (RECEIVE_UPDATE_VMSA); the VMCB save area and the
+    // GPRs here are only the VMM's staging copy, which migration neither reads nor writes.
+    if (!m_es) {
+        m_vmcb.save = st.save;
+        m_gprs = st.gprs;
+    }
     c.event_inj = st.event_inj;
     c.event_inj_err = st.event_inj_err;
     c.int_state = st.int_state;
@@ -400,14 +411,14 @@ void Vcpu::set_migration_state(MigrationState const& st)
     c.int_ctl = (c.int_ctl & ~virq) | (st.int_ctl & virq);
     if (st.int_ctl & int_ctl::V_IRQ)
         set_intercept(c, Intercept::VINTR);
-    m_gprs = st.gprs;
     m_apic_base = st.apic_base;
     m_irq_window = st.irq_window;
     m_pending_in.reset();
     m_pending_mmio.reset();
     if (m_es) {
         c.ghcb_gpa = st.ghcb_msr;
-        m_guest_state_protected = st.guest_state_protected;
+        // guest_state_protected is not taken from the caller: only RECEIVE_UPDATE_VMSA (or
+        // LAUNCH_UPDATE_VMSA) puts an encrypted VMSA in place.
         m_received_first_sipi = st.received_first_sipi;
         m_ap_reset_hold = st.ap_reset_hold <= 2 ? ApResetHold(st.ap_reset_hold) : ApResetHold::None;
         m_nmi_masked = st.nmi_masked;

@@ -11,7 +11,14 @@
 //     way (the firmware reports hdr_len only; trans_len comes back as the firmware left it, 0);
 //   - one SEND/RECEIVE_UPDATE_DATA moves at most one page and may not cross a page boundary;
 //   - KVM_SEV_RECEIVE_START creates the context and binds this VM's ASID to it (ACTIVATE), as
-//     LAUNCH_START does.
+//     LAUNCH_START does;
+//   - KVM_SEV_SEND_UPDATE_VMSA / KVM_SEV_RECEIVE_UPDATE_VMSA (SEV-ES only; upstream KVM has no
+//     handler, these follow the out-of-tree SEV-ES migration series, QUIRKS.md) move one vCPU's
+//     VMSA page, named by its vCPU id: the same header and packet buffers and the same length
+//     query as SEND_UPDATE_DATA; the source's vCPU must be protected (launched), the target's
+//     not yet (a VMSA is received once), and RECEIVE_UPDATE_VMSA makes it protected: it runs
+//     from the received VMSA from then on.
+#include "emulator/vmm/vcpu.h"
 #include "emulator/vmm/vm.h"
 
 #include <array>
@@ -198,6 +205,113 @@ int Vm::send_update_data(kvm_sev_cmd& cmd)
     if (int ret = copy_buffer_to_user(host, trans.spa, params.trans_uaddr, params.trans_len))
         return ret;
     return copy_buffer_to_user(host, hdr.spa, params.hdr_uaddr, params.hdr_len);
+}
+
+Vcpu* Vm::find_vcpu(uint32_t id) const
+{
+    for (Vcpu* v : m_vcpus)
+        if (v->id() == id)
+            return v;
+    return nullptr;
+}
+
+// SEND_UPDATE_VMSA: the vCPU's encrypted VMSA page out through the firmware (SEV API 55766
+// SEND_UPDATE_VMSA; AMD-ASPFW sev_mcmd.c sev_mcmd_send_update), re-encrypted under the
+// transport key. The VMM calls it after the vCPU stopped for good (stop-and-copy).
+int Vm::send_update_vmsa(kvm_sev_cmd& cmd)
+{
+    if (!m_sev.active)
+        return -ENOTTY;
+    if (!m_sev.es_active)
+        return -EINVAL;
+    auto& host = m_host.psp().host();
+    kvm_sev_send_update_vmsa params {};
+    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+        return -EFAULT;
+    Vcpu* v = find_vcpu(params.vcpu_id);
+    if (!v)
+        return -EINVAL;
+    if (!params.trans_len || !params.hdr_len) {
+        // The lengths, as __sev_send_update_data_query_lengths asks for them.
+        firmware::TransportBuf data {};
+        data.handle = m_sev.handle;
+        int ret = issue(CommandId::SEND_UPDATE_VMSA, &data, cmd.error);
+        params.hdr_len = data.hdr_len;
+        params.trans_len = data.trans_len;
+        if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+            ret = -EFAULT;
+        return ret;
+    }
+    // Only a launched VMSA is the guest's (before LAUNCH_UPDATE_VMSA the page holds nothing).
+    if (!v->guest_state_protected())
+        return -EINVAL;
+    if (!params.trans_uaddr || !params.hdr_uaddr || params.trans_len < kPageSize)
+        return -EINVAL;
+    KernelBuffer hdr, trans;
+    if (auto r = kzalloc(host, params.hdr_len, hdr); !r)
+        return r.error();
+    if (auto r = kzalloc(host, uint32_t(kPageSize), trans); !r)
+        return r.error();
+    firmware::TransportBuf data {};
+    data.hdr_paddr = hdr.spa.value;
+    data.hdr_len = params.hdr_len;
+    data.trans_paddr = trans.spa.value;
+    data.trans_len = uint32_t(kPageSize);
+    data.guest_paddr = v->vmsa_address().value;
+    data.guest_len = uint32_t(kPageSize);
+    data.handle = m_sev.handle;
+    if (int ret = issue(CommandId::SEND_UPDATE_VMSA, &data, cmd.error))
+        return ret;
+    if (int ret = copy_buffer_to_user(host, trans.spa, params.trans_uaddr, uint32_t(kPageSize)))
+        return ret;
+    params.trans_len = uint32_t(kPageSize);
+    params.hdr_len = data.hdr_len;
+    if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+        return -EFAULT;
+    return copy_buffer_to_user(host, hdr.spa, params.hdr_uaddr, data.hdr_len);
+}
+
+// RECEIVE_UPDATE_VMSA: the packet into the vCPU's VMSA page under the guest's key, after the
+// firmware checked its MAC (BAD_MEASUREMENT otherwise: the page and the vCPU stay as they were).
+int Vm::receive_update_vmsa(kvm_sev_cmd& cmd)
+{
+    if (!m_sev.active || !m_sev.es_active)
+        return -EINVAL;
+    auto& host = m_host.psp().host();
+    kvm_sev_receive_update_vmsa params {};
+    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+        return -EFAULT;
+    Vcpu* v = find_vcpu(params.vcpu_id);
+    if (!v || v->guest_state_protected())
+        return -EINVAL;
+    if (!params.hdr_uaddr || !params.hdr_len || !params.trans_uaddr || params.trans_len != kPageSize)
+        return -EINVAL;
+    auto hdr = copy_user_blob(params.hdr_uaddr, params.hdr_len);
+    if (!hdr)
+        return hdr.error();
+    auto trans = copy_user_blob(params.trans_uaddr, params.trans_len);
+    if (!trans) {
+        free_blob(*hdr, params.hdr_len);
+        return trans.error();
+    }
+    // The firmware writes the page with the guest's key: nothing the host cached of it may be
+    // written back over it later (as __sev_launch_update_vmsa flushes before LAUNCH_UPDATE_VMSA).
+    if (!m_host.config().sme_coherent)
+        m_host.memory().clflush(v->vmsa_address());
+    firmware::TransportBuf data {};
+    data.hdr_paddr = hdr->value;
+    data.hdr_len = params.hdr_len;
+    data.trans_paddr = trans->value;
+    data.trans_len = params.trans_len;
+    data.guest_paddr = v->vmsa_address().value;
+    data.guest_len = uint32_t(kPageSize);
+    data.handle = m_sev.handle;
+    int ret = issue(CommandId::RECEIVE_UPDATE_VMSA, &data, cmd.error);
+    free_blob(*trans, params.trans_len);
+    free_blob(*hdr, params.hdr_len);
+    if (!ret)
+        v->set_guest_state_protected();
+    return ret;
 }
 
 // sev_send_finish()

@@ -377,10 +377,20 @@ TEST_CASE("sev machine: bad configurations are one clear error, nothing crashes"
     c.cpu_model = CpuModel::Naples;
     c.confidential_guest->cbitpos = cpu_model_info(CpuModel::Naples).c_bit;
     CHECK(create_error(c).find("host SEV-ES support unavailable") != std::string::npos);
-    // An -incoming SEV-ES target: refused until the VMSAs can travel (QUIRKS.md).
+    // An -incoming SEV-ES target is built without a launch: its vCPUs get their VMSAs from the
+    // stream (RECEIVE_UPDATE_VMSA) and are not protected before; on Naples it is refused as a launch is.
     auto incoming = Machine::create_incoming(sev_config(0x5));
-    REQUIRE_FALSE(incoming.has_value());
-    CHECK(incoming.error().message.find("SEV-ES") != std::string::npos);
+    REQUIRE(incoming.has_value());
+    REQUIRE((*incoming)->sev() != nullptr);
+    CHECK((*incoming)->sev()->sev_es());
+    CHECK_FALSE((*incoming)->sev()->vcpu(0).guest_state_protected());
+    incoming->reset();
+    c = sev_config(0x5);
+    c.cpu_model = CpuModel::Naples;
+    c.confidential_guest->cbitpos = cpu_model_info(CpuModel::Naples).c_bit;
+    auto naples = Machine::create_incoming(c);
+    REQUIRE_FALSE(naples.has_value());
+    CHECK(naples.error().message.find("SEV-ES") != std::string::npos);
     c = sev_config();
     c.confidential_guest->type = SevGuestConfig::Type::SevSnp;
     CHECK(create_error(c).find("SEV-SNP") != std::string::npos);

@@ -2,7 +2,10 @@
 """Debian 12's kernel as an SEV guest migrated live between two sevemu processes while its
 userspace works (suite `migration`):
 
-    migrate_linux_sev.py SEVEMU SEVEMU_HOST ASSETS_DIR
+    migrate_linux_sev.py SEVEMU SEVEMU_HOST ASSETS_DIR [POLICY]
+
+(POLICY 0x5 makes it an SEV-ES guest: meson test migration-linux-sev-es; the VMSAs travel through
+SEND/RECEIVE_UPDATE_VMSA and dmesg must say "SEV SEV-ES".)
 
 The guest is the SEV vmlinux of the `linux-sev-pvh` test (entered at startup_64, policy 0x1) with
 the busybox initramfs of scripts/linux-assets.sh, whose /init is replaced here by a loop: each
@@ -257,6 +260,7 @@ def bss_end_phys(vmlinux):
 
 def main():
     sevemu, host, assets = sys.argv[1:4]
+    policy = sys.argv[4] if len(sys.argv) > 4 else "0x1"
     kernel = os.path.join(assets, "vmlinux")
     initrd_src = os.path.join(assets, "initramfs.cpio.gz")
     for f in (kernel, initrd_src):
@@ -279,7 +283,7 @@ def main():
         os.makedirs(pa)
         os.makedirs(pb)
         sev = ["-machine", "confidential-guest-support=sev0",
-               "-object", "sev-guest,id=sev0,policy=0x1,cbitpos=51,reduced-phys-bits=1"]
+               "-object", f"sev-guest,id=sev0,policy={policy},cbitpos=51,reduced-phys-bits=1"]
         common = [sevemu, "-m", MEMORY, "-display", "none", "-no-reboot"] + sev
         src_serial = os.path.join(tmp, "src.txt")
         src = subprocess.Popen(common + ["--platform", pa, "-serial", "file:" + src_serial, "-kernel", kernel,
@@ -298,6 +302,8 @@ def main():
                 time.sleep(0.1)
             boot_s = time.time() - t0
             need("Memory Encryption Features active: AMD SEV" in src_text(), "the source's guest runs as an SEV guest")
+            if int(policy, 0) & 4:
+                need("Memory Encryption Features active: AMD SEV SEV-ES" in src_text(), "the source's guest runs as an SEV-ES guest")
             need(sq.run("query-sev")["state"] == "running", "the source's SEV guest is running")
 
             # The target: same machine and policy, its own platform, waiting on a free port; held
@@ -436,7 +442,7 @@ def main():
     for f in failures:
         print("FAIL:", f)
     if not failures:
-        print(f"PASS: Debian's kernel as an SEV guest migrated while hashing; rounds 1..{all_rounds[-1][0]} "
+        print(f"PASS: Debian's kernel as an {'SEV-ES' if int(policy, 0) & 4 else 'SEV'} guest migrated while hashing; rounds 1..{all_rounds[-1][0]} "
               f"(the target's from {on_dst[0][0]}) all {want_hash}")
     return 1 if failures else 0
 

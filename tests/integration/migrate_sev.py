@@ -27,13 +27,24 @@ that claims the source's roots over another platform's CEK, are refused with the
 and the source's guest runs on. Without the SEV bit SEND_START reads only the PDH (AMD-ASPFW: the
 chain is not even copied), so the very chain refused before is accepted and the guest migrates.
 
-usage: migrate_sev.py SEVEMU SEVEMU_HOST GUEST_ELF [roots]
+With the arguments `es ES_GUEST_ELF` it runs the SEV-ES cases (meson test migration-sev-es):
+ES_GUEST_ELF (bench-integer linked as an SEV-ES guest) migrates with policy 0x5 while it computes
+and finishes on the target with the uninterrupted SEV-ES run's output; its vCPUs' registers
+travel only as SEND_UPDATE_VMSA packets: the stream's "sev-vcpu0" section holds neither the
+power-on PAT (0x0007040600070406, VMSA offset 0x268, which the guest never changes) nor any 8-byte
+value inside the guest's executable segment (a RIP), while the same search finds both in the plain
+SEV guest's section (the control); a byte flipped inside the VMSA packet, with the section's CRC
+made right again (a tamperer's stream, not a transmission error), is refused by the target's
+RECEIVE_UPDATE_VMSA with BAD_MEASUREMENT, the target never runs, the source's guest finishes.
+
+usage: migrate_sev.py SEVEMU SEVEMU_HOST GUEST_ELF [roots | es ES_GUEST_ELF]
 (the plain bench-memory.elf is taken from beside GUEST_ELF, bench-memory-sev.elf)
 """
-import base64, json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time
+import base64, json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time, zlib
 
 SEVEMU, HOST, GUEST = sys.argv[1:4]
 MODE = sys.argv[4] if len(sys.argv) > 4 else 'default'
+ES_GUEST = sys.argv[5] if MODE == 'es' else None
 PLAIN = GUEST.replace('-sev.elf', '.elf')
 D = tempfile.mkdtemp(prefix='sevemu-migrate-sev-')
 procs = []
@@ -577,7 +588,209 @@ def roots_and_identities(ref_out, ref_status):
           'checked: the guest migrated and finished on the platform under another root')
 
 
+PAT_POWER_ON = struct.pack('<Q', 0x0007040600070406)
+
+
+def exec_range(elf):
+    """The guest's executable PT_LOAD segment(s): [lo, hi) of the RIPs it can have."""
+    b = open(elf, 'rb').read()
+    phoff, = struct.unpack_from('<Q', b, 0x20)
+    phentsize, phnum = struct.unpack_from('<HH', b, 0x36)
+    lo, hi = None, None
+    for i in range(phnum):
+        ptype, flags, _, vaddr, _, _, memsz = struct.unpack_from('<IIQQQQQ', b, phoff + i * phentsize)
+        if ptype == 1 and flags & 1:
+            lo = vaddr if lo is None else min(lo, vaddr)
+            hi = vaddr + memsz if hi is None else max(hi, vaddr + memsz)
+    if lo is None:
+        fail('no executable segment in ' + elf)
+    return lo, hi
+
+
+def vcpu_section(wire, index=0):
+    """The "sev-vcpuN" section of a recorded stream (base/state_stream.cpp framing: tag, u8 name
+    length, name, u32 version, u64 payload size, payload, u32 CRC): (version, payload)."""
+    name = ('sev-vcpu%d' % index).encode()
+    k = wire.find(bytes([len(name)]) + name)
+    if k < 1:
+        fail('no %s section in the recorded stream' % name.decode())
+    at = k + 1 + len(name)
+    version, size = struct.unpack_from('<IQ', wire, at)
+    return version, wire[at + 12:at + 12 + size]
+
+
+def register_values(payload, lo, hi):
+    """What of a vCPU's registers the section shows in the clear: the power-on PAT, RIP-like values."""
+    found = []
+    if PAT_POWER_ON in payload:
+        found.append('PAT at %#x' % payload.find(PAT_POWER_ON))
+    for off in range(len(payload) - 7):
+        v, = struct.unpack_from('<Q', payload, off)
+        if lo <= v < hi:
+            found.append('%#x at %#x' % (v, off))
+            break
+    return found
+
+
+class VmsaFlipProxy(Proxy):
+    """Forwards the stream but, in the "sev-vcpu0" section, changes the byte 100 bytes before the
+    end of the payload (inside the VMSA packet, the payload's last 4096 bytes) and writes the
+    section CRC for the changed bytes, so that only the firmware's MAC can tell."""
+
+    def pump(self, a, b, record):
+        if not record:
+            return Proxy.pump(self, a, b, record)
+        name = b'\x09sev-vcpu0'
+        fwd = 0
+        try:
+            a.settimeout(0.1)
+            while True:
+                try:
+                    buf = a.recv(1 << 16)
+                    if not buf:
+                        break
+                    self.data += buf
+                    idle = False
+                except socket.timeout:
+                    idle = True
+                limit = len(self.data)
+                if not self.flipped:
+                    k = self.data.find(name, max(0, fwd - 16))
+                    if k < 1:
+                        if not idle:
+                            limit = max(fwd, len(self.data) - 16)
+                    else:
+                        start, hdr_end = k - 1, k + len(name) + 12
+                        size = struct.unpack_from('<Q', self.data, k + len(name) + 4)[0] if len(self.data) >= hdr_end else None
+                        if size is None or len(self.data) < hdr_end + size + 4:
+                            limit = start
+                        else:
+                            self.data[hdr_end + size - 100] ^= 0x01
+                            struct.pack_into('<I', self.data, hdr_end + size, zlib.crc32(bytes(self.data[start:hdr_end + size])))
+                            self.flipped = True
+                if limit > fwd:
+                    b.sendall(self.data[fwd:limit])
+                    fwd = limit
+            if fwd < len(self.data):
+                b.sendall(self.data[fwd:])
+        except OSError:
+            pass
+        for sock in (a, b):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def es_pair(tag):
+    pa, pb = os.path.join(D, 'plat-%s-src' % tag), os.path.join(D, 'plat-%s-dst' % tag)
+    os.makedirs(pa)
+    os.makedirs(pb)
+    plat_cert, amd_cert = target_info(pb, tag)
+    tp, t = start(tag + '-dst', ['-kernel', ES_GUEST, '-incoming', 'tcp:127.0.0.1:0'], pb, '0x5')
+    port = t('query-migrate')['return']['socket-address'][0]['port']
+    cap = t('query-sev-capabilities')['return']
+    sp, s = start(tag + '-src', ['-kernel', ES_GUEST], pa, '0x5')
+    time.sleep(0.3)
+    if s('migrate-set-sev-info', pdh=cap['pdh'], **{'plat-cert': plat_cert, 'amd-cert': amd_cert}) != {'return': {}}:
+        fail('migrate-set-sev-info')
+    if s('query-status')['return']['status'] != 'running':
+        fail('the SEV-ES guest is not computing when the migration starts')
+    return tp, sp, s, port
+
+
+def es_cases():
+    plat = os.path.join(D, 'plat-es-ref')
+    os.makedirs(plat)
+    r = subprocess.run([SEVEMU, '-display', 'none', '-serial', 'file:%s/es-ref.out' % D, '-device',
+                        'isa-debug-exit,iobase=0xf4,iosize=0x04', '-m', '64', '-machine',
+                        'confidential-guest-support=sev0', '-object',
+                        'sev-guest,id=sev0,policy=0x5,cbitpos=51,reduced-phys-bits=1', '--platform', plat,
+                        '-kernel', ES_GUEST], timeout=300)
+    ref_out, ref_status = read('es-ref.out'), r.returncode
+    if 'checksum' not in ref_out or 'sev-es: active' not in ref_out:
+        fail('SEV-ES reference run: ' + ref_out)
+    lo, hi = exec_range(ES_GUEST)
+
+    # The control: a plain SEV guest's vCPU section shows its registers.
+    pa, tp, port, info = pair('c')
+    sp, s = start('c-src', ['-kernel', GUEST], pa, '0x1')
+    time.sleep(0.3)
+    s('migrate-set-sev-info', **info)
+    proxy = Proxy(port)
+    if s('migrate', uri='tcp:127.0.0.1:%d' % proxy.port) != {'return': {}}:
+        fail('control migrate')
+    if wait_done(s)['status'] != 'completed':
+        fail('control migration')
+    version, payload = vcpu_section(proxy.capture())
+    plo, phi = exec_range(GUEST)
+    seen = register_values(payload, plo, phi)
+    if version != 2 or len(seen) < 2:
+        fail('the plain SEV guest\'s sev-vcpu0 (version %d) shows %s: the search does not work' % (version, seen))
+    for p in (sp, tp):
+        p.kill()
+        p.wait(30)
+    print('PASS: control: the plain SEV guest\'s sev-vcpu0 section shows its registers (%s)' % ', '.join(seen))
+
+    # The SEV-ES guest migrates while it computes.
+    tp, sp, s, port = es_pair('es')
+    proxy = Proxy(port)
+    if s('migrate', uri='tcp:127.0.0.1:%d' % proxy.port) != {'return': {}}:
+        fail('SEV-ES migrate')
+    q = wait_done(s)
+    if q['status'] != 'completed':
+        fail('SEV-ES migration ' + json.dumps(q))
+    wire = proxy.capture()
+    version, payload = vcpu_section(wire)
+    if version != 2 or len(payload) < 4096 + 0x34:
+        fail('sev-vcpu0 of the SEV-ES stream: version %d, %d bytes (no VMSA packet)' % (version, len(payload)))
+    seen = register_values(payload, lo, hi)
+    if seen:
+        fail('the SEV-ES stream shows the vCPU\'s registers in the clear: %s' % seen)
+    if s('query-sev')['return']['state'] != 'sent':
+        fail('SEV-ES source state ' + s('query-sev')['return']['state'])
+    status = tp.wait(300)
+    out = read('es-src.out') + read('es-dst.out')
+    if out != ref_out or status != ref_status:
+        fail('the migrated SEV-ES guest printed %r (status %d), the uninterrupted run %r (%d)' % (out, status, ref_out, ref_status))
+    if 'checksum' not in read('es-dst.out'):
+        fail('the SEV-ES guest did not finish on the target: %r' % read('es-dst.out'))
+    s('quit')
+    sp.wait(30)
+    print('PASS: SEV-ES guest migrated while computing (%d pages, downtime %d ms; VMSA through SEND/RECEIVE_UPDATE_VMSA) '
+          'and finished on the target with the uninterrupted output' % (q['ram']['normal'], q['downtime']))
+    print('PASS: the SEV-ES sev-vcpu0 section (%d bytes) shows no PAT and no value in the guest\'s code range '
+          '[%#x, %#x) (stream of %d bytes)' % (len(payload), lo, hi, len(wire)))
+
+    # A byte flipped in the VMSA packet (section CRC rewritten): BAD_MEASUREMENT on the target.
+    tp, sp, s, port = es_pair('ef')
+    proxy = VmsaFlipProxy(port)
+    if s('migrate', uri='tcp:127.0.0.1:%d' % proxy.port) != {'return': {}}:
+        fail('SEV-ES migrate through the flipping proxy')
+    q = wait_done(s)
+    if q['status'] != 'failed':
+        fail('a changed VMSA packet: ' + json.dumps(q))
+    if not proxy.flipped:
+        fail('the proxy never saw sev-vcpu0')
+    tstatus = tp.wait(60)
+    err = read('ef-dst.err').strip()
+    if tstatus == 0 or 'RECEIVE_UPDATE_VMSA' not in err or 'BAD_MEASUREMENT' not in err:
+        fail('the target exited %d saying %r' % (tstatus, err))
+    if read('ef-dst.out'):
+        fail('the target ran the SEV-ES guest from a tampered VMSA')
+    if s('query-sev')['return']['state'] != 'running':
+        fail('the SEV-ES source is not running after the refusal')
+    status = sp.wait(300)
+    if read('ef-src.out') != ref_out or status != ref_status:
+        fail('the SEV-ES source\'s guest did not finish right after the refused migration: %r' % read('ef-src.out'))
+    print('PASS: a byte flipped in the VMSA packet is refused by the target (exit %d: %s); the source\'s guest '
+          'finished' % (tstatus, err.splitlines()[-1]))
+
+
 try:
+    if MODE == 'es':
+        es_cases()
+        sys.exit(0)
     ref_out, ref_status = reference()
     if 'checksum' not in ref_out:
         fail('reference run: ' + ref_out)

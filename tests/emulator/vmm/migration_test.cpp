@@ -2,12 +2,15 @@
 // two independent hosts (two DRAMs, two AMD-SPs, two platform directories): KVM_SEV_SEND_START
 // and KVM_SEV_SEND_UPDATE_DATA with their zero-length queries, KVM_SEV_SEND_FINISH/CANCEL,
 // KVM_SEV_RECEIVE_START/UPDATE_DATA/FINISH (Linux arch/x86/kvm/svm/sev.c), and the errno /
-// firmware-status conventions of each.
+// firmware-status conventions of each; for SEV-ES, KVM_SEV_SEND_UPDATE_VMSA and
+// KVM_SEV_RECEIVE_UPDATE_VMSA per vCPU (the out-of-tree SEV-ES migration series' ops, QUIRKS.md).
+#include "emulator/vmm/vcpu.h"
 #include "tests/emulator/vmm/vmm_harness.h"
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <cstring>
 
 using namespace sevemu;
 using namespace sevemu::vmm;
@@ -33,16 +36,21 @@ struct TempPlatform {
     }
 };
 
-// A VM with KVM_SEV_INIT done and `pages` of RAM in slot 0 at GPA 0.
+// A VM with KVM_SEV_INIT done (KVM_SEV_INIT2 on a KVM_X86_SEV_ES_VM with `es`) and `pages` of
+// RAM in slot 0 at GPA 0.
 struct GuestVm {
     Host& h;
     Vm vm;
     Spa ram {};
-    GuestVm(Host& host)
+    std::vector<std::unique_ptr<Vcpu>> vcpus;
+    GuestVm(Host& host, bool es = false)
         : h(host)
-        , vm(*host.sev, KVM_X86_DEFAULT_VM)
+        , vm(*host.sev, es ? KVM_X86_SEV_ES_VM : KVM_X86_DEFAULT_VM)
     {
-        REQUIRE(op(vm, KVM_SEV_INIT, Hva(0)) == 0);
+        if (es)
+            REQUIRE(op(vm, KVM_SEV_INIT2, h.user_struct(kvm_sev_init {})) == 0);
+        else
+            REQUIRE(op(vm, KVM_SEV_INIT, Hva(0)) == 0);
         auto r = h.host->alloc_pages(kPages);
         REQUIRE(r.has_value());
         ram = *r;
@@ -50,6 +58,23 @@ struct GuestVm {
         REQUIRE(vm.set_user_memory_region(region) == 0);
     }
     uint64_t uaddr(uint32_t page) const { return direct_map(ram).value + page * kPageSize; }
+    // A vCPU (KVM_CREATE_VCPU); for SEV-ES its staging registers hold recognisable values.
+    Vcpu& add_vcpu()
+    {
+        auto v = Vcpu::create(vm, uint32_t(vcpus.size()));
+        REQUIRE(v.has_value());
+        vcpus.push_back(std::move(*v));
+        Vcpu& vc = *vcpus.back();
+        vc.state().rip = 0x5EC0DE000 + vcpus.size();
+        vc.gprs()[3] = 0xB0B0B0B0B0B0B0B0ull + vcpus.size(); // RBX
+        return vc;
+    }
+    Bytes vmsa(Vcpu const& v, bool plaintext) const
+    {
+        Bytes b(kPageSize);
+        REQUIRE(h.mc->read(v.vmsa_address(), b, plaintext ? mmu::KeyId::slot(vm.sev().asid) : mmu::KeyId::none()).has_value());
+        return b;
+    }
     Bytes plaintext() const
     {
         Bytes b(kPages * kPageSize);
@@ -80,6 +105,8 @@ void launch(GuestVm& g, Bytes const& image, uint32_t policy)
     REQUIRE(g.h.host->copy_to(direct_map(g.ram), image).has_value());
     kvm_sev_launch_update_data upd { g.uaddr(0), uint32_t(image.size()) };
     REQUIRE(op(g.vm, KVM_SEV_LAUNCH_UPDATE_DATA, g.h.user_struct(upd)) == 0);
+    if (g.vm.sev().es_active)
+        REQUIRE(op(g.vm, KVM_SEV_LAUNCH_UPDATE_VMSA, Hva(0)) == 0);
     Hva m = g.h.user_buffer({}, 48);
     kvm_sev_launch_measure measure { m.value, 48 };
     REQUIRE(op(g.vm, KVM_SEV_LAUNCH_MEASURE, g.h.user_struct(measure)) == 0);
@@ -172,7 +199,113 @@ int receive_start(GuestVm& dst, Bytes const& sender_pdh, Bytes const& session, u
     return ret;
 }
 
+// KVM_SEV_SEND_UPDATE_VMSA of vCPU `id`, as a VMM does it: the length query, then the call.
+Packet send_vmsa(GuestVm& src, uint32_t id)
+{
+    Host& h = src.h;
+    uint32_t error = 0;
+    kvm_sev_send_update_vmsa q { id, 0, 0, 0, 0 };
+    Hva q_at = h.user_struct(q);
+    CHECK(op(src.vm, KVM_SEV_SEND_UPDATE_VMSA, q_at, &error) == -EIO);
+    CHECK(error == uint32_t(fw::Status::INVALID_LEN));
+    uint32_t hdr_len = h.read_struct<kvm_sev_send_update_vmsa>(q_at).hdr_len;
+    REQUIRE(hdr_len == 0x34);
+    Hva hdr = h.user_buffer({}, hdr_len), trans = h.user_buffer({}, kPageSize);
+    kvm_sev_send_update_vmsa u { id, hdr.value, hdr_len, trans.value, uint32_t(kPageSize) };
+    REQUIRE(op(src.vm, KVM_SEV_SEND_UPDATE_VMSA, h.user_struct(u), &error) == 0);
+    return { h.read_user(hdr, hdr_len), h.read_user(trans, kPageSize) };
+}
+
+int receive_vmsa(GuestVm& dst, uint32_t id, Packet const& pk, uint32_t* error = nullptr)
+{
+    Host& h = dst.h;
+    Hva hdr = h.user_buffer(pk.hdr), trans = h.user_buffer(pk.trans);
+    kvm_sev_receive_update_vmsa r { id, hdr.value, uint32_t(pk.hdr.size()), trans.value, uint32_t(pk.trans.size()) };
+    return op(dst.vm, KVM_SEV_RECEIVE_UPDATE_VMSA, h.user_struct(r), error);
+}
+
+bool contains(Bytes const& hay, uint64_t value)
+{
+    uint8_t b[8];
+    std::memcpy(b, &value, 8);
+    return std::search(hay.begin(), hay.end(), b, b + 8) != hay.end();
+}
+
 } // namespace
+
+TEST_CASE("an SEV-ES guest's VMSAs migrate through KVM_SEV_SEND/RECEIVE_UPDATE_VMSA", "[vmm][migration][sev-es]")
+{
+    TempPlatform pa, pb;
+    Host a(pa.dir), b(pb.dir);
+    GuestVm src(a, true), dst(b, true);
+    Vcpu& s0 = src.add_vcpu();
+    Vcpu& s1 = src.add_vcpu();
+    uint32_t policy = fw::policy::ES | fw::policy::NODBG;
+    Bytes image = pattern(kPages * kPageSize, 3);
+    launch(src, image, policy);
+    REQUIRE((s0.guest_state_protected() && s1.guest_state_protected()));
+    Bytes vmsa0 = src.vmsa(s0, true), vmsa1 = src.vmsa(s1, true);
+    REQUIRE(contains(vmsa0, 0xB0B0B0B0B0B0B0B1ull)); // the launched registers, seen with the guest's key
+    REQUIRE(contains(vmsa1, 0x5EC0DE002ull));
+
+    Bytes session = send_start(src, b, policy);
+    uint32_t error = 0;
+    // Only vCPUs of this VM.
+    kvm_sev_send_update_vmsa none { 7, 0, 0, 0, 0 };
+    CHECK(op(src.vm, KVM_SEV_SEND_UPDATE_VMSA, a.user_struct(none)) == -EINVAL);
+    std::vector<Packet> pages;
+    for (uint32_t i = 0; i < kPages; ++i)
+        pages.push_back(send_page(src, i));
+    Packet p0 = send_vmsa(src, 0), p1 = send_vmsa(src, 1);
+    // The packets are ciphertext under the transport key: no register value in the clear, and
+    // not the host's view of the VMSA page either (a re-encryption, not a copy).
+    for (Packet const* p : { &p0, &p1 }) {
+        for (uint64_t v : { 0xB0B0B0B0B0B0B0B1ull, 0xB0B0B0B0B0B0B0B2ull, 0x5EC0DE001ull, 0x5EC0DE002ull })
+            CHECK_FALSE(contains(p->trans, v));
+    }
+    CHECK(p0.trans != src.vmsa(s0, false));
+    // The source's VMSAs are unchanged (it may run on after a SEND_CANCEL).
+    CHECK(src.vmsa(s0, true) == vmsa0);
+    REQUIRE(op(src.vm, KVM_SEV_SEND_FINISH, Hva(0)) == 0);
+
+    Vcpu& d0 = dst.add_vcpu();
+    Vcpu& d1 = dst.add_vcpu();
+    // Before RECEIVE_START there is no context: the firmware's INVALID_GUEST (the handle is 0).
+    CHECK(receive_vmsa(dst, 0, p0, &error) == -EIO);
+    REQUIRE(receive_start(dst, a.export_pdh(), session, policy, &error) == 0);
+    for (uint32_t i = 0; i < kPages; ++i)
+        REQUIRE(receive_page(dst, i, pages[i], &error) == 0);
+    Bytes before = dst.vmsa(d0, false);
+    // A flipped byte in the packet, or the header: BAD_MEASUREMENT, the page and vCPU untouched.
+    Packet bad = p0;
+    bad.trans[0x318] ^= 0x01;
+    CHECK(receive_vmsa(dst, 0, bad, &error) == -EIO);
+    CHECK(error == uint32_t(fw::Status::BAD_MEASUREMENT));
+    bad = p0;
+    bad.hdr[20] ^= 0x80;
+    CHECK(receive_vmsa(dst, 0, bad, &error) == -EIO);
+    CHECK(error == uint32_t(fw::Status::BAD_MEASUREMENT));
+    CHECK_FALSE(d0.guest_state_protected());
+    CHECK(dst.vmsa(d0, false) == before);
+    // A packet that is not one page, or an unknown vCPU: -EINVAL before the firmware is asked.
+    Packet shortp = p0;
+    shortp.trans.resize(2048);
+    CHECK(receive_vmsa(dst, 0, shortp) == -EINVAL);
+    CHECK(receive_vmsa(dst, 9, p0) == -EINVAL);
+
+    REQUIRE(receive_vmsa(dst, 0, p0, &error) == 0);
+    REQUIRE(receive_vmsa(dst, 1, p1, &error) == 0);
+    CHECK((d0.guest_state_protected() && d1.guest_state_protected()));
+    // The target's VMSA pages hold the source's registers under the target's key.
+    CHECK(dst.vmsa(d0, true) == vmsa0);
+    CHECK(dst.vmsa(d1, true) == vmsa1);
+    CHECK(dst.vmsa(d0, false) != vmsa0);
+    // A VMSA is received once.
+    CHECK(receive_vmsa(dst, 0, p0) == -EINVAL);
+    REQUIRE(op(dst.vm, KVM_SEV_RECEIVE_FINISH, Hva(0)) == 0);
+    CHECK(dst.state() == uint32_t(fw::GuestState::RUNNING));
+    CHECK(dst.plaintext() == image);
+}
 
 TEST_CASE("an SEV guest migrates between two hosts through the KVM layer", "[vmm][migration]")
 {
@@ -246,7 +379,7 @@ TEST_CASE("KVM's conventions for the migration commands", "[vmm][migration]")
         CHECK(op(plain, KVM_SEV_RECEIVE_UPDATE_DATA, a.user_struct(kvm_sev_receive_update_data {})) == -EINVAL);
         CHECK(op(plain, KVM_SEV_RECEIVE_FINISH, Hva(0)) == -ENOTTY);
     }
-    SECTION("the VMSA migration commands are not KVM ioctls")
+    SECTION("the VMSA migration commands on a guest without SEV-ES: -EINVAL")
     {
         GuestVm g(a);
         CHECK(op(g.vm, KVM_SEV_SEND_UPDATE_VMSA, Hva(0)) == -EINVAL);
