@@ -240,7 +240,9 @@ public:
         // "sev-vcpuN"
         std::string_view index_text = name.substr(std::strlen(kVcpuPrefix));
         size_t index = 0;
-        if (index_text.empty() || index_text.size() > 3)
+        // Decimal without leading zeros, as the source writes it: "sev-vcpu00" would be a second
+        // name for vCPU 0, whose state would then arrive twice.
+        if (index_text.empty() || index_text.size() > 3 || (index_text.size() > 1 && index_text[0] == '0'))
             return err("not a vCPU of this machine");
         for (char ch : index_text) {
             if (ch < '0' || ch > '9')

@@ -749,7 +749,8 @@ Result<Bytes, SevError> SevRuntime::send_start()
             hint = m_config.policy & fw::policy::NOSEND ? " (the guest's policy has NOSEND: it may never be migrated)"
                                                          : " (the guest's policy does not allow this target)";
         else if (fw_error == uint16_t(fw::Status::INVALID_CERTIFICATE))
-            hint = " (the target's PDH does not verify against plat-cert and amd-cert)";
+            hint = " (the target's chain does not verify: its PDH against plat-cert, or plat-cert and amd-cert up to "
+                   "this platform's AMD root)";
         return sev_fail(fmt::format("SEV: SEND_START failed: {}{}", op_error(r, fw_error), hint));
     }
     auto blob = session->read(q.session_len);
