@@ -73,10 +73,8 @@ VcpuLaunchRegisters power_on_registers(CpuModel model)
     return r;
 }
 
-VcpuLaunchRegisters bsp_launch_registers(BootEntryState const& entry, CpuModel model)
+void apply_entry_state(cpu::svm::VmcbSaveArea& s, std::array<uint64_t, 16>& gprs, BootEntryState const& entry)
 {
-    VcpuLaunchRegisters r = power_on_registers(model);
-    auto& s = r.save;
     using cpu::svm::VmcbSeg;
     auto seg = [](cpu::Segment const& g) { return VmcbSeg { g.selector, g.attr, g.limit, g.base }; };
     s.es = seg(entry.seg[cpu::ES]);
@@ -91,13 +89,19 @@ VcpuLaunchRegisters bsp_launch_registers(BootEntryState const& entry, CpuModel m
     s.cr0 = entry.cr0;
     s.cr3 = entry.cr3;
     s.cr4 = entry.cr4;
-    s.efer |= entry.efer; // SVME stays; LME|LMA from an entry in long mode
+    s.efer |= entry.efer; // SVME stays; LME|LMA from an entry in long mode (a vmlinux at startup_64)
     s.rflags = entry.rflags;
     s.rip = entry.rip;
     s.rsp = entry.gpr[cpu::RSP];
     s.rax = entry.gpr[cpu::RAX];
-    r.gprs = entry.gpr;
-    r.gprs[cpu::RAX] = r.gprs[cpu::RSP] = 0; // they live in the save area
+    gprs = entry.gpr;
+    gprs[cpu::RAX] = gprs[cpu::RSP] = 0; // they live in the save area
+}
+
+VcpuLaunchRegisters bsp_launch_registers(BootEntryState const& entry, CpuModel model)
+{
+    VcpuLaunchRegisters r = power_on_registers(model);
+    apply_entry_state(r.save, r.gprs, entry);
     return r;
 }
 

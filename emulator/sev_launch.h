@@ -96,7 +96,11 @@ struct VcpuLaunchRegisters {
 // F000:FFF0, CR0 = CD|NW|ET, EFER.SVME (which VMRUN requires), DR6/DR7 reset values, the PAT
 // reset value, RDX = the processor signature (CPUID 1 EAX).
 VcpuLaunchRegisters power_on_registers(CpuModel);
-// The BSP: power-on state overlaid with the loader's entry state (emulator/boot.h).
+// The loader's entry state (emulator/boot.h) written over a save area and its GPRs, as the VMM's
+// KVM_SET_SREGS/KVM_SET_REGS do: segments, descriptor tables, CPL, control registers, EFER's long-mode
+// bits (SVME, which VMRUN requires, stays), RFLAGS, RIP, RSP/RAX in the save area, the others beside it.
+void apply_entry_state(cpu::svm::VmcbSaveArea&, std::array<uint64_t, 16>& gprs, BootEntryState const&);
+// The BSP: power-on state overlaid with the loader's entry state.
 VcpuLaunchRegisters bsp_launch_registers(BootEntryState const&, CpuModel);
 // An AP of an SEV-ES launch: power-on state at kSevEsApPageGpa:kSevEsApStubIp (real mode).
 VcpuLaunchRegisters sev_es_ap_launch_registers(CpuModel);

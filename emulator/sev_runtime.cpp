@@ -490,31 +490,7 @@ Result<void, MachineError> SevRuntime::create_vcpus(BootEntryState const& entry,
         m_vcpus.push_back(std::move(*v));
     }
     auto& bsp = *m_vcpus.front();
-    auto& s = bsp.state();
-    using cpu::svm::VmcbSeg;
-    auto seg = [](cpu::Segment const& g) { return VmcbSeg { g.selector, g.attr, g.limit, g.base }; };
-    s.es = seg(entry.seg[cpu::ES]);
-    s.cs = seg(entry.seg[cpu::CS]);
-    s.ss = seg(entry.seg[cpu::SS]);
-    s.ds = seg(entry.seg[cpu::DS]);
-    s.fs = seg(entry.seg[cpu::FS]);
-    s.gs = seg(entry.seg[cpu::GS]);
-    s.gdtr = VmcbSeg { 0, 0, entry.gdtr.limit, entry.gdtr.base };
-    s.idtr = VmcbSeg { 0, 0, entry.idtr.limit, entry.idtr.base };
-    s.cpl = uint8_t(entry.seg[cpu::CS].dpl());
-    s.cr0 = entry.cr0;
-    s.cr3 = entry.cr3;
-    s.cr4 = entry.cr4;
-    // EFER keeps SVME, which Vcpu::create() set because VMRUN requires it of the guest EFER;
-    // LME|LMA come from an entry in long mode (an ELF vmlinux at startup_64).
-    s.efer |= entry.efer;
-    s.rflags = entry.rflags;
-    s.rip = entry.rip;
-    s.rsp = entry.gpr[cpu::RSP];
-    s.rax = entry.gpr[cpu::RAX];
-    auto& gprs = bsp.gprs();
-    gprs = entry.gpr;
-    gprs[cpu::RAX] = gprs[cpu::RSP] = 0; // unused: RAX and RSP live in the VMCB
+    apply_entry_state(bsp.state(), bsp.gprs(), entry);
     return {};
 }
 
