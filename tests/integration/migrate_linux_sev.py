@@ -46,6 +46,8 @@ import tempfile
 import threading
 import time
 
+from migration_relay import Proxy
+
 MEMORY = "512M"
 GUEST_RAM_BASE = 64 << 20  # SevRuntime::kGuestRamBase: an SEV guest's GPA 0 is this SPA
 PAGE = 4096
@@ -145,53 +147,6 @@ class Qmp:
         if "error" in r:
             raise RuntimeError(f"{cmd}: {r['error']}")
         return r["return"]
-
-
-class Recorder:
-    """One connection on loopback forwarded to the target both ways; the source-to-target bytes
-    are kept (as migrate_sev.py's Proxy does)."""
-
-    def __init__(self, target_port):
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(1)
-        self.port = self.ls.getsockname()[1]
-        self.target_port = target_port
-        self.data = bytearray()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def pump(self, a, b, record):
-        try:
-            while True:
-                buf = a.recv(1 << 16)
-                if not buf:
-                    break
-                if record:
-                    self.data += buf
-                b.sendall(buf)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def run(self):
-        c, _ = self.ls.accept()
-        t = socket.create_connection(("127.0.0.1", self.target_port))
-        back = threading.Thread(target=self.pump, args=(t, c, False), daemon=True)
-        back.start()
-        self.pump(c, t, True)
-        back.join(30)
-        c.close()
-        t.close()
-        self.ls.close()
-
-    def capture(self):
-        self.thread.join(60)
-        return bytes(self.data)
 
 
 def parse_stream(data):
@@ -326,7 +281,7 @@ def main():
             plat_cert, amd_cert = target_info(host, pb, tmp)
             sq.run("migrate-set-sev-info", pdh=cap["pdh"], **{"plat-cert": plat_cert, "amd-cert": amd_cert})
 
-            recorder = Recorder(port)
+            recorder = Proxy(port)
             before = rounds(src_text())
             r = sq.raw("migrate", uri=f"tcp:127.0.0.1:{recorder.port}")
             # A refusal naming KVM_MIGRATION_READY would mean the kernel never enabled migration.
