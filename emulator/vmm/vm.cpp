@@ -197,6 +197,16 @@ Result<Spa, int> Vm::copy_user_blob(uint64_t uaddr, uint32_t len)
     return blob;
 }
 
+int Vm::copy_user_blob(UserBlob& blob, uint64_t uaddr, uint32_t len)
+{
+    auto r = copy_user_blob(uaddr, len);
+    if (!r)
+        return r.error();
+    blob.spa = *r;
+    blob.len = len;
+    return 0;
+}
+
 void Vm::free_blob(Spa blob, uint32_t len) { m_host.psp().host().free_pages(blob, (len + kPageSize - 1) >> kPageShift); }
 
 int Vm::issue(CommandId id, void* buf, uint32_t& error)

@@ -127,6 +127,22 @@ private:
     Result<Pages, int> pin(uint64_t uaddr, uint64_t len);
     Result<Spa, int> copy_user_blob(uint64_t uaddr, uint32_t len); // psp_copy_user_blob
     void free_blob(Spa blob, uint32_t len);
+    // A user blob copied into kernel memory (psp_copy_user_blob), freed when it goes out of scope,
+    // so that every early return of an operation frees what it copied.
+    struct UserBlob {
+        explicit UserBlob(Vm& vm) : vm(vm) {}
+        ~UserBlob()
+        {
+            if (spa)
+                vm.free_blob(*spa, len);
+        }
+        UserBlob(UserBlob const&) = delete;
+        UserBlob& operator=(UserBlob const&) = delete;
+        Vm& vm;
+        std::optional<Spa> spa;
+        uint32_t len {};
+    };
+    int copy_user_blob(UserBlob&, uint64_t uaddr, uint32_t len); // 0 or -errno
     void clflush(Pages const&);
     int issue(firmware::CommandId, void* buf, uint32_t& error);
 

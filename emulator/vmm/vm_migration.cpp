@@ -107,29 +107,12 @@ int Vm::send_start(kvm_sev_cmd& cmd)
     KernelBuffer session;
     if (auto r = kzalloc(host, params.session_len, session); !r)
         return r.error();
-    struct Blob {
-        Vm* vm;
-        std::optional<Spa> spa;
-        uint32_t len {};
-        ~Blob()
-        {
-            if (spa)
-                vm->free_blob(*spa, len);
-        }
-    } pdh { this }, plat { this }, amd { this };
-    auto copy = [&](Blob& b, uint64_t uaddr, uint32_t len) -> int {
-        auto r = copy_user_blob(uaddr, len);
-        if (!r)
-            return r.error();
-        b.spa = *r;
-        b.len = len;
-        return 0;
-    };
-    if (int r = copy(pdh, params.pdh_cert_uaddr, params.pdh_cert_len))
+    UserBlob pdh(*this), plat(*this), amd(*this);
+    if (int r = copy_user_blob(pdh, params.pdh_cert_uaddr, params.pdh_cert_len))
         return r;
-    if (int r = copy(plat, params.plat_certs_uaddr, params.plat_certs_len))
+    if (int r = copy_user_blob(plat, params.plat_certs_uaddr, params.plat_certs_len))
         return r;
-    if (int r = copy(amd, params.amd_certs_uaddr, params.amd_certs_len))
+    if (int r = copy_user_blob(amd, params.amd_certs_uaddr, params.amd_certs_len))
         return r;
 
     firmware::SendStartBuf data {};
@@ -286,29 +269,24 @@ int Vm::receive_update_vmsa(kvm_sev_cmd& cmd)
         return -EINVAL;
     if (!params.hdr_uaddr || !params.hdr_len || !params.trans_uaddr || params.trans_len != kPageSize)
         return -EINVAL;
-    auto hdr = copy_user_blob(params.hdr_uaddr, params.hdr_len);
-    if (!hdr)
-        return hdr.error();
-    auto trans = copy_user_blob(params.trans_uaddr, params.trans_len);
-    if (!trans) {
-        free_blob(*hdr, params.hdr_len);
-        return trans.error();
-    }
+    UserBlob hdr(*this), trans(*this);
+    if (int r = copy_user_blob(hdr, params.hdr_uaddr, params.hdr_len))
+        return r;
+    if (int r = copy_user_blob(trans, params.trans_uaddr, params.trans_len))
+        return r;
     // The firmware writes the page with the guest's key: nothing the host cached of it may be
     // written back over it later (as __sev_launch_update_vmsa flushes before LAUNCH_UPDATE_VMSA).
     if (!m_host.config().sme_coherent)
         m_host.memory().clflush(v->vmsa_address());
     firmware::TransportBuf data {};
-    data.hdr_paddr = hdr->value;
+    data.hdr_paddr = hdr.spa->value;
     data.hdr_len = params.hdr_len;
-    data.trans_paddr = trans->value;
+    data.trans_paddr = trans.spa->value;
     data.trans_len = params.trans_len;
     data.guest_paddr = v->vmsa_address().value;
     data.guest_len = uint32_t(kPageSize);
     data.handle = m_sev.handle;
     int ret = issue(CommandId::RECEIVE_UPDATE_VMSA, &data, cmd.error);
-    free_blob(*trans, params.trans_len);
-    free_blob(*hdr, params.hdr_len);
     if (!ret)
         v->set_guest_state_protected();
     return ret;
@@ -344,33 +322,21 @@ int Vm::receive_start(kvm_sev_cmd& cmd)
         return -EFAULT;
     if (!params.pdh_uaddr || !params.pdh_len || !params.session_uaddr || !params.session_len)
         return -EINVAL;
-    auto pdh = copy_user_blob(params.pdh_uaddr, params.pdh_len);
-    if (!pdh)
-        return pdh.error();
-    auto session = copy_user_blob(params.session_uaddr, params.session_len);
-    if (!session) {
-        free_blob(*pdh, params.pdh_len);
-        return session.error();
-    }
-    auto cleanup = [&] {
-        free_blob(*session, params.session_len);
-        free_blob(*pdh, params.pdh_len);
-    };
+    UserBlob pdh(*this), session(*this);
+    if (int r = copy_user_blob(pdh, params.pdh_uaddr, params.pdh_len))
+        return r;
+    if (int r = copy_user_blob(session, params.session_uaddr, params.session_len))
+        return r;
     firmware::LaunchStartBuf start {};
     start.handle = params.handle;
     start.policy = params.policy;
-    start.dh_cert_paddr = pdh->value;
+    start.dh_cert_paddr = pdh.spa->value;
     start.dh_cert_len = params.pdh_len;
-    start.session_paddr = session->value;
+    start.session_paddr = session.spa->value;
     start.session_len = params.session_len;
-    int ret = issue(CommandId::RECEIVE_START, &start, cmd.error);
-    if (ret) {
-        cleanup();
+    if (int ret = issue(CommandId::RECEIVE_START, &start, cmd.error))
         return ret;
-    }
-    ret = adopt_context(cmd, start.handle, params); // sev_bind_asid(), as LAUNCH_START
-    cleanup();
-    return ret;
+    return adopt_context(cmd, start.handle, params); // sev_bind_asid(), as LAUNCH_START
 }
 
 // sev_receive_update_data(): one packet in; the firmware checks its MAC before it writes the
@@ -389,37 +355,26 @@ int Vm::receive_update_data(kvm_sev_cmd& cmd)
     uint64_t offset = params.guest_uaddr & kPageMask;
     if (params.guest_len > kPageSize || params.guest_len + offset > kPageSize)
         return -EINVAL;
-    auto hdr = copy_user_blob(params.hdr_uaddr, params.hdr_len);
-    if (!hdr)
-        return hdr.error();
-    auto trans = copy_user_blob(params.trans_uaddr, params.trans_len);
-    if (!trans) {
-        free_blob(*hdr, params.hdr_len);
-        return trans.error();
-    }
-    auto cleanup = [&] {
-        free_blob(*trans, params.trans_len);
-        free_blob(*hdr, params.hdr_len);
-    };
+    UserBlob hdr(*this), trans(*this);
+    if (int r = copy_user_blob(hdr, params.hdr_uaddr, params.hdr_len))
+        return r;
+    if (int r = copy_user_blob(trans, params.trans_uaddr, params.trans_len))
+        return r;
     auto pages = pin(params.guest_uaddr & ~kPageMask, kPageSize);
-    if (!pages) {
-        cleanup();
+    if (!pages)
         return pages.error();
-    }
     // On non-coherent CPUs the cache may hold dirty plaintext lines of the page the firmware is
     // about to write under the guest's key.
     clflush(*pages);
     firmware::TransportBuf data {};
-    data.hdr_paddr = hdr->value;
+    data.hdr_paddr = hdr.spa->value;
     data.hdr_len = params.hdr_len;
-    data.trans_paddr = trans->value;
+    data.trans_paddr = trans.spa->value;
     data.trans_len = params.trans_len;
     data.guest_paddr = (*pages)[0].value + offset;
     data.guest_len = params.guest_len;
     data.handle = m_sev.handle;
-    int ret = issue(CommandId::RECEIVE_UPDATE_DATA, &data, cmd.error);
-    cleanup();
-    return ret;
+    return issue(CommandId::RECEIVE_UPDATE_DATA, &data, cmd.error);
 }
 
 // sev_receive_finish()
