@@ -9,7 +9,9 @@
 #define SEV_SECRET_GPA 0x800000ull  /* private: the owner's secret (LAUNCH_SECRET) */
 #define SEV_SHARED_GPA 0x900000ull  /* mapped with C=0: plaintext for the hypervisor */
 #define SEV_PRIVATE_GPA 0x901000ull /* mapped with C=1: ciphertext for the hypervisor */
-#define SEV_ES_GHCB_GPA 0x902000ull /* SEV-ES guest only: the GHCB, mapped with C=0 (sev_es.c) */
+/* SEV-ES guest only: the GHCB, mapped with C=0 (sev_es.c) and reported shared (sev_entry.S):
+ * in conventional memory below the Multiboot information, outside every image (link.ld). */
+#define SEV_ES_GHCB_GPA 0x8000ull
 #define SEV_PAGE_SIZE 4096u
 
 /* Linux include/uapi/linux/kvm_para.h (the number) and arch/x86/include/uapi/asm/kvm_para.h

@@ -30,10 +30,10 @@ long sev_map_gpa_range(uint64_t gpa, uint64_t npages, uint64_t attrs)
 }
 
 /* Walks the tables from CR3 and compares each entry with what sev_entry.S promises: identity
- * map of 0..1 GiB, 2 MiB pages except 4 KiB pages for 0x800000-0x9FFFFF, RW|P, the C-bit in
- * every entry when SEV is active except the PTEs of the shared page (and of the SEV-ES guest's
- * GHCB), nothing else (the CPU's
- * accessed and dirty bits aside). The tables are private data like the rest of the image. */
+ * map of 0..1 GiB, 2 MiB pages except 4 KiB pages for 0-0x1FFFFF and 0x800000-0x9FFFFF, RW|P,
+ * the C-bit in every entry when SEV is active except the PTEs of the shared page (and of the
+ * SEV-ES guest's GHCB), nothing else (the CPU's accessed and dirty bits aside). The tables are
+ * private data like the rest of the image. */
 static int check_entry(const char* level, uint64_t va, uint64_t got, uint64_t want)
 {
     if ((got & ~0x60ull) == want) /* ignore A (bit 5) and D (bit 6) */
@@ -70,7 +70,8 @@ int sev_check_page_tables(void)
     const uint64_t* pd = (const uint64_t*)(uintptr_t)(pdpt[0] & addr);
     for (uint64_t i = 0; i < 512; ++i) {
         uint64_t va = i << 21;
-        if (va != (SEV_SECRET_GPA & ~0x1FFFFFull)) {
+        /* The 2 MiB regions of the shared page and of the GHCB page are split. */
+        if (va != (SEV_SHARED_GPA & ~0x1FFFFFull) && va != (SEV_ES_GHCB_GPA & ~0x1FFFFFull)) {
             bad |= check_entry("PDE", va, pd[i], va | c | 0x83);
             continue;
         }

@@ -11,10 +11,22 @@
  *     (APM vol 2 §15.34.1 and §7.10.1, vol 3 CPUID Fn8000_001F).
  *  2. The identity map of 0..1 GiB carries the C-bit in every entry when SEV is active
  *     (APM vol 2 §15.34.5: in long mode a guest marks a page private with the C-bit of its
- *     page-table entry), except the 4 KiB page at 0x900000, the page shared with the hypervisor
- *     in a guest that defines sev_shares_page (sev.c; the others are private throughout):
- *     the 2 MiB region 0x800000-0x9FFFFF is mapped through a page table of 4 KiB entries so that
- *     this one page can have C=0. Without SEV there is no C-bit anywhere, same structure.
+ *     page-table entry), except the pages it shares with the hypervisor: the 4 KiB page at
+ *     0x900000 in a guest that defines sev_shares_page (sev.c; the others are private there),
+ *     and the SEV-ES guest's GHCB page (0x8000). The 2 MiB regions 0-0x1FFFFF and
+ *     0x800000-0x9FFFFF are mapped through page tables of 4 KiB entries so that these single
+ *     pages can have C=0. Without SEV there is no C-bit anywhere, same structure.
+ *     A shared page must lie outside the image (its bytes would be plaintext in DRAM, and the
+ *     code or data there would be the hypervisor's to change): link.ld refuses an image that
+ *     covers the GHCB page or, in a guest that shares it, the page at 0x900000. The GHCB page
+ *     sits in conventional memory below the Multiboot information page (0x9000), which the
+ *     Multiboot memory map gives the guest and which no image (linked at 1 MiB, link.ld) and no
+ *     part of the loader's buffer (above the image, README "What a -kernel launch measures")
+ *     reaches.
+ *  3. Before it says it is ready to migrate (below, KVM_MIGRATION_READY), an SEV-ES guest tells
+ *     the hypervisor that its GHCB page is shared (KVM_HC_MAP_GPA_RANGE, as Linux reports its
+ *     decrypted memory in kvm_init_platform(), arch/x86/kernel/kvm.c), so that a live migration
+ *     sends it in the clear; sev.c reports the page at 0x900000 itself when it shares it.
  *
  * Until paging is on, every data access of an SEV guest is private (APM vol 2 §15.34.5), so the
  * page tables written here are encrypted; page-table walks and instruction fetches of an SEV
@@ -31,7 +43,7 @@
  *    register per VMGEXIT), as Linux's startup32_vc_handler does
  *    (arch/x86/boot/compressed/head_64.S, sev_es_check_cpuid in mem_encrypt.S); any other #VC
  *    asks the hypervisor to terminate the guest (MSR protocol 0x100);
- *  - the GHCB page (SEV_ES_GHCB_PAGE, 0x902000) mapped with C=0 like the shared page;
+ *  - the GHCB page (SEV_ES_GHCB_PAGE, 0x8000) mapped with C=0 like the shared page;
  *  - in long mode, first thing, a 64-bit IDT whose #VC gate calls sev_es_vc_handler()
  *    (sev_es.c), which serves every #VC through the GHCB page, and sev_es_init() which
  *    negotiates the protocol and registers that page; after guest_main(), sev_es_report().
@@ -43,11 +55,20 @@
 
 #define MSR_SEV_STATUS 0xC0010131
 #define MSR_EFER 0xC0000080
-#define SHARED_PAGE 0x900000
-#define SPLIT_REGION 0x800000 /* the 2 MiB region mapped with 4 KiB pages */
-#define SEV_ES_GHCB_PAGE 0x902000 /* SEV-ES: the GHCB, shared (sev.h SEV_ES_GHCB_GPA) */
+#define SHARED_PAGE 0x900000      /* sev.h SEV_SHARED_GPA */
+#define SPLIT_REGION 0x800000     /* the 2 MiB region of the shared page, mapped with 4 KiB pages */
+#define SPLIT_REGION_LOW 0x0      /* the 2 MiB region of the GHCB page, mapped with 4 KiB pages */
+#define SEV_ES_GHCB_PAGE 0x8000   /* SEV-ES: the GHCB, shared (sev.h SEV_ES_GHCB_GPA) */
 #define MSR_SEV_ES_GHCB 0xC0010130
 #define VC_VECTOR 29
+#define KVM_HC_MAP_GPA_RANGE 12   /* sev.h */
+#define MSR_KVM_MIGRATION_CONTROL 0x4b564d08
+
+#ifdef SEV_ES_GUEST
+    /* For link.ld's check that no image covers the GHCB page. */
+    .globl sev_es_ghcb_page
+    .set sev_es_ghcb_page, SEV_ES_GHCB_PAGE
+#endif
 
     multiboot_header_and_start
 
@@ -95,8 +116,9 @@
 no_sev:
 
     /* --- Identity map 0..1 GiB: PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB (PS|RW|P),
-     * except PD[4] -> PT, whose 512 4 KiB entries map 0x800000-0x9FFFFF (RW|P). Every entry
-     * gets the C-bit mask %esi:%edi, except the PTE of the shared page. */
+     * except PD[0] -> PT_LOW and PD[4] -> PT, whose 512 4 KiB entries map 0-0x1FFFFF and
+     * 0x800000-0x9FFFFF (RW|P). Every entry gets the C-bit mask %esi:%edi, except the PTEs of
+     * the shared pages. */
     movl $pdpt + 0x3, %eax
     orl %esi, %eax
     movl %eax, pml4
@@ -128,6 +150,19 @@ no_sev:
     incl %ecx
     cmpl $512, %ecx
     jne 4b
+    movl $pt_low + 0x3, %eax                        /* PD[0]: the low 2 MiB */
+    orl %esi, %eax
+    movl %eax, pd + 8 * (SPLIT_REGION_LOW >> 21)
+    xorl %ecx, %ecx
+9:  movl %ecx, %eax
+    shll $12, %eax
+    addl $(SPLIT_REGION_LOW + 0x3), %eax
+    orl %esi, %eax
+    movl %eax, pt_low(, %ecx, 8)
+    movl %edi, pt_low + 4(, %ecx, 8)
+    incl %ecx
+    cmpl $512, %ecx
+    jne 9b
     /* The shared page: C=0, so that its contents are plaintext in DRAM; only in a guest that
      * shares it (sev.c defines sev_shares_page; the weak reference is 0 in every other guest).
      * A guest that does not tell the hypervisor (KVM_HC_MAP_GPA_RANGE) must not have a shared
@@ -143,8 +178,8 @@ no_sev:
 7:
 #ifdef SEV_ES_GUEST
     /* The GHCB: C=0, the hypervisor reads and writes it (GHCB spec 56421 §2.2). */
-    movl $(SEV_ES_GHCB_PAGE + 0x3), pt + 8 * ((SEV_ES_GHCB_PAGE - SPLIT_REGION) >> 12)
-    movl $0, pt + 4 + 8 * ((SEV_ES_GHCB_PAGE - SPLIT_REGION) >> 12)
+    movl $(SEV_ES_GHCB_PAGE + 0x3), pt_low + 8 * ((SEV_ES_GHCB_PAGE - SPLIT_REGION_LOW) >> 12)
+    movl $0, pt_low + 4 + 8 * ((SEV_ES_GHCB_PAGE - SPLIT_REGION_LOW) >> 12)
 #endif
 
     /* --- SSE where CPUID has FXSR and SSE2 (Fn0000_0001 EDX[24], EDX[26]), as entry.S does:
@@ -196,8 +231,15 @@ long_mode:
 
     /* --- Ready to migrate, as Linux's kvm_init_platform() (arch/x86/kernel/kvm.c) says it: an
      * SEV guest of a KVM host offering KVM_FEATURE_MIGRATION_CONTROL (CPUID 0x40000001 EAX[17])
-     * writes KVM_MIGRATION_READY (bit 0) to MSR_KVM_MIGRATION_CONTROL (0x4b564d08). This guest's
-     * only shared page is reported by the core when it shares it (KVM_HC_MAP_GPA_RANGE). */
+     * reports its decrypted memory with KVM_HC_MAP_GPA_RANGE (Linux: .bss..decrypted, through
+     * early_set_mem_enc_dec_hypercall), then writes KVM_MIGRATION_READY (bit 0) to
+     * MSR_KVM_MIGRATION_CONTROL (0x4b564d08). Here the SEV-ES guest's GHCB page is reported
+     * (the page at 0x900000 is reported by sev.c when it shares it). The hypercall is VMMCALL
+     * with RAX = 12, RBX = GPA, RCX = pages, RDX = attributes (4 KiB pages, decrypted: 0), the
+     * result in RAX (Linux kvm_sev_hypercall3); an SEV-ES guest's VMMCALL raises #VC, whose
+     * handler asks through the GHCB (NAE event 0x81, sev_es.c). If the hypervisor refuses, the
+     * guest does not say it is ready: a migration would then send the GHCB page as a private
+     * one and the target's guest would find other bytes there. */
     cmpl $0, sev_active(%rip)
     je 8f
     movl $0x40000000, %eax
@@ -210,7 +252,16 @@ long_mode:
     cpuid
     btl $17, %eax
     jnc 8f
-    movl $0x4b564d08, %ecx
+#ifdef SEV_ES_GUEST
+    movl $KVM_HC_MAP_GPA_RANGE, %eax
+    movl $SEV_ES_GHCB_PAGE, %ebx
+    movl $1, %ecx
+    xorl %edx, %edx
+    .byte 0x0f, 0x01, 0xd9                          /* VMMCALL */
+    testq %rax, %rax
+    jnz 8f
+#endif
+    movl $MSR_KVM_MIGRATION_CONTROL, %ecx
     movl $1, %eax
     xorl %edx, %edx
     wrmsr
@@ -353,6 +404,7 @@ pml4: .skip 4096
 pdpt: .skip 4096
 pd:   .skip 4096
 pt:   .skip 4096
+pt_low: .skip 4096
 stack: .skip 65536
 stack_top:
 #ifdef SEV_ES_GUEST

@@ -28,9 +28,13 @@ and the source's guest runs on. Without the SEV bit SEND_START reads only the PD
 chain is not even copied), so the very chain refused before is accepted and the guest migrates.
 
 With the arguments `es ES_GUEST_ELF` it runs the SEV-ES cases (meson test migration-sev-es):
-ES_GUEST_ELF (bench-integer linked as an SEV-ES guest) migrates with policy 0x5 while it computes
-and finishes on the target with the uninterrupted SEV-ES run's output; its vCPUs' registers
-travel only as SEND_UPDATE_VMSA packets: the stream's "sev-vcpu0" section holds neither the
+ES_GUEST_ELF (bench-memory linked as an SEV-ES guest) migrates with policy 0x5 while it computes
+and finishes on the target with the uninterrupted SEV-ES run's output; its array is never on the
+wire in the clear (the markers above), while its GHCB page (tests/guests/sev.h SEV_ES_GHCB_GPA,
+outside the image), which the guest reported with KVM_HC_MAP_GPA_RANGE before it said it was
+ready to migrate, is in the stream's "sev-shared-regions" list and travels in the clear: its
+last copy is a kind-1 record holding a GHCB (protocol version 1 at 0xFFA, the exit code of a
+request the guest makes at 0x390); its vCPUs' registers travel only as SEND_UPDATE_VMSA packets: the stream's "sev-vcpu0" section holds neither the
 power-on PAT (0x0007040600070406, VMSA offset 0x268, which the guest never changes) nor any 8-byte
 value inside the guest's executable segment (a RIP), while the same search finds both in the plain
 SEV guest's section (the control); a byte flipped inside the VMSA packet, with the section's CRC
@@ -537,6 +541,70 @@ def roots_and_identities(ref_out, ref_status):
 
 
 PAT_POWER_ON = struct.pack('<Q', 0x0007040600070406)
+GUEST_RAM_BASE = 64 << 20  # emulator/sev_runtime.h SevRuntime::kGuestRamBase: GPA 0 of an SEV guest
+PAGE = 4096
+GHCB_GPA = 0x8000  # tests/guests/sev.h SEV_ES_GHCB_GPA
+
+
+def parse_stream(wire):
+    """The live stream as README "The live-migration stream" describes it: the last copy of each
+    page ({page address: (kind, bytes if in the clear)}) and the "sev-shared-regions" list
+    [(first gfn, pages)] (emulator/sev_migration.cpp's header comment), or None without it."""
+    if wire[:16] != b'SEVEMU-SNAPSHOT\n':
+        fail('the recorded stream has no SEVEMU-SNAPSHOT header')
+    at, pages, shared = 24, {}, None
+    while wire[at] == 0x01:
+        n = wire[at + 1]
+        name = bytes(wire[at + 2:at + 2 + n])
+        _, length = struct.unpack_from('<IQ', wire, at + 2 + n)
+        body = bytes(wire[at + 14 + n:at + 14 + n + length])
+        at += 14 + n + length + 4
+        if name == b'ram-pages':
+            _, count = struct.unpack_from('<II', body, 0)
+            p = 8
+            for _ in range(count):
+                addr, kind = struct.unpack_from('<QB', body, p)
+                p += 9
+                data = None
+                if kind == 1:
+                    data = body[p:p + PAGE]
+                    p += PAGE
+                elif kind >= 2:
+                    p += 4 + struct.unpack_from('<I', body, p)[0]
+                pages[addr] = (kind, data)
+        elif name == b'sev-shared-regions':
+            count, = struct.unpack_from('<I', body, 0)
+            shared = [struct.unpack_from('<QQ', body, 4 + 16 * i) for i in range(count)]
+    if wire[at] != 0xFF:
+        fail('the recorded stream has no end record (byte %#x at %d)' % (wire[at], at))
+    return pages, shared
+
+
+def ghcb_in_the_clear(wire):
+    """The SEV-ES guest's GHCB page is in the shared-regions list and its last copy went in the
+    clear, holding a GHCB the guest filled (tests/guests/sev_es.c ghcb_call: protocol version 1,
+    the hypervisor's only one here, at 0xFFA; SW_EXITCODE at 0x390: CPUID 0x72, IOIO 0x7B, MSR
+    0x7C or VMMCALL 0x81); the guest's private pages went as SEND_UPDATE_DATA packets."""
+    pages, shared = parse_stream(wire)
+    gfn = GHCB_GPA // PAGE
+    if shared is None or not any(g <= gfn < g + n for g, n in shared):
+        fail('the SEV-ES stream\'s sev-shared-regions %s does not list the GHCB page %#x' % (shared, GHCB_GPA))
+    kind, data = pages.get(GUEST_RAM_BASE + GHCB_GPA, (None, None))
+    if kind != 1:
+        fail('the GHCB page %#x went as kind %s, not in the clear (kind 1)' % (GHCB_GPA, kind))
+    version, = struct.unpack_from('<H', data, 0xFFA)
+    exit_code, = struct.unpack_from('<Q', data, 0x390)
+    if version != 1 or exit_code not in (0x72, 0x7B, 0x7C, 0x81):
+        fail('the GHCB page sent in the clear holds version %d, exit code %#x: not the guest\'s GHCB'
+             % (version, exit_code))
+    clear = sorted((a - GUEST_RAM_BASE) // PAGE for a, (k, _) in pages.items() if k == 1)
+    listed = set(g + i for g, n in shared for i in range(n))
+    if not set(clear) <= listed:
+        fail('pages outside the shared-regions list went in the clear: %s' % [hex(g * PAGE) for g in clear if g not in listed])
+    packets = sum(1 for k, _ in pages.values() if k >= 2)
+    if packets == 0:
+        fail('no SEND_UPDATE_DATA packet in the SEV-ES stream')
+    return shared, exit_code, packets
 
 
 def exec_range(elf):
@@ -689,6 +757,10 @@ def es_cases():
     if q['status'] != 'completed':
         fail('SEV-ES migration ' + json.dumps(q))
     wire = proxy.capture()
+    seen = [m.hex() for m in markers() if m in wire]
+    if seen:
+        fail('the SEV-ES stream carries the guest\'s private plaintext: %s' % seen)
+    shared, ghcb_exit, packets = ghcb_in_the_clear(wire)
     version, payload = vcpu_section(wire)
     if version != 2 or len(payload) < 4096 + 0x34:
         fail('sev-vcpu0 of the SEV-ES stream: version %d, %d bytes (no VMSA packet)' % (version, len(payload)))
@@ -709,6 +781,11 @@ def es_cases():
           'and finished on the target with the uninterrupted output' % (q['ram']['normal'], q['downtime']))
     print('PASS: the SEV-ES sev-vcpu0 section (%d bytes) shows no PAT and no value in the guest\'s code range '
           '[%#x, %#x) (stream of %d bytes)' % (len(payload), lo, hi, len(wire)))
+    print('PASS: none of %d known 8-byte values of the SEV-ES guest\'s private array in the stream; %d private '
+          'pages as SEND_UPDATE_DATA packets' % (len(markers()), packets))
+    print('PASS: the SEV-ES stream\'s sev-shared-regions (gfn, pages) %s lists the GHCB page %#x, which went in '
+          'the clear holding the guest\'s last request (SW_EXITCODE %#x, protocol version 1)'
+          % (', '.join('(%#x, %d)' % r for r in shared), GHCB_GPA, ghcb_exit))
 
     # A byte flipped in the VMSA packet (section CRC rewritten): BAD_MEASUREMENT on the target.
     tp, sp, s, port = es_pair('ef')

@@ -20,6 +20,7 @@
  * vendor string (each iteration's answer must equal the first). Any error is a line on COM1 and
  * status 1. */
 #include "guest.h"
+#include "sev.h" /* SEV_ES_GHCB_GPA: where sev_es.c's GHCB is */
 
 extern uint32_t mb_info;                        /* entry.S / sev_entry.S */
 extern uint64_t sev_status __attribute__((weak)); /* sev_entry.S only: SEV_STATUS */
@@ -28,7 +29,6 @@ extern uint64_t sev_status __attribute__((weak)); /* sev_entry.S only: SEV_STATU
 #define SEV_STATUS_ES (1ull << 1)
 #define GHCB_MSR_SEV_INFO_REQ 0x002u
 #define GHCB_MSR_SEV_INFO_RESP 0x001u
-#define SEV_ES_GHCB_GPA 0x902000ull /* ../sev.h: where sev_es.c's GHCB is */
 
 static const char* cmdline(void)
 {
