@@ -12,7 +12,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 secs=${FUZZ_SECONDS:-60}
-all=qmp,firmware,certs,session,multiboot,linux,decoder,snapshot,migration
+all=qmp,firmware,certs,session,multiboot,linux,decoder,snapshot,migration,ghcb
 targets=${FUZZ_TARGETS:-$all}
 build=${FUZZ_BUILD:-build-fuzz}
 IFS=, read -r -a names <<< "$targets"
