@@ -512,6 +512,7 @@ Vcpu::ScratchOutcome Vcpu::setup_scratch(uint64_t len, bool sync)
     auto bad = [&]() -> ScratchOutcome {
         set_valid(g, GHCB_OFF(sw_exit_info_1), uint64_t(2));
         set_valid(g, GHCB_OFF(sw_exit_info_2), ghcb_err::INVALID_SCRATCH_AREA);
+        mg.regs_out = false; // a refusal, like reply_error's: no registers go back (fuzz_ghcb)
         return { false, std::nullopt }; // the guest gets the error reply; no exit for the VMM
     };
     uint64_t beg = mg.scratch_gpa;
