@@ -6,10 +6,12 @@
 //     fuzz_fixed.h, whose PDH is the one the seed streams' SEND_START sessions were wrapped for:
 //     "sev-session" reaches RECEIVE_START, kind-2 page records RECEIVE_UPDATE_DATA,
 //     "sev-shared-regions" KVM_SET_SHARED_PAGES_LIST, "sev-vcpuN" the vCPUs, and the end
-//     RECEIVE_FINISH (emulator/sev_migration.cpp's SevRamDecoder).
+//     RECEIVE_FINISH (emulator/sev_migration.cpp's SevRamDecoder), or
+//   - the same as an SEV-ES machine (policy NODBG | ES, 0x5): its "sev-vcpuN" sections carry the
+//     VMSA packets that reach RECEIVE_UPDATE_VMSA.
 //
-// Input: byte 0 bit 0 picks the machine (0 plain, 1 SEV); the rest is what the source wrote on
-// the connection (header, sections, end record). The target's answer ("OK" or "ERR why") goes
+// Input: byte 0 picks the machine (bit 0 clear: plain; bit 0 set: SEV, with bit 1 SEV-ES); the
+// rest is what the source wrote on the connection (header, sections, end record). The target's answer ("OK" or "ERR why") goes
 // the other way and is not part of it. Like the snapshot harness, every input also goes in
 // "resealed" (its sections read by their declared lengths, CRCs ignored, rewritten by
 // SnapshotWriter), so that mutated payloads get past the CRCs to the section parsers.
@@ -29,7 +31,8 @@
 //     same snapshot; what the offline load accepts of a version-2 stream that starts with
 //     "machine" the live path accepts too;
 //   - SEV: an accepted stream leaves the guest in "running" (RECEIVE_FINISH); a refused one never
-//     does;
+//     does; SEV-ES: an accepted stream leaves every vCPU's state protected (its registers are the
+//     received VMSA's, which the hypervisor cannot read or write);
 //   - an accepted guest then runs (kRunInstructions at most) from the state the stream gave, and
 //     ends with an outcome, never a crash.
 #include "fuzz_check.h"
@@ -81,7 +84,7 @@ private:
     Bytes m_nv;
 };
 
-MachineConfig target_config(bool sev)
+MachineConfig target_config(bool sev, bool es)
 {
     MachineConfig c;
     c.serial.kind = SerialConfig::Kind::None;
@@ -94,7 +97,7 @@ MachineConfig target_config(bool sev)
         SevGuestConfig g;
         g.type = SevGuestConfig::Type::Sev;
         g.id = "sev0";
-        g.policy = firmware::policy::NODBG;
+        g.policy = firmware::policy::NODBG | (es ? firmware::policy::ES : 0);
         g.cbitpos = 51;
         g.reduced_phys_bits = 1;
         c.confidential_guest = g;
@@ -102,9 +105,9 @@ MachineConfig target_config(bool sev)
     return c;
 }
 
-std::unique_ptr<Machine> incoming_machine(bool sev)
+std::unique_ptr<Machine> incoming_machine(bool sev, bool es = false)
 {
-    auto m = Machine::create_incoming(target_config(sev));
+    auto m = Machine::create_incoming(target_config(sev, es));
     FUZZ_CHECK(m.has_value(), "create_incoming: %s", m ? "" : m.error().message.c_str());
     return std::move(*m);
 }
@@ -237,10 +240,15 @@ std::vector<uint8_t> reseal(std::span<uint8_t const> in)
     return w.finish();
 }
 
-void check_stream(bool sev, std::span<uint8_t const> stream)
+void check_stream(bool sev, bool es, std::span<uint8_t const> stream)
 {
-    auto m = incoming_machine(sev);
+    auto m = incoming_machine(sev, es);
     auto got = receive(*m, stream);
+    // SEVEMU_FUZZ_VERBOSE=1: what the target said (what a seed reaches).
+    static bool const verbose = std::getenv("SEVEMU_FUZZ_VERBOSE") != nullptr;
+    if (verbose)
+        std::fprintf(stderr, "  %s target: %s\n", es ? "SEV-ES" : sev ? "SEV" : "plain",
+            got.result ? "accepted" : ("refused: " + got.result.error()).c_str());
     if (!got.result) {
         FUZZ_CHECK(one_line(got.result.error()), "a refusal is one line: '%s'", got.result.error().c_str());
         // A refusal by the SEV decoder's finish (RECEIVE_FINISH, or a vCPU missing) comes after the
@@ -262,6 +270,10 @@ void check_stream(bool sev, std::span<uint8_t const> stream)
         if (sev)
             FUZZ_CHECK(m->sev()->state() == SevState::Running, "an accepted SEV stream ends with the guest running (state %s)",
                 std::string(sev_state_name(m->sev()->state())).c_str());
+        if (es)
+            for (size_t i = 0; i < m->sev()->vcpu_count(); ++i)
+                FUZZ_CHECK(m->sev()->vcpu(i).sev_es() && m->sev()->vcpu(i).guest_state_protected(),
+                    "an accepted SEV-ES stream left vCPU %zu's state unprotected", i);
     }
     // What the target does next: the guest runs from the state the stream gave (for SEV, the
     // "sev-vcpuN" VMCB save areas go into VMRUN), and whatever it does is an outcome, never a
@@ -307,11 +319,11 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size)
 {
     if (size < 1)
         return 0;
-    bool sev = data[0] & 1;
+    bool sev = data[0] & 1, es = sev && (data[0] & 2);
     std::span<uint8_t const> stream(data + 1, size - 1);
-    check_stream(sev, stream);
+    check_stream(sev, es, stream);
     auto sealed = reseal(stream);
     if (!sealed.empty() && !(sealed.size() == stream.size() && std::equal(sealed.begin(), sealed.end(), stream.begin())))
-        check_stream(sev, sealed);
+        check_stream(sev, es, sealed);
     return 0;
 }

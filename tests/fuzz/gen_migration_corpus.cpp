@@ -6,7 +6,7 @@
 // guests stopped at fixed instruction counts:
 //
 //   build/tests/fuzz/fuzz-gen-migration-corpus tests/fuzz/corpus/migration
-//       build/tests/guests/guest-hash.elf build/tests/guests/guest-sev.elf
+//       build/tests/guests/guest-hash.elf build/tests/guests/guest-sev.elf build/tests/guests/guest-sev-es.elf
 //
 // Plain (selector byte 0, a 2 MiB machine as the harness's): pass 1 is every page of DRAM, in
 // "ram-pages" sections of 128 pages, taken at instruction N1; pass 2 the pages that differ at N2
@@ -23,6 +23,9 @@
 // is a migration of its own (SEND_START ... SEND_CANCEL). The full SEV pass (every page of
 // 16 MiB) would be 17 MiB; these pages reach every record kind and section, and the pages not
 // sent stay as the target's RECEIVE_START left them.
+// SEV-ES (selector byte 3, policy NODBG | ES): guest-sev-es.elf the same way (it has reported its
+// GHCB page 0x8000 and its shared page): "sev-es" and "sev-es-few-pages" (the GHCB page, the
+// shared page, two private pages), whose "sev-vcpu0" carries the SEND_UPDATE_VMSA packet.
 // Run again only when the stream format changes.
 #include "fuzz_fixed.h"
 
@@ -32,6 +35,7 @@
 #include "emulator/sev_runtime.h"
 #include "mmu/memory_controller.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -142,16 +146,18 @@ void plain(std::string const& guest)
     }
 }
 
-void sev(std::string const& guest)
+void sev(std::string const& guest, bool es)
 {
     constexpr uint64_t kRam = 16ull << 20;
+    std::string const prefix = es ? "sev-es" : "sev";
+    uint8_t const selector = es ? 3 : 1;
     test::TempDir source_platform("fuzz-mig-src", fuzz_tmp_base());
     auto config = [&](uint64_t max) {
         auto c = base_config(guest, kRam, max);
         c.platform_dir = source_platform.path.string();
         SevGuestConfig g;
         g.id = "sev0";
-        g.policy = firmware::policy::NODBG;
+        g.policy = firmware::policy::NODBG | (es ? firmware::policy::ES : 0);
         g.cbitpos = 51;
         g.reduced_phys_bits = 1;
         c.confidential_guest = g;
@@ -183,7 +189,9 @@ void sev(std::string const& guest)
         if (!zero(page_of(*m, SevRuntime::kGuestRamBase + gpa)))
             pages.push_back(SevRuntime::kGuestRamBase + gpa);
     uint64_t shared = SevRuntime::kGuestRamBase + 0x900000; // tests/guests/sev.c SEV_SHARED_GPA
-    if (pages.empty() || pages.size() > 64 || std::find(pages.begin(), pages.end(), shared) == pages.end())
+    uint64_t ghcb = SevRuntime::kGuestRamBase + 0x8000;     // tests/guests/sev.h SEV_ES_GHCB_GPA
+    if (pages.empty() || pages.size() > 64 || std::find(pages.begin(), pages.end(), shared) == pages.end()
+        || (es && (std::find(pages.begin(), pages.end(), ghcb) == pages.end() || !rt->vm().is_shared(0x8))))
         die("unexpected guest pages in use: " + std::to_string(pages.size()));
     // One stream per SEND_START: each seed is a migration of its own (SEND_CANCEL after it).
     auto stream = [&](std::string const& name, std::vector<uint64_t> const& pass1, bool stop_sections) {
@@ -200,31 +208,37 @@ void sev(std::string const& guest)
                 die(r.error());
         if (auto r = m->save_live_epilogue(w); !r)
             die(r.error().message);
-        put(name, 1, w.finish());
+        put(name, selector, w.finish());
         enc->abort(*m); // SEND_CANCEL: the source's guest back to running
     };
     // Every page in use: the guest finishes on the target.
-    stream("sev", pages, true);
-    // The shared page and two private ones: small, for the fuzzer's speed (the rest of guest RAM
-    // stays as RECEIVE_START left it).
+    stream(prefix, pages, true);
+    // The shared page and two private ones (SEV-ES: and the GHCB page): small, for the fuzzer's
+    // speed (the rest of guest RAM stays as RECEIVE_START left it).
     std::vector<uint64_t> few { pages.front(), shared, pages.back() };
-    stream("sev-few-pages", few, true);
+    if (es)
+        few.insert(few.begin() + 1, ghcb);
+    std::sort(few.begin(), few.end());
+    few.erase(std::unique(few.begin(), few.end()), few.end());
+    stream(prefix + "-few-pages", few, true);
     // Without the SEV sections of the stop: the decoder's finish refuses it (no vCPU state), so
     // RECEIVE_FINISH is never reached.
-    stream("sev-no-vcpu-state", few, false);
-    std::printf("SEV: %zu guest pages in pass 1\n", pages.size());
+    if (!es)
+        stream("sev-no-vcpu-state", few, false);
+    std::printf("%s: %zu guest pages in pass 1\n", es ? "SEV-ES" : "SEV", pages.size());
 }
 
 } // namespace
 
 int main(int argc, char** argv)
 {
-    if (argc != 4) {
-        std::fprintf(stderr, "usage: fuzz-gen-migration-corpus OUT_DIR PLAIN_GUEST_ELF SEV_GUEST_ELF\n");
+    if (argc != 5) {
+        std::fprintf(stderr, "usage: fuzz-gen-migration-corpus OUT_DIR PLAIN_GUEST_ELF SEV_GUEST_ELF SEV_ES_GUEST_ELF\n");
         return 2;
     }
     g_out = argv[1];
     plain(argv[2]);
-    sev(argv[3]);
+    sev(argv[3], false);
+    sev(argv[4], true);
     return 0;
 }
