@@ -214,7 +214,9 @@ std::optional<VcpuExit> Vcpu::handle_vmgexit(Vmcb& vmcb)
     Ghcb page {};
     if (!guest_read(ghcb_gpa, { reinterpret_cast<uint8_t*>(&page), sizeof page }))
         return std::nullopt;
-    m_ghcb.emplace();
+    // Assigned, not emplace()d: clang 14 (the fuzz build) judges MappedGhcb, whose members have
+    // default initializers, not default-constructible inside Vcpu's definition (CWG 1397).
+    m_ghcb = MappedGhcb {};
     m_ghcb->gpa = ghcb_gpa;
     m_ghcb->page = page;
     return handle_ghcb_nae(vmcb);
