@@ -295,6 +295,7 @@ std::optional<VcpuExit> Vcpu::handle_ghcb_nae(Vmcb& vmcb)
     auto reply_error = [&](uint64_t reason) -> std::optional<VcpuExit> {
         set_valid(g, GHCB_OFF(sw_exit_info_1), uint64_t(2));
         set_valid(g, GHCB_OFF(sw_exit_info_2), reason);
+        mg.regs_out = false; // a refusal returns no registers, also from a handler (fuzz_ghcb)
         return std::nullopt; // "Resume the guest to 'return' the error code"
     };
     auto v = [&](size_t off) { return ghcb_is_valid(valid, off); };

@@ -182,21 +182,29 @@ public:
             }
             m_rig.write(m_rig.ram + page, g);
         }
+        // VMRUN delivered what EVENTINJ held (APM vol 2 §15.20: the CPU clears its valid bit), the
+        // guest ran, wrote the GHCB MSR and left with VMGEXIT.
+        v->control.event_inj = 0;
+        v->control.event_inj_err = 0;
         v->control.exit_code = exitcode::SVM_EXIT_VMGEXIT;
         v->control.exit_info_1 = 0;
         v->control.exit_info_2 = 0;
+        v->control.exit_int_info = 0;
         v->control.ghcb_gpa = r.msr;
         FUZZ_CHECK(write_vmcb(*m_rig.mc, vmcb, *v).has_value(), "VMCB write");
+        m_written = *v;
         m_entered();
         return {};
     }
+    // The VMCB at the last VMGEXIT, as the CPU left it for the hypervisor.
+    Vmcb const& written() const { return m_written; }
     std::optional<uint64_t> host_tsc() const override { return kTsc; }
 
 private:
     Rig& m_rig;
     std::function<void()> m_entered;
     Request const* m_next {};
-    Vmcb m_last {};
+    Vmcb m_last {}, m_written {};
 };
 
 uint64_t u64_at(Bytes const& b, size_t off)
@@ -324,22 +332,30 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size)
     // What the request looked like at VMGEXIT, taken by the executor once it wrote it.
     Bytes ram_before, ghcb_before;
     VmState state_before;
-    uint64_t page_gpa = 0, request_msr = 0;
+    uint64_t page_gpa = 0;
+    GuestScript* guest_ptr = nullptr;
     bool page_in_ram = false;
     auto entered = [&] {
         ram_before = rig.read(rig.ram, kRamSize);
+        // The vCPU's state as the #VMEXIT leaves it, before the hypervisor acts: the VMCB the CPU
+        // wrote (the guest's GHCB MSR, EVENTINJ consumed), not the copy from before the VMRUN.
         state_before = capture(vm, v);
-        state_before.ghcb_msr = request_msr; // the guest's write of the GHCB MSR, not the hypervisor's
+        auto const& c = guest_ptr->written().control;
+        state_before.ghcb_msr = c.ghcb_gpa;
+        state_before.event_inj = c.event_inj;
+        state_before.event_inj_err = c.event_inj_err;
+        state_before.int_state = c.int_state;
+        state_before.int_ctl = c.int_ctl;
         if (page_in_ram)
             ghcb_before.assign(ram_before.begin() + long(page_gpa), ram_before.begin() + long(page_gpa + kPageSize));
     };
     GuestScript guest(rig, entered);
+    guest_ptr = &guest;
 
     for (auto const& r : requests) {
         uint64_t info = r.msr & ghcb_msr::INFO_MASK;
         page_gpa = r.msr & ~0xFFFull;
         page_in_ram = info == 0 && page_gpa != 0 && page_gpa < kRamSize;
-        request_msr = r.msr;
         guest.load(r);
 
         unsigned vmm_exits = 0;
