@@ -2,7 +2,7 @@
 BUILD ?= build
 MESON_OPTS ?=
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= qmp,firmware,certs,session,multiboot,linux,decoder,snapshot,migration
+FUZZ_TARGETS ?= qmp,firmware,certs,session,multiboot,linux,decoder,snapshot,migration,ghcb
 
 .PHONY: all build deps demo test check-fast bench fuzz clean
 
