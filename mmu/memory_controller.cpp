@@ -349,6 +349,26 @@ Result<void, MemError> MemoryController::write(Spa spa, std::span<uint8_t const>
     return {};
 }
 
+Result<void, MemError> MemoryController::write_past_cache(Spa spa, std::span<uint8_t const> in, KeyId key)
+{
+    if (key.is_none() || spa.page_offset() || in.size() % kPageSize)
+        return write(spa, in, key);
+    if (!is_dram(spa, in.size()) && !in.empty())
+        return make_unexpected(MemError::OutOfRange);
+    XtsCipher const* cipher = TRY(cipher_for(key));
+    for (size_t done = 0; done < in.size(); done += kPageSize) {
+        uint64_t pfn = (spa + done).pfn();
+        make_raw(pfn); // a cached copy (any key) reaches DRAM and leaves the cache first
+        if (uint64_t& word = m_raw_exposed[pfn / 64]; word & (1ull << (pfn % 64))) {
+            word &= ~(1ull << (pfn % 64));
+            invalidate(pfn);
+        }
+        mark_written(pfn);
+        cipher->encrypt_page(in.data() + done, dram_page(pfn), pfn);
+    }
+    return {};
+}
+
 void MemoryController::wbinvd()
 {
     for (auto& [pfn, e] : m_cache)

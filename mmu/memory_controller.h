@@ -113,6 +113,11 @@ public:
     // --- Data: any length, any alignment, may cross pages (each page with the same key).
     Result<void, MemError> read(Spa spa, std::span<uint8_t> out, KeyId key);
     Result<void, MemError> write(Spa spa, std::span<uint8_t const> in, KeyId key);
+    // A write from outside the CPU's caches (the AMD-SP's DMA: RECEIVE_UPDATE_DATA): a whole page
+    // under a key goes straight to DRAM as ciphertext instead of into the plaintext cache
+    // (a cached copy of it is written back and dropped first, a raw pointer to it invalidated);
+    // anything else is write(). The bytes every key reads afterwards are write()'s.
+    Result<void, MemError> write_past_cache(Spa spa, std::span<uint8_t const> in, KeyId key);
 
     // --- Fast path for the CPU: a host pointer to the 4 KiB page at `page` as seen with `key`
     // (plaintext for a slot, raw DRAM for none). Valid until generation() changes. A Write
