@@ -699,6 +699,19 @@ bool MemoryController::copy_dram_page(uint64_t pfn, std::span<uint8_t, kPageSize
     return true;
 }
 
+void MemoryController::prefault_dram(uint64_t pfn, uint64_t pages)
+{
+#ifndef MADV_POPULATE_WRITE
+    constexpr int MADV_POPULATE_WRITE = 23; // Linux 5.14 include/uapi/asm-generic/mman-common.h
+#endif
+    // One host range at a time: DRAM ranges are contiguous in the mapping, but a run may not
+    // cross a range's end (the MMIO hole).
+    uint8_t* first = dram_page(pfn);
+    if (!first || pages == 0 || !is_dram(Spa::from_pfn(pfn), pages * kPageSize))
+        return;
+    (void)::madvise(first, pages * kPageSize, MADV_POPULATE_WRITE);
+}
+
 bool MemoryController::store_dram_page(uint64_t pfn, uint8_t const* bytes)
 {
     uint8_t* dram = dram_page(pfn);

@@ -180,6 +180,10 @@ public:
     // Replaces a page's DRAM bytes (raw, as copy_dram_page gave them); null = a zero page.
     // For an incoming machine that has not run (the caller flushes decoded code afterwards).
     bool store_dram_page(uint64_t pfn, uint8_t const* bytes);
+    // Backs `pages` DRAM pages from `pfn` up with host memory now (MADV_POPULATE_WRITE), for a
+    // caller about to write every one of them (a migration's target): one call instead of a
+    // page fault per page. Contents are unchanged; a hint only (an older kernel ignores it).
+    void prefault_dram(uint64_t pfn, uint64_t pages);
 
     // --- Statistics (benchmarks, tests).
     struct Stats {
