@@ -704,8 +704,8 @@ void MemoryController::prefault_dram(uint64_t pfn, uint64_t pages)
 #ifndef MADV_POPULATE_WRITE
     constexpr int MADV_POPULATE_WRITE = 23; // Linux 5.14 include/uapi/asm-generic/mman-common.h
 #endif
-    // One host range at a time: DRAM ranges are contiguous in the mapping, but a run may not
-    // cross a range's end (the MMIO hole).
+    // A run that does not lie within one DRAM range (it would cross the MMIO hole) is left to
+    // page faults.
     uint8_t* first = dram_page(pfn);
     if (!first || pages == 0 || !is_dram(Spa::from_pfn(pfn), pages * kPageSize))
         return;
