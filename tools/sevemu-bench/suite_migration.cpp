@@ -481,35 +481,35 @@ int suite_migration(Report& report)
     std::string const ceiling_name = fmt_ceiling(ceiling);
     for (bool is_sev : { false, true })
         for (bool busy : { false, true }) {
-        if (!only_kind.empty() && only_kind != (is_sev ? "sev" : "plain"))
-            continue;
-        if (!only_guest.empty() && only_guest != (busy ? "busy" : "idle"))
-            continue;
-        auto r = migrate_guest(is_sev ? sev : plain, is_sev, busy);
-        if (!r.ok) {
-            std::fprintf(stderr, "sevemu-bench migration: the %s %s migration failed: %s\n", busy ? "busy" : "idle",
-                is_sev ? "SEV" : "plain", r.error.c_str());
-            return 1;
-        }
-        auto const& i = r.info;
-        double total_ms = double(i.total_time_ms.value_or(0));
-        double mbps = i.ram ? double(i.ram->transferred) / (std::max(total_ms, 1.0) / 1000.0) / 1e6 : 0;
-        std::string guest = busy ? "busy (spinning vCPU)" : "idle (HLT)";
-        std::string name = is_sev ? "SEV, " + guest + ", 512 MiB private touched" : "plain, " + guest + ", 512 MiB touched";
-        report.add({ "migration", name + ": total time", "ms", total_ms, "", 0, false });
-        report.add({ "migration", name + ": throughput", "MB/s", mbps, "loopback TCP", tcp.mbps, true });
-        report.add({ "migration", name + ": throughput", "MB/s", mbps, "memcpy", copy, true });
-        if (is_sev)
-            report.add({ "migration", name + ": throughput", "MB/s", mbps, ceiling_name, ceiling.mbps, true });
-        report.add({ "migration", name + ": downtime", "ms", double(i.downtime_ms.value_or(0)), "downtime-limit 300 ms", 300, false });
-        if (i.ram)
-            report.add({ "migration", name + ": pre-copy passes (syncs)", "count", double(i.ram->dirty_sync_count), "", 0, true });
-        // Both machines' threads and the idle guest's spin, from `migrate` to "completed": on a
-        // host shared with other work the wall-clock rows vary, this one much less.
-        report.add({ "migration", name + ": CPU time, both sides", "ms", r.cpu_seconds * 1000.0, "", 0, false });
-        if (std::getenv("SEVEMU_BENCH_DEBUG") && i.ram)
-            std::fprintf(stderr, "%s: %llu pages sent, %llu zero, %llu bytes\n", name.c_str(), (unsigned long long)i.ram->normal,
-                (unsigned long long)i.ram->duplicate, (unsigned long long)i.ram->transferred);
+            if (!only_kind.empty() && only_kind != (is_sev ? "sev" : "plain"))
+                continue;
+            if (!only_guest.empty() && only_guest != (busy ? "busy" : "idle"))
+                continue;
+            auto r = migrate_guest(is_sev ? sev : plain, is_sev, busy);
+            if (!r.ok) {
+                std::fprintf(stderr, "sevemu-bench migration: the %s %s migration failed: %s\n", busy ? "busy" : "idle",
+                    is_sev ? "SEV" : "plain", r.error.c_str());
+                return 1;
+            }
+            auto const& i = r.info;
+            double total_ms = double(i.total_time_ms.value_or(0));
+            double mbps = i.ram ? double(i.ram->transferred) / (std::max(total_ms, 1.0) / 1000.0) / 1e6 : 0;
+            std::string guest = busy ? "busy (spinning vCPU)" : "idle (HLT)";
+            std::string name = is_sev ? "SEV, " + guest + ", 512 MiB private touched" : "plain, " + guest + ", 512 MiB touched";
+            report.add({ "migration", name + ": total time", "ms", total_ms, "", 0, false });
+            report.add({ "migration", name + ": throughput", "MB/s", mbps, "loopback TCP", tcp.mbps, true });
+            report.add({ "migration", name + ": throughput", "MB/s", mbps, "memcpy", copy, true });
+            if (is_sev)
+                report.add({ "migration", name + ": throughput", "MB/s", mbps, ceiling_name, ceiling.mbps, true });
+            report.add({ "migration", name + ": downtime", "ms", double(i.downtime_ms.value_or(0)), "downtime-limit 300 ms", 300, false });
+            if (i.ram)
+                report.add({ "migration", name + ": pre-copy passes (syncs)", "count", double(i.ram->dirty_sync_count), "", 0, true });
+            // Both machines' threads (and a busy guest's spin), from `migrate` to "completed": on
+            // a host shared with other work the wall-clock rows vary, this one much less.
+            report.add({ "migration", name + ": CPU time, both sides", "ms", r.cpu_seconds * 1000.0, "", 0, false });
+            if (std::getenv("SEVEMU_BENCH_DEBUG") && i.ram) // what the stream carried
+                std::fprintf(stderr, "%s: %llu pages sent, %llu zero, %llu bytes\n", name.c_str(), (unsigned long long)i.ram->normal,
+                    (unsigned long long)i.ram->duplicate, (unsigned long long)i.ram->transferred);
         }
     if (only_kind != "plain") {
         // The ceiling's parts, for the reader who wants to see where it comes from.
