@@ -690,6 +690,16 @@ Result<void, MachineError> Machine::load_ram_pages(std::span<uint8_t const> payl
         for (auto const& rec : records)
             if (rec.spa < SevRuntime::kGuestRamBase || rec.spa - SevRuntime::kGuestRamBase >= m_sev->guest_ram_size())
                 return fail(StateError { kRamPagesSection, fmt::format("page {:#x} is not guest RAM of this SEV machine", rec.spa) });
+    // Runs of pages that arrive with contents are backed in one go (a fresh target's DRAM is
+    // untouched: a page fault per page otherwise); zero pages stay unbacked.
+    for (size_t i = 0; i < records.size();) {
+        size_t j = i;
+        while (j < records.size() && records[j].kind != kPageZero && records[j].spa == records[i].spa + (j - i) * kPageSize)
+            ++j;
+        if (j - i > 1)
+            m_memory->prefault_dram(records[i].spa >> kPageShift, j - i);
+        i = j == i ? i + 1 : j;
+    }
     for (auto const& rec : records) {
         if (rec.kind == kPageZero || rec.kind == kPageRaw) {
             m_memory->store_dram_page(rec.spa >> kPageShift, rec.kind == kPageRaw ? rec.data.data() : nullptr);

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <future>
+#include <mutex>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -971,6 +972,28 @@ struct Migration::LiveSource {
     uint32_t pass { 1 };
     uint64_t left {}; // set bits in to_send at or after the cursor
     Clock::time_point last_sync;
+    // Chunk buffers that went out, kept for the next chunks (the job's thread gives them back
+    // after sending, the machine's thread takes them): a fresh 1 MiB buffer per chunk would be
+    // a new mapping, faulted in page by page and unmapped again after each send.
+    std::mutex spare_mutex;
+    std::vector<std::vector<uint8_t>> spare;
+    std::vector<uint8_t> take_buffer()
+    {
+        std::lock_guard lock(spare_mutex);
+        if (spare.empty())
+            return {};
+        auto b = std::move(spare.back());
+        spare.pop_back();
+        return b;
+    }
+    void give_back(std::vector<uint8_t>&& b)
+    {
+        std::lock_guard lock(spare_mutex);
+        if (spare.size() < 2 * kChunksPerRequest + 2 && b.capacity()) { // two batches in flight, and the stop's
+            b.clear();
+            spare.push_back(std::move(b));
+        }
+    }
 };
 
 namespace {
@@ -1126,7 +1149,10 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
     std::function<Chunk(Machine&)> make_chunk = [live](Machine& m) {
         Chunk c;
         StateWriter w;
-        w.data().reserve(8 + size_t(kChunkPages) * (8 + 1 + kPageSize));
+        w.data() = live->take_buffer();
+        // Room for the largest record (an SEV packet: kind, length, header length, the header
+        // and the page), so the chunk never moves while it is written.
+        w.data().reserve(8 + size_t(kChunkPages) * (8 + 1 + 4 + 4 + 0x100 + kPageSize));
         w.u32(live->pass);
         w.u32(0); // the count, patched below
         uint32_t count = 0;
@@ -1156,6 +1182,8 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
             for (int k = 0; k < 4; ++k)
                 w.data()[4 + k] = uint8_t(count >> (8 * k));
             c.payload = w.take();
+        } else {
+            live->give_back(w.take());
         }
         return c;
     };
@@ -1184,10 +1212,11 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
             if (!pass_over && !cancelled())
                 next = post_async<std::vector<Chunk>>(m_machine, make_batch, true);
             std::string e;
-            for (auto const& c : batch) {
+            for (auto& c : batch) {
                 if (c.payload.empty())
                     break;
                 writer.add(kRamPagesSection, 1, c.payload);
+                live->give_back(std::move(c.payload));
                 e = send(writer.take());
                 std::lock_guard lock(m_mutex);
                 m_ram.duplicate += c.zero;
@@ -1288,6 +1317,7 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
                 zero += c.zero;
                 normal += c.normal;
                 writer.add(kRamPagesSection, 1, c.payload);
+                live->give_back(std::move(c.payload));
             }
             if (auto r = live->encoder->finish(m, writer); !r)
                 return { {}, r.error() };

@@ -258,12 +258,16 @@ Result<void, Status> Firmware::send_update(TransportBuf& b, bool vmsa)
         return make_unexpected(Status::HWERROR_PLATFORM);
 
     // Compression is never used: the packet is exactly guest_len bytes (AMD-ASPFW CSF-832). The
-    // plaintext is encrypted where it was read, so no copy of it outlives this call.
-    Bytes packet(b.guest_len);
-    TRY(read_dram(b.guest_paddr, packet, mmu::KeyId::slot(g->asid)));
+    // plaintext is encrypted where it was read (the session's packet buffer), so no copy of it
+    // outlives this call.
+    auto packet = tc->packet_buffer(b.guest_len);
+    if (auto r = read_dram(b.guest_paddr, packet, mmu::KeyId::slot(g->asid)); !r) {
+        secure_zero(packet.data(), packet.size()); // a read that failed part-way
+        return make_unexpected(r.error());
+    }
     PacketHeader hdr {};
     Iv128 iv {};
-    if (!random_bytes(iv) || !tc->ctr(iv, packet, packet)) {
+    if (!tc->next_iv(iv) || !tc->ctr(iv, packet, packet)) {
         secure_zero(packet.data(), packet.size());
         return make_unexpected(Status::HWERROR_PLATFORM);
     }
@@ -354,11 +358,11 @@ Result<void, Status> Firmware::receive_update(TransportBuf& b, bool vmsa)
         return make_unexpected(Status::INVALID_LEN);
     if (hdr->flags & kPacketFlagCompressed)
         return make_unexpected(Status::UNSUPPORTED);
-    Bytes packet(b.trans_len);
-    TRY(read_dram(b.trans_paddr, packet, mmu::KeyId::none()));
     TransportCrypto* tc = transport_of(*g);
     if (!tc)
         return make_unexpected(Status::HWERROR_PLATFORM);
+    auto packet = tc->packet_buffer(b.trans_len);
+    TRY(read_dram(b.trans_paddr, packet, mmu::KeyId::none()));
     Iv128 iv {};
     std::memcpy(iv.data(), hdr->iv, 16);
     auto mac = tc->packet_mac(kContextTransport, hdr->flags, iv, b.trans_len, b.trans_len, packet);
@@ -373,7 +377,14 @@ Result<void, Status> Firmware::receive_update(TransportBuf& b, bool vmsa)
         secure_zero(packet.data(), packet.size());
         return make_unexpected(Status::HWERROR_PLATFORM);
     }
-    auto w = write_dram(b.guest_paddr, packet, mmu::KeyId::slot(g->asid));
+    // The AMD-SP writes the page by DMA, past the x86 caches (KVM flushed them first on a
+    // non-coherent CPU, vm_migration.cpp): straight into DRAM under the guest's key, with
+    // write_dram's range check.
+    Result<void, Status> w {};
+    if (auto a = check_range(b.guest_paddr, b.guest_len); !a)
+        w = make_unexpected(a.error());
+    else if (!m_mc.write_past_cache(Spa(*a), packet, mmu::KeyId::slot(g->asid)))
+        w = make_unexpected(Status::INVALID_ADDRESS);
     secure_zero(packet.data(), packet.size());
     return w;
 }

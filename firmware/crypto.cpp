@@ -762,6 +762,29 @@ TransportCrypto::~TransportCrypto()
     EVP_CIPHER_CTX_free(static_cast<EVP_CIPHER_CTX*>(m_cipher)); // both free functions cleanse
     EVP_MAC_CTX_free(static_cast<EVP_MAC_CTX*>(m_mac));
     secure_zero(&m_keys, sizeof m_keys);
+    if (!m_packet.empty())
+        secure_zero(m_packet.data(), m_packet.size());
+    secure_zero(m_iv_pool.data(), m_iv_pool.size());
+}
+
+bool TransportCrypto::next_iv(Iv128& iv)
+{
+    if (m_iv_next + iv.size() > m_iv_pool.size()) {
+        if (RAND_bytes(m_iv_pool.data(), int(m_iv_pool.size())) != 1)
+            return false;
+        m_iv_next = 0;
+    }
+    std::memcpy(iv.data(), m_iv_pool.data() + m_iv_next, iv.size());
+    secure_zero(m_iv_pool.data() + m_iv_next, iv.size()); // each IV is handed out once
+    m_iv_next += iv.size();
+    return true;
+}
+
+std::span<uint8_t> TransportCrypto::packet_buffer(size_t len)
+{
+    if (m_packet.size() < len)
+        m_packet.resize(len);
+    return std::span<uint8_t>(m_packet).first(len);
 }
 
 bool TransportCrypto::made_for(TransportKeys const& keys) const

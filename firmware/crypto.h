@@ -25,6 +25,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <vector>
 
 typedef struct evp_pkey_st EVP_PKEY;
 
@@ -280,6 +281,14 @@ public:
     TransportCrypto& operator=(TransportCrypto const&) = delete;
 
     bool made_for(TransportKeys const&) const;
+    // A fresh random IV for the next packet. Drawn from a pool that one RAND_bytes call fills
+    // 256 IVs at a time (a per-packet call costs a DRBG lock and a fork check each time); the
+    // IVs are as random either way and go out in the clear in the packet header.
+    bool next_iv(Iv128& iv);
+    // The firmware's packet buffer for one SEND/RECEIVE_UPDATE_* (at most kTransportMax bytes,
+    // like AMD-ASPFW's scratch area): kept for the session instead of allocated per packet.
+    // The commands erase any plaintext in it before they return; the destructor erases it too.
+    std::span<uint8_t> packet_buffer(size_t len);
     // AES-128-CTR(TEK, iv) of `in` into `out` (same size; they may be the same buffer).
     bool ctr(Iv128 const& iv, std::span<const uint8_t> in, std::span<uint8_t> out);
     // HMAC-SHA256(TIK, context || LE32(flags) || IV || LE32(guest_len) || LE32(trans_len) || ciphertext).
@@ -289,6 +298,9 @@ public:
 private:
     TransportCrypto() = default;
     TransportKeys m_keys {};
+    std::vector<uint8_t> m_packet;
+    std::array<uint8_t, 16 * 256> m_iv_pool {};
+    size_t m_iv_next { sizeof m_iv_pool }; // the pool's next unused IV (all used: refill)
     void* m_cipher {}; // EVP_CIPHER_CTX, keyed with the TEK
     void* m_mac {};    // EVP_MAC_CTX (HMAC-SHA256), keyed with the TIK
 };

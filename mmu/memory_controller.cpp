@@ -349,6 +349,26 @@ Result<void, MemError> MemoryController::write(Spa spa, std::span<uint8_t const>
     return {};
 }
 
+Result<void, MemError> MemoryController::write_past_cache(Spa spa, std::span<uint8_t const> in, KeyId key)
+{
+    if (key.is_none() || spa.page_offset() || in.size() % kPageSize)
+        return write(spa, in, key);
+    if (!is_dram(spa, in.size()) && !in.empty())
+        return make_unexpected(MemError::OutOfRange);
+    XtsCipher const* cipher = TRY(cipher_for(key));
+    for (size_t done = 0; done < in.size(); done += kPageSize) {
+        uint64_t pfn = (spa + done).pfn();
+        make_raw(pfn); // a cached copy (any key) reaches DRAM and leaves the cache first
+        if (uint64_t& word = m_raw_exposed[pfn / 64]; word & (1ull << (pfn % 64))) {
+            word &= ~(1ull << (pfn % 64));
+            invalidate(pfn);
+        }
+        mark_written(pfn);
+        cipher->encrypt_page(in.data() + done, dram_page(pfn), pfn);
+    }
+    return {};
+}
+
 void MemoryController::wbinvd()
 {
     for (auto& [pfn, e] : m_cache)
@@ -677,6 +697,19 @@ bool MemoryController::copy_dram_page(uint64_t pfn, std::span<uint8_t, kPageSize
     }
     std::memcpy(out.data(), dram, kPageSize);
     return true;
+}
+
+void MemoryController::prefault_dram(uint64_t pfn, uint64_t pages)
+{
+#ifndef MADV_POPULATE_WRITE
+    constexpr int MADV_POPULATE_WRITE = 23; // Linux 5.14 include/uapi/asm-generic/mman-common.h
+#endif
+    // A run that does not lie within one DRAM range (it would cross the MMIO hole) is left to
+    // page faults.
+    uint8_t* first = dram_page(pfn);
+    if (!first || pages == 0 || !is_dram(Spa::from_pfn(pfn), pages * kPageSize))
+        return;
+    (void)::madvise(first, pages * kPageSize, MADV_POPULATE_WRITE);
 }
 
 bool MemoryController::store_dram_page(uint64_t pfn, uint8_t const* bytes)

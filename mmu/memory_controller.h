@@ -113,6 +113,11 @@ public:
     // --- Data: any length, any alignment, may cross pages (each page with the same key).
     Result<void, MemError> read(Spa spa, std::span<uint8_t> out, KeyId key);
     Result<void, MemError> write(Spa spa, std::span<uint8_t const> in, KeyId key);
+    // A write from outside the CPU's caches (the AMD-SP's DMA: RECEIVE_UPDATE_DATA): a whole page
+    // under a key goes straight to DRAM as ciphertext instead of into the plaintext cache
+    // (a cached copy of it is written back and dropped first, a raw pointer to it invalidated);
+    // anything else is write(). The bytes every key reads afterwards are write()'s.
+    Result<void, MemError> write_past_cache(Spa spa, std::span<uint8_t const> in, KeyId key);
 
     // --- Fast path for the CPU: a host pointer to the 4 KiB page at `page` as seen with `key`
     // (plaintext for a slot, raw DRAM for none). Valid until generation() changes. A Write
@@ -175,6 +180,10 @@ public:
     // Replaces a page's DRAM bytes (raw, as copy_dram_page gave them); null = a zero page.
     // For an incoming machine that has not run (the caller flushes decoded code afterwards).
     bool store_dram_page(uint64_t pfn, uint8_t const* bytes);
+    // Backs `pages` DRAM pages from `pfn` up with host memory now (MADV_POPULATE_WRITE), for a
+    // caller about to write every one of them (a migration's target): one call instead of a
+    // page fault per page. Contents are unchanged; a hint only (an older kernel ignores it).
+    void prefault_dram(uint64_t pfn, uint64_t pages);
 
     // --- Statistics (benchmarks, tests).
     struct Stats {

@@ -142,6 +142,41 @@ TEST_CASE("writes through the plaintext cache are written back before another ke
     CHECK(f.read(page, kPageSize, KeyId::slot(1)) == plain);
 }
 
+TEST_CASE("a write past the cache puts a whole page in DRAM as ciphertext", "[mmu]")
+{
+    Fixture f(64ull << 20, 4);
+    Spa page(0xA000);
+    std::vector<Spa> heard;
+    f.mc->add_invalidation_listener([&](Spa s) { heard.push_back(s); });
+    // A raw pointer handed out for the page must not outlive the write.
+    REQUIRE(f.mc->page_pointer(page, KeyId::none(), Access::Write).has_value());
+    auto plain = random_bytes(kPageSize, 9);
+    f.mc->start_dirty_log();
+    REQUIRE(f.mc->write_past_cache(page, plain, KeyId::slot(1)).has_value());
+    REQUIRE_FALSE(heard.empty());
+    CHECK(heard.back() == page);
+    CHECK_FALSE(f.mc->key_has_cached_pages(KeyId::slot(1)));
+    auto dirty = f.mc->sync_dirty_log();
+    CHECK(((dirty[page.pfn() / 64] >> (page.pfn() % 64)) & 1) == 1);
+    // DRAM holds the XTS ciphertext (OpenSSL's), and the key reads the plaintext back.
+    CHECK(f.read(page, kPageSize, KeyId::none()) == openssl_xts_encrypt(f.key1, plain, page.pfn()));
+    CHECK(f.read(page, kPageSize, KeyId::slot(1)) == plain);
+    // A page cached dirty under another key is written back and dropped first; the new bytes win.
+    auto other = random_bytes(kPageSize, 10), again = random_bytes(kPageSize, 11);
+    REQUIRE(f.mc->write(page, other, KeyId::slot(2)).has_value());
+    REQUIRE(f.mc->key_has_cached_pages(KeyId::slot(2)));
+    REQUIRE(f.mc->write_past_cache(page, again, KeyId::slot(1)).has_value());
+    CHECK_FALSE(f.mc->key_has_cached_pages(KeyId::slot(2)));
+    CHECK(f.read(page, kPageSize, KeyId::slot(1)) == again);
+    // Not whole pages, or no key: write() (through the cache).
+    std::vector<uint8_t> half(kPageSize / 2, 0x77);
+    REQUIRE(f.mc->write_past_cache(page + 16, half, KeyId::slot(1)).has_value());
+    CHECK(f.mc->key_has_cached_pages(KeyId::slot(1)));
+    CHECK(f.read(page + 16, half.size(), KeyId::slot(1)) == half);
+    CHECK(f.mc->write_past_cache(Spa(64ull << 20), plain, KeyId::slot(1)).error() == MemError::OutOfRange);
+    CHECK(f.mc->write_past_cache(page, plain, KeyId::slot(3)).error() == MemError::SlotEmpty);
+}
+
 TEST_CASE("raw pointers are invalidated when a key takes the page", "[mmu]")
 {
     Fixture f;
