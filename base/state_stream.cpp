@@ -288,7 +288,8 @@ SnapshotWriter::SnapshotWriter(uint32_t stream_version)
     m_crc = crc32(m_bytes);
 }
 
-void SnapshotWriter::add(std::string_view name, uint32_t version, std::span<uint8_t const> payload)
+// Writes a record's tag, name, version and payload length; returns where the record starts.
+size_t SnapshotWriter::begin_record(std::string_view name, uint32_t version, uint64_t payload_size)
 {
     assert(valid_name(name));
     assert(repeatable(m_version, name) || std::find(m_names.begin(), m_names.end(), name) == m_names.end());
@@ -299,7 +300,13 @@ void SnapshotWriter::add(std::string_view name, uint32_t version, std::span<uint
     m_bytes.push_back(uint8_t(name.size()));
     m_bytes.insert(m_bytes.end(), name.begin(), name.end());
     put_le(m_bytes, version, 4);
-    put_le(m_bytes, payload.size(), 8);
+    put_le(m_bytes, payload_size, 8);
+    return start;
+}
+
+void SnapshotWriter::add(std::string_view name, uint32_t version, std::span<uint8_t const> payload)
+{
+    size_t start = begin_record(name, version, payload.size());
     m_bytes.insert(m_bytes.end(), payload.begin(), payload.end());
     uint32_t section_crc = crc32(std::span(m_bytes).subspan(start));
     put_le(m_bytes, section_crc, 4);
@@ -308,6 +315,23 @@ void SnapshotWriter::add(std::string_view name, uint32_t version, std::span<uint
     uint64_t record = m_bytes.size() - start;
     uint32_t record_crc = crc_combine(section_crc, crc32(std::span(m_bytes).last(4)), 4);
     m_crc = crc_combine(m_crc, record_crc, record);
+}
+
+SnapshotWriter::Gathered SnapshotWriter::add_gathered(std::string_view name, uint32_t version, std::span<uint8_t const> payload)
+{
+    size_t start = begin_record(name, version, payload.size());
+    auto head = std::span(m_bytes).subspan(start);
+    uint32_t section_crc = crc_combine(crc32(head), crc32(payload), payload.size());
+    Gathered g;
+    std::vector<uint8_t> tail;
+    put_le(tail, section_crc, 4);
+    std::copy(tail.begin(), tail.end(), g.tail.begin());
+    ++m_sections;
+    uint64_t record = head.size() + payload.size() + 4;
+    uint32_t record_crc = crc_combine(section_crc, crc32(g.tail), 4);
+    m_crc = crc_combine(m_crc, record_crc, record);
+    g.head = take();
+    return g;
 }
 
 std::vector<uint8_t> SnapshotWriter::take()

@@ -39,6 +39,7 @@
 
 #include "base/result.h"
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -132,8 +133,18 @@ public:
     // A live stream goes out piece by piece: take() hands over what was written since the last
     // take() (header and whole sections), while the running CRC and the section count go on.
     std::vector<uint8_t> take();
+    // A section whose payload the caller writes out itself, from its own buffer (a live stream's
+    // RAM sections: the payload is not copied into the writer). The stream is `head`, then the
+    // payload, then `tail`: `head` is what take() would hand over followed by the record's tag,
+    // name, version and length; `tail` is the section CRC. The CRCs and the count go on as for add().
+    struct Gathered {
+        std::vector<uint8_t> head;
+        std::array<uint8_t, 4> tail {};
+    };
+    Gathered add_gathered(std::string_view name, uint32_t version, std::span<uint8_t const> payload);
 
 private:
+    size_t begin_record(std::string_view name, uint32_t version, uint64_t payload_size);
     std::vector<uint8_t> m_bytes;
     uint32_t m_version;
     uint32_t m_sections { 0 };

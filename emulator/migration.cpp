@@ -1072,17 +1072,20 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
     sock.set_option(asio::socket_base::send_buffer_size(kSocketBuffer), ec);
     auto const connected_at = Clock::now();
 
-    auto send = [&](std::vector<uint8_t> const& bytes) -> std::string {
-        if (bytes.empty())
+    // Writes buffers in order, one gathered write (a RAM section goes out from the chunk's own
+    // buffer between the record's head and CRC: SnapshotWriter::add_gathered).
+    auto send_buffers = [&](std::span<asio::const_buffer const> buffers) -> std::string {
+        size_t size = asio::buffer_size(buffers);
+        if (size == 0)
             return {};
-        asio::write(sock, asio::buffer(bytes), ec);
+        asio::write(sock, buffers, ec);
         if (ec)
             return cancelled() ? std::string() : "Unable to write to the migration stream: " + error_text(ec);
         uint64_t limit, sent;
         {
             std::lock_guard lock(m_mutex);
-            m_ram.transferred += bytes.size();
-            (stopped ? m_ram.downtime_bytes : m_ram.precopy_bytes) += bytes.size();
+            m_ram.transferred += size;
+            (stopped ? m_ram.downtime_bytes : m_ram.precopy_bytes) += size;
             limit = m_max_bandwidth;
             sent = m_ram.precopy_bytes;
         }
@@ -1094,6 +1097,10 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
                 std::this_thread::sleep_for(std::min<Clock::duration>(due - Clock::now(), std::chrono::milliseconds(50)));
         }
         return {};
+    };
+    auto send = [&](std::vector<uint8_t> const& bytes) -> std::string {
+        asio::const_buffer b = asio::buffer(bytes);
+        return send_buffers(std::span(&b, 1));
     };
     auto fail_or_cancel = [&](std::string error) {
         job->set_socket(-1);
@@ -1215,9 +1222,10 @@ void Migration::run_tcp_source(std::shared_ptr<Job> job, MigrationUri uri)
             for (auto& c : batch) {
                 if (c.payload.empty())
                     break;
-                writer.add(kRamPagesSection, 1, c.payload);
+                auto record = writer.add_gathered(kRamPagesSection, 1, c.payload);
+                std::array<asio::const_buffer, 3> parts { asio::buffer(record.head), asio::buffer(c.payload), asio::buffer(record.tail) };
+                e = send_buffers(parts);
                 live->give_back(std::move(c.payload));
-                e = send(writer.take());
                 std::lock_guard lock(m_mutex);
                 m_ram.duplicate += c.zero;
                 m_ram.normal += c.normal;
