@@ -638,6 +638,7 @@ RunResult Cpu::run(uint64_t max_instructions)
         bool single_step = c.flags & TF;
         uint64_t k = 0;
         Insn const* first = nullptr; // set once the block is found
+        bool deferred = false;       // Core::intercept_return() ended the block
         try {
             Insn const* i;
             uint32_t count;
@@ -655,7 +656,9 @@ RunResult Cpu::run(uint64_t max_instructions)
             first = i;
             i->fn(c, *i); // runs up to n instructions (ops.h chain)
             k = uint64_t(c.t_cur - first);
-            if (single_step && k == 1 && !c.halted) {
+            if (SEVEMU_UNLIKELY(c.deferred != Core::Deferred::None))
+                deferred = true; // taken below, outside the try, as the catch clauses would
+            else if (single_step && k == 1 && !c.halted) {
                 c.dr6 |= 1u << 14; // BS
                 c.deliver_event(DB, false, 0, false, c.rip);
             }
@@ -674,6 +677,26 @@ RunResult Cpu::run(uint64_t max_instructions)
         } catch (SvmExit const& e) { // an intercept: the instruction did not retire
             if (first) k = uint64_t(c.t_cur - first);
             vmexit(e);
+            if (k == 0)
+                ++events;
+        }
+        if (SEVEMU_UNLIKELY(deferred)) {
+            // An intercept taken without a throw (Core::intercept_return): what the catch
+            // clauses above do for SvmExit / GuestFault(#VC), the intercepted instruction not
+            // retired (chain<> counted it: t_cur is one past it).
+            --k;
+            Core::Deferred d = c.deferred;
+            c.deferred = Core::Deferred::None;
+            c.brk = false;
+            if (d == Core::Deferred::Exit) {
+                c.do_vmexit(c.deferred_exit);
+            } else {
+                try {
+                    c.exception(c.deferred_fault);
+                } catch (SvmExit const& e) {
+                    vmexit(e);
+                }
+            }
             if (k == 0)
                 ++events;
         }

@@ -170,6 +170,7 @@ void Core::put_full_state(CpuState const& s)
     else
         guest.reset();
     delivering.reset();
+    deferred = Deferred::None;
     put_state(s); // drops every ASID's TLB entries (keep_tlb is false here)
     // The TLB now belongs to the running context: the guest's ASID in guest mode (§15.16).
     tlb->adopt_context(guest ? guest->asid : 0);
@@ -303,6 +304,30 @@ void Core::vmexit_now(uint64_t code, uint64_t info1, uint64_t info2, uint64_t nr
 void Core::intercept(Intercept i, uint64_t info1, uint64_t info2)
 {
     vmexit_now(svm::exit_code_for(i), info1, info2, r[kRegNext]);
+}
+
+// vmexit_now() step for step, with the throw replaced by a note run() acts on when the handler
+// has returned (cpu.cpp): chain<> then sets RIP from r[kRegNext], which is left at RIP here.
+void Core::vmexit_return(uint64_t code, uint64_t info1, uint64_t info2, uint64_t nrip)
+{
+    if (guest->sev_es && !svm::is_automatic_exit(code, info1)) {
+        deferred = Deferred::Fault;
+        deferred_fault = GuestFault { svm::kVcVector, true, uint32_t(code) };
+    } else {
+        if (guest->sev_es && nrip &&
+            (code == ec::SVM_EXIT_PAUSE || code == ec::SVM_EXIT_HLT || code == ec::SVM_EXIT_IDLE_HLT ||
+                code == ec::SVM_EXIT_VMGEXIT))
+            rip = nrip;
+        deferred = Deferred::Exit;
+        deferred_exit = svm::ExitInfo { code, info1, info2, delivering, nrip };
+    }
+    r[kRegNext] = rip;
+    brk = true;
+}
+
+void Core::intercept_return(Intercept i, uint64_t info1, uint64_t info2)
+{
+    vmexit_return(svm::exit_code_for(i), info1, info2, r[kRegNext]);
 }
 
 void Core::do_vmexit(svm::ExitInfo info)
@@ -481,8 +506,8 @@ template <int S, int M> void vmmcall_op(Core& c, Insn const& i)
     // VMGEXIT is VMMCALL with a REP prefix (F3 0F 01 D9; APM vol 3 VMGEXIT): in an SEV-ES guest an
     // automatic #VMEXIT 0x403 whatever the intercepts, RIP past it (APM vol 2 §15.35.5); anywhere
     // else it behaves as VMMCALL.
-    if ((i.pfx & kPfxRep) && c.guest && c.guest->sev_es) c.vmexit_now(ec::SVM_EXIT_VMGEXIT, 0, 0, c.r[kRegNext]);
-    if (c.intercepted(Intercept::VMMCALL)) c.intercept(Intercept::VMMCALL);
+    if ((i.pfx & kPfxRep) && c.guest && c.guest->sev_es) return c.vmexit_return(ec::SVM_EXIT_VMGEXIT, 0, 0, c.r[kRegNext]);
+    if (c.intercepted(Intercept::VMMCALL)) return c.intercept_return(Intercept::VMMCALL);
     c.raise(UD); // not intercepted, or in the host (APM vol 3 VMMCALL)
 }
 template <int LOAD, int S, int M> void vmload_vmsave(Core& c, Insn const&)

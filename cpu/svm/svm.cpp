@@ -26,24 +26,21 @@ constexpr uint32_t kNotExceptions = (1u << 2) | (1u << 9) | (1u << 15) | (1u << 
 
 // The host save area: VM_HSAVE_PA+0x400 in the sev_es_save_area (VMSA) format for every guest
 // kind (APM vol 2 §15.35; Linux arch/x86/kvm/svm/sev.c sev_es_prepare_switch_to_guest). The page beyond 0x400
-// holds 0xC00 bytes, enough for the VMSA
-// fields up to the IBS block (0x7C8).
-constexpr uint64_t kHsaveOffset = 0x400, kHsaveLen = kVmcbSize - kHsaveOffset;
+// holds 0xC00 bytes, enough for the VMSA fields up to the IBS block (0x7C8); VMRUN and #VMEXIT
+// use the fields up to XCR0 (0x3E8), so only those bytes are read and written (the rest of the
+// page keeps what the hypervisor put there).
+constexpr uint64_t kHsaveOffset = 0x400, kHsaveUsed = offsetof(Vmsa, xcr0) + sizeof(Vmsa::xcr0);
+static_assert(kHsaveOffset + kHsaveUsed <= kVmcbSize);
 
-Result<Vmsa, mmu::MemError> read_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key)
+// Into `v`'s first kHsaveUsed bytes; the rest of `v` is left as it is.
+Result<void, mmu::MemError> read_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa& v)
 {
-    Vmsa v {};
-    std::array<uint8_t, kHsaveLen> b;
-    TRY(mc.read(hsave + kHsaveOffset, b, key));
-    std::memcpy(&v, b.data(), kHsaveLen);
-    return v;
+    return mc.read(hsave + kHsaveOffset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), kHsaveUsed), key);
 }
 
 Result<void, mmu::MemError> write_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa const& v)
 {
-    std::array<uint8_t, kHsaveLen> b;
-    std::memcpy(b.data(), &v, kHsaveLen);
-    return mc.write(hsave + kHsaveOffset, b, key);
+    return mc.write(hsave + kHsaveOffset, std::span<uint8_t const>(reinterpret_cast<uint8_t const*>(&v), kHsaveUsed), key);
 }
 
 // The legacy-save-area view of a VMSA (the first 0x2E8 bytes share the layout, vmcb.h).
@@ -640,10 +637,9 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
 
     // §15.5.1 step 1: save the host state to VM_HSAVE_PA (the next RIP is saved: #VMEXIT
     // resumes after VMRUN). Fields the hypervisor stored there for SEV-ES (type B) are kept.
-    auto hs_read = read_hsave(mc, hsave_pa.spa, hsave_pa.key);
-    if (!hs_read)
+    Vmsa hs; // only its first kHsaveUsed bytes are read, written and used
+    if (!read_hsave(mc, hsave_pa.spa, hsave_pa.key, hs))
         return fault(kGP0);
-    Vmsa hs = *hs_read;
     auto const& r = cpu.regs;
     hs.es = to_vmcb(r.seg[ES]);
     hs.cs = to_vmcb(r.seg[CS]);
@@ -663,10 +659,9 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
     hs.cpl = 0;
 
     // §15.5.1 step 2: read the control area and check it with the guest state.
-    auto vmcb_read = read_vmcb(mc, vmcb_pa.spa, vmcb_pa.key);
-    if (!vmcb_read)
+    Vmcb vmcb; // the control and save areas (kVmcbUsedBytes); the reserved rest is not read
+    if (!read_vmcb_part(mc, vmcb_pa.spa, vmcb_pa.key, VmcbPart::Both, vmcb))
         return fault(kGP0);
-    Vmcb vmcb = *vmcb_read;
     auto const& c = vmcb.control;
     bool np = c.nested_ctl & nested_ctl::NP_ENABLE;
     // SEV bits are ignored while SYSCFG.MemEncryptionModEn = 0 (APM vol 2 §15.34.3).
@@ -701,7 +696,7 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
         vmcb.control.exit_info_2 = 0;
         vmcb.control.exit_int_info = 0;
         vmcb.control.exit_int_info_err = 0;
-        (void)write_vmcb(mc, vmcb_pa.spa, vmcb, vmcb_pa.key);
+        (void)write_vmcb_part(mc, vmcb_pa.spa, vmcb_pa.key, VmcbPart::Control, vmcb);
         restore_host(cpu, hs, false, false, 0);
         return make_unexpected(VmrunFailed { std::nullopt, why });
     };
@@ -728,12 +723,12 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
     // §15.5.1 step 3: load the guest state. SEV-ES (§15.35.3): from the VMSA, decrypted with the
     // guest's key, and checked there.
     if (sev_es) {
-        auto v = read_vmsa(mc, g.vmsa, mmu::KeyId::slot(g.asid));
-        if (!v)
+        Vmsa v; // the modelled part (kVmsaUsedBytes)
+        if (!read_vmsa_used(mc, g.vmsa, mmu::KeyId::slot(g.asid), v))
             return invalid(VmrunCheck::SevEsVmsaNotDram);
-        if (auto ok = check_guest_state(save_prefix(*v), host); !ok)
+        if (auto ok = check_guest_state(save_prefix(v), host); !ok)
             return invalid(ok.error());
-        load_guest_vmsa(cpu, *v);
+        load_guest_vmsa(cpu, v);
         cpu.ghcb_msr = c.ghcb_gpa; // the guest's GHCB MSR comes in through VMCB 0x0A0
     } else {
         load_guest(cpu, vmcb.save, np);
@@ -753,14 +748,18 @@ Result<void, mmu::MemError> vmexit(mmu::MemoryController& mc, SvmCpuView& cpu, G
 {
     // §15.6 step 1: GIF = 0 (done in restore_host, the host sees it cleared).
     // §15.6 step 2: write the guest state and the exit information into the VMCB.
-    Vmcb vmcb = TRY(read_vmcb(mc, g.vmcb, g.vmcb_key));
+    // SEV-ES: the control area only (the save area is not touched, below).
+    VmcbPart part = g.sev_es ? VmcbPart::Control : VmcbPart::Both;
+    Vmcb vmcb;
+    TRY(read_vmcb_part(mc, g.vmcb, g.vmcb_key, part, vmcb));
     auto& c = vmcb.control;
     if (g.sev_es) {
         // §15.35.4: the whole guest register file goes into the encrypted VMSA; the VMCB save
         // area is not touched (the hypervisor sees only what the guest puts in its GHCB).
-        Vmsa v = TRY(read_vmsa(mc, g.vmsa, mmu::KeyId::slot(g.asid)));
+        Vmsa v;
+        TRY(read_vmsa_used(mc, g.vmsa, mmu::KeyId::slot(g.asid), v));
         store_guest_vmsa(cpu, v);
-        TRY(write_vmsa(mc, g.vmsa, mmu::KeyId::slot(g.asid), v));
+        TRY(write_vmsa_used(mc, g.vmsa, mmu::KeyId::slot(g.asid), v));
         c.ghcb_gpa = cpu.ghcb_msr;
         c.int_state = (c.int_state & ~int_state::GUEST_INTERRUPT_MASK) |
                       ((cpu.regs.rflags & rflags::IF) ? int_state::GUEST_INTERRUPT_MASK : 0);
@@ -781,10 +780,11 @@ Result<void, mmu::MemError> vmexit(mmu::MemoryController& mc, SvmCpuView& cpu, G
     std::copy(info.insn_bytes.begin(), info.insn_bytes.end(), c.insn_bytes);
     // The injected event was taken (or is reported in EXITINTINFO): EVENTINJ.V is cleared.
     c.event_inj &= ~evtinj::VALID;
-    TRY(write_vmcb(mc, g.vmcb, vmcb, g.vmcb_key));
+    TRY(write_vmcb_part(mc, g.vmcb, g.vmcb_key, part, vmcb));
 
     // §15.6 step 3: reload the host state saved by VMRUN.
-    Vmsa hs = TRY(read_hsave(mc, g.hsave, g.hsave_key));
+    Vmsa hs;
+    TRY(read_hsave(mc, g.hsave, g.hsave_key, hs));
     restore_host(cpu, hs, g.sev_es, g.np, g.host_pat);
     return {};
 }
@@ -796,12 +796,12 @@ Result<void, SvmFault> vmload(mmu::MemoryController& mc, SvmCpuView& cpu, HostCo
     PhysOperand pa = phys_operand(rax_operand(cpu), host);
     if (!pa.valid)
         return make_unexpected(SvmFault { kGP, 0 });
-    auto v = read_vmcb(mc, pa.spa, pa.key);
-    if (!v)
+    Vmcb v; // the save area only: VMLOAD reads nothing else
+    if (!read_vmcb_part(mc, pa.spa, pa.key, VmcbPart::Save, v))
         return make_unexpected(SvmFault { kGP, 0 });
     // §15.5.2: FS, GS, TR, LDTR (hidden state too), KernelGsBase, STAR, LSTAR, CSTAR, SFMASK,
     // SYSENTER_CS/ESP/EIP.
-    auto const& s = v->save;
+    auto const& s = v.save;
     auto& r = cpu.regs;
     r.seg[FS] = from_vmcb(s.fs);
     r.seg[GS] = from_vmcb(s.gs);
@@ -825,10 +825,10 @@ Result<void, SvmFault> vmsave(mmu::MemoryController& mc, SvmCpuView const& cpu, 
     PhysOperand pa = phys_operand(rax_operand(cpu), host);
     if (!pa.valid)
         return make_unexpected(SvmFault { kGP, 0 });
-    auto v = read_vmcb(mc, pa.spa, pa.key);
-    if (!v)
+    Vmcb v; // the save area only: VMSAVE writes nothing else
+    if (!read_vmcb_part(mc, pa.spa, pa.key, VmcbPart::Save, v))
         return make_unexpected(SvmFault { kGP, 0 });
-    auto& s = v->save;
+    auto& s = v.save;
     auto const& r = cpu.regs;
     s.fs = to_vmcb(r.seg[FS]);
     s.gs = to_vmcb(r.seg[GS]);
@@ -842,7 +842,7 @@ Result<void, SvmFault> vmsave(mmu::MemoryController& mc, SvmCpuView const& cpu, 
     s.sysenter_cs = r.msr.sysenter_cs;
     s.sysenter_esp = r.msr.sysenter_esp;
     s.sysenter_eip = r.msr.sysenter_eip;
-    if (!write_vmcb(mc, pa.spa, *v, pa.key))
+    if (!write_vmcb_part(mc, pa.spa, pa.key, VmcbPart::Save, v))
         return make_unexpected(SvmFault { kGP, 0 });
     return {};
 }

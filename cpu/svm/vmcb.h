@@ -494,4 +494,22 @@ Result<void, mmu::MemError> write_vmcb(mmu::MemoryController&, Spa, Vmcb const&,
 Result<Vmsa, mmu::MemError> read_vmsa(mmu::MemoryController&, Spa, mmu::KeyId);
 Result<void, mmu::MemError> write_vmsa(mmu::MemoryController&, Spa, mmu::KeyId, Vmsa const&);
 
+// The world switch's own accesses: only the bytes the processor reads or writes, into and out
+// of the caller's structure (no 4 KiB page image per access, no copy of it on return; perf: the
+// page-sized copies were most of an SEV guest's VMRUN/#VMEXIT round trip). Bytes outside the
+// range are neither read into `out` nor written to DRAM, so the reserved rest of a VMCB page and
+// the VMSA fields sevemu does not model keep whatever the page holds.
+//  - VMCB: the control area (0x000-0x3FF) and the legacy save area (0x400-0x6E7); the rest of
+//    the page is reserved (APM vol 2 Appendix B).
+//  - VMSA: 0x000 up to the end of the XMM registers (0x56F; the YMM halves, LBR stack and IBS
+//    state are not modelled, QUIRKS.md), what VMRUN loads and #VMEXIT stores for SEV-ES.
+inline constexpr uint64_t kVmcbUsedBytes = sizeof(VmcbControlArea) + sizeof(VmcbSaveArea);
+inline constexpr uint64_t kVmsaUsedBytes = 0x570;
+static_assert(offsetof(Vmsa, fpreg_xmm) + sizeof(Vmsa::fpreg_xmm) == kVmsaUsedBytes);
+enum class VmcbPart : uint8_t { Control, Save, Both };
+Result<void, mmu::MemError> read_vmcb_part(mmu::MemoryController&, Spa, mmu::KeyId, VmcbPart, Vmcb& out);
+Result<void, mmu::MemError> write_vmcb_part(mmu::MemoryController&, Spa, mmu::KeyId, VmcbPart, Vmcb const&);
+Result<void, mmu::MemError> read_vmsa_used(mmu::MemoryController&, Spa, mmu::KeyId, Vmsa& out);
+Result<void, mmu::MemError> write_vmsa_used(mmu::MemoryController&, Spa, mmu::KeyId, Vmsa const&);
+
 } // namespace sevemu::cpu::svm

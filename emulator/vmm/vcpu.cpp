@@ -755,15 +755,18 @@ VcpuExit Vcpu::run(SvmExecutor& cpu)
             m_vmcb.control.int_ctl |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR | (0xFu << 16);
             set_intercept(m_vmcb.control, Intercept::VINTR);
         }
-        if (!write_vmcb(mc, m_vmcb_page, m_vmcb))
+        // The VMCB's control and save areas, what VMRUN reads and #VMEXIT writes (an SEV-ES
+        // guest's state is in its VMSA: the control area alone); the reserved rest of the page
+        // is never written, and copying it at every entry and exit was a good part of a world
+        // switch's cost (perf).
+        auto part = m_es ? VmcbPart::Control : VmcbPart::Both;
+        if (!write_vmcb_part(mc, m_vmcb_page, mmu::KeyId::none(), part, m_vmcb))
             return ExitInternalError { "VMCB page is not DRAM" };
         auto r = cpu.vmrun(m_vmcb_page, m_hsave_page, m_gprs);
         if (!r)
             return ExitInternalError { r.error() };
-        auto back = read_vmcb(mc, m_vmcb_page);
-        if (!back)
+        if (!read_vmcb_part(mc, m_vmcb_page, mmu::KeyId::none(), part, m_vmcb))
             return ExitInternalError { "VMCB page is not DRAM" };
-        m_vmcb = *back;
         // After the first entry the TLB of this ASID is ours; flush only when asked again.
         m_vmcb.control.tlb_ctl = tlb_control::DO_NOTHING;
         m_first_run = false;
