@@ -123,7 +123,8 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
         if (p)
             x.host = *p;
     }
-    if (x.host && !implicit_sup && !(user == false && t->user && pctx.smap)) {
+    // Implicit supervisor accesses fill the supervisor bank (sys_access), under the same rule.
+    if (x.host && !(user == false && t->user && pctx.smap)) {
         auto [e, m] = tlb->fill(user ? 1 : 0, a, page);
         uint64_t lpn = a >> 12;
         if (m.lpn != lpn || e.host != x.host) {
@@ -222,8 +223,25 @@ void Core::sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_use
     uint8_t saved_cpl = cpl;
     if (as_user) cpl = 3;
     struct Restore { Core& c; uint8_t v; ~Restore() { c.cpl = v; } } restore { *this, saved_cpl };
+    // The TLB's supervisor bank serves implicit supervisor accesses too: it holds only pages an
+    // explicit supervisor access may use with SMAP ignored for none (a user page enters it only
+    // while CR4.SMAP is clear), which implicit ones may use as well (APM vol 2 §5.6.4), with A
+    // (and D, for a write tag) already set; a write tag is never given for a page of decoded
+    // code. Without this every event delivery (IDT, GDT, the pushes; an SEV-ES guest's #VC)
+    // walked the guest's tables — and under nested paging the nested ones per level (perf).
+    unsigned tlb_bank = as_user ? 1 : 0;
     while (n) {
         unsigned chunk = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
+        if (auto const& te = tlb->entry(tlb_bank, a); (write ? te.tag_write : te.tag_read) == (a >> 12)) {
+            if (write)
+                std::memcpy(te.host + (a & 0xFFF), b, chunk);
+            else
+                std::memcpy(b, te.host + (a & 0xFFF), chunk);
+            b += chunk;
+            n -= chunk;
+            a = (efer & efer::LMA) ? a + chunk : uint32_t(a + chunk);
+            continue;
+        }
         Xlate x = translate(a, write, false, !as_user);
         uint64_t pfn = x.spa >> 12;
         if (x.host) {
