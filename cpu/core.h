@@ -225,9 +225,26 @@ struct Core {
     GuestFault deferred_fault {};
     void do_vmexit(svm::ExitInfo info);  // the #VMEXIT itself (at an instruction boundary)
     void do_vmrun(uint64_t next_rip);    // VMRUN rAX from the host
+    // The same with the host's registers already in `v` (not yet in the core: host_vmrun()
+    // builds them there and VMLOADs into them, sparing two register-file round trips).
+    void do_vmrun(uint64_t next_rip, svm::SvmCpuView& v);
     svm::SvmCpuView svm_view();
     void svm_apply(svm::SvmCpuView const&);
-    svm::HostContext host_context();
+    svm::HostContext host_context() { return host_context_of(msr.syscfg, msr.hwcr, mode64); }
+    svm::HostContext host_context_of(uint64_t syscfg, uint64_t hwcr, bool host_64bit) const
+    {
+        svm::HostContext h = model_host_context;
+        h.syscfg = syscfg;
+        h.hwcr = hwcr;
+        h.host_64bit = host_64bit;
+        return h;
+    }
+    svm::HostContext model_host_context; // HostContext::from_model(info) once, at construction
+    // host_vmrun(): the VMCB whose VMSAVE follows #VMEXIT at once (do_vmexit does it before the
+    // host's registers go back into the core), and whether it failed.
+    Spa host_vmrun_vmcb {};
+    bool host_vmsave_failed {};
+    void host_vmsave(svm::SvmCpuView&);
     struct GuestPage { uint64_t spa; mmu::KeyId key; };
     GuestPage guest_page(uint64_t gpa_page, bool guest_c, bool write, bool fetch);
     bool check_guest_interrupts();      // virtual interrupts / INTR intercept; true if it acted

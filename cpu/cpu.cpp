@@ -27,6 +27,7 @@ Core::Core(mmu::MemoryController& m, CpuModel mdl, IoHandler& i)
     , io(i)
 {
     guest_tables = make_guest_tables(*this);
+    model_host_context = svm::HostContext::from_model(info, CpuState {}, true);
     self_ref = std::make_shared<Core*>(this);
     std::weak_ptr<Core*> weak = self_ref;
     mc.add_invalidation_listener([weak](Spa page) {
