@@ -234,10 +234,17 @@ void Core::sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_use
     while (n) {
         unsigned chunk = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
         if (auto const& te = tlb->entry(tlb_bank, a); (write ? te.tag_write : te.tag_read) == (a >> 12)) {
-            if (write)
-                std::memcpy(te.host + (a & 0xFFF), b, chunk);
-            else
-                std::memcpy(b, te.host + (a & 0xFFF), chunk);
+            uint8_t* page = te.host + (a & 0xFFF);
+            uint8_t* dst = write ? page : b;
+            uint8_t const* src = write ? b : page;
+            // The sizes of descriptors and stack slots as fixed-size copies (a variable-size
+            // one is a `rep movs`, whose start-up cost was most of this function's, perf).
+            switch (chunk) {
+            case 8: std::memcpy(dst, src, 8); break;
+            case 4: std::memcpy(dst, src, 4); break;
+            case 2: std::memcpy(dst, src, 2); break;
+            default: std::memcpy(dst, src, chunk); break;
+            }
             b += chunk;
             n -= chunk;
             a = (efer & efer::LMA) ? a + chunk : uint32_t(a + chunk);
@@ -373,9 +380,17 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
             unsigned have = avail - pos;
             std::memcpy(tmp, src + pos, have);
             uint64_t a2 = (efer & efer::LMA) ? lin + have : uint32_t(lin + have);
-            for (unsigned need = have + 1; need <= 15; ++need) {
+            // Its first byte on the next page (the fetch there faults as it must); when that
+            // page is memory the TLB now maps for fetch, the rest of the 15 at once, one decode
+            // (not one fetch and decode per byte: such an instruction is decoded at each run).
+            read_slow(a2, tmp + have, 1, true);
+            if (auto const& te = tlb->entry(bank, a2); te.tag_fetch == (a2 >> 12)) {
+                std::memcpy(tmp + have + 1, te.host + (a2 & 0xFFF) + 1, 15 - have - 1);
+                n = decode_one(tmp, 15, mode, insn);
+            }
+            for (unsigned need = have + 2; n == 0 && need <= 15; ++need) {
                 read_slow(a2, tmp + have, need - have, true);
-                if ((n = decode_one(tmp, need, mode, insn)) != 0) break;
+                n = decode_one(tmp, need, mode, insn);
             }
             scratch.insns.assign(1, insn);
             scratch.lin = lin;
