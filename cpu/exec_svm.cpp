@@ -398,9 +398,11 @@ void Core::do_vmrun(uint64_t next_rip)
 
 void Core::do_vmrun(uint64_t next_rip, svm::SvmCpuView& v)
 {
+    guest.emplace();
     auto g = svm::vmrun(mc, v, host_context_of(v.regs.msr.syscfg, v.regs.msr.hwcr,
-        (v.regs.efer & efer::LMA) && v.regs.seg[CS].long_mode()), next_rip);
+        (v.regs.efer & efer::LMA) && v.regs.seg[CS].long_mode()), next_rip, *guest);
     if (!g) {
+        guest.reset();
         if (auto f = g.error().fault) {
             if (host_vmrun)
                 svm_apply(v); // host_vmrun(): the host's registers were only in `v` so far
@@ -414,7 +416,6 @@ void Core::do_vmrun(uint64_t next_rip, svm::SvmCpuView& v)
             vmexit_done = true;
         return;
     }
-    guest = std::move(*g);
     svm_apply(v); // with `guest` set: the guest's paging context, nested
     // TLB_CONTROL (§15.16.1): the guest's ASID's entries, flushed as the VMCB asks.
     switch_tlb(guest->asid);

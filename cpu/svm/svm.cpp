@@ -43,13 +43,6 @@ Result<void, mmu::MemError> write_hsave(mmu::MemoryController& mc, Spa hsave, mm
     return mc.write(hsave + kHsaveOffset, std::span<uint8_t const>(reinterpret_cast<uint8_t const*>(&v), kHsaveUsed), key);
 }
 
-// The legacy-save-area view of a VMSA (the first 0x2E8 bytes share the layout, vmcb.h).
-VmcbSaveArea save_prefix(Vmsa const& v)
-{
-    VmcbSaveArea s;
-    std::memcpy(&s, &v, sizeof s);
-    return s;
-}
 
 // A physical address an SVM instruction takes in rAX or an MSR: the C-bit (when SME is on)
 // selects the host key and is not part of the address (APM vol 2 §7.10.1).
@@ -159,7 +152,9 @@ void restore_host(SvmCpuView& cpu, Vmsa const& hs, bool sev_es, bool np, uint64_
 // Guest state from a save area (non-ES: the VMCB's; SEV-ES: the VMSA's prefix).
 // APM vol 2 §15.5.1 "VMRUN loads guest state": ES, CS, SS, DS, GDTR, IDTR, EFER, CR4, CR3, CR2,
 // CR0, DR7, DR6, RFLAGS, RIP, RSP, RAX, CPL (and G_PAT with nested paging, §15.25.8).
-void load_guest(SvmCpuView& cpu, VmcbSaveArea const& s, bool np)
+// S: VmcbSaveArea, or Vmsa, whose first 0x2E8 bytes have the same layout (vmcb.h): no copy of
+// the prefix into a VmcbSaveArea at every SEV-ES world switch.
+template <class S> void load_guest(SvmCpuView& cpu, S const& s, bool np)
 {
     auto& r = cpu.regs;
     r.seg[ES] = from_vmcb(s.es);
@@ -185,7 +180,7 @@ void load_guest(SvmCpuView& cpu, VmcbSaveArea const& s, bool np)
         r.msr.pat = s.g_pat;
 }
 
-void store_guest(SvmCpuView const& cpu, VmcbSaveArea& s, bool np)
+template <class S> void store_guest(SvmCpuView const& cpu, S& s, bool np)
 {
     auto const& r = cpu.regs;
     s.es = to_vmcb(r.seg[ES]);
@@ -214,7 +209,7 @@ void store_guest(SvmCpuView const& cpu, VmcbSaveArea& s, bool np)
 void load_guest_vmsa(SvmCpuView& cpu, Vmsa const& v)
 {
     auto& r = cpu.regs;
-    load_guest(cpu, save_prefix(v), true);
+    load_guest(cpu, v, true);
     r.seg[FS] = from_vmcb(v.fs);
     r.seg[GS] = from_vmcb(v.gs);
     r.ldtr = from_vmcb(v.ldtr);
@@ -253,9 +248,7 @@ void load_guest_vmsa(SvmCpuView& cpu, Vmsa const& v)
 void store_guest_vmsa(SvmCpuView const& cpu, Vmsa& v)
 {
     auto const& r = cpu.regs;
-    VmcbSaveArea s = save_prefix(v);
-    store_guest(cpu, s, true);
-    std::memcpy(&v, &s, sizeof s);
+    store_guest(cpu, v, true);
     v.fs = to_vmcb(r.seg[FS]);
     v.gs = to_vmcb(r.seg[GS]);
     v.ldtr = to_vmcb(r.ldtr);
@@ -356,7 +349,8 @@ std::string_view vmrun_check_name(VmrunCheck c)
 // APM vol 2 §15.5.1 "Canonicalization and Consistency Checks", the guest-state part, in the
 // manual's order. These stop a hypervisor from entering a guest in a state the processor
 // cannot represent (e.g. long mode without PAE), which real silicon refuses rather than run.
-Result<void, VmrunCheck> check_guest_state(VmcbSaveArea const& s, HostContext const& host)
+namespace {
+template <class S> Result<void, VmrunCheck> check_guest_state_of(S const& s, HostContext const& host)
 {
     auto fail = [](VmrunCheck c) { return make_unexpected(c); };
     if (!(s.efer & efer::SVME))
@@ -387,6 +381,9 @@ Result<void, VmrunCheck> check_guest_state(VmcbSaveArea const& s, HostContext co
         return fail(VmrunCheck::LmePgPaeCsLAndD);
     return {};
 }
+} // namespace
+
+Result<void, VmrunCheck> check_guest_state(VmcbSaveArea const& s, HostContext const& host) { return check_guest_state_of(s, host); }
 
 // APM vol 2 §15.20 "Event Injection": VMRUN fails with VMEXIT_INVALID for a reserved TYPE, or
 // TYPE = 3 (exception) with a vector that is not an exception: 2 (NMI), the reserved vectors
@@ -621,6 +618,13 @@ std::optional<SvmFault> check_svm_instruction(SvmCpuView const& cpu)
 
 Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu, HostContext const& host, uint64_t next_rip)
 {
+    GuestMode g;
+    TRY(vmrun(mc, cpu, host, next_rip, g));
+    return g;
+}
+
+Result<void, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu, HostContext const& host, uint64_t next_rip, GuestMode& g)
+{
     auto fault = [](SvmFault f) { return make_unexpected(VmrunFailed { f, std::nullopt }); };
     constexpr SvmFault kGP0 { kGP, 0 };
 
@@ -690,7 +694,7 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
 
     // A failed check is a #VMEXIT(VMEXIT_INVALID): EXITCODE in the VMCB, host state reloaded
     // (the guest state was never loaded, so #VMEXIT saves none).
-    auto invalid = [&](VmrunCheck why) -> Result<GuestMode, VmrunFailed> {
+    auto invalid = [&](VmrunCheck why) -> Result<void, VmrunFailed> {
         vmcb.control.exit_code = exitcode::VMEXIT_INVALID;
         vmcb.control.exit_info_1 = 0;
         vmcb.control.exit_info_2 = 0;
@@ -703,7 +707,6 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
     if (auto ok = vmrun_consistency_check(vmcb, host, mc); !ok)
         return invalid(ok.error());
 
-    GuestMode g;
     g.vmcb = vmcb_pa.spa;
     g.vmcb_key = vmcb_pa.key;
     g.hsave = hsave_pa.spa;
@@ -726,7 +729,7 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
         Vmsa v; // the modelled part (kVmsaUsedBytes)
         if (!read_vmsa_used(mc, g.vmsa, mmu::KeyId::slot(g.asid), v))
             return invalid(VmrunCheck::SevEsVmsaNotDram);
-        if (auto ok = check_guest_state(save_prefix(v), host); !ok)
+        if (auto ok = check_guest_state_of(v, host); !ok)
             return invalid(ok.error());
         load_guest_vmsa(cpu, v);
         cpu.ghcb_msr = c.ghcb_gpa; // the guest's GHCB MSR comes in through VMCB 0x0A0
@@ -741,7 +744,7 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
     g.tlb_flush = tlb_flush_for(c.tlb_ctl);
     // §15.17: GIF = 1 on entry; EVENTINJ is delivered before the first guest instruction.
     cpu.gif = true;
-    return g;
+    return {};
 }
 
 Result<void, mmu::MemError> vmexit(mmu::MemoryController& mc, SvmCpuView& cpu, GuestMode const& g, ExitInfo const& info)
