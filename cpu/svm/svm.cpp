@@ -26,21 +26,23 @@ constexpr uint32_t kNotExceptions = (1u << 2) | (1u << 9) | (1u << 15) | (1u << 
 
 // The host save area: VM_HSAVE_PA+0x400 in the sev_es_save_area (VMSA) format for every guest
 // kind (APM vol 2 §15.35; Linux arch/x86/kvm/svm/sev.c sev_es_prepare_switch_to_guest). The page beyond 0x400
-// holds 0xC00 bytes, enough for the VMSA fields up to the IBS block (0x7C8); VMRUN and #VMEXIT
-// use the fields up to XCR0 (0x3E8), so only those bytes are read and written (the rest of the
-// page keeps what the hypervisor put there).
-constexpr uint64_t kHsaveOffset = 0x400, kHsaveUsed = offsetof(Vmsa, xcr0) + sizeof(Vmsa::xcr0);
-static_assert(kHsaveOffset + kHsaveUsed <= kVmcbSize);
+// holds 0xC00 bytes, enough for the VMSA fields up to the IBS block (0x7C8). Only what VMRUN and
+// #VMEXIT use is read and written (the rest of the page keeps what the hypervisor put there):
+// the type A state VMRUN saves lies below DBGCTL (0x270), the type B state an SEV-ES #VMEXIT
+// loads besides goes up to XCR0 (0x3E8).
+constexpr uint64_t kHsaveOffset = 0x400, kHsaveTypeA = offsetof(Vmsa, dbgctl),
+                   kHsaveSevEs = offsetof(Vmsa, xcr0) + sizeof(Vmsa::xcr0);
+static_assert(kHsaveTypeA == 0x270 && kHsaveOffset + kHsaveSevEs <= kVmcbSize);
 
-// Into `v`'s first kHsaveUsed bytes; the rest of `v` is left as it is.
-Result<void, mmu::MemError> read_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa& v)
+// Into `v`'s first `len` bytes; the rest of `v` is left as it is.
+Result<void, mmu::MemError> read_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa& v, uint64_t len)
 {
-    return mc.read(hsave + kHsaveOffset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), kHsaveUsed), key);
+    return mc.read(hsave + kHsaveOffset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), len), key);
 }
 
-Result<void, mmu::MemError> write_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa const& v)
+Result<void, mmu::MemError> write_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa const& v, uint64_t len)
 {
-    return mc.write(hsave + kHsaveOffset, std::span<uint8_t const>(reinterpret_cast<uint8_t const*>(&v), kHsaveUsed), key);
+    return mc.write(hsave + kHsaveOffset, std::span<uint8_t const>(reinterpret_cast<uint8_t const*>(&v), len), key);
 }
 
 
@@ -641,8 +643,8 @@ Result<void, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu, Host
 
     // §15.5.1 step 1: save the host state to VM_HSAVE_PA (the next RIP is saved: #VMEXIT
     // resumes after VMRUN). Fields the hypervisor stored there for SEV-ES (type B) are kept.
-    Vmsa hs; // only its first kHsaveUsed bytes are read, written and used
-    if (!read_hsave(mc, hsave_pa.spa, hsave_pa.key, hs))
+    Vmsa hs; // only its type A part is read, written and used
+    if (!read_hsave(mc, hsave_pa.spa, hsave_pa.key, hs, kHsaveTypeA))
         return fault(kGP0);
     auto const& r = cpu.regs;
     hs.es = to_vmcb(r.seg[ES]);
@@ -663,14 +665,19 @@ Result<void, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu, Host
     hs.cpl = 0;
 
     // §15.5.1 step 2: read the control area and check it with the guest state.
-    Vmcb vmcb; // the control and save areas (kVmcbUsedBytes); the reserved rest is not read
-    if (!read_vmcb_part(mc, vmcb_pa.spa, vmcb_pa.key, VmcbPart::Both, vmcb))
+    // The control area's fields and, unless SEV-ES (its state is in the VMSA), the save area;
+    // the reserved rest of the page is not read.
+    Vmcb vmcb;
+    if (!read_vmcb_range(mc, vmcb_pa.spa, vmcb_pa.key, kVmcbControlUsed, vmcb))
         return fault(kGP0);
     auto const& c = vmcb.control;
     bool np = c.nested_ctl & nested_ctl::NP_ENABLE;
     // SEV bits are ignored while SYSCFG.MemEncryptionModEn = 0 (APM vol 2 §15.34.3).
     bool sev = host.sme() && (c.nested_ctl & nested_ctl::SEV_ENABLE);
     bool sev_es = sev && (c.nested_ctl & nested_ctl::SEV_ES_ENABLE);
+    // vmrun_consistency_check() reads the save area only without SEV-ES.
+    if (!sev_es && !read_vmcb_range(mc, vmcb_pa.spa, vmcb_pa.key, kVmcbSaveArea, vmcb))
+        return fault(kGP0);
 
     if (sev_es) {
         // Type A host state of an SEV-ES VMRUN (§15.35.4): the rest of the host's segment and
@@ -689,7 +696,7 @@ Result<void, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu, Host
         hs.sysenter_eip = r.msr.sysenter_eip;
         hs.cr2 = r.cr2;
     }
-    if (!write_hsave(mc, hsave_pa.spa, hsave_pa.key, hs))
+    if (!write_hsave(mc, hsave_pa.spa, hsave_pa.key, hs, kHsaveTypeA))
         return fault(kGP0);
 
     // A failed check is a #VMEXIT(VMEXIT_INVALID): EXITCODE in the VMCB, host state reloaded
@@ -700,7 +707,7 @@ Result<void, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu, Host
         vmcb.control.exit_info_2 = 0;
         vmcb.control.exit_int_info = 0;
         vmcb.control.exit_int_info_err = 0;
-        (void)write_vmcb_part(mc, vmcb_pa.spa, vmcb_pa.key, VmcbPart::Control, vmcb);
+        (void)write_vmcb_range(mc, vmcb_pa.spa, vmcb_pa.key, kVmcbExitControl, vmcb);
         restore_host(cpu, hs, false, false, 0);
         return make_unexpected(VmrunFailed { std::nullopt, why });
     };
@@ -751,10 +758,12 @@ Result<void, mmu::MemError> vmexit(mmu::MemoryController& mc, SvmCpuView& cpu, G
 {
     // §15.6 step 1: GIF = 0 (done in restore_host, the host sees it cleared).
     // §15.6 step 2: write the guest state and the exit information into the VMCB.
-    // SEV-ES: the control area only (the save area is not touched, below).
-    VmcbPart part = g.sev_es ? VmcbPart::Control : VmcbPart::Both;
+    // The fields written here, read first so that the bytes between them are kept: the control
+    // fields #VMEXIT writes and, unless SEV-ES (below), the save area from ES to G_PAT.
     Vmcb vmcb;
-    TRY(read_vmcb_part(mc, g.vmcb, g.vmcb_key, part, vmcb));
+    TRY(read_vmcb_range(mc, g.vmcb, g.vmcb_key, kVmcbExitControl, vmcb));
+    if (!g.sev_es)
+        TRY(read_vmcb_range(mc, g.vmcb, g.vmcb_key, kVmcbExitSave, vmcb));
     auto& c = vmcb.control;
     if (g.sev_es) {
         // §15.35.4: the whole guest register file goes into the encrypted VMSA; the VMCB save
@@ -783,11 +792,13 @@ Result<void, mmu::MemError> vmexit(mmu::MemoryController& mc, SvmCpuView& cpu, G
     std::copy(info.insn_bytes.begin(), info.insn_bytes.end(), c.insn_bytes);
     // The injected event was taken (or is reported in EXITINTINFO): EVENTINJ.V is cleared.
     c.event_inj &= ~evtinj::VALID;
-    TRY(write_vmcb_part(mc, g.vmcb, g.vmcb_key, part, vmcb));
+    TRY(write_vmcb_range(mc, g.vmcb, g.vmcb_key, kVmcbExitControl, vmcb));
+    if (!g.sev_es)
+        TRY(write_vmcb_range(mc, g.vmcb, g.vmcb_key, kVmcbExitSave, vmcb));
 
-    // §15.6 step 3: reload the host state saved by VMRUN.
+    // §15.6 step 3: reload the host state saved by VMRUN (and the SEV-ES type B state).
     Vmsa hs;
-    TRY(read_hsave(mc, g.hsave, g.hsave_key, hs));
+    TRY(read_hsave(mc, g.hsave, g.hsave_key, hs, g.sev_es ? kHsaveSevEs : kHsaveTypeA));
     restore_host(cpu, hs, g.sev_es, g.np, g.host_pat);
     return {};
 }
@@ -799,8 +810,8 @@ Result<void, SvmFault> vmload(mmu::MemoryController& mc, SvmCpuView& cpu, HostCo
     PhysOperand pa = phys_operand(rax_operand(cpu), host);
     if (!pa.valid)
         return make_unexpected(SvmFault { kGP, 0 });
-    Vmcb v; // the save area only: VMLOAD reads nothing else
-    if (!read_vmcb_part(mc, pa.spa, pa.key, VmcbPart::Save, v))
+    Vmcb v; // FS..SYSENTER_EIP only: VMLOAD reads nothing else
+    if (!read_vmcb_range(mc, pa.spa, pa.key, kVmcbVmloadState, v))
         return make_unexpected(SvmFault { kGP, 0 });
     // §15.5.2: FS, GS, TR, LDTR (hidden state too), KernelGsBase, STAR, LSTAR, CSTAR, SFMASK,
     // SYSENTER_CS/ESP/EIP.
@@ -828,8 +839,8 @@ Result<void, SvmFault> vmsave(mmu::MemoryController& mc, SvmCpuView const& cpu, 
     PhysOperand pa = phys_operand(rax_operand(cpu), host);
     if (!pa.valid)
         return make_unexpected(SvmFault { kGP, 0 });
-    Vmcb v; // the save area only: VMSAVE writes nothing else
-    if (!read_vmcb_part(mc, pa.spa, pa.key, VmcbPart::Save, v))
+    Vmcb v; // FS..SYSENTER_EIP only: VMSAVE writes nothing else
+    if (!read_vmcb_range(mc, pa.spa, pa.key, kVmcbVmloadState, v))
         return make_unexpected(SvmFault { kGP, 0 });
     auto& s = v.save;
     auto const& r = cpu.regs;
@@ -845,7 +856,7 @@ Result<void, SvmFault> vmsave(mmu::MemoryController& mc, SvmCpuView const& cpu, 
     s.sysenter_cs = r.msr.sysenter_cs;
     s.sysenter_esp = r.msr.sysenter_esp;
     s.sysenter_eip = r.msr.sysenter_eip;
-    if (!write_vmcb_part(mc, pa.spa, pa.key, VmcbPart::Save, v))
+    if (!write_vmcb_range(mc, pa.spa, pa.key, kVmcbVmloadState, v))
         return make_unexpected(SvmFault { kGP, 0 });
     return {};
 }

@@ -62,33 +62,13 @@ Result<void, mmu::MemError> write_vmsa(mmu::MemoryController& mc, Spa at, mmu::K
     return mc.write(at, b, key);
 }
 
-namespace {
-
-struct Range {
-    uint64_t offset, length;
-};
-
-Range range_of(VmcbPart part)
+Result<void, mmu::MemError> read_vmcb_range(mmu::MemoryController& mc, Spa at, mmu::KeyId key, VmcbRange r, Vmcb& out)
 {
-    switch (part) {
-    case VmcbPart::Control: return { 0, sizeof(VmcbControlArea) };
-    case VmcbPart::Save: return { offsetof(Vmcb, save), sizeof(VmcbSaveArea) };
-    case VmcbPart::Both: break;
-    }
-    return { 0, kVmcbUsedBytes };
-}
-
-} // namespace
-
-Result<void, mmu::MemError> read_vmcb_part(mmu::MemoryController& mc, Spa at, mmu::KeyId key, VmcbPart part, Vmcb& out)
-{
-    Range r = range_of(part);
     return mc.read(at + r.offset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&out) + r.offset, r.length), key);
 }
 
-Result<void, mmu::MemError> write_vmcb_part(mmu::MemoryController& mc, Spa at, mmu::KeyId key, VmcbPart part, Vmcb const& v)
+Result<void, mmu::MemError> write_vmcb_range(mmu::MemoryController& mc, Spa at, mmu::KeyId key, VmcbRange r, Vmcb const& v)
 {
-    Range r = range_of(part);
     return mc.write(at + r.offset, std::span<uint8_t const>(reinterpret_cast<uint8_t const*>(&v) + r.offset, r.length), key);
 }
 

@@ -736,8 +736,8 @@ TEST_CASE("VMRUN on random VMCB bytes never crashes and never enters an invalid 
 }
 
 // VMRUN, #VMEXIT, VMLOAD and VMSAVE read and write only the architected bytes: the VMCB's control
-// and save areas (0x000-0x6E7), the host save area's fields up to XCR0 (HSAVE+0x400..+0x7EF) and
-// the VMSA up to the XMM registers (0x000-0x56F). Everything else on those pages keeps what it
+// fields (0x000-0x147) and save area (0x400-0x6E7), the host save area's fields up to XCR0
+// (HSAVE+0x400..+0x7EF) and the VMSA up to the XMM registers (0x000-0x56F). Everything else on those pages keeps what it
 // held — none of it is rewritten from a stale or uninitialised copy.
 TEST_CASE("World switches leave the bytes beyond the architected fields of the VMCB, host save area and VMSA alone", "[svm][vmrun][vmexit]")
 {
@@ -779,6 +779,7 @@ TEST_CASE("World switches leave the bytes beyond the architected fields of the V
             m.put(kVmsaPa + 0x170, 2, 8, gk);
             fill(m, kVmsaPa + 0x570, kVmsaPa + 0x1000, 0x3C, gk); // YMM halves, LBR stack, IBS, ...
         }
+        fill(m, kVmcbPa + 0x148, kVmcbPa + 0x400, 0x44); // reserved, and the software area at 0x3E0
         fill(m, kVmcbPa + 0x6E8, kVmcbPa + 0x1000, 0x11);
         fill(m, kHsavePa, kHsavePa + 0x400, 0x22);
         fill(m, kHsavePa + 0x7F0, kHsavePa + 0x1000, 0x33);
@@ -795,6 +796,7 @@ TEST_CASE("World switches leave the bytes beyond the architected fields of the V
         cpu.regs.gpr[RAX] = kVmcbPa;
         REQUIRE(vmsave(*m.mc, cpu, sev_host()).has_value());
         REQUIRE(vmload(*m.mc, cpu, sev_host()).has_value());
+        CHECK(intact(m, kVmcbPa + 0x148, kVmcbPa + 0x400, 0x44));
         CHECK(intact(m, kVmcbPa + 0x6E8, kVmcbPa + 0x1000, 0x11));
         CHECK(intact(m, kHsavePa, kHsavePa + 0x400, 0x22));
         CHECK(intact(m, kHsavePa + 0x7F0, kHsavePa + 0x1000, 0x33));
