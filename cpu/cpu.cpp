@@ -224,12 +224,13 @@ void Core::sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_use
     uint8_t saved_cpl = cpl;
     if (as_user) cpl = 3;
     struct Restore { Core& c; uint8_t v; ~Restore() { c.cpl = v; } } restore { *this, saved_cpl };
-    // The TLB's supervisor bank serves implicit supervisor accesses too: it holds only pages an
-    // explicit supervisor access may use with SMAP ignored for none (a user page enters it only
-    // while CR4.SMAP is clear), which implicit ones may use as well (APM vol 2 §5.6.4), with A
-    // (and D, for a write tag) already set; a write tag is never given for a page of decoded
-    // code. Without this every event delivery (IDT, GDT, the pushes; an SEV-ES guest's #VC)
-    // walked the guest's tables — and under nested paging the nested ones per level (perf).
+    // The TLB's supervisor bank serves implicit supervisor accesses too. Its entries were filled
+    // by supervisor accesses that passed the checks an implicit one makes (U/S does not apply,
+    // CR0.WP does; A, and D for a write tag, already set), and a user page enters it only while
+    // CR4.SMAP is clear: SMAP faults an implicit access to a user page whatever RFLAGS.AC says
+    // (APM vol 2 §5.6.4). A write tag is never given for a page of decoded code. Without this
+    // every event delivery (IDT, GDT, the pushes; an SEV-ES guest's #VC) walked the guest's
+    // tables, and under nested paging the nested tables at every level (perf).
     unsigned tlb_bank = as_user ? 1 : 0;
     while (n) {
         unsigned chunk = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
@@ -387,10 +388,12 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
             if (auto const& te = tlb->entry(bank, a2); te.tag_fetch == (a2 >> 12)) {
                 std::memcpy(tmp + have + 1, te.host + (a2 & 0xFFF) + 1, 15 - have - 1);
                 n = decode_one(tmp, 15, mode, insn);
-            }
-            for (unsigned need = have + 2; n == 0 && need <= 15; ++need) {
-                read_slow(a2, tmp + have, need - have, true);
-                n = decode_one(tmp, need, mode, insn);
+            } else {
+                for (unsigned need = have + 1; n == 0 && need <= 15; ++need) {
+                    if (need > have + 1) // MMIO: no byte beyond the instruction is read
+                        read_slow(a2, tmp + have, need - have, true);
+                    n = decode_one(tmp, need, mode, insn);
+                }
             }
             scratch.insns.assign(1, insn);
             scratch.lin = lin;

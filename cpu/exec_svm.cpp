@@ -237,7 +237,6 @@ void Core::svm_apply(svm::SvmCpuView const& v)
     brk = true;
 }
 
-
 // ---------------------------------------------------------------- guest memory
 
 namespace {
