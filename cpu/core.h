@@ -210,11 +210,41 @@ struct Core {
     // Raise #VMEXIT(code) for an intercepted instruction: nRIP = the next instruction.
     [[noreturn]] void intercept(svm::Intercept i, uint64_t info1 = 0, uint64_t info2 = 0);
     [[noreturn]] void vmexit_now(uint64_t code, uint64_t info1, uint64_t info2, uint64_t nrip);
+    // The same #VMEXIT (or, in an SEV-ES guest, the same #VC) without a C++ throw, for the
+    // intercepts every world switch of an SEV guest goes through (CPUID, IN/OUT, RDMSR/WRMSR,
+    // HLT, VMMCALL, VMGEXIT): a throw and its unwind cost more than the rest of the #VMEXIT
+    // (perf: a third of an SEV guest's CPUID round trip). Only a handler may call it, and it
+    // must return at once, having changed nothing: the instruction does not retire (RIP stays
+    // on it, unless an SEV-ES automatic exit advances it) and the block ends; run() then takes
+    // the exit, or delivers the #VC, exactly where it would have caught the throw.
+    void intercept_return(svm::Intercept i, uint64_t info1 = 0, uint64_t info2 = 0);
+    void vmexit_return(uint64_t code, uint64_t info1, uint64_t info2, uint64_t nrip);
+    enum class Deferred : uint8_t { None, Exit, Fault };
+    Deferred deferred { Deferred::None };
+    svm::ExitInfo deferred_exit {};
+    GuestFault deferred_fault {};
     void do_vmexit(svm::ExitInfo info);  // the #VMEXIT itself (at an instruction boundary)
     void do_vmrun(uint64_t next_rip);    // VMRUN rAX from the host
+    // The same with the host's registers already in `v` (not yet in the core: host_vmrun()
+    // builds them there and VMLOADs into them, sparing two register-file round trips).
+    void do_vmrun(uint64_t next_rip, svm::SvmCpuView& v);
     svm::SvmCpuView svm_view();
     void svm_apply(svm::SvmCpuView const&);
-    svm::HostContext host_context();
+    svm::HostContext host_context() { return host_context_of(msr.syscfg, msr.hwcr, mode64); }
+    svm::HostContext host_context_of(uint64_t syscfg, uint64_t hwcr, bool host_64bit) const
+    {
+        svm::HostContext h = model_host_context;
+        h.syscfg = syscfg;
+        h.hwcr = hwcr;
+        h.host_64bit = host_64bit;
+        return h;
+    }
+    svm::HostContext model_host_context; // HostContext::from_model(info) once, at construction
+    // host_vmrun(): the VMCB whose VMSAVE follows #VMEXIT at once (do_vmexit does it before the
+    // host's registers go back into the core), and whether it failed.
+    Spa host_vmrun_vmcb {};
+    bool host_vmsave_failed {};
+    void host_vmsave(svm::SvmCpuView&);
     struct GuestPage { uint64_t spa; mmu::KeyId key; };
     GuestPage guest_page(uint64_t gpa_page, bool guest_c, bool write, bool fetch);
     bool check_guest_interrupts();      // virtual interrupts / INTR intercept; true if it acted

@@ -27,6 +27,7 @@ Core::Core(mmu::MemoryController& m, CpuModel mdl, IoHandler& i)
     , io(i)
 {
     guest_tables = make_guest_tables(*this);
+    model_host_context = svm::HostContext::from_model(info, CpuState {}, true);
     self_ref = std::make_shared<Core*>(this);
     std::weak_ptr<Core*> weak = self_ref;
     mc.add_invalidation_listener([weak](Spa page) {
@@ -123,7 +124,8 @@ Core::Xlate Core::translate(uint64_t a, bool write, bool fetch, bool implicit_su
         if (p)
             x.host = *p;
     }
-    if (x.host && !implicit_sup && !(user == false && t->user && pctx.smap)) {
+    // Implicit supervisor accesses fill the supervisor bank (sys_access), under the same rule.
+    if (x.host && !(user == false && t->user && pctx.smap)) {
         auto [e, m] = tlb->fill(user ? 1 : 0, a, page);
         uint64_t lpn = a >> 12;
         if (m.lpn != lpn || e.host != x.host) {
@@ -222,8 +224,33 @@ void Core::sys_access(uint64_t a, void* buf, unsigned n, bool write, bool as_use
     uint8_t saved_cpl = cpl;
     if (as_user) cpl = 3;
     struct Restore { Core& c; uint8_t v; ~Restore() { c.cpl = v; } } restore { *this, saved_cpl };
+    // The TLB's supervisor bank serves implicit supervisor accesses too. Its entries were filled
+    // by supervisor accesses that passed the checks an implicit one makes (U/S does not apply,
+    // CR0.WP does; A, and D for a write tag, already set), and a user page enters it only while
+    // CR4.SMAP is clear: SMAP faults an implicit access to a user page whatever RFLAGS.AC says
+    // (APM vol 2 §5.6.4). A write tag is never given for a page of decoded code. Without this
+    // every event delivery (IDT, GDT, the pushes; an SEV-ES guest's #VC) walked the guest's
+    // tables, and under nested paging the nested tables at every level (perf).
+    unsigned tlb_bank = as_user ? 1 : 0;
     while (n) {
         unsigned chunk = std::min<unsigned>(n, 0x1000 - (a & 0xFFF));
+        if (auto const& te = tlb->entry(tlb_bank, a); (write ? te.tag_write : te.tag_read) == (a >> 12)) {
+            uint8_t* page = te.host + (a & 0xFFF);
+            uint8_t* dst = write ? page : b;
+            uint8_t const* src = write ? b : page;
+            // The sizes of descriptors and stack slots as fixed-size copies (a variable-size
+            // one is a `rep movs`, whose start-up cost was most of this function's, perf).
+            switch (chunk) {
+            case 8: std::memcpy(dst, src, 8); break;
+            case 4: std::memcpy(dst, src, 4); break;
+            case 2: std::memcpy(dst, src, 2); break;
+            default: std::memcpy(dst, src, chunk); break;
+            }
+            b += chunk;
+            n -= chunk;
+            a = (efer & efer::LMA) ? a + chunk : uint32_t(a + chunk);
+            continue;
+        }
         Xlate x = translate(a, write, false, !as_user);
         uint64_t pfn = x.spa >> 12;
         if (x.host) {
@@ -354,9 +381,19 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
             unsigned have = avail - pos;
             std::memcpy(tmp, src + pos, have);
             uint64_t a2 = (efer & efer::LMA) ? lin + have : uint32_t(lin + have);
-            for (unsigned need = have + 1; need <= 15; ++need) {
-                read_slow(a2, tmp + have, need - have, true);
-                if ((n = decode_one(tmp, need, mode, insn)) != 0) break;
+            // Its first byte on the next page (the fetch there faults as it must); when that
+            // page is memory the TLB now maps for fetch, the rest of the 15 at once, one decode
+            // (not one fetch and decode per byte: such an instruction is decoded at each run).
+            read_slow(a2, tmp + have, 1, true);
+            if (auto const& te = tlb->entry(bank, a2); te.tag_fetch == (a2 >> 12)) {
+                std::memcpy(tmp + have + 1, te.host + (a2 & 0xFFF) + 1, 15 - have - 1);
+                n = decode_one(tmp, 15, mode, insn);
+            } else {
+                for (unsigned need = have + 1; n == 0 && need <= 15; ++need) {
+                    if (need > have + 1) // MMIO: no byte beyond the instruction is read
+                        read_slow(a2, tmp + have, need - have, true);
+                    n = decode_one(tmp, need, mode, insn);
+                }
             }
             scratch.insns.assign(1, insn);
             scratch.lin = lin;
@@ -638,6 +675,7 @@ RunResult Cpu::run(uint64_t max_instructions)
         bool single_step = c.flags & TF;
         uint64_t k = 0;
         Insn const* first = nullptr; // set once the block is found
+        bool deferred = false;       // Core::intercept_return() ended the block
         try {
             Insn const* i;
             uint32_t count;
@@ -655,7 +693,9 @@ RunResult Cpu::run(uint64_t max_instructions)
             first = i;
             i->fn(c, *i); // runs up to n instructions (ops.h chain)
             k = uint64_t(c.t_cur - first);
-            if (single_step && k == 1 && !c.halted) {
+            if (SEVEMU_UNLIKELY(c.deferred != Core::Deferred::None))
+                deferred = true; // taken below, outside the try, as the catch clauses would
+            else if (single_step && k == 1 && !c.halted) {
                 c.dr6 |= 1u << 14; // BS
                 c.deliver_event(DB, false, 0, false, c.rip);
             }
@@ -674,6 +714,26 @@ RunResult Cpu::run(uint64_t max_instructions)
         } catch (SvmExit const& e) { // an intercept: the instruction did not retire
             if (first) k = uint64_t(c.t_cur - first);
             vmexit(e);
+            if (k == 0)
+                ++events;
+        }
+        if (SEVEMU_UNLIKELY(deferred)) {
+            // An intercept taken without a throw (Core::intercept_return): what the catch
+            // clauses above do for SvmExit / GuestFault(#VC), the intercepted instruction not
+            // retired (chain<> counted it: t_cur is one past it).
+            --k;
+            Core::Deferred d = c.deferred;
+            c.deferred = Core::Deferred::None;
+            c.brk = false;
+            if (d == Core::Deferred::Exit) {
+                c.do_vmexit(c.deferred_exit);
+            } else {
+                try {
+                    c.exception(c.deferred_fault);
+                } catch (SvmExit const& e) {
+                    vmexit(e);
+                }
+            }
             if (k == 0)
                 ++events;
         }

@@ -441,16 +441,20 @@ template <int TO_DR, int S, int M> void mov_dr(Core& c, Insn const& i)
     }
 }
 // MSR_PROT and the MSRPM (§15.11): EXITINFO1 = 0 for RDMSR, 1 for WRMSR.
-inline void msr_intercept(Core& c, bool write)
+// True when the #VMEXIT was taken (Core::intercept_return): the handler returns at once.
+inline bool msr_intercept(Core& c, bool write)
 {
-    if (SEVEMU_UNLIKELY(c.guest.has_value()) && c.guest->msr_intercepted(c.mc, uint32_t(c.r[RCX]), write))
-        c.intercept(svm::Intercept::MSR_PROT, svm::msr_exit_info_1(write));
+    if (SEVEMU_UNLIKELY(c.guest.has_value()) && c.guest->msr_intercepted(c.mc, uint32_t(c.r[RCX]), write)) {
+        c.intercept_return(svm::Intercept::MSR_PROT, svm::msr_exit_info_1(write));
+        return true;
+    }
+    return false;
 }
 template <int S, int M> void rdmsr_op(Core& c, Insn const& i)
 {
     IcountNow now(c, i); // the TSC as of this instruction
     need_cpl0(c);
-    msr_intercept(c, false);
+    if (msr_intercept(c, false)) return;
     uint64_t v;
     if (!c.rdmsr(uint32_t(c.r[RCX]), v)) c.raise(GP, 0);
     c.r[RAX] = uint32_t(v);
@@ -460,14 +464,14 @@ template <int S, int M> void wrmsr_op(Core& c, Insn const& i)
 {
     IcountNow now(c, i); // the TSC as of this instruction
     need_cpl0(c);
-    msr_intercept(c, true);
+    if (msr_intercept(c, true)) return;
     uint64_t v = (c.r[RDX] << 32) | uint32_t(c.r[RAX]);
     if (!c.wrmsr(uint32_t(c.r[RCX]), v)) c.raise(GP, 0);
     end(c);
 }
 template <int S, int M> void cpuid_op(Core& c, Insn const&)
 {
-    if (c.intercepted(svm::Intercept::CPUID)) c.intercept(svm::Intercept::CPUID);
+    if (c.intercepted(svm::Intercept::CPUID)) return c.intercept_return(svm::Intercept::CPUID);
     CpuidResult r = c.cpuid(uint32_t(c.r[RAX]), uint32_t(c.r[RCX]));
     c.r[RAX] = r.eax;
     c.r[RBX] = r.ebx;

@@ -294,7 +294,7 @@ template <int S, int M> void sti(Core& c, Insn const&)
 template <int S, int M> void hlt(Core& c, Insn const&)
 {
     need_cpl0(c);
-    if (c.intercepted(svm::Intercept::HLT)) c.intercept(svm::Intercept::HLT);
+    if (c.intercepted(svm::Intercept::HLT)) return c.intercept_return(svm::Intercept::HLT);
     c.halted = true;
     end(c);
 }

@@ -29,19 +29,21 @@ namespace {
 // ---- port I/O (A: 0 imm port, 1 DX port)
 // In guest mode: IOIO_PROT and the IOPM (APM vol 2 §15.10), after the protection checks;
 // EXITINFO1 describes the access, EXITINFO2 is the next RIP.
-inline void io_intercept(Core& c, Insn const& i, uint16_t port, unsigned n, bool in, bool str)
+// True when the #VMEXIT was taken (Core::intercept_return): the handler returns at once.
+inline bool io_intercept(Core& c, Insn const& i, uint16_t port, unsigned n, bool in, bool str)
 {
-    if (SEVEMU_LIKELY(!c.guest) || !c.guest->io_intercepted(c.mc, port, n)) return;
+    if (SEVEMU_LIKELY(!c.guest) || !c.guest->io_intercepted(c.mc, port, n)) return false;
     svm::IoioInfo io { port, n, in, str, bool(i.pfx & (kPfxRep | kPfxRepne)) && str,
         i.asize == 0 ? 16u : i.asize == 1 ? 32u : 64u, uint8_t(str && !in ? unsigned(i.seg) : unsigned(DS)) };
-    c.intercept(svm::Intercept::IOIO_PROT, svm::ioio_exit_info_1(io), c.r[kRegNext]);
+    c.intercept_return(svm::Intercept::IOIO_PROT, svm::ioio_exit_info_1(io), c.r[kRegNext]);
+    return true;
 }
 template <int A, int S, int M> void in_op(Core& c, Insn const& i)
 {
     uint16_t port = A ? uint16_t(c.r[RDX]) : uint16_t(i.imm);
     constexpr unsigned n = S > 4 ? 4 : S;
     if (!c.io_allowed(port, n)) c.raise(GP, 0);
-    io_intercept(c, i, port, n, true, false);
+    if (io_intercept(c, i, port, n, true, false)) return;
     c.setr<(S > 4 ? 4 : S)>(0, c.dev().port_in(port, n));
     end(c);
 }
@@ -50,7 +52,7 @@ template <int A, int S, int M> void out_op(Core& c, Insn const& i)
     uint16_t port = A ? uint16_t(c.r[RDX]) : uint16_t(i.imm);
     constexpr unsigned n = S > 4 ? 4 : S;
     if (!c.io_allowed(port, n)) c.raise(GP, 0);
-    io_intercept(c, i, port, n, false, false);
+    if (io_intercept(c, i, port, n, false, false)) return;
     c.dev().port_out(port, n, uint32_t(c.r[RAX]) & (n == 4 ? 0xFFFFFFFFu : (1u << (8 * n)) - 1));
     end(c);
 }
@@ -59,7 +61,7 @@ template <int A, int S, int M> void ins_outs(Core& c, Insn const& i)
     constexpr unsigned n = S > 4 ? 4 : S;
     uint16_t port = uint16_t(c.r[RDX]);
     if (!c.io_allowed(port, n)) c.raise(GP, 0);
-    io_intercept(c, i, port, n, A == 0, true);
+    if (io_intercept(c, i, port, n, A == 0, true)) return;
     uint64_t am = kAsizeMask[i.asize];
     bool rep = i.pfx & (kPfxRep | kPfxRepne);
     int64_t d = (c.flags & DF) ? -int64_t(n) : int64_t(n);

@@ -170,6 +170,7 @@ void Core::put_full_state(CpuState const& s)
     else
         guest.reset();
     delivering.reset();
+    deferred = Deferred::None;
     put_state(s); // drops every ASID's TLB entries (keep_tlb is false here)
     // The TLB now belongs to the running context: the guest's ASID in guest mode (§15.16).
     tlb->adopt_context(guest ? guest->asid : 0);
@@ -199,19 +200,24 @@ void Core::switch_tlb(uint32_t asid)
     uint32_t cur = tlb->asid();
     if (cur == asid)
         return;
-    // Park the running context's TLB and take the target's, by pointer (a TLB is large).
-    std::unique_ptr<CoreTlb> next;
+    // Park the running context's TLB and take the target's, by pointer (a TLB is large). The
+    // target's map node is re-keyed to the parked context (extract/insert: no allocation at
+    // every world switch).
     if (auto it = parked_tlbs.find(asid); it != parked_tlbs.end()) {
-        next = std::move(it->second);
-        parked_tlbs.erase(it);
+        auto node = parked_tlbs.extract(it);
+        std::swap(node.mapped(), tlb);
+        node.key() = cur;
+        parked_tlbs.erase(cur); // a stale parked copy of cur, if any
+        parked_tlbs.insert(std::move(node));
+        tlb->adopt_context(asid);
+        return;
     }
+    std::unique_ptr<CoreTlb> next;
     auto& park = parked_tlbs[cur];
     std::unique_ptr<CoreTlb> spare = std::move(park); // a stale parked copy of cur, if any
     park = std::move(tlb);
-    if (!next) {
-        next = spare ? std::move(spare) : std::make_unique<CoreTlb>();
-        next->flush_all();
-    }
+    next = spare ? std::move(spare) : std::make_unique<CoreTlb>();
+    next->flush_all();
     tlb = std::move(next);
     tlb->adopt_context(asid);
 }
@@ -229,14 +235,6 @@ void Core::svm_apply(svm::SvmCpuView const& v)
     flush_jump_cache();
     r[kRegNext] = rip;
     brk = true;
-}
-
-svm::HostContext Core::host_context()
-{
-    auto h = svm::HostContext::from_model(info, CpuState {}, mode64);
-    h.syscfg = msr.syscfg;
-    h.hwcr = msr.hwcr;
-    return h;
 }
 
 // ---------------------------------------------------------------- guest memory
@@ -305,6 +303,30 @@ void Core::intercept(Intercept i, uint64_t info1, uint64_t info2)
     vmexit_now(svm::exit_code_for(i), info1, info2, r[kRegNext]);
 }
 
+// vmexit_now() step for step, with the throw replaced by a note run() acts on when the handler
+// has returned (cpu.cpp): chain<> then sets RIP from r[kRegNext], which is left at RIP here.
+void Core::vmexit_return(uint64_t code, uint64_t info1, uint64_t info2, uint64_t nrip)
+{
+    if (guest->sev_es && !svm::is_automatic_exit(code, info1)) {
+        deferred = Deferred::Fault;
+        deferred_fault = GuestFault { svm::kVcVector, true, uint32_t(code) };
+    } else {
+        if (guest->sev_es && nrip &&
+            (code == ec::SVM_EXIT_PAUSE || code == ec::SVM_EXIT_HLT || code == ec::SVM_EXIT_IDLE_HLT ||
+                code == ec::SVM_EXIT_VMGEXIT))
+            rip = nrip;
+        deferred = Deferred::Exit;
+        deferred_exit = svm::ExitInfo { code, info1, info2, delivering, nrip };
+    }
+    r[kRegNext] = rip;
+    brk = true;
+}
+
+void Core::intercept_return(Intercept i, uint64_t info1, uint64_t info2)
+{
+    vmexit_return(svm::exit_code_for(i), info1, info2, r[kRegNext]);
+}
+
 void Core::do_vmexit(svm::ExitInfo info)
 {
     if (info.exit_code == ec::SVM_EXIT_NPF && !(info.exit_info_1 & svm::npf::ID)) {
@@ -330,12 +352,24 @@ void Core::do_vmexit(svm::ExitInfo info)
     if (!svm::vmexit(mc, v, g, info)) {
         // The VMCB or host save area stopped being DRAM: nothing to return to.
         pending_shutdown = true;
+        host_vmsave_failed = true; // nor a VMCB to VMSAVE into
         return;
     }
+    host_vmsave(v);
     svm_apply(v);
     switch_tlb(svm::tlb_actions_on_vmexit().context_asid);
     if (host_vmrun)
         vmexit_done = true;
+}
+
+void Core::host_vmsave(svm::SvmCpuView& v)
+{
+    // The VMSAVE of host_vmrun()'s `vmload; vmrun; vmsave`, on the host registers #VMEXIT just
+    // reloaded (no host instruction runs between the two), before they go back into the core.
+    if (!host_vmrun)
+        return;
+    v.regs.gpr[RAX] = host_vmrun_vmcb.value;
+    host_vmsave_failed = !svm::vmsave(mc, v, host_context_of(v.regs.msr.syscfg, v.regs.msr.hwcr, true));
 }
 
 void Core::deliver_injected(svm::Event const& e)
@@ -358,19 +392,29 @@ void Core::deliver_injected(svm::Event const& e)
 void Core::do_vmrun(uint64_t next_rip)
 {
     auto v = svm_view();
-    auto g = svm::vmrun(mc, v, host_context(), next_rip);
+    do_vmrun(next_rip, v);
+}
+
+void Core::do_vmrun(uint64_t next_rip, svm::SvmCpuView& v)
+{
+    guest.emplace();
+    auto g = svm::vmrun(mc, v, host_context_of(v.regs.msr.syscfg, v.regs.msr.hwcr,
+        (v.regs.efer & efer::LMA) && v.regs.seg[CS].long_mode()), next_rip, *guest);
     if (!g) {
+        guest.reset();
         if (auto f = g.error().fault) {
+            if (host_vmrun)
+                svm_apply(v); // host_vmrun(): the host's registers were only in `v` so far
             if (f->vector == svm::kUD) raise(UD);
             raise(f->vector, f->error_code);
         }
         // A consistency check failed: #VMEXIT(VMEXIT_INVALID) was taken, the host is back.
+        host_vmsave(v);
         svm_apply(v);
         if (host_vmrun)
             vmexit_done = true;
         return;
     }
-    guest = std::move(*g);
     svm_apply(v); // with `guest` set: the guest's paging context, nested
     // TLB_CONTROL (§15.16.1): the guest's ASID's entries, flushed as the VMCB asks.
     switch_tlb(guest->asid);
@@ -481,8 +525,8 @@ template <int S, int M> void vmmcall_op(Core& c, Insn const& i)
     // VMGEXIT is VMMCALL with a REP prefix (F3 0F 01 D9; APM vol 3 VMGEXIT): in an SEV-ES guest an
     // automatic #VMEXIT 0x403 whatever the intercepts, RIP past it (APM vol 2 §15.35.5); anywhere
     // else it behaves as VMMCALL.
-    if ((i.pfx & kPfxRep) && c.guest && c.guest->sev_es) c.vmexit_now(ec::SVM_EXIT_VMGEXIT, 0, 0, c.r[kRegNext]);
-    if (c.intercepted(Intercept::VMMCALL)) c.intercept(Intercept::VMMCALL);
+    if ((i.pfx & kPfxRep) && c.guest && c.guest->sev_es) return c.vmexit_return(ec::SVM_EXIT_VMGEXIT, 0, 0, c.r[kRegNext]);
+    if (c.intercepted(Intercept::VMMCALL)) return c.intercept_return(Intercept::VMMCALL);
     c.raise(UD); // not intercepted, or in the host (APM vol 3 VMMCALL)
 }
 template <int LOAD, int S, int M> void vmload_vmsave(Core& c, Insn const&)
@@ -569,29 +613,32 @@ Result<Cpu::HostVmrunResult, std::string> Cpu::host_vmrun(Spa vmcb, Spa hsave, s
     for (unsigned k = 0; k < 16; ++k)
         if (k != RAX && k != RSP) h.gpr[k] = gprs[k];
     h.gpr[RAX] = vmcb.value;
-    c.keep_tlb = true; // the guests' parked TLB entries stay valid across host_vmrun() calls
-    c.put_state(h);
-    c.keep_tlb = false;
+    // The host's registers stay in `v` until VMRUN has loaded the guest's: the core's register
+    // file is written once, with the guest (do_vmrun's svm_apply), not also with the host and
+    // again after VMLOAD. The TLB: the host's context, the guests' parked entries kept.
+    svm::SvmCpuView v;
+    v.regs = std::move(h);
+    v.cpl = 0;
+    v.gif = false; // KVM runs VMRUN between CLGI and STGI
+    v.interrupt_shadow = false;
+    v.ghcb_msr = c.ghcb_msr;
     c.switch_tlb(0);
-    c.cpl = 0;
-    c.bank = 0;
-    c.gif = false; // KVM runs VMRUN between CLGI and STGI
 
     // KVM's __svm_vcpu_run (arch/x86/kvm/svm/vmenter.S) runs `vmload; vmrun; vmsave` on the
     // guest's VMCB: VMRUN does not switch FS, GS, TR and LDTR (hidden parts included),
     // KernelGsBase, STAR/LSTAR/CSTAR/SFMASK or SYSENTER_* (APM vol 2 §15.5.2), so without them
-    // a guest's GS base would be lost at every #VMEXIT.
-    {
-        auto v = c.svm_view();
-        if (auto r = svm::vmload(c.mc, v, c.host_context()); !r)
-            return make_unexpected(std::string("VMLOAD of the guest's VMCB raised #GP(0)"));
+    // a guest's GS base would be lost at every #VMEXIT. The VMSAVE is do_vmexit's.
+    if (auto r = svm::vmload(c.mc, v, c.host_context_of(v.regs.msr.syscfg, v.regs.msr.hwcr, true)); !r) {
         c.svm_apply(v);
+        return make_unexpected(std::string("VMLOAD of the guest's VMCB raised #GP(0)"));
     }
     c.host_vmrun = true;
     c.vmexit_done = false;
+    c.host_vmrun_vmcb = vmcb;
+    c.host_vmsave_failed = false;
     struct Leave { Core& c; ~Leave() { c.host_vmrun = false; c.vmexit_done = false; } } leave { c };
     try {
-        c.do_vmrun(c.rip + 3);
+        c.do_vmrun(v.regs.rip + 3, v);
     } catch (GuestFault const& f) {
         if (!c.guest)
             return make_unexpected(std::string(f.vector == UD ? "VMRUN raised #UD" : "VMRUN raised #GP(0)") +
@@ -624,12 +671,8 @@ Result<Cpu::HostVmrunResult, std::string> Cpu::host_vmrun(Spa vmcb, Spa hsave, s
     c.vmexit_done = false;
     for (unsigned k = 0; k < 16; ++k)
         if (k != RAX && k != RSP) gprs[k] = c.r[k];
-    if (!c.guest) { // the VMSAVE half of vmload/vmrun/vmsave (above)
-        c.r[RAX] = vmcb.value;
-        auto v = c.svm_view();
-        if (auto r = svm::vmsave(c.mc, v, c.host_context()); !r)
-            return make_unexpected(std::string("VMSAVE of the guest's VMCB raised #GP(0)"));
-    }
+    if (!c.guest && c.host_vmsave_failed) // the VMSAVE half of vmload/vmrun/vmsave (do_vmexit)
+        return make_unexpected(std::string("VMSAVE of the guest's VMCB raised #GP(0)"));
     return HostVmrunResult { done };
 }
 

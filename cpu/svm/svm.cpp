@@ -26,33 +26,25 @@ constexpr uint32_t kNotExceptions = (1u << 2) | (1u << 9) | (1u << 15) | (1u << 
 
 // The host save area: VM_HSAVE_PA+0x400 in the sev_es_save_area (VMSA) format for every guest
 // kind (APM vol 2 §15.35; Linux arch/x86/kvm/svm/sev.c sev_es_prepare_switch_to_guest). The page beyond 0x400
-// holds 0xC00 bytes, enough for the VMSA
-// fields up to the IBS block (0x7C8).
-constexpr uint64_t kHsaveOffset = 0x400, kHsaveLen = kVmcbSize - kHsaveOffset;
+// holds 0xC00 bytes, enough for the VMSA fields up to the IBS block (0x7C8). Only what VMRUN and
+// #VMEXIT use is read and written (the rest of the page keeps what the hypervisor put there):
+// the type A state VMRUN saves lies below DBGCTL (0x270), the type B state an SEV-ES #VMEXIT
+// loads besides goes up to XCR0 (0x3E8).
+constexpr uint64_t kHsaveOffset = 0x400, kHsaveTypeA = offsetof(Vmsa, dbgctl),
+                   kHsaveSevEs = offsetof(Vmsa, xcr0) + sizeof(Vmsa::xcr0);
+static_assert(kHsaveTypeA == 0x270 && kHsaveOffset + kHsaveSevEs <= kVmcbSize);
 
-Result<Vmsa, mmu::MemError> read_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key)
+// Into `v`'s first `len` bytes; the rest of `v` is left as it is.
+Result<void, mmu::MemError> read_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa& v, uint64_t len)
 {
-    Vmsa v {};
-    std::array<uint8_t, kHsaveLen> b;
-    TRY(mc.read(hsave + kHsaveOffset, b, key));
-    std::memcpy(&v, b.data(), kHsaveLen);
-    return v;
+    return mc.read(hsave + kHsaveOffset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), len), key);
 }
 
-Result<void, mmu::MemError> write_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa const& v)
+Result<void, mmu::MemError> write_hsave(mmu::MemoryController& mc, Spa hsave, mmu::KeyId key, Vmsa const& v, uint64_t len)
 {
-    std::array<uint8_t, kHsaveLen> b;
-    std::memcpy(b.data(), &v, kHsaveLen);
-    return mc.write(hsave + kHsaveOffset, b, key);
+    return mc.write(hsave + kHsaveOffset, std::span<uint8_t const>(reinterpret_cast<uint8_t const*>(&v), len), key);
 }
 
-// The legacy-save-area view of a VMSA (the first 0x2E8 bytes share the layout, vmcb.h).
-VmcbSaveArea save_prefix(Vmsa const& v)
-{
-    VmcbSaveArea s;
-    std::memcpy(&s, &v, sizeof s);
-    return s;
-}
 
 // A physical address an SVM instruction takes in rAX or an MSR: the C-bit (when SME is on)
 // selects the host key and is not part of the address (APM vol 2 §7.10.1).
@@ -162,7 +154,9 @@ void restore_host(SvmCpuView& cpu, Vmsa const& hs, bool sev_es, bool np, uint64_
 // Guest state from a save area (non-ES: the VMCB's; SEV-ES: the VMSA's prefix).
 // APM vol 2 §15.5.1 "VMRUN loads guest state": ES, CS, SS, DS, GDTR, IDTR, EFER, CR4, CR3, CR2,
 // CR0, DR7, DR6, RFLAGS, RIP, RSP, RAX, CPL (and G_PAT with nested paging, §15.25.8).
-void load_guest(SvmCpuView& cpu, VmcbSaveArea const& s, bool np)
+// S: VmcbSaveArea, or Vmsa, whose first 0x2E8 bytes have the same layout (vmcb.h): no copy of
+// the prefix into a VmcbSaveArea at every SEV-ES world switch.
+template <class S> void load_guest(SvmCpuView& cpu, S const& s, bool np)
 {
     auto& r = cpu.regs;
     r.seg[ES] = from_vmcb(s.es);
@@ -188,7 +182,7 @@ void load_guest(SvmCpuView& cpu, VmcbSaveArea const& s, bool np)
         r.msr.pat = s.g_pat;
 }
 
-void store_guest(SvmCpuView const& cpu, VmcbSaveArea& s, bool np)
+template <class S> void store_guest(SvmCpuView const& cpu, S& s, bool np)
 {
     auto const& r = cpu.regs;
     s.es = to_vmcb(r.seg[ES]);
@@ -217,7 +211,7 @@ void store_guest(SvmCpuView const& cpu, VmcbSaveArea& s, bool np)
 void load_guest_vmsa(SvmCpuView& cpu, Vmsa const& v)
 {
     auto& r = cpu.regs;
-    load_guest(cpu, save_prefix(v), true);
+    load_guest(cpu, v, true);
     r.seg[FS] = from_vmcb(v.fs);
     r.seg[GS] = from_vmcb(v.gs);
     r.ldtr = from_vmcb(v.ldtr);
@@ -256,9 +250,7 @@ void load_guest_vmsa(SvmCpuView& cpu, Vmsa const& v)
 void store_guest_vmsa(SvmCpuView const& cpu, Vmsa& v)
 {
     auto const& r = cpu.regs;
-    VmcbSaveArea s = save_prefix(v);
-    store_guest(cpu, s, true);
-    std::memcpy(&v, &s, sizeof s);
+    store_guest(cpu, v, true);
     v.fs = to_vmcb(r.seg[FS]);
     v.gs = to_vmcb(r.seg[GS]);
     v.ldtr = to_vmcb(r.ldtr);
@@ -359,7 +351,8 @@ std::string_view vmrun_check_name(VmrunCheck c)
 // APM vol 2 §15.5.1 "Canonicalization and Consistency Checks", the guest-state part, in the
 // manual's order. These stop a hypervisor from entering a guest in a state the processor
 // cannot represent (e.g. long mode without PAE), which real silicon refuses rather than run.
-Result<void, VmrunCheck> check_guest_state(VmcbSaveArea const& s, HostContext const& host)
+namespace {
+template <class S> Result<void, VmrunCheck> check_guest_state_of(S const& s, HostContext const& host)
 {
     auto fail = [](VmrunCheck c) { return make_unexpected(c); };
     if (!(s.efer & efer::SVME))
@@ -390,6 +383,9 @@ Result<void, VmrunCheck> check_guest_state(VmcbSaveArea const& s, HostContext co
         return fail(VmrunCheck::LmePgPaeCsLAndD);
     return {};
 }
+} // namespace
+
+Result<void, VmrunCheck> check_guest_state(VmcbSaveArea const& s, HostContext const& host) { return check_guest_state_of(s, host); }
 
 // APM vol 2 §15.20 "Event Injection": VMRUN fails with VMEXIT_INVALID for a reserved TYPE, or
 // TYPE = 3 (exception) with a vector that is not an exception: 2 (NMI), the reserved vectors
@@ -624,6 +620,13 @@ std::optional<SvmFault> check_svm_instruction(SvmCpuView const& cpu)
 
 Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu, HostContext const& host, uint64_t next_rip)
 {
+    GuestMode g;
+    TRY(vmrun(mc, cpu, host, next_rip, g));
+    return g;
+}
+
+Result<void, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu, HostContext const& host, uint64_t next_rip, GuestMode& g)
+{
     auto fault = [](SvmFault f) { return make_unexpected(VmrunFailed { f, std::nullopt }); };
     constexpr SvmFault kGP0 { kGP, 0 };
 
@@ -640,10 +643,9 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
 
     // §15.5.1 step 1: save the host state to VM_HSAVE_PA (the next RIP is saved: #VMEXIT
     // resumes after VMRUN). Fields the hypervisor stored there for SEV-ES (type B) are kept.
-    auto hs_read = read_hsave(mc, hsave_pa.spa, hsave_pa.key);
-    if (!hs_read)
+    Vmsa hs; // only its type A part is read, written and used
+    if (!read_hsave(mc, hsave_pa.spa, hsave_pa.key, hs, kHsaveTypeA))
         return fault(kGP0);
-    Vmsa hs = *hs_read;
     auto const& r = cpu.regs;
     hs.es = to_vmcb(r.seg[ES]);
     hs.cs = to_vmcb(r.seg[CS]);
@@ -663,15 +665,19 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
     hs.cpl = 0;
 
     // §15.5.1 step 2: read the control area and check it with the guest state.
-    auto vmcb_read = read_vmcb(mc, vmcb_pa.spa, vmcb_pa.key);
-    if (!vmcb_read)
+    // The control area's fields and, unless SEV-ES (its state is in the VMSA), the save area;
+    // the reserved rest of the page is not read.
+    Vmcb vmcb;
+    if (!read_vmcb_range(mc, vmcb_pa.spa, vmcb_pa.key, kVmcbControlUsed, vmcb))
         return fault(kGP0);
-    Vmcb vmcb = *vmcb_read;
     auto const& c = vmcb.control;
     bool np = c.nested_ctl & nested_ctl::NP_ENABLE;
     // SEV bits are ignored while SYSCFG.MemEncryptionModEn = 0 (APM vol 2 §15.34.3).
     bool sev = host.sme() && (c.nested_ctl & nested_ctl::SEV_ENABLE);
     bool sev_es = sev && (c.nested_ctl & nested_ctl::SEV_ES_ENABLE);
+    // vmrun_consistency_check() reads the save area only without SEV-ES.
+    if (!sev_es && !read_vmcb_range(mc, vmcb_pa.spa, vmcb_pa.key, kVmcbSaveArea, vmcb))
+        return fault(kGP0);
 
     if (sev_es) {
         // Type A host state of an SEV-ES VMRUN (§15.35.4): the rest of the host's segment and
@@ -690,25 +696,24 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
         hs.sysenter_eip = r.msr.sysenter_eip;
         hs.cr2 = r.cr2;
     }
-    if (!write_hsave(mc, hsave_pa.spa, hsave_pa.key, hs))
+    if (!write_hsave(mc, hsave_pa.spa, hsave_pa.key, hs, kHsaveTypeA))
         return fault(kGP0);
 
     // A failed check is a #VMEXIT(VMEXIT_INVALID): EXITCODE in the VMCB, host state reloaded
     // (the guest state was never loaded, so #VMEXIT saves none).
-    auto invalid = [&](VmrunCheck why) -> Result<GuestMode, VmrunFailed> {
+    auto invalid = [&](VmrunCheck why) -> Result<void, VmrunFailed> {
         vmcb.control.exit_code = exitcode::VMEXIT_INVALID;
         vmcb.control.exit_info_1 = 0;
         vmcb.control.exit_info_2 = 0;
         vmcb.control.exit_int_info = 0;
         vmcb.control.exit_int_info_err = 0;
-        (void)write_vmcb(mc, vmcb_pa.spa, vmcb, vmcb_pa.key);
+        (void)write_vmcb_range(mc, vmcb_pa.spa, vmcb_pa.key, kVmcbExitControl, vmcb);
         restore_host(cpu, hs, false, false, 0);
         return make_unexpected(VmrunFailed { std::nullopt, why });
     };
     if (auto ok = vmrun_consistency_check(vmcb, host, mc); !ok)
         return invalid(ok.error());
 
-    GuestMode g;
     g.vmcb = vmcb_pa.spa;
     g.vmcb_key = vmcb_pa.key;
     g.hsave = hsave_pa.spa;
@@ -728,12 +733,12 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
     // §15.5.1 step 3: load the guest state. SEV-ES (§15.35.3): from the VMSA, decrypted with the
     // guest's key, and checked there.
     if (sev_es) {
-        auto v = read_vmsa(mc, g.vmsa, mmu::KeyId::slot(g.asid));
-        if (!v)
+        Vmsa v; // the modelled part (kVmsaUsedBytes)
+        if (!read_vmsa_used(mc, g.vmsa, mmu::KeyId::slot(g.asid), v))
             return invalid(VmrunCheck::SevEsVmsaNotDram);
-        if (auto ok = check_guest_state(save_prefix(*v), host); !ok)
+        if (auto ok = check_guest_state_of(v, host); !ok)
             return invalid(ok.error());
-        load_guest_vmsa(cpu, *v);
+        load_guest_vmsa(cpu, v);
         cpu.ghcb_msr = c.ghcb_gpa; // the guest's GHCB MSR comes in through VMCB 0x0A0
     } else {
         load_guest(cpu, vmcb.save, np);
@@ -746,21 +751,27 @@ Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController& mc, SvmCpuView& cpu,
     g.tlb_flush = tlb_flush_for(c.tlb_ctl);
     // §15.17: GIF = 1 on entry; EVENTINJ is delivered before the first guest instruction.
     cpu.gif = true;
-    return g;
+    return {};
 }
 
 Result<void, mmu::MemError> vmexit(mmu::MemoryController& mc, SvmCpuView& cpu, GuestMode const& g, ExitInfo const& info)
 {
     // §15.6 step 1: GIF = 0 (done in restore_host, the host sees it cleared).
     // §15.6 step 2: write the guest state and the exit information into the VMCB.
-    Vmcb vmcb = TRY(read_vmcb(mc, g.vmcb, g.vmcb_key));
+    // The fields written here, read first so that the bytes between them are kept: the control
+    // fields #VMEXIT writes and, unless SEV-ES (below), the save area from ES to G_PAT.
+    Vmcb vmcb;
+    TRY(read_vmcb_range(mc, g.vmcb, g.vmcb_key, kVmcbExitControl, vmcb));
+    if (!g.sev_es)
+        TRY(read_vmcb_range(mc, g.vmcb, g.vmcb_key, kVmcbExitSave, vmcb));
     auto& c = vmcb.control;
     if (g.sev_es) {
         // §15.35.4: the whole guest register file goes into the encrypted VMSA; the VMCB save
         // area is not touched (the hypervisor sees only what the guest puts in its GHCB).
-        Vmsa v = TRY(read_vmsa(mc, g.vmsa, mmu::KeyId::slot(g.asid)));
+        Vmsa v;
+        TRY(read_vmsa_used(mc, g.vmsa, mmu::KeyId::slot(g.asid), v));
         store_guest_vmsa(cpu, v);
-        TRY(write_vmsa(mc, g.vmsa, mmu::KeyId::slot(g.asid), v));
+        TRY(write_vmsa_used(mc, g.vmsa, mmu::KeyId::slot(g.asid), v));
         c.ghcb_gpa = cpu.ghcb_msr;
         c.int_state = (c.int_state & ~int_state::GUEST_INTERRUPT_MASK) |
                       ((cpu.regs.rflags & rflags::IF) ? int_state::GUEST_INTERRUPT_MASK : 0);
@@ -781,10 +792,13 @@ Result<void, mmu::MemError> vmexit(mmu::MemoryController& mc, SvmCpuView& cpu, G
     std::copy(info.insn_bytes.begin(), info.insn_bytes.end(), c.insn_bytes);
     // The injected event was taken (or is reported in EXITINTINFO): EVENTINJ.V is cleared.
     c.event_inj &= ~evtinj::VALID;
-    TRY(write_vmcb(mc, g.vmcb, vmcb, g.vmcb_key));
+    TRY(write_vmcb_range(mc, g.vmcb, g.vmcb_key, kVmcbExitControl, vmcb));
+    if (!g.sev_es)
+        TRY(write_vmcb_range(mc, g.vmcb, g.vmcb_key, kVmcbExitSave, vmcb));
 
-    // §15.6 step 3: reload the host state saved by VMRUN.
-    Vmsa hs = TRY(read_hsave(mc, g.hsave, g.hsave_key));
+    // §15.6 step 3: reload the host state saved by VMRUN (and the SEV-ES type B state).
+    Vmsa hs;
+    TRY(read_hsave(mc, g.hsave, g.hsave_key, hs, g.sev_es ? kHsaveSevEs : kHsaveTypeA));
     restore_host(cpu, hs, g.sev_es, g.np, g.host_pat);
     return {};
 }
@@ -796,12 +810,12 @@ Result<void, SvmFault> vmload(mmu::MemoryController& mc, SvmCpuView& cpu, HostCo
     PhysOperand pa = phys_operand(rax_operand(cpu), host);
     if (!pa.valid)
         return make_unexpected(SvmFault { kGP, 0 });
-    auto v = read_vmcb(mc, pa.spa, pa.key);
-    if (!v)
+    Vmcb v; // FS..SYSENTER_EIP only: VMLOAD reads nothing else
+    if (!read_vmcb_range(mc, pa.spa, pa.key, kVmcbVmloadState, v))
         return make_unexpected(SvmFault { kGP, 0 });
     // §15.5.2: FS, GS, TR, LDTR (hidden state too), KernelGsBase, STAR, LSTAR, CSTAR, SFMASK,
     // SYSENTER_CS/ESP/EIP.
-    auto const& s = v->save;
+    auto const& s = v.save;
     auto& r = cpu.regs;
     r.seg[FS] = from_vmcb(s.fs);
     r.seg[GS] = from_vmcb(s.gs);
@@ -825,10 +839,10 @@ Result<void, SvmFault> vmsave(mmu::MemoryController& mc, SvmCpuView const& cpu, 
     PhysOperand pa = phys_operand(rax_operand(cpu), host);
     if (!pa.valid)
         return make_unexpected(SvmFault { kGP, 0 });
-    auto v = read_vmcb(mc, pa.spa, pa.key);
-    if (!v)
+    Vmcb v; // FS..SYSENTER_EIP only: VMSAVE writes nothing else
+    if (!read_vmcb_range(mc, pa.spa, pa.key, kVmcbVmloadState, v))
         return make_unexpected(SvmFault { kGP, 0 });
-    auto& s = v->save;
+    auto& s = v.save;
     auto const& r = cpu.regs;
     s.fs = to_vmcb(r.seg[FS]);
     s.gs = to_vmcb(r.seg[GS]);
@@ -842,7 +856,7 @@ Result<void, SvmFault> vmsave(mmu::MemoryController& mc, SvmCpuView const& cpu, 
     s.sysenter_cs = r.msr.sysenter_cs;
     s.sysenter_esp = r.msr.sysenter_esp;
     s.sysenter_eip = r.msr.sysenter_eip;
-    if (!write_vmcb(mc, pa.spa, *v, pa.key))
+    if (!write_vmcb_range(mc, pa.spa, pa.key, kVmcbVmloadState, v))
         return make_unexpected(SvmFault { kGP, 0 });
     return {};
 }

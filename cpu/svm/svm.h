@@ -269,6 +269,9 @@ struct VmrunFailed {
     std::optional<VmrunCheck> check;  // VMEXIT_INVALID was taken
 };
 Result<GuestMode, VmrunFailed> vmrun(mmu::MemoryController&, SvmCpuView& cpu, HostContext const&, uint64_t next_rip);
+// The same, the GuestMode written into `out` (every field; on failure `out` is unspecified):
+// the interpreter's own, without copying the control area through the return value.
+Result<void, VmrunFailed> vmrun(mmu::MemoryController&, SvmCpuView& cpu, HostContext const&, uint64_t next_rip, GuestMode& out);
 
 // #VMEXIT (APM vol 2 §15.6): saves the guest state and the exit information into the VMCB (or
 // the VMSA for SEV-ES), clears GIF and reloads the host state from VM_HSAVE_PA. After it the

@@ -62,4 +62,24 @@ Result<void, mmu::MemError> write_vmsa(mmu::MemoryController& mc, Spa at, mmu::K
     return mc.write(at, b, key);
 }
 
+Result<void, mmu::MemError> read_vmcb_range(mmu::MemoryController& mc, Spa at, mmu::KeyId key, VmcbRange r, Vmcb& out)
+{
+    return mc.read(at + r.offset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&out) + r.offset, r.length), key);
+}
+
+Result<void, mmu::MemError> write_vmcb_range(mmu::MemoryController& mc, Spa at, mmu::KeyId key, VmcbRange r, Vmcb const& v)
+{
+    return mc.write(at + r.offset, std::span<uint8_t const>(reinterpret_cast<uint8_t const*>(&v) + r.offset, r.length), key);
+}
+
+Result<void, mmu::MemError> read_vmsa_used(mmu::MemoryController& mc, Spa at, mmu::KeyId key, Vmsa& out)
+{
+    return mc.read(at, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&out), kVmsaUsedBytes), key);
+}
+
+Result<void, mmu::MemError> write_vmsa_used(mmu::MemoryController& mc, Spa at, mmu::KeyId key, Vmsa const& v)
+{
+    return mc.write(at, std::span<uint8_t const>(reinterpret_cast<uint8_t const*>(&v), kVmsaUsedBytes), key);
+}
+
 } // namespace sevemu::cpu::svm

@@ -494,4 +494,37 @@ Result<void, mmu::MemError> write_vmcb(mmu::MemoryController&, Spa, Vmcb const&,
 Result<Vmsa, mmu::MemError> read_vmsa(mmu::MemoryController&, Spa, mmu::KeyId);
 Result<void, mmu::MemError> write_vmsa(mmu::MemoryController&, Spa, mmu::KeyId, Vmsa const&);
 
+// The world switch's own accesses: only the bytes the processor reads or writes, into and out
+// of the caller's structure (no 4 KiB page image per access, no copy of it on return; perf: the
+// page-sized copies were most of an SEV guest's VMRUN/#VMEXIT round trip). Bytes outside a range
+// are neither read into `out` nor written to DRAM, so the reserved rest of a VMCB page and the
+// VMSA fields sevemu does not model keep whatever the page holds.
+struct VmcbRange {
+    uint64_t offset, length;
+};
+// VMRUN reads the control area through GUEST_SEV_FEATURES (beyond it: reserved, and the
+// hypervisor's software area at 0x3E0) and, except for SEV-ES, the legacy save area.
+inline constexpr VmcbRange kVmcbControlUsed { 0x000, offsetof(VmcbControlArea, reserved_148) };
+inline constexpr VmcbRange kVmcbSaveArea { 0x400, sizeof(VmcbSaveArea) };
+// #VMEXIT writes control fields from INT_CTL to the decode-assist bytes (V_TPR/V_IRQ,
+// INT_STATE, EXITCODE..EXITINTINFO, the GHCB GPA, EVENTINJ.V, nRIP, the instruction bytes) and,
+// except for SEV-ES, the save area from ES to G_PAT (APM vol 2 §15.6).
+inline constexpr VmcbRange kVmcbExitControl { offsetof(VmcbControlArea, int_ctl),
+    offsetof(VmcbControlArea, avic_backing_page) - offsetof(VmcbControlArea, int_ctl) };
+inline constexpr VmcbRange kVmcbExitSave { 0x400, offsetof(VmcbSaveArea, dbgctl) };
+// VMLOAD / VMSAVE: FS, GS, GDTR (unused), LDTR, IDTR (unused), TR, then STAR..SYSENTER_EIP
+// (APM vol 2 §15.5.2): the save area from FS to SYSENTER_EIP.
+inline constexpr VmcbRange kVmcbVmloadState { 0x400 + offsetof(VmcbSaveArea, fs),
+    offsetof(VmcbSaveArea, cr2) - offsetof(VmcbSaveArea, fs) };
+static_assert(kVmcbExitControl.offset == 0x060 && kVmcbExitControl.length == 0x080);
+static_assert(kVmcbExitSave.length == 0x270 && kVmcbVmloadState.offset == 0x440 && kVmcbVmloadState.length == 0x200);
+Result<void, mmu::MemError> read_vmcb_range(mmu::MemoryController&, Spa, mmu::KeyId, VmcbRange, Vmcb& out);
+Result<void, mmu::MemError> write_vmcb_range(mmu::MemoryController&, Spa, mmu::KeyId, VmcbRange, Vmcb const&);
+// The VMSA from 0x000 to the end of the XMM registers (0x56F): what VMRUN loads and #VMEXIT
+// stores for SEV-ES (the YMM halves, LBR stack and IBS state are not modelled, QUIRKS.md).
+inline constexpr uint64_t kVmsaUsedBytes = 0x570;
+static_assert(offsetof(Vmsa, fpreg_xmm) + sizeof(Vmsa::fpreg_xmm) == kVmsaUsedBytes);
+Result<void, mmu::MemError> read_vmsa_used(mmu::MemoryController&, Spa, mmu::KeyId, Vmsa& out);
+Result<void, mmu::MemError> write_vmsa_used(mmu::MemoryController&, Spa, mmu::KeyId, Vmsa const&);
+
 } // namespace sevemu::cpu::svm

@@ -755,15 +755,20 @@ VcpuExit Vcpu::run(SvmExecutor& cpu)
             m_vmcb.control.int_ctl |= int_ctl::V_IRQ | int_ctl::V_IGN_TPR | (0xFu << 16);
             set_intercept(m_vmcb.control, Intercept::VINTR);
         }
-        if (!write_vmcb(mc, m_vmcb_page, m_vmcb))
+        // Out: the VMCB fields VMRUN reads (the control area's, and the save area unless SEV-ES,
+        // whose state is in the VMSA). In: those #VMEXIT (and the VMSAVE after it) can have
+        // written. The reserved rest of the page is never copied: copying whole pages at every
+        // entry and exit was a good part of a world switch's cost (perf).
+        auto const none = mmu::KeyId::none();
+        if (!write_vmcb_range(mc, m_vmcb_page, none, kVmcbControlUsed, m_vmcb)
+            || (!m_es && !write_vmcb_range(mc, m_vmcb_page, none, kVmcbSaveArea, m_vmcb)))
             return ExitInternalError { "VMCB page is not DRAM" };
         auto r = cpu.vmrun(m_vmcb_page, m_hsave_page, m_gprs);
         if (!r)
             return ExitInternalError { r.error() };
-        auto back = read_vmcb(mc, m_vmcb_page);
-        if (!back)
+        if (!read_vmcb_range(mc, m_vmcb_page, none, kVmcbExitControl, m_vmcb)
+            || (!m_es && !read_vmcb_range(mc, m_vmcb_page, none, kVmcbExitSave, m_vmcb)))
             return ExitInternalError { "VMCB page is not DRAM" };
-        m_vmcb = *back;
         // After the first entry the TLB of this ASID is ours; flush only when asked again.
         m_vmcb.control.tlb_ctl = tlb_control::DO_NOTHING;
         m_first_run = false;

@@ -289,6 +289,11 @@ private:
     // The GHCB of the request being served, mapped (copied) from the guest until the next VMRUN
     // (KVM's svm->sev_es.ghcb, unmapped by sev_es_unmap_ghcb).
     struct MappedGhcb {
+        MappedGhcb(uint64_t g, Ghcb const& p)
+            : gpa(g)
+            , page(p)
+        {
+        }
         uint64_t gpa {};
         Ghcb page {};
         GuestGprs regs {};        // RAX..RSI as the request gave them, then the answers

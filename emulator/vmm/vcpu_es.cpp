@@ -211,14 +211,13 @@ std::optional<VcpuExit> Vcpu::handle_vmgexit(Vmcb& vmcb)
     // "Without a GHCB, just return right back to the guest" (none set, or not in guest memory).
     if (!ghcb_gpa)
         return std::nullopt;
-    Ghcb page {};
+    Ghcb page; // every byte read below, or the request is dropped
     if (!guest_read(ghcb_gpa, { reinterpret_cast<uint8_t*>(&page), sizeof page }))
         return std::nullopt;
-    // Assigned, not emplace()d: clang 14 (the fuzz build) judges MappedGhcb, whose members have
-    // default initializers, not default-constructible inside Vcpu's definition (CWG 1397).
-    m_ghcb = MappedGhcb {};
-    m_ghcb->gpa = ghcb_gpa;
-    m_ghcb->page = page;
+    // Built in place from the page (no zeroed MappedGhcb to copy it into: two 4 KiB passes less
+    // at every #VC round trip), through a constructor: clang 14 (the fuzz build) has no
+    // parenthesized aggregate initialization.
+    m_ghcb.emplace(ghcb_gpa, page);
     return handle_ghcb_nae(vmcb);
 }
 

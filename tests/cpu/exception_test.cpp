@@ -382,3 +382,45 @@ TEST_CASE("exceptions: faults are precise in ENTER, LEAVE, near branches and SYS
         }
     }
 }
+
+// Implicit supervisor accesses (descriptor tables, IDT, TSS, the pushes of event delivery) are
+// served by the TLB's supervisor bank once a walk has filled it. Under SMAP they may not touch a
+// user page whatever RFLAGS.AC says (APM vol 2 §5.6.4), while an explicit supervisor access may
+// with AC=1: what AC let through must leave no entry an implicit access could use.
+TEST_CASE("exceptions: SMAP faults an implicit LDT read of a user page an explicit AC=1 read just used", "[cpu][exceptions][paging]")
+{
+    for (bool smap : { true, false }) {
+        CAPTURE(smap);
+        Machine m;
+        CpuState s = m.base_state(Mode::Long64);
+        // Supervisor 4 KiB pages (U=0 in the leaf) except kData, a user page holding an LDT whose
+        // data descriptor 0x14 (index 2) is not yet accessed; the LDT's descriptor is GDT 0x58.
+        for (uint64_t k = 0; k < 512; ++k)
+            m.put<uint64_t>(0x8000 + 8 * k, (k << 12) | 0x3 | ((k << 12) == kData ? 0x4 : 0));
+        m.put<uint64_t>(kData + 0x10, Machine::desc(0, 0xFFFFF, 0xC92));
+        m.put<uint64_t>(kGdt + 0x58, Machine::desc(uint32_t(kData), 0xFF, 0x082));
+        m.put<uint64_t>(kGdt + 0x60, 0);
+        s.gdtr.limit = 0x67;
+        if (smap)
+            s.cr4 |= cr4::SMAP;
+        m.write(kCode, { 0x0F, 0x01, 0xCB,                               // stac
+                           0x48, 0x8B, 0x04, 0x25, 0x00, 0x00, 0x02, 0x00, // mov rax, [kData]
+                           0x66, 0xB8, 0x58, 0x00, 0x0F, 0x00, 0xD0,       // mov ax, 0x58; lldt ax
+                           0x66, 0xB8, 0x14, 0x00,                         // mov ax, 0x14
+                           0x8E, 0xD8,                                     // mov ds, ax
+                           0xF4 });
+        m.cpu->set_state(s);
+        m.run();
+        if (smap) {
+            REQUIRE(m.halted_vector() == 14);
+            CHECK(m.cpu->state().cr2 == kData + 0x10);
+            CHECK(stack(m, 0) == 1);          // #PF error code: present, read, supervisor
+            CHECK(stack(m, 1) == kCode + 22); // the MOV DS
+            CHECK(m.get<uint8_t>(kData + 0x15) == 0x92);
+        } else {
+            REQUIRE(m.halted_vector() == -1);
+            CHECK(m.cpu->state().seg[DS].selector == 0x14);
+            CHECK(m.get<uint8_t>(kData + 0x15) == 0x93); // the implicit write of the accessed bit
+        }
+    }
+}

@@ -208,3 +208,59 @@ TEST_CASE("svm: the TASK_SWITCH intercept fires after the new TSS's checks", "[c
         CHECK(o.control.exit_info_1 == 0x28);
     }
 }
+
+// CPUID, IN/OUT, RDMSR/WRMSR, HLT, VMMCALL and VMGEXIT leave the guest without a C++ throw
+// (Core::intercept_return); an intercepted exception still does. Both are the same #VMEXIT:
+// the intercepted instruction does not retire (the retired-instruction count is the TSC's
+// source), RIP stays on it, nRIP is past it.
+TEST_CASE("svm: an intercept taken without a throw retires and reports like a thrown one", "[cpu][svm]")
+{
+    auto run_guest = [](Intercept i, std::vector<uint8_t> const& code) {
+        Machine m;
+        Vmcb vm = guest_vmcb();
+        set_intercept(vm.control, i);
+        setup(m, vm, code);
+        m.run();
+        REQUIRE(m.cpu->halted());
+        return std::pair { m.cpu->state(), vmcb_after(m) };
+    };
+    // nop; nop; cpuid   versus   nop; nop; ud2 (#UD intercepted)
+    auto [s1, v1] = run_guest(Intercept::CPUID, { 0x90, 0x90, 0x0F, 0xA2 });
+    auto [s2, v2] = run_guest(Intercept(unsigned(Intercept::EXCEPTION_OFFSET) + 6), { 0x90, 0x90, 0x0F, 0x0B });
+    CHECK(s1.gpr[RBX] == exitcode::SVM_EXIT_CPUID);
+    CHECK(s2.gpr[RBX] == exitcode::SVM_EXIT_EXCP_BASE + 6);
+    CHECK(s1.instructions == s2.instructions);
+    CHECK(v1.save.rip == kGuestCode + 2);
+    CHECK(v2.save.rip == kGuestCode + 2);
+    CHECK(v1.control.next_rip == kGuestCode + 4);
+    CHECK(s1.rip == kHostRipAfterVmrun + 9);
+    // RDMSR (MSR_PROT with every MSRPM bit set: intercepted) and HLT, the same way.
+    {
+        Machine m;
+        Vmcb vm = guest_vmcb();
+        set_intercept(vm.control, Intercept::MSR_PROT);
+        constexpr uint64_t kMsrpm = 0x46000; // after the 12 KiB IOPM
+        vm.control.msrpm_base_pa = kMsrpm;
+        setup(m, vm, { 0x90, 0xB9, 0x10, 0x00, 0x00, 0x00, 0x0F, 0x32 }); // nop; mov ecx, 0x10; rdmsr
+        m.write(kMsrpm, std::vector<uint8_t>(8 * 1024, 0xFF));
+        m.run();
+        REQUIRE(m.cpu->halted());
+        CHECK(m.cpu->state().gpr[RBX] == exitcode::SVM_EXIT_MSR);
+        CHECK(m.cpu->state().instructions == s1.instructions);
+        Vmcb v = vmcb_after(m);
+        CHECK(v.control.exit_info_1 == 0);
+        CHECK(v.save.rip == kGuestCode + 6);
+        CHECK(v.control.next_rip == kGuestCode + 8);
+    }
+    {
+        Machine m;
+        Vmcb vm = guest_vmcb();
+        set_intercept(vm.control, Intercept::HLT);
+        setup(m, vm, { 0x90, 0x90, 0xF4 }); // nop; nop; hlt
+        m.run();
+        REQUIRE(m.cpu->halted()); // the host's HLT, not the guest's
+        CHECK(m.cpu->state().gpr[RBX] == exitcode::SVM_EXIT_HLT);
+        CHECK(m.cpu->state().instructions == s1.instructions);
+        CHECK(vmcb_after(m).save.rip == kGuestCode + 2);
+    }
+}

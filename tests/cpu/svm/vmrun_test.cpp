@@ -734,3 +734,75 @@ TEST_CASE("VMRUN on random VMCB bytes never crashes and never enters an invalid 
     }
     CHECK(entered > 0);
 }
+
+// VMRUN, #VMEXIT, VMLOAD and VMSAVE read and write only the architected bytes: the VMCB's control
+// fields (0x000-0x147) and save area (0x400-0x6E7), the host save area's fields up to XCR0
+// (HSAVE+0x400..+0x7EF) and the VMSA up to the XMM registers (0x000-0x56F). Everything else on those pages keeps what it
+// held — none of it is rewritten from a stale or uninitialised copy.
+TEST_CASE("World switches leave the bytes beyond the architected fields of the VMCB, host save area and VMSA alone", "[svm][vmrun][vmexit]")
+{
+    auto fill = [](Machine& m, uint64_t from, uint64_t to, uint8_t seed, KeyId k = KeyId::none()) {
+        std::vector<uint8_t> b(to - from);
+        for (size_t i = 0; i < b.size(); ++i)
+            b[i] = uint8_t(seed + i * 7);
+        REQUIRE(m.mc->write(Spa(from), b, k).has_value());
+    };
+    auto intact = [](Machine& m, uint64_t from, uint64_t to, uint8_t seed, KeyId k = KeyId::none()) {
+        std::vector<uint8_t> b(to - from);
+        REQUIRE(m.mc->read(Spa(from), b, k).has_value());
+        for (size_t i = 0; i < b.size(); ++i)
+            if (b[i] != uint8_t(seed + i * 7))
+                return false;
+        return true;
+    };
+    for (bool es : { false, true }) {
+        CAPTURE(es);
+        Machine m;
+        m.good_vmcb();
+        uint32_t asid = 1;
+        KeyId gk = KeyId::none();
+        if (es) {
+            asid = 5;
+            gk = KeyId::slot(asid);
+            m.activate(asid);
+            m.put64(kVmcbPa + off::NESTED_CTL, nested_ctl::NP_ENABLE | nested_ctl::SEV_ENABLE | nested_ctl::SEV_ES_ENABLE);
+            m.put64(kVmcbPa + off::VIRT_EXT, virt_ext::LBR_CTL_ENABLE);
+            m.put64(kVmcbPa + off::VMSA_PA, kVmsaPa);
+            m.put32(kVmcbPa + off::ASID, asid);
+            m.zero_page(kVmsaPa, gk);
+            m.put(kVmsaPa + 0x010 + 2, 0x029B, 2, gk); // CS.attrib
+            m.put(kVmsaPa + 0x0D0, efer::SVME | efer::LME | efer::LMA, 8, gk);
+            m.put(kVmsaPa + 0x148, cr4::PAE, 8, gk);
+            m.put(kVmsaPa + 0x158, cr0::PE | cr0::PG, 8, gk);
+            m.put(kVmsaPa + 0x168, 0xFFFF0FF0, 8, gk);
+            m.put(kVmsaPa + 0x160, 0x400, 8, gk);
+            m.put(kVmsaPa + 0x170, 2, 8, gk);
+            fill(m, kVmsaPa + 0x570, kVmsaPa + 0x1000, 0x3C, gk); // YMM halves, LBR stack, IBS, ...
+        }
+        fill(m, kVmcbPa + 0x148, kVmcbPa + 0x400, 0x44); // reserved, and the software area at 0x3E0
+        fill(m, kVmcbPa + 0x6E8, kVmcbPa + 0x1000, 0x11);
+        fill(m, kHsavePa, kHsavePa + 0x400, 0x22);
+        fill(m, kHsavePa + 0x7F0, kHsavePa + 0x1000, 0x33);
+
+        SvmCpuView cpu = host_cpu();
+        auto g = vmrun(*m.mc, cpu, sev_host(), 0x1003);
+        REQUIRE(g.has_value());
+        CHECK(g->sev_es == es);
+        cpu.regs.gpr[RBX] = 0x6E57;
+        ExitInfo e;
+        e.exit_code = es ? exitcode::SVM_EXIT_VMGEXIT : exitcode::SVM_EXIT_CPUID;
+        REQUIRE(vmexit(*m.mc, cpu, *g, e).has_value());
+        CHECK(m.get64(kVmcbPa + off::EXITCODE) == e.exit_code);
+        cpu.regs.gpr[RAX] = kVmcbPa;
+        REQUIRE(vmsave(*m.mc, cpu, sev_host()).has_value());
+        REQUIRE(vmload(*m.mc, cpu, sev_host()).has_value());
+        CHECK(intact(m, kVmcbPa + 0x148, kVmcbPa + 0x400, 0x44));
+        CHECK(intact(m, kVmcbPa + 0x6E8, kVmcbPa + 0x1000, 0x11));
+        CHECK(intact(m, kHsavePa, kHsavePa + 0x400, 0x22));
+        CHECK(intact(m, kHsavePa + 0x7F0, kHsavePa + 0x1000, 0x33));
+        if (es) {
+            CHECK(intact(m, kVmsaPa + 0x570, kVmsaPa + 0x1000, 0x3C, gk));
+            CHECK(m.get(kVmsaPa + 0x318, 8, gk) == 0x6E57); // the guest's RBX went into the VMSA
+        }
+    }
+}
