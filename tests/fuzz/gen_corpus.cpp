@@ -7,6 +7,7 @@
 //
 // Seeds are inputs in each harness's own format (see the comment at the top of fuzz_NAME.cpp).
 // Run again only when a format changes; libFuzzer finds the rest from here.
+#include "seed_writer.h"
 #include "fuzz_fixed.h"
 
 #include <cstdio>
@@ -29,21 +30,7 @@ void put(std::string const& harness, std::string const& name, Bytes const& data)
     out.write(reinterpret_cast<char const*>(data.data()), std::streamsize(data.size()));
 }
 
-struct W {
-    Bytes b;
-    W& u8(uint8_t v) { b.push_back(v); return *this; }
-    W& u16(uint16_t v) { return u8(uint8_t(v)).u8(uint8_t(v >> 8)); }
-    W& u32(uint32_t v) { return u16(uint16_t(v)).u16(uint16_t(v >> 16)); }
-    W& u64(uint64_t v) { return u32(uint32_t(v)).u32(uint32_t(v >> 32)); }
-    W& bytes(std::span<uint8_t const> s) { b.insert(b.end(), s.begin(), s.end()); return *this; }
-    W& text(std::string_view s) { b.insert(b.end(), s.begin(), s.end()); return *this; }
-    template <class T> W& raw(T const& v)
-    {
-        auto p = reinterpret_cast<uint8_t const*>(&v);
-        b.insert(b.end(), p, p + sizeof v);
-        return *this;
-    }
-};
+using W = SeedWriter;
 
 void certs(Reference const& r)
 {

@@ -9,6 +9,7 @@
 // exit codes of the APM (vol 2 appendix C) and the GHCB specification 56421 (table 7).
 //
 //   build/tests/fuzz/fuzz-gen-ghcb-corpus tests/fuzz/corpus/ghcb
+#include "seed_writer.h"
 #include "emulator/vmm/ghcb.h"
 #include "emulator/vmm/kvm_sev.h"
 #include "emulator/vmm/vcpu.h" // KVM_HC_MAP_GPA_RANGE
@@ -37,13 +38,7 @@ constexpr uint64_t kScratchOutside = 0x8000; // a scratch area in guest memory, 
 constexpr uint64_t kIoioIn = 1u << 0, kIoioStr = 1u << 2, kIoioRep = 1u << 3, kIoioData8 = 1u << 4,
                    kIoioData16 = 1u << 5, kIoioData32 = 1u << 6, kIoioAddr64 = 1u << 9; // APM vol 2 §15.10.2
 
-struct W {
-    Bytes b;
-    W& u8(uint8_t v) { b.push_back(v); return *this; }
-    W& u16(uint16_t v) { return u8(uint8_t(v)).u8(uint8_t(v >> 8)); }
-    W& u32(uint32_t v) { return u16(uint16_t(v)).u16(uint16_t(v >> 16)); }
-    W& u64(uint64_t v) { return u32(uint32_t(v)).u32(uint32_t(v >> 32)); }
-};
+using W = sevemu::fuzz::SeedWriter;
 
 Bytes le(uint64_t v, size_t n)
 {

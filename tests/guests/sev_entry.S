@@ -115,6 +115,24 @@
     movl %edi, sev_cbit_mask + 4
 no_sev:
 
+/* PD entry for the 2 MiB region at `base` -> page table `table`, whose 512 entries map it in
+ * 4 KiB pages (RW|P), each with the C-bit mask %esi:%edi. Clobbers %eax, %ecx. */
+.macro split_2m table, base
+    movl $\table + 0x3, %eax
+    orl %esi, %eax
+    movl %eax, pd + 8 * (\base >> 21)
+    xorl %ecx, %ecx
+1:  movl %ecx, %eax
+    shll $12, %eax
+    addl $(\base + 0x3), %eax
+    orl %esi, %eax
+    movl %eax, \table(, %ecx, 8)
+    movl %edi, \table + 4(, %ecx, 8)
+    incl %ecx
+    cmpl $512, %ecx
+    jne 1b
+.endm
+
     /* --- Identity map 0..1 GiB: PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB (PS|RW|P),
      * except PD[0] -> PT_LOW and PD[4] -> PT, whose 512 4 KiB entries map 0-0x1FFFFF and
      * 0x800000-0x9FFFFF (RW|P). Every entry gets the C-bit mask %esi:%edi, except the PTEs of
@@ -137,32 +155,8 @@ no_sev:
     incl %ecx
     cmpl $512, %ecx
     jne 3b
-    movl $pt + 0x3, %eax                            /* PD[4]: the split 2 MiB region */
-    orl %esi, %eax
-    movl %eax, pd + 8 * (SPLIT_REGION >> 21)
-    xorl %ecx, %ecx
-4:  movl %ecx, %eax
-    shll $12, %eax
-    addl $(SPLIT_REGION + 0x3), %eax
-    orl %esi, %eax
-    movl %eax, pt(, %ecx, 8)
-    movl %edi, pt + 4(, %ecx, 8)
-    incl %ecx
-    cmpl $512, %ecx
-    jne 4b
-    movl $pt_low + 0x3, %eax                        /* PD[0]: the low 2 MiB */
-    orl %esi, %eax
-    movl %eax, pd + 8 * (SPLIT_REGION_LOW >> 21)
-    xorl %ecx, %ecx
-9:  movl %ecx, %eax
-    shll $12, %eax
-    addl $(SPLIT_REGION_LOW + 0x3), %eax
-    orl %esi, %eax
-    movl %eax, pt_low(, %ecx, 8)
-    movl %edi, pt_low + 4(, %ecx, 8)
-    incl %ecx
-    cmpl $512, %ecx
-    jne 9b
+    split_2m pt, SPLIT_REGION                       /* PD[4]: the split 2 MiB region */
+    split_2m pt_low, SPLIT_REGION_LOW               /* PD[0]: the low 2 MiB */
     /* The shared page: C=0, so that its contents are plaintext in DRAM; only in a guest that
      * shares it (sev.c defines sev_shares_page; the weak reference is 0 in every other guest).
      * A guest that does not tell the hypervisor (KVM_HC_MAP_GPA_RANGE) must not have a shared

@@ -129,6 +129,26 @@ struct Machine {
         put64(vmcb + off::G_PAT, 0x0007040600070406ull);
     }
 
+    // good_vmcb() turned into an SEV-ES guest's (ASID `asid`, already activated) with a VMSA at
+    // kVmsaPa, written with the guest's key at Linux's sev_es_save_area offsets: a 64-bit guest,
+    // every other byte zero.
+    void sev_es_vmcb(uint32_t asid)
+    {
+        put64(kVmcbPa + off::NESTED_CTL, nested_ctl::NP_ENABLE | nested_ctl::SEV_ENABLE | nested_ctl::SEV_ES_ENABLE);
+        put64(kVmcbPa + off::VIRT_EXT, virt_ext::LBR_CTL_ENABLE);
+        put64(kVmcbPa + off::VMSA_PA, kVmsaPa);
+        put32(kVmcbPa + off::ASID, asid);
+        KeyId gk = KeyId::slot(asid);
+        zero_page(kVmsaPa, gk);
+        put(kVmsaPa + 0x010 + 2, 0x029B, 2, gk); // CS.attrib
+        put(kVmsaPa + 0x0D0, efer::SVME | efer::LME | efer::LMA, 8, gk);
+        put(kVmsaPa + 0x148, cr4::PAE, 8, gk);
+        put(kVmsaPa + 0x158, cr0::PE | cr0::PG, 8, gk);
+        put(kVmsaPa + 0x168, 0xFFFF0FF0, 8, gk); // DR6
+        put(kVmsaPa + 0x160, 0x400, 8, gk);      // DR7
+        put(kVmsaPa + 0x170, 2, 8, gk);          // RFLAGS
+    }
+
     Vmcb vmcb(uint64_t at = kVmcbPa)
     {
         auto v = read_vmcb(*mc, Spa(at));

@@ -477,21 +477,10 @@ TEST_CASE("SEV-ES: guest state comes from the encrypted VMSA and goes back into 
     uint64_t V = kVmcbPa;
     uint32_t asid = 5;
     m.activate(asid);
-    m.put64(V + off::NESTED_CTL, nested_ctl::NP_ENABLE | nested_ctl::SEV_ENABLE | nested_ctl::SEV_ES_ENABLE);
-    m.put64(V + off::VIRT_EXT, virt_ext::LBR_CTL_ENABLE);
-    m.put64(V + off::VMSA_PA, kVmsaPa);
-    m.put32(V + off::ASID, asid);
+    m.sev_es_vmcb(asid);
     m.put64(V + off::GHCB_GPA, 0x7F000);
-    // The VMSA, written with the guest's key at Linux's sev_es_save_area offsets.
+    // The rest of the VMSA, written with the guest's key.
     KeyId gk = KeyId::slot(asid);
-    m.zero_page(kVmsaPa, gk);
-    m.put(kVmsaPa + 0x010 + 2, 0x029B, 2, gk); // CS.attrib
-    m.put(kVmsaPa + 0x0D0, efer::SVME | efer::LME | efer::LMA, 8, gk);
-    m.put(kVmsaPa + 0x148, cr4::PAE, 8, gk);
-    m.put(kVmsaPa + 0x158, cr0::PE | cr0::PG, 8, gk);
-    m.put(kVmsaPa + 0x168, 0xFFFF0FF0, 8, gk);
-    m.put(kVmsaPa + 0x160, 0x400, 8, gk);
-    m.put(kVmsaPa + 0x170, 2, 8, gk);
     m.put(kVmsaPa + 0x178, 0xFFFFFFF0, 8, gk); // RIP
     m.put(kVmsaPa + 0x318, 0xB1B1, 8, gk);     // RBX
     m.put(kVmsaPa + 0x378, 0xF15F15, 8, gk);   // R15
@@ -765,18 +754,7 @@ TEST_CASE("World switches leave the bytes beyond the architected fields of the V
             asid = 5;
             gk = KeyId::slot(asid);
             m.activate(asid);
-            m.put64(kVmcbPa + off::NESTED_CTL, nested_ctl::NP_ENABLE | nested_ctl::SEV_ENABLE | nested_ctl::SEV_ES_ENABLE);
-            m.put64(kVmcbPa + off::VIRT_EXT, virt_ext::LBR_CTL_ENABLE);
-            m.put64(kVmcbPa + off::VMSA_PA, kVmsaPa);
-            m.put32(kVmcbPa + off::ASID, asid);
-            m.zero_page(kVmsaPa, gk);
-            m.put(kVmsaPa + 0x010 + 2, 0x029B, 2, gk); // CS.attrib
-            m.put(kVmsaPa + 0x0D0, efer::SVME | efer::LME | efer::LMA, 8, gk);
-            m.put(kVmsaPa + 0x148, cr4::PAE, 8, gk);
-            m.put(kVmsaPa + 0x158, cr0::PE | cr0::PG, 8, gk);
-            m.put(kVmsaPa + 0x168, 0xFFFF0FF0, 8, gk);
-            m.put(kVmsaPa + 0x160, 0x400, 8, gk);
-            m.put(kVmsaPa + 0x170, 2, 8, gk);
+            m.sev_es_vmcb(asid);
             fill(m, kVmsaPa + 0x570, kVmsaPa + 0x1000, 0x3C, gk); // YMM halves, LBR stack, IBS, ...
         }
         fill(m, kVmcbPa + 0x148, kVmcbPa + 0x400, 0x44); // reserved, and the software area at 0x3E0
