@@ -79,7 +79,7 @@ struct Block {
     BlockLink link[2];
     uint8_t next_link {}; // the link the next new successor replaces
     uint8_t mode {};   // 0/1/2: 16/32/64-bit default sizes
-    bool cached {};    // false for the scratch block of a page-crossing instruction
+    bool cached {};    // false for the scratch block (MMIO code, an instruction running onto MMIO)
     uint64_t spa {};   // its system-physical address
     mmu::KeyId key { mmu::KeyId::none() }; // the key its bytes were read under
     // A block of one instruction that runs onto the next linear page: the frame (page-aligned)

@@ -391,7 +391,8 @@ Block* Core::decode_block(uint64_t lin, uint64_t)
             uint64_t a2 = (efer & efer::LMA) ? lin + have : uint32_t(lin + have);
             // Its first byte on the next page (the fetch there faults as it must); when that
             // page is memory the TLB now maps for fetch, the rest of the 15 at once, one decode
-            // (not one fetch and decode per byte: such an instruction is decoded at each run).
+            // (not one fetch and decode per byte: onto an MMIO page, such an instruction is
+            // decoded at each run).
             read_slow(a2, tmp + have, 1, true);
             if (auto const& te = tlb->entry(bank, a2); te.tag_fetch == (a2 >> 12)) {
                 std::memcpy(tmp + have + 1, te.host + (a2 & 0xFFF) + 1, 15 - have - 1);
@@ -707,7 +708,7 @@ RunResult Cpu::run(uint64_t max_instructions)
             Insn const* i;
             uint32_t count;
             Block* b = c.lookup_block(prev_epoch == c.jc_epoch ? prev : nullptr, i, count);
-            prev = b != &c.scratch ? b : nullptr; // scratch: a page-crossing or MMIO block
+            prev = b != &c.scratch ? b : nullptr; // scratch: an MMIO block, or an instruction running onto an MMIO page
             prev_epoch = c.jc_epoch;
             uint64_t n = std::min<uint64_t>(count, max_instructions - done - events);
             if (shadow || single_step) n = 1;
