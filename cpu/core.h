@@ -79,9 +79,15 @@ struct Block {
     BlockLink link[2];
     uint8_t next_link {}; // the link the next new successor replaces
     uint8_t mode {};   // 0/1/2: 16/32/64-bit default sizes
-    bool cached {};    // false for the scratch block of a page-crossing instruction
+    bool cached {};    // false for the scratch block (MMIO code, an instruction running onto MMIO)
     uint64_t spa {};   // its system-physical address
     mmu::KeyId key { mmu::KeyId::none() }; // the key its bytes were read under
+    // A block of one instruction that runs onto the next linear page: the frame (page-aligned)
+    // and key that page was fetched from; kNoSpa2 for every other block. It is found again
+    // only while that page still fetches from there (Core::second_page_ok).
+    static constexpr uint64_t kNoSpa2 = ~0ull;
+    uint64_t spa2 { kNoSpa2 };
+    mmu::KeyId key2 { mmu::KeyId::none() };
 };
 
 // A guest exception in flight (internal to the interpreter; run() catches it).
@@ -549,6 +555,20 @@ struct Core {
     Block* lookup_block(Block* prev, Insn const*& first, uint32_t& count);
     [[gnu::noinline]] Block* lookup_block_miss(uint64_t lin, uint32_t tag, JumpEntry& e);
     Block* decode_block(uint64_t lin, uint64_t spa);
+    // The linear page after lin's, as an instruction fetch running on from lin reaches it.
+    uint64_t next_page(uint64_t lin) const
+    {
+        uint64_t a = (lin | 0xFFF) + 1;
+        return (efer & efer::LMA) ? a : uint32_t(a);
+    }
+    bool second_page_ok(Block const& b) const
+    {
+        if (SEVEMU_LIKELY(b.spa2 == Block::kNoSpa2)) return true;
+        uint64_t a2 = next_page(b.lin);
+        auto const& te = tlb->entry(bank, a2);
+        auto const& tm = tlb->meta(bank, a2);
+        return te.tag_fetch == (a2 >> 12) && tm.spa_page == b.spa2 && tm.key == b.key2;
+    }
     void invalidate_code_page(uint64_t pfn); // this core's and the peers'
     void invalidate_own_code_page(uint64_t pfn);
     bool is_code_page(uint64_t pfn) const

@@ -383,6 +383,40 @@ TEST_CASE("insn: self-modifying code inside the running block", "[cpu][insn][smc
     CHECK(m.cpu->gpr(RAX) == 8);
 }
 
+// An instruction that runs onto the next page is a cached block of its own (the bzImage
+// decompressor has one in a hot loop): a store to its second page, or that page remapped and
+// INVLPG'd, must still be seen.
+TEST_CASE("insn: an instruction across a page boundary, cached, sees its second page change", "[cpu][insn][smc]")
+{
+    Machine m;
+    // At 0x11FFE: mov eax, 0x44332211 (two bytes on this page, three on the next); hlt.
+    m.write(0x11FFE, { 0xB8, 0x11, 0x22, 0x33, 0x44, 0xF4 });
+    auto jmp_to_cross = [](std::vector<uint8_t> code) {
+        code.push_back(0xE9);
+        imm32(code, uint32_t(0x11FFE - (kCode + code.size() + 4)));
+        return code;
+    };
+    m.start(Mode::Long64, jmp_to_cross({}));
+    REQUIRE(m.run().reason == StopReason::Halted);
+    CHECK(m.cpu->gpr(RAX) == 0x44332211);
+    // Again: the crossing instruction is not decoded again (only the rewritten jump is).
+    uint64_t decoded = m.cpu->stats().blocks_decoded;
+    m.start(Mode::Long64, jmp_to_cross({}));
+    REQUIRE(m.run().reason == StopReason::Halted);
+    CHECK(m.cpu->gpr(RAX) == 0x44332211);
+    CHECK(m.cpu->stats().blocks_decoded == decoded + 1);
+    // The guest writes the immediate's last byte, on the second page: mov byte [0x12002], 0x55.
+    m.start(Mode::Long64, jmp_to_cross({ 0xC6, 0x04, 0x25, 0x02, 0x20, 0x01, 0x00, 0x55 }));
+    REQUIRE(m.run().reason == StopReason::Halted);
+    CHECK(m.cpu->gpr(RAX) == 0x55332211);
+    // The second page remapped to frame 0x30000 (other bytes), then invlpg [0x12000].
+    m.write(0x30000, { 0x22, 0x33, 0x99, 0xF4 });
+    m.start(Mode::Long64, jmp_to_cross({ 0x0F, 0x01, 0x3C, 0x25, 0x00, 0x20, 0x01, 0x00 }));
+    m.put<uint64_t>(0x8000 + 8 * 0x12, 0x30000 | 0x7); // after start(), which rebuilds the tables
+    REQUIRE(m.run().reason == StopReason::Halted);
+    CHECK(m.cpu->gpr(RAX) == 0x99332211);
+}
+
 TEST_CASE("modes: real -> protected -> long mode, in guest code", "[cpu][modes]")
 {
     Machine m;
