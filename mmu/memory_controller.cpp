@@ -237,10 +237,7 @@ Result<uint8_t*, MemError> MemoryController::cached_page(uint64_t pfn, KeyId key
     ++m_stats.cache_misses;
     XtsCipher const* cipher = TRY(cipher_for(key));
     uint8_t* dram = dram_page(pfn);
-    if (uint64_t& word = m_raw_exposed[pfn / 64]; word & (1ull << (pfn % 64))) {
-        word &= ~(1ull << (pfn % 64));
-        invalidate(pfn);
-    }
+    revoke_raw(pfn);
     uint32_t frame = allocate_frame();
     uint8_t* plain = m_arena + uint64_t(frame) * kPageSize;
     if (!overwrite)
@@ -359,10 +356,7 @@ Result<void, MemError> MemoryController::write_past_cache(Spa spa, std::span<uin
     for (size_t done = 0; done < in.size(); done += kPageSize) {
         uint64_t pfn = (spa + done).pfn();
         make_raw(pfn); // a cached copy (any key) reaches DRAM and leaves the cache first
-        if (uint64_t& word = m_raw_exposed[pfn / 64]; word & (1ull << (pfn % 64))) {
-            word &= ~(1ull << (pfn % 64));
-            invalidate(pfn);
-        }
+        revoke_raw(pfn);
         mark_written(pfn);
         cipher->encrypt_page(in.data() + done, dram_page(pfn), pfn);
     }
@@ -710,6 +704,16 @@ void MemoryController::prefault_dram(uint64_t pfn, uint64_t pages)
     if (!first || pages == 0 || !is_dram(Spa::from_pfn(pfn), pages * kPageSize))
         return;
     (void)::madvise(first, pages * kPageSize, MADV_POPULATE_WRITE);
+}
+
+// A DRAM pointer page_pointer() handed out for `pfn` without a key (the CPU's fast path) is taken
+// back: its holders are told (invalidate) before the page's bytes change under another key.
+void MemoryController::revoke_raw(uint64_t pfn)
+{
+    if (uint64_t& word = m_raw_exposed[pfn / 64]; word & (1ull << (pfn % 64))) {
+        word &= ~(1ull << (pfn % 64));
+        invalidate(pfn);
+    }
 }
 
 bool MemoryController::store_dram_page(uint64_t pfn, uint8_t const* bytes)

@@ -212,6 +212,7 @@ private:
     void drop_entry(uint64_t pfn, CacheEntry& e, bool* ok = nullptr);
     void make_raw(uint64_t pfn);
     void invalidate(uint64_t pfn);
+    void revoke_raw(uint64_t pfn);
     uint32_t allocate_frame();
 
     MemoryConfig m_config;

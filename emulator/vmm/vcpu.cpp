@@ -321,21 +321,29 @@ bool Vcpu::inject_interrupt(uint8_t vector)
     return true;
 }
 
+// Nothing an INIT interrupted survives: no event being injected, no interrupt shadow, no
+// interrupt window asked for, no I/O or MMIO read waiting for the VMM, NMIs unmasked (KVM clears
+// them in kvm_vcpu_reset and init_vmcb; set_nmi_mask(vcpu, false)).
+void Vcpu::drop_pending_events()
+{
+    auto& c = m_vmcb.control;
+    c.event_inj = c.event_inj_err = 0;
+    c.int_state = 0;
+    c.int_ctl &= ~(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | int_ctl::V_INTR_PRIO_MASK);
+    c.intercepts[unsigned(Intercept::VINTR) / 32] &= ~(1u << (unsigned(Intercept::VINTR) % 32));
+    m_irq_window = false;
+    m_pending_in.reset();
+    m_pending_mmio.reset();
+    m_nmi_masked = false;
+}
+
 void Vcpu::init_event()
 {
     if (m_es && m_guest_state_protected) {
         // The registers are the guest's, encrypted: INIT cannot reset them (KVM's INIT path for
         // a protected vCPU writes nothing the hardware would load). What was pending goes.
-        auto& c = m_vmcb.control;
-        c.event_inj = c.event_inj_err = 0;
-        c.int_state = 0;
-        c.int_ctl &= ~(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | int_ctl::V_INTR_PRIO_MASK);
-        c.intercepts[unsigned(Intercept::VINTR) / 32] &= ~(1u << (unsigned(Intercept::VINTR) % 32));
-        m_irq_window = false;
-        m_pending_in.reset();
-        m_pending_mmio.reset();
+        drop_pending_events();
         m_es_pending.reset();
-        m_nmi_masked = false;
         m_nmi_iret_rip.reset();
         return;
     }
@@ -346,18 +354,7 @@ void Vcpu::init_event()
     for (auto const& e : m_cpuid)
         if (e.function == 1)
             m_gprs[RDX] = e.eax;
-    // Nothing the INIT interrupted survives: no event being injected, no interrupt shadow, no
-    // interrupt window asked for, no I/O or MMIO read waiting for the VMM (KVM clears them in
-    // kvm_vcpu_reset and init_vmcb).
-    auto& c = m_vmcb.control;
-    c.event_inj = c.event_inj_err = 0;
-    c.int_state = 0;
-    c.int_ctl &= ~(int_ctl::V_IRQ | int_ctl::V_IGN_TPR | int_ctl::V_INTR_PRIO_MASK);
-    c.intercepts[unsigned(Intercept::VINTR) / 32] &= ~(1u << (unsigned(Intercept::VINTR) % 32));
-    m_irq_window = false;
-    m_pending_in.reset();
-    m_pending_mmio.reset();
-    m_nmi_masked = false; // kvm_vcpu_reset: set_nmi_mask(vcpu, false)
+    drop_pending_events();
     // The translations the guest had are gone with CR0/CR3/CR4 (KVM_REQ_TLB_FLUSH_GUEST).
     request_tlb_flush();
 }

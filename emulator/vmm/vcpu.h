@@ -251,6 +251,7 @@ public:
     uint32_t id() const { return m_id; }
 
 private:
+    void drop_pending_events(); // what an INIT discards (init_event)
     Vcpu(Vm& vm, uint32_t id) : m_vm(vm), m_id(id) {}
     void sev_es_init_vmcb();
     void inject_gp(cpu::svm::Vmcb&);

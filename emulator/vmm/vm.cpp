@@ -332,7 +332,7 @@ int Vm::sev_init2(kvm_sev_cmd& cmd)
     if (m_type != KVM_X86_SEV_VM && m_type != KVM_X86_SEV_ES_VM && m_type != KVM_X86_SNP_VM)
         return -EINVAL;
     kvm_sev_init data {};
-    if (!m_host.psp().host().copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&data), sizeof data }))
+    if (!params_in(cmd, data))
         return -EFAULT;
     return guest_init(cmd, data, m_type);
 }
@@ -341,9 +341,8 @@ int Vm::launch_start(kvm_sev_cmd& cmd)
 {
     if (!m_sev.active)
         return -ENOTTY;
-    auto& host = m_host.psp().host();
     kvm_sev_launch_start params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     firmware::LaunchStartBuf start {};
     std::optional<Spa> dh, session;
@@ -399,7 +398,7 @@ int Vm::adopt_context(kvm_sev_cmd& cmd, uint32_t handle, Params& params)
     }
     params.handle = handle;
     m_sev.handle = handle;
-    if (!m_host.psp().host().copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params })) {
+    if (!params_out(cmd, params)) {
         unbind_asid();
         return -EFAULT;
     }
@@ -439,7 +438,7 @@ int Vm::launch_update_data(kvm_sev_cmd& cmd)
     if (!m_sev.active)
         return -ENOTTY;
     kvm_sev_launch_update_data params {};
-    if (!m_host.psp().host().copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     auto pages = pin(params.uaddr, params.len);
     if (!pages)
@@ -477,7 +476,7 @@ int Vm::blob_out_command(kvm_sev_cmd& cmd, CommandId id, Buf& data, SetBlob set_
         return -ENOTTY;
     auto& host = m_host.psp().host();
     Params params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     std::optional<Spa> blob;
     if (params.len && params.uaddr) {
@@ -505,7 +504,7 @@ int Vm::blob_out_command(kvm_sev_cmd& cmd, CommandId id, Buf& data, SetBlob set_
         }
     }
     params.len = get_len(data);
-    if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_out(cmd, params))
         ret = -EFAULT;
     if (blob)
         free_blob(*blob, asked);
@@ -528,9 +527,8 @@ int Vm::launch_secret(kvm_sev_cmd& cmd)
 {
     if (!m_sev.active)
         return -ENOTTY;
-    auto& host = m_host.psp().host();
     kvm_sev_launch_secret params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     auto pages = pin(params.guest_uaddr, params.guest_len);
     if (!pages)
@@ -579,7 +577,7 @@ int Vm::guest_status(kvm_sev_cmd& cmd)
     if (int ret = issue(CommandId::GUEST_STATUS, &data, cmd.error))
         return ret;
     kvm_sev_guest_status params { data.handle, data.policy, data.state };
-    if (!m_host.psp().host().copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_out(cmd, params))
         return -EFAULT;
     return 0;
 }
@@ -679,7 +677,7 @@ int Vm::dbg_crypt(kvm_sev_cmd& cmd, bool decrypt)
     if (!m_sev.active)
         return -ENOTTY;
     kvm_sev_dbg debug {};
-    if (!m_host.psp().host().copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&debug), sizeof debug }))
+    if (!params_in(cmd, debug))
         return -EFAULT;
     if (!debug.len || debug.src_uaddr + debug.len < debug.src_uaddr)
         return -EINVAL;

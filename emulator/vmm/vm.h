@@ -145,6 +145,16 @@ private:
     int copy_user_blob(UserBlob&, uint64_t uaddr, uint32_t len); // 0 or -errno
     void clflush(Pages const&);
     int issue(firmware::CommandId, void* buf, uint32_t& error);
+    // The command's parameter struct in from / out to the VMM's memory at kvm_sev_cmd.data (the
+    // kernel's copy_from_user / copy_to_user of `argp->data`); false: the address is bad (-EFAULT).
+    template <class T> bool params_in(kvm_sev_cmd const& cmd, T& params)
+    {
+        return bool(m_host.psp().host().copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }));
+    }
+    template <class T> bool params_out(kvm_sev_cmd const& cmd, T const& params)
+    {
+        return bool(m_host.psp().host().copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t const*>(&params), sizeof params }));
+    }
 
     int guest_init(kvm_sev_cmd&, kvm_sev_init data, KvmVmType vm_type);
     int sev_init(kvm_sev_cmd&);

@@ -85,7 +85,7 @@ int Vm::send_start_query_session_length(kvm_sev_cmd& cmd, kvm_sev_send_start& pa
     data.handle = m_sev.handle;
     int ret = issue(CommandId::SEND_START, &data, cmd.error);
     params.session_len = data.session_len;
-    if (!m_host.psp().host().copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_out(cmd, params))
         ret = -EFAULT;
     return ret;
 }
@@ -97,7 +97,7 @@ int Vm::send_start(kvm_sev_cmd& cmd)
         return -ENOTTY;
     auto& host = m_host.psp().host();
     kvm_sev_send_start params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     if (!params.session_len)
         return send_start_query_session_length(cmd, params);
@@ -130,7 +130,7 @@ int Vm::send_start(kvm_sev_cmd& cmd)
         return -EFAULT;
     params.policy = data.policy;
     params.session_len = data.session_len;
-    if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_out(cmd, params))
         ret = -EFAULT;
     return ret;
 }
@@ -143,7 +143,7 @@ int Vm::send_update_data_query_lengths(kvm_sev_cmd& cmd, kvm_sev_send_update_dat
     int ret = issue(CommandId::SEND_UPDATE_DATA, &data, cmd.error);
     params.hdr_len = data.hdr_len;
     params.trans_len = data.trans_len;
-    if (!m_host.psp().host().copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_out(cmd, params))
         ret = -EFAULT;
     return ret;
 }
@@ -156,7 +156,7 @@ int Vm::send_update_data(kvm_sev_cmd& cmd)
         return -ENOTTY;
     auto& host = m_host.psp().host();
     kvm_sev_send_update_data params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     if (!params.trans_len || !params.hdr_len)
         return send_update_data_query_lengths(cmd, params);
@@ -209,7 +209,7 @@ int Vm::send_update_vmsa(kvm_sev_cmd& cmd)
         return -EINVAL;
     auto& host = m_host.psp().host();
     kvm_sev_send_update_vmsa params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     Vcpu* v = find_vcpu(params.vcpu_id);
     if (!v)
@@ -221,7 +221,7 @@ int Vm::send_update_vmsa(kvm_sev_cmd& cmd)
         int ret = issue(CommandId::SEND_UPDATE_VMSA, &data, cmd.error);
         params.hdr_len = data.hdr_len;
         params.trans_len = data.trans_len;
-        if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+        if (!params_out(cmd, params))
             ret = -EFAULT;
         return ret;
     }
@@ -249,7 +249,7 @@ int Vm::send_update_vmsa(kvm_sev_cmd& cmd)
         return ret;
     params.trans_len = uint32_t(kPageSize);
     params.hdr_len = data.hdr_len;
-    if (!host.copy_to(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_out(cmd, params))
         return -EFAULT;
     return copy_buffer_to_user(host, hdr.spa, params.hdr_uaddr, data.hdr_len);
 }
@@ -260,9 +260,8 @@ int Vm::receive_update_vmsa(kvm_sev_cmd& cmd)
 {
     if (!m_sev.active || !m_sev.es_active)
         return -EINVAL;
-    auto& host = m_host.psp().host();
     kvm_sev_receive_update_vmsa params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     Vcpu* v = find_vcpu(params.vcpu_id);
     if (!v || v->guest_state_protected())
@@ -316,9 +315,8 @@ int Vm::receive_start(kvm_sev_cmd& cmd)
 {
     if (!m_sev.active)
         return -ENOTTY;
-    auto& host = m_host.psp().host();
     kvm_sev_receive_start params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     if (!params.pdh_uaddr || !params.pdh_len || !params.session_uaddr || !params.session_len)
         return -EINVAL;
@@ -345,9 +343,8 @@ int Vm::receive_update_data(kvm_sev_cmd& cmd)
 {
     if (!m_sev.active)
         return -EINVAL; // sic: KVM answers -EINVAL here, -ENOTTY elsewhere
-    auto& host = m_host.psp().host();
     kvm_sev_receive_update_data params {};
-    if (!host.copy_from(Hva(cmd.data), { reinterpret_cast<uint8_t*>(&params), sizeof params }))
+    if (!params_in(cmd, params))
         return -EFAULT;
     if (!params.hdr_uaddr || !params.hdr_len || !params.guest_uaddr || !params.guest_len || !params.trans_uaddr
         || !params.trans_len)

@@ -36,7 +36,9 @@
 //   - an accepted guest then runs (kRunInstructions at most) from the state the stream gave, and
 //     ends with an outcome, never a crash.
 #include "fuzz_check.h"
+#include "fuzz_reseal.h"
 #include "fuzz_fixed.h"
+#include "fuzz_migration_guest.h"
 
 #include "base/state_stream.h"
 #include "emulator/machine.h"
@@ -94,13 +96,7 @@ MachineConfig target_config(bool sev, bool es)
     if (sev) {
         static SevPlatformDir platform;
         c.platform_dir = platform.fresh().string();
-        SevGuestConfig g;
-        g.type = SevGuestConfig::Type::Sev;
-        g.id = "sev0";
-        g.policy = firmware::policy::NODBG | (es ? firmware::policy::ES : 0);
-        g.cbitpos = 51;
-        g.reduced_phys_bits = 1;
-        c.confidential_guest = g;
+        c.confidential_guest = migration_fuzz_guest(es);
     }
     return c;
 }
@@ -199,47 +195,6 @@ Received receive(Machine& m, std::span<uint8_t const> stream)
     return out;
 }
 
-// The section layout of base/state_stream.h read leniently (CRCs ignored, lengths clamped), as
-// a correct writer would have written those sections; empty when the input does not get that
-// far. Repeated "ram-pages" are kept in a version-2 stream, as SnapshotWriter allows.
-std::vector<uint8_t> reseal(std::span<uint8_t const> in)
-{
-    constexpr size_t kHeader = 24;
-    if (in.size() < kHeader || !std::equal(in.begin(), in.begin() + 16, kSnapshotMagic))
-        return {};
-    auto le = [&](size_t at, int n) {
-        uint64_t v = 0;
-        for (int i = n - 1; i >= 0; --i)
-            v = (v << 8) | in[at + size_t(i)];
-        return v;
-    };
-    auto stream_version = uint32_t(le(16, 4));
-    if (stream_version != kSnapshotStreamVersion && stream_version != kSnapshotStreamVersionV1)
-        return {};
-    SnapshotWriter w(stream_version);
-    std::vector<std::string> names;
-    size_t pos = kHeader;
-    while (pos + 2 <= in.size() && in[pos] == 0x01) {
-        size_t name_len = in[pos + 1];
-        if (name_len == 0 || name_len > kMaxSectionName || pos + 2 + name_len + 12 > in.size())
-            break;
-        std::string name(in.begin() + long(pos + 2), in.begin() + long(pos + 2 + name_len));
-        bool valid = std::all_of(name.begin(), name.end(), [](char c) {
-            return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-        });
-        bool repeatable = stream_version == kSnapshotStreamVersion && name == kRamPagesSection;
-        if (!valid || (!repeatable && std::find(names.begin(), names.end(), name) != names.end()))
-            break;
-        size_t at = pos + 2 + name_len;
-        auto version = uint32_t(le(at, 4));
-        uint64_t len = std::min<uint64_t>(le(at + 4, 8), in.size() - (at + 12));
-        w.add(name, version, in.subspan(at + 12, size_t(len)));
-        names.push_back(name);
-        pos = at + 12 + size_t(len) + 4;
-    }
-    return w.finish();
-}
-
 void check_stream(bool sev, bool es, std::span<uint8_t const> stream)
 {
     auto m = incoming_machine(sev, es);
@@ -322,7 +277,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size)
     bool sev = data[0] & 1, es = sev && (data[0] & 2);
     std::span<uint8_t const> stream(data + 1, size - 1);
     check_stream(sev, es, stream);
-    auto sealed = reseal(stream);
+    auto sealed = sevemu::fuzz::reseal(stream, true);
     if (!sealed.empty() && !(sealed.size() == stream.size() && std::equal(sealed.begin(), sealed.end(), stream.begin())))
         check_stream(sev, es, sealed);
     return 0;

@@ -14,6 +14,7 @@
 //   - a loaded machine saves a stream that parses, and that stream loads into a fresh machine,
 //     which saves the very same bytes (save and load are inverse on everything a load accepts).
 #include "fuzz_check.h"
+#include "fuzz_reseal.h"
 
 #include "base/state_stream.h"
 #include "emulator/machine.h"
@@ -39,42 +40,6 @@ std::unique_ptr<Machine> incoming_machine()
 
 bool one_line(std::string const& s) { return !s.empty() && s.find('\n') == std::string::npos; }
 
-// The section layout of base/state_stream.h, read leniently: what a correct writer would have
-// written for these sections (empty when the input does not even get that far).
-std::vector<uint8_t> reseal(std::span<uint8_t const> in)
-{
-    constexpr size_t kHeader = 24;
-    if (in.size() < kHeader || !std::equal(in.begin(), in.begin() + 16, kSnapshotMagic))
-        return {};
-    auto le = [&](size_t at, int n) {
-        uint64_t v = 0;
-        for (int i = n - 1; i >= 0; --i)
-            v = (v << 8) | in[at + size_t(i)];
-        return v;
-    };
-    SnapshotWriter w;
-    std::vector<std::string> names;
-    size_t pos = kHeader;
-    while (pos + 2 <= in.size() && in[pos] == 0x01) {
-        size_t name_len = in[pos + 1];
-        if (name_len == 0 || name_len > kMaxSectionName || pos + 2 + name_len + 12 > in.size())
-            break;
-        std::string name(in.begin() + long(pos + 2), in.begin() + long(pos + 2 + name_len));
-        bool valid = std::all_of(name.begin(), name.end(), [](char c) {
-            return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-        });
-        if (!valid || std::find(names.begin(), names.end(), name) != names.end())
-            break;
-        size_t at = pos + 2 + name_len;
-        auto version = uint32_t(le(at, 4));
-        uint64_t len = std::min<uint64_t>(le(at + 4, 8), in.size() - (at + 12));
-        w.add(name, version, in.subspan(at + 12, size_t(len)));
-        names.push_back(name);
-        pos = at + 12 + size_t(len) + 4;
-    }
-    return w.finish();
-}
-
 void check_stream(std::span<uint8_t const> stream);
 
 } // namespace
@@ -83,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(uint8_t const* data, size_t size)
 {
     std::span<uint8_t const> stream(data, size);
     check_stream(stream);
-    auto sealed = reseal(stream);
+    auto sealed = sevemu::fuzz::reseal(stream, false);
     if (!sealed.empty() && !(sealed.size() == size && std::equal(sealed.begin(), sealed.end(), data)))
         check_stream(sealed);
     return 0;

@@ -28,6 +28,7 @@
 // shared page, two private pages), whose "sev-vcpu0" carries the SEND_UPDATE_VMSA packet.
 // Run again only when the stream format changes.
 #include "fuzz_fixed.h"
+#include "fuzz_migration_guest.h"
 
 #include "base/state_stream.h"
 #include "emulator/machine.h"
@@ -155,12 +156,7 @@ void sev(std::string const& guest, bool es)
     auto config = [&](uint64_t max) {
         auto c = base_config(guest, kRam, max);
         c.platform_dir = source_platform.path.string();
-        SevGuestConfig g;
-        g.id = "sev0";
-        g.policy = firmware::policy::NODBG | (es ? firmware::policy::ES : 0);
-        g.cbitpos = 51;
-        g.reduced_phys_bits = 1;
-        c.confidential_guest = g;
+        c.confidential_guest = migration_fuzz_guest(es);
         return c;
     };
     // How long the whole run is, then a stop shortly before its end (the page is shared by then).

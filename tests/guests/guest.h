@@ -38,4 +38,17 @@ static inline uint64_t guest_rand(uint64_t* state)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
+/* WRMSR / RDMSR (the SEV-ES guests' GHCB MSR, SEV_STATUS). */
+static inline void wrmsr(uint32_t msr, uint64_t v)
+{
+    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
+}
+
+static inline uint64_t rdmsr(uint32_t msr)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr) : "memory");
+    return (uint64_t)hi << 32 | lo;
+}
+
 #endif

@@ -74,18 +74,6 @@ static uint16_t ghcb_version;
 static unsigned hv_min, hv_max, hv_cbit;
 static unsigned vc_cpuid, vc_ioio, vc_msr, vc_vmmcall;
 
-static inline void wrmsr(uint32_t msr, uint64_t v)
-{
-    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
-}
-
-static inline uint64_t rdmsr(uint32_t msr)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr) : "memory");
-    return (uint64_t)hi << 32 | lo;
-}
-
 static inline void vmgexit(void) { __asm__ volatile(".byte 0xf3, 0x0f, 0x01, 0xd9" : : : "memory"); /* rep vmmcall */ }
 
 /* MSR protocol 0x100: the hypervisor ends the guest; it never comes back here. */

@@ -18,37 +18,7 @@ import sys
 import tempfile
 import time
 
-
-class Qmp:
-    def __init__(self, path):
-        for _ in range(600):
-            try:
-                self.s = socket.socket(socket.AF_UNIX)
-                self.s.connect(path)
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"no QMP socket at {path}")
-        self.f = self.s.makefile("rwb")
-        self.f.readline()
-        self.events = []
-        self.run("qmp_capabilities")
-
-    def run(self, cmd, **args):
-        msg = {"execute": cmd}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg).encode())
-        self.f.flush()
-        while True:
-            line = json.loads(self.f.readline())
-            if "event" in line:
-                self.events.append(line)
-                continue
-            if "error" in line:
-                raise RuntimeError(f"{cmd}: {line['error']}")
-            return line["return"]
+from qmp_client import Qmp
 
 
 def main():

@@ -47,6 +47,7 @@ import threading
 import time
 
 from migration_relay import Proxy
+from qmp_client import Qmp
 
 MEMORY = "512M"
 GUEST_RAM_BASE = 64 << 20  # SevRuntime::kGuestRamBase: an SEV guest's GPA 0 is this SPA
@@ -109,44 +110,6 @@ def loop_initramfs(src, dst):
     entries.append(("init", 0o100755, 1, INIT))
     open(dst, "wb").write(gzip.compress(cpio_write(entries), mtime=0))
     return next(e[3] for e in entries if e[0] == "data.bin")
-
-
-class Qmp:
-    def __init__(self, path, proc):
-        deadline = time.time() + 60
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX)
-                self.s.connect(path)
-                break
-            except OSError:
-                self.s.close()
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"no QMP socket at {path} (sevemu exit status {proc.poll()})")
-                time.sleep(0.05)
-        self.f = self.s.makefile("rwb")
-        self.f.readline()
-        self.run("qmp_capabilities")
-
-    def raw(self, cmd, **args):
-        msg = {"execute": cmd}
-        if args:
-            msg["arguments"] = args
-        self.f.write(json.dumps(msg).encode())
-        self.f.flush()
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise RuntimeError(f"QMP closed during {cmd}")
-            r = json.loads(line)
-            if "event" not in r:
-                return r
-
-    def run(self, cmd, **args):
-        r = self.raw(cmd, **args)
-        if "error" in r:
-            raise RuntimeError(f"{cmd}: {r['error']}")
-        return r["return"]
 
 
 def parse_stream(data):

@@ -164,6 +164,16 @@ def wait_done(s):
     fail('migration did not end')
 
 
+def migrate_to(s, info, port, what):
+    """migrate-set-sev-info with `info`, then migrate toward `port` (both must be accepted); the
+    migration's end as query-migrate gives it."""
+    if s('migrate-set-sev-info', **info) != {'return': {}}:
+        fail('migrate-set-sev-info (%s)' % what)
+    if s('migrate', uri='tcp:127.0.0.1:%s' % port) != {'return': {}}:
+        fail('migrate (%s)' % what)
+    return wait_done(s)
+
+
 def migrate_while_computing(ref_out, ref_status):
     pa, pb = os.path.join(D, 'plat-a'), os.path.join(D, 'plat-b')
     os.makedirs(pa)
@@ -292,12 +302,8 @@ def cancel_then_migrate(ref_out, ref_status):
     if sev != 'running' or s('query-status')['return']['status'] != 'running':
         fail('after the cancel the source is %s / %s' % (sev, s('query-status')['return']['status']))
     # The second migration, to another target, at full speed.
-    if s('migrate-set-sev-info', **info2) != {'return': {}}:
-        fail('migrate-set-sev-info for the second target')
     s('migrate-set-parameters', **{'max-bandwidth': 0})
-    if s('migrate', uri='tcp:127.0.0.1:' + port2) != {'return': {}}:
-        fail('migrate to the second target')
-    q2 = wait_done(s)
+    q2 = migrate_to(s, info2, port2, 'to the second target')
     if q2['status'] != 'completed':
         fail('the second migration: ' + json.dumps(q2))
     status = tp2.wait(300)
@@ -428,11 +434,7 @@ SEV_POLICY = 0x21  # NODBG | SEV (bit 5): send only to a platform whose chain le
 def refused_send_start(s, info, port, want_status, what):
     """migrate-set-sev-info + migrate toward `port`: the migration fails in SEND_START with the
     firmware status `want_status`, and the source's guest runs on (query-status, query-sev)."""
-    if s('migrate-set-sev-info', **info) != {'return': {}}:
-        fail('migrate-set-sev-info (%s)' % what)
-    if s('migrate', uri='tcp:127.0.0.1:%d' % port) != {'return': {}}:
-        fail('migrate (%s)' % what)
-    q = wait_done(s)
+    q = migrate_to(s, info, port, what)
     desc = q.get('error-desc', '')
     if q['status'] != 'failed' or 'SEND_START failed' not in desc or want_status not in desc:
         fail('%s: expected a SEND_START refusal with %s, got %s' % (what, want_status, json.dumps(q)))
@@ -498,11 +500,7 @@ def roots_and_identities(ref_out, ref_status):
     # 3. The genuine target: its own chain, the source's roots. The guest finishes there.
     gp, g = start('r-genuine', ['-kernel', GUEST, '-incoming', 'tcp:127.0.0.1:0'], pg, hex(SEV_POLICY))
     gport = g('query-migrate')['return']['socket-address'][0]['port']
-    if s('migrate-set-sev-info', **info(good)) != {'return': {}}:
-        fail('migrate-set-sev-info (genuine)')
-    if s('migrate', uri='tcp:127.0.0.1:' + gport) != {'return': {}}:
-        fail('migrate (genuine)')
-    q = wait_done(s)
+    q = migrate_to(s, info(good), gport, 'genuine')
     if q['status'] != 'completed':
         fail('policy SEV, genuine target: ' + json.dumps(q))
     if s('query-sev')['return']['state'] != 'sent':
@@ -523,11 +521,7 @@ def roots_and_identities(ref_out, ref_status):
     xp2, x2 = start('r-other2', ['-kernel', GUEST, '-incoming', 'tcp:127.0.0.1:0'], px, '0x1')
     x2port = x2('query-migrate')['return']['socket-address'][0]['port']
     time.sleep(0.3)
-    if s2('migrate-set-sev-info', **info(other, src['ask'] + src['ark'])) != {'return': {}}:
-        fail('migrate-set-sev-info (no SEV bit)')
-    if s2('migrate', uri='tcp:127.0.0.1:' + x2port) != {'return': {}}:
-        fail('migrate (no SEV bit)')
-    q = wait_done(s2)
+    q = migrate_to(s2, info(other, src['ask'] + src['ark']), x2port, 'no SEV bit')
     if q['status'] != 'completed':
         fail('without the SEV bit, toward another root: ' + json.dumps(q))
     x2status = xp2.wait(300)
@@ -691,11 +685,7 @@ class VmsaFlipProxy(Proxy):
                 b.sendall(self.data[fwd:])
         except OSError:
             pass
-        for sock in (a, b):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.shut_both(a, b)
 
 
 def es_pair(tag):

@@ -39,6 +39,11 @@ class Proxy:
                 b.sendall(buf)
         except OSError:
             pass
+        self.shut_both(a, b)
+
+    @staticmethod
+    def shut_both(a, b):
+        """Both directions of both sockets closed: the peers see the end of the stream."""
         for sock in (a, b):
             try:
                 sock.shutdown(socket.SHUT_RDWR)

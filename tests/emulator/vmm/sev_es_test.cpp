@@ -22,13 +22,6 @@ using namespace sevemu::cpu::svm;
 
 namespace {
 
-struct NoIo final : cpu::IoHandler {
-    uint32_t port_in(uint16_t, uint8_t) override { return ~0u; }
-    void port_out(uint16_t, uint8_t, uint32_t) override {}
-    uint64_t mmio_read(Spa, uint8_t) override { return ~0ull; }
-    void mmio_write(Spa, uint8_t, uint64_t) override {}
-};
-
 // es_guest.S's layout and entry points.
 constexpr uint64_t kCode = 0x1000, kCodeSize = 0x2000, kGhcb = 0x3000, kScratch = 0x4000, kOut = 0x5000;
 constexpr uint64_t kTables = 0x8000, kTablesSize = 0x4000;

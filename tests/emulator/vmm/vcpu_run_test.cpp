@@ -17,13 +17,6 @@ using namespace sevemu::cpu::svm;
 
 namespace {
 
-struct NoIo final : cpu::IoHandler {
-    uint32_t port_in(uint16_t, uint8_t) override { return ~0u; }
-    void port_out(uint16_t, uint8_t, uint32_t) override {}
-    uint64_t mmio_read(Spa, uint8_t) override { return ~0ull; }
-    void mmio_write(Spa, uint8_t, uint64_t) override {}
-};
-
 constexpr uint64_t kCode = 0x1000, kData = 0x2000;
 
 struct Guest {

@@ -4,6 +4,7 @@
 
 #include "devices/amd_sp.h"
 #include "devices/psp_mailbox.h"
+#include "cpu/io.h"
 #include "emulator/vmm/vm.h"
 #include "firmware/firmware.h"
 #include "firmware/platform_store.h"
@@ -131,5 +132,13 @@ inline Bytes pattern(size_t n, uint8_t seed)
         b[i] = uint8_t(seed + i * 7 + (i >> 8));
     return b;
 }
+
+// A CPU's devices for tests whose guests reach none: ports read all ones, writes go nowhere.
+struct NoIo final : cpu::IoHandler {
+    uint32_t port_in(uint16_t, uint8_t) override { return ~0u; }
+    void port_out(uint16_t, uint8_t, uint32_t) override {}
+    uint64_t mmio_read(Spa, uint8_t) override { return ~0ull; }
+    void mmio_write(Spa, uint8_t, uint64_t) override {}
+};
 
 } // namespace sevemu::test
