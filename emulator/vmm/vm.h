@@ -180,7 +180,8 @@ private:
     int send_start(kvm_sev_cmd&);
     int send_start_query_session_length(kvm_sev_cmd&, kvm_sev_send_start&);
     int send_update_data(kvm_sev_cmd&);
-    int send_update_data_query_lengths(kvm_sev_cmd&, kvm_sev_send_update_data&);
+    template <class Params>
+    int send_query_lengths(kvm_sev_cmd&, firmware::CommandId, Params&);
     int send_update_vmsa(kvm_sev_cmd&);
     int receive_update_vmsa(kvm_sev_cmd&);
     Vcpu* find_vcpu(uint32_t id) const;

@@ -135,12 +135,14 @@ int Vm::send_start(kvm_sev_cmd& cmd)
     return ret;
 }
 
-// __sev_send_update_data_query_lengths()
-int Vm::send_update_data_query_lengths(kvm_sev_cmd& cmd, kvm_sev_send_update_data& params)
+// __sev_send_update_data_query_lengths(): the firmware's header and transport lengths for
+// SEND_UPDATE_DATA or SEND_UPDATE_VMSA (`Params`: the op's struct), answered into the user struct.
+template <class Params>
+int Vm::send_query_lengths(kvm_sev_cmd& cmd, CommandId id, Params& params)
 {
     firmware::TransportBuf data {};
     data.handle = m_sev.handle;
-    int ret = issue(CommandId::SEND_UPDATE_DATA, &data, cmd.error);
+    int ret = issue(id, &data, cmd.error);
     params.hdr_len = data.hdr_len;
     params.trans_len = data.trans_len;
     if (!params_out(cmd, params))
@@ -159,7 +161,7 @@ int Vm::send_update_data(kvm_sev_cmd& cmd)
     if (!params_in(cmd, params))
         return -EFAULT;
     if (!params.trans_len || !params.hdr_len)
-        return send_update_data_query_lengths(cmd, params);
+        return send_query_lengths(cmd, CommandId::SEND_UPDATE_DATA, params);
     if (!params.trans_uaddr || !params.guest_uaddr || !params.guest_len || !params.hdr_uaddr)
         return -EINVAL;
     uint64_t offset = params.guest_uaddr & kPageMask;
@@ -214,17 +216,8 @@ int Vm::send_update_vmsa(kvm_sev_cmd& cmd)
     Vcpu* v = find_vcpu(params.vcpu_id);
     if (!v)
         return -EINVAL;
-    if (!params.trans_len || !params.hdr_len) {
-        // The lengths, as __sev_send_update_data_query_lengths asks for them.
-        firmware::TransportBuf data {};
-        data.handle = m_sev.handle;
-        int ret = issue(CommandId::SEND_UPDATE_VMSA, &data, cmd.error);
-        params.hdr_len = data.hdr_len;
-        params.trans_len = data.trans_len;
-        if (!params_out(cmd, params))
-            ret = -EFAULT;
-        return ret;
-    }
+    if (!params.trans_len || !params.hdr_len)
+        return send_query_lengths(cmd, CommandId::SEND_UPDATE_VMSA, params);
     // Only a launched VMSA is the guest's (before LAUNCH_UPDATE_VMSA the page holds nothing).
     if (!v->guest_state_protected())
         return -EINVAL;
